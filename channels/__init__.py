@@ -1,0 +1,1 @@
+"""Built-in channel plugins: web chat, REST, Twilio SMS and WhatsApp, email."""

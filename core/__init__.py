@@ -1,0 +1,1 @@
+"""The core: hook specifications, plugin host, settings, domain types, storage."""

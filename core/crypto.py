@@ -1,0 +1,66 @@
+"""Encryption at rest for plugin secrets (and, with issue #8, checkpoints).
+
+Uses Fernet (AES-128-CBC with HMAC-SHA256) from ``cryptography``. The key comes
+from ``BOTLOOM_SECRET_KEY``: a Fernet key as it is, or any passphrase, which is
+stretched into one. Without the setting, a key is generated once and kept in
+``<data_dir>/secret.key`` (readable by its owner only).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Cipher", "InvalidToken", "load_cipher"]
+
+
+class Cipher:
+    """Encrypts and decrypts bytes with one Fernet key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Encrypt ``data``; the result carries its own timestamp and MAC."""
+        return self._fernet.encrypt(data)
+
+    def decrypt(self, token: bytes) -> bytes:
+        """Decrypt ``token``; raises :class:`InvalidToken` if it was changed or made with another key."""
+        return self._fernet.decrypt(token)
+
+
+def key_from_setting(value: str) -> bytes:
+    """A Fernet key from the ``BOTLOOM_SECRET_KEY`` value: a key as it is, or a stretched passphrase."""
+    raw = value.encode()
+    try:
+        if len(base64.urlsafe_b64decode(raw)) == 32:
+            return raw
+    except ValueError:
+        pass
+    digest = hashlib.pbkdf2_hmac("sha256", raw, b"botloom-secret-key", 200_000)
+    return base64.urlsafe_b64encode(digest)
+
+
+def load_cipher(secret_key: str | None, data_dir: Path) -> Cipher:
+    """The deployment's cipher: from the setting, else from (or into) ``data_dir/secret.key``."""
+    if secret_key:
+        return Cipher(key_from_setting(secret_key))
+    path = data_dir / "secret.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Fernet.generate_key())
+        logger.warning(
+            "BOTLOOM_SECRET_KEY is not set: generated %s; set the variable in production "
+            "so every process shares one key",
+            path,
+        )
+    return Cipher(path.read_bytes().strip())

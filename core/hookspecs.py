@@ -1,0 +1,108 @@
+"""The hook specifications: everything a botloom plugin can implement.
+
+This module is the plugin author's reference. A plugin is a module (or an
+object) with functions marked ``@botloom.hookimpl`` whose names are hook names
+below; it is found through the ``botloom`` entry-point group::
+
+    [project.entry-points.botloom]
+    my_plugin = "my_package.plugin"
+
+General rules:
+
+* Every argument is passed by name; an implementation may accept only the
+  arguments it needs (pluggy's rule).
+* An implementation may be ``async def``: the host awaits what it returns.
+* The ``register_*`` hooks are called once per process at start-up. The host
+  calls each plugin's implementation on its own, so it knows which plugin
+  registered what, and one failing plugin is reported without stopping others.
+* A plugin's hooks must not take a turn down: the host applies a timeout to the
+  per-turn hooks, records exceptions against the plugin and carries on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botloom.core.markers import hookspec
+
+if TYPE_CHECKING:
+    import msgspec
+
+    from botloom.core.definitions import ChannelAdapter, GraphDefinition, Intent, Tool, TurnSummary
+    from botloom.core.domain import Bot
+    from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
+
+
+@hookspec
+def register_channels() -> list[ChannelAdapter]:
+    """Return the channel adapters this plugin provides.
+
+    Called once at start-up. Each adapter's ``name`` must be unique across all
+    plugins; its inbound route is ``POST /channels/{name}/{bot}``. A bot uses a
+    channel only after it enables the plugin that registered it.
+    """
+
+
+@hookspec
+def register_tools() -> list[Tool]:
+    """Return the tools this plugin provides.
+
+    Called once at start-up. Tool names are global: two plugins registering the
+    same name is an error that names both. A tool is visible to a bot's turns
+    only when the bot enabled this plugin.
+    """
+
+
+@hookspec
+def register_intents() -> list[Intent]:
+    """Return the intents this plugin provides.
+
+    Called once at start-up. Intent names are global, like tool names. An
+    intent's ``tools`` may name tools of other plugins; the bot must enable those
+    plugins too, or the intent is answered without them.
+    """
+
+
+@hookspec
+def register_graphs() -> list[GraphDefinition]:
+    """Return named graph builders; a bot's ``graph`` setting picks one by name.
+
+    Called once at start-up. botloom's own ``turn`` graph is registered through
+    this hook too. Each builder returns an uncompiled LangGraph ``StateGraph``
+    that the host compiles once per process with the configured checkpointer.
+    """
+
+
+@hookspec
+def plugin_config_schema() -> type[msgspec.Struct] | None:
+    """Return the msgspec Struct type that a bot's config of this plugin must satisfy.
+
+    Called when a bot enables the plugin (and at start-up, for the plugin list).
+    Return ``None`` (or do not implement the hook) for a plugin with no settings.
+    Fields annotated with :data:`botloom.Secret` are stored encrypted and never
+    returned by the API.
+    """
+
+
+@hookspec
+def moderate_message(
+    message: InboundMessage | OutboundMessage, bot: Bot
+) -> InboundMessage | OutboundMessage | Refusal | None:
+    """Inspect a message before it enters the graph and before a reply leaves.
+
+    ``message`` is an ``InboundMessage`` on the way in and an ``OutboundMessage``
+    on the way out. Return ``None`` to let it pass unchanged, a changed copy
+    (for example with personal data masked; use ``msgspec.structs.replace``) to
+    pass that on to the next plugin, or a ``Refusal`` to stop it; the end user
+    then gets the refusal's reply or the bot's fallback. Called for every bot,
+    whichever plugins it enabled: moderation is the deployment's policy.
+    """
+
+
+@hookspec
+def on_turn_end(turn: TurnSummary) -> Any:
+    """Observe a finished turn (analytics, audit, billing). The return value is ignored.
+
+    Called after the replies were handed to the channel's delivery. An
+    exception here is logged against the plugin and never reaches the end user.
+    """

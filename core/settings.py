@@ -1,0 +1,128 @@
+"""Deployment settings, read from ``BOTLOOM_*`` environment variables and validated at start-up.
+
+Every field of :class:`Settings` is read from ``BOTLOOM_<FIELD>`` (upper case),
+except the OpenAI client's own ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. A bad
+value stops start-up with a message naming the variable and what it expects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Checkpointer = Literal["postgres", "redis", "memory"]
+Embedder = Literal["local", "openai"]
+
+OTHER_NAMES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """botloom's deployment settings. See ``docs/configuration.md`` for each variable."""
+
+    database_url: str | None = None
+    """PostgreSQL URL (``postgresql://user:pass@host/db``); unset starts the embedded server."""
+    redis_url: str | None = None
+    """Redis or Valkey URL for the cache, rate limits, locks and (optionally) checkpoints and queue."""
+    checkpointer: Checkpointer = "postgres"
+    checkpoint_ttl_minutes: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """With the Redis checkpointer: expire a thread's checkpoints after this many idle minutes."""
+    data_dir: str = ".botloom"
+    """Where the embedded PostgreSQL and the generated secret key live."""
+    admin_token: str | None = None
+    """The operator's bearer token; unset closes the operator routes."""
+    secret_key: str | None = None
+    """Key for encrypting plugin secrets and checkpoints (a Fernet key, or any passphrase);
+    unset uses a key generated once under ``data_dir``."""
+    llm_model: str = "gpt-4o-mini"
+    """The default chat model when ``OPENAI_API_KEY`` is set."""
+    embedder: Embedder = "local"
+    embedding_model: str = "text-embedding-3-small"
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    plugins: str | None = None
+    """Comma-separated allow-list of plugins to load; unset loads every installed plugin."""
+    block_plugins: str = ""
+    """Comma-separated plugins never to load."""
+    public_url: str | None = None
+    """The URL end users and providers reach this server at (behind a proxy); used for webhook
+    signatures and links."""
+    db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """Seconds a whole turn may take before the end user gets the fallback."""
+    tool_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+
+    def __post_init__(self) -> None:
+        if self.checkpointer == "redis" and not self.redis_url:
+            raise SettingsError("BOTLOOM_CHECKPOINTER=redis needs BOTLOOM_REDIS_URL")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("BOTLOOM_DATABASE_URL must start with postgresql:// (e.g. postgresql://user@host/db)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("BOTLOOM_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.embedder == "openai" and not self.openai_api_key:
+            raise SettingsError("BOTLOOM_EMBEDDER=openai needs OPENAI_API_KEY")
+
+    @property
+    def llm_enabled(self) -> bool:
+        """Whether turns use a language model (``OPENAI_API_KEY`` is set) or the offline engine."""
+        return bool(self.openai_api_key)
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def plugin_allow_list(self) -> list[str] | None:
+        """The ``plugins`` allow-list as names, or ``None`` to load everything."""
+        return _split(self.plugins) if self.plugins is not None else None
+
+    @property
+    def plugin_block_list(self) -> list[str]:
+        """The ``block_plugins`` names."""
+        return _split(self.block_plugins)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return OTHER_NAMES.get(field, f"BOTLOOM_{field.upper()}")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win.
+
+    Raises :class:`SettingsError` naming the variable for any bad value.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = env.get(env_name(field.name))
+        if value is not None and value != "":
+            raw[field.name] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc))) from None
+
+
+def _explain(message: str) -> str:
+    """Turn msgspec's ``... - at `$.field``` into a message naming the environment variable."""
+    text, _, where = message.partition(" - at `$.")
+    if where:
+        field = where.rstrip("`").split(".")[0].split("[")[0]
+        return f"{env_name(field)}: {text}"
+    return message
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]

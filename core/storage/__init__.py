@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the embedded server, migrations, the connection pool and repositories."""

@@ -1,0 +1,57 @@
+"""The embedded PostgreSQL (with pgvector) that botloom starts when no database is configured.
+
+It comes from the ``pgserver`` package (the ``embedded`` extra) and keeps its data in
+``<data_dir>/postgres``. Several botloom processes on one data dir share one server:
+``pgserver`` counts the processes using it and the last one to exit stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "botloom"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not start; the message says what to do."""
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded server under ``data_dir`` and return the URL of its ``botloom`` database."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning on headless machines
+            import pgserver
+    except ImportError as exc:
+        raise EmbeddedPostgresError(
+            "BOTLOOM_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "pip install 'botloom[embedded]', or point BOTLOOM_DATABASE_URL at a PostgreSQL with pgvector"
+        ) from exc
+    pgdata = data_dir / "postgres"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("starting the embedded PostgreSQL in %s", pgdata)
+    try:
+        server: Any = pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+        raise EmbeddedPostgresError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}\n{tail}") from exc
+    if not server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';").count("(1 row)"):
+        try:
+            server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        except Exception:  # noqa: BLE001 - another process created it first
+            logger.debug("database %s was created concurrently", DATABASE_NAME)
+    return str(server.get_uri(DATABASE_NAME))
+
+
+def _runtime_dir() -> Path:
+    path = Path(f"/tmp/botloom-runtime-{os.getuid()}")  # noqa: S108 - per-user, 0700
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path

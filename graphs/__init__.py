@@ -1,0 +1,1 @@
+"""The turn graph and the graph registry."""

@@ -1,0 +1,1 @@
+"""Built-in tool and intent plugins: knowledge search, human handoff, small talk, demo shop."""

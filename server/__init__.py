@@ -1,0 +1,1 @@
+"""The Litestar application, workers and the command line."""
