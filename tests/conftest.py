@@ -1,0 +1,158 @@
+"""Shared fixtures: real PostgreSQL (pgvector), real Redis (search + JSON), a scripted OpenAI server.
+
+Servers start once per test session (per xdist worker) on free loopback ports.
+Set ``BOTLOOM_TEST_DATABASE_URL`` / ``BOTLOOM_TEST_REDIS_URL`` to use servers you run.
+Each test that asks for ``database_url`` gets a fresh database cloned from a
+migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from botloom.core.crypto import Cipher
+from botloom.core.storage.database import Database
+from botloom.core.storage.migrations import apply_migrations
+from botloom.core.storage.repositories import Store
+from tests.servers import ScriptedOpenAI, start_postgres, start_redis
+
+TEMPLATE_DB = "botloom_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's PostgreSQL server (its ``postgres`` database)."""
+    external = os.environ.get("BOTLOOM_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    root = base.rsplit("/", 1)[0]
+    return f"{root}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def template_database_url(pg_server_url: str) -> str:
+    """A database with every migration applied, cloned for each test."""
+    name = f"{TEMPLATE_DB}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(pg_server_url, name)
+    apply_migrations(url)
+    return url
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_database_url: str) -> Iterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    template = template_database_url.rsplit("/", 1)[1].split("?")[0]
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _with_database(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh database with no migrations applied."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """An open :class:`Database` on the test's own database."""
+    database = await Database.open(database_url, migrate=False, max_size=20)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def cipher() -> Cipher:
+    """A cipher with a fixed test key."""
+    return Cipher(b"0" * 43 + b"=")
+
+
+@pytest.fixture
+def store(db: Database, cipher: Cipher) -> Store:
+    """The repositories over the test's database."""
+    return Store(db, cipher)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's Redis (Valkey with RediSearch and RedisJSON)."""
+    external = os.environ.get("BOTLOOM_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The session's Redis, emptied after the test."""
+    import redis
+
+    yield redis_server_url
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[ScriptedOpenAI]:
+    """The session's scripted OpenAI-compatible server."""
+    server = ScriptedOpenAI()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def openai(openai_server: ScriptedOpenAI) -> Iterator[ScriptedOpenAI]:
+    """The scripted OpenAI server with an empty script and request log."""
+    openai_server.reset()
+    yield openai_server
+    openai_server.reset()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An empty ``BOTLOOM_DATA_DIR`` for one test."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
