@@ -50,6 +50,9 @@ class ToolContext(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str = ""
     """Stable for this call across re-runs of the same turn: pass it on to systems with side
     effects so that a turn re-run after a crash does not act twice."""
+    search_knowledge: Callable[[str, int], Awaitable[list[Any]]] | None = None
+    """Search the calling bot's knowledge base: ``await context.search_knowledge(query, limit)``
+    returns passages (``document``, ``title``, ``text``, ``score``), best first."""
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):

@@ -74,6 +74,110 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
+async def _find_bot(services: Any, ref: str) -> Any:
+    bot = await services.store.bots.find(ref)
+    if bot is None:
+        raise CommandError(f"no bot {ref!r}: name it by id or as tenant-slug/bot-slug (e.g. acme/support)")
+    return bot
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Create the demo tenant ``acme`` with its bot ``support``."""
+    import asyncio
+
+    from botloom.graphs.services import open_services
+    from botloom.server.demo import ensure_demo
+
+    settings = _settings()
+
+    async def run() -> Any:
+        async with open_services(settings, progress=_progress) as services:
+            return await ensure_demo(services, progress=_progress)
+
+    info = asyncio.run(run())
+    base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+    print(f"demo bot: {info.tenant.slug}/{info.bot.slug} (id {info.bot.id})")
+    print(f"API key of tenant {info.tenant.slug} (shown once): {info.api_key}")
+    print(f"chat page: {base}/chat/{info.tenant.slug}/{info.bot.slug}")
+    print(f"talk in the terminal: botloom chat {info.tenant.slug}/{info.bot.slug}")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Talk to a bot in the terminal through the same graph as every channel."""
+    import asyncio
+
+    from botloom.core.messages import InboundMessage
+    from botloom.graphs.services import open_services
+
+    settings = _settings()
+    interactive = sys.stdin.isatty()
+
+    async def run() -> None:
+        async with open_services(settings) as services:
+            bot = await _find_bot(services, args.bot)
+            conversation_id: str | None = None
+            if interactive:
+                print(f"talking to {args.bot}; end with Ctrl-D", file=sys.stderr)
+            while True:
+                if interactive:
+                    print("you> ", end="", flush=True, file=sys.stderr)
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    break
+                text = line.strip()
+                if not text:
+                    continue
+                message = InboundMessage(channel="cli", text=text, sender=args.user)
+                result = await services.runner.answer(bot, message, conversation_id=conversation_id)
+                conversation_id = result.conversation_id
+                for reply in result.replies:
+                    print(f"bot> {reply.text}", flush=True)
+                if args.verbose_turns:
+                    detail = f"intent={result.intent} confidence={result.confidence:.2f}"
+                    print(f"     [{detail}{' escalated' if result.escalated else ''}]", file=sys.stderr)
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Print a graph as Mermaid."""
+    import asyncio
+
+    from botloom.core.host import PluginHost
+    from botloom.graphs.registry import GraphRegistry, UnknownGraph
+
+    if args.format != "mermaid":
+        raise CommandError(f"--format {args.format} needs a Mermaid renderer, which is not bundled; use mermaid")
+    settings = _settings()
+    name = "turn"
+    if args.bot:
+        from botloom.graphs.services import open_services
+
+        async def bot_graph() -> str:
+            async with open_services(settings) as services:
+                return str((await _find_bot(services, args.bot)).graph)
+
+        name = asyncio.run(bot_graph())
+    host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list).collect_sync()
+    try:
+        graph = GraphRegistry(host, None).get(name)
+    except UnknownGraph as exc:
+        raise CommandError(str(exc)) from None
+    text = graph.get_graph().draw_mermaid()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        print(text)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -89,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("migrate", cmd_migrate, "apply pending database migrations")
+    add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
+    chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")
+    chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
+    chat.add_argument("--user", default="cli-user", help="the end user's address (default: cli-user)")
+    chat.add_argument("--verbose-turns", action="store_true", help="show each turn's intent on standard error")
+    graph = add("graph", cmd_graph, "print the turn graph (or a bot's graph) as Mermaid")
+    graph.add_argument("bot", metavar="BOT", nargs="?", help="a bot whose graph to print (default: the turn graph)")
+    graph.add_argument("--format", choices=["mermaid", "svg", "png"], default="mermaid")
+    graph.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins", description="inspect installed plugins")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="COMMAND", required=True)

@@ -499,6 +499,41 @@ class MessageRepository(Repository):
         return row is not None
 
 
+    async def pending_inbound(self, tenant_id: str, conversation_id: str) -> list[StoredMessage]:
+        """Inbound messages of a conversation that no turn has finished, oldest first.
+
+        ``processing`` ones are included: whoever holds the conversation's lock
+        and finds one is looking at a turn whose process died, and runs it again.
+        """
+        rows = await self._all(
+            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s AND direction = 'inbound' "
+            "AND status IN ('received', 'processing') ORDER BY created_at, id",
+            (as_uuid(tenant_id), as_uuid(conversation_id)),
+        )
+        return [_struct(StoredMessage, r) for r in rows]
+
+    async def finish(
+        self, tenant_id: str, message_id: str, status: str, *, turn_id: str | None, outcome: Mapping[str, Any]
+    ) -> bool:
+        """Mark an inbound message done and keep the turn's outcome (intent, escalation) with it."""
+        row = await self._one(
+            "UPDATE messages SET status = %s, turn_id = coalesce(%s, turn_id), "
+            "metadata = metadata || jsonb_build_object('outcome', %s::jsonb), updated_at = now() "
+            "WHERE tenant_id = %s AND id = %s RETURNING id",
+            (status, as_uuid(turn_id), json.dumps(dict(outcome)), as_uuid(tenant_id), as_uuid(message_id)),
+        )
+        return row is not None
+
+    async def replies_of_turn(self, tenant_id: str, turn_id: str) -> list[StoredMessage]:
+        """The outbound messages a turn produced, in order."""
+        rows = await self._all(
+            "SELECT * FROM messages WHERE tenant_id = %s AND turn_id = %s AND direction = 'outbound' "
+            "ORDER BY created_at, idempotency_key",
+            (as_uuid(tenant_id), as_uuid(turn_id)),
+        )
+        return [_struct(StoredMessage, r) for r in rows]
+
+
 class UsageRepository(Repository):
     """Token usage of language-model and embedding calls, per tenant and bot."""
 

@@ -1,0 +1,67 @@
+"""Opening the configured LangGraph checkpointer: Postgres, Redis or memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from botloom.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    settings: Settings, database_url: str, *, pool_size: int | None = None
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open the checkpointer ``BOTLOOM_CHECKPOINTER`` names, create its tables or indexes, close it after."""
+    kind = settings.checkpointer
+    if kind == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield InMemorySaver()
+        return
+    if kind == "redis":
+        from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+        from redis.asyncio import BlockingConnectionPool, Redis
+
+        assert settings.redis_url is not None
+        # A blocking pool waits for a free connection; the default pool raises when it runs out.
+        pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=pool_size or 50, timeout=30)
+        client = Redis(connection_pool=pool)
+        ttl = (
+            {"default_ttl": settings.checkpoint_ttl_minutes, "refresh_on_read": True}
+            if settings.checkpoint_ttl_minutes
+            else None
+        )
+        saver = AsyncRedisSaver(redis_client=client, ttl=ttl)
+        try:
+            await saver.asetup()
+            yield saver
+        finally:
+            await client.aclose()
+            await pool.disconnect()
+        return
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    cp_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=pool_size or settings.db_pool_size,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        name="botloom-checkpoints",
+    )
+    await cp_pool.open(wait=True, timeout=30)
+    try:
+        saver = AsyncPostgresSaver(conn=cp_pool)
+        await saver.setup()
+        yield saver
+    finally:
+        await cp_pool.close()

@@ -1,0 +1,78 @@
+"""Conversation locks: turns of one conversation run one at a time, across every process.
+
+With Redis configured the lock is a Redis lock (with an expiry, so a crashed
+process cannot hold it for ever); otherwise a PostgreSQL advisory lock, which
+the server releases when the holding connection dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from botloom.core.storage.database import Database
+
+
+class ConversationLocks(Protocol):
+    """Holds one lock per conversation key."""
+
+    def hold(self, key: str) -> Any:
+        """An async context manager that holds the lock for ``key``."""
+        ...
+
+
+class LocalLocks:
+    """In-process locks, for a single process with the memory checkpointer."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the in-process lock for ``key``."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        async with lock:
+            yield
+
+
+class PostgresLocks:
+    """PostgreSQL session advisory locks, one per conversation."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the advisory lock for ``key`` on a connection of the pool."""
+        async with self.db.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (key,))
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
+
+
+class RedisLocks:
+    """Redis locks (redis-py's ``Lock``) that expire if their process dies."""
+
+    def __init__(self, client: Any, *, expire: float = 120.0, wait: float = 300.0) -> None:
+        self.client = client
+        self.expire = expire
+        self.wait = wait
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the Redis lock ``botloom:lock:{key}``."""
+        lock = self.client.lock(f"botloom:lock:{key}", timeout=self.expire, blocking_timeout=self.wait)
+        if not await lock.acquire():
+            raise TimeoutError(f"conversation {key} stayed locked for {self.wait:g}s")
+        try:
+            yield
+        finally:
+            await lock.release()

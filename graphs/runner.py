@@ -1,0 +1,354 @@
+"""The turn runner: from a stored inbound message to stored replies, one turn at a time.
+
+The path of a turn (see ``docs/architecture.md``):
+
+1. :meth:`TurnRunner.receive` stores the inbound message with its idempotency
+   key; a retried delivery finds the stored one and runs nothing.
+2. :meth:`TurnRunner.process` takes the conversation's lock and runs every
+   pending message of the conversation in arrival order, so turns of one
+   conversation never overlap, whichever process received them.
+3. Each turn invokes the bot's graph on the conversation's thread and stores
+   the replies (keyed by the turn, so a re-run stores nothing twice); the
+   channel layer delivers them.
+
+A turn's id is derived from its inbound message, so a turn re-run after its
+process died has the same id, its replies the same keys, and its tools the same
+idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from langgraph.types import Command
+
+from botloom.core.definitions import TurnSummary
+from botloom.core.domain import Bot, Conversation, StoredMessage, UsageEvent
+from botloom.core.host import PluginHost
+from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
+from botloom.core.settings import Settings
+from botloom.core.storage.repositories import Store
+from botloom.graphs.context import SearchFn, TurnContext
+from botloom.graphs.engines import Engine
+from botloom.graphs.locks import ConversationLocks
+from botloom.graphs.registry import GraphRegistry
+from botloom.graphs.state import turn_input
+
+logger = logging.getLogger(__name__)
+
+TURN_NAMESPACE = uuid.UUID("6f0b7a52-4b8e-4a39-9a57-3c1f7f0e2b11")
+
+
+def thread_id(tenant_id: str, bot_id: str, conversation_id: str) -> str:
+    """The LangGraph thread of a conversation."""
+    return f"{tenant_id}:{bot_id}:{conversation_id}"
+
+
+def turn_id_for(message_id: str) -> str:
+    """The id of the turn that answers the inbound message ``message_id`` (stable across re-runs)."""
+    return str(uuid.uuid5(TURN_NAMESPACE, message_id))
+
+
+@dataclass
+class TurnResult:
+    """What a turn did: the replies stored for delivery and how the turn ended."""
+
+    conversation_id: str
+    message_id: str | None
+    turn_id: str | None
+    replies: list[StoredMessage] = field(default_factory=list)
+    intent: str | None = None
+    confidence: float = 0.0
+    escalated: bool = False
+    duplicate: bool = False
+    errors: list[str] = field(default_factory=list)
+    status: str = "answered"
+    """``answered``, ``refused``, ``for_agent`` (the conversation is with a person), ``failed``."""
+
+
+@dataclass(frozen=True)
+class BotView:
+    """What a bot enabled: its plugins' configs, and the tools and intents they bring."""
+
+    configs: Mapping[str, Mapping[str, Any]]
+    tools: Mapping[str, Any]
+    intents: Mapping[str, Any]
+
+
+class TurnRunner:
+    """Runs turns for every bot of the deployment (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: PluginHost,
+        store: Store,
+        graphs: GraphRegistry,
+        engine: Engine,
+        locks: ConversationLocks,
+        settings: Settings,
+        knowledge: Any | None = None,
+    ) -> None:
+        self.host = host
+        self.store = store
+        self.graphs = graphs
+        self.engine = engine
+        self.locks = locks
+        self.settings = settings
+        self.knowledge = knowledge
+
+    # -- what a bot sees ---------------------------------------------------------
+
+    async def bot_view(self, bot: Bot) -> BotView:
+        """The bot's enabled, installed plugins with their configs and definitions."""
+        settings = await self.store.plugin_settings.list_all(bot.tenant_id, bot.id)
+        configs = {s.plugin: s.config for s in settings if s.enabled and s.plugin in self.host.infos}
+        return BotView(
+            configs=configs,
+            tools=self.host.owned("tool", configs),
+            intents=self.host.owned("intent", configs),
+        )
+
+    def _search(self, bot: Bot) -> SearchFn | None:
+        if self.knowledge is None:
+            return None
+        knowledge = self.knowledge
+        threshold = bot.settings.knowledge_threshold or None
+
+        async def search(query: str, limit: int) -> list[Any]:
+            result: list[Any] = await knowledge.search(bot.tenant_id, bot.id, query, limit=limit, threshold=threshold)
+            return result
+
+        return search
+
+    async def context(self, bot: Bot, conversation: Conversation, view: BotView | None = None) -> TurnContext:
+        """The runtime context of a turn of ``conversation``."""
+        view = view or await self.bot_view(bot)
+        return TurnContext(
+            tenant_id=bot.tenant_id,
+            bot=bot,
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            engine=self.engine,
+            tools=view.tools,
+            tool_owners={name: self.host.registry.owner("tool", name) or "" for name in view.tools},
+            intents=view.intents,
+            plugin_configs=view.configs,
+            search=self._search(bot),
+            passages=int(view.configs.get("knowledge", {}).get("passages", 3)),
+            record_usage=self._record_usage(conversation),
+            tool_timeout=self.settings.tool_timeout,
+        )
+
+    def _record_usage(self, conversation: Conversation) -> Any:
+        async def record(event: UsageEvent) -> None:
+            await self.store.usage.record(
+                msgspec.structs.replace(event, bot_id=conversation.bot_id, conversation_id=conversation.id)
+            )
+
+        return record
+
+    # -- the path of a turn ------------------------------------------------------
+
+    async def receive(
+        self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None
+    ) -> tuple[Conversation, StoredMessage, bool]:
+        """Store an inbound message; returns its conversation, the stored message, and whether it is new.
+
+        ``conversation_id`` continues a known conversation (web and REST chat);
+        otherwise the channel's conversation key (or the sender) finds or starts one.
+        Raises ``LookupError`` for a conversation id of another bot.
+        """
+        if conversation_id is not None:
+            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+            if conversation is None or conversation.bot_id != bot.id:
+                raise LookupError(f"conversation {conversation_id} not found")
+        else:
+            key = message.conversation_key or message.sender
+            conversation = await self.store.conversations.get_or_create(
+                bot.tenant_id, bot.id, message.channel, key, user=message.sender
+            )
+        stored, new = await self.store.messages.add_inbound(bot.tenant_id, bot.id, conversation.id, message)
+        return conversation, stored, new
+
+    async def process(self, bot: Bot, conversation_id: str) -> list[TurnResult]:
+        """Run every pending message of the conversation in order, holding its lock."""
+        results: list[TurnResult] = []
+        async with self.locks.hold(conversation_id):
+            pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
+            for message in pending:
+                conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+                if conversation is None:
+                    break
+                results.append(await self._run(bot, conversation, message))
+        return results
+
+    async def answer(
+        self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None
+    ) -> TurnResult:
+        """Receive a message and run its turn now; a duplicate gets the replies of its first delivery."""
+        conversation, stored, new = await self.receive(bot, message, conversation_id=conversation_id)
+        if new:
+            for result in await self.process(bot, conversation.id):
+                if result.message_id == stored.id:
+                    return result
+        else:
+            await self.process(bot, conversation.id)  # wait for a turn another process may be running
+        result = await self.result_of(bot, stored.id)
+        result.duplicate = not new
+        return result
+
+    async def result_of(self, bot: Bot, message_id: str) -> TurnResult:
+        """The stored outcome and replies of the turn that answered an inbound message."""
+        message = await self.store.messages.get(bot.tenant_id, message_id)
+        if message is None:
+            raise LookupError(f"message {message_id} not found")
+        outcome = dict(message.metadata.get("outcome") or {})
+        replies = await self.store.messages.replies_of_turn(bot.tenant_id, message.turn_id) if message.turn_id else []
+        return TurnResult(
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            turn_id=message.turn_id,
+            replies=replies,
+            intent=outcome.get("intent"),
+            confidence=float(outcome.get("confidence") or 0.0),
+            escalated=bool(outcome.get("escalated")),
+            errors=list(outcome.get("errors") or []),
+            status=message.status,
+        )
+
+    async def _run(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
+        tenant = bot.tenant_id
+        turn = turn_id_for(message.id)
+        result = TurnResult(conversation_id=conversation.id, message_id=message.id, turn_id=turn)
+        if conversation.status == "escalated":
+            await self.store.messages.finish(tenant, message.id, "for_agent", turn_id=None, outcome={"escalated": True})
+            result.status, result.escalated = "for_agent", True
+            return result
+        began = time.perf_counter()
+        await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
+        inbound = InboundMessage(
+            channel=message.channel, text=message.text, sender=conversation.user or "", received_at=message.created_at
+        )
+        moderated, problems = await self.host.moderate(inbound, bot)
+        result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
+        texts: list[str]
+        if isinstance(moderated, Refusal):
+            texts = [moderated.reply or bot.settings.fallback_reply]
+            result.status, result.intent = "refused", None
+            result.errors.append(f"refused: {moderated.reason}")
+        else:
+            texts = await self._invoke(bot, conversation, turn, moderated.text, message.status == "processing", result)
+        for index, text in enumerate(texts):
+            outbound = await self._moderate_out(bot, conversation, text, result)
+            stored, _ = await self.store.messages.add_outbound(
+                tenant, conversation.id, channel=conversation.channel, text=outbound, turn_id=turn,
+                idempotency_key=f"{turn}:{index:03d}",
+            )
+            result.replies.append(stored)
+        if result.escalated:
+            await self.store.conversations.set_status(tenant, conversation.id, "escalated")
+        outcome = {
+            "intent": result.intent,
+            "confidence": result.confidence,
+            "escalated": result.escalated,
+            "errors": result.errors,
+        }
+        await self.store.messages.finish(tenant, message.id, result.status, turn_id=turn, outcome=outcome)
+        summary = TurnSummary(
+            tenant_id=tenant, bot_id=bot.id, conversation_id=conversation.id, turn_id=turn,
+            channel=conversation.channel, intent=result.intent, confidence=result.confidence,
+            replies=tuple(r.text for r in result.replies), escalated=result.escalated,
+            errors=tuple(result.errors), latency_ms=(time.perf_counter() - began) * 1000,
+        )
+        await self.host.notify_turn_end(summary)
+        return result
+
+    async def _invoke(
+        self, bot: Bot, conversation: Conversation, turn: str, text: str, rerun: bool, result: TurnResult
+    ) -> list[str]:
+        """Run the graph for one user text; returns the reply texts and fills ``result``."""
+        graph = self.graphs.get(bot.graph)
+        config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
+        try:
+            ctx = await self.context(bot, conversation)
+            state: dict[str, Any] | None = None
+            if rerun:  # the process that ran this turn died: did the graph finish before it did?
+                snapshot = await graph.aget_state(config)
+                if snapshot.values.get("turn_id") == turn and not snapshot.next:
+                    state = dict(snapshot.values)
+            if state is None:
+                state = await asyncio.wait_for(
+                    graph.ainvoke(turn_input(turn, text), config, context=ctx, durability="exit"),
+                    self.settings.turn_timeout,
+                )
+        except Exception as exc:  # noqa: BLE001 - the end user gets the fallback, the error is kept
+            logger.exception("turn %s of conversation %s failed", turn, conversation.id)
+            result.errors.append(f"turn failed: {type(exc).__name__}: {exc}")
+            result.status = "failed"
+            return [bot.settings.fallback_reply]
+        return self._outcome(state, result)
+
+    @staticmethod
+    def _outcome(state: Mapping[str, Any], result: TurnResult) -> list[str]:
+        result.intent = state.get("intent")
+        result.confidence = float(state.get("confidence") or 0.0)
+        result.errors.extend(state.get("errors") or [])
+        texts = [t for t in state.get("replies") or [] if t]
+        interrupts = state.get("__interrupt__") or []
+        if interrupts:
+            result.escalated = True
+            value = interrupts[0].value
+            notice = value.get("notice") if isinstance(value, dict) else None
+            if notice:
+                texts.append(str(notice))
+        return texts
+
+    async def _moderate_out(self, bot: Bot, conversation: Conversation, text: str, result: TurnResult) -> str:
+        outbound = OutboundMessage(
+            channel=conversation.channel, text=text, recipient=conversation.user or "", conversation_id=conversation.id
+        )
+        moderated, problems = await self.host.moderate(outbound, bot)
+        result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
+        if isinstance(moderated, Refusal):
+            result.errors.append(f"reply refused: {moderated.reason}")
+            return moderated.reply or bot.settings.fallback_reply
+        return moderated.text
+
+    # -- people ------------------------------------------------------------------
+
+    async def agent_action(
+        self, bot: Bot, conversation_id: str, *, text: str = "", handback: bool = False, agent: str = "agent"
+    ) -> TurnResult:
+        """Resume a conversation paused in ``escalate``: an agent's reply, and/or handing it back to the bot."""
+        async with self.locks.hold(conversation_id):
+            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+            if conversation is None or conversation.bot_id != bot.id:
+                raise LookupError(f"conversation {conversation_id} not found")
+            if conversation.status != "escalated":
+                raise ValueError(f"conversation {conversation_id} is not with a person")
+            graph = self.graphs.get(bot.graph)
+            config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
+            ctx = await self.context(bot, conversation)
+            action = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
+            state = await graph.ainvoke(Command(resume=action), config, context=ctx, durability="exit")
+            turn = str(uuid.uuid4())
+            result = TurnResult(conversation_id=conversation.id, message_id=None, turn_id=turn)
+            texts = [t for t in state.get("replies") or [] if t] if text else []
+            result.escalated = bool(state.get("__interrupt__"))
+            for index, reply in enumerate(texts):
+                stored, _ = await self.store.messages.add_outbound(
+                    bot.tenant_id, conversation.id, channel=conversation.channel, text=reply, turn_id=turn,
+                    idempotency_key=f"{turn}:{index:03d}", metadata={"agent": agent},
+                )
+                result.replies.append(stored)
+            if not result.escalated:
+                await self.store.conversations.set_status(bot.tenant_id, conversation.id, "open")
+            return result

@@ -1,0 +1,112 @@
+"""The composition root: everything a botloom process needs to run turns, opened and closed together.
+
+The server, the worker, ``botloom chat`` and the tests all start from
+:func:`open_services`, so they run turns the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from botloom.core.crypto import Cipher, load_cipher
+from botloom.core.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
+from botloom.core.host import PluginHost
+from botloom.core.settings import Settings
+from botloom.core.storage.database import Database, database_url
+from botloom.core.storage.repositories import Store
+from botloom.graphs.checkpointers import open_checkpointer
+from botloom.graphs.engines import Engine, OfflineEngine
+from botloom.graphs.locks import ConversationLocks, PostgresLocks, RedisLocks
+from botloom.graphs.registry import GraphRegistry
+from botloom.graphs.runner import TurnRunner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The open services of one process."""
+
+    settings: Settings
+    host: PluginHost
+    db: Database
+    store: Store
+    cipher: Cipher
+    embedder: Embedder
+    knowledge: Any
+    graphs: GraphRegistry
+    engine: Engine
+    runner: TurnRunner
+    redis: Any | None = None
+
+
+def make_engine(settings: Settings) -> Engine:
+    """The language-model engine when ``OPENAI_API_KEY`` is set, else the offline engine."""
+    if settings.llm_enabled:
+        from botloom.graphs.llm import LLMEngine
+
+        return LLMEngine(settings)
+    return OfflineEngine()
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The configured embedder (``BOTLOOM_EMBEDDER``)."""
+    if settings.embedder == "openai":
+        assert settings.openai_api_key is not None
+        return OpenAIEmbedder(
+            model=settings.embedding_model, api_key=settings.openai_api_key, base_url=settings.openai_base_url
+        )
+    return LocalEmbedder()
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    host: PluginHost | None = None,
+    url: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AsyncIterator[Services]:
+    """Open the database (migrating it), the plugins, the checkpointer and the turn runner."""
+    from botloom.core.knowledge.base import KnowledgeBase
+
+    if url is None:
+        url = await asyncio.to_thread(database_url, settings)
+    db = await Database.open(url, max_size=settings.db_pool_size, progress=progress)
+    redis_client = None
+    try:
+        if host is None:
+            host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
+        await host.collect()
+        cipher = load_cipher(settings.secret_key, settings.data_path)
+        store = Store(db, cipher)
+        embedder = make_embedder(settings)
+        knowledge = KnowledgeBase(db, embedder)
+        locks: ConversationLocks
+        if settings.redis_url:
+            from redis.asyncio import BlockingConnectionPool, Redis
+
+            redis_client = Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=50))
+            locks = RedisLocks(redis_client, expire=settings.turn_timeout * 2)
+        else:
+            locks = PostgresLocks(db)
+        async with open_checkpointer(settings, url) as checkpointer:
+            graphs = GraphRegistry(host, checkpointer)
+            engine = make_engine(settings)
+            runner = TurnRunner(
+                host=host, store=store, graphs=graphs, engine=engine, locks=locks, settings=settings,
+                knowledge=knowledge,
+            )
+            yield Services(
+                settings=settings, host=host, db=db, store=store, cipher=cipher, embedder=embedder,
+                knowledge=knowledge, graphs=graphs, engine=engine, runner=runner, redis=redis_client,
+            )
+    finally:
+        if redis_client is not None:
+            await redis_client.aclose()
+        await db.close()
