@@ -252,6 +252,10 @@ class ChannelAdapter(abc.ABC):
     """The channel's name: its route is ``/channels/{name}/{bot}``."""
     max_text_length: ClassVar[int | None] = None
     """Longest text one outbound message may carry; longer replies are split by the host."""
+    delivery: ClassVar[str] = "push"
+    """``push``: replies are sent with :meth:`send` (through the job queue, with retries);
+    ``response``: replies go back in the answer to the inbound request or on its open
+    connection (REST and web chat), and :meth:`send` is not used."""
 
     @abc.abstractmethod
     def verify(self, request: ChannelRequest, config: Any) -> None:

@@ -32,6 +32,7 @@ from langgraph.types import Command
 from botloom.core.definitions import TurnSummary
 from botloom.core.domain import Bot, Conversation, StoredMessage, UsageEvent
 from botloom.core.host import PluginHost
+from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
@@ -268,6 +269,8 @@ class TurnRunner:
             replies=tuple(r.text for r in result.replies), escalated=result.escalated,
             errors=tuple(result.errors), latency_ms=(time.perf_counter() - began) * 1000,
         )
+        TURN_SECONDS.labels(conversation.channel).observe(summary.latency_ms / 1000)
+        TURNS.labels(conversation.channel, "escalated" if result.escalated else result.status).inc()
         await self.host.notify_turn_end(summary)
         return result
 

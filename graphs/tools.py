@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from botloom.core.definitions import ToolContext
+from botloom.core.metrics import PLUGIN_ERRORS, PLUGIN_SECONDS
 from botloom.graphs.context import TurnContext
 from botloom.graphs.state import ToolResult
 
@@ -53,8 +54,9 @@ async def run_tool(ctx: TurnContext, name: str, arguments: dict[str, Any], call_
     except Exception as exc:  # noqa: BLE001 - a plugin's failure must not take the turn down
         error = f"raised {type(exc).__name__}: {exc}"
     else:
-        return ToolResult(
-            tool=name, arguments=arguments, ok=True, result=_plain(result), ms=(time.perf_counter() - began) * 1000
-        )
+        elapsed = time.perf_counter() - began
+        PLUGIN_SECONDS.labels(ctx.tool_owners.get(name, "?"), name).observe(elapsed)
+        return ToolResult(tool=name, arguments=arguments, ok=True, result=_plain(result), ms=elapsed * 1000)
+    PLUGIN_ERRORS.labels(ctx.tool_owners.get(name, "?")).inc()
     logger.warning("tool %s (plugin %s) failed: %s", name, ctx.tool_owners.get(name, "?"), error)
     return ToolResult(tool=name, arguments=arguments, ok=False, error=error, ms=(time.perf_counter() - began) * 1000)

@@ -178,6 +178,27 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP server (API, chat, webhooks) with its workers in process."""
+    import uvicorn
+
+    from botloom.server.app import create_app
+
+    settings = _settings()
+    if not settings.public_url:
+        import msgspec
+
+        settings = msgspec.structs.replace(settings, public_url=f"http://{args.host}:{args.port}")
+    logging.getLogger().setLevel(logging.INFO)
+    app = create_app(settings, demo=args.demo)
+    print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
+    uvicorn.run(
+        app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
+        proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -193,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("migrate", cmd_migrate, "apply pending database migrations")
+    serve = add("serve", cmd_serve, "run the server: JSON API, web chat, channel webhooks")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="create the demo tenant acme/support first if missing")
+    serve.add_argument(
+        "--forwarded-allow-ips", default="127.0.0.1", help="proxies whose X-Forwarded-* headers are trusted"
+    )
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")
     chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")

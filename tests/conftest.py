@@ -17,9 +17,12 @@ import psycopg
 import pytest
 
 from botloom.core.crypto import Cipher
+from botloom.core.settings import Settings, load_settings
 from botloom.core.storage.database import Database
 from botloom.core.storage.migrations import apply_migrations
 from botloom.core.storage.repositories import Store
+from botloom.graphs.services import Services, open_services
+from botloom.server.demo import DemoInfo, ensure_demo
 from tests.servers import ScriptedOpenAI, start_postgres, start_redis
 
 TEMPLATE_DB = "botloom_template"
@@ -156,3 +159,31 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """Settings of a test deployment: offline engine, Postgres checkpoints, a known admin token."""
+    return load_settings(
+        environ={},
+        data_dir=str(data_dir),
+        admin_token=ADMIN_TOKEN,
+        secret_key="test-secret-key",
+        checkpointer="postgres",
+    )
+
+
+@pytest.fixture
+async def services(settings: Settings, database_url: str) -> AsyncIterator[Services]:
+    """botloom's services (plugins from entry points, runner, knowledge) on the test's database."""
+    async with open_services(settings, url=database_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def demo(services: Services) -> DemoInfo:
+    """The demo tenant ``acme`` with its bot ``support``, plugins and knowledge."""
+    return await ensure_demo(services)

@@ -156,12 +156,16 @@ def parse(name: str, content: bytes | str, *, content_type: str | None = None,
     malformed input, and for documents without any text.
     """
     kind = detect_content_type(name, content_type)
-    text = decode(name, content, max_bytes=max_bytes)
-    if kind == CSV:
+    return parse_text(name, decode(name, content, max_bytes=max_bytes), kind)
+
+
+def parse_text(name: str, text: str, content_type: str) -> ParsedDocument:
+    """Extract the sections of decoded ``text`` of a known content type (see :func:`parse`)."""
+    if content_type == CSV:
         doc = parse_csv(name, text)
-    elif kind == HTML:
+    elif content_type == HTML:
         doc = parse_html(name, text)
-    elif kind == MARKDOWN:
+    elif content_type == MARKDOWN:
         doc = parse_markdown(name, text)
     else:
         doc = parse_plain(name, text)

@@ -44,6 +44,7 @@ def apply_migrations(
     """
     import psycopg
     import yoyo
+    from yoyo.migrations import MigrationList
 
     with psycopg.connect(database_url, autocommit=True) as guard:
         guard.execute(f"SET lock_timeout = '{int(lock_timeout * 1000)}ms'")
@@ -54,11 +55,11 @@ def apply_migrations(
         try:
             migrations = yoyo.read_migrations(*(str(d) for d in directories or [MIGRATIONS_DIR]))
             with backend.lock():
-                pending = list(backend.to_apply(migrations))
+                pending = backend.to_apply(migrations)
                 for migration in pending:
                     if progress is not None:
                         progress(f"applying migration {migration.id}")
-                    backend.apply_migrations(backend.to_apply([migration]))
+                    backend.apply_migrations(MigrationList([migration]))
         finally:
             backend.connection.close()
             guard.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))

@@ -1,0 +1,158 @@
+"""The Litestar application: ``create_app`` wires the routes to botloom's services.
+
+``botloom serve`` builds the app with no services; it opens them in its
+lifespan. Tests build it with services they opened themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import ControllerRouterHandler, Receive, Scope, Send
+
+from botloom.core.settings import Settings
+from botloom.graphs.services import Services, open_services
+from botloom.server.auth import Principal, authenticate
+from botloom.server.paths import join_bot_segments
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_048_576
+"""Largest request body the API accepts (1 MiB); knowledge uploads have their own limit."""
+
+
+class BotloomApp(Litestar):
+    """A Litestar app that lets ``{bot}`` be ``tenant-slug/bot-slug`` (see :mod:`botloom.server.paths`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Join a two-segment bot reference into one before Litestar routes the request."""
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            joined = join_bot_segments(path)
+            if joined != path:
+                scope = {**scope, "path": joined, "raw_path": joined.encode()}  # type: ignore[assignment]
+        await super().__call__(scope, receive, send)
+
+
+def provide_services(state: State) -> Services:
+    """The process's open services."""
+    services: Services = state.services
+    return services
+
+
+async def provide_principal(request: ASGIConnection, services: Services) -> Principal:  # type: ignore[type-arg]
+    """The authenticated caller (401 without a valid token)."""
+    return await authenticate(request, services)
+
+
+def api_handlers() -> list[ControllerRouterHandler]:
+    """The ``/api/v1`` controllers."""
+    from botloom.server.api import API_HANDLERS
+    from botloom.server.chat import CHAT_API_HANDLERS
+
+    return [*API_HANDLERS, *CHAT_API_HANDLERS]
+
+
+def public_handlers() -> list[ControllerRouterHandler]:
+    """Routes without API keys: health, metrics, chat page, channel webhooks."""
+    from botloom.server.public import PUBLIC_HANDLERS
+
+    return list(PUBLIC_HANDLERS)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    extra_handlers: Sequence[ControllerRouterHandler] = (),
+    demo: bool = False,
+    debug: bool = False,
+) -> Litestar:
+    """Build the application; with ``services`` given, use them instead of opening new ones."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        async with open_services(settings) as opened:
+            app.state.services = opened
+            if not settings.admin_token:
+                logger.warning("BOTLOOM_ADMIN_TOKEN is not set: the operator routes (tenants) are closed")
+            if demo:
+                await _start_demo(opened, settings)
+            yield
+
+    api = Router(
+        path="/api/v1",
+        route_handlers=api_handlers(),
+        dependencies={"principal": Provide(provide_principal)},
+        security=[{"bearer": []}],
+    )
+    openapi = OpenAPIConfig(
+        title="botloom",
+        version=_version(),
+        description="The botloom API: tenants, bots, plugins, knowledge, conversations and chat.",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http", scheme="bearer", description="A tenant's API key, or the operator's admin token"
+                )
+            }
+        ),
+    )
+    app = BotloomApp(
+        route_handlers=[api, *public_handlers(), *extra_handlers],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        openapi_config=openapi,
+        cors_config=CORSConfig(allow_origins=["*"], allow_headers=["authorization", "content-type"]),
+        request_max_body_size=MAX_BODY_BYTES,
+        middleware=[PrometheusConfig(app_name="botloom", prefix="botloom", group_path=True).middleware],
+        state=State({"settings": settings}),
+        debug=debug,
+    )
+    return app
+
+
+async def _start_demo(services: Services, settings: Settings) -> None:
+    """Create the demo when its tenant is missing, and say how to reach it."""
+    from botloom.server.demo import DEMO_BOT, DEMO_TENANT, ensure_demo
+
+    if await services.store.tenants.get_by_slug(DEMO_TENANT) is not None:
+        print(f"demo bot {DEMO_TENANT}/{DEMO_BOT} is ready (run 'botloom demo' for a new API key)", flush=True)
+        return
+    info = await ensure_demo(services, progress=lambda line: print(f"  {line}", flush=True))
+    base = (settings.public_url or "").rstrip("/")
+    print(f"demo bot {DEMO_TENANT}/{DEMO_BOT} created; API key of tenant {DEMO_TENANT} (shown once): {info.api_key}")
+    print(f"chat page: {base}/chat/{DEMO_TENANT}/{DEMO_BOT}", flush=True)
+
+
+def _version() -> str:
+    from botloom import __version__
+
+    return __version__
+
+
+def app_factory() -> Litestar:
+    """The app as ``uvicorn --factory botloom.server.app:app_factory`` builds it, from the environment."""
+    from botloom.core.settings import load_settings
+
+    return create_app(load_settings())
+
+
+__all__ = ["BotloomApp", "create_app"]
+
+
