@@ -120,6 +120,7 @@ class OpenAIEmbedder:
         tenant_id: str | None = None,
         record_usage: UsageRecorder | None = None,
     ) -> None:
+        import httpx
         from langchain_openai import OpenAIEmbeddings
         from pydantic import SecretStr
 
@@ -129,7 +130,9 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
         self.tenant_id = tenant_id
         self.record_usage = record_usage
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         self._client = OpenAIEmbeddings(
+            http_async_client=self._http,
             model=model,
             api_key=SecretStr(api_key),
             base_url=base_url,
@@ -138,6 +141,10 @@ class OpenAIEmbedder:
             max_retries=max_retries,
             check_embedding_ctx_length=False,
         )
+
+    async def aclose(self) -> None:
+        """Close the client's HTTP connections."""
+        await self._http.aclose()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, sent in batches of ``batch_size``."""

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+import httpx
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
@@ -44,6 +45,14 @@ class LLMEngine:
         self.settings = settings
         self.offline = offline or OfflineEngine()
         self._clients: dict[tuple[str, float, int], ChatOpenAI] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of every client made."""
+        self._clients.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def client(self, bot: Bot, *, temperature: float | None = None) -> ChatOpenAI:
         """The chat client for the bot's model settings (one per distinct setting, reused)."""
@@ -55,7 +64,10 @@ class LLMEngine:
         )
         client = self._clients.get(key)
         if client is None:
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
             client = ChatOpenAI(
+                http_async_client=self._http,
                 model=key[0],
                 temperature=key[1],
                 max_completion_tokens=key[2],

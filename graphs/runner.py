@@ -278,9 +278,9 @@ class TurnRunner:
         self, bot: Bot, conversation: Conversation, turn: str, text: str, rerun: bool, result: TurnResult
     ) -> list[str]:
         """Run the graph for one user text; returns the reply texts and fills ``result``."""
-        graph = self.graphs.get(bot.graph)
         config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
         try:
+            graph = self.graphs.get(bot.graph)
             ctx = await self.context(bot, conversation)
             state: dict[str, Any] | None = None
             if rerun:  # the process that ran this turn died: did the graph finish before it did?

@@ -79,6 +79,7 @@ async def open_services(
         url = await asyncio.to_thread(database_url, settings)
     db = await Database.open(url, max_size=settings.db_pool_size, progress=progress)
     redis_client = None
+    closeables: list[Callable[[], Any]] = []
     try:
         if host is None:
             host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
@@ -86,6 +87,8 @@ async def open_services(
         cipher = load_cipher(settings.secret_key, settings.data_path)
         store = Store(db, cipher)
         embedder = make_embedder(settings)
+        if hasattr(embedder, "aclose"):
+            closeables.append(embedder.aclose)
         knowledge = KnowledgeBase(db, embedder)
         locks: ConversationLocks
         if settings.redis_url:
@@ -98,6 +101,8 @@ async def open_services(
         async with open_checkpointer(settings, url) as checkpointer:
             graphs = GraphRegistry(host, checkpointer)
             engine = make_engine(settings)
+            if hasattr(engine, "aclose"):
+                closeables.append(engine.aclose)
             runner = TurnRunner(
                 host=host, store=store, graphs=graphs, engine=engine, locks=locks, settings=settings,
                 knowledge=knowledge,
@@ -107,6 +112,8 @@ async def open_services(
                 knowledge=knowledge, graphs=graphs, engine=engine, runner=runner, redis=redis_client,
             )
     finally:
+        for closeable in closeables:
+            await closeable()
         if redis_client is not None:
             await redis_client.aclose()
         await db.close()

@@ -306,7 +306,7 @@ class KnowledgeBase:
                 (tenant, bot, name_, dims, list(wanted)),
             )
             for row in await cur.fetchall():
-                found[row["content_hash"]] = np.asarray(row["embedding"], dtype=np.float32)
+                found[row["content_hash"]] = _array(row["embedding"])
         missing = [(digest, text) for digest, text in wanted.items() if digest not in found]
         if progress is not None:
             progress(f"{name}: {len(texts)} chunks, {len(missing)} to embed, {len(wanted) - len(missing)} cached")
@@ -486,6 +486,12 @@ class KnowledgeBase:
             for r in rows
         ]
         return candidates, {str(r["id"]): r for r in rows}
+
+
+def _array(value: Any) -> Vector:
+    """A stored ``vector`` (pgvector's ``Vector``, or an array) as a float32 array."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(to_numpy() if to_numpy is not None else value, dtype=np.float32)
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

@@ -1,0 +1,101 @@
+"""``/api/v1/tenants/{tenant}/bots`` and ``/api/v1/bots/{bot}``: a tenant's chatbots and their settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.exceptions import NotFoundException, ValidationException
+
+from botloom.core.domain import BotSettings
+from botloom.core.storage.repositories import Conflict
+from botloom.graphs.services import Services
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ConflictException, invalid, visible_tenant
+from botloom.server.api.schemas import BotCreate, BotOut, BotPatch
+from botloom.server.auth import Principal, visible_bot
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied; nested objects merge, everything else is replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        old = out.get(key)
+        out[key] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def patched_settings(current: BotSettings, changes: dict[str, Any]) -> BotSettings:
+    """``current`` with ``changes`` merged in, validated as a whole (400 naming the bad field)."""
+    try:
+        return msgspec.convert(merged(msgspec.to_builtins(current), changes), BotSettings)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc, "settings") from None
+
+
+def settings_changes(data: BotPatch) -> dict[str, Any]:
+    """The settings a PATCH changes, whether given at the top level or under ``settings``."""
+    given: dict[str, Any] = msgspec.to_builtins(data)
+    nested: dict[str, Any] = given.pop("settings", {})
+    given.pop("name", None)
+    twice = sorted(set(nested) & set(given))
+    if twice:
+        raise ValidationException(
+            f"{', '.join(twice)} given both at the top level and under settings",
+            extra=[{"key": name, "message": "given twice", "source": "body"} for name in twice],
+        )
+    return {**nested, **given}
+
+
+class TenantBotController(Controller):
+    """Bots of one tenant."""
+
+    path = "/tenants/{tenant:str}/bots"
+    tags = ["bots"]
+
+    @post(summary="Create a bot", raises=[*WRITE_ERRORS, ConflictException])
+    async def create_bot(self, tenant: str, data: BotCreate, principal: Principal, services: Services) -> BotOut:
+        """A new bot with default settings, changed by any ``settings`` given; 409 if the tenant has the slug."""
+        found = await visible_tenant(services, principal, tenant)
+        settings = patched_settings(BotSettings(), msgspec.to_builtins(data.settings))
+        try:
+            bot = await services.store.bots.create(found.id, data.slug, data.name, settings)
+        except Conflict as exc:
+            raise ConflictException(f"tenant {found.slug!r} has a bot {data.slug!r}") from exc
+        return BotOut.of(bot)
+
+    @get(summary="List a tenant's bots", raises=READ_ERRORS)
+    async def list_bots(self, tenant: str, principal: Principal, services: Services) -> list[BotOut]:
+        """The tenant's bots, oldest first."""
+        found = await visible_tenant(services, principal, tenant)
+        return [BotOut.of(b) for b in await services.store.bots.list_all(found.id)]
+
+
+class BotController(Controller):
+    """One bot, named by its id or by ``tenant-slug/bot-slug``."""
+
+    path = "/bots/{bot:str}"
+    tags = ["bots"]
+
+    @get(summary="Get a bot", raises=READ_ERRORS)
+    async def get_bot(self, bot: str, principal: Principal, services: Services) -> BotOut:
+        """The bot with its settings."""
+        return BotOut.of(await visible_bot(services, principal, bot))
+
+    @patch(summary="Change a bot", raises=WRITE_ERRORS)
+    async def update_bot(self, bot: str, data: BotPatch, principal: Principal, services: Services) -> BotOut:
+        """Change the name and any settings; fields left out keep their value, nested ``model`` fields merge."""
+        found = await visible_bot(services, principal, bot)
+        changes = settings_changes(data)
+        settings = patched_settings(found.settings, changes) if changes else None
+        name = data.name if isinstance(data.name, str) else None
+        updated = await services.store.bots.update(found.tenant_id, found.id, name=name, settings=settings)
+        if updated is None:
+            raise NotFoundException(f"no bot {bot!r}")
+        return BotOut.of(updated)
+
+    @delete(summary="Delete a bot", raises=READ_ERRORS)
+    async def delete_bot(self, bot: str, principal: Principal, services: Services) -> None:
+        """Delete the bot with its plugin settings, conversations, messages and knowledge."""
+        found = await visible_bot(services, principal, bot)
+        if not await services.store.bots.delete(found.tenant_id, found.id):
+            raise NotFoundException(f"no bot {bot!r}")

@@ -1,0 +1,131 @@
+"""``/api/v1/bots/{bot}/plugins``: which installed plugins a bot uses, and their configs.
+
+Secret config fields (annotated ``botloom.Secret``) are write-only: stored
+encrypted, answered as ``"********"``, and kept when a PUT leaves them out or
+sends the mask back, so a client can re-save a config it read.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import msgspec
+from litestar import Controller, get, put
+from litestar.exceptions import NotFoundException, ValidationException
+
+from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
+from botloom.core.domain import Bot, PluginSetting
+from botloom.graphs.services import Services
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS
+from botloom.server.api.schemas import PluginOut, PluginPut
+from botloom.server.auth import Principal, visible_bot
+
+
+@cache
+def json_schema(schema: type[msgspec.Struct] | None) -> dict[str, Any] | None:
+    """The JSON schema of a config Struct."""
+    return msgspec.json.schema(schema) if schema is not None else None
+
+
+def plugin_out(services: Services, name: str, setting: PluginSetting | None) -> PluginOut:
+    """How plugin ``name`` looks to a bot with ``setting`` stored; secrets masked."""
+    info = services.host.infos[name]
+    schema = services.host.config_schema(name)
+    return PluginOut(
+        name=name,
+        version=info.version,
+        source=info.source,
+        enabled=setting.enabled if setting else False,
+        kinds=list(info.kinds),
+        channels=list(info.channels),
+        tools=list(info.tools),
+        intents=list(info.intents),
+        graphs=list(info.graphs),
+        configurable=schema is not None,
+        config_schema=json_schema(schema),
+        config=mask_secrets(schema, dict(setting.config)) if setting else {},
+    )
+
+
+def with_kept_secrets(
+    schema: type[msgspec.Struct] | None, config: dict[str, Any], stored: dict[str, Any]
+) -> dict[str, Any]:
+    """``config`` with each secret it leaves out (or sends as the mask) taken from ``stored``."""
+    out = dict(config)
+    for name in secret_fields(schema):
+        if name in out and out[name] != MASK:
+            continue
+        if stored.get(name):
+            out[name] = stored[name]
+        else:
+            out.pop(name, None)
+    return out
+
+
+def config_key(field: str) -> str:
+    """Where a bad config field is in the request body."""
+    return "config" if field == "config" else f"config.{field}"
+
+
+def installed(services: Services, plugin: str) -> str:
+    """``plugin`` if it is installed; 404 otherwise."""
+    if plugin not in services.host.infos:
+        raise NotFoundException(f"no plugin {plugin!r} is installed")
+    return plugin
+
+
+class PluginController(Controller):
+    """The installed plugins as one bot uses them."""
+
+    path = "/bots/{bot:str}/plugins"
+    tags = ["plugins"]
+
+    @get(summary="List plugins for a bot", raises=READ_ERRORS)
+    async def list_plugins(self, bot: str, principal: Principal, services: Services) -> list[PluginOut]:
+        """Every installed plugin: whether the bot enabled it, what it brings, its config schema and stored config."""
+        found = await visible_bot(services, principal, bot)
+        stored = {s.plugin: s for s in await services.store.plugin_settings.list_all(found.tenant_id, found.id)}
+        return [plugin_out(services, name, stored.get(name)) for name in sorted(services.host.infos)]
+
+    @get("/{plugin:str}", summary="Get a plugin for a bot", raises=READ_ERRORS)
+    async def get_plugin(self, bot: str, plugin: str, principal: Principal, services: Services) -> PluginOut:
+        """One installed plugin as the bot uses it; 404 for a plugin that is not installed."""
+        found = await visible_bot(services, principal, bot)
+        name = installed(services, plugin)
+        return plugin_out(services, name, await services.store.plugin_settings.get(found.tenant_id, found.id, name))
+
+    @put("/{plugin:str}", summary="Enable or configure a plugin for a bot", raises=WRITE_ERRORS)
+    async def put_plugin(
+        self, bot: str, plugin: str, data: PluginPut, principal: Principal, services: Services
+    ) -> PluginOut:
+        """Store ``enabled`` and ``config``, validated against the plugin's schema: 400 lists each bad field.
+
+        Answers the stored config with secrets masked.
+        """
+        found = await visible_bot(services, principal, bot)
+        name = installed(services, plugin)
+        setting = await store_setting(services, found, name, data)
+        return plugin_out(services, name, setting)
+
+
+async def store_setting(services: Services, bot: Bot, plugin: str, data: PluginPut) -> PluginSetting:
+    """Validate and store a bot's setting of ``plugin``, secrets encrypted."""
+    schema = services.host.config_schema(plugin)
+    stored = await services.store.plugin_settings.get(bot.tenant_id, bot.id, plugin)
+    previous = dict(stored.config) if stored else {}
+    config = previous if data.config is None else with_kept_secrets(schema, data.config, previous)
+    try:
+        valid = validate_config(plugin, schema, config)
+    except ConfigError as exc:
+        raise ValidationException(
+            str(exc),
+            extra=[{"key": config_key(e["field"]), "field": e["field"], "message": e["message"]} for e in exc.errors],
+        ) from None
+    public, hidden = split_secrets(schema, valid)
+    setting = await services.store.plugin_settings.put(
+        bot.tenant_id, bot.id, plugin, enabled=data.enabled, config=public, secrets=hidden
+    )
+    if setting is None:
+        raise NotFoundException("the bot was deleted")
+    return setting

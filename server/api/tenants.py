@@ -1,0 +1,59 @@
+"""``/api/v1/tenants``: the operator creates and deletes tenants; a tenant reads itself."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post
+from litestar.exceptions import NotFoundException, ValidationException
+
+from botloom.core.storage.repositories import Conflict
+from botloom.graphs.services import Services
+from botloom.server.api.common import OPERATOR_ERRORS, READ_ERRORS, ConflictException, visible_tenant
+from botloom.server.api.schemas import KeyCreated, TenantCreate, TenantCreated, TenantOut
+from botloom.server.auth import Principal, require_operator
+
+
+class TenantController(Controller):
+    """Tenants: organisations that own bots and API keys."""
+
+    path = "/tenants"
+    tags = ["tenants"]
+
+    @post(
+        summary="Create a tenant and its first API key",
+        raises=[*OPERATOR_ERRORS, ValidationException, ConflictException],
+    )
+    async def create_tenant(self, data: TenantCreate, principal: Principal, services: Services) -> TenantCreated:
+        """Operator only. Answers the tenant and its first API key, which is shown this once; 409 if the slug is taken."""
+        require_operator(principal)
+        try:
+            tenant = await services.store.tenants.create(data.slug, data.name)
+        except Conflict as exc:
+            raise ConflictException(f"a tenant with slug {data.slug!r} exists") from exc
+        try:
+            key, secret = await services.store.api_keys.create(tenant.id, "default")
+        except BaseException:
+            await services.store.tenants.delete(tenant.id)  # no tenant without a key
+            raise
+        return TenantCreated(tenant=TenantOut.of(tenant), api_key=KeyCreated.of(key, secret))
+
+    @get(summary="List tenants", raises=READ_ERRORS)
+    async def list_tenants(self, principal: Principal, services: Services) -> list[TenantOut]:
+        """The operator sees every tenant, oldest first; a tenant's key sees only its own tenant."""
+        if principal.is_operator:
+            return [TenantOut.of(t) for t in await services.store.tenants.list_all()]
+        assert principal.tenant_id is not None
+        tenant = await services.store.tenants.get(principal.tenant_id)
+        return [TenantOut.of(tenant)] if tenant else []
+
+    @get("/{tenant:str}", summary="Get a tenant", raises=READ_ERRORS)
+    async def get_tenant(self, tenant: str, principal: Principal, services: Services) -> TenantOut:
+        """A tenant by slug or id; 404 when it does not exist or is another tenant."""
+        return TenantOut.of(await visible_tenant(services, principal, tenant))
+
+    @delete("/{tenant:str}", summary="Delete a tenant", raises=[*OPERATOR_ERRORS, NotFoundException])
+    async def delete_tenant(self, tenant: str, principal: Principal, services: Services) -> None:
+        """Operator only. Deletes the tenant with its keys, bots, conversations and knowledge."""
+        require_operator(principal)
+        found = await visible_tenant(services, principal, tenant)
+        if not await services.store.tenants.delete(found.id):
+            raise NotFoundException(f"no tenant {tenant!r}")

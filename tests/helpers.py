@@ -1,0 +1,84 @@
+"""Small helpers shared by the tests: throw-away plugins and talking to a bot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from botloom.core.domain import Bot
+from botloom.core.host import PluginHost
+from botloom.core.messages import InboundMessage
+from botloom.graphs.runner import TurnResult
+from botloom.graphs.services import Services
+
+
+def host_with(*plugins: tuple[str, object]) -> PluginHost:
+    """A host with the installed plugins plus the given ``(name, plugin)`` pairs."""
+    host = PluginHost.discover()
+    for name, plugin in plugins:
+        assert host.register(plugin, name), host.problems
+    return host
+
+
+async def enable(services: Services, bot: Bot, *plugins: str, config: dict[str, Any] | None = None) -> None:
+    """Enable plugins for a bot with an empty (or the given) config."""
+    for plugin in plugins:
+        await services.store.plugin_settings.put(
+            bot.tenant_id, bot.id, plugin, enabled=True, config=config or {}, secrets={}
+        )
+
+
+async def disable(services: Services, bot: Bot, *plugins: str) -> None:
+    """Disable plugins for a bot."""
+    for plugin in plugins:
+        await services.store.plugin_settings.put(bot.tenant_id, bot.id, plugin, enabled=False, config={}, secrets={})
+
+
+class Chat:
+    """One end user's conversation with a bot through the turn runner."""
+
+    def __init__(self, services: Services, bot: Bot, user: str = "user-1", channel: str = "test") -> None:
+        self.services = services
+        self.bot = bot
+        self.user = user
+        self.channel = channel
+        self.conversation_id: str | None = None
+        self.results: list[TurnResult] = []
+
+    async def say(self, text: str, *, key: str | None = None) -> TurnResult:
+        """Send ``text``; returns the turn's result."""
+        message = InboundMessage(channel=self.channel, text=text, sender=self.user, idempotency_key=key)
+        if self.conversation_id is None:
+            conversation = await self.services.store.conversations.create(
+                self.bot.tenant_id, self.bot.id, self.channel, self.user
+            )
+            self.conversation_id = conversation.id
+        result = await self.services.runner.answer(self.bot, message, conversation_id=self.conversation_id)
+        self.results.append(result)
+        return result
+
+    async def texts(self, text: str) -> list[str]:
+        """Send ``text``; returns the reply texts."""
+        return [r.text for r in (await self.say(text)).replies]
+
+    async def transcript(self) -> list[tuple[str, str]]:
+        """``(direction, text)`` of every stored message of the conversation."""
+        assert self.conversation_id is not None
+        messages = await self.services.store.messages.list_all(self.bot.tenant_id, self.conversation_id)
+        return [(m.direction, m.text) for m in messages]
+
+    async def state(self) -> dict[str, Any]:
+        """The conversation's latest checkpointed graph state."""
+        from botloom.graphs.runner import thread_id
+
+        assert self.conversation_id is not None
+        graph = self.services.graphs.get(self.bot.graph)
+        config = {"configurable": {"thread_id": thread_id(self.bot.tenant_id, self.bot.id, self.conversation_id)}}
+        snapshot = await graph.aget_state(config)
+        return dict(snapshot.values)
+
+
+async def gather_all(coros: Iterable[Any]) -> Sequence[Any]:
+    """``asyncio.gather`` that fails on the first exception."""
+    return await asyncio.gather(*coros)

@@ -1,0 +1,131 @@
+"""The ``botloom`` command line: help, usage errors, start-up imports, ``botloom graph``.
+
+The helpers here (:func:`botloom_env`, :func:`run_botloom`) are shared by the other
+test modules that run the command line in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+BOTLOOM = Path(sys.executable).with_name("botloom")
+HEAVY_MODULES = ("langgraph", "litestar", "langchain", "openai")
+TURN_NODES = ("retrieve", "classify", "act", "respond", "escalate")
+
+
+def botloom_env(extra: Mapping[str, str] | None = None, *, pythonpath: str | None = None) -> dict[str, str]:
+    """The test process's environment without any ``BOTLOOM_*`` setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTLOOM_") and k != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    env.update(extra or {})
+    return env
+
+
+def run_botloom(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m botloom ARGS`` with a clean environment; never raises on a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "botloom", *args],
+        env=dict(env) if env is not None else botloom_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _run_script(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BOTLOOM), *args], env=botloom_env(), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.slow
+def test_help_exits_zero_and_lists_the_commands(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    result = _run_script(["--help"], tmp_path)
+    elapsed = time.perf_counter() - started
+    print(f"botloom --help took {elapsed:.2f}s")  # measured, never asserted
+    assert result.returncode == 0, result.stderr
+    for command in ("migrate", "demo", "chat", "graph", "plugins"):
+        assert command in result.stdout
+
+
+@pytest.mark.slow
+def test_importing_the_command_line_does_not_import_the_heavy_libraries(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import botloom.server.cli"],
+        env=botloom_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "botloom.server.cli" in result.stderr  # the import-time report is there
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    heavy = sorted({name for name in imported for prefix in HEAVY_MODULES if name.split(".")[0].startswith(prefix)})
+    assert heavy == []
+
+
+@pytest.mark.slow
+def test_no_command_prints_help_and_exits_2(tmp_path: Path) -> None:
+    result = _run_script([], tmp_path)
+    assert result.returncode == 2
+    assert "usage: botloom" in result.stdout + result.stderr
+    assert "migrate" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["no-such-command"], ["plugins"], ["plugins", "nope"]])
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    result = _run_script(args, tmp_path)
+    assert result.returncode == 2
+    assert "usage: botloom" in result.stderr
+
+
+@pytest.mark.slow
+def test_graph_prints_the_turn_graph_as_mermaid(tmp_path: Path) -> None:
+    result = run_botloom("graph", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "graph TD" in result.stdout
+    for node in TURN_NODES:
+        assert f"{node}(" in result.stdout, node
+
+
+@pytest.mark.slow
+def test_graph_writes_to_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "turn.mmd"
+    result = run_botloom("graph", "-o", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text(encoding="utf-8")
+    assert all(node in text for node in TURN_NODES)
+
+
+@pytest.mark.slow
+def test_graph_in_an_unbundled_format_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_botloom("graph", "--format", "svg", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "botloom: error:" in result.stderr
+    assert "mermaid" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_bad_setting_is_reported_by_name(tmp_path: Path) -> None:
+    result = run_botloom("plugins", "list", env=botloom_env({"BOTLOOM_DB_POOL_SIZE": "many"}), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "BOTLOOM_DB_POOL_SIZE" in result.stderr
