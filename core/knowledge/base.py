@@ -53,7 +53,10 @@ PIPELINE_VERSION = 1
 """Bump when parsing or chunking changes in a way that should re-chunk every document."""
 TEXT_SEARCH_CONFIG = "english"
 """The PostgreSQL text search configuration of ``knowledge_chunks.search`` (see the migration)."""
-DEFAULT_THRESHOLD = 0.0
+DEFAULT_THRESHOLD = 0.15
+"""The default minimum score, calibrated with the local embedder on tests/data/knowledge (docs/knowledge.md)."""
+TEXT_RANK_WEIGHTS = "{0.1, 0.2, 1.0, 1.0}"
+"""``ts_rank`` weights of labels D, C, B (chunk text) and A (heading path): title and text count alike."""
 INDEX_THRESHOLD = 5000
 """A bot gets an HNSW index for an embedder once it has this many chunks of it."""
 MAX_QUERY_CHARS = 2000
@@ -75,21 +78,26 @@ class KnowledgeBase:
         max_chars: int = DEFAULT_MAX_CHARS,
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = 128,
-        fusion: Fusion = "rrf",
+        fusion: Fusion = "weighted",
+        vector_weight: float = 0.5,
+        text_scale: float = 1.0,
         candidates: int = 40,
         ef_search: int = 100,
         threshold: float = DEFAULT_THRESHOLD,
         index_threshold: int = INDEX_THRESHOLD,
         index_build_memory: str | None = None,
+        exact: bool = False,
     ) -> None:
         """Configure the knowledge base.
 
         ``max_bytes`` limits one document; ``max_chars`` and ``overlap`` shape
-        chunks; ``fusion`` and ``candidates`` (rows taken from each of the vector
-        and full-text searches) shape hybrid search; ``threshold`` is the default
+        chunks; ``fusion`` (with ``vector_weight`` and ``text_scale`` for
+        ``"weighted"``) and ``candidates`` (rows taken from each of the vector and
+        full-text searches) shape hybrid search; ``threshold`` is the default
         minimum score; ``index_threshold`` is how many chunks a bot needs before
         it gets an HNSW index, built with ``index_build_memory`` of
-        ``maintenance_work_mem`` when given.
+        ``maintenance_work_mem`` when given; ``exact`` searches without the
+        approximate index (for measuring its recall).
         """
         self.db = db
         self.embedder = embedder
@@ -98,11 +106,14 @@ class KnowledgeBase:
         self.overlap = overlap
         self.batch_size = batch_size
         self.fusion: Fusion = fusion
+        self.vector_weight = vector_weight
+        self.text_scale = text_scale
         self.candidates = candidates
         self.ef_search = ef_search
         self.threshold = threshold
         self.index_threshold = index_threshold
         self.index_build_memory = index_build_memory
+        self.exact = exact
 
     @property
     def pipeline(self) -> str:
@@ -452,7 +463,7 @@ class KnowledgeBase:
         candidates, rows = await self.candidates_for(tenant_id, bot_id, query, limit=limit)
         minimum = self.threshold if threshold is None else threshold
         passages: list[Passage] = []
-        for score, candidate in fuse(candidates, self.fusion):
+        for score, candidate in fuse(candidates, self.fusion, weight=self.vector_weight, c=self.text_scale):
             if score < minimum or len(passages) >= limit:
                 break
             row = rows[candidate.chunk_id]
@@ -478,6 +489,8 @@ class KnowledgeBase:
         statement = _search_sql(bot, self.embedder.name, dims)
         async with self.db.connection() as conn, conn.transaction():
             await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, n)),))
+            if self.exact:
+                await conn.execute("SET LOCAL enable_indexscan = off")
             cur = await conn.execute(statement, {"tenant": tenant, "vector": array, "query": query, "n": n})
             rows = await cur.fetchall()
         candidates = [
@@ -520,7 +533,7 @@ vec AS (
 ),
 txt AS (
     SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM (
-        SELECT c.id, ts_rank(c.search, tq.q) AS rank
+        SELECT c.id, ts_rank({weights}, c.search, tq.q) AS rank
         FROM knowledge_chunks c, tq
         WHERE {scope} AND c.tenant_id = %(tenant)s AND c.search @@ tq.q
         ORDER BY rank DESC
@@ -530,7 +543,7 @@ txt AS (
 SELECT c.id, c.document_id, d.name AS document, c.title, c.text, c.position,
        vec.rank AS vector_rank, txt.rank AS text_rank,
        1 - (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})) AS similarity,
-       coalesce(ts_rank(c.search, tq.q), 0) AS text_score
+       coalesce(ts_rank({weights}, c.search, tq.q), 0) AS text_score
 FROM (SELECT id FROM vec UNION SELECT id FROM txt) u
 JOIN knowledge_chunks c ON c.id = u.id
 JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
@@ -540,6 +553,7 @@ CROSS JOIN tq
 """
     ).format(
         config=sql.Literal(TEXT_SEARCH_CONFIG),
+        weights=sql.SQL("{}::float4[]").format(sql.Literal(TEXT_RANK_WEIGHTS)),
         dims=sql.Literal(dims),
         scope=vector_index.scope(bot, embedder, dims, "c"),
     )

@@ -10,10 +10,18 @@ from litestar.exceptions import NotFoundException, ValidationException
 
 from botloom.core.domain import BotSettings
 from botloom.core.storage.repositories import Conflict
-from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ConflictException, invalid, visible_tenant
+from botloom.server.api.common import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    ConflictException,
+    PrincipalDep,
+    ServicesDep,
+    invalid,
+    visible_tenant,
+)
 from botloom.server.api.schemas import BotCreate, BotOut, BotPatch
-from botloom.server.auth import Principal, visible_bot
+from botloom.server.auth import visible_bot
+
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``changes`` applied; nested objects merge, everything else is replaced."""
@@ -50,10 +58,10 @@ class TenantBotController(Controller):
     """Bots of one tenant."""
 
     path = "/tenants/{tenant:str}/bots"
-    tags = ["bots"]
+    tags = ("bots",)
 
     @post(summary="Create a bot", raises=[*WRITE_ERRORS, ConflictException])
-    async def create_bot(self, tenant: str, data: BotCreate, principal: Principal, services: Services) -> BotOut:
+    async def create_bot(self, tenant: str, data: BotCreate, principal: PrincipalDep, services: ServicesDep) -> BotOut:
         """A new bot with default settings, changed by any ``settings`` given; 409 if the tenant has the slug."""
         found = await visible_tenant(services, principal, tenant)
         settings = patched_settings(BotSettings(), msgspec.to_builtins(data.settings))
@@ -64,7 +72,7 @@ class TenantBotController(Controller):
         return BotOut.of(bot)
 
     @get(summary="List a tenant's bots", raises=READ_ERRORS)
-    async def list_bots(self, tenant: str, principal: Principal, services: Services) -> list[BotOut]:
+    async def list_bots(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> list[BotOut]:
         """The tenant's bots, oldest first."""
         found = await visible_tenant(services, principal, tenant)
         return [BotOut.of(b) for b in await services.store.bots.list_all(found.id)]
@@ -74,15 +82,15 @@ class BotController(Controller):
     """One bot, named by its id or by ``tenant-slug/bot-slug``."""
 
     path = "/bots/{bot:str}"
-    tags = ["bots"]
+    tags = ("bots",)
 
     @get(summary="Get a bot", raises=READ_ERRORS)
-    async def get_bot(self, bot: str, principal: Principal, services: Services) -> BotOut:
+    async def get_bot(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> BotOut:
         """The bot with its settings."""
         return BotOut.of(await visible_bot(services, principal, bot))
 
     @patch(summary="Change a bot", raises=WRITE_ERRORS)
-    async def update_bot(self, bot: str, data: BotPatch, principal: Principal, services: Services) -> BotOut:
+    async def update_bot(self, bot: str, data: BotPatch, principal: PrincipalDep, services: ServicesDep) -> BotOut:
         """Change the name and any settings; fields left out keep their value, nested ``model`` fields merge."""
         found = await visible_bot(services, principal, bot)
         changes = settings_changes(data)
@@ -94,7 +102,7 @@ class BotController(Controller):
         return BotOut.of(updated)
 
     @delete(summary="Delete a bot", raises=READ_ERRORS)
-    async def delete_bot(self, bot: str, principal: Principal, services: Services) -> None:
+    async def delete_bot(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> None:
         """Delete the bot with its plugin settings, conversations, messages and knowledge."""
         found = await visible_bot(services, principal, bot)
         if not await services.store.bots.delete(found.tenant_id, found.id):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import msgspec
+from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -18,6 +19,11 @@ from botloom.core.domain import Tenant, is_slug
 from botloom.core.storage.repositories import as_uuid
 from botloom.graphs.services import Services
 from botloom.server.auth import Principal
+
+PrincipalDep = NamedDependency[Principal]
+"""The authenticated caller, provided by the ``/api/v1`` router."""
+ServicesDep = NamedDependency[Services]
+"""The process's open services, provided by the app."""
 
 
 class ConflictException(ClientException):

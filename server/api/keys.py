@@ -5,33 +5,33 @@ from __future__ import annotations
 from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException
 
-from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, visible_tenant
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep, visible_tenant
 from botloom.server.api.schemas import KeyCreate, KeyCreated, KeyOut
-from botloom.server.auth import Principal
 
 
 class KeyController(Controller):
     """API keys of a tenant."""
 
     path = "/tenants/{tenant:str}/keys"
-    tags = ["keys"]
+    tags = ("keys",)
 
     @get(summary="List a tenant's API keys", raises=READ_ERRORS)
-    async def list_keys(self, tenant: str, principal: Principal, services: Services) -> list[KeyOut]:
+    async def list_keys(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> list[KeyOut]:
         """Every key of the tenant, revoked ones included, by prefix and name; never the key itself."""
         found = await visible_tenant(services, principal, tenant)
         return [KeyOut.of(k) for k in await services.store.api_keys.list_all(found.id)]
 
     @post(summary="Create an API key", raises=WRITE_ERRORS)
-    async def create_key(self, tenant: str, data: KeyCreate, principal: Principal, services: Services) -> KeyCreated:
+    async def create_key(
+        self, tenant: str, data: KeyCreate, principal: PrincipalDep, services: ServicesDep
+    ) -> KeyCreated:
         """A new key for the tenant; the answer shows the key this once."""
         found = await visible_tenant(services, principal, tenant)
         key, secret = await services.store.api_keys.create(found.id, data.name)
         return KeyCreated.of(key, secret)
 
     @delete("/{key_id:str}", summary="Revoke an API key", raises=READ_ERRORS)
-    async def revoke_key(self, tenant: str, key_id: str, principal: Principal, services: Services) -> None:
+    async def revoke_key(self, tenant: str, key_id: str, principal: PrincipalDep, services: ServicesDep) -> None:
         """Revoke a key: from now on it gets 401 everywhere. 404 when it is unknown or already revoked."""
         found = await visible_tenant(services, principal, tenant)
         if not await services.store.api_keys.revoke(found.id, key_id):

@@ -7,25 +7,24 @@ from typing import Annotated
 from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import NotFoundException, RequestEntityTooLarge, ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Body, Parameter
 
 from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
 from botloom.core.knowledge.parsing import DEFAULT_MAX_BYTES
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep
 from botloom.server.api.schemas import DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
-from botloom.server.auth import Principal, visible_bot
+from botloom.server.auth import visible_bot
 
 UPLOAD_MAX_BODY = 2 * DEFAULT_MAX_BYTES + 65_536
 """The request size limit of the document routes: a document at the knowledge base's limit, JSON-escaped."""
 UPLOAD_ERRORS = [*WRITE_ERRORS, RequestEntityTooLarge]
 
 
-async def ingest(
-    services: Services, bot: Bot, name: str, content: bytes | str, content_type: str | None
-) -> IngestOut:
+async def ingest(services: Services, bot: Bot, name: str, content: bytes | str, content_type: str | None) -> IngestOut:
     """Store a document: 413 when it is over the knowledge base's limit, 400 for a file it cannot read."""
     limit: int = getattr(services.knowledge, "max_bytes", DEFAULT_MAX_BYTES)
     size = len(content.encode("utf-8", "surrogatepass")) if isinstance(content, str) else len(content)
@@ -44,10 +43,12 @@ class KnowledgeController(Controller):
     """The knowledge base of one bot."""
 
     path = "/bots/{bot:str}/knowledge"
-    tags = ["knowledge"]
+    tags = ("knowledge",)
 
     @post(summary="Add or replace a document", raises=UPLOAD_ERRORS, request_max_body_size=UPLOAD_MAX_BODY)
-    async def add_document(self, bot: str, data: DocumentIn, principal: Principal, services: Services) -> IngestOut:
+    async def add_document(
+        self, bot: str, data: DocumentIn, principal: PrincipalDep, services: ServicesDep
+    ) -> IngestOut:
         """Ingest a Markdown, text, HTML or CSV document sent as JSON; one of the same name is replaced."""
         found = await visible_bot(services, principal, bot)
         return await ingest(services, found, data.name, data.content, data.content_type)
@@ -62,8 +63,8 @@ class KnowledgeController(Controller):
         self,
         bot: str,
         data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
-        principal: Principal,
-        services: Services,
+        principal: PrincipalDep,
+        services: ServicesDep,
     ) -> IngestOut:
         """Ingest a file sent as ``multipart/form-data`` (field ``data``); the file name names the document."""
         found = await visible_bot(services, principal, bot)
@@ -72,20 +73,25 @@ class KnowledgeController(Controller):
         return await ingest(services, found, data.filename or "", content, content_type)
 
     @get(summary="List documents", raises=READ_ERRORS)
-    async def list_documents(self, bot: str, principal: Principal, services: Services) -> list[DocumentOut]:
+    async def list_documents(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> list[DocumentOut]:
         """The bot's documents, by name."""
         found = await visible_bot(services, principal, bot)
         documents = await services.knowledge.list_documents(found.tenant_id, found.id)
         return [
             DocumentOut(
-                id=d.id, name=d.name, content_type=d.content_type, content_hash=d.content_hash, chunks=d.chunks,
-                created_at=d.created_at, updated_at=d.updated_at,
+                id=d.id,
+                name=d.name,
+                content_type=d.content_type,
+                content_hash=d.content_hash,
+                chunks=d.chunks,
+                created_at=d.created_at,
+                updated_at=d.updated_at,
             )
             for d in documents
         ]
 
     @delete("/{document:str}", summary="Delete a document", raises=READ_ERRORS)
-    async def delete_document(self, bot: str, document: str, principal: Principal, services: Services) -> None:
+    async def delete_document(self, bot: str, document: str, principal: PrincipalDep, services: ServicesDep) -> None:
         """Delete a document, named by its id or its name, with its passages."""
         found = await visible_bot(services, principal, bot)
         if not await services.knowledge.delete(found.tenant_id, found.id, document):
@@ -94,9 +100,10 @@ class KnowledgeController(Controller):
     @get("/search", summary="Search the knowledge base", raises=WRITE_ERRORS)
     async def search(
         self,
+        *,
         bot: str,
-        principal: Principal,
-        services: Services,
+        principal: PrincipalDep,
+        services: ServicesDep,
         q: Annotated[str, Parameter(min_length=1, max_length=2000, description="What an end user might ask")],
         limit: Annotated[int, Parameter(ge=1, le=50, description="How many passages at most")] = 5,
         threshold: Annotated[
@@ -112,8 +119,13 @@ class KnowledgeController(Controller):
             threshold=minimum,
             passages=[
                 PassageOut(
-                    chunk_id=p.chunk_id, document_id=p.document_id, document=p.document, title=p.title,
-                    text=p.text, position=p.position, score=p.score,
+                    chunk_id=p.chunk_id,
+                    document_id=p.document_id,
+                    document=p.document,
+                    title=p.title,
+                    text=p.text,
+                    position=p.position,
+                    score=p.score,
                 )
                 for p in passages
             ],

@@ -17,9 +17,9 @@ from litestar.exceptions import NotFoundException, ValidationException
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep
 from botloom.server.api.schemas import PluginOut, PluginPut
-from botloom.server.auth import Principal, visible_bot
+from botloom.server.auth import visible_bot
 
 
 @cache
@@ -79,17 +79,17 @@ class PluginController(Controller):
     """The installed plugins as one bot uses them."""
 
     path = "/bots/{bot:str}/plugins"
-    tags = ["plugins"]
+    tags = ("plugins",)
 
     @get(summary="List plugins for a bot", raises=READ_ERRORS)
-    async def list_plugins(self, bot: str, principal: Principal, services: Services) -> list[PluginOut]:
+    async def list_plugins(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> list[PluginOut]:
         """Every installed plugin: whether the bot enabled it, what it brings, its config schema and stored config."""
         found = await visible_bot(services, principal, bot)
         stored = {s.plugin: s for s in await services.store.plugin_settings.list_all(found.tenant_id, found.id)}
         return [plugin_out(services, name, stored.get(name)) for name in sorted(services.host.infos)]
 
     @get("/{plugin:str}", summary="Get a plugin for a bot", raises=READ_ERRORS)
-    async def get_plugin(self, bot: str, plugin: str, principal: Principal, services: Services) -> PluginOut:
+    async def get_plugin(self, bot: str, plugin: str, principal: PrincipalDep, services: ServicesDep) -> PluginOut:
         """One installed plugin as the bot uses it; 404 for a plugin that is not installed."""
         found = await visible_bot(services, principal, bot)
         name = installed(services, plugin)
@@ -97,7 +97,7 @@ class PluginController(Controller):
 
     @put("/{plugin:str}", summary="Enable or configure a plugin for a bot", raises=WRITE_ERRORS)
     async def put_plugin(
-        self, bot: str, plugin: str, data: PluginPut, principal: Principal, services: Services
+        self, bot: str, plugin: str, data: PluginPut, principal: PrincipalDep, services: ServicesDep
     ) -> PluginOut:
         """Store ``enabled`` and ``config``, validated against the plugin's schema: 400 lists each bad field.
 

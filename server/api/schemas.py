@@ -121,7 +121,7 @@ class TenantCreated(msgspec.Struct, frozen=True, kw_only=True):
 class ModelSettingsPatch(Request):
     """Changes to a bot's model settings; fields left out keep their value."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None | UnsetType = UNSET
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | UnsetType | None = UNSET
     """The chat model name; ``null`` uses ``BOTLOOM_LLM_MODEL``."""
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | UnsetType = UNSET
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_000)] | UnsetType = UNSET
@@ -141,7 +141,7 @@ class BotSettingsPatch(Request):
     burst_policy: BurstPolicy | UnsetType = UNSET
     """What happens to messages that arrive while a turn of the same conversation runs."""
     burst_window_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] | UnsetType = UNSET
-    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None | UnsetType = UNSET
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | UnsetType | None = UNSET
     """Prune checkpoints older than this many days; ``null`` keeps all."""
     knowledge_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | UnsetType = UNSET
     allowed_origins: Annotated[list[Origin], msgspec.Meta(max_length=100)] | UnsetType = UNSET

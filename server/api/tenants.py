@@ -6,24 +6,30 @@ from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
 
 from botloom.core.storage.repositories import Conflict
-from botloom.graphs.services import Services
-from botloom.server.api.common import OPERATOR_ERRORS, READ_ERRORS, ConflictException, visible_tenant
+from botloom.server.api.common import (
+    OPERATOR_ERRORS,
+    READ_ERRORS,
+    ConflictException,
+    PrincipalDep,
+    ServicesDep,
+    visible_tenant,
+)
 from botloom.server.api.schemas import KeyCreated, TenantCreate, TenantCreated, TenantOut
-from botloom.server.auth import Principal, require_operator
+from botloom.server.auth import require_operator
 
 
 class TenantController(Controller):
     """Tenants: organisations that own bots and API keys."""
 
     path = "/tenants"
-    tags = ["tenants"]
+    tags = ("tenants",)
 
     @post(
         summary="Create a tenant and its first API key",
         raises=[*OPERATOR_ERRORS, ValidationException, ConflictException],
     )
-    async def create_tenant(self, data: TenantCreate, principal: Principal, services: Services) -> TenantCreated:
-        """Operator only. Answers the tenant and its first API key, which is shown this once; 409 if the slug is taken."""
+    async def create_tenant(self, data: TenantCreate, principal: PrincipalDep, services: ServicesDep) -> TenantCreated:
+        """Operator only. Answers the tenant and its first API key, shown this once; 409 if the slug is taken."""
         require_operator(principal)
         try:
             tenant = await services.store.tenants.create(data.slug, data.name)
@@ -37,7 +43,7 @@ class TenantController(Controller):
         return TenantCreated(tenant=TenantOut.of(tenant), api_key=KeyCreated.of(key, secret))
 
     @get(summary="List tenants", raises=READ_ERRORS)
-    async def list_tenants(self, principal: Principal, services: Services) -> list[TenantOut]:
+    async def list_tenants(self, principal: PrincipalDep, services: ServicesDep) -> list[TenantOut]:
         """The operator sees every tenant, oldest first; a tenant's key sees only its own tenant."""
         if principal.is_operator:
             return [TenantOut.of(t) for t in await services.store.tenants.list_all()]
@@ -46,12 +52,12 @@ class TenantController(Controller):
         return [TenantOut.of(tenant)] if tenant else []
 
     @get("/{tenant:str}", summary="Get a tenant", raises=READ_ERRORS)
-    async def get_tenant(self, tenant: str, principal: Principal, services: Services) -> TenantOut:
+    async def get_tenant(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> TenantOut:
         """A tenant by slug or id; 404 when it does not exist or is another tenant."""
         return TenantOut.of(await visible_tenant(services, principal, tenant))
 
     @delete("/{tenant:str}", summary="Delete a tenant", raises=[*OPERATOR_ERRORS, NotFoundException])
-    async def delete_tenant(self, tenant: str, principal: Principal, services: Services) -> None:
+    async def delete_tenant(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> None:
         """Operator only. Deletes the tenant with its keys, bots, conversations and knowledge."""
         require_operator(principal)
         found = await visible_tenant(services, principal, tenant)

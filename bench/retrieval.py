@@ -1,0 +1,281 @@
+"""Knowledge base benchmark: ingestion throughput, and hybrid search latency and recall.
+
+Builds a synthetic knowledge base with topical structure (documents about
+topics, each with its own vocabulary, over a Zipf-distributed background
+vocabulary and English function words), ingests it through
+``KnowledgeBase.ingest`` with the local embedder, then measures at each size:
+
+* hybrid search (``KnowledgeBase.search``: vector + full text) through the
+  bot's HNSW index, and the same search with index scans disabled (exact);
+* vector-only top-5 through the index and exactly;
+* recall@5 of the indexed searches against their exact counterparts.
+
+Usage::
+
+    python bench/retrieval.py --rows 10000           # 10k chunks only
+    python bench/retrieval.py                        # 10k and 100k chunks
+    python bench/retrieval.py --database-url postgresql://...
+
+Without ``--database-url`` a PostgreSQL server is started with
+``tests/servers.start_postgres`` in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from botloom.core.embeddings import LocalEmbedder  # noqa: E402
+from botloom.core.knowledge import KnowledgeBase  # noqa: E402
+from botloom.core.knowledge import index as vector_index  # noqa: E402
+from botloom.core.storage.database import Database  # noqa: E402
+from botloom.core.storage.migrations import apply_migrations  # noqa: E402
+
+FUNCTION_WORDS = (
+    "the of and to a in is it you that was for on are with as his they be at one have this from or had by "
+    "but what some we can out other were all there when up use your how said an each she which do their if "
+    "will way about many then them would so these her"
+).split()
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["an", "el", "or", "ul", "ir", "ost", "ent"]
+SECTIONS_PER_DOC = 50
+
+
+# ------------------------------------------------------------------------------ synthetic corpus
+
+
+class Corpus:
+    """Topical synthetic text: each topic has its own vocabulary over a shared Zipfian background."""
+
+    def __init__(self, seed: int, topics: int) -> None:
+        self.rng = random.Random(seed)
+        words: set[str] = set()
+        while len(words) < 30_000:
+            words.add("".join(self.rng.choices(SYLLABLES, k=self.rng.choice((2, 3, 3, 4)))))
+        self.vocab = sorted(words)
+        self.rng.shuffle(self.vocab)
+        ranks = np.arange(1, len(self.vocab) + 1)
+        self.zipf = (1.0 / ranks) / (1.0 / ranks).sum()
+        self.topics = [self.rng.sample(self.vocab[300:], 40) for _ in range(topics)]
+        self.np_rng = np.random.default_rng(seed)
+
+    def _background(self, n: int) -> list[str]:
+        return [self.vocab[i] for i in self.np_rng.choice(len(self.vocab), size=n, p=self.zipf)]
+
+    def paragraph(self, topic: int, words: int = 90) -> str:
+        """About ``words`` words on ``topic``, in sentences."""
+        vocab = self.topics[topic]
+        content = [vocab[min(int(self.rng.paretovariate(1.2)) - 1, 39)] for _ in range(int(words * 0.35))]
+        content += self._background(int(words * 0.3))
+        content += self.rng.choices(FUNCTION_WORDS, k=words - len(content))
+        self.rng.shuffle(content)
+        sentences = [content[i : i + 12] for i in range(0, len(content), 12)]
+        return " ".join(" ".join(s).capitalize() + "." for s in sentences)
+
+    def document(self, topic: int) -> str:
+        """A Markdown document: a title and ``SECTIONS_PER_DOC`` sections, one chunk each."""
+        title = " ".join(self.rng.sample(self.topics[topic][:10], 3)).title()
+        parts = [f"# {title}"]
+        for _ in range(SECTIONS_PER_DOC):
+            heading = " ".join(self.rng.sample(self.topics[topic], 2)).capitalize()
+            parts.append(f"## {heading}\n\n{self.paragraph(topic)}")
+        return "\n\n".join(parts)
+
+    def query(self, topic: int) -> str:
+        """A question-like query on ``topic``."""
+        vocab = self.topics[topic]
+        words = [vocab[min(int(self.rng.paretovariate(1.2)) - 1, 39)] for _ in range(4)] + self._background(2)
+        return "how do I " + " ".join(words) + " for the " + self.rng.choice(vocab) + "?"
+
+
+# ------------------------------------------------------------------------------ measurement
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def timed(fn: Callable[[], Awaitable[list[str]]]) -> tuple[float, list[str]]:
+    began = time.perf_counter()
+    result = await fn()
+    return (time.perf_counter() - began) * 1000, result
+
+
+def recall(found: list[list[str]], truth: list[list[str]], k: int = 5) -> float:
+    hits = sum(len(set(f[:k]) & set(t[:k])) for f, t in zip(found, truth, strict=True))
+    return hits / sum(min(k, len(t)) for t in truth)
+
+
+async def vector_top(db: Database, kb: KnowledgeBase, tenant: str, bot: str, query: str, exact: bool) -> list[str]:
+    """Vector-only top 5 of the bot's chunks, through the index or exactly."""
+    vector = np.asarray(kb.embedder.embed_one(query), dtype=np.float32)  # type: ignore[attr-defined]
+    dims = kb.embedder.dimension
+    scope = vector_index.scope(uuid.UUID(bot), kb.embedder.name, dims, "c")
+    statement = psycopg.sql.SQL(
+        "SELECT c.id FROM knowledge_chunks c WHERE {scope} AND c.tenant_id = %s "
+        "ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 5"
+    ).format(scope=scope, dims=psycopg.sql.Literal(dims))
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(kb.ef_search),))
+        if exact:
+            await conn.execute("SET LOCAL enable_indexscan = off")
+        cur = await conn.execute(statement, (tenant, vector))
+        return [str(r["id"]) for r in await cur.fetchall()]
+
+
+async def plan_uses_index(db: Database, kb: KnowledgeBase, bot: str, query: str) -> bool:
+    vector = np.asarray(kb.embedder.embed_one(query), dtype=np.float32)  # type: ignore[attr-defined]
+    dims = kb.embedder.dimension
+    statement = psycopg.sql.SQL(
+        "EXPLAIN SELECT c.id FROM knowledge_chunks c WHERE {scope} "
+        "ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 40"
+    ).format(scope=vector_index.scope(uuid.UUID(bot), kb.embedder.name, dims, "c"), dims=psycopg.sql.Literal(dims))
+    async with db.connection() as conn:
+        rows = await (await conn.execute(statement, (vector,))).fetchall()
+    return any("knowledge_hnsw_" in str(r["QUERY PLAN"]) for r in rows)
+
+
+async def ingest(kb: KnowledgeBase, corpus: Corpus, tenant: str, bot: str, start: int, stop: int,
+                 state: dict[str, int]) -> float:
+    """Ingest documents until the bot has ``stop`` chunks; return chunks per second."""
+    began = time.perf_counter()
+    added = 0
+    doc = start
+    while state["chunks"] < stop:
+        result = await kb.ingest(tenant, bot, f"topic-{doc % len(corpus.topics)}/doc-{doc}.md",
+                                 corpus.document(doc % len(corpus.topics)))
+        state["chunks"] += result.chunks
+        added += result.chunks
+        doc += 1
+    state["docs"] = doc
+    return added / (time.perf_counter() - began)
+
+
+async def run(url: str, sizes: list[int], queries: int, ef_search: int, seed: int) -> list[list[str]]:
+    db = await Database.open(url, migrate=False, max_size=4)
+    table: list[list[str]] = []
+    try:
+        async with db.connection() as conn:
+            t = await (await conn.execute(
+                "INSERT INTO tenants (slug, name) VALUES (%s, 'Bench') RETURNING id", (f"bench-{uuid.uuid4().hex[:8]}",)
+            )).fetchone()
+            assert t is not None
+            b = await (await conn.execute(
+                "INSERT INTO bots (tenant_id, slug, name) VALUES (%s, 'kb', 'KB') RETURNING id", (t["id"],)
+            )).fetchone()
+            assert b is not None
+        tenant, bot = str(t["id"]), str(b["id"])
+        corpus = Corpus(seed, topics=max(sizes) // (2 * SECTIONS_PER_DOC))
+        kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=10**9, ef_search=ef_search,
+                           index_build_memory="1GB")
+        exact_kb = KnowledgeBase(db, kb.embedder, exact=True)
+        state = {"chunks": 0, "docs": 0}
+        qrng = random.Random(seed + 1)
+        for size in sizes:
+            await vector_index.drop_index(db, uuid.UUID(bot), kb.embedder.name, kb.embedder.dimension)
+            before = state["chunks"]
+            rate = await ingest(kb, corpus, tenant, bot, state["docs"], size, state)
+            print(f"ingested {state['chunks'] - before:,} chunks at {rate:,.0f} chunks/s", flush=True)
+            table.append([f"{state['chunks']:,}", "ingest (parse, chunk, embed, store)", f"{rate:,.0f} chunks/s",
+                          "", "", ""])
+            began = time.perf_counter()
+            await kb.ensure_index(tenant, bot)
+            build = time.perf_counter() - began
+            print(f"built the HNSW index in {build:.1f} s", flush=True)
+            table.append([f"{state['chunks']:,}", "HNSW index build (maintenance_work_mem 1GB)", f"{build:.1f} s",
+                          "", "", ""])
+            async with db.connection() as conn:
+                await conn.execute("VACUUM ANALYZE knowledge_chunks")
+            topics = [qrng.randrange(len(corpus.topics)) for _ in range(queries)]
+            texts = [corpus.query(topic % max(1, state["docs"])) for topic in topics]
+            assert await plan_uses_index(db, kb, bot, texts[0]), "the planner does not use the HNSW index"
+            runs: dict[str, tuple[list[float], list[list[str]]]] = {}
+
+            async def hybrid(q: str, k: KnowledgeBase = kb) -> list[str]:
+                return [p.chunk_id for p in await k.search(tenant, bot, q, limit=5, threshold=0)]
+
+            variants: dict[str, Callable[[str], Awaitable[list[str]]]] = {
+                "hybrid, HNSW": hybrid,
+                "hybrid, exact": lambda q: hybrid(q, exact_kb),
+                "vector, HNSW": lambda q: vector_top(db, kb, tenant, bot, q, exact=False),
+                "vector, exact": lambda q: vector_top(db, kb, tenant, bot, q, exact=True),
+            }
+            for name, fn in variants.items():
+                for q in texts[:10]:
+                    await fn(q)  # warm up
+                latencies, results = [], []
+                for q in texts:
+                    ms, ids = await timed(lambda fn=fn, q=q: fn(q))  # type: ignore[misc]
+                    latencies.append(ms)
+                    results.append(ids)
+                runs[name] = (latencies, results)
+                print(f"{name}: p50 {statistics.median(latencies):.2f} ms", flush=True)
+            for name, (latencies, results) in runs.items():
+                exact_name = name.split(",")[0] + ", exact"
+                rec = recall(results, runs[exact_name][1])
+                table.append([f"{state['chunks']:,}", f"search: {name}", "",
+                              f"{statistics.median(latencies):.2f}", f"{percentile(latencies, 99):.2f}",
+                              f"{rec:.3f}"])
+    finally:
+        await db.close()
+    return table
+
+
+def print_table(rows: list[list[str]]) -> None:
+    header = ["chunks", "what", "throughput / time", "p50 ms", "p99 ms", "recall@5 vs exact"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    print(line)
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="10000,100000", help="comma-separated knowledge base sizes, in chunks")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--database-url", help="an existing server (its database is used as is)")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.rows.split(","))
+    server: Any = None
+    if args.database_url:
+        url = args.database_url
+    else:
+        from tests.servers import start_postgres
+
+        server = start_postgres(Path(tempfile.mkdtemp(prefix="botloom-bench-")))
+        url = server.create_database("bench")
+    try:
+        apply_migrations(url)
+        began = time.perf_counter()
+        rows = asyncio.run(run(url, sizes, args.queries, args.ef_search, args.seed))
+        print()
+        print_table(rows)
+        print(f"\n{args.queries} queries per size, ef_search {args.ef_search}, "
+              f"total {time.perf_counter() - began:.0f} s")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The ``/api/v1`` JSON API: tenants, keys, bots, plugins, knowledge, conversations and REST chat.
+
+``create_app`` mounts :data:`API_HANDLERS` on a router that provides the
+authenticated ``principal`` to every handler; each handler asks for it, so no
+route answers without a valid ``Authorization: Bearer`` token.
+"""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+from botloom.server.api.bots import BotController, TenantBotController
+from botloom.server.api.conversations import BotConversationController, ConversationController
+from botloom.server.api.keys import KeyController
+from botloom.server.api.knowledge import KnowledgeController
+from botloom.server.api.plugins import PluginController
+from botloom.server.api.tenants import TenantController
+from botloom.server.chat import CHAT_API_HANDLERS
+
+API_HANDLERS: list[ControllerRouterHandler] = [
+    TenantController,
+    KeyController,
+    TenantBotController,
+    BotController,
+    PluginController,
+    KnowledgeController,
+    BotConversationController,
+    ConversationController,
+    *CHAT_API_HANDLERS,
+]
+
+__all__ = ["API_HANDLERS"]

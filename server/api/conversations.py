@@ -1,0 +1,131 @@
+"""Conversations: a bot's recent ones, one transcript, and its LangGraph checkpoints (for the debugger)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+
+from botloom.core.domain import Bot, Conversation
+from botloom.graphs.registry import UnknownGraph
+from botloom.graphs.runner import thread_id
+from botloom.graphs.services import Services
+from botloom.server.api.common import READ_ERRORS, PrincipalDep, ServicesDep
+from botloom.server.api.schemas import CheckpointOut, ConversationDetail, ConversationOut, InterruptOut, MessageOut
+from botloom.server.auth import Principal, visible_bot
+
+MAX_CHECKPOINTS = 100
+
+
+async def visible_conversation(services: Services, principal: Principal, conversation_id: str) -> Conversation:
+    """The conversation with this id, if the caller may see it; 404 otherwise."""
+    conversations = services.store.conversations
+    if principal.tenant_id is not None:
+        found = await conversations.get(principal.tenant_id, conversation_id)
+    else:  # the operator: the repository looks conversations up per tenant
+        found = None
+        for tenant in await services.store.tenants.list_all():
+            found = await conversations.get(tenant.id, conversation_id)
+            if found is not None:
+                break
+    if found is None:
+        raise NotFoundException(f"no conversation {conversation_id!r}")
+    return found
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types; anything else becomes its ``repr``."""
+    return msgspec.to_builtins(value, enc_hook=repr, str_keys=True)
+
+
+def checkpoint_out(snapshot: Any) -> CheckpointOut:
+    """A LangGraph ``StateSnapshot`` as the debugger reads it."""
+    configurable = (snapshot.config or {}).get("configurable", {})
+    parent = (snapshot.parent_config or {}).get("configurable", {})
+    metadata = snapshot.metadata or {}
+    step = metadata.get("step")
+    values = snapshot.values if isinstance(snapshot.values, dict) else {"value": snapshot.values}
+    return CheckpointOut(
+        checkpoint_id=configurable.get("checkpoint_id"),
+        parent_id=parent.get("checkpoint_id"),
+        created_at=snapshot.created_at,
+        step=step if isinstance(step, int) else None,
+        source=metadata.get("source"),
+        next=list(snapshot.next or ()),
+        interrupts=[
+            InterruptOut(id=getattr(i, "id", None), value=jsonable(getattr(i, "value", None)))
+            for i in getattr(snapshot, "interrupts", ()) or ()
+        ],
+        values=jsonable(values),
+    )
+
+
+class BotConversationController(Controller):
+    """Conversations of one bot."""
+
+    path = "/bots/{bot:str}/conversations"
+    tags = ("conversations",)
+
+    @get(summary="List a bot's conversations", raises=READ_ERRORS)
+    async def list_conversations(
+        self,
+        bot: str,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        limit: Annotated[int, Parameter(ge=1, le=200, description="How many conversations at most")] = 50,
+    ) -> list[ConversationOut]:
+        """The bot's conversations, most recently active first."""
+        found = await visible_bot(services, principal, bot)
+        rows = await services.store.conversations.list_all(found.tenant_id, found.id, limit=limit)
+        return [ConversationOut.of(c) for c in rows]
+
+
+class ConversationController(Controller):
+    """One conversation, by id."""
+
+    path = "/conversations/{conversation_id:str}"
+    tags = ("conversations",)
+
+    @get(summary="Get a conversation and its messages", raises=READ_ERRORS)
+    async def get_conversation(
+        self,
+        conversation_id: str,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="How many messages at most")] = 500,
+    ) -> ConversationDetail:
+        """The conversation's status and its messages in order, with each turn's intent and outcome."""
+        conversation = await visible_conversation(services, principal, conversation_id)
+        messages = await services.store.messages.list_all(conversation.tenant_id, conversation.id, limit=limit)
+        base = msgspec.structs.asdict(ConversationOut.of(conversation))
+        return ConversationDetail(**base, messages=[MessageOut.of(m) for m in messages])
+
+    @get("/checkpoints", summary="List a conversation's checkpoints", raises=READ_ERRORS)
+    async def list_checkpoints(
+        self,
+        conversation_id: str,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_CHECKPOINTS, description="How many checkpoints at most")] = 20,
+    ) -> list[CheckpointOut]:
+        """The LangGraph checkpoints of the conversation's thread, newest first: step, next nodes, interrupts, state."""
+        conversation = await visible_conversation(services, principal, conversation_id)
+        bot = await services.store.bots.get(conversation.tenant_id, conversation.bot_id)
+        if bot is None:
+            raise NotFoundException(f"no conversation {conversation_id!r}")
+        return await checkpoints(services, bot, conversation, limit)
+
+
+async def checkpoints(services: Services, bot: Bot, conversation: Conversation, limit: int) -> list[CheckpointOut]:
+    """The newest ``limit`` checkpoints of a conversation's thread."""
+    if services.graphs.checkpointer is None:
+        return []
+    try:
+        graph = services.graphs.get(bot.graph)
+    except UnknownGraph as exc:
+        raise NotFoundException(str(exc)) from None
+    config: Any = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
+    return [checkpoint_out(snapshot) async for snapshot in graph.aget_state_history(config, limit=limit)]
