@@ -97,6 +97,14 @@ def problems_of(host_or_problems: PluginHost | list[PluginProblem], name: str) -
     return [p for p in problems if p.plugin == name]
 
 
+def assert_reported(problems: list[PluginProblem], stage: str, expected: Mapping[str, str]) -> None:
+    """Exactly one problem per plugin of ``expected`` (plugin -> part of the reason), and no others."""
+    assert sorted(p.plugin for p in problems) == sorted(expected), problems
+    for problem in problems:
+        assert problem.stage == stage, problem
+        assert expected[problem.plugin] in problem.message, problem
+
+
 def assert_good_plugin_loaded(host: PluginHost) -> None:
     assert "good" in host.infos
     assert host.registry.owner("tool", "echo") == "good"
@@ -458,9 +466,7 @@ async def test_misbehaving_moderators_are_skipped_and_reported() -> None:
     result, problems = await host.moderate(INBOUND, make_bot())
     assert result == INBOUND
     assert recorder.seen == [INBOUND.text]
-    assert sorted((p.plugin, p.stage, p.message) for p in problems) == sorted(
-        (name, "moderate_message", reason) for name, _, reason in broken
-    )
+    assert_reported(problems, "moderate_message", {name: reason for name, _, reason in broken})
 
 
 async def test_a_moderator_that_blocks_without_awaiting_is_timed_out() -> None:
@@ -476,7 +482,7 @@ async def test_a_moderator_that_blocks_without_awaiting_is_timed_out() -> None:
         result, problems = await host.moderate(INBOUND, make_bot())
     finally:
         release.set()
-    assert [(p.plugin, p.message) for p in problems] == [("blocker", "timed out")]
+    assert_reported(problems, "moderate_message", {"blocker": "timed out"})
     assert result == INBOUND
 
 
@@ -539,10 +545,7 @@ async def test_turn_end_observers_that_fail_are_reported_and_the_others_run() ->
     )
     problems = await host.notify_turn_end(TURN)
     assert seen == [TURN]
-    assert sorted((p.plugin, p.stage, p.message) for p in problems) == [
-        ("hanger", "on_turn_end", "timed out"),
-        ("raiser", "on_turn_end", "raised ValueError: moderation exploded"),
-    ]
+    assert_reported(problems, "on_turn_end", {"hanger": "timed out", "raiser": "raised ValueError: moderation exploded"})
 
 
 async def test_turn_end_observers_are_called_once_each() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import JSONBody
 
 from botloom.core.domain import BotSettings
 from botloom.core.storage.repositories import Conflict
@@ -61,7 +62,9 @@ class TenantBotController(Controller):
     tags = ("bots",)
 
     @post(summary="Create a bot", raises=[*WRITE_ERRORS, ConflictException])
-    async def create_bot(self, tenant: str, data: BotCreate, principal: PrincipalDep, services: ServicesDep) -> BotOut:
+    async def create_bot(
+        self, tenant: str, data: JSONBody[BotCreate], principal: PrincipalDep, services: ServicesDep
+    ) -> BotOut:
         """A new bot with default settings, changed by any ``settings`` given; 409 if the tenant has the slug."""
         found = await visible_tenant(services, principal, tenant)
         settings = patched_settings(BotSettings(), msgspec.to_builtins(data.settings))
@@ -90,7 +93,9 @@ class BotController(Controller):
         return BotOut.of(await visible_bot(services, principal, bot))
 
     @patch(summary="Change a bot", raises=WRITE_ERRORS)
-    async def update_bot(self, bot: str, data: BotPatch, principal: PrincipalDep, services: ServicesDep) -> BotOut:
+    async def update_bot(
+        self, bot: str, data: JSONBody[BotPatch], principal: PrincipalDep, services: ServicesDep
+    ) -> BotOut:
         """Change the name and any settings; fields left out keep their value, nested ``model`` fields merge."""
         found = await visible_bot(services, principal, bot)
         changes = settings_changes(data)

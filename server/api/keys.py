@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException
+from litestar.params import JSONBody
 
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep, visible_tenant
 from botloom.server.api.schemas import KeyCreate, KeyCreated, KeyOut
@@ -23,7 +24,7 @@ class KeyController(Controller):
 
     @post(summary="Create an API key", raises=WRITE_ERRORS)
     async def create_key(
-        self, tenant: str, data: KeyCreate, principal: PrincipalDep, services: ServicesDep
+        self, tenant: str, data: JSONBody[KeyCreate], principal: PrincipalDep, services: ServicesDep
     ) -> KeyCreated:
         """A new key for the tenant; the answer shows the key this once."""
         found = await visible_tenant(services, principal, tenant)

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.params import Body, Parameter
+from litestar.params import JSONBody, MultipartBody, Parameter
 
 from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
@@ -47,7 +46,7 @@ class KnowledgeController(Controller):
 
     @post(summary="Add or replace a document", raises=UPLOAD_ERRORS, request_max_body_size=UPLOAD_MAX_BODY)
     async def add_document(
-        self, bot: str, data: DocumentIn, principal: PrincipalDep, services: ServicesDep
+        self, bot: str, data: JSONBody[DocumentIn], principal: PrincipalDep, services: ServicesDep
     ) -> IngestOut:
         """Ingest a Markdown, text, HTML or CSV document sent as JSON; one of the same name is replaced."""
         found = await visible_bot(services, principal, bot)
@@ -62,7 +61,7 @@ class KnowledgeController(Controller):
     async def upload_document(
         self,
         bot: str,
-        data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
+        data: MultipartBody[UploadFile],
         principal: PrincipalDep,
         services: ServicesDep,
     ) -> IngestOut:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, get, put
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import JSONBody
 
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
@@ -97,7 +98,7 @@ class PluginController(Controller):
 
     @put("/{plugin:str}", summary="Enable or configure a plugin for a bot", raises=WRITE_ERRORS)
     async def put_plugin(
-        self, bot: str, plugin: str, data: PluginPut, principal: PrincipalDep, services: ServicesDep
+        self, bot: str, plugin: str, data: JSONBody[PluginPut], principal: PrincipalDep, services: ServicesDep
     ) -> PluginOut:
         """Store ``enabled`` and ``config``, validated against the plugin's schema: 400 lists each bad field.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import JSONBody
 
 from botloom.core.storage.repositories import Conflict
 from botloom.server.api.common import (
@@ -28,7 +29,9 @@ class TenantController(Controller):
         summary="Create a tenant and its first API key",
         raises=[*OPERATOR_ERRORS, ValidationException, ConflictException],
     )
-    async def create_tenant(self, data: TenantCreate, principal: PrincipalDep, services: ServicesDep) -> TenantCreated:
+    async def create_tenant(
+        self, data: JSONBody[TenantCreate], principal: PrincipalDep, services: ServicesDep
+    ) -> TenantCreated:
         """Operator only. Answers the tenant and its first API key, shown this once; 409 if the slug is taken."""
         require_operator(principal)
         try:
