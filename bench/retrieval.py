@@ -129,12 +129,10 @@ async def vector_top(db: Database, kb: KnowledgeBase, tenant: str, bot: str, que
     scope = vector_index.scope(uuid.UUID(bot), kb.embedder.name, dims, "c")
     statement = psycopg.sql.SQL(
         "SELECT c.id FROM knowledge_chunks c WHERE {scope} AND c.tenant_id = %s "
-        "ORDER BY c.embedding::vector({dims}) <=> %s::vector({dims}) LIMIT 5"
-    ).format(scope=scope, dims=psycopg.sql.Literal(dims))
+        "ORDER BY (c.embedding::vector({dims}) <=> %s::vector({dims})){exact} LIMIT 5"
+    ).format(scope=scope, dims=psycopg.sql.Literal(dims), exact=psycopg.sql.SQL(" + 0" if exact else ""))
     async with db.connection() as conn, conn.transaction():
         await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(kb.ef_search),))
-        if exact:
-            await conn.execute("SET LOCAL enable_indexscan = off")
         cur = await conn.execute(statement, (tenant, vector))
         return [str(r["id"]) for r in await cur.fetchall()]
 

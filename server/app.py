@@ -23,7 +23,9 @@ from litestar.types import ControllerRouterHandler, Receive, Scope, Send
 
 from botloom.core.settings import Settings
 from botloom.graphs.services import Services, open_services
+from botloom.server.deps import ServicesDep
 from botloom.server.auth import Principal, authenticate
+from botloom.server.middleware import rate_limit_config, request_context
 from botloom.server.paths import join_bot_segments
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def provide_services(state: State) -> Services:
     return services
 
 
-async def provide_principal(request: ASGIConnection, services: Services) -> Principal:  # type: ignore[type-arg]
+async def provide_principal(request: ASGIConnection, services: ServicesDep) -> Principal:  # type: ignore[type-arg]
     """The authenticated caller (401 without a valid token)."""
     return await authenticate(request, services)
 
@@ -120,8 +122,13 @@ def create_app(
         openapi_config=openapi,
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["authorization", "content-type"]),
         request_max_body_size=MAX_BODY_BYTES,
-        middleware=[PrometheusConfig(app_name="botloom", prefix="botloom", group_path=True).middleware],
-        state=State({"settings": settings}),
+        middleware=[
+            request_context,
+            PrometheusConfig(app_name="botloom", prefix="botloom", group_path=True).middleware,
+            rate_limit_config(settings.rate_limit_per_minute).middleware,
+        ],
+        stores={"rate_limit": _rate_limit_store(settings)},
+        state=State({"settings": settings, **({"services": services} if services is not None else {})}),
         debug=debug,
     )
     return app
@@ -138,6 +145,17 @@ async def _start_demo(services: Services, settings: Settings) -> None:
     base = (settings.public_url or "").rstrip("/")
     print(f"demo bot {DEMO_TENANT}/{DEMO_BOT} created; API key of tenant {DEMO_TENANT} (shown once): {info.api_key}")
     print(f"chat page: {base}/chat/{DEMO_TENANT}/{DEMO_BOT}", flush=True)
+
+
+def _rate_limit_store(settings: Settings) -> Any:
+    """Rate-limit counters in Redis when configured (shared by every process), else in memory."""
+    if settings.redis_url:
+        from litestar.stores.redis import RedisStore
+
+        return RedisStore.with_client(url=settings.redis_url, namespace="botloom:ratelimit")
+    from litestar.stores.memory import MemoryStore
+
+    return MemoryStore()
 
 
 def _version() -> str:

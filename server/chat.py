@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post, websocket
+from litestar.params import FromPath
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
@@ -25,6 +26,7 @@ from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelReq
 from botloom.core.domain import Bot
 from botloom.graphs.runner import TurnResult
 from botloom.graphs.services import Services
+from botloom.server.deps import PrincipalDep, ServicesDep
 from botloom.server.auth import Principal, public_bot, visible_bot
 from botloom.server.paths import bot_ref
 
@@ -90,7 +92,7 @@ async def mark_sent(services: Services, bot: Bot, result: TurnResult) -> None:
     raises=[ClientException, NotFoundException, PermissionDeniedException],
     tags=["chat"],
 )
-async def rest_chat(request: Request[Any, Any, Any], bot: str, principal: Principal, services: Services) -> ChatAnswer:
+async def rest_chat(request: Request[Any, Any, Any], bot: FromPath[str], principal: PrincipalDep, services: ServicesDep) -> ChatAnswer:
     """Run one turn: ``{"text": "...", "conversation_id": null, "user": null, "message_id": null}``.
 
     A new conversation starts when no ``conversation_id`` is given. A retried
@@ -126,7 +128,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 
 
 @websocket("/api/v1/bots/{bot:str}/ws")
-async def chat_socket(socket: WebSocket[Any, Any, Any], bot: str, services: Services) -> None:
+async def chat_socket(socket: WebSocket[Any, Any, Any], bot: FromPath[str], services: ServicesDep) -> None:
     """The web chat WebSocket (see :mod:`botloom.channels.webchat` for the frames)."""
     try:
         found = await public_bot(services, bot)
@@ -234,7 +236,7 @@ class _SocketSession:
 
 @get("/chat/{bot:str}", media_type="text/html", summary="The web chat page of a bot", tags=["chat"],
      include_in_schema=True)
-async def chat_page(bot: str, services: Services) -> Response[str]:
+async def chat_page(bot: FromPath[str], services: ServicesDep) -> Response[str]:
     """A small, accessible chat page that talks to the bot over its WebSocket; embeddable in an iframe."""
     found = await public_bot(services, bot)
     _, config = await channel_for(services, found, "webchat")

@@ -189,7 +189,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import msgspec
 
         settings = msgspec.structs.replace(settings, public_url=f"http://{args.host}:{args.port}")
-    logging.getLogger().setLevel(logging.INFO)
+    from botloom.server.logs import configure_logging
+
+    configure_logging(settings)
     app = create_app(settings, demo=args.demo)
     print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
     uvicorn.run(

@@ -10,6 +10,7 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from botloom.graphs.services import Services
+from botloom.server.deps import ServicesDep
 from botloom.server.chat import CHAT_PUBLIC_HANDLERS
 
 
@@ -27,7 +28,7 @@ def health() -> Health:
 
 
 @get("/ready", summary="The process can serve turns", tags=["operations"])
-async def ready(services: Services) -> Response[Health]:
+async def ready(services: ServicesDep) -> Response[Health]:
     """200 when the database (and Redis, when configured) answer; 503 otherwise."""
     checks = {"database": await services.db.ping()}
     if services.redis is not None:

@@ -6,11 +6,22 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import httpx
+
 from botloom.core.domain import Bot
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage
 from botloom.graphs.runner import TurnResult
 from botloom.graphs.services import Services
+
+
+def api_client(app: Any) -> httpx.AsyncClient:
+    """An HTTP client calling ``app`` in the test's own event loop (no lifespan: pass services to the app).
+
+    Litestar's ``AsyncTestClient`` runs the app on another event loop in a thread,
+    where the test's connection pools cannot be used.
+    """
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
 def host_with(*plugins: tuple[str, object]) -> PluginHost:

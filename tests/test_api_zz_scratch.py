@@ -4,15 +4,15 @@ from litestar.testing import AsyncTestClient
 from botloom.server.app import create_app
 from tests.conftest import ADMIN_TOKEN
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*Inferred dependency field")
+
 H = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 async def test_scratch(settings, services, demo):
-    app = create_app(settings, services=services)
+    app = create_app(settings, services=services, debug=True)
     async with AsyncTestClient(app=app) as c:
         k = {"Authorization": f"Bearer {demo.api_key}"}
         r = await c.post("/api/v1/bots/acme/support/messages", headers=k, json={"text": "where is my order 1234?"})
-        print(r.status_code, r.text[:300])
+        print(r.status_code, r.text[-3000:])
         conv = r.json()["conversation_id"]
         r = await c.post("/api/v1/bots/acme/support/messages", headers=k, json={"text": "agent please", "conversation_id": conv})
         print(r.status_code, r.text[:300])

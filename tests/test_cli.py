@@ -21,8 +21,12 @@ TURN_NODES = ("retrieve", "classify", "act", "respond", "escalate")
 
 
 def botloom_env(extra: Mapping[str, str] | None = None, *, pythonpath: str | None = None) -> dict[str, str]:
-    """The test process's environment without any ``BOTLOOM_*`` setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTLOOM_") and k != "PYTHONPATH"}
+    """The test process's environment without ``BOTLOOM_*`` settings or pytest's own variables, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BOTLOOM_", "PYTEST_")) and k not in {"PYTHONPATH", "COV_CORE_SOURCE"}
+    }
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
     env.update(extra or {})

@@ -82,6 +82,7 @@ class KnowledgeBase:
         vector_weight: float = 0.5,
         text_scale: float = 1.0,
         candidates: int = 40,
+        max_text_matches: int = 2000,
         ef_search: int = 100,
         threshold: float = DEFAULT_THRESHOLD,
         index_threshold: int = INDEX_THRESHOLD,
@@ -93,7 +94,9 @@ class KnowledgeBase:
         ``max_bytes`` limits one document; ``max_chars`` and ``overlap`` shape
         chunks; ``fusion`` (with ``vector_weight`` and ``text_scale`` for
         ``"weighted"``) and ``candidates`` (rows taken from each of the vector and
-        full-text searches) shape hybrid search; ``threshold`` is the default
+        full-text searches) shape hybrid search; full-text search leaves out the
+        commonest query terms until the rest match at most ``max_text_matches``
+        chunks; ``ef_search`` is the HNSW search breadth; ``threshold`` is the default
         minimum score; ``index_threshold`` is how many chunks a bot needs before
         it gets an HNSW index, built with ``index_build_memory`` of
         ``maintenance_work_mem`` when given; ``exact`` searches without the
@@ -109,6 +112,7 @@ class KnowledgeBase:
         self.vector_weight = vector_weight
         self.text_scale = text_scale
         self.candidates = candidates
+        self.max_text_matches = max_text_matches
         self.ef_search = ef_search
         self.threshold = threshold
         self.index_threshold = index_threshold
@@ -269,6 +273,7 @@ class KnowledgeBase:
                 document_id, status = created["id"], "created"
             else:
                 document_id, status = row["id"], "updated"
+                old_terms = await _term_counts(conn, tenant, document_id)
                 await conn.execute(
                     "DELETE FROM knowledge_chunks WHERE tenant_id = %s AND document_id = %s", (tenant, document_id)
                 )
@@ -279,6 +284,10 @@ class KnowledgeBase:
                      tenant, document_id),
                 )
             await self._copy_chunks(conn, tenant, bot, document_id, chunks, vectors)
+            terms = await _term_counts(conn, tenant, document_id)
+            for lexeme, count in (old_terms if row is not None else {}).items():
+                terms[lexeme] = terms.get(lexeme, 0) - count
+            await _add_terms(conn, tenant, bot, terms)
         if progress is not None:
             progress(f"{name}: {status}, {len(chunks)} chunks")
         await self._maybe_index(bot, progress)
@@ -423,13 +432,19 @@ class KnowledgeBase:
         tenant, bot = _uuid(tenant_id), _uuid(bot_id)
         if tenant is None or bot is None:
             return False
-        async with self.db.connection() as conn:
+        async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "DELETE FROM knowledge_documents WHERE tenant_id = %s AND bot_id = %s AND (id = %s OR name = %s)"
-                " RETURNING id",
+                "SELECT id FROM knowledge_documents WHERE tenant_id = %s AND bot_id = %s AND (id = %s OR name = %s)"
+                " FOR UPDATE",
                 (tenant, bot, _uuid(document), document),
             )
-            return bool(await cur.fetchall())
+            rows = await cur.fetchall()
+            for row in rows:
+                terms = await _term_counts(conn, tenant, row["id"])
+                await _add_terms(conn, tenant, bot, {lexeme: -count for lexeme, count in terms.items()})
+                await conn.execute("DELETE FROM knowledge_documents WHERE tenant_id = %s AND id = %s",
+                                   (tenant, row["id"]))
+            return bool(rows)
 
     async def list_documents(self, tenant_id: str, bot_id: str) -> list[Document]:
         """A bot's documents, by name."""
@@ -486,12 +501,13 @@ class KnowledgeBase:
         array = np.asarray(vector[0], dtype=np.float32)
         dims = self.embedder.dimension
         n = max(self.candidates, limit)
-        statement = _search_sql(bot, self.embedder.name, dims)
+        statement = _search_sql(bot, self.embedder.name, dims, exact=self.exact)
         async with self.db.connection() as conn, conn.transaction():
             await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, n)),))
-            if self.exact:
-                await conn.execute("SET LOCAL enable_indexscan = off")
-            cur = await conn.execute(statement, {"tenant": tenant, "vector": array, "query": query, "n": n})
+            cur = await conn.execute(
+                statement,
+                {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": self.max_text_matches},
+            )
             rows = await cur.fetchall()
         candidates = [
             Candidate(chunk_id=str(r["id"]), vector_rank=r["vector_rank"], text_rank=r["text_rank"],
@@ -499,6 +515,29 @@ class KnowledgeBase:
             for r in rows
         ]
         return candidates, {str(r["id"]): r for r in rows}
+
+
+async def _term_counts(conn: Connection, tenant: uuid.UUID, document_id: uuid.UUID) -> dict[str, int]:
+    """How many chunks of a document contain each lexeme."""
+    cur = await conn.execute(
+        "SELECT lexeme, count(*) AS n FROM knowledge_chunks c, unnest(tsvector_to_array(c.search)) AS lexeme"
+        " WHERE c.tenant_id = %s AND c.document_id = %s GROUP BY lexeme",
+        (tenant, document_id),
+    )
+    return {row["lexeme"]: row["n"] for row in await cur.fetchall()}
+
+
+async def _add_terms(conn: Connection, tenant: uuid.UUID, bot: uuid.UUID, delta: dict[str, int]) -> None:
+    """Add ``delta`` to the bot's document frequencies (in lexeme order, so concurrent writers never deadlock)."""
+    changed = sorted((lexeme, n) for lexeme, n in delta.items() if n)
+    if not changed:
+        return
+    await conn.execute(
+        "INSERT INTO knowledge_terms AS t (tenant_id, bot_id, lexeme, df)"
+        " SELECT %s, %s, u.lexeme, u.n FROM unnest(%s::text[], %s::int[]) AS u(lexeme, n) ORDER BY u.lexeme"
+        " ON CONFLICT (bot_id, lexeme) DO UPDATE SET df = t.df + EXCLUDED.df",
+        (tenant, bot, [lexeme for lexeme, _ in changed], [n for _, n in changed]),
+    )
 
 
 def _array(value: Any) -> Vector:
@@ -514,20 +553,32 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def _search_sql(bot: uuid.UUID, embedder: str, dims: int) -> sql.Composed:
-    """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies)."""
+def _search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:
+    """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies).
+
+    The full-text query ORs the query's lexemes, rarest first by the bot's
+    document frequencies, while together they match at most ``%(budget)s``
+    chunks. ``exact`` orders by an expression the HNSW index cannot serve, so
+    the vector search is exact.
+    """
     return sql.SQL(
         """
-WITH tq AS (
-    SELECT nullif(string_agg('''' || replace(replace(l, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery AS q
-    FROM unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS l
+WITH terms AS (
+    SELECT l.lexeme, sum(t.df) OVER (ORDER BY t.df, l.lexeme) AS running
+    FROM unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS l(lexeme)
+    JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = l.lexeme AND t.df > 0
+),
+tq AS (
+    SELECT nullif(string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery
+        AS q
+    FROM terms WHERE running <= %(budget)s
 ),
 vec AS (
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM (
         SELECT c.id, c.embedding::vector({dims}) <=> %(vector)s::vector({dims}) AS distance
         FROM knowledge_chunks c
         WHERE {scope} AND c.tenant_id = %(tenant)s
-        ORDER BY c.embedding::vector({dims}) <=> %(vector)s::vector({dims})
+        ORDER BY (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})){exact}
         LIMIT %(n)s
     ) v
 ),
@@ -555,5 +606,7 @@ CROSS JOIN tq
         config=sql.Literal(TEXT_SEARCH_CONFIG),
         weights=sql.SQL("{}::float4[]").format(sql.Literal(TEXT_RANK_WEIGHTS)),
         dims=sql.Literal(dims),
+        bot=sql.Literal(str(bot)),
+        exact=sql.SQL(" + 0" if exact else ""),
         scope=vector_index.scope(bot, embedder, dims, "c"),
     )

@@ -14,14 +14,15 @@ from botloom.core.storage.repositories import Conflict
 from botloom.server.api.common import (
     READ_ERRORS,
     WRITE_ERRORS,
+    BotRef,
     ConflictException,
-    PrincipalDep,
-    ServicesDep,
+    TenantRef,
     invalid,
     visible_tenant,
 )
 from botloom.server.api.schemas import BotCreate, BotOut, BotPatch
 from botloom.server.auth import visible_bot
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class TenantBotController(Controller):
 
     @post(summary="Create a bot", raises=[*WRITE_ERRORS, ConflictException])
     async def create_bot(
-        self, tenant: str, data: JSONBody[BotCreate], principal: PrincipalDep, services: ServicesDep
+        self, tenant: TenantRef, data: JSONBody[BotCreate], principal: PrincipalDep, services: ServicesDep
     ) -> BotOut:
         """A new bot with default settings, changed by any ``settings`` given; 409 if the tenant has the slug."""
         found = await visible_tenant(services, principal, tenant)
@@ -75,7 +76,7 @@ class TenantBotController(Controller):
         return BotOut.of(bot)
 
     @get(summary="List a tenant's bots", raises=READ_ERRORS)
-    async def list_bots(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> list[BotOut]:
+    async def list_bots(self, tenant: TenantRef, principal: PrincipalDep, services: ServicesDep) -> list[BotOut]:
         """The tenant's bots, oldest first."""
         found = await visible_tenant(services, principal, tenant)
         return [BotOut.of(b) for b in await services.store.bots.list_all(found.id)]
@@ -88,13 +89,13 @@ class BotController(Controller):
     tags = ("bots",)
 
     @get(summary="Get a bot", raises=READ_ERRORS)
-    async def get_bot(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> BotOut:
+    async def get_bot(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> BotOut:
         """The bot with its settings."""
         return BotOut.of(await visible_bot(services, principal, bot))
 
     @patch(summary="Change a bot", raises=WRITE_ERRORS)
     async def update_bot(
-        self, bot: str, data: JSONBody[BotPatch], principal: PrincipalDep, services: ServicesDep
+        self, bot: BotRef, data: JSONBody[BotPatch], principal: PrincipalDep, services: ServicesDep
     ) -> BotOut:
         """Change the name and any settings; fields left out keep their value, nested ``model`` fields merge."""
         found = await visible_bot(services, principal, bot)
@@ -107,7 +108,7 @@ class BotController(Controller):
         return BotOut.of(updated)
 
     @delete(summary="Delete a bot", raises=READ_ERRORS)
-    async def delete_bot(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def delete_bot(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> None:
         """Delete the bot with its plugin settings, conversations, messages and knowledge."""
         found = await visible_bot(services, principal, bot)
         if not await services.store.bots.delete(found.tenant_id, found.id):

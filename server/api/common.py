@@ -1,11 +1,11 @@
-"""What the API's controllers share: tenant look-up, error types, the documented error responses."""
+"""What the API's controllers share: tenant look-up, error types, path parameters, documented errors."""
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 import msgspec
-from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -14,16 +14,17 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.params import PathParameter
 
 from botloom.core.domain import Tenant, is_slug
 from botloom.core.storage.repositories import as_uuid
 from botloom.graphs.services import Services
 from botloom.server.auth import Principal
 
-PrincipalDep = NamedDependency[Principal]
-"""The authenticated caller, provided by the ``/api/v1`` router."""
-ServicesDep = NamedDependency[Services]
-"""The process's open services, provided by the app."""
+TenantRef = Annotated[str, PathParameter(description="A tenant's slug or id", max_length=200)]
+BotRef = Annotated[str, PathParameter(description="A bot's id, or `tenant-slug/bot-slug`", max_length=200)]
+IdRef = Annotated[str, PathParameter(description="An id", max_length=200)]
+NameRef = Annotated[str, PathParameter(description="A name", max_length=255)]
 
 
 class ConflictException(ClientException):

@@ -7,15 +7,16 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from botloom.core.domain import Bot, Conversation
 from botloom.graphs.registry import UnknownGraph
 from botloom.graphs.runner import thread_id
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, PrincipalDep, ServicesDep
+from botloom.server.api.common import READ_ERRORS, BotRef, IdRef
 from botloom.server.api.schemas import CheckpointOut, ConversationDetail, ConversationOut, InterruptOut, MessageOut
 from botloom.server.auth import Principal, visible_bot
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 MAX_CHECKPOINTS = 100
 
@@ -72,10 +73,10 @@ class BotConversationController(Controller):
     @get(summary="List a bot's conversations", raises=READ_ERRORS)
     async def list_conversations(
         self,
-        bot: str,
+        bot: BotRef,
         principal: PrincipalDep,
         services: ServicesDep,
-        limit: Annotated[int, Parameter(ge=1, le=200, description="How many conversations at most")] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="How many conversations at most")] = 50,
     ) -> list[ConversationOut]:
         """The bot's conversations, most recently active first."""
         found = await visible_bot(services, principal, bot)
@@ -92,10 +93,10 @@ class ConversationController(Controller):
     @get(summary="Get a conversation and its messages", raises=READ_ERRORS)
     async def get_conversation(
         self,
-        conversation_id: str,
+        conversation_id: IdRef,
         principal: PrincipalDep,
         services: ServicesDep,
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="How many messages at most")] = 500,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="How many messages at most")] = 500,
     ) -> ConversationDetail:
         """The conversation's status and its messages in order, with each turn's intent and outcome."""
         conversation = await visible_conversation(services, principal, conversation_id)
@@ -106,10 +107,12 @@ class ConversationController(Controller):
     @get("/checkpoints", summary="List a conversation's checkpoints", raises=READ_ERRORS)
     async def list_checkpoints(
         self,
-        conversation_id: str,
+        conversation_id: IdRef,
         principal: PrincipalDep,
         services: ServicesDep,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_CHECKPOINTS, description="How many checkpoints at most")] = 20,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_CHECKPOINTS, description="How many checkpoints at most")
+        ] = 20,
     ) -> list[CheckpointOut]:
         """The LangGraph checkpoints of the conversation's thread, newest first: step, next nodes, interrupts, state."""
         conversation = await visible_conversation(services, principal, conversation_id)

@@ -6,8 +6,9 @@ from litestar import Controller, delete, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep, visible_tenant
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, IdRef, TenantRef, visible_tenant
 from botloom.server.api.schemas import KeyCreate, KeyCreated, KeyOut
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 
 class KeyController(Controller):
@@ -17,14 +18,14 @@ class KeyController(Controller):
     tags = ("keys",)
 
     @get(summary="List a tenant's API keys", raises=READ_ERRORS)
-    async def list_keys(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> list[KeyOut]:
+    async def list_keys(self, tenant: TenantRef, principal: PrincipalDep, services: ServicesDep) -> list[KeyOut]:
         """Every key of the tenant, revoked ones included, by prefix and name; never the key itself."""
         found = await visible_tenant(services, principal, tenant)
         return [KeyOut.of(k) for k in await services.store.api_keys.list_all(found.id)]
 
     @post(summary="Create an API key", raises=WRITE_ERRORS)
     async def create_key(
-        self, tenant: str, data: JSONBody[KeyCreate], principal: PrincipalDep, services: ServicesDep
+        self, tenant: TenantRef, data: JSONBody[KeyCreate], principal: PrincipalDep, services: ServicesDep
     ) -> KeyCreated:
         """A new key for the tenant; the answer shows the key this once."""
         found = await visible_tenant(services, principal, tenant)
@@ -32,7 +33,9 @@ class KeyController(Controller):
         return KeyCreated.of(key, secret)
 
     @delete("/{key_id:str}", summary="Revoke an API key", raises=READ_ERRORS)
-    async def revoke_key(self, tenant: str, key_id: str, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def revoke_key(
+        self, tenant: TenantRef, key_id: IdRef, principal: PrincipalDep, services: ServicesDep
+    ) -> None:
         """Revoke a key: from now on it gets 401 everywhere. 404 when it is unknown or already revoked."""
         found = await visible_tenant(services, principal, tenant)
         if not await services.store.api_keys.revoke(found.id, key_id):

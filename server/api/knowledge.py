@@ -8,15 +8,16 @@ from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.params import JSONBody, MultipartBody, Parameter
+from litestar.params import JSONBody, MultipartBody, QueryParameter
 
 from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
 from botloom.core.knowledge.parsing import DEFAULT_MAX_BYTES
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, BotRef, NameRef
 from botloom.server.api.schemas import DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
 from botloom.server.auth import visible_bot
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 UPLOAD_MAX_BODY = 2 * DEFAULT_MAX_BYTES + 65_536
 """The request size limit of the document routes: a document at the knowledge base's limit, JSON-escaped."""
@@ -46,7 +47,7 @@ class KnowledgeController(Controller):
 
     @post(summary="Add or replace a document", raises=UPLOAD_ERRORS, request_max_body_size=UPLOAD_MAX_BODY)
     async def add_document(
-        self, bot: str, data: JSONBody[DocumentIn], principal: PrincipalDep, services: ServicesDep
+        self, bot: BotRef, data: JSONBody[DocumentIn], principal: PrincipalDep, services: ServicesDep
     ) -> IngestOut:
         """Ingest a Markdown, text, HTML or CSV document sent as JSON; one of the same name is replaced."""
         found = await visible_bot(services, principal, bot)
@@ -60,7 +61,7 @@ class KnowledgeController(Controller):
     )
     async def upload_document(
         self,
-        bot: str,
+        bot: BotRef,
         data: MultipartBody[UploadFile],
         principal: PrincipalDep,
         services: ServicesDep,
@@ -72,7 +73,7 @@ class KnowledgeController(Controller):
         return await ingest(services, found, data.filename or "", content, content_type)
 
     @get(summary="List documents", raises=READ_ERRORS)
-    async def list_documents(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> list[DocumentOut]:
+    async def list_documents(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> list[DocumentOut]:
         """The bot's documents, by name."""
         found = await visible_bot(services, principal, bot)
         documents = await services.knowledge.list_documents(found.tenant_id, found.id)
@@ -90,7 +91,9 @@ class KnowledgeController(Controller):
         ]
 
     @delete("/{document:str}", summary="Delete a document", raises=READ_ERRORS)
-    async def delete_document(self, bot: str, document: str, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def delete_document(
+        self, bot: BotRef, document: NameRef, principal: PrincipalDep, services: ServicesDep
+    ) -> None:
         """Delete a document, named by its id or its name, with its passages."""
         found = await visible_bot(services, principal, bot)
         if not await services.knowledge.delete(found.tenant_id, found.id, document):
@@ -100,13 +103,14 @@ class KnowledgeController(Controller):
     async def search(
         self,
         *,
-        bot: str,
+        bot: BotRef,
         principal: PrincipalDep,
         services: ServicesDep,
-        q: Annotated[str, Parameter(min_length=1, max_length=2000, description="What an end user might ask")],
-        limit: Annotated[int, Parameter(ge=1, le=50, description="How many passages at most")] = 5,
+        q: Annotated[str, QueryParameter(min_length=1, max_length=2000, description="What an end user might ask")],
+        limit: Annotated[int, QueryParameter(ge=1, le=50, description="How many passages at most")] = 5,
         threshold: Annotated[
-            float | None, Parameter(ge=0, le=1, description="Minimum score; default: the bot's knowledge_threshold")
+            float | None,
+            QueryParameter(ge=0, le=1, description="Minimum score; default: the bot's knowledge_threshold"),
         ] = None,
     ) -> SearchOut:
         """The passages the bot would retrieve for ``q``, best first, with their scores."""

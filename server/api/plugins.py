@@ -18,9 +18,10 @@ from litestar.params import JSONBody
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, PrincipalDep, ServicesDep
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
 from botloom.server.auth import visible_bot
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 
 @cache
@@ -83,14 +84,16 @@ class PluginController(Controller):
     tags = ("plugins",)
 
     @get(summary="List plugins for a bot", raises=READ_ERRORS)
-    async def list_plugins(self, bot: str, principal: PrincipalDep, services: ServicesDep) -> list[PluginOut]:
+    async def list_plugins(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> list[PluginOut]:
         """Every installed plugin: whether the bot enabled it, what it brings, its config schema and stored config."""
         found = await visible_bot(services, principal, bot)
         stored = {s.plugin: s for s in await services.store.plugin_settings.list_all(found.tenant_id, found.id)}
         return [plugin_out(services, name, stored.get(name)) for name in sorted(services.host.infos)]
 
     @get("/{plugin:str}", summary="Get a plugin for a bot", raises=READ_ERRORS)
-    async def get_plugin(self, bot: str, plugin: str, principal: PrincipalDep, services: ServicesDep) -> PluginOut:
+    async def get_plugin(
+        self, bot: BotRef, plugin: NameRef, principal: PrincipalDep, services: ServicesDep
+    ) -> PluginOut:
         """One installed plugin as the bot uses it; 404 for a plugin that is not installed."""
         found = await visible_bot(services, principal, bot)
         name = installed(services, plugin)
@@ -98,7 +101,7 @@ class PluginController(Controller):
 
     @put("/{plugin:str}", summary="Enable or configure a plugin for a bot", raises=WRITE_ERRORS)
     async def put_plugin(
-        self, bot: str, plugin: str, data: JSONBody[PluginPut], principal: PrincipalDep, services: ServicesDep
+        self, bot: BotRef, plugin: NameRef, data: JSONBody[PluginPut], principal: PrincipalDep, services: ServicesDep
     ) -> PluginOut:
         """Store ``enabled`` and ``config``, validated against the plugin's schema: 400 lists each bad field.
 

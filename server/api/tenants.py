@@ -7,16 +7,10 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
 from botloom.core.storage.repositories import Conflict
-from botloom.server.api.common import (
-    OPERATOR_ERRORS,
-    READ_ERRORS,
-    ConflictException,
-    PrincipalDep,
-    ServicesDep,
-    visible_tenant,
-)
+from botloom.server.api.common import OPERATOR_ERRORS, READ_ERRORS, ConflictException, TenantRef, visible_tenant
 from botloom.server.api.schemas import KeyCreated, TenantCreate, TenantCreated, TenantOut
 from botloom.server.auth import require_operator
+from botloom.server.deps import PrincipalDep, ServicesDep
 
 
 class TenantController(Controller):
@@ -55,12 +49,12 @@ class TenantController(Controller):
         return [TenantOut.of(tenant)] if tenant else []
 
     @get("/{tenant:str}", summary="Get a tenant", raises=READ_ERRORS)
-    async def get_tenant(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> TenantOut:
+    async def get_tenant(self, tenant: TenantRef, principal: PrincipalDep, services: ServicesDep) -> TenantOut:
         """A tenant by slug or id; 404 when it does not exist or is another tenant."""
         return TenantOut.of(await visible_tenant(services, principal, tenant))
 
     @delete("/{tenant:str}", summary="Delete a tenant", raises=[*OPERATOR_ERRORS, NotFoundException])
-    async def delete_tenant(self, tenant: str, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def delete_tenant(self, tenant: TenantRef, principal: PrincipalDep, services: ServicesDep) -> None:
         """Operator only. Deletes the tenant with its keys, bots, conversations and knowledge."""
         require_operator(principal)
         found = await visible_tenant(services, principal, tenant)

@@ -66,3 +66,15 @@ CREATE TABLE knowledge_embeddings (
     PRIMARY KEY (bot_id, embedder, dims, content_hash),
     FOREIGN KEY (tenant_id, bot_id) REFERENCES bots (tenant_id, id) ON DELETE CASCADE
 );
+
+-- Document frequency of each lexeme in a bot's chunks, kept up to date by ingestion and
+-- deletion. Full-text search drops the commonest query terms until the rest match a bounded
+-- number of chunks, so its cost does not grow with the size of the knowledge base.
+CREATE TABLE knowledge_terms (
+    tenant_id uuid NOT NULL,
+    bot_id uuid NOT NULL,
+    lexeme text NOT NULL,
+    df integer NOT NULL,
+    PRIMARY KEY (bot_id, lexeme),
+    FOREIGN KEY (tenant_id, bot_id) REFERENCES bots (tenant_id, id) ON DELETE CASCADE
+);

@@ -1,0 +1,86 @@
+"""Request ids, security headers and rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import MutableScopeHeaders
+from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from botloom.server.auth import bearer_token
+from botloom.server.logs import request_id
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+}
+UNLIMITED = ["/health", "/ready", "/metrics"]
+
+
+def request_context(app: ASGIApp) -> ASGIApp:
+    """Give each request an id (the client's ``X-Request-ID`` if sane) and the security headers."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = MutableScopeHeaders(scope).get("x-request-id") or ""
+        rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                headers["x-request-id"] = rid
+                for name, value in SECURITY_HEADERS.items():
+                    if name == "x-frame-options" and scope["path"].startswith("/chat/"):
+                        continue  # the chat page is embeddable; its CSP frame-ancestors decides where
+                    headers.setdefault(name, value)
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_headers)
+        finally:
+            request_id.reset(token)
+
+    return middleware
+
+
+def rate_limit_key(request: Request[Any, Any, Any]) -> str:
+    """Rate limits apply per API key, and per client address for requests without one."""
+    token = bearer_token(request)
+    if token:
+        return "key:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    client = request.client.host if request.client else "unknown"
+    return "ip:" + client
+
+
+class RetryAfterRateLimitMiddleware(RateLimitMiddleware):
+    """Litestar's rate limiting, with the ``Retry-After`` header HTTP clients look for."""
+
+    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        """The ``RateLimit-*`` headers plus ``Retry-After`` on a 429."""
+        headers = super().create_response_headers(cache_object)
+        reset = headers.get(self.config.rate_limit_reset_header_key)
+        if reset is not None:
+            headers["Retry-After"] = str(max(1, int(reset)))
+        return headers
+
+
+def rate_limit_config(per_minute: int) -> RateLimitConfig:
+    """Per-key (or per-address) limits on every route but health, readiness and metrics."""
+    return RateLimitConfig(
+        rate_limit=("minute", per_minute),
+        identifier_for_request=rate_limit_key,
+        exclude=UNLIMITED,
+        middleware_class=RetryAfterRateLimitMiddleware,
+        store="rate_limit",
+    )

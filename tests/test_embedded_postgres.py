@@ -1,0 +1,226 @@
+"""The embedded PostgreSQL: shared by the processes of one data dir, stopped by the last one.
+
+Each botloom process here is a real subprocess calling
+:func:`botloom.core.storage.embedded.start_embedded_postgres`, so pgserver's
+process counting is exercised as in a deployment. As root, pgserver runs the
+server as the system user ``pgserver`` and opens up the data dir's parents itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.test_cli import botloom_env, run_botloom
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = 60.0
+
+CLIENT = """
+import json, sys
+from pathlib import Path
+import psycopg
+from botloom.core.storage.embedded import start_embedded_postgres
+
+url = start_embedded_postgres(Path(sys.argv[1]))
+with psycopg.connect(url, autocommit=True) as conn:
+    def report():
+        start, data, database = conn.execute(
+            "SELECT pg_postmaster_start_time()::text, current_setting('data_directory'), current_database()"
+        ).fetchone()
+        print(json.dumps({"url": url, "start": start, "data_directory": data, "database": database}), flush=True)
+    report()
+    for _ in sys.stdin:  # one report per line; end of input ends the process normally
+        report()
+"""
+
+
+def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+class EmbeddedClient:
+    """A process using the embedded server; it answers a report per line written to it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=botloom_env({"BOTLOOM_DATA_DIR": str(data_dir)}),
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(self.process.stdout, self._lines), daemon=True).start()
+
+    def report(self) -> dict[str, str]:
+        """The next report: which server (start time, data directory) the process talks to."""
+        try:
+            line = self._lines.get(timeout=DEADLINE)
+        except queue.Empty:
+            raise AssertionError("the embedded client did not report in time") from None
+        assert line is not None, f"the client exited: {self.stderr()}"
+        return dict(json.loads(line))
+
+    def ask(self) -> dict[str, str]:
+        """Have the process query the server again."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("again\n")
+        self.process.stdin.flush()
+        return self.report()
+
+    def finish(self) -> None:
+        """End the process normally (end of its input), as a botloom process shuts down."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        assert self.process.wait(DEADLINE) == 0, self.stderr()
+
+    def crash(self) -> None:
+        """Kill the process without any clean-up (out of memory, ``kill -9``)."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(DEADLINE)
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return "(still running)"
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(DEADLINE)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until_stopped(pgdata: Path, pid: int) -> bool:
+    """Poll until the server is gone (pid file removed, process exited); False at the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while (pgdata / "postmaster.pid").exists() or is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def pgdata(data_dir: Path) -> Iterator[Path]:
+    """``<data_dir>/postgres``; a server a test leaves behind is stopped afterwards."""
+    path = data_dir / "postgres"
+    yield path
+    pid = postmaster_pid(path)
+    if pid is not None and is_alive(pid):
+        os.kill(pid, signal.SIGINT)  # fast shutdown of the server this test started
+        wait_until_stopped(path, pid)
+
+
+@pytest.fixture
+def clients() -> Iterator[list[EmbeddedClient]]:
+    started: list[EmbeddedClient] = []
+    yield started
+    for client in started:
+        client.stop()
+
+
+def start_clients(data_dir: Path, clients: list[EmbeddedClient], count: int) -> list[dict[str, str]]:
+    """Start ``count`` processes (the first alone, then the rest at once); returns their first reports."""
+    first = EmbeddedClient(data_dir)
+    clients.append(first)
+    reports = [first.report()]
+    more = [EmbeddedClient(data_dir) for _ in range(count - 1)]
+    clients.extend(more)
+    return reports + [client.report() for client in more]
+
+
+def test_processes_share_one_server_and_the_last_one_stops_it(
+    data_dir: Path, pgdata: Path, clients: list[EmbeddedClient]
+) -> None:
+    reports = start_clients(data_dir, clients, 2)
+    assert reports[0]["database"] == "botloom"
+    assert reports[0]["url"] == reports[1]["url"]
+    assert {(r["start"], r["data_directory"]) for r in reports} == {(reports[0]["start"], str(pgdata.resolve()))}
+    pid = postmaster_pid(pgdata)
+    assert pid is not None and is_alive(pid)
+
+    first, second = clients
+    first.finish()
+    assert second.ask()["start"] == reports[0]["start"]  # the same server, still up
+    assert postmaster_pid(pgdata) == pid
+
+    second.finish()
+    assert wait_until_stopped(pgdata, pid), "the server outlived its last process"
+
+
+def test_a_crashed_process_does_not_keep_the_server_alive(
+    data_dir: Path, pgdata: Path, clients: list[EmbeddedClient]
+) -> None:
+    """A process killed without clean-up must not make the server outlive the last live process."""
+    start_clients(data_dir, clients, 2)
+    pid = postmaster_pid(pgdata)
+    assert pid is not None
+    first, second = clients
+    first.crash()
+    second.ask()
+    second.finish()
+    assert wait_until_stopped(pgdata, pid), "the server keeps running after every botloom process ended"
+
+
+def test_a_new_process_restarts_a_stopped_server_on_the_same_data(
+    data_dir: Path, pgdata: Path, clients: list[EmbeddedClient]
+) -> None:
+    [before] = start_clients(data_dir, clients, 1)
+    pid = postmaster_pid(pgdata)
+    assert pid is not None
+    clients[0].finish()
+    assert wait_until_stopped(pgdata, pid)
+    [after] = start_clients(data_dir, clients, 1)
+    assert after["data_directory"] == before["data_directory"]
+    assert after["start"] != before["start"]
+    clients[-1].finish()
+
+
+def test_migrate_uses_the_embedded_server(data_dir: Path, pgdata: Path, tmp_path: Path) -> None:
+    env = botloom_env({"BOTLOOM_DATA_DIR": str(data_dir)})
+    first = run_botloom("migrate", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "applied" in first.stdout and "migration(s)" in first.stdout
+    assert "applying migration 0001.core" in first.stderr
+    assert (pgdata / "PG_VERSION").exists()
+
+    second = run_botloom("migrate", env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "the database is up to date"
+    assert not (pgdata / "postmaster.pid").exists(), "the server outlived botloom migrate"

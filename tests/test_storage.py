@@ -1,0 +1,624 @@
+"""Storage: migrations (once, concurrently, past a stale lock), tenant scoping of every
+repository query, idempotent messages, encrypted plugin secrets and hashed API keys.
+
+Everything runs against the real PostgreSQL of the test session; rows are checked
+with raw SQL next to the repositories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import msgspec
+import psycopg
+import pytest
+
+from botloom.core.crypto import Cipher, InvalidToken
+from botloom.core.domain import ApiKey, Bot, BotSettings, Conversation, StoredMessage, Tenant, UsageEvent
+from botloom.core.messages import InboundMessage
+from botloom.core.storage import repositories
+from botloom.core.storage.database import Database
+from botloom.core.storage.migrations import (
+    MIGRATION_LOCK_ID,
+    MIGRATIONS_DIR,
+    apply_migrations,
+    pending_migrations,
+)
+from botloom.core.storage.repositories import Repository, Store, hash_api_key
+
+ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
+CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
+DEADLINE = 60.0
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def applied_counts(url: str) -> dict[str, int]:
+    """How many times yoyo recorded each migration id."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT migration_id, count(*) FROM _yoyo_migration GROUP BY migration_id").fetchall()
+    return dict(rows)
+
+
+def missing_tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [t for t in CORE_TABLES if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)]
+
+
+def assert_migrated_exactly_once(url: str) -> None:
+    assert applied_counts(url) == dict.fromkeys(ALL_MIGRATIONS, 1)
+    assert missing_tables(url) == []
+    assert pending_migrations(url) == []
+
+
+class MigrationLockHeld:
+    """Holds the migration lock so that concurrent callers queue up, then lets them go at once."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+
+    def wait_for_waiters(self, count: int) -> None:
+        """Poll until ``count`` sessions wait for the lock."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            assert time.monotonic() < deadline, f"{count} migration runs never queued for the lock"
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        self.conn.close()
+
+
+def test_migrations_apply_once_then_report_up_to_date(empty_database_url: str) -> None:
+    assert ALL_MIGRATIONS, "no migrations found"
+    assert pending_migrations(empty_database_url) == ALL_MIGRATIONS
+    lines: list[str] = []
+    assert apply_migrations(empty_database_url, progress=lines.append) == ALL_MIGRATIONS
+    assert lines == [f"applying migration {m}" for m in ALL_MIGRATIONS]
+    assert apply_migrations(empty_database_url) == []
+    assert_migrated_exactly_once(empty_database_url)
+
+
+def test_migrations_from_two_threads_apply_each_once(empty_database_url: str) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(apply_migrations(empty_database_url))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    lock = MigrationLockHeld(empty_database_url)
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        lock.wait_for_waiters(2)
+    finally:
+        lock.release()
+        for thread in threads:
+            thread.join(DEADLINE)
+    assert errors == []
+    assert sorted(results) == [[], ALL_MIGRATIONS]
+    assert_migrated_exactly_once(empty_database_url)
+
+
+MIGRATE_SCRIPT = (
+    "import json, sys\n"
+    "from botloom.core.storage.migrations import apply_migrations\n"
+    "print(json.dumps(apply_migrations(sys.argv[1])))\n"
+)
+
+
+@pytest.mark.slow
+def test_migrations_from_two_processes_apply_each_once(empty_database_url: str) -> None:
+    lock = MigrationLockHeld(empty_database_url)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", MIGRATE_SCRIPT, empty_database_url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        lock.wait_for_waiters(2)
+    finally:
+        lock.release()
+    outputs = [process.communicate(timeout=DEADLINE) for process in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    assert sorted(json.loads(out) for out, _ in outputs) == [[], ALL_MIGRATIONS]
+    assert_migrated_exactly_once(empty_database_url)
+
+
+def test_a_stale_yoyo_lock_does_not_block_the_next_run(empty_database_url: str, tmp_path: Path) -> None:
+    apply_migrations(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:  # a crashed run's lock row
+        conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "9001.extra.sql").write_text("CREATE TABLE extra_table (id int);\n", encoding="utf-8")
+    applied = apply_migrations(empty_database_url, directories=[MIGRATIONS_DIR, extra], lock_timeout=30)
+    assert applied == ["9001.extra"]
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT to_regclass('extra_table')").fetchone() != (None,)
+        assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
+
+
+# --------------------------------------------------------------------------- a world of two tenants
+
+
+@dataclass(frozen=True)
+class TenantWorld:
+    """One tenant with a row in every table the repositories touch."""
+
+    tenant: Tenant
+    api_key: ApiKey
+    key: str
+    bot: Bot
+    only_bot: Bot
+    """A bot whose slug no other tenant has."""
+    conversation: Conversation
+    inbound: StoredMessage
+    outbound: StoredMessage
+    turn_id: str
+    usage: UsageEvent
+
+    @property
+    def markers(self) -> set[str]:
+        """Strings found only in this tenant's rows: its ids and texts."""
+        slug = self.tenant.slug
+        return {
+            self.tenant.id,
+            self.api_key.id,
+            self.bot.id,
+            self.only_bot.id,
+            self.conversation.id,
+            self.inbound.id,
+            self.outbound.id,
+            self.turn_id,
+            f"{slug} says hi",
+            f"{slug} replies",
+            f"{slug} shop",
+            f"{slug}-token",
+        }
+
+
+SENDER = "+15550100"
+INBOUND_KEY = "SM0001"
+OUTBOUND_KEY = "reply-1"
+
+
+async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
+    tenant = await store.tenants.create(slug, f"{slug} inc")
+    api_key, key = await store.api_keys.create(tenant.id)
+    bot = await store.bots.create(tenant.id, "support", f"{slug} support")
+    only_bot = await store.bots.create(tenant.id, f"{slug}-only", f"{slug} only")
+    await store.plugin_settings.put(
+        tenant.id,
+        bot.id,
+        "demo_shop",
+        enabled=True,
+        config={"shop_name": f"{slug} shop"},
+        secrets={"auth_token": f"{slug}-token"},
+    )
+    conversation = await store.conversations.get_or_create(tenant.id, bot.id, "sms", SENDER, user=SENDER)
+    message = InboundMessage(channel="sms", text=f"{slug} says hi", sender=SENDER, idempotency_key=INBOUND_KEY)
+    inbound, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, message)
+    turn_id = str(uuid.uuid4())
+    outbound, _ = await store.messages.add_outbound(
+        tenant.id, conversation.id, channel="sms", text=f"{slug} replies", turn_id=turn_id, idempotency_key=OUTBOUND_KEY
+    )
+    usage = UsageEvent(
+        tenant_id=tenant.id,
+        bot_id=bot.id,
+        conversation_id=conversation.id,
+        kind="chat",
+        model="gpt-4o-mini",
+        prompt_tokens=tokens,
+        completion_tokens=tokens // 2,
+    )
+    await store.usage.record(usage)
+    return TenantWorld(tenant, api_key, key, bot, only_bot, conversation, inbound, outbound, turn_id, usage)
+
+
+@pytest.fixture
+async def tenants(store: Store) -> tuple[TenantWorld, TenantWorld]:
+    """Tenants A (``alpha``) and B (``beta``), each with a bot, settings, messages, keys and usage."""
+    return await build_world(store, "alpha", 10), await build_world(store, "beta", 1000)
+
+
+async def footprint(db: Database, markers: set[str]) -> dict[str, list[str]]:
+    """Every row of every table that mentions one of ``markers``, as JSON text."""
+    out: dict[str, list[str]] = {}
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+        for (table,) in [tuple(r.values()) for r in await cur.fetchall()]:
+            rows = await (await conn.execute(f'SELECT to_jsonb(t)::text AS row FROM "{table}" t')).fetchall()
+            out[table] = sorted(r["row"] for r in rows if any(m in r["row"] for m in markers))
+    return out
+
+
+def as_text(value: Any) -> str:
+    return json.dumps(msgspec.to_builtins(value), default=str)
+
+
+def is_nothing(value: Any) -> bool:
+    """None, False, an empty list, or all-zero totals."""
+    if isinstance(value, dict):
+        return all(v == 0 for v in value.values())
+    return value is None or value is False or value == []
+
+
+# --------------------------------------------------------------------------- tenant scoping
+
+Call = Callable[[Store, TenantWorld, TenantWorld], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A call of one repository method with tenant A's id and tenant B's object ids (or none).
+
+    ``nothing``: the call must find, change and return nothing. ``own``: it returns tenant A's
+    data only (``expected`` pins it exactly where a count could hide B's rows).
+    """
+
+    repo: str
+    method: str
+    call: Call
+    expect: Literal["nothing", "own"]
+    label: str = ""
+    expected: Callable[[TenantWorld], Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.repo}.{self.method}" + (f"[{self.label}]" if self.label else "")
+
+
+FOREIGN_INBOUND = InboundMessage(channel="sms", text="injected", sender=SENDER, idempotency_key=INBOUND_KEY)
+"""What tenant A tries to add to tenant B's conversation (with B's idempotency key)."""
+
+
+PROBES: list[Probe] = [
+    Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
+    Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
+    Probe("api_keys", "revoke", lambda s, a, b: s.api_keys.revoke(a.tenant.id, b.api_key.id), "nothing"),
+    Probe("bots", "create", lambda s, a, b: s.bots.create(a.tenant.id, b.only_bot.slug, "Copy"), "own"),
+    Probe("bots", "get", lambda s, a, b: s.bots.get(a.tenant.id, b.bot.id), "nothing"),
+    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, b.only_bot.slug), "nothing", "B's"),
+    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, "support"), "own", "shared"),
+    Probe("bots", "list_all", lambda s, a, b: s.bots.list_all(a.tenant.id), "own"),
+    Probe(
+        "bots",
+        "update",
+        lambda s, a, b: s.bots.update(a.tenant.id, b.bot.id, name="hijacked", settings=BotSettings(persona="evil")),
+        "nothing",
+    ),
+    Probe("bots", "delete", lambda s, a, b: s.bots.delete(a.tenant.id, b.bot.id), "nothing"),
+    Probe(
+        "plugin_settings",
+        "put",
+        lambda s, a, b: s.plugin_settings.put(
+            a.tenant.id, b.bot.id, "demo_shop", enabled=False, config={}, secrets={"auth_token": "stolen"}
+        ),
+        "nothing",
+    ),
+    Probe("plugin_settings", "get", lambda s, a, b: s.plugin_settings.get(a.tenant.id, b.bot.id, "demo_shop"), "nothing"),
+    Probe("plugin_settings", "list_all", lambda s, a, b: s.plugin_settings.list_all(a.tenant.id, b.bot.id), "nothing"),
+    Probe(
+        "conversations",
+        "get_or_create",
+        lambda s, a, b: s.conversations.get_or_create(a.tenant.id, b.bot.id, "sms", b.conversation.external_key),
+        "nothing",
+    ),
+    Probe("conversations", "create", lambda s, a, b: s.conversations.create(a.tenant.id, b.bot.id, "web"), "nothing"),
+    Probe("conversations", "get", lambda s, a, b: s.conversations.get(a.tenant.id, b.conversation.id), "nothing"),
+    Probe(
+        "conversations", "list_all", lambda s, a, b: s.conversations.list_all(a.tenant.id, b.bot.id), "nothing", "B's bot"
+    ),
+    Probe("conversations", "list_all", lambda s, a, b: s.conversations.list_all(a.tenant.id), "own", "all"),
+    Probe(
+        "conversations",
+        "set_status",
+        lambda s, a, b: s.conversations.set_status(a.tenant.id, b.conversation.id, "closed"),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "add_inbound",
+        lambda s, a, b: s.messages.add_inbound(a.tenant.id, b.bot.id, b.conversation.id, FOREIGN_INBOUND),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "add_outbound",
+        lambda s, a, b: s.messages.add_outbound(
+            a.tenant.id, b.conversation.id, channel="sms", text="injected", idempotency_key=OUTBOUND_KEY
+        ),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "find",
+        lambda s, a, b: s.messages.find(a.tenant.id, b.bot.id, "sms", "inbound", INBOUND_KEY),
+        "nothing",
+    ),
+    Probe("messages", "get", lambda s, a, b: s.messages.get(a.tenant.id, b.inbound.id), "nothing"),
+    Probe("messages", "list_all", lambda s, a, b: s.messages.list_all(a.tenant.id, b.conversation.id), "nothing"),
+    Probe(
+        "messages",
+        "set_status",
+        lambda s, a, b: s.messages.set_status(a.tenant.id, b.outbound.id, "failed", provider_id="SMx", error="x"),
+        "nothing",
+    ),
+    Probe(
+        "messages", "pending_inbound", lambda s, a, b: s.messages.pending_inbound(a.tenant.id, b.conversation.id), "nothing"
+    ),
+    Probe(
+        "messages",
+        "finish",
+        lambda s, a, b: s.messages.finish(a.tenant.id, b.inbound.id, "answered", turn_id=None, outcome={"x": 1}),
+        "nothing",
+    ),
+    Probe("messages", "replies_of_turn", lambda s, a, b: s.messages.replies_of_turn(a.tenant.id, b.turn_id), "nothing"),
+    Probe(
+        "usage",
+        "record",
+        lambda s, a, b: s.usage.record(
+            UsageEvent(
+                tenant_id=a.tenant.id, bot_id=b.bot.id, conversation_id=b.conversation.id, kind="chat", model="m"
+            )
+        ),
+        "nothing",
+    ),
+    Probe("usage", "totals", lambda s, a, b: s.usage.totals(a.tenant.id, b.bot.id), "nothing", "B's bot"),
+    Probe(
+        "usage",
+        "totals",
+        lambda s, a, b: s.usage.totals(a.tenant.id),
+        "own",
+        "all",
+        expected=lambda a: {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5},
+    ),
+]
+
+NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
+    ("tenants", "create"): "operator-level: the tenants table itself",
+    ("tenants", "get"): "operator-level: the tenants table itself",
+    ("tenants", "get_by_slug"): "operator-level: the tenants table itself",
+    ("tenants", "list_all"): "operator-level: the tenants table itself",
+    ("tenants", "delete"): "operator-level: the tenants table itself",
+    ("api_keys", "authenticate"): "the key names its own tenant (test_api_keys_*)",
+    ("bots", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
+}
+
+
+def public_repository_methods() -> set[tuple[str, str]]:
+    """``(store attribute, method)`` of every public async method of every repository."""
+    store = Store(cast(Database, None), cast(Cipher, None))
+    repos = {name: repo for name, repo in vars(store).items() if isinstance(repo, Repository)}
+    defined = {
+        cls for cls in vars(repositories).values() if isinstance(cls, type) and issubclass(cls, Repository)
+    } - {Repository}
+    assert {type(repo) for repo in repos.values()} == defined, "a repository is not reachable through Store"
+    return {
+        (name, method)
+        for name, repo in repos.items()
+        for method, func in inspect.getmembers(type(repo), inspect.iscoroutinefunction)
+        if not method.startswith("_")
+    }
+
+
+def test_every_repository_method_has_a_tenant_scoping_probe() -> None:
+    covered = {(p.repo, p.method) for p in PROBES} | set(NOT_TENANT_SCOPED)
+    methods = public_repository_methods()
+    assert methods - covered == set(), "new repository methods need a probe in PROBES"
+    assert covered - methods == set(), "PROBES names methods that no longer exist"
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.id)
+async def test_tenant_a_cannot_reach_tenant_b(
+    store: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
+) -> None:
+    a, b = tenants
+    before = await footprint(db, b.markers)
+    assert all(before[t] for t in CORE_TABLES), "tenant B should have a row in every table"
+    try:
+        result = await probe.call(store, a, b)
+    except (LookupError, psycopg.IntegrityError) as exc:
+        assert probe.expect == "nothing", f"{probe.id} refused A's own data: {exc!r}"
+        result = None
+    leaked = sorted(m for m in b.markers if m in as_text(result))
+    assert leaked == [], f"{probe.id} returned tenant B's data"
+    if probe.expect == "nothing":
+        assert is_nothing(result), f"{probe.id} returned {result!r}"
+    else:
+        assert not is_nothing(result)
+        if probe.expected is not None:
+            assert result == probe.expected(a)
+    assert await footprint(db, b.markers) == before, f"{probe.id} changed or added rows about tenant B"
+
+
+MALFORMED = "not-a-uuid"
+MALFORMED_ID_CALLS: dict[str, Callable[[Store, TenantWorld], Awaitable[Any]]] = {
+    "bots.get": lambda s, a: s.bots.get(a.tenant.id, MALFORMED),
+    "bots.find": lambda s, a: s.bots.find(MALFORMED),
+    "bots.update": lambda s, a: s.bots.update(a.tenant.id, MALFORMED, name="x"),
+    "plugin_settings.list_all": lambda s, a: s.plugin_settings.list_all(a.tenant.id, MALFORMED),
+    "conversations.get": lambda s, a: s.conversations.get(a.tenant.id, MALFORMED),
+    "conversations.list_all": lambda s, a: s.conversations.list_all(a.tenant.id, MALFORMED),
+    "messages.list_all": lambda s, a: s.messages.list_all(a.tenant.id, MALFORMED),
+    "messages.set_status": lambda s, a: s.messages.set_status(a.tenant.id, MALFORMED, "failed"),
+    "usage.totals": lambda s, a: s.usage.totals(a.tenant.id, MALFORMED),
+    "tenant id": lambda s, a: s.bots.list_all(MALFORMED),
+}
+
+
+@pytest.mark.parametrize("call", list(MALFORMED_ID_CALLS))
+async def test_a_malformed_id_finds_nothing(
+    store: Store, tenants: tuple[TenantWorld, TenantWorld], call: str
+) -> None:
+    """The repositories' contract: "a malformed id simply finds nothing" (not everything)."""
+    a, _ = tenants
+    assert is_nothing(await MALFORMED_ID_CALLS[call](store, a))
+
+
+async def test_find_resolves_both_reference_forms_with_the_owner(
+    store: Store, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, b = tenants
+    assert await store.bots.find(f"{b.tenant.slug}/support") == b.bot
+    assert await store.bots.find(b.bot.id) == b.bot
+    assert await store.bots.find(f"{a.tenant.slug}/{b.only_bot.slug}") is None
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+async def message_count(db: Database, conversation_id: str) -> int:
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM messages WHERE conversation_id = %s", (conversation_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def test_an_inbound_message_is_stored_once_per_idempotency_key(
+    store: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, _ = tenants
+    conversation = await store.conversations.create(a.tenant.id, a.bot.id, "web")
+    message = InboundMessage(channel="web", text="hello", sender="u1", idempotency_key="client-1")
+    first, created = await store.messages.add_inbound(a.tenant.id, a.bot.id, conversation.id, message)
+    assert created
+    again, created_again = await store.messages.add_inbound(a.tenant.id, a.bot.id, conversation.id, message)
+    assert (again, created_again) == (first, False)
+    assert await message_count(db, conversation.id) == 1
+
+
+async def test_an_outbound_message_is_stored_once_per_idempotency_key(
+    store: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, _ = tenants
+    conversation = await store.conversations.create(a.tenant.id, a.bot.id, "web")
+
+    async def reply(key: str | None) -> tuple[StoredMessage, bool]:
+        return await store.messages.add_outbound(a.tenant.id, conversation.id, channel="web", text="hi", idempotency_key=key)
+
+    first, created = await reply("turn-1/0")
+    assert created
+    assert await reply("turn-1/0") == (first, False)
+    assert await message_count(db, conversation.id) == 1
+    assert (await reply(None))[1] and (await reply(None))[1]  # no key: every reply is new
+    assert await message_count(db, conversation.id) == 3
+
+
+# --------------------------------------------------------------------------- secrets and keys
+
+
+async def raw_row(db: Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any]:
+    async with db.connection() as conn:
+        row = await (await conn.execute(sql, params)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def column_contains(value: Any, needle: str) -> bool:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return needle.encode() in bytes(value)
+    return needle in json.dumps(value, default=str)
+
+
+async def test_plugin_secrets_are_encrypted_at_rest(store: Store, db: Database, cipher: Cipher) -> None:
+    tenant = await store.tenants.create("acme", "Acme")
+    bot = await store.bots.create(tenant.id, "support", "Support")
+    stored = await store.plugin_settings.put(
+        tenant.id, bot.id, "twilio", enabled=True, config={"account_sid": "AC123"}, secrets={"auth_token": "s3cret"}
+    )
+    assert stored is not None and stored.config == {"account_sid": "AC123", "auth_token": "s3cret"}
+    row = await raw_row(db, "SELECT * FROM bot_plugins WHERE bot_id = %s", (bot.id,))
+    assert [column for column, value in row.items() if column_contains(value, "s3cret")] == []
+    assert row["config"] == {"account_sid": "AC123"}
+    assert json.loads(cipher.decrypt(bytes(row["secrets"]))) == {"auth_token": "s3cret"}
+    setting = await store.plugin_settings.get(tenant.id, bot.id, "twilio")
+    assert setting is not None and setting.config == {"account_sid": "AC123", "auth_token": "s3cret"}
+    assert await store.plugin_settings.list_all(tenant.id, bot.id) == [setting]
+
+
+async def test_plugin_secrets_need_the_right_key(store: Store, db: Database) -> None:
+    tenant = await store.tenants.create("acme", "Acme")
+    bot = await store.bots.create(tenant.id, "support", "Support")
+    await store.plugin_settings.put(tenant.id, bot.id, "p", enabled=True, config={}, secrets={"token": "t"})
+    other = Store(db, Cipher(b"1" * 43 + b"="))
+    with pytest.raises(InvalidToken):
+        await other.plugin_settings.get(tenant.id, bot.id, "p")
+
+
+async def test_api_keys_authenticate_until_revoked_and_only_a_hash_is_stored(store: Store, db: Database) -> None:
+    tenant = await store.tenants.create("acme", "Acme")
+    record, key = await store.api_keys.create(tenant.id, "ci")
+    assert key.startswith("blk_") and len(key) > 40
+    assert (record.tenant_id, record.name, record.prefix) == (tenant.id, "ci", key[:10])
+
+    row = await raw_row(db, "SELECT * FROM api_keys WHERE id = %s", (record.id,))
+    assert bytes(row["key_hash"]) == hashlib.sha256(key.encode()).digest() == hash_api_key(key)
+    assert [column for column, value in row.items() if column_contains(value, key[10:])] == []
+
+    authenticated = await store.api_keys.authenticate(key)
+    assert authenticated is not None
+    assert (authenticated.id, authenticated.tenant_id) == (record.id, tenant.id)
+    assert authenticated.last_used_at is not None
+    assert await store.api_keys.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert await store.api_keys.authenticate("") is None
+
+    assert await store.api_keys.revoke(tenant.id, record.id)
+    assert await store.api_keys.authenticate(key) is None
+    assert await store.api_keys.revoke(tenant.id, record.id) is False
+    [listed] = await store.api_keys.list_all(tenant.id)
+    assert listed.revoked_at is not None
+
+
+async def test_api_keys_of_one_tenant_leave_the_other_alone(
+    store: Store, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, b = tenants
+    assert await store.api_keys.revoke(a.tenant.id, a.api_key.id)
+    assert await store.api_keys.authenticate(a.key) is None
+    authenticated = await store.api_keys.authenticate(b.key)
+    assert authenticated is not None and authenticated.tenant_id == b.tenant.id
+
+
+# --------------------------------------------------------------------------- concurrency of conversations
+
+
+async def test_get_or_create_from_many_tasks_makes_one_conversation(
+    store: Store, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, _ = tenants
+    results = await asyncio.gather(
+        *(store.conversations.get_or_create(a.tenant.id, a.bot.id, "whatsapp", "+15550199") for _ in range(8))
+    )
+    assert len({c.id for c in results}) == 1
