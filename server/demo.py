@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from botloom.core.config import split_secrets, validate_config
 from botloom.core.domain import Bot, BotSettings, Tenant
 from botloom.graphs.services import Services
 
 DEMO_TENANT = "acme"
 DEMO_BOT = "support"
 DEMO_PLUGINS = ("smalltalk", "handoff", "demo_shop", "knowledge", "webchat", "rest")
+DEMO_CONFIGS: dict[str, dict[str, object]] = {"webchat": {"title": "Acme Support"}}
 DEMO_DATA = Path(str(resources.files("botloom.server") / "demo_data"))
 
 
@@ -51,7 +53,10 @@ async def ensure_demo(services: Services, progress: Callable[[str], None] | None
         )
         for plugin in DEMO_PLUGINS:
             if plugin in services.host.infos:
-                await store.plugin_settings.put(tenant.id, bot.id, plugin, enabled=True, config={}, secrets={})
+                schema = services.host.config_schema(plugin)
+                config = validate_config(plugin, schema, DEMO_CONFIGS.get(plugin, {}))
+                public, secret = split_secrets(schema, config)
+                await store.plugin_settings.put(tenant.id, bot.id, plugin, enabled=True, config=public, secrets=secret)
     paths = sorted(DEMO_DATA.glob("*.md"))
     await services.knowledge.ingest_paths(tenant.id, bot.id, paths, progress=progress)
     _, key = await store.api_keys.create(tenant.id, "demo")

@@ -556,17 +556,19 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 def _search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:
     """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies).
 
-    The full-text query ORs the query's lexemes, rarest first by the bot's
-    document frequencies, while together they match at most ``%(budget)s``
-    chunks. ``exact`` orders by an expression the HNSW index cannot serve, so
+    The full-text query ORs the query's lexemes, leaving out the commonest
+    (by the bot's document frequencies) until the rest match at most
+    ``%(budget)s`` chunks. Lexemes absent from the knowledge base stay in the
+    query: ``ts_rank`` averages over the query's terms, so they keep a partial
+    match scoring lower than a full one. ``exact`` orders by an expression the HNSW index cannot serve, so
     the vector search is exact.
     """
     return sql.SQL(
         """
 WITH terms AS (
-    SELECT l.lexeme, sum(t.df) OVER (ORDER BY t.df, l.lexeme) AS running
+    SELECT l.lexeme, sum(coalesce(t.df, 0)) OVER (ORDER BY coalesce(t.df, 0), l.lexeme) AS running
     FROM unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS l(lexeme)
-    JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = l.lexeme AND t.df > 0
+    LEFT JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = l.lexeme
 ),
 tq AS (
     SELECT nullif(string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery
