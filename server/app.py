@@ -129,6 +129,7 @@ def create_app(
         ],
         stores={"rate_limit": _rate_limit_store(settings)},
         state=State({"settings": settings, **({"services": services} if services is not None else {})}),
+        logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
         debug=debug,
     )
     return app

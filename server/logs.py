@@ -57,3 +57,5 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    for noisy in ("pgserver", "httpx", "yoyo"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -8,8 +8,9 @@ from tests.conftest import ADMIN_TOKEN
 H = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 async def test_scratch(settings, services, demo):
+    import httpx
     app = create_app(settings, services=services, debug=True)
-    async with AsyncTestClient(app=app) as c:
+    async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         k = {"Authorization": f"Bearer {demo.api_key}"}
         r = await c.post("/api/v1/bots/acme/support/messages", headers=k, json={"text": "where is my order 1234?"})
         print(r.status_code, r.text[-3000:])

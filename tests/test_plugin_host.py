@@ -269,7 +269,7 @@ class NotAStruct:
 BROKEN_PLUGINS: dict[str, tuple[Callable[[], SimpleNamespace], str, str]] = {
     # case: (plugin factory, stage of the problem, part of the reason)
     "argument the spec lacks": (lambda: plugin(moderate_message=_moderate_with_extra_argument), "register", "mood"),
-    "misspelt hook": (lambda: plugin(register_tool=lambda: []), "register", "register_tool"),
+    "misspelt hook": (lambda: plugin(register_tool=list), "register", "register_tool"),
     "register hook raises": (
         lambda: plugin(register_tools=lambda: 1 / 0),
         "register_tools",
@@ -308,9 +308,9 @@ BROKEN_PLUGINS: dict[str, tuple[Callable[[], SimpleNamespace], str, str]] = {
         "msgspec.Struct",
     ),
     "config schema hook raises": (
-        lambda: plugin(plugin_config_schema=lambda: [][0]),
+        lambda: plugin(plugin_config_schema=lambda: {}["schema"]),
         "plugin_config_schema",
-        "IndexError",
+        "KeyError",
     ),
 }
 
@@ -433,7 +433,9 @@ def _raise(**_: Any) -> None:
 
 
 def _swap_kind(message: Any) -> Any:
-    return OutboundMessage(channel="web", text="swapped", recipient="x") if isinstance(message, InboundMessage) else None
+    return (
+        OutboundMessage(channel="web", text="swapped", recipient="x") if isinstance(message, InboundMessage) else None
+    )
 
 
 def misbehaving_moderators() -> list[tuple[str, SimpleNamespace, str]]:
@@ -494,7 +496,8 @@ async def test_a_masking_moderator_is_seen_by_the_next_one(message: InboundMessa
     result, problems = await host.moderate(message, make_bot())
     assert problems == []
     assert type(result) is type(message)
-    assert "#" in result.text and not any(c.isdigit() for c in result.text)
+    assert "#" in result.text
+    assert not any(c.isdigit() for c in result.text)
     assert recorder.seen == [result.text]
 
 
@@ -511,7 +514,7 @@ async def test_a_refusal_stops_the_message() -> None:
 
 async def test_a_moderator_gets_the_bot() -> None:
     bots: list[Bot] = []
-    host = await host_of(("watcher", plugin(moderate_message=lambda bot: bots.append(bot))))
+    host = await host_of(("watcher", plugin(moderate_message=bots.append)))
     bot = make_bot()
     await host.moderate(INBOUND, bot)
     assert bots == [bot]
@@ -545,7 +548,9 @@ async def test_turn_end_observers_that_fail_are_reported_and_the_others_run() ->
     )
     problems = await host.notify_turn_end(TURN)
     assert seen == [TURN]
-    assert_reported(problems, "on_turn_end", {"hanger": "timed out", "raiser": "raised ValueError: moderation exploded"})
+    assert_reported(
+        problems, "on_turn_end", {"hanger": "timed out", "raiser": "raised ValueError: moderation exploded"}
+    )
 
 
 async def test_turn_end_observers_are_called_once_each() -> None:

@@ -38,9 +38,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledPlugin:
     site = root / "site"
     result = subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
-            "--no-deps", "--no-build-isolation", "--target", str(site), str(package),
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(package),
+        ],
         env=botloom_env(),
         capture_output=True,
         text=True,
@@ -61,7 +71,9 @@ def test_the_names_derive_from_the_plugin_name() -> None:
 
 
 def test_every_placeholder_is_filled(installed: InstalledPlugin) -> None:
-    files = [p for p in installed.package.rglob("*") if p.is_file() and "build" not in p.relative_to(installed.package).parts]
+    files = [
+        p for p in installed.package.rglob("*") if p.is_file() and "build" not in p.relative_to(installed.package).parts
+    ]
     assert installed.package / "src" / NAMES.module / "plugin.py" in files
     for path in files:
         text = path.read_text(encoding="utf-8")
