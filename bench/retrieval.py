@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -47,10 +48,67 @@ from botloom.core.storage.database import Database  # noqa: E402
 from botloom.core.storage.migrations import apply_migrations  # noqa: E402
 
 FUNCTION_WORDS = (
-    "the of and to a in is it you that was for on are with as his they be at one have this from or had by "
-    "but what some we can out other were all there when up use your how said an each she which do their if "
-    "will way about many then them would so these her"
-).split()
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "was",
+    "for",
+    "on",
+    "are",
+    "with",
+    "as",
+    "his",
+    "they",
+    "be",
+    "at",
+    "one",
+    "have",
+    "this",
+    "from",
+    "or",
+    "had",
+    "by",
+    "but",
+    "what",
+    "some",
+    "we",
+    "can",
+    "out",
+    "other",
+    "were",
+    "all",
+    "there",
+    "when",
+    "up",
+    "use",
+    "your",
+    "how",
+    "said",
+    "an",
+    "each",
+    "she",
+    "which",
+    "do",
+    "their",
+    "if",
+    "will",
+    "way",
+    "about",
+    "many",
+    "then",
+    "them",
+    "would",
+    "so",
+    "these",
+    "her",
+)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["an", "el", "or", "ul", "ir", "ost", "ent"]
 SECTIONS_PER_DOC = 50
 
@@ -149,15 +207,17 @@ async def plan_uses_index(db: Database, kb: KnowledgeBase, bot: str, query: str)
     return any("knowledge_hnsw_" in str(r["QUERY PLAN"]) for r in rows)
 
 
-async def ingest(kb: KnowledgeBase, corpus: Corpus, tenant: str, bot: str, start: int, stop: int,
-                 state: dict[str, int]) -> float:
+async def ingest(
+    kb: KnowledgeBase, corpus: Corpus, tenant: str, bot: str, start: int, stop: int, state: dict[str, int]
+) -> float:
     """Ingest documents until the bot has ``stop`` chunks; return chunks per second."""
     began = time.perf_counter()
     added = 0
     doc = start
     while state["chunks"] < stop:
-        result = await kb.ingest(tenant, bot, f"topic-{doc % len(corpus.topics)}/doc-{doc}.md",
-                                 corpus.document(doc % len(corpus.topics)))
+        result = await kb.ingest(
+            tenant, bot, f"topic-{doc % len(corpus.topics)}/doc-{doc}.md", corpus.document(doc % len(corpus.topics))
+        )
         state["chunks"] += result.chunks
         added += result.chunks
         doc += 1
@@ -165,24 +225,35 @@ async def ingest(kb: KnowledgeBase, corpus: Corpus, tenant: str, bot: str, start
     return added / (time.perf_counter() - began)
 
 
-async def run(url: str, sizes: list[int], queries: int, ef_search: int, seed: int) -> list[list[str]]:
+async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, seed: int) -> list[list[str]]:
     db = await Database.open(url, migrate=False, max_size=4)
     table: list[list[str]] = []
     try:
         async with db.connection() as conn:
-            t = await (await conn.execute(
-                "INSERT INTO tenants (slug, name) VALUES (%s, 'Bench') RETURNING id", (f"bench-{uuid.uuid4().hex[:8]}",)
-            )).fetchone()
+            t = await (
+                await conn.execute(
+                    "INSERT INTO tenants (slug, name) VALUES (%s, 'Bench') RETURNING id",
+                    (f"bench-{uuid.uuid4().hex[:8]}",),
+                )
+            ).fetchone()
             assert t is not None
-            b = await (await conn.execute(
-                "INSERT INTO bots (tenant_id, slug, name) VALUES (%s, 'kb', 'KB') RETURNING id", (t["id"],)
-            )).fetchone()
+            b = await (
+                await conn.execute(
+                    "INSERT INTO bots (tenant_id, slug, name) VALUES (%s, 'kb', 'KB') RETURNING id", (t["id"],)
+                )
+            ).fetchone()
             assert b is not None
         tenant, bot = str(t["id"]), str(b["id"])
         corpus = Corpus(seed, topics=max(sizes) // (2 * SECTIONS_PER_DOC))
-        kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=10**9, ef_search=ef_search,
-                           index_build_memory="1GB")
+        async with db.connection() as conn:
+            row = await (await conn.execute("SHOW shared_buffers")).fetchone()
+            print(f"server shared_buffers: {row['shared_buffers'] if row else '?'}", flush=True)
+        options: dict[str, Any] = {"ef_search": ef_search} if ef_search else {}
+        kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=10**9, index_build_memory="1GB", **options)
         exact_kb = KnowledgeBase(db, kb.embedder, exact=True)
+        print(
+            f"ef_search {kb.ef_search}, candidates {kb.candidates}, full-text budget {kb.max_text_matches}", flush=True
+        )
         state = {"chunks": 0, "docs": 0}
         qrng = random.Random(seed + 1)
         for size in sizes:
@@ -190,14 +261,16 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int, seed: in
             before = state["chunks"]
             rate = await ingest(kb, corpus, tenant, bot, state["docs"], size, state)
             print(f"ingested {state['chunks'] - before:,} chunks at {rate:,.0f} chunks/s", flush=True)
-            table.append([f"{state['chunks']:,}", "ingest (parse, chunk, embed, store)", f"{rate:,.0f} chunks/s",
-                          "", "", ""])
+            table.append(
+                [f"{state['chunks']:,}", "ingest (parse, chunk, embed, store)", f"{rate:,.0f} chunks/s", "", "", ""]
+            )
             began = time.perf_counter()
             await kb.ensure_index(tenant, bot)
             build = time.perf_counter() - began
             print(f"built the HNSW index in {build:.1f} s", flush=True)
-            table.append([f"{state['chunks']:,}", "HNSW index build (maintenance_work_mem 1GB)", f"{build:.1f} s",
-                          "", "", ""])
+            table.append(
+                [f"{state['chunks']:,}", "HNSW index build (maintenance_work_mem 1GB)", f"{build:.1f} s", "", "", ""]
+            )
             async with db.connection() as conn:
                 await conn.execute("VACUUM ANALYZE knowledge_chunks")
             topics = [qrng.randrange(len(corpus.topics)) for _ in range(queries)]
@@ -227,9 +300,16 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int, seed: in
             for name, (latencies, results) in runs.items():
                 exact_name = name.split(",")[0] + ", exact"
                 rec = recall(results, runs[exact_name][1])
-                table.append([f"{state['chunks']:,}", f"search: {name}", "",
-                              f"{statistics.median(latencies):.2f}", f"{percentile(latencies, 99):.2f}",
-                              f"{rec:.3f}"])
+                table.append(
+                    [
+                        f"{state['chunks']:,}",
+                        f"search: {name}",
+                        "",
+                        f"{statistics.median(latencies):.2f}",
+                        f"{percentile(latencies, 99):.2f}",
+                        f"{rec:.3f}",
+                    ]
+                )
     finally:
         await db.close()
     return table
@@ -249,7 +329,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="10000,100000", help="comma-separated knowledge base sizes, in chunks")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--ef-search", type=int, default=None, help="HNSW ef_search (default: the knowledge base's)")
+    parser.add_argument("--shared-buffers", default="1GB", help="shared_buffers of the server the bench starts")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", help="an existing server (its database is used as is)")
     args = parser.parse_args()
@@ -258,9 +339,12 @@ def main() -> None:
     if args.database_url:
         url = args.database_url
     else:
-        from tests.servers import start_postgres
+        from tests import servers
 
-        server = start_postgres(Path(tempfile.mkdtemp(prefix="botloom-bench-")))
+        # The test server's 64MB of shared buffers hold neither the 100k-chunk heap nor its HNSW
+        # index; a production server has far more. (start_postgres takes no settings argument.)
+        servers._PG_SETTINGS = {**servers._PG_SETTINGS, "shared_buffers": args.shared_buffers}
+        server = servers.start_postgres(Path(tempfile.mkdtemp(prefix="botloom-bench-")))
         url = server.create_database("bench")
     try:
         apply_migrations(url)
@@ -268,8 +352,11 @@ def main() -> None:
         rows = asyncio.run(run(url, sizes, args.queries, args.ef_search, args.seed))
         print()
         print_table(rows)
-        print(f"\n{args.queries} queries per size, ef_search {args.ef_search}, "
-              f"total {time.perf_counter() - began:.0f} s")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"\n{args.queries} queries per size; total {time.perf_counter() - began:.0f} s; "
+            f"load average at the end {load} on {os.cpu_count()} CPUs"
+        )
     finally:
         if server is not None:
             server.stop()

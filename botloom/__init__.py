@@ -7,8 +7,19 @@ The public API a plugin author needs is importable from here::
 
 from __future__ import annotations
 
-from botloom.core.config import Secret
-from botloom.core.definitions import (
+from pathlib import Path as _Path
+
+# In a source checkout, ``botloom`` is this folder and its subpackages are the
+# folders beside it (core/, graphs/, ...). Installed, setuptools' package-dir
+# mapping puts them inside the package; here, when Python imports the checkout's
+# folder directly (``python -m botloom`` run from the repository), point the
+# package's search path at the repository so ``botloom.core`` still resolves.
+_ROOT = _Path(__file__).resolve().parent.parent
+if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "core" / "hookspecs.py").is_file():
+    __path__.append(str(_ROOT))  # noqa: F821 - __path__ is defined for packages
+
+from botloom.core.config import Secret  # noqa: E402
+from botloom.core.definitions import (  # noqa: E402
     ChannelAdapter,
     ChannelRejected,
     ChannelRequest,
@@ -20,9 +31,9 @@ from botloom.core.definitions import (
     ToolContext,
     TurnSummary,
 )
-from botloom.core.domain import Bot, BotSettings
-from botloom.core.markers import hookimpl, hookspec
-from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, Refusal
+from botloom.core.domain import Bot, BotSettings  # noqa: E402
+from botloom.core.markers import hookimpl, hookspec  # noqa: E402
+from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, Refusal  # noqa: E402
 
 __version__ = "0.1.0"
 

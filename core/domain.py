@@ -56,6 +56,9 @@ class BotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     burst_policy: BurstPolicy = "enqueue"
     """What happens to messages that arrive while a turn of the same conversation runs."""
     burst_window_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1500
+    """With ``merge``: messages arriving within this window of the previous one join its turn."""
+    busy_reply: str = "One moment please, I'm still answering your previous message."
+    """With ``reject``: the answer to a message that arrives while a turn runs."""
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
     """Prune checkpoints older than this many days (the newest is always kept); ``None`` keeps all."""
     knowledge_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from botloom.core.definitions import Intent
 from botloom.core.embeddings import LocalEmbedder, cosine, normalize, tokens
 from botloom.graphs.context import TurnContext
-from botloom.graphs.state import ToolResult, TurnState
+from botloom.graphs.state import user_text, ToolResult, TurnState
 
 KNOWLEDGE_INTENT = "knowledge"
 """The intent name a turn gets when a knowledge passage, not an intent, answers it."""
@@ -156,7 +156,7 @@ class OfflineEngine:
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """The intent whose examples are most like the message, or the pending one if it fills a slot."""
-        text = state.get("user_text", "")
+        text = user_text(state)
         pending = ctx.intents.get(state.get("pending_intent") or "")
         if pending is not None:
             slots = fill_slots(pending, text)
@@ -186,7 +186,7 @@ class OfflineEngine:
             passages = state.get("passages") or []
             if not passages:
                 return fallback
-            return Reply(text=extract_answer(state.get("user_text", ""), passages[0]["text"]), answered=True)
+            return Reply(text=extract_answer(user_text(state), passages[0]["text"]), answered=True)
         intent = ctx.intents.get(name or "")
         if intent is None:
             return fallback

@@ -8,12 +8,15 @@ the server releases when the holding connection dies.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from botloom.core.storage.database import Database
+
+logger = logging.getLogger(__name__)
 
 
 class ConversationLocks(Protocol):
@@ -23,6 +26,10 @@ class ConversationLocks(Protocol):
         """An async context manager that holds the lock for ``key``."""
         ...
 
+    def try_hold(self, key: str) -> Any:
+        """An async context manager yielding ``True`` holding the lock, or ``False`` if another holds it."""
+        ...
+
 
 class LocalLocks:
     """In-process locks, for a single process with the memory checkpointer."""
@@ -30,15 +37,28 @@ class LocalLocks:
     def __init__(self) -> None:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the in-process lock for ``key``."""
+    def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[key] = lock
-        async with lock:
+        return lock
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the in-process lock for ``key``."""
+        async with self._lock(key):
             yield
+
+    @asynccontextmanager
+    async def try_hold(self, key: str) -> AsyncIterator[bool]:
+        """Hold the lock if it is free; yields whether it was taken."""
+        lock = self._lock(key)
+        if lock.locked():
+            yield False
+            return
+        async with lock:
+            yield True
 
 
 class PostgresLocks:
@@ -56,6 +76,19 @@ class PostgresLocks:
                 yield
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
+
+    @asynccontextmanager
+    async def try_hold(self, key: str) -> AsyncIterator[bool]:
+        """Take the advisory lock for ``key`` if it is free; yields whether it was taken."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 7)) AS taken", (key,))
+            row = await cur.fetchone()
+            taken = bool(row and row["taken"])
+            try:
+                yield taken
+            finally:
+                if taken:
+                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
 
 
 class RedisLocks:
@@ -75,4 +108,25 @@ class RedisLocks:
         try:
             yield
         finally:
-            await lock.release()
+            await _release(lock)
+
+    @asynccontextmanager
+    async def try_hold(self, key: str) -> AsyncIterator[bool]:
+        """Take the Redis lock for ``key`` if it is free; yields whether it was taken."""
+        lock = self.client.lock(f"botloom:lock:{key}", timeout=self.expire)
+        taken = bool(await lock.acquire(blocking=False))
+        try:
+            yield taken
+        finally:
+            if taken:
+                await _release(lock)
+
+
+async def _release(lock: Any) -> None:
+    """Release a Redis lock; one that expired meanwhile (a very long turn) is only logged."""
+    from redis.exceptions import LockError
+
+    try:
+        await lock.release()
+    except LockError:
+        logger.warning("a conversation lock expired before its turn ended; raise BOTLOOM_TURN_TIMEOUT's margin")

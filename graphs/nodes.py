@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 
 from botloom.graphs.context import TurnContext
 from botloom.graphs.engines import DEFAULT_ESCALATION_NOTICE, KNOWLEDGE_INTENT, missing_slot
-from botloom.graphs.state import ChatMessage, PassageRef, ToolResult, TraceStep, TurnState
+from botloom.graphs.state import user_text, ChatMessage, PassageRef, ToolResult, TraceStep, TurnState
 from botloom.graphs.tools import run_tool
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ async def retrieve(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     if ctx.search is None:
         return {"passages": [], "trace": _step("retrieve", began, "no knowledge base enabled")}
     try:
-        found = await asyncio.wait_for(ctx.search(state.get("user_text", ""), ctx.passages), ctx.tool_timeout)
+        found = await asyncio.wait_for(ctx.search(user_text(state), ctx.passages), ctx.tool_timeout)
     except Exception as exc:  # noqa: BLE001 - retrieval failing must not fail the turn
         error = f"knowledge search failed: {type(exc).__name__}: {exc}"
         logger.warning(error)

@@ -19,6 +19,7 @@ idempotency keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -33,7 +34,7 @@ from botloom.core.definitions import TurnSummary
 from botloom.core.domain import Bot, Conversation, StoredMessage, UsageEvent
 from botloom.core.host import PluginHost
 from botloom.core.metrics import TURN_SECONDS, TURNS
-from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
+from botloom.core.messages import InboundMessage, OutboundMessage, Refusal, utcnow
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
 from botloom.graphs.context import SearchFn, TurnContext
@@ -180,31 +181,89 @@ class TurnRunner:
         return conversation, stored, new
 
     async def process(self, bot: Bot, conversation_id: str) -> list[TurnResult]:
-        """Run every pending message of the conversation in order, holding its lock."""
-        results: list[TurnResult] = []
+        """Run the conversation's pending messages in order, holding its lock, as its burst policy says.
+
+        ``enqueue``: each message is its own turn. ``merge``: messages within the
+        bot's burst window of each other (and all that waited for the lock) are one
+        turn. ``interrupt``: a message arriving while a turn runs cancels that turn
+        (nothing of it is checkpointed) and one new turn answers every pending
+        message. ``reject``: see :meth:`answer`; here it behaves like ``enqueue``.
+        """
         async with self.locks.hold(conversation_id):
+            return await self._process_locked(bot, conversation_id)
+
+    async def _process_locked(
+        self, bot: Bot, conversation_id: str, *, only: str | None = None
+    ) -> list[TurnResult]:
+        """:meth:`process`'s work, with the lock held; ``only`` restricts it to one message."""
+        policy = bot.settings.burst_policy
+        results: list[TurnResult] = []
+        while True:
             pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
-            for message in pending:
-                conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
-                if conversation is None:
-                    break
-                results.append(await self._run(bot, conversation, message))
+            if only is not None:
+                pending = [m for m in pending if m.id == only]
+            if not pending:
+                break
+            if policy == "merge":
+                pending = await self._settle(bot, conversation_id, pending)
+            batch = pending if policy in ("merge", "interrupt") else pending[:1]
+            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+            if conversation is None:
+                break
+            result = await self._run(bot, conversation, batch, watch=policy == "interrupt")
+            if result is not None:
+                results.append(result)
         return results
+
+    async def _settle(self, bot: Bot, conversation_id: str, pending: list[StoredMessage]) -> list[StoredMessage]:
+        """Wait until no message arrived for the burst window (at most five windows), then return all pending."""
+        window = bot.settings.burst_window_ms / 1000
+        deadline = time.monotonic() + 5 * window
+        while window > 0 and time.monotonic() < deadline:
+            newest = max(m.created_at for m in pending)
+            quiet = window - (utcnow() - newest).total_seconds()
+            if quiet <= 0:
+                break
+            await asyncio.sleep(min(quiet, deadline - time.monotonic()))
+            pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
+        return pending
 
     async def answer(
         self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None
     ) -> TurnResult:
-        """Receive a message and run its turn now; a duplicate gets the replies of its first delivery."""
+        """Receive a message and run its turn now; a duplicate gets the replies of its first delivery.
+
+        With the ``reject`` burst policy, a message that arrives while a turn of
+        its conversation runs gets the bot's busy reply instead.
+        """
         conversation, stored, new = await self.receive(bot, message, conversation_id=conversation_id)
-        if new:
-            for result in await self.process(bot, conversation.id):
-                if result.message_id == stored.id:
-                    return result
-        else:
-            await self.process(bot, conversation.id)  # wait for a turn another process may be running
+        if new and bot.settings.burst_policy == "reject":
+            return await self._run_or_reject(bot, conversation, stored)
+        await self.process(bot, conversation.id)
         result = await self.result_of(bot, stored.id)
         result.duplicate = not new
         return result
+
+    async def _run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
+        """``reject`` policy: run the message if no turn of its conversation runs, else answer busy."""
+        async with self.locks.try_hold(conversation.id) as free:
+            if free:
+                await self._process_locked(bot, conversation.id, only=message.id)
+                return await self.result_of(bot, message.id)
+            if not await self.store.messages.claim(bot.tenant_id, message.id, "rejected", expected=["received"]):
+                return await self.result_of(bot, message.id)
+            turn = turn_id_for(message.id)
+            reply, _ = await self.store.messages.add_outbound(
+                bot.tenant_id, conversation.id, channel=conversation.channel, text=bot.settings.busy_reply,
+                turn_id=turn, idempotency_key=f"{turn}:000",
+            )
+            await self.store.messages.finish(
+                bot.tenant_id, message.id, "rejected", turn_id=turn, outcome={"rejected": "busy"}
+            )
+            return TurnResult(
+                conversation_id=conversation.id, message_id=message.id, turn_id=turn, replies=[reply],
+                status="rejected",
+            )
 
     async def result_of(self, bot: Bot, message_id: str) -> TurnResult:
         """The stored outcome and replies of the turn that answered an inbound message."""
@@ -225,18 +284,28 @@ class TurnRunner:
             status=message.status,
         )
 
-    async def _run(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
+    async def _run(
+        self, bot: Bot, conversation: Conversation, messages: list[StoredMessage], *, watch: bool = False
+    ) -> TurnResult | None:
+        """One turn answering ``messages`` (one, or a merged burst); ``None`` if a newer message interrupted it."""
         tenant = bot.tenant_id
-        turn = turn_id_for(message.id)
-        result = TurnResult(conversation_id=conversation.id, message_id=message.id, turn_id=turn)
+        first = messages[0]
+        turn = turn_id_for(first.id)
+        result = TurnResult(conversation_id=conversation.id, message_id=first.id, turn_id=turn)
         if conversation.status == "escalated":
-            await self.store.messages.finish(tenant, message.id, "for_agent", turn_id=None, outcome={"escalated": True})
+            for message in messages:
+                await self.store.messages.finish(
+                    tenant, message.id, "for_agent", turn_id=None, outcome={"escalated": True}
+                )
             result.status, result.escalated = "for_agent", True
             return result
         began = time.perf_counter()
-        await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
+        rerun = any(m.status == "processing" for m in messages)
+        for message in messages:
+            await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
         inbound = InboundMessage(
-            channel=message.channel, text=message.text, sender=conversation.user or "", received_at=message.created_at
+            channel=first.channel, text="\n".join(m.text for m in messages), sender=conversation.user or "",
+            received_at=first.created_at,
         )
         moderated, problems = await self.host.moderate(inbound, bot)
         result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
@@ -246,7 +315,11 @@ class TurnRunner:
             result.status, result.intent = "refused", None
             result.errors.append(f"refused: {moderated.reason}")
         else:
-            texts = await self._invoke(bot, conversation, turn, moderated.text, message.status == "processing", result)
+            watched = messages[-1].id if watch else None
+            invoked = await self._invoke(bot, conversation, turn, moderated.text, rerun, result, watched)
+            if invoked is None:
+                return None
+            texts = invoked
         for index, text in enumerate(texts):
             outbound = await self._moderate_out(bot, conversation, text, result)
             stored, _ = await self.store.messages.add_outbound(
@@ -262,7 +335,9 @@ class TurnRunner:
             "escalated": result.escalated,
             "errors": result.errors,
         }
-        await self.store.messages.finish(tenant, message.id, result.status, turn_id=turn, outcome=outcome)
+        for message in messages:
+            status = result.status if message is first else "merged"
+            await self.store.messages.finish(tenant, message.id, status, turn_id=turn, outcome=outcome)
         summary = TurnSummary(
             tenant_id=tenant, bot_id=bot.id, conversation_id=conversation.id, turn_id=turn,
             channel=conversation.channel, intent=result.intent, confidence=result.confidence,
@@ -275,9 +350,20 @@ class TurnRunner:
         return result
 
     async def _invoke(
-        self, bot: Bot, conversation: Conversation, turn: str, text: str, rerun: bool, result: TurnResult
-    ) -> list[str]:
-        """Run the graph for one user text; returns the reply texts and fills ``result``."""
+        self,
+        bot: Bot,
+        conversation: Conversation,
+        turn: str,
+        text: str,
+        rerun: bool,
+        result: TurnResult,
+        watched: str | None = None,
+    ) -> list[str] | None:
+        """Run the graph for one user text; returns the reply texts and fills ``result``.
+
+        With ``watched`` (a message id), the turn is cancelled, and ``None``
+        returned, as soon as a newer message of the conversation arrives.
+        """
         config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
         try:
             graph = self.graphs.get(bot.graph)
@@ -288,16 +374,41 @@ class TurnRunner:
                 if snapshot.values.get("turn_id") == turn and not snapshot.next:
                     state = dict(snapshot.values)
             if state is None:
-                state = await asyncio.wait_for(
-                    graph.ainvoke(turn_input(turn, text), config, context=ctx, durability="exit"),
-                    self.settings.turn_timeout,
-                )
+                run = graph.ainvoke(turn_input(turn, text), config, context=ctx, durability="exit")
+                if watched is None:
+                    state = await asyncio.wait_for(run, self.settings.turn_timeout)
+                else:
+                    state = await self._interruptible(run, bot.tenant_id, conversation.id, watched)
+                    if state is None:
+                        return None
         except Exception as exc:  # noqa: BLE001 - the end user gets the fallback, the error is kept
             logger.exception("turn %s of conversation %s failed", turn, conversation.id)
             result.errors.append(f"turn failed: {type(exc).__name__}: {exc}")
             result.status = "failed"
             return [bot.settings.fallback_reply]
         return self._outcome(state, result)
+
+    async def _interruptible(
+        self, run: Any, tenant_id: str, conversation_id: str, watched: str, poll: float = 0.05
+    ) -> dict[str, Any] | None:
+        """Run the graph, cancelling it when a message newer than ``watched`` arrives (``None``)."""
+        task: asyncio.Task[dict[str, Any]] = asyncio.ensure_future(run)
+        deadline = time.monotonic() + self.settings.turn_timeout
+        try:
+            while not task.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the turn took longer than {self.settings.turn_timeout:g}s")
+                done, _ = await asyncio.wait({task}, timeout=poll)
+                if not done and await self.store.messages.received_after(tenant_id, conversation_id, watched):
+                    task.cancel()
+                    logger.info("turn of conversation %s interrupted by a newer message", conversation_id)
+                    return None
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @staticmethod
     def _outcome(state: Mapping[str, Any], result: TurnResult) -> list[str]:

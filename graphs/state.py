@@ -45,6 +45,14 @@ class ToolResult(TypedDict, total=False):
     ms: float
 
 
+class UserMessage(TypedDict):
+    """The user's message of this turn. A dict, not a bare string, so that the Postgres
+    checkpointer stores it through the (optionally encrypting) serializer instead of
+    inline in its JSON column."""
+
+    text: str
+
+
 class TraceStep(TypedDict):
     """What one node did in the turn: the debugger reads these from the turn's checkpoint."""
 
@@ -74,8 +82,8 @@ class TurnState(TypedDict, total=False):
     """Recent history, user and assistant, oldest first (bounded)."""
     turn_id: str
     """Id of the turn in progress; the same id when a crashed turn is re-run."""
-    user_text: str
-    """The (moderated) text of this turn's user message."""
+    user: UserMessage
+    """The (moderated) message of this turn."""
     passages: list[PassageRef]
     """What ``retrieve`` found for this turn, best first."""
     intent: str | None
@@ -101,7 +109,7 @@ class TurnInput(TypedDict, total=False):
     schema_version: int
     messages: list[ChatMessage]
     turn_id: str
-    user_text: str
+    user: UserMessage
     passages: list[PassageRef]
     intent: str | None
     confidence: float
@@ -113,13 +121,18 @@ class TurnInput(TypedDict, total=False):
     trace: list[TraceStep] | None
 
 
+def user_text(state: TurnState) -> str:
+    """The text of the turn's user message."""
+    return (state.get("user") or {}).get("text", "")
+
+
 def turn_input(turn_id: str, text: str) -> TurnInput:
     """The input that starts a turn for the user's ``text``."""
     return TurnInput(
         schema_version=STATE_VERSION,
         messages=[ChatMessage(role="user", content=text)],
         turn_id=turn_id,
-        user_text=text,
+        user=UserMessage(text=text),
         passages=[],
         intent=None,
         confidence=0.0,

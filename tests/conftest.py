@@ -9,6 +9,8 @@ migrated template, so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,11 +37,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    # Not under pytest's temporary directory: as root, PostgreSQL runs as another user, and a
+    # concurrent pytest session resets that directory to 0700 under the running server's feet.
+    base = Path(tempfile.mkdtemp(prefix="botloom-test-postgres-"))
+    server = start_postgres(base)
     try:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

@@ -129,7 +129,7 @@ def test_secrets_are_masked_and_split() -> None:
 
 def round_trips(encrypting: Cipher, decrypting: Cipher) -> bool:
     try:
-        return decrypting.decrypt(encrypting.encrypt(b"payload")) == b"payload"
+        return bool(decrypting.decrypt(encrypting.encrypt(b"payload")) == b"payload")
     except InvalidToken:
         return False
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -125,7 +127,7 @@ def postmaster_pid(pgdata: Path) -> int | None:
 def is_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its reaper does not count)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -138,6 +140,22 @@ def wait_until_stopped(pgdata: Path, pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh ``BOTLOOM_DATA_DIR`` directly under the system temp dir.
+
+    Not under pytest's ``tmp_path``: pgserver opens the parents of the data dir to its
+    ``pgserver`` user when run as root, and any pytest session starting meanwhile (another
+    xdist worker, a neighbour's run) closes ``/tmp/pytest-of-root`` again, so a server
+    restarted later could no longer reach its data.
+    """
+    root = Path(tempfile.mkdtemp(prefix="botloom-embedded-"))
+    path = root / "data"
+    path.mkdir()
+    yield path
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,8 @@ async def rows(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
 async def chunks_of(db: Database, document_id: str) -> list[dict[str, Any]]:
     return await rows(
         db,
-        "SELECT id, position, title, text, embedder, dims FROM knowledge_chunks WHERE document_id = %s ORDER BY position",
+        "SELECT id, position, title, text, embedder, dims FROM knowledge_chunks WHERE document_id = %s "
+        "ORDER BY position",
         document_id,
     )
 
@@ -205,7 +207,7 @@ async def test_long_sections_are_split_with_overlap(db: Database, bot: tuple[str
     assert len(chunks) > 5
     assert all(len(c["text"]) <= 200 for c in chunks)
     assert all(c["title"] == "Long" for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         last = before["text"].rsplit(". ", 1)[-1]
         assert after["text"].startswith(last)  # the last sentence is repeated
     joined = " ".join(c["text"] for c in chunks)
@@ -327,9 +329,7 @@ async def test_ingest_paths_recurses_and_names_by_relative_path(
     assert embedder.calls == calls
 
 
-async def test_the_shipped_knowledge_base_ingests(
-    kb: KnowledgeBase, db: Database, bot: tuple[str, str]
-) -> None:
+async def test_the_shipped_knowledge_base_ingests(kb: KnowledgeBase, db: Database, bot: tuple[str, str]) -> None:
     tenant, bot_id = bot
     results = await kb.ingest_paths(tenant, bot_id, [DATA / "docs"])
     assert len(results) == len(list((DATA / "docs").iterdir())) >= 15
@@ -376,14 +376,23 @@ BAD_INPUTS = [
     ("columns.csv", b"name,price\nTent,100\n", r"^columns\.csv: line 1: .*'question' and 'answer' columns"),
     ("fields.csv", b"question,answer\nA?,Yes.\nB?,No.,extra\n", r"^fields\.csv: line 3: expected 2 fields.*found 3"),
     ("quote.csv", b'question,answer\nA?,Yes.\n"B?,"No.\n', r"^quote\.csv: line 3: malformed CSV"),
-    ("blank-answer.csv", b"question,answer\nA?,Yes.\n\n\"Multi\nline?\",Yes.\nC?,\n", r"^blank-answer\.csv: line 6: the answer is empty"),
+    (
+        "blank-answer.csv",
+        b'question,answer\nA?,Yes.\n\n"Multi\nline?",Yes.\nC?,\n',
+        r"^blank-answer\.csv: line 6: the answer is empty",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "content", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 async def test_bad_input_is_refused_and_leaves_nothing(
-    kb: KnowledgeBase, db: Database, embedder: CountingEmbedder, bot: tuple[str, str],
-    name: str, content: bytes, message: str,
+    kb: KnowledgeBase,
+    db: Database,
+    embedder: CountingEmbedder,
+    bot: tuple[str, str],
+    name: str,
+    content: bytes,
+    message: str,
 ) -> None:
     tenant, bot_id = bot
     with pytest.raises(IngestError, match=message):
@@ -443,15 +452,13 @@ async def test_switching_embedder_reembeds(db: Database, bot: tuple[str, str]) -
     new = KnowledgeBase(db, new_embedder, index_threshold=1)
     # Chunks of another embedder are never compared with the new one's vectors.
     assert await new.search(tenant, bot_id, "refund to my card", threshold=0) == []
-    assert [p.document for p in await old.search(tenant, bot_id, "refund to my card", threshold=0)][0] == "returns.md"
+    assert (await old.search(tenant, bot_id, "refund to my card", threshold=0))[0].document == "returns.md"
     # Re-ingesting one document re-embeds it, although its text is unchanged.
     new_embedder.texts.clear()
     result = await new.ingest(tenant, bot_id, "returns.md", RETURNS_MD)
     assert result.status == "updated"
     assert len(new_embedder.texts) == 3
-    assert {p.document for p in await new.search(tenant, bot_id, "refund to my card", threshold=0)} == {
-        "returns.md"
-    }
+    assert {p.document for p in await new.search(tenant, bot_id, "refund to my card", threshold=0)} == {"returns.md"}
     # reembed() switches the rest over, from the stored chunks.
     assert await new.reembed(tenant, bot_id) == 1
     assert await new.reembed(tenant, bot_id) == 0

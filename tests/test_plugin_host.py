@@ -9,6 +9,7 @@ installed package, and nothing is installed).
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import sys
 import threading
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -30,6 +31,7 @@ from botloom import (
     Intent,
     OutboundMessage,
     Refusal,
+    Slot,
     Tool,
     ToolContext,
     TurnSummary,
@@ -92,9 +94,8 @@ async def host_of(*plugins: tuple[str, object], hook_timeout: float = 5.0) -> Pl
     return await host.collect()
 
 
-def problems_of(host_or_problems: PluginHost | list[PluginProblem], name: str) -> list[PluginProblem]:
-    problems = host_or_problems.problems if isinstance(host_or_problems, PluginHost) else host_or_problems
-    return [p for p in problems if p.plugin == name]
+def problems_of(host: PluginHost, name: str) -> list[PluginProblem]:
+    return [p for p in host.problems if p.plugin == name]
 
 
 def assert_reported(problems: list[PluginProblem], stage: str, expected: Mapping[str, str]) -> None:
@@ -258,6 +259,14 @@ def _tool_with_bad_name() -> list[Tool]:
     return [Tool(name="bad name!", description="x", handler=echo, arguments=msgspec.defstruct("A", []))]
 
 
+def _nothing() -> list[Any]:
+    return []
+
+
+def _no_schema() -> type[msgspec.Struct]:
+    raise KeyError("schema")
+
+
 def _moderate_with_extra_argument(message: Any, bot: Any, mood: Any) -> None:
     return None
 
@@ -269,7 +278,7 @@ class NotAStruct:
 BROKEN_PLUGINS: dict[str, tuple[Callable[[], SimpleNamespace], str, str]] = {
     # case: (plugin factory, stage of the problem, part of the reason)
     "argument the spec lacks": (lambda: plugin(moderate_message=_moderate_with_extra_argument), "register", "mood"),
-    "misspelt hook": (lambda: plugin(register_tool=list), "register", "register_tool"),
+    "misspelt hook": (lambda: plugin(register_tool=_nothing), "register", "register_tool"),
     "register hook raises": (
         lambda: plugin(register_tools=lambda: 1 / 0),
         "register_tools",
@@ -297,6 +306,13 @@ BROKEN_PLUGINS: dict[str, tuple[Callable[[], SimpleNamespace], str, str]] = {
         "register_intents",
         "9lives",
     ),
+    "intent with a bad slot pattern": (
+        lambda: plugin(
+            register_intents=lambda: [Intent(name="x", description="x", slots=(Slot(name="n", pattern="("),))]
+        ),
+        "register_intents",
+        "bad pattern",
+    ),
     "config schema is not a type": (
         lambda: plugin(plugin_config_schema=lambda: {"greeting": str}),
         "plugin_config_schema",
@@ -308,7 +324,7 @@ BROKEN_PLUGINS: dict[str, tuple[Callable[[], SimpleNamespace], str, str]] = {
         "msgspec.Struct",
     ),
     "config schema hook raises": (
-        lambda: plugin(plugin_config_schema=lambda: {}["schema"]),
+        lambda: plugin(plugin_config_schema=_no_schema),
         "plugin_config_schema",
         "KeyError",
     ),
@@ -343,6 +359,13 @@ async def test_good_items_of_a_partly_bad_list_are_kept() -> None:
     assert host.registry.owner("tool", "kept") == "mixed"
     assert host.infos["mixed"].tools == ["kept"]
     assert len(problems_of(host, "mixed")) == 2
+
+
+async def test_owned_gives_the_definitions_of_the_enabled_plugins_only() -> None:
+    host = await host_of(("good", good_plugin()), ("after", good_plugin_renamed()))
+    assert set(host.owned("tool", ["after"])) == {"later"}
+    assert set(host.owned("tool", ["good", "after"])) == {"echo", "later"}
+    assert host.owned("intent", []) == {}
 
 
 async def test_a_good_config_schema_is_recorded() -> None:
@@ -514,7 +537,11 @@ async def test_a_refusal_stops_the_message() -> None:
 
 async def test_a_moderator_gets_the_bot() -> None:
     bots: list[Bot] = []
-    host = await host_of(("watcher", plugin(moderate_message=bots.append)))
+
+    def watch(bot: Bot) -> None:
+        bots.append(bot)
+
+    host = await host_of(("watcher", plugin(moderate_message=watch)))
     bot = make_bot()
     await host.moderate(INBOUND, bot)
     assert bots == [bot]
@@ -570,7 +597,9 @@ CALLS: list[dict[str, Any]] = []
 """What :func:`lookup_order` was called with."""
 
 
-async def lookup_order(order_number: str, limit: int = 3, include_items: bool = False, *, context: ToolContext) -> dict:
+async def lookup_order(
+    order_number: str, limit: int = 3, include_items: bool = False, *, context: ToolContext
+) -> dict[str, str]:
     """Look up an order by its number.
 
     The second paragraph is not part of the description.
@@ -631,6 +660,51 @@ async def test_a_tool_without_context_is_not_given_one() -> None:
     tool = Tool.from_function(echo, name="echo_tool", description="Echo.", timeout=2.5)
     assert (tool.name, tool.description, tool.timeout, tool.wants_context) == ("echo_tool", "Echo.", 2.5, False)
     assert await tool.invoke({"text": "hi"}, CONTEXT) == "hi"
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Address(msgspec.Struct):
+    street: str
+    city: str
+
+
+async def ship(address: Address, colour: Colour, mode: Literal["air", "sea"] = "sea") -> str:
+    """Ship a parcel."""
+    return f"{address.city} {colour.value} {mode}"
+
+
+def unresolved_refs(schema: Any, root: Any = None) -> list[str]:
+    """``$ref`` values of ``schema`` that do not point inside the schema itself."""
+    root = schema if root is None else root
+    if isinstance(schema, list):
+        return [ref for item in schema for ref in unresolved_refs(item, root)]
+    if not isinstance(schema, dict):
+        return []
+    found = [ref for value in schema.values() for ref in unresolved_refs(value, root)]
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = root
+        for part in ref.removeprefix("#/").split("/") if ref.startswith("#/") else [None]:
+            target = target.get(part) if isinstance(target, dict) and part is not None else None
+        if target is None:
+            found.append(ref)
+    return found
+
+
+async def test_the_schema_of_nested_types_is_self_contained() -> None:
+    """Function-calling APIs get one schema: a nested Struct or Enum must not be a dangling ``$ref``."""
+    tool = Tool.from_function(ship)
+    schema = tool.parameters_schema()
+    assert unresolved_refs(schema) == []
+    assert schema["required"] == ["address", "colour"]
+    assert "street" in json.dumps(schema)
+    assert await tool.invoke({"address": {"street": "1 Main St", "city": "Oslo"}, "colour": "red"}, CONTEXT) == (
+        "Oslo red sea"
+    )
 
 
 def _sync_tool(text: str) -> str:

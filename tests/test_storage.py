@@ -302,6 +302,13 @@ FOREIGN_INBOUND = InboundMessage(channel="sms", text="injected", sender=SENDER, 
 """What tenant A tries to add to tenant B's conversation (with B's idempotency key)."""
 
 
+async def received_after_foreign(store: Store, a: TenantWorld, b: TenantWorld) -> bool:
+    """Whether A's conversation has a waiting message newer than B's message (B's time must not count)."""
+    later = InboundMessage(channel="sms", text="later", sender=SENDER)
+    await store.messages.add_inbound(a.tenant.id, a.bot.id, a.conversation.id, later)
+    return await store.messages.received_after(a.tenant.id, a.conversation.id, b.inbound.id)
+
+
 PROBES: list[Probe] = [
     Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
     Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
@@ -392,6 +399,13 @@ PROBES: list[Probe] = [
         lambda s, a, b: s.messages.finish(a.tenant.id, b.inbound.id, "answered", turn_id=None, outcome={"x": 1}),
         "nothing",
     ),
+    Probe(
+        "messages",
+        "claim",
+        lambda s, a, b: s.messages.claim(a.tenant.id, b.inbound.id, "processing", expected=["received"]),
+        "nothing",
+    ),
+    Probe("messages", "received_after", received_after_foreign, "nothing"),
     Probe("messages", "replies_of_turn", lambda s, a, b: s.messages.replies_of_turn(a.tenant.id, b.turn_id), "nothing"),
     Probe(
         "usage",
@@ -532,9 +546,10 @@ async def test_an_outbound_message_is_stored_once_per_idempotency_key(
     conversation = await store.conversations.create(a.tenant.id, a.bot.id, "web")
 
     async def reply(key: str | None) -> tuple[StoredMessage, bool]:
-        return await store.messages.add_outbound(
+        stored: tuple[StoredMessage, bool] = await store.messages.add_outbound(
             a.tenant.id, conversation.id, channel="web", text="hi", idempotency_key=key
         )
+        return stored
 
     first, created = await reply("turn-1/0")
     assert created

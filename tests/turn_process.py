@@ -68,3 +68,7 @@ async def main(database_url: str, data_dir: str, bot_ref: str, conversation_id: 
 
 if __name__ == "__main__":
     asyncio.run(main(*sys.argv[1:5], sys.argv[5] if len(sys.argv) > 5 else None))
+
+
+SLOWPOKE = Slowpoke()
+"""The plugin object, for an entry point (``slowpoke = tests.turn_process:SLOWPOKE``)."""

@@ -53,7 +53,7 @@ PIPELINE_VERSION = 1
 """Bump when parsing or chunking changes in a way that should re-chunk every document."""
 TEXT_SEARCH_CONFIG = "english"
 """The PostgreSQL text search configuration of ``knowledge_chunks.search`` (see the migration)."""
-DEFAULT_THRESHOLD = 0.15
+DEFAULT_THRESHOLD = 0.14
 """The default minimum score, calibrated with the local embedder on tests/data/knowledge (docs/knowledge.md)."""
 TEXT_RANK_WEIGHTS = "{0.1, 0.2, 1.0, 1.0}"
 """``ts_rank`` weights of labels D, C, B (chunk text) and A (heading path): title and text count alike."""
@@ -81,9 +81,9 @@ class KnowledgeBase:
         fusion: Fusion = "weighted",
         vector_weight: float = 0.5,
         text_scale: float = 1.0,
-        candidates: int = 40,
-        max_text_matches: int = 2000,
-        ef_search: int = 100,
+        candidates: int = 20,
+        max_text_matches: int = 1000,
+        ef_search: int = 40,
         threshold: float = DEFAULT_THRESHOLD,
         index_threshold: int = INDEX_THRESHOLD,
         index_build_memory: str | None = None,
@@ -163,7 +163,7 @@ class KnowledgeBase:
             kind, digest, chunks = await asyncio.to_thread(self.prepare, name, content, content_type)
         else:
             kind, digest, chunks = self.prepare(name, content, content_type)
-        return await self._store(tenant, bot, name, kind, digest, chunks, progress)
+        return await self._store(tenant, bot, name, kind=kind, digest=digest, chunks=chunks, progress=progress)
 
     async def ingest_paths(
         self,
@@ -194,7 +194,9 @@ class KnowledgeBase:
         for number, (name, kind, digest, chunks) in enumerate(prepared, 1):
             if progress is not None:
                 progress(f"[{number}/{len(prepared)}] {name}")
-            results.append(await self._store(tenant, bot, name, kind, digest, chunks, progress))
+            results.append(
+                await self._store(tenant, bot, name, kind=kind, digest=digest, chunks=chunks, progress=progress)
+            )
         return results
 
     @staticmethod
@@ -221,7 +223,7 @@ class KnowledgeBase:
                 add(given, given.name)
             else:
                 raise IngestError(f"{given}: no such file or directory")
-        return list((path, name) for name, path in files.items())
+        return [(path, name) for name, path in files.items()]
 
     async def _bot(self, tenant_id: str, bot_id: str) -> tuple[uuid.UUID, uuid.UUID]:
         tenant, bot = _uuid(tenant_id), _uuid(bot_id)
@@ -233,15 +235,20 @@ class KnowledgeBase:
         raise UnknownBot(f"tenant {tenant_id} has no bot {bot_id}")
 
     def _same(self, row: dict[str, Any] | None, kind: str, digest: str) -> bool:
-        return row is not None and (row["content_hash"], row["content_type"], row["pipeline"], row["embedder"],
-                                    row["dims"]) == (digest, kind, self.pipeline, self.embedder.name,
-                                                     self.embedder.dimension)
+        return row is not None and (
+            row["content_hash"],
+            row["content_type"],
+            row["pipeline"],
+            row["embedder"],
+            row["dims"],
+        ) == (digest, kind, self.pipeline, self.embedder.name, self.embedder.dimension)
 
     async def _store(
         self,
         tenant: uuid.UUID,
         bot: uuid.UUID,
         name: str,
+        *,
         kind: str,
         digest: str,
         chunks: list[Chunk],
@@ -265,8 +272,17 @@ class KnowledgeBase:
                 cur = await conn.execute(
                     "INSERT INTO knowledge_documents (tenant_id, bot_id, name, content_type, content_hash, pipeline,"
                     " embedder, dims, chunks) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (tenant, bot, name, kind, digest, self.pipeline, self.embedder.name, self.embedder.dimension,
-                     len(chunks)),
+                    (
+                        tenant,
+                        bot,
+                        name,
+                        kind,
+                        digest,
+                        self.pipeline,
+                        self.embedder.name,
+                        self.embedder.dimension,
+                        len(chunks),
+                    ),
                 )
                 created = await cur.fetchone()
                 assert created is not None
@@ -280,10 +296,18 @@ class KnowledgeBase:
                 await conn.execute(
                     "UPDATE knowledge_documents SET content_type = %s, content_hash = %s, pipeline = %s,"
                     " embedder = %s, dims = %s, chunks = %s, updated_at = now() WHERE tenant_id = %s AND id = %s",
-                    (kind, digest, self.pipeline, self.embedder.name, self.embedder.dimension, len(chunks),
-                     tenant, document_id),
+                    (
+                        kind,
+                        digest,
+                        self.pipeline,
+                        self.embedder.name,
+                        self.embedder.dimension,
+                        len(chunks),
+                        tenant,
+                        document_id,
+                    ),
                 )
-            await self._copy_chunks(conn, tenant, bot, document_id, chunks, vectors)
+            await self._copy_chunks(conn, tenant, bot, document_id=document_id, chunks=chunks, vectors=vectors)
             terms = await _term_counts(conn, tenant, document_id)
             for lexeme, count in (old_terms if row is not None else {}).items():
                 terms[lexeme] = terms.get(lexeme, 0) - count
@@ -298,6 +322,7 @@ class KnowledgeBase:
         conn: Connection,
         tenant: uuid.UUID,
         bot: uuid.UUID,
+        *,
         document_id: uuid.UUID,
         chunks: list[Chunk],
         vectors: dict[str, Vector],
@@ -308,8 +333,18 @@ class KnowledgeBase:
             for chunk in chunks:
                 digest = chunk.content_hash
                 await copy.write_row(
-                    (tenant, bot, document_id, chunk.position, chunk.title, chunk.text, digest,
-                     self.embedder.name, self.embedder.dimension, vectors[digest])
+                    (
+                        tenant,
+                        bot,
+                        document_id,
+                        chunk.position,
+                        chunk.title,
+                        chunk.text,
+                        digest,
+                        self.embedder.name,
+                        self.embedder.dimension,
+                        vectors[digest],
+                    )
                 )
 
     async def _embed(
@@ -372,8 +407,12 @@ class KnowledgeBase:
         """Build the bot's HNSW index for the current embedder now, whatever its size; ``True`` if one exists."""
         _, bot = await self._bot(tenant_id, bot_id)
         return await vector_index.ensure_index(
-            self.db, bot, self.embedder.name, self.embedder.dimension,
-            maintenance_work_mem=self.index_build_memory, progress=progress,
+            self.db,
+            bot,
+            self.embedder.name,
+            self.embedder.dimension,
+            maintenance_work_mem=self.index_build_memory,
+            progress=progress,
         )
 
     async def reembed(self, tenant_id: str, bot_id: str, *, progress: Progress | None = None) -> int:
@@ -412,7 +451,7 @@ class KnowledgeBase:
                 await conn.execute(
                     "DELETE FROM knowledge_chunks WHERE tenant_id = %s AND document_id = %s", (tenant, row["id"])
                 )
-                await self._copy_chunks(conn, tenant, bot, row["id"], chunks, vectors)
+                await self._copy_chunks(conn, tenant, bot, document_id=row["id"], chunks=chunks, vectors=vectors)
                 await conn.execute(
                     "UPDATE knowledge_documents SET embedder = %s, dims = %s, updated_at = now()"
                     " WHERE tenant_id = %s AND id = %s",
@@ -442,8 +481,9 @@ class KnowledgeBase:
             for row in rows:
                 terms = await _term_counts(conn, tenant, row["id"])
                 await _add_terms(conn, tenant, bot, {lexeme: -count for lexeme, count in terms.items()})
-                await conn.execute("DELETE FROM knowledge_documents WHERE tenant_id = %s AND id = %s",
-                                   (tenant, row["id"]))
+                await conn.execute(
+                    "DELETE FROM knowledge_documents WHERE tenant_id = %s AND id = %s", (tenant, row["id"])
+                )
             return bool(rows)
 
     async def list_documents(self, tenant_id: str, bot_id: str) -> list[Document]:
@@ -459,8 +499,15 @@ class KnowledgeBase:
             )
             rows = await cur.fetchall()
         return [
-            Document(id=str(r["id"]), name=r["name"], content_type=r["content_type"], content_hash=r["content_hash"],
-                     chunks=r["chunks"], created_at=r["created_at"], updated_at=r["updated_at"])
+            Document(
+                id=str(r["id"]),
+                name=r["name"],
+                content_type=r["content_type"],
+                content_hash=r["content_hash"],
+                chunks=r["chunks"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+            )
             for r in rows
         ]
 
@@ -478,14 +525,21 @@ class KnowledgeBase:
         candidates, rows = await self.candidates_for(tenant_id, bot_id, query, limit=limit)
         minimum = self.threshold if threshold is None else threshold
         passages: list[Passage] = []
-        for score, candidate in fuse(candidates, self.fusion, weight=self.vector_weight, c=self.text_scale):
+        for fused, candidate in fuse(candidates, self.fusion, weight=self.vector_weight, c=self.text_scale):
+            score = round(min(1.0, max(0.0, fused)), 6)
             if score < minimum or len(passages) >= limit:
                 break
             row = rows[candidate.chunk_id]
             passages.append(
-                Passage(chunk_id=candidate.chunk_id, document_id=str(row["document_id"]), document=row["document"],
-                        title=row["title"], text=row["text"], position=row["position"],
-                        score=round(min(1.0, max(0.0, score)), 6))
+                Passage(
+                    chunk_id=candidate.chunk_id,
+                    document_id=str(row["document_id"]),
+                    document=row["document"],
+                    title=row["title"],
+                    text=row["text"],
+                    position=row["position"],
+                    score=score,
+                )
             )
         return passages
 
@@ -500,7 +554,7 @@ class KnowledgeBase:
         vector = await self.embedder.embed([query])
         array = np.asarray(vector[0], dtype=np.float32)
         dims = self.embedder.dimension
-        n = max(self.candidates, limit)
+        n = max(self.candidates, 2 * limit)
         statement = _search_sql(bot, self.embedder.name, dims, exact=self.exact)
         async with self.db.connection() as conn, conn.transaction():
             await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, n)),))
@@ -510,8 +564,13 @@ class KnowledgeBase:
             )
             rows = await cur.fetchall()
         candidates = [
-            Candidate(chunk_id=str(r["id"]), vector_rank=r["vector_rank"], text_rank=r["text_rank"],
-                      similarity=float(r["similarity"]), text_score=float(r["text_score"]))
+            Candidate(
+                chunk_id=str(r["id"]),
+                vector_rank=r["vector_rank"],
+                text_rank=r["text_rank"],
+                similarity=float(r["similarity"]),
+                text_score=float(r["text_score"]),
+            )
             for r in rows
         ]
         return candidates, {str(r["id"]): r for r in rows}
@@ -576,7 +635,7 @@ tq AS (
     FROM terms WHERE running <= %(budget)s
 ),
 vec AS (
-    SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank FROM (
         SELECT c.id, c.embedding::vector({dims}) <=> %(vector)s::vector({dims}) AS distance
         FROM knowledge_chunks c
         WHERE {scope} AND c.tenant_id = %(tenant)s
@@ -585,23 +644,21 @@ vec AS (
     ) v
 ),
 txt AS (
-    SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS rank FROM (
-        SELECT c.id, ts_rank({weights}, c.search, tq.q) AS rank
+    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank FROM (
+        SELECT c.id, ts_rank({weights}, c.search, tq.q) AS score
         FROM knowledge_chunks c, tq
         WHERE {scope} AND c.tenant_id = %(tenant)s AND c.search @@ tq.q
-        ORDER BY rank DESC
+        ORDER BY score DESC
         LIMIT %(n)s
     ) t
 )
 SELECT c.id, c.document_id, d.name AS document, c.title, c.text, c.position,
        vec.rank AS vector_rank, txt.rank AS text_rank,
-       1 - (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})) AS similarity,
-       coalesce(ts_rank({weights}, c.search, tq.q), 0) AS text_score
-FROM (SELECT id FROM vec UNION SELECT id FROM txt) u
-JOIN knowledge_chunks c ON c.id = u.id
+       1 - coalesce(vec.distance, c.embedding::vector({dims}) <=> %(vector)s::vector({dims})) AS similarity,
+       coalesce(txt.score, ts_rank({weights}, c.search, tq.q), 0) AS text_score
+FROM vec FULL JOIN txt ON txt.id = vec.id
+JOIN knowledge_chunks c ON c.id = coalesce(vec.id, txt.id)
 JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
-LEFT JOIN vec ON vec.id = u.id
-LEFT JOIN txt ON txt.id = u.id
 CROSS JOIN tq
 """
     ).format(

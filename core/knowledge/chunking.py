@@ -59,7 +59,8 @@ def _split_long(text: str, limit: int) -> list[str]:
             pieces.append(sentence)
             continue
         current = ""
-        for word in sentence.split(" "):
+        for whole_word in sentence.split(" "):
+            word = whole_word
             while len(word) > limit:
                 if current:
                     pieces.append(current)
@@ -130,8 +131,9 @@ def chunk_section(section: Section, *, max_chars: int = DEFAULT_MAX_CHARS, overl
     return chunks
 
 
-def chunk_document(doc: ParsedDocument, *, max_chars: int = DEFAULT_MAX_CHARS,
-                   overlap: int = DEFAULT_OVERLAP) -> list[Chunk]:
+def chunk_document(
+    doc: ParsedDocument, *, max_chars: int = DEFAULT_MAX_CHARS, overlap: int = DEFAULT_OVERLAP
+) -> list[Chunk]:
     """Every chunk of ``doc`` in reading order, numbered from 0, titled with its heading path."""
     chunks: list[Chunk] = []
     for section in doc.sections:

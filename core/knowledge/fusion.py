@@ -55,8 +55,9 @@ def weighted(candidate: Candidate, *, weight: float, c: float) -> float:
     return weight * similarity + (1.0 - weight) * squash(candidate.text_score, c)
 
 
-def fuse(candidates: list[Candidate], method: Fusion, *, k: int = RRF_K, weight: float = 0.5,
-         c: float = 1.0) -> list[tuple[float, Candidate]]:
+def fuse(
+    candidates: list[Candidate], method: Fusion, *, k: int = RRF_K, weight: float = 0.5, c: float = 1.0
+) -> list[tuple[float, Candidate]]:
     """Score every candidate with ``method``, best first (ties broken by vector rank)."""
     if method == "rrf":
         scored = [(rrf(cand, k=k), cand) for cand in candidates]

@@ -148,8 +148,9 @@ def title_from_name(name: str) -> str:
     return (words[:1].upper() + words[1:]) if words else name
 
 
-def parse(name: str, content: bytes | str, *, content_type: str | None = None,
-          max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedDocument:
+def parse(
+    name: str, content: bytes | str, *, content_type: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> ParsedDocument:
     """Detect the format of ``content``, decode it and extract its sections.
 
     Raises :class:`IngestError` for unsupported, empty, binary, oversized or
@@ -258,7 +259,7 @@ def parse_markdown(name: str, text: str) -> ParsedDocument:
         title = re.search(r"^title:\s*[\"']?(.*?)[\"']?\s*$", match.group(1), re.MULTILINE)
         if title and title.group(1):
             outline.title = title.group(1)
-        text = text[match.end():]
+        text = text[match.end() :]
     text = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
     lines = text.split("\n")
     block: list[str] = []
@@ -346,8 +347,40 @@ def parse_plain(name: str, text: str) -> ParsedDocument:
 
 _HTML_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "nav", "head", "iframe", "object", "form"})
 _HTML_BLOCK = frozenset(
-    """address article aside blockquote br caption dd details div dl dt fieldset figcaption figure footer
-    header hr li main ol p pre section summary table tbody td tfoot th thead tr ul""".split()
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "caption",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    }
 )
 _HTML_HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _HTML_VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "source", "wbr"})

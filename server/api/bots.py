@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import delete, get, patch, post
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
@@ -14,6 +14,7 @@ from botloom.core.storage.repositories import Conflict
 from botloom.server.api.common import (
     READ_ERRORS,
     WRITE_ERRORS,
+    ApiController,
     BotRef,
     ConflictException,
     TenantRef,
@@ -56,7 +57,7 @@ def settings_changes(data: BotPatch) -> dict[str, Any]:
     return {**nested, **given}
 
 
-class TenantBotController(Controller):
+class TenantBotController(ApiController):
     """Bots of one tenant."""
 
     path = "/tenants/{tenant:str}/bots"
@@ -82,7 +83,7 @@ class TenantBotController(Controller):
         return [BotOut.of(b) for b in await services.store.bots.list_all(found.id)]
 
 
-class BotController(Controller):
+class BotController(ApiController):
     """One bot, named by its id or by ``tenant-slug/bot-slug``."""
 
     path = "/bots/{bot:str}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+from litestar import Controller, Request, Response
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -19,12 +20,15 @@ from litestar.params import PathParameter
 from botloom.core.domain import Tenant, is_slug
 from botloom.core.storage.repositories import as_uuid
 from botloom.graphs.services import Services
+from botloom.server.api.schemas import NO_NUL
 from botloom.server.auth import Principal
 
-TenantRef = Annotated[str, PathParameter(description="A tenant's slug or id", max_length=200)]
-BotRef = Annotated[str, PathParameter(description="A bot's id, or `tenant-slug/bot-slug`", max_length=200)]
-IdRef = Annotated[str, PathParameter(description="An id", max_length=200)]
-NameRef = Annotated[str, PathParameter(description="A name", max_length=255)]
+TenantRef = Annotated[str, PathParameter(description="A tenant's slug or id", max_length=200, pattern=NO_NUL)]
+BotRef = Annotated[
+    str, PathParameter(description="A bot's id, or `tenant-slug/bot-slug`", max_length=200, pattern=NO_NUL)
+]
+IdRef = Annotated[str, PathParameter(description="An id", max_length=200, pattern=NO_NUL)]
+NameRef = Annotated[str, PathParameter(description="A name", max_length=255, pattern=NO_NUL)]
 
 
 class ConflictException(ClientException):
@@ -50,6 +54,31 @@ async def visible_tenant(services: Services, principal: Principal, ref: str) -> 
     if tenant is None or not principal.sees(tenant.id):
         raise NotFoundException(f"no tenant {ref!r}")
     return tenant
+
+
+_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """A 400 whose ``extra`` names each bad field (msgspec puts missing and unknown ones in the message only)."""
+    errors = [dict(e) for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    for error in errors:
+        match = _FIELD.search(str(error.get("message", "")))
+        if match:
+            parent = error.get("key")
+            error["key"] = f"{parent}.{match[1]}" if parent and parent != "data" else match[1]
+    named = "; ".join(f"{e['key']}: {e.get('message', 'invalid')}" for e in errors if e.get("key"))
+    detail = f"invalid request: {named}" if named and exc.detail.startswith("Validation failed") else exc.detail
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
+    if errors or exc.extra:
+        body["extra"] = errors or exc.extra
+    return Response(body, status_code=exc.status_code)
+
+
+class ApiController(Controller):
+    """Base of the API's controllers: validation errors name their fields."""
+
+    exception_handlers = {ValidationException: validation_error}  # noqa: RUF012 - Litestar reads it as is
 
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")

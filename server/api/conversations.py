@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import get
 from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 
@@ -13,7 +13,7 @@ from botloom.core.domain import Bot, Conversation
 from botloom.graphs.registry import UnknownGraph
 from botloom.graphs.runner import thread_id
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, BotRef, IdRef
+from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
 from botloom.server.api.schemas import CheckpointOut, ConversationDetail, ConversationOut, InterruptOut, MessageOut
 from botloom.server.auth import Principal, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
@@ -64,7 +64,7 @@ def checkpoint_out(snapshot: Any) -> CheckpointOut:
     )
 
 
-class BotConversationController(Controller):
+class BotConversationController(ApiController):
     """Conversations of one bot."""
 
     path = "/bots/{bot:str}/conversations"
@@ -84,7 +84,7 @@ class BotConversationController(Controller):
         return [ConversationOut.of(c) for c in rows]
 
 
-class ConversationController(Controller):
+class ConversationController(ApiController):
     """One conversation, by id."""
 
     path = "/conversations/{conversation_id:str}"

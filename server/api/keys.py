@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, IdRef, TenantRef, visible_tenant
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, IdRef, TenantRef, visible_tenant
 from botloom.server.api.schemas import KeyCreate, KeyCreated, KeyOut
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 
-class KeyController(Controller):
+class KeyController(ApiController):
     """API keys of a tenant."""
 
     path = "/tenants/{tenant:str}/keys"

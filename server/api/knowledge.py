@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Annotated
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
@@ -14,13 +16,23 @@ from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
 from botloom.core.knowledge.parsing import DEFAULT_MAX_BYTES
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, BotRef, NameRef
-from botloom.server.api.schemas import DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
+from botloom.server.api.schemas import NO_NUL, DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
 from botloom.server.auth import visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 UPLOAD_MAX_BODY = 2 * DEFAULT_MAX_BYTES + 65_536
 """The request size limit of the document routes: a document at the knowledge base's limit, JSON-escaped."""
+
+
+@dataclass
+class DocumentUpload:
+    """A document file sent as ``multipart/form-data``."""
+
+    file: UploadFile
+    """The file; its name (``returns.md``) names the document and its extension tells the format."""
+
+
 UPLOAD_ERRORS = [*WRITE_ERRORS, RequestEntityTooLarge]
 
 
@@ -39,7 +51,7 @@ async def ingest(services: Services, bot: Bot, name: str, content: bytes | str, 
     return IngestOut(document_id=result.document_id, name=result.name, status=result.status, chunks=result.chunks)
 
 
-class KnowledgeController(Controller):
+class KnowledgeController(ApiController):
     """The knowledge base of one bot."""
 
     path = "/bots/{bot:str}/knowledge"
@@ -62,15 +74,17 @@ class KnowledgeController(Controller):
     async def upload_document(
         self,
         bot: BotRef,
-        data: MultipartBody[UploadFile],
+        data: MultipartBody[DocumentUpload],
         principal: PrincipalDep,
         services: ServicesDep,
     ) -> IngestOut:
-        """Ingest a file sent as ``multipart/form-data`` (field ``data``); the file name names the document."""
+        """Ingest a file sent as ``multipart/form-data`` (field ``file``); the file's name names the document."""
         found = await visible_bot(services, principal, bot)
-        content = await data.read()
-        content_type = data.content_type if data.content_type not in ("", "application/octet-stream") else None
-        return await ingest(services, found, data.filename or "", content, content_type)
+        upload = data.file
+        name = upload.filename or ""
+        # The extension tells the format; browsers send odd types (a .csv as application/vnd.ms-excel).
+        content_type = None if PurePosixPath(name).suffix else upload.content_type
+        return await ingest(services, found, name, await upload.read(), content_type)
 
     @get(summary="List documents", raises=READ_ERRORS)
     async def list_documents(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> list[DocumentOut]:
@@ -106,7 +120,9 @@ class KnowledgeController(Controller):
         bot: BotRef,
         principal: PrincipalDep,
         services: ServicesDep,
-        q: Annotated[str, QueryParameter(min_length=1, max_length=2000, description="What an end user might ask")],
+        q: Annotated[
+            str, QueryParameter(min_length=1, max_length=2000, pattern=NO_NUL, description="What an end user might ask")
+        ],
         limit: Annotated[int, QueryParameter(ge=1, le=50, description="How many passages at most")] = 5,
         threshold: Annotated[
             float | None,

@@ -11,14 +11,14 @@ from functools import cache
 from typing import Any
 
 import msgspec
-from litestar import Controller, get, put
+from litestar import get, put
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
 from botloom.graphs.services import Services
-from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, BotRef, NameRef
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
 from botloom.server.auth import visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
@@ -65,6 +65,17 @@ def with_kept_secrets(
     return out
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (PostgreSQL cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 def config_key(field: str) -> str:
     """Where a bad config field is in the request body."""
     return "config" if field == "config" else f"config.{field}"
@@ -77,7 +88,7 @@ def installed(services: Services, plugin: str) -> str:
     return plugin
 
 
-class PluginController(Controller):
+class PluginController(ApiController):
     """The installed plugins as one bot uses them."""
 
     path = "/bots/{bot:str}/plugins"
@@ -113,20 +124,27 @@ class PluginController(Controller):
         return plugin_out(services, name, setting)
 
 
+def checked_config(plugin: str, schema: type[msgspec.Struct] | None, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` validated against the plugin's schema; a 400 listing every bad field otherwise."""
+    try:
+        nul = [{"field": k, "message": "contains a NUL character"} for k, v in config.items() if has_nul({k: v})]
+        if nul:
+            raise ConfigError(plugin, nul)
+        return validate_config(plugin, schema, config)
+    except ConfigError as exc:
+        raise ValidationException(
+            str(exc),
+            extra=[{"key": config_key(e["field"]), "field": e["field"], "message": e["message"]} for e in exc.errors],
+        ) from None
+
+
 async def store_setting(services: Services, bot: Bot, plugin: str, data: PluginPut) -> PluginSetting:
     """Validate and store a bot's setting of ``plugin``, secrets encrypted."""
     schema = services.host.config_schema(plugin)
     stored = await services.store.plugin_settings.get(bot.tenant_id, bot.id, plugin)
     previous = dict(stored.config) if stored else {}
     config = previous if data.config is None else with_kept_secrets(schema, data.config, previous)
-    try:
-        valid = validate_config(plugin, schema, config)
-    except ConfigError as exc:
-        raise ValidationException(
-            str(exc),
-            extra=[{"key": config_key(e["field"]), "field": e["field"], "message": e["message"]} for e in exc.errors],
-        ) from None
-    public, hidden = split_secrets(schema, valid)
+    public, hidden = split_secrets(schema, checked_config(plugin, schema, config))
     setting = await services.store.plugin_settings.put(
         bot.tenant_id, bot.id, plugin, enabled=data.enabled, config=public, secrets=hidden
     )

@@ -25,11 +25,16 @@ from botloom.core.domain import (
     Tenant,
 )
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+NO_NUL = r"^[^\x00]*$"
+"""PostgreSQL text and JSON cannot hold NUL characters: strings with one are a 400, not a 500."""
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 """A display name (tenant, bot, API key)."""
-LongText = Annotated[str, msgspec.Meta(max_length=20_000)]
+LongText = Annotated[str, msgspec.Meta(max_length=20_000, pattern=NO_NUL)]
 """Free text of a bot's settings (persona, fallback reply)."""
-Origin = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+Reply = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000, pattern=NO_NUL)]
+"""A canned reply of a bot (fallback, busy)."""
+Origin = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=NO_NUL)]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -137,10 +142,13 @@ class BotSettingsPatch(Request):
     escalation_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | UnsetType = UNSET
     """Below this intent confidence, after a fallback, the conversation goes to a person."""
     max_failures_before_escalation: Annotated[int, msgspec.Meta(ge=1, le=20)] | UnsetType = UNSET
-    fallback_reply: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)] | UnsetType = UNSET
+    fallback_reply: Reply | UnsetType = UNSET
     burst_policy: BurstPolicy | UnsetType = UNSET
     """What happens to messages that arrive while a turn of the same conversation runs."""
     burst_window_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] | UnsetType = UNSET
+    """With ``merge``: messages arriving within this window of the previous one join its turn."""
+    busy_reply: Reply | UnsetType = UNSET
+    """With ``reject``: the answer to a message that arrives while a turn runs."""
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | UnsetType | None = UNSET
     """Prune checkpoints older than this many days; ``null`` keeps all."""
     knowledge_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | UnsetType = UNSET
@@ -230,8 +238,8 @@ class PluginOut(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- knowledge --------------------------------------------------------------------------
 
-DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
+ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
 class DocumentIn(Request):

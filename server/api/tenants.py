@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
 from botloom.core.storage.repositories import Conflict
-from botloom.server.api.common import OPERATOR_ERRORS, READ_ERRORS, ConflictException, TenantRef, visible_tenant
+from botloom.server.api.common import (
+    AUTH_ERRORS,
+    OPERATOR_ERRORS,
+    READ_ERRORS,
+    ApiController,
+    ConflictException,
+    TenantRef,
+    visible_tenant,
+)
 from botloom.server.api.schemas import KeyCreated, TenantCreate, TenantCreated, TenantOut
 from botloom.server.auth import require_operator
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 
-class TenantController(Controller):
+class TenantController(ApiController):
     """Tenants: organisations that own bots and API keys."""
 
     path = "/tenants"
@@ -39,7 +47,7 @@ class TenantController(Controller):
             raise
         return TenantCreated(tenant=TenantOut.of(tenant), api_key=KeyCreated.of(key, secret))
 
-    @get(summary="List tenants", raises=READ_ERRORS)
+    @get(summary="List tenants", raises=AUTH_ERRORS)
     async def list_tenants(self, principal: PrincipalDep, services: ServicesDep) -> list[TenantOut]:
         """The operator sees every tenant, oldest first; a tenant's key sees only its own tenant."""
         if principal.is_operator:

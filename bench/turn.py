@@ -1,0 +1,667 @@
+"""Turn graph benchmark: botloom's ``turn`` graph next to a bare LangGraph graph, per checkpointer.
+
+For each checkpointer (memory, postgres, redis) this measures, in one run:
+
+* **bare, default durability** — the baseline: a LangGraph ``StateGraph`` of five
+  trivial async nodes with the turn graph's shape (retrieve → classify →
+  act/respond → END, plus an ``escalate`` node), LangChain message objects
+  accumulating in state (``add_messages``, a ``HumanMessage`` and an
+  ``AIMessage`` a turn), LangGraph's default durability, the same kind of
+  checkpointer, no botloom;
+* **bare, durability="exit"** — the same graph writing one checkpoint a turn
+  (for orientation: what durability alone buys);
+* **botloom graph** — botloom's compiled ``turn`` graph alone, invoked as the
+  runner invokes it: ``graph.ainvoke(turn_input(...), config,
+  context=TurnContext(...), durability="exit")`` with the demo bot
+  ``acme/support``'s context (its plugins and knowledge base; offline engine);
+* **botloom turn** — the whole turn path ``runner.answer(bot, InboundMessage(...),
+  conversation_id=...)``: stores the inbound message, takes the conversation
+  lock, builds the context, runs moderation hooks and the graph, stores the reply.
+
+Three measurements per variant:
+
+1. throughput: 8 concurrent workers in one process, each running back-to-back
+   conversations of 5 turns (every turn on a conversation no other worker uses);
+2. latency: the same, one turn at a time (no concurrency);
+3. conversation length: one conversation driven to 1000 turns, p50 around turn
+   1, 100 and 1000 (20-turn windows).
+
+Each turn's outcome is checked (an intent, no escalation), so the workload is what
+it claims to be. Figures are printed as ratios against the bare baseline measured
+in the same run; nothing asserts a timing. ``--profile`` breaks one botloom turn
+down (time in the runner's queries, the lock, the checkpointer, knowledge search,
+classification) and writes a pyinstrument profile.
+
+Usage::
+
+    python bench/turn.py                 # full run, under ~10 minutes
+    python bench/turn.py --quick         # smoke test, under ~2 minutes
+    python bench/turn.py --profile       # where the time of a botloom turn goes
+    python bench/turn.py --checkpointers postgres --database-url postgresql://... --redis-url redis://...
+
+Without ``--database-url``/``--redis-url``, PostgreSQL (pgvector) and Valkey
+(search + JSON modules) are started locally with ``tests/servers.py``.
+No ``OPENAI_API_KEY`` is used: botloom runs its offline engine and local embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Run,
+    Summary,
+    add_server_arguments,
+    machine,
+    markdown_table,
+    ms,
+    ratio,
+    run_for,
+    run_turns,
+    servers,
+)
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+os.environ.pop("OPENAI_API_KEY", None)  # the offline engine, always
+
+from botloom.core.domain import Bot, Conversation
+from botloom.core.messages import InboundMessage
+from botloom.core.settings import load_settings
+from botloom.graphs.runner import BotView, thread_id
+from botloom.graphs.services import Services, open_services
+from botloom.graphs.state import turn_input
+from botloom.server.demo import ensure_demo
+
+CHECKPOINTERS = ("memory", "postgres", "redis")
+CONCURRENCY = 8
+TURNS_PER_CONVERSATION = 5
+CHANNEL = "rest"
+
+SCRIPT = (
+    "hello",
+    "where is my order 1234",
+    "how much does express shipping cost?",
+    "can I return an item I bought?",
+    "thanks",
+)
+"""One conversation of the workload: small talk, an order lookup (``act`` runs a tool), two
+knowledge questions, small talk. Every turn answers; none escalates."""
+
+BARE_DEFAULT = "bare, default durability"
+BARE_EXIT = "bare, durability=exit"
+BOTLOOM_GRAPH = "botloom graph (a)"
+BOTLOOM_TURN = "botloom turn (b)"
+VARIANTS = (BARE_DEFAULT, BARE_EXIT, BOTLOOM_GRAPH, BOTLOOM_TURN)
+LENGTH_VARIANTS = (BARE_DEFAULT, BOTLOOM_GRAPH, BOTLOOM_TURN)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ the bare graph
+
+
+class BareState(TypedDict, total=False):
+    """What a naive LangGraph app keeps: LangChain messages accumulating, plus a few fields."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    passages: list[str]
+    intent: str | None
+    tool_results: list[dict[str, Any]]
+
+
+async def bare_retrieve(state: BareState) -> dict[str, Any]:
+    return {"passages": []}
+
+
+async def bare_classify(state: BareState) -> dict[str, Any]:
+    text = str(state["messages"][-1].content)
+    return {"intent": "order_status" if "order" in text else "chat"}
+
+
+def bare_route(state: BareState) -> Literal["act", "respond", "escalate"]:
+    return "act" if state.get("intent") == "order_status" else "respond"
+
+
+async def bare_act(state: BareState) -> dict[str, Any]:
+    return {"tool_results": [{"tool": "order_status", "ok": True}]}
+
+
+async def bare_respond(state: BareState) -> dict[str, Any]:
+    return {"messages": [AIMessage(content=f"You said: {state['messages'][-1].content}")]}
+
+
+async def bare_escalate(state: BareState) -> dict[str, Any]:
+    return {}
+
+
+def build_bare_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
+    """Five trivial async nodes, the turn graph's shape, compiled with ``checkpointer``."""
+    graph = StateGraph(BareState)
+    graph.add_node("retrieve", bare_retrieve)
+    graph.add_node("classify", bare_classify)
+    graph.add_node("act", bare_act)
+    graph.add_node("respond", bare_respond)
+    graph.add_node("escalate", bare_escalate)
+    graph.add_edge(START, "retrieve")
+    graph.add_edge("retrieve", "classify")
+    graph.add_conditional_edges("classify", bare_route, ["act", "respond", "escalate"])
+    graph.add_edge("act", "respond")
+    graph.add_edge("respond", END)
+    graph.add_edge("escalate", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+@contextlib.asynccontextmanager
+async def bare_checkpointer(kind: str, database_url: str, redis_url: str | None) -> AsyncIterator[Any]:
+    """The checkpointer as a bare LangGraph app opens it (the libraries' documented set-up)."""
+    if kind == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield InMemorySaver()
+    elif kind == "postgres":
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        # A pool as large as botloom's checkpoint pool (BOTLOOM_DB_POOL_SIZE, default 10), so
+        # concurrent turns are not serialised on one connection.
+        async with AsyncConnectionPool(
+            database_url, min_size=1, max_size=10, open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        ) as pool:
+            saver = AsyncPostgresSaver(conn=pool)
+            await saver.setup()
+            yield saver
+    else:
+        from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+
+        async with AsyncRedisSaver.from_conn_string(redis_url) as saver:
+            await saver.asetup()
+            yield saver
+
+
+# ------------------------------------------------------------------------------ the four variants
+
+
+@dataclass
+class Check:
+    """Counts of turns whose outcome was not what the workload expects."""
+
+    turns: int = 0
+    bad: list[str] = field(default_factory=list)
+
+    def expect(self, ok: bool, what: str) -> None:
+        self.turns += 1
+        if not ok and len(self.bad) < 5:
+            self.bad.append(what)
+        elif not ok:
+            self.bad.append("")
+
+
+class Variant:
+    """One way of running a turn; ``turn(conversation, i)`` runs the ``i``-th turn of a conversation."""
+
+    name: str
+
+    async def conversation(self) -> str:
+        """A new conversation (its id)."""
+        raise NotImplementedError
+
+    async def turn(self, conversation: str, i: int) -> None:
+        raise NotImplementedError
+
+
+class Bare(Variant):
+    def __init__(self, name: str, graph: Any, durability: str | None, check: Check) -> None:
+        self.name, self.graph, self.durability, self.check = name, graph, durability, check
+
+    async def conversation(self) -> str:
+        return f"bare:{uuid.uuid4()}"
+
+    async def turn(self, conversation: str, i: int) -> None:
+        config = {"configurable": {"thread_id": conversation}}
+        kwargs = {"durability": self.durability} if self.durability else {}
+        state = await self.graph.ainvoke({"messages": [HumanMessage(content=SCRIPT[i % len(SCRIPT)])]}, config,
+                                         **kwargs)
+        self.check.expect(isinstance(state["messages"][-1], AIMessage), f"bare turn {i}: no answer")
+
+
+class BotloomGraph(Variant):
+    """The compiled turn graph alone, with the demo bot's context (built without a query per turn)."""
+
+    name = BOTLOOM_GRAPH
+
+    def __init__(self, services: Services, bot: Bot, view: BotView, check: Check) -> None:
+        self.services, self.bot, self.view, self.check = services, bot, view, check
+        self.graph = services.graphs.get(bot.graph)
+
+    async def conversation(self) -> str:
+        return str(uuid.uuid4())
+
+    async def turn(self, conversation: str, i: int) -> None:
+        now = datetime.now(UTC)
+        conv = Conversation(id=conversation, tenant_id=self.bot.tenant_id, bot_id=self.bot.id, channel=CHANNEL,
+                            external_key=conversation, user="bench", created_at=now, updated_at=now)
+        ctx = await self.services.runner.context(self.bot, conv, self.view)
+        config = {"configurable": {"thread_id": thread_id(self.bot.tenant_id, self.bot.id, conversation)}}
+        state = await self.graph.ainvoke(turn_input(str(uuid.uuid4()), SCRIPT[i % len(SCRIPT)]), config,
+                                         context=ctx, durability="exit")
+        self.check.expect(bool(state.get("intent")) and bool(state.get("replies")) and "__interrupt__" not in state,
+                          f"graph turn {i}: intent={state.get('intent')} replies={state.get('replies')}")
+
+
+class BotloomTurn(Variant):
+    """The whole turn path through the runner, on conversations created beforehand."""
+
+    name = BOTLOOM_TURN
+
+    def __init__(self, services: Services, bot: Bot, check: Check) -> None:
+        self.services, self.bot, self.check = services, bot, check
+        self.ready: list[str] = []
+
+    async def prepare(self, count: int) -> None:
+        """Create ``count`` conversations up front (one statement), so the timed loop only runs turns."""
+        async with self.services.db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref) "
+                "SELECT %s, %s, %s, gen_random_uuid()::text, 'bench' FROM generate_series(1, %s) RETURNING id",
+                (self.bot.tenant_id, self.bot.id, CHANNEL, count),
+            )
+            self.ready.extend(str(r["id"]) for r in await cur.fetchall())
+
+    async def conversation(self) -> str:
+        if not self.ready:
+            await self.prepare(500)
+        return self.ready.pop()
+
+    async def turn(self, conversation: str, i: int) -> None:
+        message = InboundMessage(channel=CHANNEL, text=SCRIPT[i % len(SCRIPT)], sender="bench")
+        result = await self.services.runner.answer(self.bot, message, conversation_id=conversation)
+        self.check.expect(result.status == "answered" and bool(result.intent) and not result.escalated
+                          and bool(result.replies),
+                          f"turn {i}: status={result.status} intent={result.intent} errors={result.errors}")
+
+
+# ------------------------------------------------------------------------------ measurements
+
+
+def short_conversations(variant: Variant) -> Callable[[int, int], Awaitable[None]]:
+    """A ``run_for`` step: each worker runs back-to-back conversations of TURNS_PER_CONVERSATION turns."""
+    current: dict[int, str] = {}
+
+    async def step(worker: int, i: int) -> None:
+        if i % TURNS_PER_CONVERSATION == 0:
+            current[worker] = await variant.conversation()
+        await variant.turn(current[worker], i % TURNS_PER_CONVERSATION)
+
+    return step
+
+
+async def measure_length(variant: Variant, turns: int) -> list[float]:
+    """Drive one conversation to ``turns`` turns; each turn's latency in ms."""
+    conversation = await variant.conversation()
+    run = await run_turns(turns, lambda i: variant.turn(conversation, i))
+    return run.latencies_ms
+
+
+def windows(turns: int) -> list[tuple[str, int, int]]:
+    """(label, first, last) 1-based turn windows of 20 turns around turn 1, 100 and the last turn."""
+    out = [("turn 1", 1, min(20, turns))]
+    if turns >= 150:
+        out.append(("turn 100", 91, 110))
+    out.append((f"turn {turns}", turns - 19, turns))
+    return out
+
+
+@dataclass
+class Results:
+    throughput: dict[tuple[str, str], Run] = field(default_factory=dict)
+    latency: dict[tuple[str, str], Run] = field(default_factory=dict)
+    length: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    pool_waits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    rounds: int
+    seconds: float
+    latency_turns: int
+    length_turns: int
+
+
+async def warm_up(variants: list[Variant]) -> None:
+    for variant in variants:
+        conversation = await variant.conversation()
+        for i in range(2 * TURNS_PER_CONVERSATION):
+            await variant.turn(conversation, i)
+
+
+async def bench_checkpointer(kind: str, urls: Any, plan: Plan, results: Results, data_dir: Path,
+                             checks: dict[str, Check]) -> None:
+    settings = load_settings(
+        environ={}, data_dir=str(data_dir), secret_key="bench-secret-key", checkpointer=kind,
+        database_url=urls.database_url, redis_url=urls.redis_url if kind == "redis" else None,
+    )
+    async with open_services(settings, url=urls.database_url) as services, \
+            bare_checkpointer(kind, urls.database_url, urls.redis_url) as saver:
+        demo = await ensure_demo(services)
+        bot = demo.bot
+        view = await services.runner.bot_view(bot)
+        bare_graph = build_bare_graph(saver)
+        turn = BotloomTurn(services, bot, checks[BOTLOOM_TURN])
+        variants: list[Variant] = [
+            Bare(BARE_DEFAULT, bare_graph, None, checks[BARE_DEFAULT]),
+            Bare(BARE_EXIT, bare_graph, "exit", checks[BARE_EXIT]),
+            BotloomGraph(services, bot, view, checks[BOTLOOM_GRAPH]),
+            turn,
+        ]
+        by_name = {v.name: v for v in variants}
+        await turn.prepare(2000)
+        await warm_up(variants)
+
+        say(f"[{kind}] throughput: {plan.rounds} round(s) × {plan.seconds:g} s per variant, "
+            f"{CONCURRENCY} concurrent conversations")
+        for r in range(plan.rounds):
+            order = variants[r % len(variants):] + variants[: r % len(variants)]  # rotate: no fixed position
+            for variant in order:
+                run = await run_for(plan.seconds, CONCURRENCY, short_conversations(variant))
+                key = (kind, variant.name)
+                results.throughput[key] = results.throughput[key].merge(run) if key in results.throughput else run
+                say(f"  round {r + 1} {variant.name}: {run.per_second:,.0f} turns/s")
+        stats = services.db.pool.get_stats()
+        results.pool_waits[kind] = (f"botloom pool (size {services.settings.db_pool_size}): "
+                                    f"{stats.get('requests_waiting', 0)} waiting now, "
+                                    f"{stats.get('requests_queued', 0)} requests queued, "
+                                    f"{stats.get('requests_wait_ms', 0) / 1000:.1f} s waited in total")
+
+        say(f"[{kind}] latency: {plan.latency_turns} turns one at a time")
+        for variant in variants:
+            step = short_conversations(variant)
+            run = await run_turns(plan.latency_turns, lambda i, step=step: step(0, i))
+            results.latency[(kind, variant.name)] = run
+            say(f"  {variant.name}: p50 {run.summary.p50:.2f} ms")
+
+        say(f"[{kind}] conversation length: one conversation to {plan.length_turns} turns")
+        for name in LENGTH_VARIANTS:
+            began = time.perf_counter()
+            results.length[(kind, name)] = await measure_length(by_name[name], plan.length_turns)
+            say(f"  {name}: {time.perf_counter() - began:.0f} s")
+
+
+def report(results: Results, kinds: list[str], plan: Plan, command: str, total: float,
+           checks: dict[str, Check]) -> str:
+    out: list[str] = []
+    info = machine()
+    out.append(f"command: `{command}`")
+    out.append(f"machine: {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {info['os']}, "
+               f"load average at the end {info['load average']}; total {total:.0f} s")
+    out.append("")
+    out.append(f"Throughput: {CONCURRENCY} concurrent conversations in one process, conversations of "
+               f"{TURNS_PER_CONVERSATION} turns, {plan.rounds} round(s) × {plan.seconds:g} s per variant. "
+               f"Latency: one turn at a time, {plan.latency_turns} turns.")
+    out.append("")
+    rows = []
+    for kind in kinds:
+        base = results.throughput[(kind, BARE_DEFAULT)]
+        base_lat = results.latency[(kind, BARE_DEFAULT)].summary
+        for name in VARIANTS:
+            thr = results.throughput[(kind, name)]
+            lat = results.latency[(kind, name)].summary
+            rows.append([kind, name, f"{thr.per_second:,.0f}", ratio(thr.per_second, base.per_second),
+                         ms(thr.summary.p50), ms(thr.summary.p99), ms(lat.p50), ms(lat.p99),
+                         ratio(lat.p50, base_lat.p50)])
+    out.append(markdown_table(
+        ["checkpointer", "variant", "turns/s (×8)", "vs bare", "p50 ms (×8)", "p99 ms (×8)",
+         "p50 ms (×1)", "p99 ms (×1)", "p50 (×1) vs bare"], rows))
+    out.append("")
+    any_kind = kinds[0]
+    wins = windows(plan.length_turns)
+    rows = []
+    for kind in kinds:
+        for name in LENGTH_VARIANTS:
+            values = results.length[(kind, name)]
+            p50s = [Summary.of(values[a - 1:b]).p50 for _, a, b in wins]
+            rows.append([kind, name, *(ms(v) for v in p50s), ratio(p50s[-1], p50s[0])])
+    del any_kind
+    out.append(f"Conversation length: one conversation driven to {plan.length_turns} turns, p50 ms of the "
+               f"20 turns around each point.")
+    out.append("")
+    out.append(markdown_table(["checkpointer", "variant", *(f"p50 ms @ {label}" for label, _, _ in wins),
+                               "last / first"], rows))
+    out.append("")
+    for kind in kinds:
+        if kind in results.pool_waits:
+            out.append(f"- {kind}: {results.pool_waits[kind]}")
+    for name, check in checks.items():
+        if check.bad:
+            out.append(f"- WARNING {name}: {len(check.bad)} of {check.turns} turns not as expected, e.g. "
+                       + "; ".join(b for b in check.bad if b))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------ profile
+
+
+class Timers:
+    """Wall time and calls per label, for wrapping coroutine functions and async context managers."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - began
+                self.calls[label] += 1
+
+        setattr(owner, attribute, timed)
+
+    def wrap_sync(self, owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - began
+                self.calls[label] += 1
+
+        setattr(owner, attribute, timed)
+
+    def wrap_context(self, owner: Any, attribute: str, label: str) -> None:
+        """Time entering and leaving an async context manager (not its body)."""
+        original = getattr(owner, attribute)
+        timers = self
+
+        @contextlib.asynccontextmanager
+        async def timed(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            began = time.perf_counter()
+            async with contextlib.AsyncExitStack() as stack:
+                value = await stack.enter_async_context(original(*args, **kwargs))
+                timers.seconds[label + " (acquire)"] += time.perf_counter() - began
+                timers.calls[label + " (acquire)"] += 1
+                try:
+                    yield value
+                finally:
+                    released = time.perf_counter()
+                    await stack.aclose()
+                    timers.seconds[label + " (release)"] += time.perf_counter() - released
+                    timers.calls[label + " (release)"] += 1
+
+        setattr(owner, attribute, timed)
+
+
+async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path | None) -> str:
+    """Break a botloom turn down by part, one turn at a time; optionally a pyinstrument profile."""
+    import psycopg
+
+    settings = load_settings(
+        environ={}, data_dir=str(data_dir), secret_key="bench-secret-key", checkpointer=kind,
+        database_url=urls.database_url, redis_url=urls.redis_url if kind == "redis" else None,
+    )
+    async with open_services(settings, url=urls.database_url) as services:
+        bot = (await ensure_demo(services)).bot
+        turn = BotloomTurn(services, bot, Check())
+        graph = BotloomGraph(services, bot, await services.runner.bot_view(bot), Check())
+        await turn.prepare(2 * turns // TURNS_PER_CONVERSATION + 10)
+        await warm_up([turn, graph])
+        timers = Timers()
+        runner, store, saver = services.runner, services.store, services.graphs.checkpointer
+        # The order here is the order of the table: the turn, then its parts (nested parts indented).
+        timers.wrap(runner, "answer", "TURN: runner.answer")
+        for repo_name, methods in (("conversations", ("get", "set_status")),
+                                   ("messages", ("add_inbound", "pending_inbound", "set_status", "add_outbound",
+                                                 "finish"))):
+            for method in methods:
+                timers.wrap(getattr(store, repo_name), method, f"  runner query: {repo_name}.{method}")
+        timers.wrap_context(runner.locks, "hold", f"  conversation lock ({type(runner.locks).__name__})")
+        timers.wrap(runner.host, "moderate", "  moderation hooks (in + out)")
+        timers.wrap(runner.host, "notify_turn_end", "  on_turn_end hooks")
+        timers.wrap(runner, "_invoke", "  graph: context + ainvoke")
+        timers.wrap(runner, "bot_view", "    context: bot_view (plugin settings query)")
+        for attribute in ("aget_tuple", "aput", "aput_writes"):
+            timers.wrap(saver, attribute, f"    checkpointer.{attribute}")
+        timers.wrap(services.knowledge, "search", "    retrieve: KnowledgeBase.search")
+        timers.wrap(services.knowledge.embedder, "embed", "      embed the query (local embedder)")
+        timers.wrap(services.engine, "classify", "    classify: OfflineEngine.classify")
+        timers.wrap_sync(services.engine.embedder, "embed_one", "      embed the text (local embedder)")
+        timers.wrap_sync(services.engine, "score", "      score intents (pure-Python cosine)")
+        timers.wrap(services.engine, "respond", "    respond: OfflineEngine.respond")
+        statements: dict[str, list[float]] = defaultdict(list)
+        originals = {name: getattr(psycopg.AsyncCursor, name) for name in ("execute", "executemany")}
+
+        def counting(name: str) -> Any:
+            original = originals[name]
+
+            async def call(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                text = query.as_string(self) if hasattr(query, "as_string") else str(query)
+                label = ("(executemany) " if name == "executemany" else "") + " ".join(text.split())[:70]
+                began = time.perf_counter()
+                try:
+                    return await original(self, query, *args, **kwargs)
+                finally:
+                    statements[label].append(time.perf_counter() - began)
+
+            return call
+
+        for name in originals:
+            setattr(psycopg.AsyncCursor, name, counting(name))
+        step = short_conversations(turn)
+        try:
+            run = await run_turns(turns, lambda i: step(0, i))
+        finally:
+            for name, original in originals.items():
+                setattr(psycopg.AsyncCursor, name, original)
+        seconds, calls = dict(timers.seconds), dict(timers.calls)  # before the runs below add to them
+        gstep = short_conversations(graph)
+        grun = await run_turns(turns, lambda i: gstep(0, i))
+        total = seconds["TURN: runner.answer"] / turns * 1000
+        rows = []
+        for label, spent in seconds.items():
+            per_turn = spent / turns * 1000
+            indent = len(label) - len(label.lstrip())
+            rows.append(["\u00a0" * indent + label.lstrip(), f"{calls[label] / turns:.2f}", f"{per_turn:.3f}",
+                         f"{per_turn / total:.0%}"])
+        lines = [f"Profile of {turns} botloom turns (runner.answer), one at a time, {kind} checkpointer, "
+                 f"p50 {run.summary.p50:.2f} ms a turn; the graph alone (a) p50 {grun.summary.p50:.2f} ms. "
+                 "Indented parts are inside the part above them.", "",
+                 markdown_table(["part", "calls / turn", "ms / turn", "of the turn"], rows), ""]
+        srows = []
+        for label, times in sorted(statements.items(), key=lambda kv: -sum(kv[1])):
+            srows.append([f"`{label}`", f"{len(times) / turns:.2f}", f"{sum(times) / turns * 1000:.3f}"])
+        n = sum(len(t) for t in statements.values()) / turns
+        lines.append(f"SQL statements of a turn (psycopg cursor executes, {n:.1f} a turn; the checkpointer's "
+                     "and the knowledge search's included):")
+        lines.append("")
+        lines.append(markdown_table(["statement", "per turn", "ms / turn"], srows))
+
+        if html is not None:
+            try:
+                from pyinstrument import Profiler
+            except ImportError:
+                lines.append("\n(pip install pyinstrument for a call-tree profile)")
+            else:
+                profiler = Profiler(interval=0.0002, async_mode="enabled")
+                with profiler:
+                    await run_turns(turns, lambda i: step(0, i))
+                text = profiler.output_text(unicode=True, color=False, show_all=False)
+                await asyncio.to_thread(html.write_text, profiler.output_html())
+                await asyncio.to_thread(html.with_suffix(".txt").write_text, text)
+                lines.append(f"\npyinstrument call tree of {turns} more turns: {html} "
+                             f"(text: {html.with_suffix('.txt')})")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer turns: a smoke test in under ~2 minutes")
+    parser.add_argument("--checkpointers", default=",".join(CHECKPOINTERS),
+                        help="comma-separated subset of memory,postgres,redis")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the benchmark: break a botloom turn down by part (and pyinstrument it)")
+    parser.add_argument("--profile-turns", type=int, default=300)
+    parser.add_argument("--profile-checkpointer", default="postgres", choices=CHECKPOINTERS)
+    parser.add_argument("--profile-html", default=str(Path(tempfile.gettempdir()) / "botloom-turn-profile.html"))
+    add_server_arguments(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    kinds = [k.strip() for k in args.checkpointers.split(",") if k.strip()]
+    unknown = set(kinds) - set(CHECKPOINTERS)
+    if unknown:
+        parser.error(f"unknown checkpointers: {', '.join(sorted(unknown))}")
+    plan = (Plan(rounds=1, seconds=2.0, latency_turns=40, length_turns=200) if args.quick
+            else Plan(rounds=3, seconds=4.0, latency_turns=200, length_turns=1000))
+    command = "python bench/turn.py" + " ".join(a for a in ["", *sys.argv[1:]] if "url" not in a)
+    need_redis = "redis" in kinds or (args.profile and args.profile_checkpointer == "redis")
+    began = time.perf_counter()
+    with servers(args, postgres=True, redis=need_redis, say=say) as urls, \
+            tempfile.TemporaryDirectory(prefix="botloom-bench-data-") as data:
+        if args.profile:
+            text = asyncio.run(profile(urls, args.profile_checkpointer, args.profile_turns, Path(data),
+                                       Path(args.profile_html)))
+            print(text)
+            return
+        results = Results()
+        checks = {name: Check() for name in VARIANTS}
+        for kind in kinds:
+            asyncio.run(bench_checkpointer(kind, urls, plan, results, Path(data), checks))
+        print()
+        print(report(results, kinds, plan, command, time.perf_counter() - began, checks))
+
+
+if __name__ == "__main__":
+    main()

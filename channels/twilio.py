@@ -1,0 +1,327 @@
+"""The Twilio channel: SMS and WhatsApp through Twilio Programmable Messaging.
+
+Point a Twilio number's "A message comes in" webhook at
+``POST {public URL}/channels/twilio/{bot}`` (WhatsApp senders too: their
+``From`` starts with ``whatsapp:``). Every request's ``X-Twilio-Signature`` is
+checked with the bot's auth token against the public URL Twilio called.
+
+``reply_mode``:
+
+* ``twiml``: the reply goes back in the webhook's TwiML answer when the turn
+  finishes within ``twiml_wait_seconds``; a slower turn is acknowledged empty and
+  its reply sent through the REST API, so it is never lost;
+* ``rest``: the webhook is acknowledged at once with empty TwiML and the reply is
+  sent through Twilio's REST API by a delivery job, with retries.
+
+Replies carry a status callback (``{bot}/status?ref=...``) when the deployment
+knows its public URL, so the stored message moves on to ``delivered`` or
+``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+import msgspec
+
+from botloom import (
+    Attachment,
+    ChannelAdapter,
+    ChannelRejected,
+    ChannelRequest,
+    ChannelResponse,
+    InboundMessage,
+    OutboundMessage,
+    Secret,
+    hookimpl,
+)
+
+SMS_LIMIT = 1600
+"""Longest body of one SMS message Twilio accepts (characters)."""
+WHATSAPP_LIMIT = 4096
+"""Longest body of one WhatsApp message."""
+WHATSAPP = "whatsapp:"
+MAX_MEDIA = 10
+MAX_INBOUND_TEXT = 10_000
+STATUS_PATH = "status"
+TWIML = "application/xml"
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response />'
+
+_STATUSES = {
+    "accepted": "sent", "scheduled": "sent", "queued": "sent", "sending": "sent", "sent": "sent",
+    "delivered": "delivered", "read": "delivered", "undelivered": "undelivered", "failed": "failed",
+    "canceled": "failed",
+}
+"""Twilio's message statuses, as botloom's delivery statuses."""
+
+_http_log = logging.getLogger(__name__ + ".http")
+_http_log.setLevel(logging.WARNING)  # the twilio client logs every request at INFO
+
+Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=500)]
+
+
+class TwilioConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bot's Twilio account and how it replies."""
+
+    account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
+    auth_token: Secret
+    reply_mode: Literal["twiml", "rest"] = "twiml"
+    """``twiml``: reply in the webhook's answer; ``rest``: acknowledge at once, send through the REST API."""
+    from_number: Annotated[str, msgspec.Meta(pattern=r"^(whatsapp:)?\+?[0-9A-Za-z]{2,20}$")] | None = None
+    """The sender of replies sent through the REST API; default: the number the user wrote to."""
+    public_base_url: Url | None = None
+    """The URL Twilio reaches this server at, when it differs from ``BOTLOOM_PUBLIC_URL`` (a proxy)."""
+    api_base_url: Url | None = None
+    """Where to reach Twilio's REST API instead of ``https://api.twilio.com`` (a regional proxy, a test double)."""
+    twiml_wait_seconds: Annotated[float, msgspec.Meta(gt=0, le=13)] = 10.0
+    """In ``twiml`` mode, how long a webhook waits for the turn; Twilio gives up after 15 seconds."""
+
+
+class TwilioSendError(Exception):
+    """Twilio did not take a reply; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, detail: str, *, retryable: bool) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+
+
+class _MultiDict(dict[str, list[str]]):
+    """Form fields with every value, as ``RequestValidator`` reads them (``getall``)."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def _form(request: ChannelRequest) -> _MultiDict:
+    fields = _MultiDict()
+    try:
+        pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise ChannelRejected(400, "the body is not a UTF-8 form (application/x-www-form-urlencoded)") from None
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _candidate_urls(request: ChannelRequest, base: str | None) -> list[str]:
+    """The URLs Twilio may have signed: the configured public one, the host's, and the proxy's headers'."""
+    parts = urlsplit(request.url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    urls = [base.rstrip("/") + tail] if base else []
+    urls.append(request.url)
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+    if host:
+        scheme = request.headers.get("x-forwarded-proto", parts.scheme).split(",")[0].strip()
+        urls.append(f"{scheme}://{host.split(',')[0].strip()}{tail}")
+    return list(dict.fromkeys(urls))
+
+
+def _one(fields: _MultiDict, name: str, *, required: bool = True, limit: int = 200) -> str:
+    values = fields.get(name) or [""]
+    value = values[-1]
+    if required and not value:
+        raise ChannelRejected(400, f"missing form field {name!r}")
+    if len(value) > limit:
+        raise ChannelRejected(400, f"form field {name!r} is longer than {limit} characters")
+    return value
+
+
+def _attachments(fields: _MultiDict) -> tuple[Attachment, ...]:
+    try:
+        count = int(_one(fields, "NumMedia", required=False) or 0)
+    except ValueError:
+        raise ChannelRejected(400, "NumMedia is not a number") from None
+    if not 0 <= count <= MAX_MEDIA:
+        raise ChannelRejected(400, f"NumMedia must be between 0 and {MAX_MEDIA}")
+    found = []
+    for index in range(count):
+        url = _one(fields, f"MediaUrl{index}", limit=2000)
+        kind = _one(fields, f"MediaContentType{index}", required=False) or None
+        found.append(Attachment(url=url, content_type=kind))
+    return tuple(found)
+
+
+def is_whatsapp(address: str) -> bool:
+    """Whether a Twilio address is a WhatsApp one (``whatsapp:+15551234567``)."""
+    return address.startswith(WHATSAPP)
+
+
+class TwilioChannel(ChannelAdapter):
+    """Verifies and parses Twilio's webhooks, answers them in TwiML, and sends through the REST API."""
+
+    name: ClassVar[str] = "twilio"
+    max_text_length: ClassVar[int | None] = SMS_LIMIT
+    delivery: ClassVar[str] = "push"
+
+    @staticmethod
+    def settings(config: Any) -> TwilioConfig:
+        """The bot's config as a :class:`TwilioConfig`."""
+        if isinstance(config, TwilioConfig):
+            return config
+        return msgspec.convert(config, TwilioConfig, strict=False)
+
+    def verify(self, request: ChannelRequest, config: Any) -> None:
+        """Check ``X-Twilio-Signature`` against the bot's auth token; 403 when it is missing or wrong."""
+        from twilio.request_validator import RequestValidator
+
+        signature = request.headers.get("x-twilio-signature")
+        if not signature:
+            raise ChannelRejected(403, "missing X-Twilio-Signature header")
+        settings = self.settings(config)
+        validator = RequestValidator(settings.auth_token)
+        query = parse_qs(urlsplit(request.url).query)
+        params: Any = request.body.decode("utf-8", "replace") if "bodySHA256" in query else _form(request)
+        for url in _candidate_urls(request, settings.public_base_url):
+            if validator.validate(url, params, signature):
+                return
+        raise ChannelRejected(
+            403,
+            "invalid X-Twilio-Signature: check the bot's auth_token, and that BOTLOOM_PUBLIC_URL (or the "
+            "twilio config's public_base_url) is the URL Twilio calls",
+        )
+
+    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
+        """An incoming SMS or WhatsApp message; nothing for a status callback or an empty message."""
+        if request.subpath == STATUS_PATH:
+            return []
+        if request.subpath:
+            raise ChannelRejected(404, f"no Twilio webhook {request.subpath!r}: use /channels/twilio/{{bot}}")
+        fields = _form(request)
+        settings = self.settings(config)
+        if _one(fields, "AccountSid") != settings.account_sid:
+            raise ChannelRejected(403, "AccountSid is not the bot's Twilio account")
+        sid = _one(fields, "MessageSid", required=False) or _one(fields, "SmsMessageSid")
+        sender, to = _one(fields, "From"), _one(fields, "To")
+        text = _one(fields, "Body", required=False, limit=MAX_INBOUND_TEXT).strip()
+        attachments = _attachments(fields)
+        if not text and not attachments:
+            return []
+        metadata = {"to": to}
+        profile = _one(fields, "ProfileName", required=False)
+        if profile:
+            metadata["profile_name"] = profile
+        return [
+            InboundMessage(
+                channel=self.name, text=text, sender=sender, idempotency_key=sid, attachments=attachments,
+                metadata=metadata,
+            )
+        ]
+
+    def response_window(self, request: ChannelRequest, config: Any) -> float:
+        """Seconds the host may wait for the turn to answer in this webhook's TwiML (``twiml`` mode)."""
+        settings = self.settings(config)
+        if request.subpath or settings.reply_mode != "twiml":
+            return 0.0
+        return settings.twiml_wait_seconds
+
+    def text_limit(self, message: OutboundMessage, config: Any) -> int:
+        """The longest body one message to this recipient may have: 4096 on WhatsApp, 1600 on SMS."""
+        return WHATSAPP_LIMIT if is_whatsapp(message.recipient) else SMS_LIMIT
+
+    def acknowledge(
+        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: Any
+    ) -> ChannelResponse:
+        """TwiML with the replies (one ``<Message>`` each), or empty TwiML; an empty 200 for status callbacks."""
+        if request.subpath == STATUS_PATH:
+            return ChannelResponse(status=200, body=b"", media_type="text/plain")
+        if not replies:
+            return ChannelResponse(status=200, body=EMPTY_TWIML, media_type=TWIML)
+        from twilio.twiml.messaging_response import MessagingResponse
+
+        response = MessagingResponse()
+        for reply in replies:
+            callback = _status_callback(reply)
+            message = response.message(reply.text, **({"action": callback, "method": "POST"} if callback else {}))
+            for attachment in reply.attachments:
+                if attachment.url:
+                    message.media(attachment.url)
+        return ChannelResponse(status=200, body=str(response).encode(), media_type=TWIML)
+
+    def delivery_report(self, request: ChannelRequest, config: Any) -> dict[str, Any] | None:
+        """A status callback as ``{"status", "provider_id", "ref", "error"}``; ``None`` for other requests."""
+        if request.subpath != STATUS_PATH:
+            return None
+        fields = _form(request)
+        status = _STATUSES.get(_one(fields, "MessageStatus", required=False) or _one(fields, "SmsStatus"))
+        if status is None:
+            return None
+        code = _one(fields, "ErrorCode", required=False)
+        detail = _one(fields, "ErrorMessage", required=False, limit=1000)
+        ref = parse_qs(urlsplit(request.url).query).get("ref", [None])[-1]
+        return {
+            "status": status,
+            "provider_id": _one(fields, "MessageSid", required=False) or _one(fields, "SmsSid"),
+            "ref": ref,
+            "error": f"twilio error {code}" + (f": {detail}" if detail else "") if code else None,
+        }
+
+    async def send(self, message: OutboundMessage, config: Any) -> str:
+        """Send one message through Twilio's Messages API; returns its ``MessageSid``.
+
+        Raises :class:`TwilioSendError`, ``retryable`` unless Twilio refused the
+        message itself (a 4xx other than 429: a bad number, an opted-out user).
+        """
+        from twilio.base.exceptions import TwilioRestException
+        from twilio.rest import Client
+
+        settings = self.settings(config)
+        sender = settings.from_number or str((message.metadata.get("reply_to") or {}).get("to") or "")
+        if not sender:
+            raise TwilioSendError("no sender number: set from_number in the bot's twilio config", retryable=False)
+        if is_whatsapp(message.recipient) and not is_whatsapp(sender):
+            sender = WHATSAPP + sender
+        arguments: dict[str, Any] = {"to": message.recipient, "from_": sender, "body": message.text}
+        media = [a.url for a in message.attachments if a.url]
+        if media:
+            arguments["media_url"] = media
+        callback = _status_callback(message)
+        if callback:
+            arguments["status_callback"] = callback
+        client = Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
+        try:
+            created = await client.messages.create_async(**arguments)
+        except TwilioRestException as exc:
+            retryable = exc.status == 429 or exc.status >= 500
+            raise TwilioSendError(f"Twilio answered {exc.status}: {exc.msg}", retryable=retryable) from None
+        return str(created.sid)
+
+
+def _status_callback(message: OutboundMessage) -> str | None:
+    """Where Twilio reports this message's status: the bot's status webhook, naming the part."""
+    base, ref = message.metadata.get("callback_url"), message.metadata.get("delivery_ref")
+    if not base or not ref:
+        return None
+    return f"{str(base).rstrip('/')}/{STATUS_PATH}?ref={ref}"
+
+
+def _http_client(api_base_url: str | None) -> Any:
+    """Twilio's async HTTP client, sending to ``api_base_url`` when one is configured.
+
+    A custom HTTP client is the twilio library's documented way to reach another
+    host. Each request opens and closes its own session, so nothing outlives the
+    event loop that sent it.
+    """
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+    class Client(AsyncTwilioHttpClient):
+        async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if api_base_url:
+                parts = urlsplit(url)
+                url = api_base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+            return await super().request(method, url, *args, **kwargs)
+
+    return Client(pool_connections=False, timeout=30, logger=_http_log)
+
+
+@hookimpl
+def register_channels() -> list[ChannelAdapter]:
+    """The Twilio channel (SMS and WhatsApp)."""
+    return [TwilioChannel()]
+
+
+@hookimpl
+def plugin_config_schema() -> type[msgspec.Struct]:
+    """The bot's Twilio account and reply mode."""
+    return TwilioConfig
