@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_url: str | None = None
     """Redis or Valkey URL for the cache, rate limits, locks and (optionally) checkpoints and queue."""
     checkpointer: Checkpointer = "postgres"
+    encrypt_checkpoints: bool = False
+    """Encrypt every checkpoint value at rest with ``secret_key`` (Fernet)."""
     checkpoint_ttl_minutes: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """With the Redis checkpointer: expire a thread's checkpoints after this many idle minutes."""
     data_dir: str = ".botloom"

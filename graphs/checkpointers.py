@@ -9,16 +9,34 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings
+from botloom.graphs.saver import RedactingSaver, encrypting_serializer
 
 logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def open_checkpointer(
+    settings: Settings, database_url: str, *, pool_size: int | None = None, cipher: Cipher | None = None
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open the configured checkpointer, wrapped for per-bot redaction; close it after.
+
+    ``BOTLOOM_CHECKPOINTER`` picks the saver; with ``BOTLOOM_ENCRYPT_CHECKPOINTS``
+    its serializer encrypts every value with ``cipher``.
+    """
+    async with _open_saver(settings, database_url, pool_size=pool_size) as saver:
+        if settings.encrypt_checkpoints:
+            if cipher is None:
+                raise ValueError("encrypted checkpoints need the deployment's cipher")
+            saver.serde = encrypting_serializer(cipher)
+        yield RedactingSaver(saver)
+
+
+@asynccontextmanager
+async def _open_saver(
     settings: Settings, database_url: str, *, pool_size: int | None = None
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """Open the checkpointer ``BOTLOOM_CHECKPOINTER`` names, create its tables or indexes, close it after."""
     kind = settings.checkpointer
     if kind == "memory":
         from langgraph.checkpoint.memory import InMemorySaver

@@ -41,6 +41,7 @@ from botloom.graphs.context import SearchFn, TurnContext
 from botloom.graphs.engines import Engine
 from botloom.graphs.locks import ConversationLocks
 from botloom.graphs.registry import GraphRegistry
+from botloom.graphs.saver import REDACT_FLAG
 from botloom.graphs.state import turn_input
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,14 @@ class TurnRunner:
         self.knowledge = knowledge
 
     # -- what a bot sees ---------------------------------------------------------
+
+    @staticmethod
+    def thread_config(bot: Bot, conversation_id: str) -> dict[str, Any]:
+        """The LangGraph config of a conversation's thread (with the bot's redaction flag)."""
+        configurable: dict[str, Any] = {"thread_id": thread_id(bot.tenant_id, bot.id, conversation_id)}
+        if bot.settings.redact_personal_data:
+            configurable[REDACT_FLAG] = True
+        return {"configurable": configurable}
 
     async def bot_view(self, bot: Bot) -> BotView:
         """The bot's enabled, installed plugins with their configs and definitions."""
@@ -364,7 +373,7 @@ class TurnRunner:
         With ``watched`` (a message id), the turn is cancelled, and ``None``
         returned, as soon as a newer message of the conversation arrives.
         """
-        config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
+        config = self.thread_config(bot, conversation.id)
         try:
             graph = self.graphs.get(bot.graph)
             ctx = await self.context(bot, conversation)
@@ -449,7 +458,7 @@ class TurnRunner:
             if conversation.status != "escalated":
                 raise ValueError(f"conversation {conversation_id} is not with a person")
             graph = self.graphs.get(bot.graph)
-            config = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
+            config = self.thread_config(bot, conversation.id)
             ctx = await self.context(bot, conversation)
             action = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
             state = await graph.ainvoke(Command(resume=action), config, context=ctx, durability="exit")

@@ -98,7 +98,7 @@ async def open_services(
             locks = RedisLocks(redis_client, expire=settings.turn_timeout * 2)
         else:
             locks = PostgresLocks(db)
-        async with open_checkpointer(settings, url) as checkpointer:
+        async with open_checkpointer(settings, url, cipher=cipher) as checkpointer:
             graphs = GraphRegistry(host, checkpointer)
             engine = make_engine(settings)
             if hasattr(engine, "aclose"):
