@@ -20,6 +20,7 @@ knows its public URL, so the stored message moves on to ``delivered`` or
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qs, parse_qsl, urlsplit
@@ -143,6 +144,11 @@ def _attachments(fields: _MultiDict) -> tuple[Attachment, ...]:
     return tuple(found)
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def is_whatsapp(address: str) -> bool:
     """Whether a Twilio address is a WhatsApp one (``whatsapp:+15551234567``)."""
     return address.startswith(WHATSAPP)
@@ -230,9 +236,10 @@ class TwilioChannel(ChannelAdapter):
             return ChannelResponse(status=200, body=EMPTY_TWIML, media_type=TWIML)
         from twilio.twiml.messaging_response import MessagingResponse
 
+        base = self.settings(config).public_base_url or _origin(request.url)
         response = MessagingResponse()
         for reply in replies:
-            callback = _status_callback(reply)
+            callback = _status_callback(reply, base)
             message = response.message(reply.text, **({"action": callback, "method": "POST"} if callback else {}))
             for attachment in reply.attachments:
                 if attachment.url:
@@ -276,7 +283,7 @@ class TwilioChannel(ChannelAdapter):
         media = [a.url for a in message.attachments if a.url]
         if media:
             arguments["media_url"] = media
-        callback = _status_callback(message)
+        callback = _status_callback(message, settings.public_base_url)
         if callback:
             arguments["status_callback"] = callback
         client = Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
@@ -288,12 +295,17 @@ class TwilioChannel(ChannelAdapter):
         return str(created.sid)
 
 
-def _status_callback(message: OutboundMessage) -> str | None:
-    """Where Twilio reports this message's status: the bot's status webhook, naming the part."""
-    base, ref = message.metadata.get("callback_url"), message.metadata.get("delivery_ref")
-    if not base or not ref:
+def _status_callback(message: OutboundMessage, base: str | None) -> str | None:
+    """Where Twilio reports this message's status: the bot's status webhook, naming the part.
+
+    ``base`` is the public URL Twilio reaches this server at; without one (and
+    without ``BOTLOOM_PUBLIC_URL``) no status is asked for.
+    """
+    base = base or message.metadata.get("public_url")
+    path, ref = message.metadata.get("webhook_path"), message.metadata.get("delivery_ref")
+    if not base or not path or not ref:
         return None
-    return f"{str(base).rstrip('/')}/{STATUS_PATH}?ref={ref}"
+    return f"{str(base).rstrip('/')}{path}/{STATUS_PATH}?ref={ref}"
 
 
 def _http_client(api_base_url: str | None) -> Any:
@@ -303,16 +315,25 @@ def _http_client(api_base_url: str | None) -> Any:
     host. Each request opens and closes its own session, so nothing outlives the
     event loop that sent it.
     """
+    client = _redirecting_client_class()(pool_connections=False, timeout=30, logger=_http_log)
+    client.base_url = api_base_url
+    return client
+
+
+@functools.cache
+def _redirecting_client_class() -> type:
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
-    class Client(AsyncTwilioHttpClient):
+    class RedirectingClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+        base_url: str | None = None
+
         async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            if api_base_url:
+            if self.base_url:
                 parts = urlsplit(url)
-                url = api_base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+                url = self.base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
             return await super().request(method, url, *args, **kwargs)
 
-    return Client(pool_connections=False, timeout=30, logger=_http_log)
+    return RedirectingClient
 
 
 @hookimpl

@@ -202,11 +202,42 @@ class GraphDefinition(msgspec.Struct, frozen=True, kw_only=True):
     build: Callable[[], Any]
     """Returns an uncompiled LangGraph ``StateGraph``; the host compiles it once per process
     with the configured checkpointer."""
+    state_version: int = 1
+    """The version of the graph's state shape; bump it, and register a :class:`StateMigration`
+    from the previous version, when the shape changes."""
 
     def __post_init__(self) -> None:
         check_name("graph", self.name)
         if not callable(self.build):
             raise DefinitionError(f"graph {self.name!r}: build is not callable")
+        if self.state_version < 1:
+            raise DefinitionError(f"graph {self.name!r}: state_version starts at 1")
+
+
+class StateMigration(msgspec.Struct, frozen=True, kw_only=True):
+    """Upgrades a graph's checkpointed state from one version to the next.
+
+    When a conversation's state is older than its graph's ``state_version``, the
+    host applies the migrations in order at the start of its next turn.
+    """
+
+    graph: str
+    from_version: int
+    migrate: Callable[[dict[str, Any]], dict[str, Any]]
+    """Takes the old state's values and returns the new ones (a new dict)."""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("graph", self.graph)
+        if self.from_version < 1:
+            raise DefinitionError("from_version starts at 1")
+        if not callable(self.migrate):
+            raise DefinitionError(f"migration of {self.graph!r} from {self.from_version}: migrate is not callable")
+
+    @property
+    def name(self) -> str:
+        """``{graph}-v{from_version}``: one migration per graph and version."""
+        return f"{self.graph}-v{self.from_version}"
 
 
 class ChannelRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -123,6 +123,8 @@ class Conversation(msgspec.Struct, frozen=True, kw_only=True):
     """The channel's key for this conversation (the sender's address, an e-mail thread root)."""
     user: str | None = None
     status: ConversationStatus = "open"
+    state_version: int = 0
+    """The version of its graph state in the checkpoints (0 until its first turn)."""
     created_at: datetime
     updated_at: datetime
 

@@ -28,7 +28,14 @@ from botloom.core.markers import hookspec
 if TYPE_CHECKING:
     import msgspec
 
-    from botloom.core.definitions import ChannelAdapter, GraphDefinition, Intent, Tool, TurnSummary
+    from botloom.core.definitions import (
+        ChannelAdapter,
+        GraphDefinition,
+        Intent,
+        StateMigration,
+        Tool,
+        TurnSummary,
+    )
     from botloom.core.domain import Bot
     from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
 
@@ -70,6 +77,17 @@ def register_graphs() -> list[GraphDefinition]:
     Called once at start-up. botloom's own ``turn`` graph is registered through
     this hook too. Each builder returns an uncompiled LangGraph ``StateGraph``
     that the host compiles once per process with the configured checkpointer.
+    """
+
+
+@hookspec
+def register_state_migrations() -> list[StateMigration]:
+    """Return migrations that upgrade a graph's checkpointed state from an older version.
+
+    Called once at start-up. A conversation checkpointed under an older
+    ``state_version`` of its graph is upgraded, one version at a time, when its
+    next turn starts. A migration that raises (or a missing step) is recorded and
+    the conversation starts afresh: it never fails turn after turn.
     """
 
 

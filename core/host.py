@@ -31,6 +31,7 @@ from botloom.core.definitions import (
     DefinitionError,
     GraphDefinition,
     Intent,
+    StateMigration,
     Tool,
     TurnSummary,
     check_name,
@@ -45,12 +46,13 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 ESSENTIAL_PLUGINS = frozenset({"turn"})
 """Built-ins that an allow-list cannot switch off: the default graph."""
 
-Kind = Literal["channel", "tool", "intent", "graph"]
+Kind = Literal["channel", "tool", "intent", "graph", "migration"]
 REGISTER_HOOKS: dict[str, tuple[Kind, type]] = {
     "register_channels": ("channel", ChannelAdapter),
     "register_tools": ("tool", Tool),
     "register_intents": ("intent", Intent),
     "register_graphs": ("graph", GraphDefinition),
+    "register_state_migrations": ("migration", StateMigration),
 }
 
 
@@ -77,6 +79,7 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     tools: list[str] = []
     intents: list[str] = []
     graphs: list[str] = []
+    migrations: list[str] = []
     configurable: bool = False
 
 
@@ -88,13 +91,19 @@ class Registry:
     tools: dict[str, Tool] = field(default_factory=dict)
     intents: dict[str, Intent] = field(default_factory=dict)
     graphs: dict[str, GraphDefinition] = field(default_factory=dict)
+    migrations: dict[str, StateMigration] = field(default_factory=dict)
     owners: dict[tuple[Kind, str], str] = field(default_factory=dict)
 
     def table(self, kind: Kind) -> dict[str, Any]:
         """The name → definition mapping of one kind."""
-        return {"channel": self.channels, "tool": self.tools, "intent": self.intents, "graph": self.graphs}[
-            kind
-        ]
+        tables: dict[str, dict[str, Any]] = {
+            "channel": self.channels,
+            "tool": self.tools,
+            "intent": self.intents,
+            "graph": self.graphs,
+            "migration": self.migrations,
+        }
+        return tables[kind]
 
     def owner(self, kind: Kind, name: str) -> str | None:
         """The plugin that registered ``name`` of ``kind``."""

@@ -1,13 +1,24 @@
-"""The built-in plugin that registers the ``turn`` graph, through the same hook as any plugin."""
+"""The built-in plugin that registers the ``turn`` graph and its state migrations, through the same hooks as any plugin."""
 
 from __future__ import annotations
 
-from botloom.core.definitions import GraphDefinition
+from botloom.core.definitions import GraphDefinition, StateMigration
 from botloom.core.markers import hookimpl
-from botloom.graphs.turn import TURN_GRAPH_DEFINITION
+from botloom.graphs.state import migrate_v1
+from botloom.graphs.turn import TURN_GRAPH, TURN_GRAPH_DEFINITION
 
 
 @hookimpl(trylast=True)
 def register_graphs() -> list[GraphDefinition]:
     """The default ``turn`` graph."""
     return [TURN_GRAPH_DEFINITION]
+
+
+@hookimpl
+def register_state_migrations() -> list[StateMigration]:
+    """Upgrades of the ``turn`` graph's state."""
+    return [
+        StateMigration(
+            graph=TURN_GRAPH, from_version=1, migrate=migrate_v1, description="user_text → user: {text}"
+        )
+    ]

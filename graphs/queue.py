@@ -159,7 +159,8 @@ class JobQueue:
         """
         from saq import CronJob
 
-        wrapped = {name: _with_heartbeat(name, function, self.options.heartbeat) for name, function in functions.items()}
+        beat = self.options.heartbeat
+        wrapped = {name: _with_heartbeat(name, function, beat) for name, function in functions.items()}
         crons = [CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout)
                  for name, schedule in (cron or {}).items()]
         return _worker_class(embedded)(
@@ -204,7 +205,7 @@ def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..
                 await asyncio.sleep(max(every / 3, 0.2))
                 try:
                     await job.update()
-                except Exception:  # noqa: BLE001 - a missed beat is retried; the job goes on
+                except Exception:  # a missed beat is retried; the job goes on
                     logger.warning("heartbeat of job %s failed", getattr(job, "key", "?"), exc_info=True)
 
         beating = asyncio.create_task(beat())

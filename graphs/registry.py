@@ -34,6 +34,11 @@ class GraphRegistry:
             self._compiled[name] = compiled
         return compiled
 
+    async def checkpointer_delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint of a thread (a conversation archived or started afresh)."""
+        if self.checkpointer is not None:
+            await self.checkpointer.adelete_thread(thread_id)
+
     def names(self) -> list[str]:
         """Names of every registered graph."""
         return sorted(self.host.registry.graphs)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from langgraph.types import Command
+from langgraph.channels.binop import BinaryOperatorAggregate
+from langgraph.types import Command, Overwrite
 
 from botloom.core.definitions import TurnSummary
 from botloom.core.domain import Bot, Conversation, StoredMessage, UsageEvent
@@ -52,6 +53,16 @@ TURN_NAMESPACE = uuid.UUID("6f0b7a52-4b8e-4a39-9a57-3c1f7f0e2b11")
 def thread_id(tenant_id: str, bot_id: str, conversation_id: str) -> str:
     """The LangGraph thread of a conversation."""
     return f"{tenant_id}:{bot_id}:{conversation_id}"
+
+
+def _replacing(graph: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """An update that replaces the graph's channels with ``values`` (bypassing reducers)."""
+    channels = graph.channels
+    return {
+        key: Overwrite(value) if isinstance(channels[key], BinaryOperatorAggregate) else value
+        for key, value in values.items()
+        if key in channels
+    }
 
 
 def turn_id_for(message_id: str) -> str:
@@ -383,6 +394,7 @@ class TurnRunner:
                 if snapshot.values.get("turn_id") == turn and not snapshot.next:
                     state = dict(snapshot.values)
             if state is None:
+                await self._upgrade_state(bot, conversation, graph, config, result)
                 run = graph.ainvoke(turn_input(turn, text), config, context=ctx, durability="exit")
                 if watched is None:
                     state = await asyncio.wait_for(run, self.settings.turn_timeout)
@@ -396,6 +408,39 @@ class TurnRunner:
             result.status = "failed"
             return [bot.settings.fallback_reply]
         return self._outcome(state, result)
+
+    async def _upgrade_state(
+        self, bot: Bot, conversation: Conversation, graph: Any, config: dict[str, Any], result: TurnResult
+    ) -> None:
+        """Bring the conversation's checkpointed state up to its graph's version (see ``docs/graphs.md``).
+
+        Registered migrations run one version at a time; the result overwrites the
+        state in a new checkpoint, so the history stays. A state that cannot be
+        migrated is recorded as an error and the conversation starts afresh.
+        """
+        definition = self.host.registry.graphs.get(bot.graph)
+        target = definition.state_version if definition is not None else 1
+        if conversation.state_version == target:
+            return
+        saved = await self.graphs.checkpointer.aget_tuple(config) if self.graphs.checkpointer else None
+        values = dict(saved.checkpoint["channel_values"]) if saved is not None else {}
+        version = int(values.get("schema_version") or conversation.state_version or 1) if values else target
+        if values and version != target:
+            try:
+                while version < target:
+                    migration = self.host.registry.migrations.get(f"{bot.graph}-v{version}")
+                    if migration is None:
+                        raise LookupError(f"no migration of graph {bot.graph!r} from state version {version}")
+                    values = migration.migrate(values)
+                    version += 1
+                if version != target:
+                    raise ValueError(f"state version {version} is newer than the graph's {target}")
+                await graph.aupdate_state(config, _replacing(graph, values), as_node="respond")
+            except Exception as exc:  # noqa: BLE001 - a broken state must not fail every turn
+                logger.exception("conversation %s: state migration failed; starting afresh", conversation.id)
+                result.errors.append(f"state migration failed, conversation restarted: {type(exc).__name__}: {exc}")
+                await self.graphs.checkpointer_delete_thread(config["configurable"]["thread_id"])
+        await self.store.conversations.set_state_version(bot.tenant_id, conversation.id, target)
 
     async def _interruptible(
         self, run: Any, tenant_id: str, conversation_id: str, watched: str, poll: float = 0.05

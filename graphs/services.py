@@ -20,8 +20,10 @@ from botloom.core.settings import Settings
 from botloom.core.storage.database import Database, database_url
 from botloom.core.storage.repositories import Store
 from botloom.graphs.checkpointers import open_checkpointer
+from botloom.graphs.delivery import Deliveries
 from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.locks import ConversationLocks, PostgresLocks, RedisLocks
+from botloom.graphs.queue import JobQueue
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.runner import TurnRunner
 
@@ -42,6 +44,10 @@ class Services:
     graphs: GraphRegistry
     engine: Engine
     runner: TurnRunner
+    queue: JobQueue
+    """The job queue of turns and deliveries (connects on first use)."""
+    deliveries: Deliveries
+    """Inbound messages onto the queue, and replies out through push channels."""
     redis: Any | None = None
 
 
@@ -107,9 +113,13 @@ async def open_services(
                 host=host, store=store, graphs=graphs, engine=engine, locks=locks, settings=settings,
                 knowledge=knowledge,
             )
+            queue = JobQueue.for_settings(settings, url)
+            closeables.append(queue.close)
+            deliveries = Deliveries(store=store, host=host, runner=runner, queue=queue, settings=settings)
             yield Services(
                 settings=settings, host=host, db=db, store=store, cipher=cipher, embedder=embedder,
-                knowledge=knowledge, graphs=graphs, engine=engine, runner=runner, redis=redis_client,
+                knowledge=knowledge, graphs=graphs, engine=engine, runner=runner, queue=queue,
+                deliveries=deliveries, redis=redis_client,
             )
     finally:
         for closeable in closeables:

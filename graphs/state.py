@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypedDict
 
-STATE_VERSION = 1
-"""Bumped when the shape of the state changes; see ``docs/graphs.md``."""
+STATE_VERSION = 2
+"""Bumped when the shape of the state changes, with a migration from the previous version
+(:func:`migrate_v1`); see ``docs/graphs.md``."""
 
 HISTORY_WINDOW = 20
 """How many recent messages the state keeps for context."""
@@ -119,6 +120,14 @@ class TurnInput(TypedDict, total=False):
     errors: list[str]
     escalation_reason: str | None
     trace: list[TraceStep] | None
+
+
+def migrate_v1(values: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept the user's text as a bare string, ``user_text``; version 2 keeps ``user: {"text"}``."""
+    upgraded = {k: v for k, v in values.items() if k != "user_text"}
+    upgraded["user"] = UserMessage(text=str(values.get("user_text") or ""))
+    upgraded["schema_version"] = 2
+    return upgraded
 
 
 def user_text(state: TurnState) -> str:

@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from botloom.core.definitions import GraphDefinition
 from botloom.graphs import nodes
 from botloom.graphs.context import TurnContext
-from botloom.graphs.state import TurnInput, TurnState
+from botloom.graphs.state import STATE_VERSION, TurnInput, TurnState
 
 TURN_GRAPH = "turn"
 
@@ -42,4 +42,5 @@ TURN_GRAPH_DEFINITION = GraphDefinition(
     name=TURN_GRAPH,
     description="retrieve → classify → act → respond, or escalate to a person",
     build=build_turn_graph,
+    state_version=STATE_VERSION,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 from litestar import Litestar, Router
@@ -62,15 +62,17 @@ def api_handlers() -> list[ControllerRouterHandler]:
     """The ``/api/v1`` controllers."""
     from botloom.server.api import API_HANDLERS
     from botloom.server.chat import CHAT_API_HANDLERS
+    from botloom.server.deliveries import DELIVERY_HANDLERS
 
-    return [*API_HANDLERS, *CHAT_API_HANDLERS]
+    return [*API_HANDLERS, *CHAT_API_HANDLERS, *DELIVERY_HANDLERS]
 
 
 def public_handlers() -> list[ControllerRouterHandler]:
     """Routes without API keys: health, metrics, chat page, channel webhooks."""
     from botloom.server.public import PUBLIC_HANDLERS
+    from botloom.server.webhooks import WEBHOOK_HANDLERS
 
-    return list(PUBLIC_HANDLERS)
+    return [*PUBLIC_HANDLERS, *WEBHOOK_HANDLERS]
 
 
 def create_app(
@@ -80,8 +82,13 @@ def create_app(
     extra_handlers: Sequence[ControllerRouterHandler] = (),
     demo: bool = False,
     debug: bool = False,
+    workers: bool = True,
 ) -> Litestar:
-    """Build the application; with ``services`` given, use them instead of opening new ones."""
+    """Build the application; with ``services`` given, use them instead of opening new ones.
+
+    When the app opens its own services it also runs job workers in process,
+    unless ``workers`` is false (``botloom worker`` processes run them instead).
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -95,7 +102,10 @@ def create_app(
                 logger.warning("BOTLOOM_ADMIN_TOKEN is not set: the operator routes (tenants) are closed")
             if demo:
                 await _start_demo(opened, settings)
-            yield
+            from botloom.server.worker import workers as job_workers
+
+            async with job_workers(opened) if workers else nullcontext():
+                yield
 
     api = Router(
         path="/api/v1",

@@ -192,12 +192,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from botloom.server.logs import configure_logging
 
     configure_logging(settings)
-    app = create_app(settings, demo=args.demo)
+    app = create_app(settings, demo=args.demo, workers=not args.no_workers)
     print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
     uvicorn.run(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
         proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run job workers (turns and deliveries) in this process until SIGTERM or Ctrl-C."""
+    import asyncio
+
+    from botloom.server.logs import configure_logging
+    from botloom.server.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings)
+
+    def ready(services: Any) -> None:
+        print(f"botloom worker running ({services.queue.backend} queue); stop with Ctrl-C or SIGTERM", flush=True)
+
+    asyncio.run(run_worker(settings, turns=args.turns, deliveries=args.deliveries, on_ready=ready))
     return EXIT_OK
 
 
@@ -223,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--forwarded-allow-ips", default="127.0.0.1", help="proxies whose X-Forwarded-* headers are trusted"
     )
+    serve.add_argument(
+        "--no-workers", action="store_true", help="run no job workers in this process (run 'botloom worker' instead)"
+    )
+    worker = add("worker", cmd_worker, "run job workers (turns, deliveries) until stopped")
+    worker.add_argument("--turns", type=int, metavar="N", help="turns to run at once (default 4)")
+    worker.add_argument("--deliveries", type=int, metavar="N", help="deliveries to run at once (default 4)")
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")
     chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")

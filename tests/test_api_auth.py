@@ -63,6 +63,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/conversations/{conversation_id:str}"): Call(),
     ("GET", "/api/v1/conversations/{conversation_id:str}/checkpoints"): Call(),
     ("POST", "/api/v1/bots/{bot:str}/messages"): Call(json={"text": "hello"}),
+    ("GET", "/api/v1/bots/{bot:str}/dead-letters"): Call(),
+    ("POST", "/api/v1/messages/{message_id:str}/retry"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants")}
@@ -113,7 +115,7 @@ async def world(client: httpx.AsyncClient) -> World:
     assert r.status_code == 201, r.text
     r = await client.post("/api/v1/bots/beta/helper/messages", json={"text": "hello"}, headers=bearer(key_b))
     assert r.status_code == 200, r.text
-    conversation = r.json()["conversation_id"]
+    conversation, reply = r.json()["conversation_id"], r.json()["replies"][0]["id"]
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
     assert r.status_code == 201, r.text
     refs = {
@@ -123,6 +125,7 @@ async def world(client: httpx.AsyncClient) -> World:
         "plugin": "smalltalk",
         "document": "faq.md",
         "conversation_id": conversation,
+        "message_id": reply,
     }
     return World(key_a=key_a, key_b=key_b, refs=refs)
 
@@ -163,6 +166,7 @@ def missing(refs: dict[str, str]) -> dict[str, str]:
         "plugin": refs["plugin"],
         "document": "nothing.md",
         "conversation_id": str(uuid.uuid4()),
+        "message_id": str(uuid.uuid4()),
     }
 
 

@@ -31,7 +31,7 @@ from tests.conftest import ADMIN_TOKEN
 pytestmark = pytest.mark.slow
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-EXAMPLES = 15
+EXAMPLES = 10
 """Generated cases per operation: enough to find crashes, few enough to stay well under a minute."""
 
 
@@ -55,7 +55,7 @@ async def demo_refs(settings: Settings, database_url: str) -> dict[str, str]:
 @pytest.fixture
 def api_schema(settings: Settings, database_url: str, demo_refs: dict[str, str]) -> Iterator[BaseSchema]:
     """The app's schema; the app opens its own services (in schemathesis' event loop) on the test database."""
-    app = create_app(msgspec.structs.replace(settings, database_url=database_url))
+    app = create_app(msgspec.structs.replace(settings, database_url=database_url), workers=False)
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
     try:
         yield schema.include(path_regex="^/api/v1/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import itertools
 import uuid
@@ -471,3 +472,27 @@ async def test_switching_embedder_reembeds(db: Database, bot: tuple[str, str]) -
     assert await vector_index.index_state(db, name) is True
     old_name = vector_index.index_name(uuid.UUID(bot_id), "local-hash-v1-384", 384)
     assert await vector_index.index_state(db, old_name) is None
+
+
+async def test_document_names_are_checked(kb: KnowledgeBase, db: Database, bot: tuple[str, str]) -> None:
+    tenant, bot_id = bot
+    for name in ["", "   ", "x" * 1001 + ".md", "bad\x00name.md"]:
+        with pytest.raises(IngestError, match="a document name needs 1 to 1000 printable characters"):
+            await kb.ingest(tenant, bot_id, name, RETURNS_MD)
+    assert await counts(db) == dict.fromkeys(TABLES, 0)
+
+
+async def test_concurrent_ingestion(kb: KnowledgeBase, db: Database, bot: tuple[str, str]) -> None:
+    tenant, bot_id = bot
+    docs = [(DATA / "docs" / name).read_bytes() for name in ("returns.md", "shipping.md", "faq.csv", "rentals.md")]
+    names = ["returns.md", "shipping.md", "faq.csv", "rentals.md"]
+    await asyncio.gather(*(kb.ingest(tenant, bot_id, n, d) for n, d in zip(names, docs, strict=True)))
+    # Two versions of one document at once: one wins whole, the other replaces it whole.
+    versions = [RETURNS_MD, RETURNS_MD.replace("60 days", "90 days")]
+    results = await asyncio.gather(*(kb.ingest(tenant, bot_id, "policy.md", v) for v in versions))
+    assert sorted(r.status for r in results) == ["created", "updated"]
+    (doc,) = [d for d in await kb.list_documents(tenant, bot_id) if d.name == "policy.md"]
+    chunks = await chunks_of(db, doc.id)
+    assert [c["position"] for c in chunks] == [0, 1, 2]
+    assert len({"90 days" in c["text"] for c in chunks if "days of delivery" in c["text"]}) == 1
+    assert await term_df(db, bot_id) == await true_df(db, bot_id)

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -36,7 +37,7 @@ from botloom.core.storage.migrations import (
     apply_migrations,
     pending_migrations,
 )
-from botloom.core.storage.repositories import Repository, Store, hash_api_key
+from botloom.core.storage.repositories import DeliveryRepository, Repository, Store, hash_api_key
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
 CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
@@ -184,6 +185,11 @@ class TenantWorld:
     conversation: Conversation
     inbound: StoredMessage
     outbound: StoredMessage
+    """A reply still ``pending`` (due for delivery), of the turn that answers ``inbound``."""
+    sending: StoredMessage
+    """A reply being sent, with part 0 handed to the provider as ``provider_id``."""
+    dead_letter: StoredMessage
+    provider_id: str
     turn_id: str
     usage: UsageEvent
 
@@ -199,9 +205,14 @@ class TenantWorld:
             self.conversation.id,
             self.inbound.id,
             self.outbound.id,
+            self.sending.id,
+            self.dead_letter.id,
+            self.provider_id,
             self.turn_id,
             f"{slug} says hi",
             f"{slug} replies",
+            f"{slug} replies at length",
+            f"{slug} cannot reach you",
             f"{slug} shop",
             f"{slug}-token",
         }
@@ -212,7 +223,20 @@ INBOUND_KEY = "SM0001"
 OUTBOUND_KEY = "reply-1"
 
 
-async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
+class Repositories(Store):
+    """Every repository, the ones ``Store`` holds and the others."""
+
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        super().__init__(db, cipher)
+        self.delivery = DeliveryRepository(db)
+
+
+@pytest.fixture
+def repos(db: Database, cipher: Cipher) -> Repositories:
+    return Repositories(db, cipher)
+
+
+async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorld:
     tenant = await store.tenants.create(slug, f"{slug} inc")
     api_key, key = await store.api_keys.create(tenant.id)
     bot = await store.bots.create(tenant.id, "support", f"{slug} support")
@@ -229,9 +253,19 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     message = InboundMessage(channel="sms", text=f"{slug} says hi", sender=SENDER, idempotency_key=INBOUND_KEY)
     inbound, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, message)
     turn_id = str(uuid.uuid4())
-    outbound, _ = await store.messages.add_outbound(
-        tenant.id, conversation.id, channel="sms", text=f"{slug} replies", turn_id=turn_id, idempotency_key=OUTBOUND_KEY
-    )
+    await store.messages.set_status(tenant.id, inbound.id, "received", turn_id=turn_id)
+
+    async def reply(text: str, key: str, status: str) -> StoredMessage:
+        stored, _ = await store.messages.add_outbound(
+            tenant.id, conversation.id, channel="sms", text=text, turn_id=turn_id, idempotency_key=key, status=status
+        )
+        return stored
+
+    outbound = await reply(f"{slug} replies", OUTBOUND_KEY, "pending")
+    sending = await reply(f"{slug} replies at length", "reply-2", "sending")
+    provider_id = f"{slug}-SM-part0"
+    await store.delivery.add_part(tenant.id, sending.id, 0, channel="sms", provider_id=provider_id)
+    dead_letter = await reply(f"{slug} cannot reach you", "reply-3", "failed")
     usage = UsageEvent(
         tenant_id=tenant.id,
         bot_id=bot.id,
@@ -242,13 +276,16 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
         completion_tokens=tokens // 2,
     )
     await store.usage.record(usage)
-    return TenantWorld(tenant, api_key, key, bot, only_bot, conversation, inbound, outbound, turn_id, usage)
+    return TenantWorld(
+        tenant, api_key, key, bot, only_bot, conversation, inbound, outbound, sending, dead_letter, provider_id,
+        turn_id, usage,
+    )  # fmt: skip
 
 
 @pytest.fixture
-async def tenants(store: Store) -> tuple[TenantWorld, TenantWorld]:
-    """Tenants A (``alpha``) and B (``beta``), each with a bot, settings, messages, keys and usage."""
-    return await build_world(store, "alpha", 10), await build_world(store, "beta", 1000)
+async def tenants(repos: Repositories) -> tuple[TenantWorld, TenantWorld]:
+    """Tenants A (``alpha``) and B (``beta``), each with a row in every table."""
+    return await build_world(repos, "alpha", 10), await build_world(repos, "beta", 1000)
 
 
 async def footprint(db: Database, markers: set[str]) -> dict[str, list[str]]:
@@ -267,15 +304,15 @@ def as_text(value: Any) -> str:
 
 
 def is_nothing(value: Any) -> bool:
-    """None, False, an empty list, or all-zero totals."""
+    """None, False, zero, an empty collection, or all-zero totals."""
     if isinstance(value, dict):
         return all(v == 0 for v in value.values())
-    return value is None or value is False or value == []
+    return not value
 
 
 # --------------------------------------------------------------------------- tenant scoping
 
-Call = Callable[[Store, TenantWorld, TenantWorld], Awaitable[Any]]
+Call = Callable[[Repositories, TenantWorld, TenantWorld], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -302,7 +339,7 @@ FOREIGN_INBOUND = InboundMessage(channel="sms", text="injected", sender=SENDER, 
 """What tenant A tries to add to tenant B's conversation (with B's idempotency key)."""
 
 
-async def received_after_foreign(store: Store, a: TenantWorld, b: TenantWorld) -> bool:
+async def received_after_foreign(store: Repositories, a: TenantWorld, b: TenantWorld) -> bool:
     """Whether A's conversation has a waiting message newer than B's message (B's time must not count)."""
     later = InboundMessage(channel="sms", text="later", sender=SENDER)
     await store.messages.add_inbound(a.tenant.id, a.bot.id, a.conversation.id, later)
@@ -353,6 +390,12 @@ PROBES: list[Probe] = [
         "B's bot",
     ),
     Probe("conversations", "list_all", lambda s, a, b: s.conversations.list_all(a.tenant.id), "own", "all"),
+    Probe(
+        "conversations",
+        "set_state_version",
+        lambda s, a, b: s.conversations.set_state_version(a.tenant.id, b.conversation.id, 99),
+        "nothing",
+    ),
     Probe(
         "conversations",
         "set_status",
@@ -426,53 +469,114 @@ PROBES: list[Probe] = [
         "all",
         expected=lambda a: {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5},
     ),
+    Probe("delivery", "next_due", lambda s, a, b: s.delivery.next_due(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("delivery", "parts_sent", lambda s, a, b: s.delivery.parts_sent(b.sending.id), "nothing", "takes no tenant"),
+    Probe(
+        "delivery",
+        "add_part",
+        lambda s, a, b: s.delivery.add_part(a.tenant.id, b.sending.id, 1, channel="sms", provider_id="forged"),
+        "nothing",
+    ),
+    Probe("delivery", "finish", lambda s, a, b: s.delivery.finish(a.tenant.id, b.sending.id), "nothing"),
+    Probe(
+        "delivery", "fail", lambda s, a, b: s.delivery.fail(a.tenant.id, b.sending.id, "x", retry_at=None), "nothing"
+    ),
+    Probe(
+        "delivery",
+        "claim_for_response",
+        lambda s, a, b: s.delivery.claim_for_response(a.tenant.id, [b.inbound.id]),
+        "nothing",
+    ),
+    Probe(
+        "delivery",
+        "apply_report",
+        lambda s, a, b: s.delivery.apply_report(
+            a.tenant.id, b.bot.id, "sms", status="delivered", provider_id=b.provider_id
+        ),
+        "nothing",
+        "by provider id",
+    ),
+    Probe(
+        "delivery",
+        "apply_report",
+        lambda s, a, b: s.delivery.apply_report(
+            a.tenant.id, b.bot.id, "sms", status="delivered", provider_id=None, ref=(b.sending.id, 0)
+        ),
+        "nothing",
+        "by reference",
+    ),
+    Probe("delivery", "dead_letters", lambda s, a, b: s.delivery.dead_letters(a.tenant.id, b.bot.id), "nothing"),
+    Probe("delivery", "requeue", lambda s, a, b: s.delivery.requeue(a.tenant.id, b.dead_letter.id), "nothing"),
+    Probe("delivery", "state", lambda s, a, b: s.delivery.state(a.tenant.id, b.outbound.id), "nothing"),
+    Probe(
+        "delivery",
+        "latest_inbound",
+        lambda s, a, b: s.delivery.latest_inbound(a.tenant.id, b.conversation.id, datetime.now(UTC)),
+        "nothing",
+    ),
 ]
 
+OPERATOR_LEVEL = "operator-level: the tenants table itself"
 NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
-    ("tenants", "create"): "operator-level: the tenants table itself",
-    ("tenants", "get"): "operator-level: the tenants table itself",
-    ("tenants", "get_by_slug"): "operator-level: the tenants table itself",
-    ("tenants", "list_all"): "operator-level: the tenants table itself",
-    ("tenants", "delete"): "operator-level: the tenants table itself",
-    ("api_keys", "authenticate"): "the key names its own tenant (test_api_keys_*)",
-    ("bots", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
+    ("TenantRepository", "create"): OPERATOR_LEVEL,
+    ("TenantRepository", "get"): OPERATOR_LEVEL,
+    ("TenantRepository", "get_by_slug"): OPERATOR_LEVEL,
+    ("TenantRepository", "list_all"): OPERATOR_LEVEL,
+    ("TenantRepository", "delete"): OPERATOR_LEVEL,
+    ("ApiKeyRepository", "authenticate"): "the key names its own tenant (test_api_keys_*)",
+    ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
+    ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
+    ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
 }
+"""``(repository class, method)`` that take no tenant on purpose, with the reason."""
+
+
+def repository_classes() -> set[type[Repository]]:
+    """Every repository class of the storage module, whether or not ``Store`` holds it."""
+    return {cls for cls in vars(repositories).values() if isinstance(cls, type) and issubclass(cls, Repository)} - {
+        Repository
+    }
 
 
 def public_repository_methods() -> set[tuple[str, str]]:
-    """``(store attribute, method)`` of every public async method of every repository."""
-    store = Store(cast(Database, None), cast(Cipher, None))
-    repos = {name: repo for name, repo in vars(store).items() if isinstance(repo, Repository)}
-    defined = {cls for cls in vars(repositories).values() if isinstance(cls, type) and issubclass(cls, Repository)} - {
-        Repository
-    }
-    assert {type(repo) for repo in repos.values()} == defined, "a repository is not reachable through Store"
+    """``(repository class, method)`` of every public async method of every repository."""
     return {
-        (name, method)
-        for name, repo in repos.items()
-        for method, func in inspect.getmembers(type(repo), inspect.iscoroutinefunction)
+        (cls.__name__, method)
+        for cls in repository_classes()
+        for method, _ in inspect.getmembers(cls, inspect.iscoroutinefunction)
         if not method.startswith("_")
     }
 
 
+def probed_methods() -> set[tuple[str, str]]:
+    """``(repository class, method)`` that a probe of ``PROBES`` calls."""
+    store = Repositories(cast(Database, None), cast(Cipher, None))
+    return {(type(getattr(store, probe.repo)).__name__, probe.method) for probe in PROBES}
+
+
 def test_every_repository_method_has_a_tenant_scoping_probe() -> None:
-    covered = {(p.repo, p.method) for p in PROBES} | set(NOT_TENANT_SCOPED)
+    covered = probed_methods() | set(NOT_TENANT_SCOPED)
     methods = public_repository_methods()
-    assert methods - covered == set(), "new repository methods need a probe in PROBES"
-    assert covered - methods == set(), "PROBES names methods that no longer exist"
+    assert sorted(methods - covered) == [], "these repository methods need a probe in PROBES"
+    assert sorted(covered - methods) == [], "PROBES names methods that no longer exist"
+
+
+async def attempt(probe: Probe, repos: Repositories, caller: TenantWorld, owner: TenantWorld) -> Any:
+    """Run a probe as ``caller`` on ``owner``'s objects; a refusal (not found, foreign key) is ``None``."""
+    try:
+        return await probe.call(repos, caller, owner)
+    except (LookupError, psycopg.IntegrityError):
+        return None
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.id)
 async def test_tenant_a_cannot_reach_tenant_b(
-    store: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
+    repos: Repositories, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
 ) -> None:
     a, b = tenants
     before = await footprint(db, b.markers)
-    assert all(before[t] for t in CORE_TABLES), "tenant B should have a row in every table"
-    try:
-        result = await probe.call(store, a, b)
-    except (LookupError, psycopg.IntegrityError):  # refused: fine unless it was A's own data
-        result = None
+    assert all(before[t] for t in (*CORE_TABLES, "message_parts")), "tenant B should have a row in every table"
+    result = await attempt(probe, repos, a, b)
     leaked = sorted(m for m in b.markers if m in as_text(result))
     assert leaked == [], f"{probe.id} returned tenant B's data"
     if probe.expect == "nothing":
@@ -482,6 +586,20 @@ async def test_tenant_a_cannot_reach_tenant_b(
         if probe.expected is not None:
             assert result == probe.expected(a)
     assert await footprint(db, b.markers) == before, f"{probe.id} changed or added rows about tenant B"
+
+
+@pytest.mark.parametrize("probe", [p for p in PROBES if p.expect == "nothing"], ids=lambda p: p.id)
+async def test_each_probe_reaches_the_data_of_its_own_tenant(
+    repos: Repositories, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
+) -> None:
+    """The control of the test above: as tenant B, the same call finds or changes B's rows.
+
+    So each probe aims at rows that exist and qualify, and its "nothing" means scoping.
+    """
+    _, b = tenants
+    before = await footprint(db, b.markers)
+    result = await attempt(probe, repos, b, b)
+    assert not is_nothing(result) or await footprint(db, b.markers) != before
 
 
 MALFORMED = "not-a-uuid"

@@ -60,6 +60,7 @@ TEXT_RANK_WEIGHTS = "{0.1, 0.2, 1.0, 1.0}"
 INDEX_THRESHOLD = 5000
 """A bot gets an HNSW index for an embedder once it has this many chunks of it."""
 MAX_QUERY_CHARS = 2000
+MAX_NAME_CHARS = 1000
 
 
 class UnknownBot(LookupError):
@@ -131,6 +132,8 @@ class KnowledgeBase:
 
         Raises :class:`IngestError` for bad input.
         """
+        if not name or len(name) > MAX_NAME_CHARS or any(ord(ch) < 32 for ch in name):
+            raise IngestError(f"{name[:100]!r}: a document name needs 1 to {MAX_NAME_CHARS} printable characters")
         kind = detect_content_type(name, content_type)
         text = decode(name, content, max_bytes=self.max_bytes)
         doc = parse_text(name, text, kind)
@@ -156,8 +159,6 @@ class KnowledgeBase:
         :class:`UnknownBot` when the tenant has no such bot.
         """
         name = name.strip()
-        if not name:
-            raise IngestError("a document needs a name")
         tenant, bot = await self._bot(tenant_id, bot_id)
         if len(content) > 256 * 1024:
             kind, digest, chunks = await asyncio.to_thread(self.prepare, name, content, content_type)
@@ -549,7 +550,7 @@ class KnowledgeBase:
         """The unfused candidates of a hybrid search and their rows (for :meth:`search` and measurements)."""
         tenant, bot = _uuid(tenant_id), _uuid(bot_id)
         query = " ".join(query.split())[:MAX_QUERY_CHARS]
-        if tenant is None or bot is None or not query:
+        if tenant is None or bot is None or not query or limit < 1:
             return [], {}
         vector = await self.embedder.embed([query])
         array = np.asarray(vector[0], dtype=np.float32)

@@ -53,8 +53,12 @@ def as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
+COLUMN_FIELDS = {"user_ref": "user"}
+"""Columns whose Struct field has another name (``user`` is a reserved word in SQL)."""
+
+
 def _struct(cls: type[S], row: Mapping[str, Any]) -> S:
-    data = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in row.items()}
+    data = {COLUMN_FIELDS.get(k, k): (str(v) if isinstance(v, uuid.UUID) else v) for k, v in row.items()}
     return msgspec.convert(data, cls, strict=False, from_attributes=False)
 
 
@@ -355,6 +359,14 @@ class ConversationRepository(Repository):
         )
         return [_struct(Conversation, r) for r in rows]
 
+    async def set_state_version(self, tenant_id: str, conversation_id: str, version: int) -> bool:
+        """Record the version of the conversation's checkpointed state."""
+        row = await self._one(
+            "UPDATE conversations SET state_version = %s WHERE tenant_id = %s AND id = %s RETURNING id",
+            (version, as_uuid(tenant_id), as_uuid(conversation_id)),
+        )
+        return row is not None
+
     async def set_status(self, tenant_id: str, conversation_id: str, status: ConversationStatus) -> bool:
         """Mark a conversation open, escalated or closed."""
         row = await self._one(
@@ -611,7 +623,7 @@ class OutboundState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DELIVERY_FIELDS = ("attempts", "error", "next_attempt_at", "updated_at")
-_RANK = "CASE {0} WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 ELSE 3 END"
+_RANKS = ["sent", "delivered", "undelivered", "failed"]
 """Order of a part's statuses: a status report never moves a part back (``sent`` after ``delivered``)."""
 _SETTLE = (
     "UPDATE messages m SET status = s.status, error = coalesce(s.error, m.error), updated_at = now() FROM ("
@@ -721,9 +733,8 @@ class DeliveryRepository(Repository):
         params = {
             "tenant": as_uuid(tenant_id), "bot": as_uuid(bot_id), "channel": channel, "status": status,
             "provider": provider_id, "error": error, "id": as_uuid(ref[0]) if ref else None,
-            "part": ref[1] if ref else None,
+            "part": ref[1] if ref else None, "ranks": _RANKS,
         }
-        newer = f"{_RANK.format('EXCLUDED.status')} > {_RANK.format('message_parts.status')}"
         if ref is not None:
             sql = (
                 "INSERT INTO message_parts (message_id, part, tenant_id, channel, via, provider_id, status, error) "
@@ -732,13 +743,15 @@ class DeliveryRepository(Repository):
                 "AND m.tenant_id = %(tenant)s AND m.bot_id = %(bot)s AND m.channel = %(channel)s "
                 "AND m.direction = 'outbound' ON CONFLICT (message_id, part) DO UPDATE SET status = EXCLUDED.status, "
                 "error = EXCLUDED.error, provider_id = coalesce(message_parts.provider_id, EXCLUDED.provider_id), "
-                f"updated_at = now() WHERE {newer} RETURNING message_id"
+                "updated_at = now() WHERE array_position(%(ranks)s, EXCLUDED.status) "
+                "> array_position(%(ranks)s, message_parts.status) RETURNING message_id"
             )
         else:
             sql = (
                 "UPDATE message_parts SET status = %(status)s, error = %(error)s, updated_at = now() "
                 "WHERE tenant_id = %(tenant)s AND channel = %(channel)s AND provider_id = %(provider)s "
-                f"AND {_RANK.format('%(status)s')} > {_RANK.format('status')} RETURNING message_id"
+                "AND array_position(%(ranks)s, %(status)s::text) > array_position(%(ranks)s, status) "
+                "RETURNING message_id"
             )
         row = await self._one(sql, params)
         if row is None:

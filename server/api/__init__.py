@@ -1,4 +1,4 @@
-"""The ``/api/v1`` JSON API: tenants, keys, bots, plugins, knowledge, conversations and REST chat.
+"""The ``/api/v1`` JSON API: tenants, keys, bots, plugins, knowledge and conversations.
 
 ``create_app`` mounts :data:`API_HANDLERS` on a router that provides the
 authenticated ``principal`` to every handler; each handler asks for it, so no
@@ -15,7 +15,6 @@ from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
 from botloom.server.api.plugins import PluginController
 from botloom.server.api.tenants import TenantController
-from botloom.server.chat import CHAT_API_HANDLERS
 
 API_HANDLERS: list[ControllerRouterHandler] = [
     TenantController,
@@ -26,7 +25,6 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     KnowledgeController,
     BotConversationController,
     ConversationController,
-    *CHAT_API_HANDLERS,
 ]
 
 __all__ = ["API_HANDLERS"]

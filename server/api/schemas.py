@@ -44,7 +44,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 # -- tenants and keys -------------------------------------------------------------------
 
 
-class TenantCreate(Request):
+class TenantCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new tenant."""
 
     slug: Slug
@@ -66,7 +66,7 @@ class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
         return cls(id=tenant.id, slug=tenant.slug, name=tenant.name, created_at=tenant.created_at)
 
 
-class KeyCreate(Request):
+class KeyCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new API key of a tenant."""
 
     name: Name = "default"
@@ -123,7 +123,7 @@ class TenantCreated(msgspec.Struct, frozen=True, kw_only=True):
 # -- bots -------------------------------------------------------------------------------
 
 
-class ModelSettingsPatch(Request):
+class ModelSettingsPatch(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Changes to a bot's model settings; fields left out keep their value."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | UnsetType | None = UNSET
@@ -133,7 +133,7 @@ class ModelSettingsPatch(Request):
     max_tool_steps: Annotated[int, msgspec.Meta(ge=0, le=10)] | UnsetType = UNSET
 
 
-class BotSettingsPatch(Request):
+class BotSettingsPatch(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Changes to a bot's settings (see ``BotSettings``); fields left out keep their value."""
 
     persona: LongText | UnsetType = UNSET
@@ -157,7 +157,7 @@ class BotSettingsPatch(Request):
     redact_personal_data: bool | UnsetType = UNSET
 
 
-class BotCreate(Request):
+class BotCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new bot of a tenant."""
 
     slug: Slug
@@ -167,7 +167,7 @@ class BotCreate(Request):
     """Settings that differ from the defaults."""
 
 
-class BotPatch(BotSettingsPatch):
+class BotPatch(BotSettingsPatch, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Changes to a bot: its name, and any setting, either at the top level or under ``settings``."""
 
     name: Name | UnsetType = UNSET
@@ -204,7 +204,7 @@ class BotOut(msgspec.Struct, frozen=True, kw_only=True):
 # -- plugins ----------------------------------------------------------------------------
 
 
-class PluginPut(Request):
+class PluginPut(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Whether a bot uses a plugin, and its config.
 
     Secret fields are write-only: leave one out, or send ``"********"``, to
@@ -242,7 +242,7 @@ DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern
 ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
-class DocumentIn(Request):
+class DocumentIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A knowledge document sent as JSON; a document of the same name is replaced."""
 
     name: DocumentName

@@ -1,0 +1,138 @@
+"""Channel webhooks: ``POST /channels/{channel}/{bot}`` and ``POST /channels/{channel}/{bot}/{subpath}``.
+
+One pair of routes serves every push channel (Twilio, e-mail, a third party's),
+whatever its wire format: the channel verifies the request and parses it; the
+messages are stored and their turns queued before the provider gets its answer;
+a status callback updates the stored reply it reports on. REST and web chat
+(``delivery = "response"``) have their own routes and are not served here.
+
+Every bad request gets a 4xx saying why, and nothing is stored: an unknown bot
+or channel (404), a channel the bot has not enabled (403), a missing or forged
+signature (403), a body that is too large (413), not the channel's format or
+not in its encoding (400, 415).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request, Response, post
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.params import FromPath
+
+from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
+from botloom.core.domain import Bot
+from botloom.core.settings import Settings
+from botloom.graphs.delivery import channel_setting, delivery_report, response_window
+from botloom.graphs.services import Services
+from botloom.server.auth import public_bot
+from botloom.server.deps import ServicesDep
+from botloom.server.paths import bot_ref
+
+logger = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
+
+
+async def webhook_channel(services: Services, bot: Bot, name: str) -> tuple[ChannelAdapter, dict[str, Any]]:
+    """The push channel ``name`` with the bot's config; 404 for no such channel, 403 when the bot has not enabled it."""
+    adapter = services.host.registry.channels.get(name)
+    if adapter is None or adapter.delivery != "push":
+        raise NotFoundException(f"no channel {name!r} takes webhooks")
+    found = await channel_setting(services.store, services.host, bot, name)
+    if found is None:
+        raise PermissionDeniedException(f"the {name} channel is not enabled for this bot")
+    return found
+
+
+async def channel_request(
+    request: Request[Any, Any, Any], settings: Settings, channel: str, bot: str, subpath: str
+) -> ChannelRequest:
+    """The request as channels see it, at the URL the provider called (``BOTLOOM_PUBLIC_URL`` when set).
+
+    The path is rebuilt with the bot named as the provider named it
+    (``acme/support``), not as the router saw it; a form body is parsed (400 when
+    it is not valid in its charset, 415 for a charset Python does not know).
+    """
+    body = await request.body()
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    media_type, options = request.content_type
+    form: dict[str, str] = {}
+    if media_type == FORM:
+        charset = options.get("charset", "utf-8")
+        try:
+            form = dict(parse_qsl(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict"))
+        except LookupError:
+            raise HTTPException(status_code=415, detail=f"unsupported charset {charset!r}") from None
+        except (UnicodeDecodeError, ValueError):
+            raise HTTPException(status_code=400, detail=f"the form body is not valid {charset}") from None
+    path = f"/channels/{channel}/{bot_ref(bot)}" + (f"/{subpath}" if subpath else "")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    if settings.public_url:
+        base = settings.public_url.rstrip("/")
+    else:
+        base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
+    url = base + path + (f"?{query}" if query else "")
+    return ChannelRequest(method=request.method, url=url, headers=headers, body=body, form=form, subpath=subpath)
+
+
+async def handle_webhook(
+    request: Request[Any, Any, Any], services: Services, channel: str, bot: str, subpath: str
+) -> Response[bytes]:
+    """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
+    found = await public_bot(services, bot)
+    adapter, config = await webhook_channel(services, found, channel)
+    incoming = await channel_request(request, services.settings, channel, bot, subpath)
+    try:
+        adapter.verify(incoming, config)
+        messages = adapter.parse(incoming, config)
+        report = delivery_report(adapter, incoming, config)
+        wait = response_window(adapter, incoming, config)
+    except ChannelRejected as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+    except Exception as exc:  # a channel's bug on a strange request is still the request's 4xx
+        logger.exception("the %s channel failed on a request", channel)
+        raise HTTPException(status_code=400, detail=f"the {channel} channel could not read this request") from exc
+    if report is not None and not await services.deliveries.record(found, adapter.name, report):
+        logger.info("a %s status report named no message of bot %s", channel, found.id)
+    deliveries = services.deliveries
+    stored = [(await deliveries.accept(found, message, hold=wait))[0] for message in messages]
+    replies = await deliveries.answer_in_response(found, adapter, config, stored, wait) if wait else []
+    answer = adapter.acknowledge(incoming, replies or None, config)
+    return Response(content=answer.body, status_code=answer.status, media_type=answer.media_type)
+
+
+@post(
+    "/channels/{channel:str}/{bot:str}",
+    summary="A channel provider's webhook (Twilio SMS and WhatsApp, e-mail, ...)",
+    tags=["channels"],
+    raises=ERRORS,
+)
+async def channel_webhook(
+    request: Request[Any, Any, Any], channel: FromPath[str], bot: FromPath[str], services: ServicesDep
+) -> Response[bytes]:
+    """An inbound message for ``bot`` (an id or ``tenant-slug/bot-slug``) through ``channel``."""
+    return await handle_webhook(request, services, channel, bot, "")
+
+
+@post(
+    "/channels/{channel:str}/{bot:str}/{subpath:str}",
+    summary="A channel provider's webhook with a sub-path (a status callback, e-mail's inbound)",
+    tags=["channels"],
+    raises=ERRORS,
+)
+async def channel_webhook_path(
+    request: Request[Any, Any, Any],
+    channel: FromPath[str],
+    bot: FromPath[str],
+    subpath: FromPath[str],
+    services: ServicesDep,
+) -> Response[bytes]:
+    """A channel's other webhooks, such as Twilio's ``status`` callbacks."""
+    return await handle_webhook(request, services, channel, bot, subpath)
+
+
+WEBHOOK_HANDLERS = [channel_webhook, channel_webhook_path]

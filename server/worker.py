@@ -1,0 +1,62 @@
+"""Job workers: in the server process (``botloom serve``, the embedded default) or alone (``botloom worker``).
+
+Either way a process runs one worker per queue (turns, deliveries) with the
+job functions of :class:`~botloom.graphs.delivery.Deliveries`; any number of
+processes may run side by side. A stopping worker lets running jobs finish for
+a few seconds, then cancels them: they run again, elsewhere or after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from botloom.core.settings import Settings
+from botloom.graphs.delivery import RECOVER_CRON
+from botloom.graphs.services import Services, open_services
+
+
+@asynccontextmanager
+async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator[list[Any]]:
+    """Run this process's workers while the block runs (``embedded``: the caller owns the signal handlers)."""
+    async with services.queue.running(
+        services.deliveries.jobs(), cron={"recover": RECOVER_CRON}, embedded=embedded
+    ) as running:
+        yield running
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    turns: int | None = None,
+    deliveries: int | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Services], None] | None = None,
+    **open_kwargs: Any,
+) -> None:
+    """Run workers until SIGINT or SIGTERM (or ``stop`` is set), then stop them gracefully.
+
+    ``turns`` and ``deliveries`` override how many jobs of each queue run at once;
+    ``open_kwargs`` go to :func:`~botloom.graphs.services.open_services`.
+    """
+    stop = stop or asyncio.Event()
+    async with open_services(settings, **open_kwargs) as services:
+        changes = {k: v for k, v in {"turn_concurrency": turns, "delivery_concurrency": deliveries}.items() if v}
+        services.queue.options = dataclasses.replace(services.queue.options, **changes)
+        loop = asyncio.get_running_loop()
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if sys.platform != "win32"]
+        for signum in handled:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            async with workers(services):
+                if on_ready is not None:
+                    on_ready(services)
+                await stop.wait()
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
