@@ -117,6 +117,15 @@ class RedactingSaver(BaseCheckpointSaver[Any]):
             writes = [(channel, scrub(value)) for channel, value in writes]
         await self.inner.aput_writes(config, writes, task_id, task_path)
 
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads as the inner saver does (the memory saver can only delete whole threads)."""
+        try:
+            await self.inner.aprune(thread_ids, strategy=strategy)
+        except NotImplementedError:
+            if strategy == "delete":
+                for thread in thread_ids:
+                    await self.inner.adelete_thread(thread)
+
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete a thread's checkpoints."""
         await self.inner.adelete_thread(thread_id)

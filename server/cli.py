@@ -178,6 +178,24 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune idle conversations' checkpoints and archive closed conversations."""
+    import asyncio
+
+    from botloom.graphs.retention import prune
+    from botloom.graphs.services import open_services
+
+    settings = _settings()
+
+    async def run() -> Any:
+        async with open_services(settings) as services:
+            return await prune(services, progress=_progress)
+
+    report = asyncio.run(run())
+    print(f"pruned {report.pruned} conversation(s), archived {report.archived}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP server (API, chat, webhooks) with its workers in process."""
     import uvicorn
@@ -246,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", cmd_worker, "run job workers (turns, deliveries) until stopped")
     worker.add_argument("--turns", type=int, metavar="N", help="turns to run at once (default 4)")
     worker.add_argument("--deliveries", type=int, metavar="N", help="deliveries to run at once (default 4)")
+    add("prune", cmd_prune, "prune idle conversations' checkpoints (bots' retention_days); archive closed ones")
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")
     chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")

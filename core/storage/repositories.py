@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -234,6 +235,10 @@ class BotRepository(Repository):
         )
         return self._bot(row) if row else None
 
+    async def all_tenants_bots(self) -> list[Bot]:
+        """Every bot of every tenant (operator-level jobs only)."""
+        return [self._bot(r) for r in await self._all("SELECT * FROM bots ORDER BY created_at", ())]
+
     async def delete(self, tenant_id: str, bot_id: str) -> bool:
         """Delete a bot with its plugin settings, conversations and messages."""
         row = await self._one(
@@ -358,6 +363,32 @@ class ConversationRepository(Repository):
             (as_uuid(tenant_id), as_uuid(bot_id), as_uuid(bot_id), limit),
         )
         return [_struct(Conversation, r) for r in rows]
+
+    async def idle_unpruned(self, tenant_id: str, bot_id: str, cutoff: datetime) -> list[str]:
+        """Ids of the bot's conversations idle since before ``cutoff`` and not pruned since."""
+        rows = await self._all(
+            "SELECT id FROM conversations WHERE tenant_id = %s AND bot_id = %s AND updated_at < %s "
+            "AND archived_at IS NULL AND (pruned_at IS NULL OR pruned_at < updated_at)",
+            (as_uuid(tenant_id), as_uuid(bot_id), cutoff),
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def closed_unarchived(self, tenant_id: str, bot_id: str) -> list[str]:
+        """Ids of the bot's closed conversations whose checkpoints are still kept."""
+        rows = await self._all(
+            "SELECT id FROM conversations WHERE tenant_id = %s AND bot_id = %s AND status = 'closed' "
+            "AND archived_at IS NULL",
+            (as_uuid(tenant_id), as_uuid(bot_id)),
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def mark(self, tenant_id: str, conversation_ids: Sequence[str], what: str) -> None:
+        """Record that conversations were ``pruned`` or ``archived`` now."""
+        column = {"pruned": "pruned_at", "archived": "archived_at"}[what]
+        await self._one(
+            f"UPDATE conversations SET {column} = now() WHERE tenant_id = %s AND id = ANY(%s) RETURNING 1",  # noqa: S608
+            (as_uuid(tenant_id), [as_uuid(c) for c in conversation_ids]),
+        )
 
     async def set_state_version(self, tenant_id: str, conversation_id: str, version: int) -> bool:
         """Record the version of the conversation's checkpointed state."""
