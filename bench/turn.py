@@ -112,7 +112,7 @@ BARE_EXIT = "bare, durability=exit"
 BOTLOOM_GRAPH = "botloom graph (a)"
 BOTLOOM_TURN = "botloom turn (b)"
 VARIANTS = (BARE_DEFAULT, BARE_EXIT, BOTLOOM_GRAPH, BOTLOOM_TURN)
-LENGTH_VARIANTS = (BARE_DEFAULT, BOTLOOM_GRAPH, BOTLOOM_TURN)
+LENGTH_VARIANTS = (BARE_DEFAULT, BOTLOOM_TURN)
 
 
 def say(line: str) -> None:
@@ -340,7 +340,8 @@ class Results:
     throughput: dict[tuple[str, str], Run] = field(default_factory=dict)
     latency: dict[tuple[str, str], Run] = field(default_factory=dict)
     length: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    pool_waits: dict[str, str] = field(default_factory=dict)
+    pool_wait_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Milliseconds botloom's turns waited for a connection of botloom's pool (the throughput runs)."""
 
 
 @dataclass
@@ -381,27 +382,23 @@ async def bench_checkpointer(kind: str, urls: Any, plan: Plan, results: Results,
         await turn.prepare(2000)
         await warm_up(variants)
 
-        say(f"[{kind}] throughput: {plan.rounds} round(s) × {plan.seconds:g} s per variant, "
-            f"{CONCURRENCY} concurrent conversations")
+        say(f"[{kind}] {plan.rounds} round(s); each variant per round: {plan.latency_turns // plan.rounds} turns one "
+            f"at a time, then {plan.seconds:g} s with {CONCURRENCY} concurrent conversations")
+        pool = services.db.pool
         for r in range(plan.rounds):
             order = variants[r % len(variants):] + variants[: r % len(variants)]  # rotate: no fixed position
             for variant in order:
-                run = await run_for(plan.seconds, CONCURRENCY, short_conversations(variant))
                 key = (kind, variant.name)
+                step = short_conversations(variant)
+                lat = await run_turns(plan.latency_turns // plan.rounds, lambda i, step=step: step(0, i))
+                pool.pop_stats()
+                run = await run_for(plan.seconds, CONCURRENCY, short_conversations(variant))
+                waited = pool.pop_stats().get("requests_wait_ms", 0)
+                results.latency[key] = results.latency[key].merge(lat) if key in results.latency else lat
                 results.throughput[key] = results.throughput[key].merge(run) if key in results.throughput else run
-                say(f"  round {r + 1} {variant.name}: {run.per_second:,.0f} turns/s")
-        stats = services.db.pool.get_stats()
-        results.pool_waits[kind] = (f"botloom pool (size {services.settings.db_pool_size}): "
-                                    f"{stats.get('requests_waiting', 0)} waiting now, "
-                                    f"{stats.get('requests_queued', 0)} requests queued, "
-                                    f"{stats.get('requests_wait_ms', 0) / 1000:.1f} s waited in total")
-
-        say(f"[{kind}] latency: {plan.latency_turns} turns one at a time")
-        for variant in variants:
-            step = short_conversations(variant)
-            run = await run_turns(plan.latency_turns, lambda i, step=step: step(0, i))
-            results.latency[(kind, variant.name)] = run
-            say(f"  {variant.name}: p50 {run.summary.p50:.2f} ms")
+                results.pool_wait_ms[key] = results.pool_wait_ms.get(key, 0.0) + waited
+                say(f"  round {r + 1} {variant.name}: ×1 p50 {lat.summary.p50:.1f} ms; ×{CONCURRENCY} "
+                    f"{run.per_second:,.0f} turns/s")
 
         say(f"[{kind}] conversation length: one conversation to {plan.length_turns} turns")
         for name in LENGTH_VARIANTS:
@@ -418,25 +415,35 @@ def report(results: Results, kinds: list[str], plan: Plan, command: str, total: 
     out.append(f"machine: {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {info['os']}, "
                f"load average at the end {info['load average']}; total {total:.0f} s")
     out.append("")
-    out.append(f"Throughput: {CONCURRENCY} concurrent conversations in one process, conversations of "
-               f"{TURNS_PER_CONVERSATION} turns, {plan.rounds} round(s) × {plan.seconds:g} s per variant. "
-               f"Latency: one turn at a time, {plan.latency_turns} turns.")
+    out.append(f"Throughput: {CONCURRENCY} concurrent conversations in one process (conversations of "
+               f"{TURNS_PER_CONVERSATION} turns), {plan.rounds} round(s) × {plan.seconds:g} s per variant, "
+               "variants interleaved. CPU: this process's CPU time per turn (the servers' not included). "
+               "Pool wait: time botloom's turns waited for a connection of botloom's own pool.")
     out.append("")
     rows = []
     for kind in kinds:
         base = results.throughput[(kind, BARE_DEFAULT)]
-        base_lat = results.latency[(kind, BARE_DEFAULT)].summary
         for name in VARIANTS:
             thr = results.throughput[(kind, name)]
-            lat = results.latency[(kind, name)].summary
+            wait = results.pool_wait_ms.get((kind, name), 0.0) / thr.calls if name.startswith("botloom") else None
             rows.append([kind, name, f"{thr.per_second:,.0f}", ratio(thr.per_second, base.per_second),
-                         ms(thr.summary.p50), ms(thr.summary.p99), ms(lat.p50), ms(lat.p99),
-                         ratio(lat.p50, base_lat.p50)])
-    out.append(markdown_table(
-        ["checkpointer", "variant", "turns/s (×8)", "vs bare", "p50 ms (×8)", "p99 ms (×8)",
-         "p50 ms (×1)", "p99 ms (×1)", "p50 (×1) vs bare"], rows))
+                         ms(thr.summary.p50), ms(thr.summary.p99), ms(thr.cpu_ms_per_call),
+                         "" if wait is None else ms(wait)])
+    out.append(markdown_table(["checkpointer", "variant", f"turns/s (×{CONCURRENCY})", "vs bare", "p50 ms",
+                               "p99 ms", "CPU ms/turn", "pool wait ms/turn"], rows))
     out.append("")
-    any_kind = kinds[0]
+    out.append(f"Latency: one turn at a time (no concurrency), {plan.latency_turns} turns per variant "
+               f"(conversations of {TURNS_PER_CONVERSATION} turns).")
+    out.append("")
+    rows = []
+    for kind in kinds:
+        base_lat = results.latency[(kind, BARE_DEFAULT)].summary
+        for name in VARIANTS:
+            run = results.latency[(kind, name)]
+            rows.append([kind, name, ms(run.summary.p50), ms(run.summary.p99), ratio(run.summary.p50, base_lat.p50),
+                         ms(run.cpu_ms_per_call)])
+    out.append(markdown_table(["checkpointer", "variant", "p50 ms", "p99 ms", "p50 vs bare", "CPU ms/turn"], rows))
+    out.append("")
     wins = windows(plan.length_turns)
     rows = []
     for kind in kinds:
@@ -444,19 +451,14 @@ def report(results: Results, kinds: list[str], plan: Plan, command: str, total: 
             values = results.length[(kind, name)]
             p50s = [Summary.of(values[a - 1:b]).p50 for _, a, b in wins]
             rows.append([kind, name, *(ms(v) for v in p50s), ratio(p50s[-1], p50s[0])])
-    del any_kind
-    out.append(f"Conversation length: one conversation driven to {plan.length_turns} turns, p50 ms of the "
-               f"20 turns around each point.")
+    out.append(f"Conversation length: one conversation driven to {plan.length_turns} turns, one turn at a time; "
+               "p50 ms of the 20 turns around each point.")
     out.append("")
     out.append(markdown_table(["checkpointer", "variant", *(f"p50 ms @ {label}" for label, _, _ in wins),
                                "last / first"], rows))
-    out.append("")
-    for kind in kinds:
-        if kind in results.pool_waits:
-            out.append(f"- {kind}: {results.pool_waits[kind]}")
     for name, check in checks.items():
         if check.bad:
-            out.append(f"- WARNING {name}: {len(check.bad)} of {check.turns} turns not as expected, e.g. "
+            out.append(f"\nWARNING {name}: {len(check.bad)} of {check.turns} turns not as expected, e.g. "
                        + "; ".join(b for b in check.bad if b))
     return "\n".join(out)
 
@@ -465,37 +467,51 @@ def report(results: Results, kinds: list[str], plan: Plan, command: str, total: 
 
 
 class Timers:
-    """Wall time and calls per label, for wrapping coroutine functions and async context managers."""
+    """Wall and CPU time and calls per label, for wrapping coroutine functions and async context managers.
+
+    Meant for one turn at a time: then the CPU time spent while a wrapped call is
+    in flight is the CPU that call cost (nested calls included).
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+
+    def add(self, label: str, began: tuple[float, float]) -> None:
+        self.seconds[label] += time.perf_counter() - began[0]
+        self.cpu[label] += time.process_time() - began[1]
+        self.calls[label] += 1
+
+    @staticmethod
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
 
     def wrap(self, owner: Any, attribute: str, label: str) -> None:
         original = getattr(owner, attribute)
+        self.seconds[label] += 0.0  # keep the order of wrapping
 
         @functools.wraps(original)
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
+            began = self.now()
             try:
                 return await original(*args, **kwargs)
             finally:
-                self.seconds[label] += time.perf_counter() - began
-                self.calls[label] += 1
+                self.add(label, began)
 
         setattr(owner, attribute, timed)
 
     def wrap_sync(self, owner: Any, attribute: str, label: str) -> None:
         original = getattr(owner, attribute)
+        self.seconds[label] += 0.0
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
+            began = self.now()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds[label] += time.perf_counter() - began
-                self.calls[label] += 1
+                self.add(label, began)
 
         setattr(owner, attribute, timed)
 
@@ -503,21 +519,20 @@ class Timers:
         """Time entering and leaving an async context manager (not its body)."""
         original = getattr(owner, attribute)
         timers = self
+        self.seconds[label + " (acquire)"] += 0.0
 
         @contextlib.asynccontextmanager
         async def timed(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            began = time.perf_counter()
+            began = timers.now()
             async with contextlib.AsyncExitStack() as stack:
                 value = await stack.enter_async_context(original(*args, **kwargs))
-                timers.seconds[label + " (acquire)"] += time.perf_counter() - began
-                timers.calls[label + " (acquire)"] += 1
+                timers.add(label + " (acquire)", began)
                 try:
                     yield value
                 finally:
-                    released = time.perf_counter()
+                    released = timers.now()
                     await stack.aclose()
-                    timers.seconds[label + " (release)"] += time.perf_counter() - released
-                    timers.calls[label + " (release)"] += 1
+                    timers.add(label + " (release)", released)
 
         setattr(owner, attribute, timed)
 
@@ -539,25 +554,32 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers = Timers()
         runner, store, saver = services.runner, services.store, services.graphs.checkpointer
         # The order here is the order of the table: the turn, then its parts (nested parts indented).
+        messages, conversations = store.messages, store.conversations
         timers.wrap(runner, "answer", "TURN: runner.answer")
-        for repo_name, methods in (("conversations", ("get", "set_status")),
-                                   ("messages", ("add_inbound", "pending_inbound", "set_status", "add_outbound",
-                                                 "finish"))):
-            for method in methods:
-                timers.wrap(getattr(store, repo_name), method, f"  runner query: {repo_name}.{method}")
-        timers.wrap_context(runner.locks, "hold", f"  conversation lock ({type(runner.locks).__name__})")
+        timers.wrap(conversations, "get", "  runner query: conversations.get (receive, process)")
+        timers.wrap(messages, "add_inbound", "  runner query: messages.add_inbound (+ _touch)")
+        timers.wrap_context(runner.locks, "hold", f"  conversation lock, {type(runner.locks).__name__}")
+        timers.wrap(messages, "pending_inbound", "  runner query: messages.pending_inbound")
+        timers.wrap(messages, "set_status", "  runner query: messages.set_status")
         timers.wrap(runner.host, "moderate", "  moderation hooks (in + out)")
-        timers.wrap(runner.host, "notify_turn_end", "  on_turn_end hooks")
         timers.wrap(runner, "_invoke", "  graph: context + ainvoke")
         timers.wrap(runner, "bot_view", "    context: bot_view (plugin settings query)")
-        for attribute in ("aget_tuple", "aput", "aput_writes"):
-            timers.wrap(saver, attribute, f"    checkpointer.{attribute}")
+        timers.wrap(saver, "aget_tuple", "    checkpointer.aget_tuple")
         timers.wrap(services.knowledge, "search", "    retrieve: KnowledgeBase.search")
         timers.wrap(services.knowledge.embedder, "embed", "      embed the query (local embedder)")
         timers.wrap(services.engine, "classify", "    classify: OfflineEngine.classify")
-        timers.wrap_sync(services.engine.embedder, "embed_one", "      embed the text (local embedder)")
+        timers.wrap_sync(services.engine.embedder, "embed_one", "      embed the text again (local embedder)")
         timers.wrap_sync(services.engine, "score", "      score intents (pure-Python cosine)")
         timers.wrap(services.engine, "respond", "    respond: OfflineEngine.respond")
+        for attribute in ("aput", "aput_writes"):
+            timers.wrap(saver, attribute, f"    checkpointer.{attribute}")
+        timers.wrap(messages, "add_outbound", "  runner query: messages.add_outbound (+ _touch)")
+        timers.wrap(messages, "finish", "  runner query: messages.finish")
+        timers.wrap(runner.host, "notify_turn_end", "  on_turn_end hooks")
+        timers.seconds[f"  conversation lock, {type(runner.locks).__name__} (release)"] += 0.0
+        timers.wrap(runner, "result_of", "  result_of (reads the stored outcome back)")
+        timers.wrap(messages, "get", "    runner query: messages.get")
+        timers.wrap(messages, "replies_of_turn", "    runner query: messages.replies_of_turn")
         statements: dict[str, list[float]] = defaultdict(list)
         originals = {name: getattr(psycopg.AsyncCursor, name) for name in ("execute", "executemany")}
 
@@ -583,7 +605,8 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         finally:
             for name, original in originals.items():
                 setattr(psycopg.AsyncCursor, name, original)
-        seconds, calls = dict(timers.seconds), dict(timers.calls)  # before the runs below add to them
+        # before the runs below add to them
+        seconds, cpu, calls = dict(timers.seconds), dict(timers.cpu), dict(timers.calls)
         gstep = short_conversations(graph)
         grun = await run_turns(turns, lambda i: gstep(0, i))
         total = seconds["TURN: runner.answer"] / turns * 1000
@@ -591,12 +614,12 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         for label, spent in seconds.items():
             per_turn = spent / turns * 1000
             indent = len(label) - len(label.lstrip())
-            rows.append(["\u00a0" * indent + label.lstrip(), f"{calls[label] / turns:.2f}", f"{per_turn:.3f}",
-                         f"{per_turn / total:.0%}"])
+            rows.append(["\u00a0" * indent + label.lstrip(), f"{calls.get(label, 0) / turns:.2f}", f"{per_turn:.2f}",
+                         f"{per_turn / total:.0%}", f"{cpu.get(label, 0.0) / turns * 1000:.2f}"])
         lines = [f"Profile of {turns} botloom turns (runner.answer), one at a time, {kind} checkpointer, "
                  f"p50 {run.summary.p50:.2f} ms a turn; the graph alone (a) p50 {grun.summary.p50:.2f} ms. "
                  "Indented parts are inside the part above them.", "",
-                 markdown_table(["part", "calls / turn", "ms / turn", "of the turn"], rows), ""]
+                 markdown_table(["part", "calls / turn", "wall ms / turn", "of the turn", "CPU ms / turn"], rows), ""]
         srows = []
         for label, times in sorted(statements.items(), key=lambda kv: -sum(kv[1])):
             srows.append([f"`{label}`", f"{len(times) / turns:.2f}", f"{sum(times) / turns * 1000:.3f}"])
@@ -643,8 +666,8 @@ def main() -> None:
     unknown = set(kinds) - set(CHECKPOINTERS)
     if unknown:
         parser.error(f"unknown checkpointers: {', '.join(sorted(unknown))}")
-    plan = (Plan(rounds=1, seconds=2.0, latency_turns=40, length_turns=200) if args.quick
-            else Plan(rounds=3, seconds=4.0, latency_turns=200, length_turns=1000))
+    plan = (Plan(rounds=1, seconds=2.0, latency_turns=30, length_turns=200) if args.quick
+            else Plan(rounds=3, seconds=3.0, latency_turns=150, length_turns=1000))
     command = "python bench/turn.py" + " ".join(a for a in ["", *sys.argv[1:]] if "url" not in a)
     need_redis = "redis" in kinds or (args.profile and args.profile_checkpointer == "redis")
     began = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path as _Path
 # package's search path at the repository so ``botloom.core`` still resolves.
 _ROOT = _Path(__file__).resolve().parent.parent
 if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "core" / "hookspecs.py").is_file():
-    __path__.append(str(_ROOT))  # noqa: F821 - __path__ is defined for packages
+    __path__.append(str(_ROOT))
 
 from botloom.core.config import Secret  # noqa: E402
 from botloom.core.definitions import (  # noqa: E402

@@ -46,19 +46,20 @@ class RestChannel(ChannelAdapter):
 
     def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
         """One inbound message from the JSON body."""
-        body = self.decode(request.body)
+        return [self.message(self.decode(request.body))]
+
+    def message(self, body: RestMessage) -> InboundMessage:
+        """The inbound message of a validated body; raises :class:`ChannelRejected` for blank text."""
         text = body.text.strip()
         if not text:
             raise ChannelRejected(400, "invalid message: text is blank")
-        return [
-            InboundMessage(
-                channel=self.name,
-                text=text,
-                sender=body.user or "rest-user",
-                conversation_key=body.conversation_id,
-                idempotency_key=body.message_id,
-            )
-        ]
+        return InboundMessage(
+            channel=self.name,
+            text=text,
+            sender=body.user or "rest-user",
+            conversation_key=body.conversation_id,
+            idempotency_key=body.message_id,
+        )
 
     async def send(self, message: OutboundMessage, config: Any) -> str | None:
         """Not used: REST replies are in the response (``delivery = "response"``)."""

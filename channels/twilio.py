@@ -20,6 +20,7 @@ knows its public URL, so the stored message moves on to ``delivered`` or
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 from typing import Annotated, Any, ClassVar, Literal
@@ -48,11 +49,19 @@ MAX_MEDIA = 10
 MAX_INBOUND_TEXT = 10_000
 STATUS_PATH = "status"
 TWIML = "application/xml"
+FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response />'
 
 _STATUSES = {
-    "accepted": "sent", "scheduled": "sent", "queued": "sent", "sending": "sent", "sent": "sent",
-    "delivered": "delivered", "read": "delivered", "undelivered": "undelivered", "failed": "failed",
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
     "canceled": "failed",
 }
 """Twilio's message statuses, as botloom's delivery statuses."""
@@ -100,7 +109,7 @@ def _form(request: ChannelRequest) -> _MultiDict:
     try:
         pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise ChannelRejected(400, "the body is not a UTF-8 form (application/x-www-form-urlencoded)") from None
+        raise ChannelRejected(400, f"the body is not a UTF-8 form ({FORM})") from None
     for name, value in pairs:
         fields.setdefault(name, []).append(value)
     return fields
@@ -178,7 +187,12 @@ class TwilioChannel(ChannelAdapter):
         settings = self.settings(config)
         validator = RequestValidator(settings.auth_token)
         query = parse_qs(urlsplit(request.url).query)
-        params: Any = request.body.decode("utf-8", "replace") if "bodySHA256" in query else _form(request)
+        if "bodySHA256" in query:  # a JSON webhook: the signature covers the body's hash
+            params: Any = request.body.decode("utf-8", "replace")
+        elif request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+            raise ChannelRejected(415, f"Twilio webhooks are {FORM}")
+        else:
+            params = _form(request)
         for url in _candidate_urls(request, settings.public_base_url):
             if validator.validate(url, params, signature):
                 return
@@ -210,7 +224,11 @@ class TwilioChannel(ChannelAdapter):
             metadata["profile_name"] = profile
         return [
             InboundMessage(
-                channel=self.name, text=text, sender=sender, idempotency_key=sid, attachments=attachments,
+                channel=self.name,
+                text=text,
+                sender=sender,
+                idempotency_key=sid,
+                attachments=attachments,
                 metadata=metadata,
             )
         ]
@@ -313,7 +331,7 @@ def _http_client(api_base_url: str | None) -> Any:
 
     A custom HTTP client is the twilio library's documented way to reach another
     host. Each request opens and closes its own session, so nothing outlives the
-    event loop that sent it.
+    event loop that sent it (one client serves one send).
     """
     client = _redirecting_client_class()(pool_connections=False, timeout=30, logger=_http_log)
     client.base_url = api_base_url
@@ -322,16 +340,26 @@ def _http_client(api_base_url: str | None) -> Any:
 
 @functools.cache
 def _redirecting_client_class() -> type:
+    import aiohttp
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
     class RedirectingClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         base_url: str | None = None
 
-        async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        async def request(self, method: str, url: str, **kwargs: Any) -> Any:
             if self.base_url:
                 parts = urlsplit(url)
                 url = self.base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
-            return await super().request(method, url, *args, **kwargs)
+            auth = kwargs.pop("auth", None)
+            if auth is not None:  # as a header: aiohttp deprecates its BasicAuth
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
+            async with aiohttp.ClientSession() as session:  # closed even when the send is cancelled
+                self.session = session
+                try:
+                    return await super().request(method, url, **kwargs)
+                finally:
+                    self.session = None
 
     return RedirectingClient
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -19,10 +19,5 @@ async def await_me_maybe(value: T | Awaitable[T] | Callable[[], T | Awaitable[T]
     if callable(value) and not isinstance(value, type):
         value = value()
     if inspect.isawaitable(value):
-        return await value  # type: ignore[no-any-return]
+        return await value
     return value  # type: ignore[return-value]
-
-
-def is_async_callable(func: Any) -> bool:
-    """Tell whether calling ``func`` returns an awaitable (async function or async ``__call__``)."""
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))

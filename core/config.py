@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-SECRET_MARK = "botloom_secret"
+SECRET_MARK = "botloom_secret"  # noqa: S105 - a marker name, not a secret
 MASK = "********"
 
 Secret = Annotated[
@@ -64,10 +64,13 @@ def validate_config(plugin: str, schema: type[msgspec.Struct] | None, data: Any)
         if data:
             raise ConfigError(plugin, [{"field": name, "message": "this plugin takes no config"} for name in data])
         return {}
-    errors = _field_errors(schema, data)
+    known = {f.name for f in msgspec.structs.fields(schema)}
+    errors = [{"field": n, "message": "unknown field"} for n in data if n not in known]
+    errors += [e for e in _field_errors(schema, {k: v for k, v in data.items() if k in known}) if e not in errors]
     if errors:
         raise ConfigError(plugin, errors)
-    return msgspec.to_builtins(msgspec.convert(data, schema, strict=False))
+    normalised: dict[str, Any] = msgspec.to_builtins(msgspec.convert(data, schema, strict=False))
+    return normalised
 
 
 def _field_errors(schema: type[msgspec.Struct], data: dict[str, Any]) -> list[dict[str, str]]:
@@ -101,9 +104,7 @@ def mask_secrets(schema: type[msgspec.Struct] | None, config: dict[str, Any]) ->
     return {k: (MASK if k in secrets and v else v) for k, v in config.items()}
 
 
-def split_secrets(
-    schema: type[msgspec.Struct] | None, config: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_secrets(schema: type[msgspec.Struct] | None, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a validated config into its public part and its secret part."""
     secrets = secret_fields(schema)
     public = {k: v for k, v in config.items() if k not in secrets}

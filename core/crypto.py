@@ -53,14 +53,25 @@ def load_cipher(secret_key: str | None, data_dir: Path) -> Cipher:
     if secret_key:
         return Cipher(key_from_setting(secret_key))
     path = data_dir / "secret.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Written under a temporary name and linked into place, so no process ever reads a half-written key.
+        temporary = data_dir / f".secret.key.{os.getpid()}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(Fernet.generate_key())
-        logger.warning(
-            "BOTLOOM_SECRET_KEY is not set: generated %s; set the variable in production "
-            "so every process shares one key",
-            path,
-        )
+        try:
+            os.link(temporary, path)  # fails if another process made the key first: then use theirs
+            logger.warning(
+                "BOTLOOM_SECRET_KEY is not set: generated %s; set the variable in production "
+                "so every process shares one key",
+                path,
+            )
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    except OSError as exc:
+        if not path.exists():
+            raise RuntimeError(f"cannot create {path}: {exc}; set BOTLOOM_SECRET_KEY instead") from exc
     return Cipher(path.read_bytes().strip())

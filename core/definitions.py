@@ -114,9 +114,7 @@ class Tool(msgspec.Struct, frozen=True, kw_only=True):
                 fields.append((param.name, hints[param.name]))
             else:
                 fields.append((param.name, hints[param.name], param.default))
-        arguments = msgspec.defstruct(
-            f"{func.__name__}_arguments", fields, kw_only=True, forbid_unknown_fields=True
-        )
+        arguments = msgspec.defstruct(f"{func.__name__}_arguments", fields, kw_only=True, forbid_unknown_fields=True)
         doc = inspect.getdoc(func) or ""
         return cls(
             name=name or func.__name__,
@@ -129,10 +127,13 @@ class Tool(msgspec.Struct, frozen=True, kw_only=True):
 
     def parameters_schema(self) -> dict[str, Any]:
         """The JSON schema of the arguments, inlined, as function-calling APIs expect it."""
-        (schema,), components = msgspec.json.schema_components([self.arguments], ref_template="{name}")
-        schema = components.get(str(schema.get("$ref", "")), schema)
+        (ref,), components = msgspec.json.schema_components([self.arguments], ref_template="#/$defs/{name}")
+        root_name = str(ref.get("$ref", "")).rsplit("/", 1)[-1]
+        schema = components.pop(root_name, ref)
         out = {k: v for k, v in schema.items() if k != "title"}
         out.setdefault("properties", {})
+        if components:  # nested Structs and enums the arguments refer to
+            out["$defs"] = components
         return out
 
     async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:

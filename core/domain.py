@@ -50,9 +50,7 @@ class BotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Below this intent confidence, after a fallback, the conversation goes to a person."""
     max_failures_before_escalation: Annotated[int, msgspec.Meta(ge=1, le=20)] = 2
     """Consecutive turns without an answer before the bot offers a person by itself."""
-    fallback_reply: str = (
-        "Sorry, I don't know how to help with that yet. Say \"agent\" to talk to a person."
-    )
+    fallback_reply: str = 'Sorry, I don\'t know how to help with that yet. Say "agent" to talk to a person.'
     burst_policy: BurstPolicy = "enqueue"
     """What happens to messages that arrive while a turn of the same conversation runs."""
     burst_window_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1500

@@ -10,6 +10,7 @@ so the embedded demo works on a fresh machine with no network. Configure
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -22,9 +23,69 @@ from botloom.core.domain import UsageEvent
 
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = frozenset(
-    """a an and are as at be been but by can could do does did for from has have how i if in into is it its
-    me my of on or our please so than that the their them then there these they this to us was we were what
-    when where which who why will with would you your""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
 )
 SUFFIXES = ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "ly", "s")
 
@@ -77,7 +138,7 @@ class LocalEmbedder:
             for i in range(len(padded) - 2):
                 gram = "c:" + padded[i : i + 3]
                 counts[gram] = counts.get(gram, 0.0) + 0.25
-        for left, right in zip(words, words[1:], strict=False):
+        for left, right in itertools.pairwise(words):
             key = f"b:{left} {right}"
             counts[key] = counts.get(key, 0.0) + 0.5
         vector: dict[int, float] = {}

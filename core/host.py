@@ -15,6 +15,7 @@ the first one loaded keeps the name.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -145,14 +146,21 @@ class PluginHost:
         host = cls()
         allowed = None if allow is None else set(allow) | ESSENTIAL_PLUGINS
         blocked = set(block)
-        seen: set[str] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen or ep.name in blocked or (allowed is not None and ep.name not in allowed):
+        seen: dict[str, str] = {}
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
+            if ep.name in blocked or (allowed is not None and ep.name not in allowed):
                 continue
-            seen.add(ep.name)
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
             source = "builtin" if dist_name == PROJECT_NAME else f"pip:{dist_name or '?'}"
+            if ep.name in seen:
+                if seen[ep.name] != source:
+                    host._problem(
+                        ep.name, "import", f"plugin name {ep.name!r} is declared by both {seen[ep.name]} and "
+                        f"{source}; {seen[ep.name]} keeps it",
+                    )
+                continue
+            seen[ep.name] = source
             version = dist.version if dist is not None else None
             try:
                 plugin = ep.load()
@@ -162,9 +170,7 @@ class PluginHost:
             host.register(plugin, ep.name, source=source, version=version)
         return host
 
-    def register(
-        self, plugin: object, name: str, *, source: str = "registered", version: str | None = None
-    ) -> bool:
+    def register(self, plugin: object, name: str, *, source: str = "registered", version: str | None = None) -> bool:
         """Register one plugin object (a module or any object with hook functions).
 
         Returns ``False``, with a problem recorded, when pluggy refuses it (a hook
@@ -205,11 +211,16 @@ class PluginHost:
             return self
         self._collected = True
         for hook_name, (kind, expected) in REGISTER_HOOKS.items():
-            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            for impl in sorted(getattr(self.pm.hook, hook_name).get_hookimpls(), key=self._registration_order):
                 await self._collect_one(impl, hook_name, kind, expected)
-        for impl in getattr(self.pm.hook, "plugin_config_schema").get_hookimpls():
+        for impl in self.pm.hook.plugin_config_schema.get_hookimpls():
             await self._collect_schema(impl)
         return self
+
+    def _registration_order(self, impl: pluggy.HookImpl) -> int:
+        """Position of the implementing plugin in registration order (the first keeps a taken name)."""
+        names = list(self.infos)
+        return names.index(impl.plugin_name) if impl.plugin_name in names else len(names)
 
     def collect_sync(self) -> PluginHost:
         """:meth:`collect` for code with no running event loop (the command line)."""
@@ -246,8 +257,7 @@ class PluginHost:
                 self._problem(
                     plugin,
                     hook_name,
-                    f"{kind} name {name!r} is registered by both {owner!r} and {plugin!r}; "
-                    f"{owner!r} keeps it",
+                    f"{kind} name {name!r} is registered by both {owner!r} and {plugin!r}; {owner!r} keeps it",
                 )
                 continue
             table[name] = item
@@ -284,9 +294,7 @@ class PluginHost:
         """The definitions of ``kind`` registered by the ``enabled`` plugins only."""
         allowed = set(enabled)
         return {
-            name: item
-            for name, item in self.registry.table(kind).items()
-            if self.registry.owner(kind, name) in allowed
+            name: item for name, item in self.registry.table(kind).items() if self.registry.owner(kind, name) in allowed
         }
 
     def config_schema(self, plugin: str) -> type[msgspec.Struct] | None:
@@ -307,7 +315,7 @@ class PluginHost:
         for impl in reversed(self.pm.hook.moderate_message.get_hookimpls()):
             try:
                 result = await asyncio.wait_for(
-                    await_me_maybe(lambda impl=impl: impl.function(**_kwargs(impl, message=message, bot=bot))),
+                    _call_hook(impl, message=message, bot=bot),
                     self.hook_timeout,
                 )
             except Exception as exc:  # noqa: BLE001
@@ -321,9 +329,7 @@ class PluginHost:
                 message = result
                 continue
             problems.append(
-                self._turn_problem(
-                    impl.plugin_name, "moderate_message", TypeError(f"returned {type(result).__name__}")
-                )
+                self._turn_problem(impl.plugin_name, "moderate_message", TypeError(f"returned {type(result).__name__}"))
             )
         return message, problems
 
@@ -333,7 +339,7 @@ class PluginHost:
         for impl in self.pm.hook.on_turn_end.get_hookimpls():
             try:
                 await asyncio.wait_for(
-                    await_me_maybe(lambda impl=impl: impl.function(**_kwargs(impl, turn=turn))),
+                    _call_hook(impl, turn=turn),
                     self.hook_timeout,
                 )
             except Exception as exc:  # noqa: BLE001
@@ -344,6 +350,21 @@ class PluginHost:
         reason = "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
         logger.warning("plugin %s: %s %s", plugin, hook, reason)
         return PluginProblem(plugin=plugin, stage=hook, message=reason)
+
+
+async def _call_hook(impl: pluggy.HookImpl, **available: Any) -> Any:
+    """Call a per-turn hook implementation: ``async`` ones on the loop, plain ones in a thread
+    (so a blocking implementation can be timed out without stalling every turn)."""
+    kwargs = _kwargs(impl, **available)
+    if inspect.iscoroutinefunction(impl.function):
+        return await impl.function(**kwargs)
+    return await await_me_maybe(await asyncio.to_thread(impl.function, **kwargs))
+
+
+def _builtins_first(ep: metadata.EntryPoint) -> tuple[bool, str]:
+    """Sort key: botloom's own plugins load (and so keep their names) before others."""
+    dist = ep.dist
+    return (dist is None or dist.metadata["Name"] != PROJECT_NAME, ep.name)
 
 
 def _kwargs(impl: pluggy.HookImpl, **available: Any) -> Mapping[str, Any]:

@@ -140,10 +140,10 @@ def split_text(text: str, limit: int) -> list[str]:
         cut = _last_break(rest, len(head))
         if cut is None:
             parts.append(head)
-            rest = rest[len(head):].lstrip()
+            rest = rest[len(head) :].lstrip()
         else:
             parts.append(rest[: cut[0]].rstrip())
-            rest = rest[cut[1]:]
+            rest = rest[cut[1] :]
     if rest:
         parts.append(rest)
     return parts
@@ -242,7 +242,12 @@ class Deliveries:
 
     async def _queue_turn(self, bot: Bot, conversation_id: str, key: str, *, delay: float = 0.0) -> None:
         await self.queue.enqueue(
-            "turns", "turn", key=key, delay=delay, tenant_id=bot.tenant_id, bot_id=bot.id,
+            "turns",
+            "turn",
+            key=key,
+            delay=delay,
+            tenant_id=bot.tenant_id,
+            bot_id=bot.id,
             conversation_id=conversation_id,
         )
 
@@ -297,6 +302,17 @@ class Deliveries:
         if late.is_set():
             await self.schedule(bot.tenant_id, conversation_id, trigger=f"late-{uuid.uuid4().hex[:12]}")
 
+    async def close(self, grace: float = 5.0) -> None:
+        """Let turns still running for webhooks finish (up to ``grace`` seconds), then cancel them.
+
+        A cancelled turn runs again from the queue: its message is still unanswered.
+        """
+        if self._background:
+            _, pending = await asyncio.wait(set(self._background), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -307,7 +323,11 @@ class Deliveries:
     async def schedule(self, tenant_id: str, conversation_id: str, *, trigger: str, delay: float = 0.0) -> None:
         """Queue a ``deliver`` job for the conversation; ``trigger`` tells jobs apart (a reply, a retry)."""
         await self.queue.enqueue(
-            "deliveries", "deliver", key=f"{conversation_id}:{trigger}", delay=delay, tenant_id=tenant_id,
+            "deliveries",
+            "deliver",
+            key=f"{conversation_id}:{trigger}",
+            delay=delay,
+            tenant_id=tenant_id,
             conversation_id=conversation_id,
         )
 
@@ -374,8 +394,12 @@ class Deliveries:
             "public_url": self.settings.public_url,
         }
         return OutboundMessage(
-            channel=conversation.channel, text=message.text, recipient=conversation.user or conversation.external_key,
-            conversation_id=conversation.id, attachments=message.attachments, metadata=metadata,
+            channel=conversation.channel,
+            text=message.text,
+            recipient=conversation.user or conversation.external_key,
+            conversation_id=conversation.id,
+            attachments=message.attachments,
+            metadata=metadata,
             idempotency_key=message.id,
         )
 
@@ -389,7 +413,9 @@ class Deliveries:
         texts = [t for t in texts if t] or ([""] if message.attachments else [])
         return [
             msgspec.structs.replace(
-                message, text=text, attachments=message.attachments if index == 0 else (),
+                message,
+                text=text,
+                attachments=message.attachments if index == 0 else (),
                 idempotency_key=f"{stored_id}:{index}",
                 metadata={**message.metadata, "delivery_ref": f"{stored_id}:{index}"},
             )
@@ -419,8 +445,13 @@ class Deliveries:
             wait = self.policy.delay(attempts)
             await self.parts.fail(bot.tenant_id, due.message.id, error, retry_at=utcnow() + timedelta(seconds=wait))
             await self.schedule(bot.tenant_id, conversation.id, trigger=f"{due.message.id}:{attempts}", delay=wait)
-            logger.info("delivery of message %s failed (attempt %d), retrying in %.1fs: %s",
-                        due.message.id, attempts, wait, error)
+            logger.info(
+                "delivery of message %s failed (attempt %d), retrying in %.1fs: %s",
+                due.message.id,
+                attempts,
+                wait,
+                error,
+            )
             return True
         await self.parts.fail(bot.tenant_id, due.message.id, error, retry_at=None)
         logger.warning("message %s is a dead letter after %d attempt(s): %s", due.message.id, attempts, error)
@@ -429,7 +460,12 @@ class Deliveries:
     async def record(self, bot: Bot, channel: str, report: DeliveryReport) -> bool:
         """Apply a provider's status report to the stored message; whether it named one of the bot's messages."""
         found = await self.parts.apply_report(
-            bot.tenant_id, bot.id, channel, status=report.status, provider_id=report.provider_id, ref=report.part(),
+            bot.tenant_id,
+            bot.id,
+            channel,
+            status=report.status,
+            provider_id=report.provider_id,
+            ref=report.part(),
             error=report.error,
         )
         return found is not None
@@ -452,8 +488,12 @@ class Deliveries:
         for row in rows:
             if row["direction"] == "inbound":
                 await self.queue.enqueue(
-                    "turns", "turn", key=f"{row['conversation_id']}:recover-{minute}", tenant_id=row["tenant_id"],
-                    bot_id=row["bot_id"], conversation_id=row["conversation_id"],
+                    "turns",
+                    "turn",
+                    key=f"{row['conversation_id']}:recover-{minute}",
+                    tenant_id=row["tenant_id"],
+                    bot_id=row["bot_id"],
+                    conversation_id=row["conversation_id"],
                 )
             else:
                 await self.schedule(row["tenant_id"], row["conversation_id"], trigger=f"recover-{minute}")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from botloom.core.definitions import Intent
 from botloom.core.embeddings import LocalEmbedder, cosine, normalize, tokens
 from botloom.graphs.context import TurnContext
-from botloom.graphs.state import user_text, ToolResult, TurnState
+from botloom.graphs.state import ToolResult, TurnState, user_text
 
 KNOWLEDGE_INTENT = "knowledge"
 """The intent name a turn gets when a knowledge passage, not an intent, answers it."""
@@ -115,9 +115,7 @@ def extract_answer(question: str, text: str, max_chars: int = 480) -> str:
     if len(" ".join(sentences)) <= max_chars:
         return " ".join(sentences)
     wanted = set(tokens(question))
-    scored = sorted(
-        range(len(sentences)), key=lambda i: (-len(wanted & set(tokens(sentences[i]))), i)
-    )
+    scored = sorted(range(len(sentences)), key=lambda i: (-len(wanted & set(tokens(sentences[i]))), i))
     chosen: list[int] = []
     size = 0
     for i in scored:

@@ -111,8 +111,11 @@ class LLMEngine:
         for intent in ctx.intents.values():
             examples = "; ".join(intent.examples[:5])
             slots = ", ".join(f"{s.name} ({s.description or 'text'})" for s in intent.slots)
-            lines.append(f"- {intent.name}: {intent.description}" + (f" Examples: {examples}." if examples else "")
-                         + (f" Slots: {slots}." if slots else ""))
+            lines.append(
+                f"- {intent.name}: {intent.description}"
+                + (f" Examples: {examples}." if examples else "")
+                + (f" Slots: {slots}." if slots else "")
+            )
         if state.get("passages"):
             lines.append(f"- {KNOWLEDGE_INTENT}: a question the knowledge base can answer.")
             names.append(KNOWLEDGE_INTENT)
@@ -157,8 +160,9 @@ class LLMEngine:
             handoff = next((i.name for i in ctx.intents.values() if i.escalate), None)
             if handoff is not None:
                 return Classification(intent=handoff, confidence=max(confidence, 0.9), slots={})
-        return Classification(intent=intent, confidence=min(max(confidence, 0.0), 1.0), slots=slots,
-                              wants_human=wants_human)
+        return Classification(
+            intent=intent, confidence=min(max(confidence, 0.0), 1.0), slots=slots, wants_human=wants_human
+        )
 
     def _system_prompt(self, state: TurnState, ctx: TurnContext) -> str:
         parts = [ctx.bot.settings.persona]
@@ -170,12 +174,11 @@ class LLMEngine:
         if results:
             parts.append("Results of the tools run for this message:")
             parts.extend(
-                f"{r['tool']}: " + (json.dumps(r.get("result"), default=str) if r.get("ok") else f"failed: {r.get('error')}")
+                f"{r['tool']}: "
+                + (json.dumps(r.get("result"), default=str) if r.get("ok") else f"failed: {r.get('error')}")
                 for r in results
             )
-        parts.append(
-            "If you cannot help, say so briefly and offer to connect the user with a person."
-        )
+        parts.append("If you cannot help, say so briefly and offer to connect the user with a person.")
         return "\n\n".join(parts)
 
     async def respond(self, state: TurnState, ctx: TurnContext) -> Reply:
@@ -213,8 +216,13 @@ class LLMEngine:
                     ctx, call["name"], dict(call.get("args") or {}), f"{state.get('turn_id', '')}:llm:{step}:{index}"
                 )
                 results.append(result)
-                content = json.dumps(result.get("result") if result.get("ok") else {"error": result.get("error")},
-                                     default=str)
+                content = json.dumps(
+                    result.get("result") if result.get("ok") else {"error": result.get("error")}, default=str
+                )
                 messages.append(ToolMessage(content=content, tool_call_id=call.get("id") or f"call_{step}_{index}"))
-        return Reply(text=ctx.bot.settings.fallback_reply, answered=False, tool_results=results,
-                     errors=[f"the model asked for tools more than {steps} times"])
+        return Reply(
+            text=ctx.bot.settings.fallback_reply,
+            answered=False,
+            tool_results=results,
+            errors=[f"the model asked for tools more than {steps} times"],
+        )

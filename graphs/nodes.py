@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 
 from botloom.graphs.context import TurnContext
 from botloom.graphs.engines import DEFAULT_ESCALATION_NOTICE, KNOWLEDGE_INTENT, missing_slot
-from botloom.graphs.state import user_text, ChatMessage, PassageRef, ToolResult, TraceStep, TurnState
+from botloom.graphs.state import ChatMessage, PassageRef, ToolResult, TraceStep, TurnState, user_text
 from botloom.graphs.tools import run_tool
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The built-in plugin that registers the ``turn`` graph and its state migrations, through the same hooks as any plugin."""
+"""The built-in plugin that registers the ``turn`` graph and its state migrations, like any plugin."""
 
 from __future__ import annotations
 
@@ -18,7 +18,5 @@ def register_graphs() -> list[GraphDefinition]:
 def register_state_migrations() -> list[StateMigration]:
     """Upgrades of the ``turn`` graph's state."""
     return [
-        StateMigration(
-            graph=TURN_GRAPH, from_version=1, migrate=migrate_v1, description="user_text → user: {text}"
-        )
+        StateMigration(graph=TURN_GRAPH, from_version=1, migrate=migrate_v1, description="user_text → user: {text}")
     ]

@@ -30,7 +30,18 @@ from typing import Any, ClassVar, Literal
 from botloom.core.settings import Settings
 
 logger = logging.getLogger(__name__)
-logging.getLogger("saq").setLevel(logging.WARNING)  # SAQ logs every enqueue and job at INFO
+
+
+class _QuietStops(logging.Filter):
+    """Drops SAQ's warning that idle workers "did not finish" when stopped: they were waiting for jobs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not finish within the shutdown grace period" not in record.getMessage()
+
+
+_saq_log = logging.getLogger("saq")
+_saq_log.setLevel(logging.WARNING)  # SAQ logs every enqueue and job at INFO
+_saq_log.addFilter(_QuietStops())
 
 Kind = Literal["turns", "deliveries"]
 KINDS: tuple[Kind, ...] = ("turns", "deliveries")
@@ -80,19 +91,30 @@ class JobQueue:
         if settings.redis_url:
             from saq.queue.redis import RedisQueue
 
-            return cls({kind: RedisQueue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS},
-                       options)
+            return cls(
+                {kind: RedisQueue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS}, options
+            )
         from psycopg_pool import AsyncConnectionPool
         from saq.queue.postgres import PostgresQueue
 
         pool: Any = AsyncConnectionPool(
-            database_url, open=False, min_size=1, max_size=options.pool_size, kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection, name="botloom-jobs",
+            database_url,
+            open=False,
+            min_size=1,
+            max_size=options.pool_size,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
+            name="botloom-jobs",
         )
         queues = {
             kind: PostgresQueue(
-                pool=pool, name=f"botloom-{kind}", jobs_table=JOBS_TABLE, stats_table="botloom_job_stats",
-                versions_table="botloom_job_versions", saq_lock_keyspace=LOCK_KEYSPACE, manage_pool_lifecycle=False,
+                pool=pool,
+                name=f"botloom-{kind}",
+                jobs_table=JOBS_TABLE,
+                stats_table="botloom_job_stats",
+                versions_table="botloom_job_versions",
+                saq_lock_keyspace=LOCK_KEYSPACE,
+                manage_pool_lifecycle=False,
             )
             for kind in KINDS
         }
@@ -132,8 +154,15 @@ class JobQueue:
         options = self.options
         scheduled = math.ceil(time.time() + delay) if delay > 0 else 0
         job = await self.queues[kind].enqueue(
-            function, key=f"{kind}:{key}", scheduled=scheduled, heartbeat=options.heartbeat,
-            timeout=options.job_timeout, retries=options.retries, retry_delay=1.0, retry_backoff=60, **kwargs,
+            function,
+            key=f"{kind}:{key}",
+            scheduled=scheduled,
+            heartbeat=options.heartbeat,
+            timeout=options.job_timeout,
+            retries=options.retries,
+            retry_delay=1.0,
+            retry_backoff=60,
+            **kwargs,
         )
         return job is not None
 
@@ -161,37 +190,55 @@ class JobQueue:
 
         beat = self.options.heartbeat
         wrapped = {name: _with_heartbeat(name, function, beat) for name, function in functions.items()}
-        crons = [CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout)
-                 for name, schedule in (cron or {}).items()]
+        crons = [
+            CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout)
+            for name, schedule in (cron or {}).items()
+        ]
         return _worker_class(embedded)(
             self.queues[kind],
             functions=[(name, f) for name, f in wrapped.items() if name not in (cron or {})],
             concurrency=concurrency,
             cron_jobs=crons,
             timers={"sweep": self.options.sweep_every, "schedule": 1, "abort": 1, "worker_info": 10},
-            shutdown_grace_period_s=math.ceil(self.options.grace) if self.options.grace else None,
         )
 
     @asynccontextmanager
     async def running(
-        self, functions: Mapping[Kind, Mapping[str, JobFunction]], *, cron: Mapping[str, str] | None = None,
+        self,
+        functions: Mapping[Kind, Mapping[str, JobFunction]],
+        *,
+        cron: Mapping[str, str] | None = None,
         embedded: bool = False,
     ) -> AsyncIterator[list[Any]]:
         """Run a worker for each queue while the block runs; stop them (letting jobs finish) after it."""
         await self.connect()
         concurrency = {"turns": self.options.turn_concurrency, "deliveries": self.options.delivery_concurrency}
         workers = [
-            self.worker(kind, functions[kind], concurrency=concurrency[kind],
-                        cron=cron if kind == "deliveries" else None, embedded=embedded)
+            self.worker(
+                kind,
+                functions[kind],
+                concurrency=concurrency[kind],
+                cron=cron if kind == "deliveries" else None,
+                embedded=embedded,
+            )
             for kind in KINDS
         ]
-        tasks = [asyncio.create_task(w.start(), name=f"botloom-worker-{kind}") for w, kind in zip(workers, KINDS,
-                                                                                                   strict=True)]
+        tasks = [
+            asyncio.create_task(w.start(), name=f"botloom-worker-{kind}")
+            for w, kind in zip(workers, KINDS, strict=True)
+        ]
         try:
             yield workers
         finally:
+            await self._let_jobs_finish(workers)
             await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _let_jobs_finish(self, workers: list[Any]) -> None:
+        """Wait up to ``grace`` seconds for running jobs to finish (what still runs then is cancelled, to run again)."""
+        deadline = time.monotonic() + self.options.grace
+        while any(w.job_task_contexts for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..., Awaitable[Any]]:

@@ -34,8 +34,8 @@ from langgraph.types import Command, Overwrite
 from botloom.core.definitions import TurnSummary
 from botloom.core.domain import Bot, Conversation, StoredMessage, UsageEvent
 from botloom.core.host import PluginHost
-from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.messages import InboundMessage, OutboundMessage, Refusal, utcnow
+from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
 from botloom.graphs.context import SearchFn, TurnContext
@@ -212,9 +212,7 @@ class TurnRunner:
         async with self.locks.hold(conversation_id):
             return await self._process_locked(bot, conversation_id)
 
-    async def _process_locked(
-        self, bot: Bot, conversation_id: str, *, only: str | None = None
-    ) -> list[TurnResult]:
+    async def _process_locked(self, bot: Bot, conversation_id: str, *, only: str | None = None) -> list[TurnResult]:
         """:meth:`process`'s work, with the lock held; ``only`` restricts it to one message."""
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
@@ -248,9 +246,7 @@ class TurnRunner:
             pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
         return pending
 
-    async def answer(
-        self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None
-    ) -> TurnResult:
+    async def answer(self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None) -> TurnResult:
         """Receive a message and run its turn now; a duplicate gets the replies of its first delivery.
 
         With the ``reject`` burst policy, a message that arrives while a turn of
@@ -274,14 +270,21 @@ class TurnRunner:
                 return await self.result_of(bot, message.id)
             turn = turn_id_for(message.id)
             reply, _ = await self.store.messages.add_outbound(
-                bot.tenant_id, conversation.id, channel=conversation.channel, text=bot.settings.busy_reply,
-                turn_id=turn, idempotency_key=f"{turn}:000",
+                bot.tenant_id,
+                conversation.id,
+                channel=conversation.channel,
+                text=bot.settings.busy_reply,
+                turn_id=turn,
+                idempotency_key=f"{turn}:000",
             )
             await self.store.messages.finish(
                 bot.tenant_id, message.id, "rejected", turn_id=turn, outcome={"rejected": "busy"}
             )
             return TurnResult(
-                conversation_id=conversation.id, message_id=message.id, turn_id=turn, replies=[reply],
+                conversation_id=conversation.id,
+                message_id=message.id,
+                turn_id=turn,
+                replies=[reply],
                 status="rejected",
             )
 
@@ -324,7 +327,9 @@ class TurnRunner:
         for message in messages:
             await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
         inbound = InboundMessage(
-            channel=first.channel, text="\n".join(m.text for m in messages), sender=conversation.user or "",
+            channel=first.channel,
+            text="\n".join(m.text for m in messages),
+            sender=conversation.user or "",
             received_at=first.created_at,
         )
         moderated, problems = await self.host.moderate(inbound, bot)
@@ -336,14 +341,20 @@ class TurnRunner:
             result.errors.append(f"refused: {moderated.reason}")
         else:
             watched = messages[-1].id if watch else None
-            invoked = await self._invoke(bot, conversation, turn, moderated.text, rerun, result, watched)
+            invoked = await self._invoke(
+                bot, conversation, turn=turn, text=moderated.text, rerun=rerun, result=result, watched=watched
+            )
             if invoked is None:
                 return None
             texts = invoked
         for index, text in enumerate(texts):
             outbound = await self._moderate_out(bot, conversation, text, result)
             stored, _ = await self.store.messages.add_outbound(
-                tenant, conversation.id, channel=conversation.channel, text=outbound, turn_id=turn,
+                tenant,
+                conversation.id,
+                channel=conversation.channel,
+                text=outbound,
+                turn_id=turn,
                 idempotency_key=f"{turn}:{index:03d}",
             )
             result.replies.append(stored)
@@ -359,10 +370,17 @@ class TurnRunner:
             status = result.status if message is first else "merged"
             await self.store.messages.finish(tenant, message.id, status, turn_id=turn, outcome=outcome)
         summary = TurnSummary(
-            tenant_id=tenant, bot_id=bot.id, conversation_id=conversation.id, turn_id=turn,
-            channel=conversation.channel, intent=result.intent, confidence=result.confidence,
-            replies=tuple(r.text for r in result.replies), escalated=result.escalated,
-            errors=tuple(result.errors), latency_ms=(time.perf_counter() - began) * 1000,
+            tenant_id=tenant,
+            bot_id=bot.id,
+            conversation_id=conversation.id,
+            turn_id=turn,
+            channel=conversation.channel,
+            intent=result.intent,
+            confidence=result.confidence,
+            replies=tuple(r.text for r in result.replies),
+            escalated=result.escalated,
+            errors=tuple(result.errors),
+            latency_ms=(time.perf_counter() - began) * 1000,
         )
         TURN_SECONDS.labels(conversation.channel).observe(summary.latency_ms / 1000)
         TURNS.labels(conversation.channel, "escalated" if result.escalated else result.status).inc()
@@ -373,6 +391,7 @@ class TurnRunner:
         self,
         bot: Bot,
         conversation: Conversation,
+        *,
         turn: str,
         text: str,
         rerun: bool,
@@ -402,7 +421,7 @@ class TurnRunner:
                     state = await self._interruptible(run, bot.tenant_id, conversation.id, watched)
                     if state is None:
                         return None
-        except Exception as exc:  # noqa: BLE001 - the end user gets the fallback, the error is kept
+        except Exception as exc:
             logger.exception("turn %s of conversation %s failed", turn, conversation.id)
             result.errors.append(f"turn failed: {type(exc).__name__}: {exc}")
             result.status = "failed"
@@ -436,7 +455,7 @@ class TurnRunner:
                 if version != target:
                     raise ValueError(f"state version {version} is newer than the graph's {target}")
                 await graph.aupdate_state(config, _replacing(graph, values), as_node="respond")
-            except Exception as exc:  # noqa: BLE001 - a broken state must not fail every turn
+            except Exception as exc:
                 logger.exception("conversation %s: state migration failed; starting afresh", conversation.id)
                 result.errors.append(f"state migration failed, conversation restarted: {type(exc).__name__}: {exc}")
                 await self.graphs.checkpointer_delete_thread(config["configurable"]["thread_id"])
@@ -513,8 +532,13 @@ class TurnRunner:
             result.escalated = bool(state.get("__interrupt__"))
             for index, reply in enumerate(texts):
                 stored, _ = await self.store.messages.add_outbound(
-                    bot.tenant_id, conversation.id, channel=conversation.channel, text=reply, turn_id=turn,
-                    idempotency_key=f"{turn}:{index:03d}", metadata={"agent": agent},
+                    bot.tenant_id,
+                    conversation.id,
+                    channel=conversation.channel,
+                    text=reply,
+                    turn_id=turn,
+                    idempotency_key=f"{turn}:{index:03d}",
+                    metadata={"agent": agent},
                 )
                 result.replies.append(stored)
             if not result.escalated:

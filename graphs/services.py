@@ -100,7 +100,9 @@ async def open_services(
         if settings.redis_url:
             from redis.asyncio import BlockingConnectionPool, Redis
 
-            redis_client = Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=50))
+            redis_client = Redis(
+                connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=50)
+            )
             locks = RedisLocks(redis_client, expire=settings.turn_timeout * 2)
         else:
             locks = PostgresLocks(db)
@@ -110,16 +112,31 @@ async def open_services(
             if hasattr(engine, "aclose"):
                 closeables.append(engine.aclose)
             runner = TurnRunner(
-                host=host, store=store, graphs=graphs, engine=engine, locks=locks, settings=settings,
+                host=host,
+                store=store,
+                graphs=graphs,
+                engine=engine,
+                locks=locks,
+                settings=settings,
                 knowledge=knowledge,
             )
             queue = JobQueue.for_settings(settings, url)
-            closeables.append(queue.close)
             deliveries = Deliveries(store=store, host=host, runner=runner, queue=queue, settings=settings)
+            closeables += [deliveries.close, queue.close]
             yield Services(
-                settings=settings, host=host, db=db, store=store, cipher=cipher, embedder=embedder,
-                knowledge=knowledge, graphs=graphs, engine=engine, runner=runner, queue=queue,
-                deliveries=deliveries, redis=redis_client,
+                settings=settings,
+                host=host,
+                db=db,
+                store=store,
+                cipher=cipher,
+                embedder=embedder,
+                knowledge=knowledge,
+                graphs=graphs,
+                engine=engine,
+                runner=runner,
+                queue=queue,
+                deliveries=deliveries,
+                redis=redis_client,
             )
     finally:
         for closeable in closeables:

@@ -47,9 +47,11 @@ class ToolResult(TypedDict, total=False):
 
 
 class UserMessage(TypedDict):
-    """The user's message of this turn. A dict, not a bare string, so that the Postgres
-    checkpointer stores it through the (optionally encrypting) serializer instead of
-    inline in its JSON column."""
+    """The user's message of this turn.
+
+    A dict, not a bare string, so that the Postgres checkpointer stores it through
+    the (optionally encrypting) serializer instead of inline in its JSON column.
+    """
 
     text: str
 

@@ -29,8 +29,11 @@ async def order_status(order_number: str, context: ToolContext) -> dict[str, str
     """Look up the status of an order by its order number."""
     order = ORDERS.get(order_number.strip().lstrip("#"))
     if order is None:
-        return {"found": "no", "order_number": order_number,
-                "reply": f"I couldn't find an order with the number {order_number}. Please check the number."}
+        return {
+            "found": "no",
+            "order_number": order_number,
+            "reply": f"I couldn't find an order with the number {order_number}. Please check the number.",
+        }
     shop = str(context.config.get("shop_name", "Acme Shop"))
     eta = order["eta"]
     reply = {

@@ -26,9 +26,7 @@ async def search_knowledge(query: str, context: ToolContext, limit: int = 3) -> 
     if context.search_knowledge is None:
         return []
     passages = await context.search_knowledge(query, max(1, min(limit, 10)))
-    return [
-        {"document": p.document, "title": p.title, "text": p.text, "score": round(p.score, 3)} for p in passages
-    ]
+    return [{"document": p.document, "title": p.title, "text": p.text, "score": round(p.score, 3)} for p in passages]
 
 
 @hookimpl

@@ -7,7 +7,6 @@ lifespan. Tests build it with services they opened themselves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
@@ -18,6 +17,7 @@ from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
@@ -25,7 +25,6 @@ from litestar.types import ControllerRouterHandler, Receive, Scope, Send
 
 from botloom.core.settings import Settings
 from botloom.graphs.services import Services, open_services
-from botloom.server.deps import ServicesDep
 from botloom.server.auth import Principal, authenticate
 from botloom.server.middleware import rate_limit_config, request_context
 from botloom.server.paths import join_bot_segments
@@ -55,9 +54,15 @@ def provide_services(state: State) -> Services:
     return services
 
 
-async def provide_principal(request: ASGIConnection, services: ServicesDep) -> Principal:  # type: ignore[type-arg]
-    """The authenticated caller (401 without a valid token)."""
-    return await authenticate(request, services)
+async def authenticated(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Guard of every ``/api/v1`` route: 401 without a valid token, checked before the body is read."""
+    connection.state.principal = await authenticate(connection, connection.app.state.services)
+
+
+def provide_principal(request: ASGIConnection) -> Principal:  # type: ignore[type-arg]
+    """The caller the guard authenticated."""
+    principal: Principal = request.state.principal
+    return principal
 
 
 def api_handlers() -> list[ControllerRouterHandler]:
@@ -112,11 +117,13 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=api_handlers(),
-        dependencies={"principal": Provide(provide_principal)},
+        guards=[authenticated],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
     )
     openapi = OpenAPIConfig(
         title="botloom",
+        use_handler_docstrings=True,
         version=_version(),
         description="The botloom API: tenants, bots, plugins, knowledge, conversations and chat.",
         components=Components(
@@ -127,7 +134,7 @@ def create_app(
             }
         ),
     )
-    app = BotloomApp(
+    return BotloomApp(
         route_handlers=[api, *public_handlers(), *extra_handlers],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
@@ -144,7 +151,6 @@ def create_app(
         logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
         debug=debug,
     )
-    return app
 
 
 async def _prune_periodically(services: Services) -> None:
@@ -199,5 +205,3 @@ def app_factory() -> Litestar:
 
 
 __all__ = ["BotloomApp", "create_app"]
-
-

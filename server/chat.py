@@ -11,23 +11,25 @@ from importlib import resources
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post, websocket
-from litestar.params import FromPath
+from litestar import Response, get, post, websocket
+from litestar.connection import WebSocket
 from litestar.exceptions import (
     ClientException,
+    NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
     WebSocketDisconnect,
 )
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
-from litestar.connection import WebSocket
 
+from botloom.channels.rest import RestChannel, RestMessage
 from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot
 from botloom.graphs.runner import TurnResult
 from botloom.graphs.services import Services
+from botloom.server.auth import public_bot, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
-from botloom.server.auth import Principal, public_bot, visible_bot
 from botloom.server.paths import bot_ref
 
 logger = logging.getLogger(__name__)
@@ -89,10 +91,12 @@ async def mark_sent(services: Services, bot: Bot, result: TurnResult) -> None:
     "/bots/{bot:str}/messages",
     status_code=HTTP_200_OK,
     summary="Send a message to a bot and get its replies",
-    raises=[ClientException, NotFoundException, PermissionDeniedException],
+    raises=[ClientException, NotAuthorizedException, NotFoundException, PermissionDeniedException],
     tags=["chat"],
 )
-async def rest_chat(request: Request[Any, Any, Any], bot: FromPath[str], principal: PrincipalDep, services: ServicesDep) -> ChatAnswer:
+async def rest_chat(
+    data: JSONBody[RestMessage], bot: FromPath[str], principal: PrincipalDep, services: ServicesDep
+) -> ChatAnswer:
     """Run one turn: ``{"text": "...", "conversation_id": null, "user": null, "message_id": null}``.
 
     A new conversation starts when no ``conversation_id`` is given. A retried
@@ -100,10 +104,9 @@ async def rest_chat(request: Request[Any, Any, Any], bot: FromPath[str], princip
     runs nothing. The bot must enable the ``rest`` plugin.
     """
     found = await visible_bot(services, principal, bot)
-    adapter, config = await channel_for(services, found, "rest")
-    body = await request.body()
+    adapter, _ = await channel_for(services, found, "rest")
     try:
-        (message,) = adapter.parse(ChannelRequest(method="POST", url=str(request.url), headers={}, body=body), config)
+        message = adapter.message(data) if isinstance(adapter, RestChannel) else RestChannel().message(data)
     except ChannelRejected as exc:
         raise ClientException(exc.detail, status_code=exc.status) from None
     conversation_id = message.conversation_key
@@ -178,7 +181,7 @@ class _SocketSession:
     async def run(self) -> None:
         from botloom.channels.webchat import Hello, Message
 
-        decode = getattr(self.adapter, "decode")
+        decode = self.adapter.decode
         while True:
             raw = await self.socket.receive_text()
             try:
@@ -218,9 +221,7 @@ class _SocketSession:
         )
 
     async def message(self, client_id: str, raw: str) -> None:
-        request = ChannelRequest(
-            method="WS", url="", headers={"x-botloom-user": self.user}, body=raw.encode()
-        )
+        request = ChannelRequest(method="WS", url="", headers={"x-botloom-user": self.user}, body=raw.encode())
         try:
             (message,) = self.adapter.parse(request, {})
         except ChannelRejected as exc:
@@ -234,8 +235,13 @@ class _SocketSession:
         await self.send(type="done", id=client_id, intent=result.intent, escalated=result.escalated)
 
 
-@get("/chat/{bot:str}", media_type="text/html", summary="The web chat page of a bot", tags=["chat"],
-     include_in_schema=True)
+@get(
+    "/chat/{bot:str}",
+    media_type="text/html",
+    summary="The web chat page of a bot",
+    tags=["chat"],
+    include_in_schema=True,
+)
 async def chat_page(bot: FromPath[str], services: ServicesDep) -> Response[str]:
     """A small, accessible chat page that talks to the bot over its WebSocket; embeddable in an iframe."""
     found = await public_bot(services, bot)

@@ -213,8 +213,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, demo=args.demo, workers=not args.no_workers)
     print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
     uvicorn.run(
-        app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
-        proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips,
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return EXIT_OK
 

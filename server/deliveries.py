@@ -45,14 +45,21 @@ class DeadLetterOut(msgspec.Struct, frozen=True, kw_only=True):
         """The answer for a message's delivery state."""
         message = state.message
         return cls(
-            id=message.id, conversation_id=message.conversation_id, channel=message.channel, text=message.text,
-            status=message.status, error=state.error, attempts=state.attempts, created_at=message.created_at,
+            id=message.id,
+            conversation_id=message.conversation_id,
+            channel=message.channel,
+            text=message.text,
+            status=message.status,
+            error=state.error,
+            attempts=state.attempts,
+            created_at=message.created_at,
             updated_at=state.updated_at,
         )
 
 
-@get("/bots/{bot:str}/dead-letters", summary="List a bot's undelivered replies", tags=["deliveries"],
-     raises=READ_ERRORS)
+@get(
+    "/bots/{bot:str}/dead-letters", summary="List a bot's undelivered replies", tags=["deliveries"], raises=READ_ERRORS
+)
 async def list_dead_letters(
     bot: BotRef,
     principal: PrincipalDep,
@@ -65,8 +72,13 @@ async def list_dead_letters(
     return [DeadLetterOut.of(r) for r in rows]
 
 
-@post("/messages/{message_id:str}/retry", summary="Deliver an undelivered reply again", tags=["deliveries"],
-      status_code=HTTP_202_ACCEPTED, raises=[*WRITE_ERRORS, ConflictException])
+@post(
+    "/messages/{message_id:str}/retry",
+    summary="Deliver an undelivered reply again",
+    tags=["deliveries"],
+    status_code=HTTP_202_ACCEPTED,
+    raises=[*WRITE_ERRORS, ConflictException],
+)
 async def retry_message(message_id: IdRef, principal: PrincipalDep, services: ServicesDep) -> DeadLetterOut:
     """Queue a dead letter for delivery again (attempts start over); 409 when the message is not a dead letter."""
     parts = services.deliveries.parts

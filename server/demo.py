@@ -7,6 +7,7 @@ keys are stored hashed and cannot be shown twice).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -57,7 +58,7 @@ async def ensure_demo(services: Services, progress: Callable[[str], None] | None
                 config = validate_config(plugin, schema, DEMO_CONFIGS.get(plugin, {}))
                 public, secret = split_secrets(schema, config)
                 await store.plugin_settings.put(tenant.id, bot.id, plugin, enabled=True, config=public, secrets=secret)
-    paths = sorted(DEMO_DATA.glob("*.md"))
+    paths = await asyncio.to_thread(lambda: sorted(DEMO_DATA.glob("*.md")))
     await services.knowledge.ingest_paths(tenant.id, bot.id, paths, progress=progress)
     _, key = await store.api_keys.create(tenant.id, "demo")
     return DemoInfo(tenant=tenant, bot=bot, api_key=key, created=created)

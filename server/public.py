@@ -9,9 +9,8 @@ from litestar import Response, get
 from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from botloom.graphs.services import Services
-from botloom.server.deps import ServicesDep
 from botloom.server.chat import CHAT_PUBLIC_HANDLERS
+from botloom.server.deps import ServicesDep
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):

@@ -85,7 +85,7 @@ async def handle_webhook(
     """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
     found = await public_bot(services, bot)
     adapter, config = await webhook_channel(services, found, channel)
-    incoming = await channel_request(request, services.settings, channel, bot, subpath)
+    incoming = await channel_request(request, request.app.state.settings, channel, bot, subpath)
     try:
         adapter.verify(incoming, config)
         messages = adapter.parse(incoming, config)

@@ -19,8 +19,14 @@ class Server:
     def __init__(self, database_url: str, data_dir: Path, *, demo: bool = True, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "BOTLOOM_DATABASE_URL": database_url, "BOTLOOM_DATA_DIR": str(data_dir),
-                    "BOTLOOM_SECRET_KEY": "page-test", "BOTLOOM_ADMIN_TOKEN": "admin", **env}
+        self.env = {
+            **os.environ,
+            "BOTLOOM_DATABASE_URL": database_url,
+            "BOTLOOM_DATA_DIR": str(data_dir),
+            "BOTLOOM_SECRET_KEY": "page-test",
+            "BOTLOOM_ADMIN_TOKEN": "admin",
+            **env,
+        }
         self.demo = demo
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / f"serve-{self.port}.log"
@@ -34,8 +40,18 @@ class Server:
         """Start the server process without waiting for it."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "botloom", "serve", "--port", str(self.port), *(["--demo"] if self.demo else [])],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "botloom",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    *(["--demo"] if self.demo else []),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self) -> None:
@@ -57,5 +73,3 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
-
-

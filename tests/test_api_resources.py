@@ -478,3 +478,67 @@ async def test_conversations_and_checkpoints(client: httpx.AsyncClient, demo: De
     for missing in ("00000000-0000-0000-0000-000000000000", "not-an-id"):
         assert (await client.get(f"/api/v1/conversations/{missing}")).status_code == 404
         assert (await client.get(f"/api/v1/conversations/{missing}/checkpoints")).status_code == 404
+
+
+HOSTILE = [
+    ("GET", "/api/v1/bots/acme/support/knowledge/search?q=%00", None, 400),
+    ("GET", "/api/v1/bots/acme/support/knowledge/search?q=x&threshold=nan", None, 400),
+    ("GET", "/api/v1/bots/acme/support/conversations?limit=99999999999999999999", None, 400),
+    ("GET", "/api/v1/bots/%00", None, 400),
+    ("GET", "/api/v1/bots/%ED%A0%80", None, 404),
+    ("GET", "/api/v1/bots/" + "a" * 5000, None, 400),
+    ("GET", "/api/v1/tenants/%00", None, 400),
+    ("GET", "/api/v1/tenants/%ED%A0%80/bots", None, 404),
+    ("DELETE", "/api/v1/bots/acme/support/knowledge/%00", None, 400),
+    ("GET", "/api/v1/bots/acme/support/plugins/%00", None, 400),
+    ("GET", "/api/v1/conversations/%00", None, 400),
+    ("PATCH", "/api/v1/bots/acme/support", {"persona": "x\u0000"}, 400),
+    ("PATCH", "/api/v1/bots/acme/support", {"allowed_origins": ["\u0000"]}, 400),
+    ("PUT", "/api/v1/bots/acme/support/plugins/demo_shop", {"config": {"shop_name": "a\u0000"}}, 400),
+    ("POST", "/api/v1/bots/acme/support/knowledge", {"name": "a\u0000.md", "content": "x"}, 400),
+    ("POST", "/api/v1/tenants/acme/keys", {"name": "\u0000"}, 400),
+]
+"""Inputs PostgreSQL cannot store (NUL), bytes that are not UTF-8, numbers out of range: 4xx, never 500."""
+
+
+async def test_hostile_inputs_get_4xx(client: httpx.AsyncClient) -> None:
+    await make_tenant(client, "acme")
+    await make_bot(client, "acme", "support")
+    for method, path, body, status in HOSTILE:
+        r = await client.request(method, path, json=body)
+        assert r.status_code == status, f"{method} {path[:60]} {body}: {r.status_code} {r.text}"
+    bot = (await client.get("/api/v1/bots/acme/support")).json()
+    assert bot["settings"]["persona"] == BotSettings().persona
+
+
+# -- the OpenAPI document ---------------------------------------------------------------
+
+
+def test_openapi_documents_every_operation_and_its_errors(settings: Settings) -> None:
+    from litestar.routes import HTTPRoute
+
+    app = create_app(settings)
+    operations = app.openapi_schema.to_schema()["paths"]
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not handler.fn.__module__.startswith("botloom.server.api."):
+                continue
+            path = route.path.replace(":str", "")
+            for method in handler.http_methods:
+                operation = operations[path][method.lower()]
+                where = f"{method} {path}"
+                assert operation.get("summary"), where
+                assert handler.fn.__doc__, where
+                responses = set(operation["responses"])
+                assert "401" in responses, where
+                if "{" in path:
+                    assert "404" in responses, where
+                if "requestBody" in operation or operation.get("parameters"):
+                    assert "400" in responses, where
+                if "requestBody" in operation:
+                    assert operation["requestBody"]["content"], where
+                checked += 1
+    assert checked >= 22

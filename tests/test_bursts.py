@@ -54,8 +54,9 @@ async def burst(servers: list[Server], demo: DemoInfo, texts: list[str]) -> list
     """Start a conversation, then post ``texts`` 50 ms apart, alternating between the servers."""
     headers = {"Authorization": f"Bearer {demo.api_key}"}
     async with httpx.AsyncClient(timeout=60) as client:
-        first = await client.post(f"{servers[0].url}/api/v1/bots/acme/support/messages", json={"text": "hello"},
-                                  headers=headers)
+        first = await client.post(
+            f"{servers[0].url}/api/v1/bots/acme/support/messages", json={"text": "hello"}, headers=headers
+        )
         conversation = first.json()["conversation_id"]
 
         async def post(index: int, text: str) -> dict[str, object]:
@@ -63,7 +64,8 @@ async def burst(servers: list[Server], demo: DemoInfo, texts: list[str]) -> list
             server = servers[index % len(servers)]
             response = await client.post(
                 f"{server.url}/api/v1/bots/acme/support/messages",
-                json={"text": text, "conversation_id": conversation}, headers=headers,
+                json={"text": text, "conversation_id": conversation},
+                headers=headers,
             )
             assert response.status_code == 200, response.text
             return dict(response.json())
@@ -82,13 +84,13 @@ async def statuses(services: Services, demo: DemoInfo, conversation: str) -> lis
     return [(m.direction, m.status, m.text) for m in messages[2:]]  # after the opening hello and its reply
 
 
-async def test_enqueue_answers_each_message_in_order(
-    services: Services, demo: DemoInfo, servers: list[Server]
-) -> None:
+async def test_enqueue_answers_each_message_in_order(services: Services, demo: DemoInfo, servers: list[Server]) -> None:
     await set_policy(services, demo, "enqueue")
     answers = await burst(servers, demo, ["parcel P1", "parcel P2", "parcel P3"])
     assert [a["replies"][0]["text"] for a in answers] == [  # type: ignore[index]
-        "Parcel 1 is in the depot.", "Parcel 2 is in the depot.", "Parcel 3 is in the depot."
+        "Parcel 1 is in the depot.",
+        "Parcel 2 is in the depot.",
+        "Parcel 3 is in the depot.",
     ], "each message got its own answer"
     rows = await statuses(services, demo, str(answers[0]["conversation_id"]))
     assert sorted(s for d, s, _ in rows if d == "inbound") == ["answered"] * 3

@@ -82,7 +82,8 @@ async def test_rest_chat_rejects_bad_input(
     client: httpx.AsyncClient, demo: DemoInfo, services: Services, body: bytes, status: int
 ) -> None:
     response = await client.post(
-        "/api/v1/bots/acme/support/messages", content=body,
+        "/api/v1/bots/acme/support/messages",
+        content=body,
         headers={**auth(demo), "content-type": "application/json"},
     )
     assert response.status_code == status, response.text
@@ -134,7 +135,7 @@ def test_web_chat_socket_and_reconnect(socket_app: Litestar) -> None:
             frames = [json.loads(socket.receive_text()) for _ in range(3)]
             assert frames[1]["text"] == "Hello! How can I help you today?", "a resent message is answered once"
         page = client.get("/chat/acme/support")
-        assert page.status_code == 200 and "<main id=\"log\"" in page.text
+        assert page.status_code == 200 and '<main id="log"' in page.text
         assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
 
 
@@ -142,14 +143,18 @@ def test_web_chat_refuses_foreign_origins_and_unknown_bots(socket_app: Litestar)
     from litestar.exceptions import WebSocketDisconnect
 
     with TestClient(app=socket_app) as client:
-        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
-            "/api/v1/bots/acme/support/ws", headers={"origin": "https://evil.example"}
-        ) as socket:
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            client.websocket_connect(
+                "/api/v1/bots/acme/support/ws", headers={"origin": "https://evil.example"}
+            ) as socket,
+        ):
             socket.receive_text()
         assert refused.value.code == 4403
-        with pytest.raises(WebSocketDisconnect) as missing, client.websocket_connect(
-            "/api/v1/bots/acme/nobody/ws"
-        ) as socket:
+        with (
+            pytest.raises(WebSocketDisconnect) as missing,
+            client.websocket_connect("/api/v1/bots/acme/nobody/ws") as socket,
+        ):
             socket.receive_text()
         assert missing.value.code == 4404
 
@@ -165,14 +170,10 @@ async def test_health_ready_metrics(client: httpx.AsyncClient, demo: DemoInfo) -
     assert (await client.get("/health")).headers["x-request-id"]
 
 
-async def test_rate_limit_answers_429_with_retry_after(
-    settings: Settings, services: Services, demo: DemoInfo
-) -> None:
+async def test_rate_limit_answers_429_with_retry_after(settings: Settings, services: Services, demo: DemoInfo) -> None:
     limited = create_app(msgspec.structs.replace(settings, rate_limit_per_minute=3), services=services)
     async with api_client(limited) as client:
-        codes = [
-            (await client.get("/api/v1/bots/acme/support", headers=auth(demo))).status_code for _ in range(4)
-        ]
+        codes = [(await client.get("/api/v1/bots/acme/support", headers=auth(demo))).status_code for _ in range(4)]
         assert codes[:3] == [200, 200, 200] and codes[3] == 429
         last = await client.get("/api/v1/bots/acme/support", headers=auth(demo))
         assert int(last.headers["retry-after"]) >= 1

@@ -44,7 +44,7 @@ from tests.test_cli import botloom_env, run_botloom
 # --------------------------------------------------------------------------- helpers
 
 BUILTINS: dict[str, dict[str, list[str]]] = {
-    "turn": {"kinds": ["graph"], "graphs": ["turn"], "tools": [], "intents": []},
+    "turn": {"kinds": ["graph", "migration"], "graphs": ["turn"], "tools": [], "intents": []},
     "smalltalk": {"kinds": ["intent"], "graphs": [], "tools": [], "intents": ["greeting", "thanks", "goodbye"]},
     "handoff": {"kinds": ["intent"], "graphs": [], "tools": [], "intents": ["human_handoff"]},
     "demo_shop": {"kinds": ["tool", "intent"], "graphs": [], "tools": ["order_status"], "intents": ["order_status"]},
@@ -196,7 +196,7 @@ def test_plugins_list_table_shows_kinds_and_honours_the_allow_list(tmp_path: Pat
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:] if line.strip()}
     assert set(rows) == {"smalltalk", "turn"}
     assert rows["smalltalk"][2:4] == ["builtin", "intent"]
-    assert rows["turn"][2:4] == ["builtin", "graph"]
+    assert rows["turn"][2:4] == ["builtin", "graph,migration"]
     assert "intent:greeting" in result.stdout
 
 

@@ -35,9 +35,7 @@ class Callback:
 def checkpoint_bytes(database_url: str) -> bytes:
     """Everything the Postgres checkpointer stored, as one byte string."""
     with psycopg.connect(database_url) as conn:
-        parts = [
-            str(row[0]).encode() for row in conn.execute("SELECT checkpoint::text FROM checkpoints").fetchall()
-        ]
+        parts = [str(row[0]).encode() for row in conn.execute("SELECT checkpoint::text FROM checkpoints").fetchall()]
         parts += [bytes(row[0] or b"") for row in conn.execute("SELECT blob FROM checkpoint_blobs").fetchall()]
         parts += [bytes(row[0] or b"") for row in conn.execute("SELECT blob FROM checkpoint_writes").fetchall()]
     return b"\n".join(parts)
@@ -51,7 +49,8 @@ async def test_redaction_keeps_phone_numbers_out_of_checkpoints(
         demo = await ensure_demo(services)
         await enable(services, demo.bot, "callback")
         bot = await services.store.bots.update(
-            demo.tenant.id, demo.bot.id,
+            demo.tenant.id,
+            demo.bot.id,
             settings=msgspec.structs.replace(demo.bot.settings, redact_personal_data=redact),
         )
         assert bot is not None
@@ -85,8 +84,13 @@ def test_log_lines_are_masked(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("botloom.test")
     handler_filter = RedactingFilter()
     record = logger.makeRecord(
-        "botloom.test", logging.INFO, __file__, 1,
-        "user %s wrote from %s with key %s", ("ada@example.com", PHONE, "blk_abcdefghijklmnop"), None,
+        "botloom.test",
+        logging.INFO,
+        __file__,
+        1,
+        "user %s wrote from %s with key %s",
+        ("ada@example.com", PHONE, "blk_abcdefghijklmnop"),
+        None,
     )
     assert handler_filter.filter(record)
     message = record.getMessage()

@@ -80,8 +80,9 @@ async def test_closed_conversation_is_archived(services: Services, demo: DemoInf
 
 @pytest.fixture
 async def redis_services(data_dir: Path, database_url: str, redis_url: str) -> AsyncIterator[Services]:
-    settings: Settings = load_settings(environ={}, data_dir=str(data_dir), secret_key="k", checkpointer="redis",
-                                       redis_url=redis_url)
+    settings: Settings = load_settings(
+        environ={}, data_dir=str(data_dir), secret_key="k", checkpointer="redis", redis_url=redis_url
+    )
     async with open_services(settings, url=database_url) as services:
         yield services
 

@@ -49,17 +49,23 @@ async def new_chat(services: Services, demo: DemoInfo) -> Chat:
 
 async def test_version_1_state_continues(services: Services, demo: DemoInfo) -> None:
     chat = await new_chat(services, demo)
-    await write_old_state(services, demo, chat, {
-        "schema_version": 1,
-        "messages": [
-            {"role": "user", "content": "where is my order?"},
-            {"role": "assistant", "content": "Sure, I can check that. What is your order number?"},
-        ],
-        "user_text": "where is my order?",
-        "pending_intent": "order_status",
-        "failures": 0,
-        "replies": ["Sure, I can check that. What is your order number?"],
-    }, version=1)
+    await write_old_state(
+        services,
+        demo,
+        chat,
+        {
+            "schema_version": 1,
+            "messages": [
+                {"role": "user", "content": "where is my order?"},
+                {"role": "assistant", "content": "Sure, I can check that. What is your order number?"},
+            ],
+            "user_text": "where is my order?",
+            "pending_intent": "order_status",
+            "failures": 0,
+            "replies": ["Sure, I can check that. What is your order number?"],
+        },
+        version=1,
+    )
 
     result = await chat.say("1234")
     assert "1234 has shipped" in result.replies[0].text, "the pending slot question of the old state was kept"
@@ -68,7 +74,8 @@ async def test_version_1_state_continues(services: Services, demo: DemoInfo) -> 
     assert state["schema_version"] == STATE_VERSION
     assert state["user"] == {"text": "1234"} and "user_text" not in state
     assert [m["content"] for m in state["messages"]][:2] == [
-        "where is my order?", "Sure, I can check that. What is your order number?"
+        "where is my order?",
+        "Sure, I can check that. What is your order number?",
     ]
     conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id or "")
     assert conversation is not None and conversation.state_version == STATE_VERSION

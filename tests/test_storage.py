@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -183,6 +183,8 @@ class TenantWorld:
     only_bot: Bot
     """A bot whose slug no other tenant has."""
     conversation: Conversation
+    closed: Conversation
+    """A closed conversation of ``bot`` (the archiving job's input)."""
     inbound: StoredMessage
     outbound: StoredMessage
     """A reply still ``pending`` (due for delivery), of the turn that answers ``inbound``."""
@@ -203,6 +205,7 @@ class TenantWorld:
             self.bot.id,
             self.only_bot.id,
             self.conversation.id,
+            self.closed.id,
             self.inbound.id,
             self.outbound.id,
             self.sending.id,
@@ -250,6 +253,8 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
         secrets={"auth_token": f"{slug}-token"},
     )
     conversation = await store.conversations.get_or_create(tenant.id, bot.id, "sms", SENDER, user=SENDER)
+    closed = await store.conversations.create(tenant.id, bot.id, "web")
+    await store.conversations.set_status(tenant.id, closed.id, "closed")
     message = InboundMessage(channel="sms", text=f"{slug} says hi", sender=SENDER, idempotency_key=INBOUND_KEY)
     inbound, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, message)
     turn_id = str(uuid.uuid4())
@@ -277,7 +282,7 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
     )
     await store.usage.record(usage)
     return TenantWorld(
-        tenant, api_key, key, bot, only_bot, conversation, inbound, outbound, sending, dead_letter, provider_id,
+        tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
         turn_id, usage,
     )  # fmt: skip
 
@@ -390,6 +395,24 @@ PROBES: list[Probe] = [
         "B's bot",
     ),
     Probe("conversations", "list_all", lambda s, a, b: s.conversations.list_all(a.tenant.id), "own", "all"),
+    Probe(
+        "conversations",
+        "idle_unpruned",
+        lambda s, a, b: s.conversations.idle_unpruned(a.tenant.id, b.bot.id, datetime.now(UTC) + timedelta(hours=1)),
+        "nothing",
+    ),
+    Probe(
+        "conversations",
+        "closed_unarchived",
+        lambda s, a, b: s.conversations.closed_unarchived(a.tenant.id, b.bot.id),
+        "nothing",
+    ),
+    Probe(
+        "conversations",
+        "mark",
+        lambda s, a, b: s.conversations.mark(a.tenant.id, [b.conversation.id, b.closed.id], "archived"),
+        "nothing",
+    ),
     Probe(
         "conversations",
         "set_state_version",
@@ -525,6 +548,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("TenantRepository", "delete"): OPERATOR_LEVEL,
     ("ApiKeyRepository", "authenticate"): "the key names its own tenant (test_api_keys_*)",
     ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
+    ("BotRepository", "all_tenants_bots"): "operator-level jobs (retention) over every tenant",
     ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
     ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
 }

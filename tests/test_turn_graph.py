@@ -25,9 +25,7 @@ def cp_settings(request: pytest.FixtureRequest, data_dir: Path) -> Settings:
     """Test settings for each checkpointer (Redis gets the session's Redis)."""
     kind = request.param
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
-    return load_settings(
-        environ={}, data_dir=str(data_dir), secret_key="k", checkpointer=kind, redis_url=redis_url
-    )
+    return load_settings(environ={}, data_dir=str(data_dir), secret_key="k", checkpointer=kind, redis_url=redis_url)
 
 
 @pytest.fixture
@@ -173,9 +171,7 @@ def _failing_plugin(tool: Tool, intent_name: str) -> object:
     ],
     ids=["raises", "hangs"],
 )
-async def test_failing_tool_gets_the_fallback(
-    settings: Settings, database_url: str, tool: Tool, error: str
-) -> None:
+async def test_failing_tool_gets_the_fallback(settings: Settings, database_url: str, tool: Tool, error: str) -> None:
     host = host_with(("parcels", _failing_plugin(tool, "parcel")))
     async with open_services(settings, url=database_url, host=host) as services:
         demo = await ensure_demo(services)
@@ -225,5 +221,3 @@ async def test_unknown_graph_gets_fallback(services: Services, demo: DemoInfo) -
     result = await Chat(services, bot).say("hello")
     assert result.status == "failed"
     assert any("no graph named 'nope'" in e for e in result.errors)
-
-

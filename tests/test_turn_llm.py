@@ -17,8 +17,9 @@ from tests.helpers import Chat
 from tests.servers import HTTPError, ScriptedOpenAI, ToolCall
 
 
-def classification(intent: str, *, confidence: float = 0.9, slots: dict[str, str] | None = None,
-                   wants_human: bool = False) -> dict[str, object]:
+def classification(
+    intent: str, *, confidence: float = 0.9, slots: dict[str, str] | None = None, wants_human: bool = False
+) -> dict[str, object]:
     """What the model answers to the structured-output classification call."""
     return {"intent": intent, "confidence": confidence, "slots": slots or {}, "wants_human": wants_human}
 
@@ -26,8 +27,12 @@ def classification(intent: str, *, confidence: float = 0.9, slots: dict[str, str
 @pytest.fixture
 def llm_settings(data_dir: Path, openai: ScriptedOpenAI) -> Settings:
     return load_settings(
-        environ={}, data_dir=str(data_dir), secret_key="k", openai_api_key="test-key",
-        openai_base_url=openai.base_url, llm_model="gpt-4o-mini",
+        environ={},
+        data_dir=str(data_dir),
+        secret_key="k",
+        openai_api_key="test-key",
+        openai_base_url=openai.base_url,
+        llm_model="gpt-4o-mini",
     )
 
 

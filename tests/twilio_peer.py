@@ -22,11 +22,14 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from xml.etree import ElementTree
 
+import httpx
 from twilio.request_validator import RequestValidator
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-test-auth-token"
+BOT_NUMBER = "+15559998888"
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-fA-F]{32})/Messages\.json$")
 
 
@@ -207,11 +210,16 @@ def inbound_form(
     *,
     sid: str | None = None,
     sender: str = "+15550001111",
-    to: str = "+15559998888",
+    to: str | None = None,
     account_sid: str = ACCOUNT_SID,
     media: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, str]:
-    """The form Twilio posts for an incoming SMS (WhatsApp when ``sender`` starts with ``whatsapp:``)."""
+    """The form Twilio posts for an incoming SMS (WhatsApp when ``sender`` starts with ``whatsapp:``).
+
+    ``to`` is the bot's number, by default ``+15559998888`` (``whatsapp:+15559998888``).
+    """
+    whatsapp = sender.startswith("whatsapp:")
+    to = to or ("whatsapp:" if whatsapp else "") + BOT_NUMBER
     form = {
         "ToCountry": "US", "SmsMessageSid": sid or "", "NumMedia": str(len(media)), "SmsSid": sid or "",
         "SmsStatus": "received", "Body": text, "To": to, "NumSegments": "1", "MessageSid": sid or "",
@@ -222,7 +230,7 @@ def inbound_form(
     for index, (url, content_type) in enumerate(media):
         form[f"MediaUrl{index}"] = url
         form[f"MediaContentType{index}"] = content_type
-    if sender.startswith("whatsapp:"):
+    if whatsapp:
         form.update({"ProfileName": "Ada", "WaId": sender.removeprefix("whatsapp:+"), "MessageType": "text"})
     return form
 
@@ -235,3 +243,36 @@ def status_form(message_sid: str, status: str, *, error_code: str | None = None,
     if error_code:
         form["ErrorCode"] = error_code
     return form
+
+
+PUBLIC_URL = "https://bots.example.com"
+"""The public URL the tests' Twilio configs declare (``public_base_url``): what Twilio signs."""
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    path: str,
+    form: dict[str, str],
+    *,
+    base: str = PUBLIC_URL,
+    token: str = AUTH_TOKEN,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``form`` to ``path`` as Twilio would, signed for ``base + path`` with ``token``."""
+    signature = sign(base + path, form, token)
+    return await client.post(path, data=form, headers={"X-Twilio-Signature": signature, **(headers or {})})
+
+
+def twiml_replies(body: str) -> list[str]:
+    """The texts of the ``<Message>`` elements of a TwiML answer."""
+    if not body.strip():
+        return []
+    return [(m.text or "").strip() for m in ElementTree.fromstring(body).iter("Message")]
+
+
+def twilio_config(peer: TwilioPeer, mode: str = "rest", **extra: object) -> dict[str, object]:
+    """A Twilio channel config that reaches ``peer`` and declares :data:`PUBLIC_URL`."""
+    return {
+        "account_sid": peer.account_sid, "auth_token": peer.auth_token, "reply_mode": mode,
+        "public_base_url": PUBLIC_URL, "api_base_url": peer.base_url, **extra,
+    }

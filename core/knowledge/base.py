@@ -84,7 +84,7 @@ class KnowledgeBase:
         text_scale: float = 1.0,
         candidates: int = 20,
         max_text_matches: int = 1000,
-        ef_search: int = 40,
+        ef_search: int = 100,
         threshold: float = DEFAULT_THRESHOLD,
         index_threshold: int = INDEX_THRESHOLD,
         index_build_memory: str | None = None,

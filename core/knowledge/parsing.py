@@ -303,7 +303,7 @@ def parse_markdown(name: str, text: str) -> ParsedDocument:
         if line.lstrip().startswith("|") or line.count("|") >= 2:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             line = " — ".join(c for c in cells if c)
-        line = _LIST.sub("- ", line) if _LIST.match(line) else line
+        line = line.strip() if _LIST.match(line) else line
         block.append(_inline_markdown(line))
     flush()
     return outline.done(MARKDOWN)

@@ -7,8 +7,13 @@ It comes from the ``pgserver`` package (the ``embedded`` extra) and keeps its da
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import os
+import signal
+import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
         ) from exc
     pgdata = data_dir / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with pgserver.PostgresServer._lock:  # pgserver's own inter-process lock over its list of users
+        _forget_dead_processes(pgdata)
+    _exit_cleanly_on_sigterm()
     logger.info("starting the embedded PostgreSQL in %s", pgdata)
     try:
         server: Any = pgserver.get_server(pgdata, cleanup_mode="stop")
@@ -43,12 +51,53 @@ def start_embedded_postgres(data_dir: Path) -> str:
         log = pgdata / "log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
         raise EmbeddedPostgresError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}\n{tail}") from exc
-    if not server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';").count("(1 row)"):
+
+    def forget_dead_at_exit() -> None:
+        with pgserver.PostgresServer._lock:
+            _forget_dead_processes(pgdata)
+
+    # Exit handlers run last-registered first: this one runs before pgserver's, which stops the
+    # server only when no other live process is on its list.
+    atexit.register(forget_dead_at_exit)
+    exists = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"  # noqa: S608 - a constant
+    if not server.psql(exists).count("(1 row)"):
         try:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
         except Exception:  # noqa: BLE001 - another process created it first
             logger.debug("database %s was created concurrently", DATABASE_NAME)
     return str(server.get_uri(DATABASE_NAME))
+
+
+def _forget_dead_processes(pgdata: Path) -> None:
+    """Drop processes that died without saying so (SIGKILL) from pgserver's list of users of the server.
+
+    pgserver stops the server when the last process on its list exits; a killed
+    process never leaves the list, which would keep the server running for ever.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM exit through Python's exit handlers, so pgserver can stop the server."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _runtime_dir() -> Path:

@@ -14,7 +14,6 @@ import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -91,9 +90,7 @@ class TenantRepository(Repository):
     async def create(self, slug: str, name: str) -> Tenant:
         """Create a tenant; raises :class:`Conflict` when the slug is taken."""
         try:
-            row = await self._one(
-                "INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING *", (slug, name)
-            )
+            row = await self._one("INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING *", (slug, name))
         except pg_errors.UniqueViolation as exc:
             raise Conflict(f"tenant {slug!r} exists") from exc
         assert row is not None
@@ -326,17 +323,18 @@ class ConversationRepository(Repository):
                     return _struct(Conversation, row)
                 cur = await conn.execute(
                     "INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING *",
-                    (*params, user),
+                    "SELECT b.tenant_id, b.id, %s, %s, %s FROM bots b WHERE b.tenant_id = %s AND b.id = %s "
+                    "ON CONFLICT DO NOTHING RETURNING *",
+                    (channel, external_key, user, *params[:2]),
                 )
                 row = await cur.fetchone()
                 if row:
                     return _struct(Conversation, row)
+                if await self._one("SELECT 1 AS found FROM bots WHERE tenant_id = %s AND id = %s", params[:2]) is None:
+                    raise LookupError(f"bot {bot_id} not found")
         raise RuntimeError("could not create conversation")  # pragma: no cover - needs three lost races
 
-    async def create(
-        self, tenant_id: str, bot_id: str, channel: str, user: str | None = None
-    ) -> Conversation:
+    async def create(self, tenant_id: str, bot_id: str, channel: str, user: str | None = None) -> Conversation:
         """A new conversation whose channel key is its own id (web and REST chat)."""
         new_id = uuid.uuid4()
         row = await self._one(
@@ -357,6 +355,8 @@ class ConversationRepository(Repository):
 
     async def list_all(self, tenant_id: str, bot_id: str | None = None, limit: int = 50) -> list[Conversation]:
         """The tenant's conversations, most recently active first."""
+        if bot_id is not None and as_uuid(bot_id) is None:
+            return []
         rows = await self._all(
             "SELECT * FROM conversations WHERE tenant_id = %s AND (%s::uuid IS NULL OR bot_id = %s) "
             "ORDER BY updated_at DESC LIMIT %s",
@@ -517,8 +517,7 @@ class MessageRepository(Repository):
     async def list_all(self, tenant_id: str, conversation_id: str, limit: int = 500) -> list[StoredMessage]:
         """A conversation's messages in the order they were stored."""
         rows = await self._all(
-            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s "
-            "ORDER BY created_at, id LIMIT %s",
+            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s ORDER BY created_at, id LIMIT %s",
             (as_uuid(tenant_id), as_uuid(conversation_id), limit),
         )
         return [_struct(StoredMessage, r) for r in rows]
@@ -541,7 +540,6 @@ class MessageRepository(Repository):
             (status, as_uuid(turn_id), provider_id, error, as_uuid(tenant_id), as_uuid(message_id)),
         )
         return row is not None
-
 
     async def pending_inbound(self, tenant_id: str, conversation_id: str) -> list[StoredMessage]:
         """Inbound messages of a conversation that no turn has finished, oldest first.
@@ -570,8 +568,8 @@ class MessageRepository(Repository):
         row = await self._one(
             "SELECT 1 AS found FROM messages m WHERE m.tenant_id = %s AND m.conversation_id = %s "
             "AND m.direction = 'inbound' AND m.status = 'received' "
-            "AND (m.created_at, m.id) > (SELECT created_at, id FROM messages WHERE id = %s) LIMIT 1",
-            (as_uuid(tenant_id), as_uuid(conversation_id), as_uuid(message_id)),
+            "AND (m.created_at, m.id) > (SELECT created_at, id FROM messages WHERE tenant_id = %s AND id = %s) LIMIT 1",
+            (as_uuid(tenant_id), as_uuid(conversation_id), as_uuid(tenant_id), as_uuid(message_id)),
         )
         return row is not None
 
@@ -619,6 +617,8 @@ class UsageRepository(Repository):
 
     async def totals(self, tenant_id: str, bot_id: str | None = None) -> dict[str, int]:
         """Summed tokens of a tenant (or one of its bots)."""
+        if bot_id is not None and as_uuid(bot_id) is None:
+            return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
         row = await self._one(
             "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS prompt_tokens, "
             "coalesce(sum(completion_tokens), 0) AS completion_tokens FROM usage_events "
@@ -674,9 +674,13 @@ class DeliveryRepository(Repository):
     def _state(row: Mapping[str, Any]) -> OutboundState:
         data = dict(row)
         extra = {name: data.pop(name, None) for name in _DELIVERY_FIELDS}
-        return OutboundState(message=_struct(StoredMessage, data), attempts=extra["attempts"] or 0,
-                             error=extra["error"], next_attempt_at=extra["next_attempt_at"],
-                             updated_at=extra["updated_at"])
+        return OutboundState(
+            message=_struct(StoredMessage, data),
+            attempts=extra["attempts"] or 0,
+            error=extra["error"],
+            next_attempt_at=extra["next_attempt_at"],
+            updated_at=extra["updated_at"],
+        )
 
     async def next_due(self, tenant_id: str, conversation_id: str) -> OutboundState | None:
         """The conversation's oldest outbound message still to be delivered (``pending`` or ``sending``)."""
@@ -762,9 +766,15 @@ class DeliveryRepository(Repository):
         ``delivered``); the message then takes the worst status of its parts.
         """
         params = {
-            "tenant": as_uuid(tenant_id), "bot": as_uuid(bot_id), "channel": channel, "status": status,
-            "provider": provider_id, "error": error, "id": as_uuid(ref[0]) if ref else None,
-            "part": ref[1] if ref else None, "ranks": _RANKS,
+            "tenant": as_uuid(tenant_id),
+            "bot": as_uuid(bot_id),
+            "channel": channel,
+            "status": status,
+            "provider": provider_id,
+            "error": error,
+            "id": as_uuid(ref[0]) if ref else None,
+            "part": ref[1] if ref else None,
+            "ranks": _RANKS,
         }
         if ref is not None:
             sql = (

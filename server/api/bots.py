@@ -24,6 +24,7 @@ from botloom.server.api.common import (
 from botloom.server.api.schemas import BotCreate, BotOut, BotPatch
 from botloom.server.auth import visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
+from botloom.server.paths import bot_ref
 
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +106,7 @@ class BotController(ApiController):
         name = data.name if isinstance(data.name, str) else None
         updated = await services.store.bots.update(found.tenant_id, found.id, name=name, settings=settings)
         if updated is None:
-            raise NotFoundException(f"no bot {bot!r}")
+            raise NotFoundException(f"no bot {bot_ref(bot)!r}")
         return BotOut.of(updated)
 
     @delete(summary="Delete a bot", raises=READ_ERRORS)
@@ -113,4 +114,4 @@ class BotController(ApiController):
         """Delete the bot with its plugin settings, conversations, messages and knowledge."""
         found = await visible_bot(services, principal, bot)
         if not await services.store.bots.delete(found.tenant_id, found.id):
-            raise NotFoundException(f"no bot {bot!r}")
+            raise NotFoundException(f"no bot {bot_ref(bot)!r}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated
 
+import msgspec
 from litestar import delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException, ValidationException
@@ -91,18 +92,7 @@ class KnowledgeController(ApiController):
         """The bot's documents, by name."""
         found = await visible_bot(services, principal, bot)
         documents = await services.knowledge.list_documents(found.tenant_id, found.id)
-        return [
-            DocumentOut(
-                id=d.id,
-                name=d.name,
-                content_type=d.content_type,
-                content_hash=d.content_hash,
-                chunks=d.chunks,
-                created_at=d.created_at,
-                updated_at=d.updated_at,
-            )
-            for d in documents
-        ]
+        return [msgspec.convert(d, DocumentOut, from_attributes=True) for d in documents]
 
     @delete("/{document:str}", summary="Delete a document", raises=READ_ERRORS)
     async def delete_document(
@@ -136,16 +126,5 @@ class KnowledgeController(ApiController):
         return SearchOut(
             query=q,
             threshold=minimum,
-            passages=[
-                PassageOut(
-                    chunk_id=p.chunk_id,
-                    document_id=p.document_id,
-                    document=p.document,
-                    title=p.title,
-                    text=p.text,
-                    position=p.position,
-                    score=p.score,
-                )
-                for p in passages
-            ],
+            passages=[msgspec.convert(p, PassageOut, from_attributes=True) for p in passages],
         )

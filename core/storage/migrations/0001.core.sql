@@ -99,6 +99,10 @@ CREATE TABLE usage_events (
     prompt_tokens integer NOT NULL DEFAULT 0,
     completion_tokens integer NOT NULL DEFAULT 0,
     latency_ms double precision NOT NULL DEFAULT 0,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Billing history outlives the bot or conversation it was for.
+    FOREIGN KEY (tenant_id, bot_id) REFERENCES bots (tenant_id, id) ON DELETE SET NULL (bot_id),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES conversations (tenant_id, id)
+        ON DELETE SET NULL (conversation_id)
 );
 CREATE INDEX usage_events_tenant ON usage_events (tenant_id, created_at);
