@@ -353,8 +353,10 @@ class PluginHost:
 
 
 async def _call_hook(impl: pluggy.HookImpl, **available: Any) -> Any:
-    """Call a per-turn hook implementation: ``async`` ones on the loop, plain ones in a thread
-    (so a blocking implementation can be timed out without stalling every turn)."""
+    """Call a per-turn hook implementation: ``async`` ones on the loop, plain ones in a thread.
+
+    A blocking plain implementation can then be timed out without stalling every turn.
+    """
     kwargs = _kwargs(impl, **available)
     if inspect.iscoroutinefunction(impl.function):
         return await impl.function(**kwargs)

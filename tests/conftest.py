@@ -68,7 +68,7 @@ def template_database_url(pg_server_url: str) -> str:
 @pytest.fixture
 def database_url(pg_server_url: str, template_database_url: str) -> Iterator[str]:
     """A fresh, migrated database of its own for one test."""
-    template = template_database_url.rsplit("/", 1)[1].split("?")[0]
+    template = template_database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')

@@ -549,6 +549,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("ApiKeyRepository", "authenticate"): "the key names its own tenant (test_api_keys_*)",
     ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
     ("BotRepository", "all_tenants_bots"): "operator-level jobs (retention) over every tenant",
+    ("ConversationRepository", "tenant_of"): "operator-level: finds the tenant of a conversation named by id alone",
     ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
     ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
 }

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,8 +48,8 @@ async def wait_for_status(services: Services, demo: DemoInfo, conversation: str,
 
 
 @pytest.fixture
-def slow_log(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "slowpoke.log"
+def slow_log(tmp_path: Path) -> Path:
+    return tmp_path / "slowpoke.log"
 
 
 async def _conversation(services: Services, demo: DemoInfo) -> Chat:

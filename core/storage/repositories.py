@@ -390,6 +390,11 @@ class ConversationRepository(Repository):
             (as_uuid(tenant_id), [as_uuid(c) for c in conversation_ids]),
         )
 
+    async def tenant_of(self, conversation_id: str) -> str | None:
+        """The tenant owning a conversation (operator-level lookups only)."""
+        row = await self._one("SELECT tenant_id FROM conversations WHERE id = %s", (as_uuid(conversation_id),))
+        return str(row["tenant_id"]) if row else None
+
     async def set_state_version(self, tenant_id: str, conversation_id: str, version: int) -> bool:
         """Record the version of the conversation's checkpointed state."""
         row = await self._one(

@@ -26,12 +26,9 @@ async def visible_conversation(services: Services, principal: Principal, convers
     conversations = services.store.conversations
     if principal.tenant_id is not None:
         found = await conversations.get(principal.tenant_id, conversation_id)
-    else:  # the operator: the repository looks conversations up per tenant
-        found = None
-        for tenant in await services.store.tenants.list_all():
-            found = await conversations.get(tenant.id, conversation_id)
-            if found is not None:
-                break
+    else:  # the operator: find the owning tenant first, then read as that tenant
+        tenant_id = await conversations.tenant_of(conversation_id)
+        found = await conversations.get(tenant_id, conversation_id) if tenant_id is not None else None
     if found is None:
         raise NotFoundException(f"no conversation {conversation_id!r}")
     return found
