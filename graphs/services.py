@@ -143,4 +143,5 @@ async def open_services(
             await closeable()
         if redis_client is not None:
             await redis_client.aclose()
+            await redis_client.connection_pool.disconnect()
         await db.close()
