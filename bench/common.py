@@ -67,8 +67,9 @@ class Summary:
         """Summarise latencies given in milliseconds."""
         if not values_ms:
             return cls(0, float("nan"), float("nan"), float("nan"))
-        return cls(len(values_ms), percentile(values_ms, 50), percentile(values_ms, 99),
-                   sum(values_ms) / len(values_ms))
+        return cls(
+            len(values_ms), percentile(values_ms, 50), percentile(values_ms, 99), sum(values_ms) / len(values_ms)
+        )
 
 
 @dataclass
@@ -98,8 +99,12 @@ class Run:
 
     def merge(self, other: Run) -> Run:
         """This run and ``other`` together (rounds of the same measurement)."""
-        return Run(self.calls + other.calls, self.seconds + other.seconds, self.latencies_ms + other.latencies_ms,
-                   self.cpu_seconds + other.cpu_seconds)
+        return Run(
+            self.calls + other.calls,
+            self.seconds + other.seconds,
+            self.latencies_ms + other.latencies_ms,
+            self.cpu_seconds + other.cpu_seconds,
+        )
 
 
 # ------------------------------------------------------------------------------ drivers
@@ -152,8 +157,11 @@ async def run_turns(count: int, step: Callable[[int], Awaitable[Any]]) -> Run:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """``--database-url`` and ``--redis-url``: use running servers instead of starting local ones."""
-    parser.add_argument("--database-url", help="a PostgreSQL server with pgvector (a fresh database is created on it "
-                        "when the URL's user may; else the URL's database is used as is)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server with pgvector (a fresh database is created on it "
+        "when the URL's user may; else the URL's database is used as is)",
+    )
     parser.add_argument("--redis-url", help="a Redis 8 / Redis Stack server (search and JSON modules)")
 
 
@@ -182,8 +190,9 @@ def _database_on(server_url: str, name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def servers(args: argparse.Namespace, *, postgres: bool = True, redis: bool = False,
-            say: Callable[[str], None] = print) -> Iterator[Servers]:
+def servers(
+    args: argparse.Namespace, *, postgres: bool = True, redis: bool = False, say: Callable[[str], None] = print
+) -> Iterator[Servers]:
     """The servers a benchmark needs: the given URLs, or local ones started (and stopped) here.
 
     With ``postgres``, a fresh database named ``bench_<random>`` is created (on the
@@ -257,8 +266,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     """A GitHub-flavoured Markdown table, columns padded to line up in plain text too."""
     cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
-             "| " + " | ".join("-" * w for w in widths) + " |"]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
+        "| " + " | ".join("-" * w for w in widths) + " |",
+    ]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells[1:]]
     return "\n".join(lines)
 

@@ -6,9 +6,13 @@ vocabulary and English function words), ingests it through
 ``KnowledgeBase.ingest`` with the local embedder, then measures at each size:
 
 * hybrid search (``KnowledgeBase.search``: vector + full text) through the
-  bot's HNSW index, and the same search with index scans disabled (exact);
+  bot's HNSW index, and the same search ordered by an expression the index
+  cannot serve (exact, brute force over the same vectors);
 * vector-only top-5 through the index and exactly;
-* recall@5 of the indexed searches against their exact counterparts.
+* recall@5 of the indexed searches against their exact counterparts;
+* latency p50/p99, and CPU milliseconds per query (the server process's, read
+  from /proc, plus this process's): the CPU figure barely moves when other
+  work shares the machine, the latencies do.
 
 Usage::
 
@@ -175,6 +179,15 @@ async def timed(fn: Callable[[], Awaitable[list[str]]]) -> tuple[float, list[str
     return (time.perf_counter() - began) * 1000, result
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid``, or None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def recall(found: list[list[str]], truth: list[list[str]], k: int = 5) -> float:
     hits = sum(len(set(f[:k]) & set(t[:k])) for f, t in zip(found, truth, strict=True))
     return hits / sum(min(k, len(t)) for t in truth)
@@ -227,6 +240,12 @@ async def ingest(
 
 async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, seed: int) -> list[list[str]]:
     db = await Database.open(url, migrate=False, max_size=4)
+    # Searches go through one connection, so one server process does all their work and its
+    # CPU time per query can be read from /proc (when the server runs on this machine).
+    qdb = await Database.open(url, migrate=False, min_size=1, max_size=1)
+    async with qdb.connection() as conn:
+        row = await (await conn.execute("SELECT pg_backend_pid() AS pid")).fetchone()
+        backend = int(row["pid"]) if row else 0
     table: list[list[str]] = []
     try:
         async with db.connection() as conn:
@@ -250,7 +269,8 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
             print(f"server shared_buffers: {row['shared_buffers'] if row else '?'}", flush=True)
         options: dict[str, Any] = {"ef_search": ef_search} if ef_search else {}
         kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=10**9, index_build_memory="1GB", **options)
-        exact_kb = KnowledgeBase(db, kb.embedder, exact=True)
+        search_kb = KnowledgeBase(qdb, kb.embedder, **options)
+        exact_kb = KnowledgeBase(qdb, kb.embedder, exact=True)
         print(
             f"ef_search {kb.ef_search}, candidates {kb.candidates}, full-text budget {kb.max_text_matches}", flush=True
         )
@@ -262,42 +282,55 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
             rate = await ingest(kb, corpus, tenant, bot, state["docs"], size, state)
             print(f"ingested {state['chunks'] - before:,} chunks at {rate:,.0f} chunks/s", flush=True)
             table.append(
-                [f"{state['chunks']:,}", "ingest (parse, chunk, embed, store)", f"{rate:,.0f} chunks/s", "", "", ""]
+                [f"{state['chunks']:,}", "ingest (parse, chunk, embed, store)", f"{rate:,.0f} chunks/s", "", "", "", ""]
             )
             began = time.perf_counter()
             await kb.ensure_index(tenant, bot)
             build = time.perf_counter() - began
             print(f"built the HNSW index in {build:.1f} s", flush=True)
             table.append(
-                [f"{state['chunks']:,}", "HNSW index build (maintenance_work_mem 1GB)", f"{build:.1f} s", "", "", ""]
+                [
+                    f"{state['chunks']:,}",
+                    "HNSW index build (maintenance_work_mem 1GB)",
+                    f"{build:.1f} s",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
             )
             async with db.connection() as conn:
                 await conn.execute("VACUUM ANALYZE knowledge_chunks")
             topics = [qrng.randrange(len(corpus.topics)) for _ in range(queries)]
             texts = [corpus.query(topic % max(1, state["docs"])) for topic in topics]
             assert await plan_uses_index(db, kb, bot, texts[0]), "the planner does not use the HNSW index"
-            runs: dict[str, tuple[list[float], list[list[str]]]] = {}
+            runs: dict[str, tuple[list[float], list[list[str]], str]] = {}
 
-            async def hybrid(q: str, k: KnowledgeBase = kb) -> list[str]:
+            async def hybrid(q: str, k: KnowledgeBase = search_kb) -> list[str]:
                 return [p.chunk_id for p in await k.search(tenant, bot, q, limit=5, threshold=0)]
 
             variants: dict[str, Callable[[str], Awaitable[list[str]]]] = {
                 "hybrid, HNSW": hybrid,
                 "hybrid, exact": lambda q: hybrid(q, exact_kb),
-                "vector, HNSW": lambda q: vector_top(db, kb, tenant, bot, q, exact=False),
-                "vector, exact": lambda q: vector_top(db, kb, tenant, bot, q, exact=True),
+                "vector, HNSW": lambda q: vector_top(qdb, search_kb, tenant, bot, q, exact=False),
+                "vector, exact": lambda q: vector_top(qdb, search_kb, tenant, bot, q, exact=True),
             }
             for name, fn in variants.items():
                 for q in texts[:10]:
                     await fn(q)  # warm up
                 latencies, results = [], []
+                server_before, client_before = process_cpu(backend), time.process_time()
                 for q in texts:
                     ms, ids = await timed(lambda fn=fn, q=q: fn(q))  # type: ignore[misc]
                     latencies.append(ms)
                     results.append(ids)
-                runs[name] = (latencies, results)
-                print(f"{name}: p50 {statistics.median(latencies):.2f} ms", flush=True)
-            for name, (latencies, results) in runs.items():
+                server_after, client = process_cpu(backend), time.process_time() - client_before
+                cpu = "n/a"
+                if server_before is not None and server_after is not None:
+                    cpu = f"{(server_after - server_before + client) * 1000 / len(texts):.2f}"
+                runs[name] = (latencies, results, cpu)
+                print(f"{name}: p50 {statistics.median(latencies):.2f} ms, CPU {cpu} ms/query", flush=True)
+            for name, (latencies, results, cpu) in runs.items():
                 exact_name = name.split(",")[0] + ", exact"
                 rec = recall(results, runs[exact_name][1])
                 table.append(
@@ -307,16 +340,18 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
                         "",
                         f"{statistics.median(latencies):.2f}",
                         f"{percentile(latencies, 99):.2f}",
+                        cpu,
                         f"{rec:.3f}",
                     ]
                 )
     finally:
+        await qdb.close()
         await db.close()
     return table
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["chunks", "what", "throughput / time", "p50 ms", "p99 ms", "recall@5 vs exact"]
+    header = ["chunks", "what", "throughput / time", "p50 ms", "p99 ms", "CPU ms/query", "recall@5 vs exact"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
     print(line)

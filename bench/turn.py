@@ -23,8 +23,11 @@ Three measurements per variant:
 1. throughput: 8 concurrent workers in one process, each running back-to-back
    conversations of 5 turns (every turn on a conversation no other worker uses);
 2. latency: the same, one turn at a time (no concurrency);
-3. conversation length: one conversation driven to 1000 turns, p50 around turn
-   1, 100 and 1000 (20-turn windows).
+3. conversation length (Postgres and Redis): one conversation driven to 1000
+   turns, p50 around turn 1, 100 and 1000 (20-turn windows), each next to the
+   p50 of a fresh conversation's turns run in between (the ratio cancels the
+   machine's noise); a series stops after a time budget (the bare Redis
+   baseline slows down too much to finish on a busy machine).
 
 Each turn's outcome is checked (an intent, no escalation), so the workload is what
 it claims to be. Figures are printed as ratios against the bare baseline measured
@@ -187,19 +190,23 @@ async def bare_checkpointer(kind: str, database_url: str, redis_url: str | None)
 
         # A pool as large as botloom's checkpoint pool (BOTLOOM_DB_POOL_SIZE, default 10), so
         # concurrent turns are not serialised on one connection.
-        async with AsyncConnectionPool(
-            database_url, min_size=1, max_size=10, open=False,
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=10,
+            open=False,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        ) as pool:
-            saver = AsyncPostgresSaver(conn=pool)
-            await saver.setup()
-            yield saver
+        )
+        async with pool:
+            postgres_saver = AsyncPostgresSaver(conn=pool)
+            await postgres_saver.setup()
+            yield postgres_saver
     else:
         from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 
-        async with AsyncRedisSaver.from_conn_string(redis_url) as saver:
-            await saver.asetup()
-            yield saver
+        async with AsyncRedisSaver.from_conn_string(redis_url) as redis_saver:
+            await redis_saver.asetup()
+            yield redis_saver
 
 
 # ------------------------------------------------------------------------------ the four variants
@@ -243,8 +250,9 @@ class Bare(Variant):
     async def turn(self, conversation: str, i: int) -> None:
         config = {"configurable": {"thread_id": conversation}}
         kwargs = {"durability": self.durability} if self.durability else {}
-        state = await self.graph.ainvoke({"messages": [HumanMessage(content=SCRIPT[i % len(SCRIPT)])]}, config,
-                                         **kwargs)
+        state = await self.graph.ainvoke(
+            {"messages": [HumanMessage(content=SCRIPT[i % len(SCRIPT)])]}, config, **kwargs
+        )
         self.check.expect(isinstance(state["messages"][-1], AIMessage), f"bare turn {i}: no answer")
 
 
@@ -262,14 +270,25 @@ class BotloomGraph(Variant):
 
     async def turn(self, conversation: str, i: int) -> None:
         now = datetime.now(UTC)
-        conv = Conversation(id=conversation, tenant_id=self.bot.tenant_id, bot_id=self.bot.id, channel=CHANNEL,
-                            external_key=conversation, user="bench", created_at=now, updated_at=now)
+        conv = Conversation(
+            id=conversation,
+            tenant_id=self.bot.tenant_id,
+            bot_id=self.bot.id,
+            channel=CHANNEL,
+            external_key=conversation,
+            user="bench",
+            created_at=now,
+            updated_at=now,
+        )
         ctx = await self.services.runner.context(self.bot, conv, self.view)
         config = {"configurable": {"thread_id": thread_id(self.bot.tenant_id, self.bot.id, conversation)}}
-        state = await self.graph.ainvoke(turn_input(str(uuid.uuid4()), SCRIPT[i % len(SCRIPT)]), config,
-                                         context=ctx, durability="exit")
-        self.check.expect(bool(state.get("intent")) and bool(state.get("replies")) and "__interrupt__" not in state,
-                          f"graph turn {i}: intent={state.get('intent')} replies={state.get('replies')}")
+        state = await self.graph.ainvoke(
+            turn_input(str(uuid.uuid4()), SCRIPT[i % len(SCRIPT)]), config, context=ctx, durability="exit"
+        )
+        self.check.expect(
+            bool(state.get("intent")) and bool(state.get("replies")) and "__interrupt__" not in state,
+            f"graph turn {i}: intent={state.get('intent')} replies={state.get('replies')}",
+        )
 
 
 class BotloomTurn(Variant):
@@ -298,10 +317,15 @@ class BotloomTurn(Variant):
 
     async def turn(self, conversation: str, i: int) -> None:
         message = InboundMessage(channel=CHANNEL, text=SCRIPT[i % len(SCRIPT)], sender="bench")
-        result = await self.services.runner.answer(self.bot, message, conversation_id=conversation)
-        self.check.expect(result.status == "answered" and bool(result.intent) and not result.escalated
-                          and bool(result.replies),
-                          f"turn {i}: status={result.status} intent={result.intent} errors={result.errors}")
+        try:
+            result = await self.services.runner.answer(self.bot, message, conversation_id=conversation)
+        except Exception as exc:  # noqa: BLE001 - counted and reported (e.g. PoolTimeout), the run goes on
+            self.check.expect(False, f"turn {i}: {type(exc).__name__}: {exc}")
+            return
+        self.check.expect(
+            result.status == "answered" and bool(result.intent) and not result.escalated and bool(result.replies),
+            f"turn {i}: status={result.status} intent={result.intent} errors={result.errors}",
+        )
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -319,15 +343,51 @@ def short_conversations(variant: Variant) -> Callable[[int, int], Awaitable[None
     return step
 
 
-async def measure_length(variant: Variant, turns: int) -> list[float]:
-    """Drive one conversation to ``turns`` turns; each turn's latency in ms."""
-    conversation = await variant.conversation()
-    run = await run_turns(turns, lambda i: variant.turn(conversation, i))
-    return run.latencies_ms
+@dataclass
+class LengthSeries:
+    """One conversation driven long, with a fresh conversation's turns interleaved as a control."""
+
+    long_ms: list[float] = field(default_factory=list)
+    """Latency of turn ``i + 1`` of the long conversation."""
+    fresh_ms: dict[int, float] = field(default_factory=dict)
+    """Latency of a turn of a short conversation, run right after long turn ``i + 1`` (every other turn)."""
+
+    def window(self, first: int, last: int) -> tuple[float, float]:
+        """p50 of the long conversation's turns ``first..last`` (1-based) and of the fresh turns among them."""
+        fresh = [v for i, v in self.fresh_ms.items() if first - 1 <= i < last]
+        return Summary.of(self.long_ms[first - 1 : last]).p50, Summary.of(fresh).p50
+
+
+async def measure_length(variant: Variant, turns: int, budget: float) -> LengthSeries:
+    """Drive one conversation to ``turns`` turns (or as far as ``budget`` seconds allow).
+
+    After every other turn, one turn of a short conversation (a new one every
+    TURNS_PER_CONVERSATION turns) runs too: the two are measured moments apart, so
+    their ratio says what the long conversation's length costs, whatever the
+    machine was doing meanwhile.
+    """
+    series = LengthSeries()
+    long = await variant.conversation()
+    fresh, fresh_turn = "", 0
+    deadline = time.perf_counter() + budget
+    for i in range(turns):
+        began = time.perf_counter()
+        await variant.turn(long, i)
+        series.long_ms.append((time.perf_counter() - began) * 1000)
+        if i % 2 == 1:
+            if fresh_turn % TURNS_PER_CONVERSATION == 0:
+                fresh = await variant.conversation()
+            t0 = time.perf_counter()
+            await variant.turn(fresh, fresh_turn % TURNS_PER_CONVERSATION)
+            series.fresh_ms[i] = (time.perf_counter() - t0) * 1000
+            fresh_turn += 1
+        if began > deadline and i >= 40:
+            break
+    return series
 
 
 def windows(turns: int) -> list[tuple[str, int, int]]:
-    """(label, first, last) 1-based turn windows of 20 turns around turn 1, 100 and the last turn."""
+    """(label, first, last) 1-based windows of 20 turns: the first 20, turns 91-110, the last 20 (of ``turns``)."""
     out = [("turn 1", 1, min(20, turns))]
     if turns >= 150:
         out.append(("turn 100", 91, 110))
@@ -339,7 +399,7 @@ def windows(turns: int) -> list[tuple[str, int, int]]:
 class Results:
     throughput: dict[tuple[str, str], Run] = field(default_factory=dict)
     latency: dict[tuple[str, str], Run] = field(default_factory=dict)
-    length: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    length: dict[tuple[str, str], LengthSeries] = field(default_factory=dict)
     pool_wait_ms: dict[tuple[str, str], float] = field(default_factory=dict)
     """Milliseconds botloom's turns waited for a connection of botloom's pool (the throughput runs)."""
 
@@ -350,6 +410,13 @@ class Plan:
     seconds: float
     latency_turns: int
     length_turns: int
+    length_budget: float
+    """Seconds one conversation-length series may take: the bare baseline slows down as its
+    conversation grows, and on a busy machine would not reach the last turn in a bounded time."""
+    length_kinds: tuple[str, ...] = ("postgres", "redis")
+    concurrency: int = CONCURRENCY
+    db_pool_size: int | None = None
+    """BOTLOOM_DB_POOL_SIZE for botloom's services (``None``: botloom's default)."""
 
 
 async def warm_up(variants: list[Variant]) -> None:
@@ -359,14 +426,22 @@ async def warm_up(variants: list[Variant]) -> None:
             await variant.turn(conversation, i)
 
 
-async def bench_checkpointer(kind: str, urls: Any, plan: Plan, results: Results, data_dir: Path,
-                             checks: dict[str, Check]) -> None:
+async def bench_checkpointer(
+    kind: str, urls: Any, plan: Plan, results: Results, data_dir: Path, checks: dict[str, Check]
+) -> None:
     settings = load_settings(
-        environ={}, data_dir=str(data_dir), secret_key="bench-secret-key", checkpointer=kind,
-        database_url=urls.database_url, redis_url=urls.redis_url if kind == "redis" else None,
+        environ={},
+        data_dir=str(data_dir),
+        secret_key="bench-secret-key",
+        checkpointer=kind,
+        database_url=urls.database_url,
+        redis_url=urls.redis_url if kind == "redis" else None,
+        db_pool_size=plan.db_pool_size,
     )
-    async with open_services(settings, url=urls.database_url) as services, \
-            bare_checkpointer(kind, urls.database_url, urls.redis_url) as saver:
+    async with (
+        open_services(settings, url=urls.database_url) as services,
+        bare_checkpointer(kind, urls.database_url, urls.redis_url) as saver,
+    ):
         demo = await ensure_demo(services)
         bot = demo.bot
         view = await services.runner.bot_view(bot)
@@ -382,43 +457,61 @@ async def bench_checkpointer(kind: str, urls: Any, plan: Plan, results: Results,
         await turn.prepare(2000)
         await warm_up(variants)
 
-        say(f"[{kind}] {plan.rounds} round(s); each variant per round: {plan.latency_turns // plan.rounds} turns one "
-            f"at a time, then {plan.seconds:g} s with {CONCURRENCY} concurrent conversations")
+        say(
+            f"[{kind}] {plan.rounds} round(s); each variant per round: {plan.latency_turns // plan.rounds} turns one "
+            f"at a time, then {plan.seconds:g} s with {plan.concurrency} concurrent conversations"
+        )
         pool = services.db.pool
         for r in range(plan.rounds):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]  # rotate: no fixed position
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no fixed position
             for variant in order:
                 key = (kind, variant.name)
                 step = short_conversations(variant)
-                lat = await run_turns(plan.latency_turns // plan.rounds, lambda i, step=step: step(0, i))
+
+                async def one(i: int, step: Callable[[int, int], Awaitable[None]] = step) -> None:
+                    await step(0, i)
+
+                lat = await run_turns(plan.latency_turns // plan.rounds, one)
                 pool.pop_stats()
-                run = await run_for(plan.seconds, CONCURRENCY, short_conversations(variant))
+                run = await run_for(plan.seconds, plan.concurrency, short_conversations(variant))
                 waited = pool.pop_stats().get("requests_wait_ms", 0)
                 results.latency[key] = results.latency[key].merge(lat) if key in results.latency else lat
                 results.throughput[key] = results.throughput[key].merge(run) if key in results.throughput else run
                 results.pool_wait_ms[key] = results.pool_wait_ms.get(key, 0.0) + waited
-                say(f"  round {r + 1} {variant.name}: ×1 p50 {lat.summary.p50:.1f} ms; ×{CONCURRENCY} "
-                    f"{run.per_second:,.0f} turns/s")
+                say(
+                    f"  round {r + 1} {variant.name}: ×1 p50 {lat.summary.p50:.1f} ms; ×{plan.concurrency} "
+                    f"{run.per_second:,.0f} turns/s"
+                )
 
-        say(f"[{kind}] conversation length: one conversation to {plan.length_turns} turns")
+        if kind not in plan.length_kinds:
+            return
+        say(
+            f"[{kind}] conversation length: one conversation to {plan.length_turns} turns "
+            f"(at most {plan.length_budget:g} s per variant)"
+        )
         for name in LENGTH_VARIANTS:
             began = time.perf_counter()
-            results.length[(kind, name)] = await measure_length(by_name[name], plan.length_turns)
-            say(f"  {name}: {time.perf_counter() - began:.0f} s")
+            series = await measure_length(by_name[name], plan.length_turns, plan.length_budget)
+            results.length[(kind, name)] = series
+            say(f"  {name}: {len(series.long_ms)} turns in {time.perf_counter() - began:.0f} s")
 
 
-def report(results: Results, kinds: list[str], plan: Plan, command: str, total: float,
-           checks: dict[str, Check]) -> str:
+def report(results: Results, kinds: list[str], plan: Plan, command: str, total: float, checks: dict[str, Check]) -> str:
     out: list[str] = []
     info = machine()
     out.append(f"command: `{command}`")
-    out.append(f"machine: {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {info['os']}, "
-               f"load average at the end {info['load average']}; total {total:.0f} s")
+    out.append(
+        f"machine: {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {info['os']}, "
+        f"load average at the end {info['load average']}; total {total:.0f} s"
+    )
     out.append("")
-    out.append(f"Throughput: {CONCURRENCY} concurrent conversations in one process (conversations of "
-               f"{TURNS_PER_CONVERSATION} turns), {plan.rounds} round(s) × {plan.seconds:g} s per variant, "
-               "variants interleaved. CPU: this process's CPU time per turn (the servers' not included). "
-               "Pool wait: time botloom's turns waited for a connection of botloom's own pool.")
+    out.append(
+        f"Throughput: {plan.concurrency} concurrent conversations in one process (conversations of "
+        f"{TURNS_PER_CONVERSATION} turns), {plan.rounds} round(s) × {plan.seconds:g} s per variant, "
+        "variants interleaved. CPU: this process's CPU time per turn (the servers' not included). "
+        "Pool wait: time botloom's turns waited for a connection of botloom's own pool "
+        f"(BOTLOOM_DB_POOL_SIZE={plan.db_pool_size or load_settings(environ={}).db_pool_size})."
+    )
     out.append("")
     rows = []
     for kind in kinds:
@@ -426,40 +519,97 @@ def report(results: Results, kinds: list[str], plan: Plan, command: str, total: 
         for name in VARIANTS:
             thr = results.throughput[(kind, name)]
             wait = results.pool_wait_ms.get((kind, name), 0.0) / thr.calls if name.startswith("botloom") else None
-            rows.append([kind, name, f"{thr.per_second:,.0f}", ratio(thr.per_second, base.per_second),
-                         ms(thr.summary.p50), ms(thr.summary.p99), ms(thr.cpu_ms_per_call),
-                         "" if wait is None else ms(wait)])
-    out.append(markdown_table(["checkpointer", "variant", f"turns/s (×{CONCURRENCY})", "vs bare", "p50 ms",
-                               "p99 ms", "CPU ms/turn", "pool wait ms/turn"], rows))
+            rows.append(
+                [
+                    kind,
+                    name,
+                    f"{thr.per_second:,.0f}",
+                    ratio(thr.per_second, base.per_second),
+                    ms(thr.summary.p50),
+                    ms(thr.summary.p99),
+                    ms(thr.cpu_ms_per_call),
+                    "" if wait is None else ms(wait),
+                ]
+            )
+    out.append(
+        markdown_table(
+            [
+                "checkpointer",
+                "variant",
+                f"turns/s (×{plan.concurrency})",
+                "vs bare",
+                "p50 ms",
+                "p99 ms",
+                "CPU ms/turn",
+                "pool wait ms/turn",
+            ],
+            rows,
+        )
+    )
     out.append("")
-    out.append(f"Latency: one turn at a time (no concurrency), {plan.latency_turns} turns per variant "
-               f"(conversations of {TURNS_PER_CONVERSATION} turns).")
+    out.append(
+        f"Latency: one turn at a time (no concurrency), {plan.latency_turns} turns per variant "
+        f"(conversations of {TURNS_PER_CONVERSATION} turns)."
+    )
     out.append("")
     rows = []
     for kind in kinds:
         base_lat = results.latency[(kind, BARE_DEFAULT)].summary
         for name in VARIANTS:
             run = results.latency[(kind, name)]
-            rows.append([kind, name, ms(run.summary.p50), ms(run.summary.p99), ratio(run.summary.p50, base_lat.p50),
-                         ms(run.cpu_ms_per_call)])
+            rows.append(
+                [
+                    kind,
+                    name,
+                    ms(run.summary.p50),
+                    ms(run.summary.p99),
+                    ratio(run.summary.p50, base_lat.p50),
+                    ms(run.cpu_ms_per_call),
+                ]
+            )
     out.append(markdown_table(["checkpointer", "variant", "p50 ms", "p99 ms", "p50 vs bare", "CPU ms/turn"], rows))
     out.append("")
     wins = windows(plan.length_turns)
     rows = []
     for kind in kinds:
         for name in LENGTH_VARIANTS:
-            values = results.length[(kind, name)]
-            p50s = [Summary.of(values[a - 1:b]).p50 for _, a, b in wins]
-            rows.append([kind, name, *(ms(v) for v in p50s), ratio(p50s[-1], p50s[0])])
-    out.append(f"Conversation length: one conversation driven to {plan.length_turns} turns, one turn at a time; "
-               "p50 ms of the 20 turns around each point.")
-    out.append("")
-    out.append(markdown_table(["checkpointer", "variant", *(f"p50 ms @ {label}" for label, _, _ in wins),
-                               "last / first"], rows))
+            if (kind, name) not in results.length:
+                continue
+            series = results.length[(kind, name)]
+            reached = len(series.long_ms)
+            found = {label: series.window(a, b) for label, a, b in windows(reached)}
+            cells = []
+            for column, _, _ in wins:
+                label = f"turn {reached}" if column == f"turn {plan.length_turns}" else column
+                if label not in found:
+                    cells.append("-")
+                    continue
+                long, fresh = found[label]
+                cell = f"{ms(long)} ({ratio(long, fresh)})"
+                if label == f"turn {reached}" and reached < plan.length_turns:
+                    cell += f" at turn {reached} (time budget)"
+                cells.append(cell)
+            first, last = found["turn 1"][0], found[f"turn {reached}"][0]
+            rows.append([kind, name, *cells, ratio(last, first)])
+    if rows:
+        out.append(
+            f"Conversation length: one conversation driven to {plan.length_turns} turns, one turn at a time "
+            f"(at most {plan.length_budget:g} s per series). p50 ms of the 20 turns around each point; in "
+            "brackets, that p50 over the p50 of a fresh conversation's turns run in between (every other "
+            "turn), which cancels the machine's noise: 1.00× is flat."
+        )
+        out.append("")
+        out.append(
+            markdown_table(
+                ["checkpointer", "variant", *(f"p50 ms @ {label}" for label, _, _ in wins), "last / first"], rows
+            )
+        )
     for name, check in checks.items():
         if check.bad:
-            out.append(f"\nWARNING {name}: {len(check.bad)} of {check.turns} turns not as expected, e.g. "
-                       + "; ".join(b for b in check.bad if b))
+            out.append(
+                f"\nWARNING {name}: {len(check.bad)} of {check.turns} turns not as expected, e.g. "
+                + "; ".join(b for b in check.bad if b)
+            )
     return "\n".join(out)
 
 
@@ -542,8 +692,12 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
     import psycopg
 
     settings = load_settings(
-        environ={}, data_dir=str(data_dir), secret_key="bench-secret-key", checkpointer=kind,
-        database_url=urls.database_url, redis_url=urls.redis_url if kind == "redis" else None,
+        environ={},
+        data_dir=str(data_dir),
+        secret_key="bench-secret-key",
+        checkpointer=kind,
+        database_url=urls.database_url,
+        redis_url=urls.redis_url if kind == "redis" else None,
     )
     async with open_services(settings, url=urls.database_url) as services:
         bot = (await ensure_demo(services)).bot
@@ -614,18 +768,31 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         for label, spent in seconds.items():
             per_turn = spent / turns * 1000
             indent = len(label) - len(label.lstrip())
-            rows.append(["\u00a0" * indent + label.lstrip(), f"{calls.get(label, 0) / turns:.2f}", f"{per_turn:.2f}",
-                         f"{per_turn / total:.0%}", f"{cpu.get(label, 0.0) / turns * 1000:.2f}"])
-        lines = [f"Profile of {turns} botloom turns (runner.answer), one at a time, {kind} checkpointer, "
-                 f"p50 {run.summary.p50:.2f} ms a turn; the graph alone (a) p50 {grun.summary.p50:.2f} ms. "
-                 "Indented parts are inside the part above them.", "",
-                 markdown_table(["part", "calls / turn", "wall ms / turn", "of the turn", "CPU ms / turn"], rows), ""]
+            rows.append(
+                [
+                    "\u00a0" * indent + label.lstrip(),
+                    f"{calls.get(label, 0) / turns:.2f}",
+                    f"{per_turn:.2f}",
+                    f"{per_turn / total:.0%}",
+                    f"{cpu.get(label, 0.0) / turns * 1000:.2f}",
+                ]
+            )
+        lines = [
+            f"Profile of {turns} botloom turns (runner.answer), one at a time, {kind} checkpointer, "
+            f"p50 {run.summary.p50:.2f} ms a turn; the graph alone (a) p50 {grun.summary.p50:.2f} ms. "
+            "Indented parts are inside the part above them.",
+            "",
+            markdown_table(["part", "calls / turn", "wall ms / turn", "of the turn", "CPU ms / turn"], rows),
+            "",
+        ]
         srows = []
         for label, times in sorted(statements.items(), key=lambda kv: -sum(kv[1])):
             srows.append([f"`{label}`", f"{len(times) / turns:.2f}", f"{sum(times) / turns * 1000:.3f}"])
         n = sum(len(t) for t in statements.values()) / turns
-        lines.append(f"SQL statements of a turn (psycopg cursor executes, {n:.1f} a turn; the checkpointer's "
-                     "and the knowledge search's included):")
+        lines.append(
+            f"SQL statements of a turn (psycopg cursor executes, {n:.1f} a turn; the checkpointer's "
+            "and the knowledge search's included):"
+        )
         lines.append("")
         lines.append(markdown_table(["statement", "per turn", "ms / turn"], srows))
 
@@ -641,8 +808,9 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
                 text = profiler.output_text(unicode=True, color=False, show_all=False)
                 await asyncio.to_thread(html.write_text, profiler.output_html())
                 await asyncio.to_thread(html.with_suffix(".txt").write_text, text)
-                lines.append(f"\npyinstrument call tree of {turns} more turns: {html} "
-                             f"(text: {html.with_suffix('.txt')})")
+                lines.append(
+                    f"\npyinstrument call tree of {turns} more turns: {html} (text: {html.with_suffix('.txt')})"
+                )
         return "\n".join(lines)
 
 
@@ -652,10 +820,23 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer turns: a smoke test in under ~2 minutes")
-    parser.add_argument("--checkpointers", default=",".join(CHECKPOINTERS),
-                        help="comma-separated subset of memory,postgres,redis")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of the benchmark: break a botloom turn down by part (and pyinstrument it)")
+    parser.add_argument(
+        "--checkpointers", default=",".join(CHECKPOINTERS), help="comma-separated subset of memory,postgres,redis"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help="concurrent conversations of the throughput runs"
+    )
+    parser.add_argument("--db-pool-size", type=int, help="BOTLOOM_DB_POOL_SIZE for botloom (default: botloom's)")
+    parser.add_argument(
+        "--length-checkpointers",
+        default="postgres,redis",
+        help="checkpointers to run the conversation-length series with (default postgres,redis)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the benchmark: break a botloom turn down by part (and pyinstrument it)",
+    )
     parser.add_argument("--profile-turns", type=int, default=300)
     parser.add_argument("--profile-checkpointer", default="postgres", choices=CHECKPOINTERS)
     parser.add_argument("--profile-html", default=str(Path(tempfile.gettempdir()) / "botloom-turn-profile.html"))
@@ -666,16 +847,41 @@ def main() -> None:
     unknown = set(kinds) - set(CHECKPOINTERS)
     if unknown:
         parser.error(f"unknown checkpointers: {', '.join(sorted(unknown))}")
-    plan = (Plan(rounds=1, seconds=2.0, latency_turns=30, length_turns=200) if args.quick
-            else Plan(rounds=3, seconds=3.0, latency_turns=150, length_turns=1000))
+    length_kinds = tuple(k.strip() for k in args.length_checkpointers.split(",") if k.strip())
+    plan = (
+        Plan(
+            rounds=1,
+            seconds=2.0,
+            latency_turns=30,
+            length_turns=200,
+            length_budget=20.0,
+            length_kinds=length_kinds,
+            concurrency=args.concurrency,
+            db_pool_size=args.db_pool_size,
+        )
+        if args.quick
+        else Plan(
+            rounds=3,
+            seconds=2.5,
+            latency_turns=150,
+            length_turns=1000,
+            length_budget=150.0,
+            length_kinds=length_kinds,
+            concurrency=args.concurrency,
+            db_pool_size=args.db_pool_size,
+        )
+    )
     command = "python bench/turn.py" + " ".join(a for a in ["", *sys.argv[1:]] if "url" not in a)
     need_redis = "redis" in kinds or (args.profile and args.profile_checkpointer == "redis")
     began = time.perf_counter()
-    with servers(args, postgres=True, redis=need_redis, say=say) as urls, \
-            tempfile.TemporaryDirectory(prefix="botloom-bench-data-") as data:
+    with (
+        servers(args, postgres=True, redis=need_redis, say=say) as urls,
+        tempfile.TemporaryDirectory(prefix="botloom-bench-data-") as data,
+    ):
         if args.profile:
-            text = asyncio.run(profile(urls, args.profile_checkpointer, args.profile_turns, Path(data),
-                                       Path(args.profile_html)))
+            text = asyncio.run(
+                profile(urls, args.profile_checkpointer, args.profile_turns, Path(data), Path(args.profile_html))
+            )
             print(text)
             return
         results = Results()

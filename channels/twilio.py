@@ -105,9 +105,15 @@ class _MultiDict(dict[str, list[str]]):
 
 
 def _form(request: ChannelRequest) -> _MultiDict:
+    """The request's form with every value of each field (verify, parse and status reports all read it)."""
+    return _parse_form(request.body)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_form(body: bytes) -> _MultiDict:
     fields = _MultiDict()
     try:
-        pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise ChannelRejected(400, f"the body is not a UTF-8 form ({FORM})") from None
     for name, value in pairs:
@@ -355,11 +361,8 @@ def _redirecting_client_class() -> type:
                 token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
             async with aiohttp.ClientSession() as session:  # closed even when the send is cancelled
-                self.session = session
-                try:
-                    return await super().request(method, url, **kwargs)
-                finally:
-                    self.session = None
+                self.session = session  # this client serves one send
+                return await super().request(method, url, **kwargs)
 
     return RedirectingClient
 

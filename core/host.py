@@ -156,7 +156,9 @@ class PluginHost:
             if ep.name in seen:
                 if seen[ep.name] != source:
                     host._problem(
-                        ep.name, "import", f"plugin name {ep.name!r} is declared by both {seen[ep.name]} and "
+                        ep.name,
+                        "import",
+                        f"plugin name {ep.name!r} is declared by both {seen[ep.name]} and "
                         f"{source}; {seen[ep.name]} keeps it",
                     )
                 continue

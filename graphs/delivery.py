@@ -43,7 +43,7 @@ from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage, utcnow
 from botloom.core.settings import Settings
-from botloom.core.storage.repositories import DeliveryRepository, OutboundState, Store
+from botloom.core.storage.repositories import ChannelRouteRepository, DeliveryRepository, OutboundState, Store
 from botloom.graphs.queue import JobFunction, JobQueue, Kind
 from botloom.graphs.runner import TurnRunner
 
@@ -131,8 +131,8 @@ def split_text(text: str, limit: int) -> list[str]:
     A word longer than ``limit`` is cut. Whitespace at the cuts is dropped; the
     parts, joined, hold every other character of ``text`` in order.
     """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
+    if limit < 2:
+        raise ValueError("limit must be at least 2 (one character may take two UTF-16 units)")
     parts: list[str] = []
     rest = text.strip()
     while utf16_length(rest) > limit:
@@ -183,7 +183,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
-        full = min(self.max_delay, self.first_delay * 2 ** max(0, attempts - 1))
+        full = min(self.max_delay, self.first_delay * 2.0 ** max(0, attempts - 1))
         return full / 2 + random.uniform(0, full / 2)
 
 
@@ -222,6 +222,7 @@ class Deliveries:
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.parts = DeliveryRepository(store.db)
+        self.routes = ChannelRouteRepository(store.db, store.plugin_settings)
         self._inline = asyncio.Semaphore(inline_turns)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -235,7 +236,7 @@ class Deliveries:
         (a no-op while its job waits), so a crash between storing and queueing
         loses nothing.
         """
-        conversation, stored, new = await self.runner.receive(bot, message)
+        conversation, stored, new = await self.store.messages.receive(bot.tenant_id, bot.id, message)
         if stored.status in UNFINISHED:
             await self._queue_turn(bot, conversation.id, stored.id, delay=hold + HOLD_GRACE if hold else 0.0)
         return stored, new
@@ -252,13 +253,12 @@ class Deliveries:
         )
 
     async def run_turns(self, tenant_id: str, bot_id: str, conversation_id: str) -> int:
-        """Job: run the conversation's pending turns, then queue the delivery of their replies."""
+        """Job: run the conversation's pending turns, then deliver their replies (retries go on the queue)."""
         bot = await self.store.bots.get(tenant_id, bot_id)
         if bot is None:
             return 0
         results = await self.runner.process(bot, conversation_id)
-        if await self.parts.next_due(tenant_id, conversation_id) is not None:
-            await self.schedule(tenant_id, conversation_id, trigger=f"turn-{uuid.uuid4().hex[:12]}")
+        await self.deliver(tenant_id, conversation_id, bot=bot)
         return len(results)
 
     async def answer_in_response(
@@ -331,15 +331,18 @@ class Deliveries:
             conversation_id=conversation_id,
         )
 
-    async def deliver(self, tenant_id: str, conversation_id: str) -> int:
+    async def deliver(self, tenant_id: str, conversation_id: str, *, bot: Bot | None = None) -> int:
         """Job: send the conversation's pending replies in order; returns how many went out.
 
         One job at a time delivers a conversation: a job that finds another at work
         leaves the replies to it, and the one at work looks for new replies again
         after it lets go.
         """
+        if await self.parts.next_due(tenant_id, conversation_id) is None:
+            return 0
         conversation = await self.store.conversations.get(tenant_id, conversation_id)
-        bot = await self.store.bots.get(tenant_id, conversation.bot_id) if conversation else None
+        if conversation is not None and (bot is None or bot.id != conversation.bot_id):
+            bot = await self.store.bots.get(tenant_id, conversation.bot_id)
         if conversation is None or bot is None:
             return 0
         found = await channel_setting(self.store, self.host, bot, conversation.channel)
@@ -367,13 +370,14 @@ class Deliveries:
                 trigger = f"{message.id}:{due.attempts}"
                 await self.schedule(bot.tenant_id, conversation.id, trigger=trigger, delay=wait)
                 return sent
-            claim = self.store.messages.claim
-            if not await claim(bot.tenant_id, message.id, "sending", expected=["pending", "sending"]):
-                continue
+            started = await self.parts.start(bot.tenant_id, message.id)
+            if started is None:
+                continue  # answered in a provider's response meanwhile
             try:
                 if found is None:
                     raise ChannelUnavailable(f"the {conversation.channel} channel is not enabled for this bot")
-                await self._send(bot, conversation, found[0], found[1], message)
+                outbound = self.outbound(bot, conversation, message, started[1])
+                await self._send(bot, found[0], found[1], outbound, message.id, done=started[0])
             except Exception as exc:  # noqa: BLE001 - any failure of a channel is retried or dead-lettered
                 if await self._failed(bot, conversation, due, exc):
                     return sent
@@ -423,19 +427,24 @@ class Deliveries:
         ]
 
     async def _send(
-        self, bot: Bot, conversation: Conversation, adapter: ChannelAdapter, config: Any, message: StoredMessage
+        self,
+        bot: Bot,
+        adapter: ChannelAdapter,
+        config: Any,
+        outbound: OutboundMessage,
+        stored_id: str,
+        *,
+        done: set[int],
     ) -> None:
-        inbound = await self.parts.latest_inbound(bot.tenant_id, conversation.id, message.created_at)
-        outbound = self.outbound(bot, conversation, message, dict(inbound.metadata) if inbound else {})
-        done = await self.parts.parts_sent(message.id)
-        for index, part in enumerate(self.parts_of(adapter, config, outbound, message.id)):
+        """Hand each part of a reply not sent yet to the channel, recording each as it goes."""
+        for index, part in enumerate(self.parts_of(adapter, config, outbound, stored_id)):
             if index in done:
                 continue
             try:
                 provider_id = await asyncio.wait_for(adapter.send(part, config), self.policy.send_timeout)
             except TimeoutError:
                 raise TimeoutError(f"{adapter.name} took longer than {self.policy.send_timeout:g}s to send") from None
-            await self.parts.add_part(bot.tenant_id, message.id, index, channel=adapter.name, provider_id=provider_id)
+            await self.parts.add_part(bot.tenant_id, stored_id, index, channel=adapter.name, provider_id=provider_id)
 
     async def _failed(self, bot: Bot, conversation: Conversation, due: OutboundState, exc: Exception) -> bool:
         """Record a failed attempt; ``True`` when it is retried later, ``False`` when it became a dead letter."""

@@ -25,7 +25,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
+
+import msgspec
 
 from botloom.core.settings import Settings
 
@@ -95,7 +97,6 @@ class JobQueue:
                 {kind: RedisQueue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS}, options
             )
         from psycopg_pool import AsyncConnectionPool
-        from saq.queue.postgres import PostgresQueue
 
         pool: Any = AsyncConnectionPool(
             database_url,
@@ -103,11 +104,10 @@ class JobQueue:
             min_size=1,
             max_size=options.pool_size,
             kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
             name="botloom-jobs",
         )
         queues = {
-            kind: PostgresQueue(
+            kind: _postgres_queue_class()(
                 pool=pool,
                 name=f"botloom-{kind}",
                 jobs_table=JOBS_TABLE,
@@ -115,6 +115,8 @@ class JobQueue:
                 versions_table="botloom_job_versions",
                 saq_lock_keyspace=LOCK_KEYSPACE,
                 manage_pool_lifecycle=False,
+                dump=msgspec.json.encode,
+                load=msgspec.json.decode,
             )
             for kind in KINDS
         }
@@ -236,9 +238,9 @@ class JobQueue:
 
     async def _let_jobs_finish(self, workers: list[Any]) -> None:
         """Wait up to ``grace`` seconds for running jobs to finish (what still runs then is cancelled, to run again)."""
-        deadline = time.monotonic() + self.options.grace
-        while any(w.job_task_contexts for w in workers) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        running = [context["task"] for worker in workers for context in worker.job_task_contexts.values()]
+        if running and self.options.grace > 0:
+            await asyncio.wait(running, timeout=self.options.grace)
 
 
 def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..., Awaitable[Any]]:
@@ -268,6 +270,49 @@ def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..
 
 
 @functools.cache
+def _postgres_queue_class() -> type:
+    """SAQ's PostgreSQL queue, enqueueing in one statement: the insert and its ``NOTIFY`` together.
+
+    SAQ composes two statements on each enqueue; webhooks enqueue on their hot
+    path, so this sends SAQ's own insert (same table, same conflict rule) with
+    ``pg_notify`` on the channel SAQ's workers listen on, composed once.
+    """
+    from psycopg.sql import SQL
+    from saq.queue.postgres import CHANNEL, ENQUEUE, PostgresQueue
+    from saq.utils import now_seconds
+
+    class OneStatementQueue(PostgresQueue):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._enqueue_sql = SQL(
+                "WITH enqueued AS (INSERT INTO {jobs} (key, job, queue, status, priority, group_key, scheduled) "
+                "VALUES (%(key)s, %(job)s, %(queue)s, %(status)s, %(priority)s, %(group_key)s, %(scheduled)s) "
+                "ON CONFLICT (key) DO UPDATE SET job = %(job)s, queue = %(queue)s, status = %(status)s, "
+                "priority = %(priority)s, group_key = %(group_key)s, scheduled = %(scheduled)s, expire_at = null "
+                "WHERE {jobs}.status IN ('aborted', 'complete', 'failed') AND %(scheduled)s > {jobs}.scheduled "
+                "RETURNING 1) SELECT pg_notify(%(channel)s, %(event)s) FROM enqueued"
+            ).format(jobs=self.jobs_table)
+
+        async def _enqueue(self, job: Any) -> Any:
+            params = {
+                "key": job.key,
+                "job": self.serialize(job),
+                "queue": self.name,
+                "status": job.status,
+                "priority": job.priority,
+                "group_key": job.group_key,
+                "scheduled": job.scheduled or int(now_seconds()),
+                "channel": CHANNEL.format(self.name),
+                "event": ENQUEUE,
+            }
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(self._enqueue_sql, params)
+                return job if await cursor.fetchone() else None
+
+    return OneStatementQueue
+
+
+@functools.cache
 def _worker_class(embedded: bool) -> type:
     """SAQ's worker; the ``embedded`` one leaves SIGINT and SIGTERM to the web server it runs in."""
     from saq import Worker
@@ -275,7 +320,9 @@ def _worker_class(embedded: bool) -> type:
     if not embedded:
         return Worker
 
-    class EmbeddedWorker(Worker):  # type: ignore[misc]
-        SIGNALS: ClassVar[list[Any]] = []
+    class EmbeddedWorker(Worker[Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.SIGNALS = []
 
     return EmbeddedWorker

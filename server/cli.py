@@ -229,16 +229,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run job workers (turns and deliveries) in this process until SIGTERM or Ctrl-C."""
     import asyncio
 
+    from botloom.graphs.queue import QueueOptions
     from botloom.server.logs import configure_logging
     from botloom.server.worker import run_worker
 
     settings = _settings()
     configure_logging(settings)
+    options = QueueOptions(turn_concurrency=args.turns, delivery_concurrency=args.deliveries)
 
     def ready(services: Any) -> None:
         print(f"botloom worker running ({services.queue.backend} queue); stop with Ctrl-C or SIGTERM", flush=True)
 
-    asyncio.run(run_worker(settings, turns=args.turns, deliveries=args.deliveries, on_ready=ready))
+    asyncio.run(run_worker(settings, options=options, on_ready=ready))
     return EXIT_OK
 
 
@@ -268,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-workers", action="store_true", help="run no job workers in this process (run 'botloom worker' instead)"
     )
     worker = add("worker", cmd_worker, "run job workers (turns, deliveries) until stopped")
-    worker.add_argument("--turns", type=int, metavar="N", help="turns to run at once (default 4)")
-    worker.add_argument("--deliveries", type=int, metavar="N", help="deliveries to run at once (default 4)")
+    worker.add_argument("--turns", type=int, default=4, metavar="N", help="turns to run at once (default 4)")
+    worker.add_argument("--deliveries", type=int, default=4, metavar="N", help="deliveries to run at once (default 4)")
     add("prune", cmd_prune, "prune idle conversations' checkpoints (bots' retention_days); archive closed ones")
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")

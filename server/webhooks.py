@@ -25,9 +25,8 @@ from litestar.params import FromPath
 from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot
 from botloom.core.settings import Settings
-from botloom.graphs.delivery import channel_setting, delivery_report, response_window
+from botloom.graphs.delivery import delivery_report, response_window
 from botloom.graphs.services import Services
-from botloom.server.auth import public_bot
 from botloom.server.deps import ServicesDep
 from botloom.server.paths import bot_ref
 
@@ -37,15 +36,22 @@ FORM = "application/x-www-form-urlencoded"
 ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
 
 
-async def webhook_channel(services: Services, bot: Bot, name: str) -> tuple[ChannelAdapter, dict[str, Any]]:
-    """The push channel ``name`` with the bot's config; 404 for no such channel, 403 when the bot has not enabled it."""
+async def webhook_route(services: Services, ref: str, name: str) -> tuple[Bot, ChannelAdapter, dict[str, Any]]:
+    """The bot, the push channel ``name`` and the bot's config of it, in one query.
+
+    404 for no such bot or channel, 403 when the bot has not enabled the channel.
+    """
     adapter = services.host.registry.channels.get(name)
-    if adapter is None or adapter.delivery != "push":
+    owner = services.host.registry.owner("channel", name)
+    if adapter is None or owner is None or adapter.delivery != "push":
         raise NotFoundException(f"no channel {name!r} takes webhooks")
-    found = await channel_setting(services.store, services.host, bot, name)
+    found = await services.deliveries.routes.find(bot_ref(ref), owner)
     if found is None:
+        raise NotFoundException(f"no bot {bot_ref(ref)!r}")
+    bot, setting = found
+    if setting is None or not setting.enabled:
         raise PermissionDeniedException(f"the {name} channel is not enabled for this bot")
-    return found
+    return bot, adapter, dict(setting.config)
 
 
 async def channel_request(
@@ -83,8 +89,7 @@ async def handle_webhook(
     request: Request[Any, Any, Any], services: Services, channel: str, bot: str, subpath: str
 ) -> Response[bytes]:
     """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
-    found = await public_bot(services, bot)
-    adapter, config = await webhook_channel(services, found, channel)
+    found, adapter, config = await webhook_route(services, bot, channel)
     incoming = await channel_request(request, request.app.state.settings, channel, bot, subpath)
     try:
         adapter.verify(incoming, config)

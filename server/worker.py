@@ -9,7 +9,6 @@ a few seconds, then cancels them: they run again, elsewhere or after a restart.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 from botloom.core.settings import Settings
 from botloom.graphs.delivery import RECOVER_CRON
+from botloom.graphs.queue import QueueOptions
 from botloom.graphs.services import Services, open_services
 
 
@@ -33,21 +33,20 @@ async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator
 async def run_worker(
     settings: Settings,
     *,
-    turns: int | None = None,
-    deliveries: int | None = None,
+    options: QueueOptions | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Services], None] | None = None,
     **open_kwargs: Any,
 ) -> None:
     """Run workers until SIGINT or SIGTERM (or ``stop`` is set), then stop them gracefully.
 
-    ``turns`` and ``deliveries`` override how many jobs of each queue run at once;
-    ``open_kwargs`` go to :func:`~botloom.graphs.services.open_services`.
+    ``options`` set concurrency, heartbeats and sweeps; ``open_kwargs`` go to
+    :func:`~botloom.graphs.services.open_services`.
     """
     stop = stop or asyncio.Event()
     async with open_services(settings, **open_kwargs) as services:
-        changes = {k: v for k, v in {"turn_concurrency": turns, "delivery_concurrency": deliveries}.items() if v}
-        services.queue.options = dataclasses.replace(services.queue.options, **changes)
+        if options is not None:
+            services.queue.options = options
         loop = asyncio.get_running_loop()
         handled = [s for s in (signal.SIGINT, signal.SIGTERM) if sys.platform != "win32"]
         for signum in handled:

@@ -20,8 +20,9 @@ class RestDriver(ChannelDriver):
     async def post(self, ctx: ContractContext, bot: str, body: bytes | dict[str, object], key: str) -> Outcome:
         headers = {"Authorization": f"Bearer {key}"}
         if isinstance(body, bytes):
-            response = await ctx.client.post(f"/api/v1/bots/{bot}/messages", content=body,
-                                             headers={**headers, "content-type": "application/json"})
+            response = await ctx.client.post(
+                f"/api/v1/bots/{bot}/messages", content=body, headers={**headers, "content-type": "application/json"}
+            )
         else:
             response = await ctx.client.post(f"/api/v1/bots/{bot}/messages", json=body, headers=headers)
         replies = [r["text"] for r in response.json()["replies"]] if response.status_code == 200 else []

@@ -66,8 +66,12 @@ def peer() -> Iterator[TwilioPeer]:
 
 class TestTwilioChannelContract(ChannelContract):
     @pytest.fixture(
-        params=[("rest", "+15550001111"), ("rest", "whatsapp:+15550001111"), ("twiml", "+15550001111"),
-                ("twiml", "whatsapp:+15550001111")],
+        params=[
+            ("rest", "+15550001111"),
+            ("rest", "whatsapp:+15550001111"),
+            ("twiml", "+15550001111"),
+            ("twiml", "whatsapp:+15550001111"),
+        ],
         ids=["sms-rest", "whatsapp-rest", "sms-twiml", "whatsapp-twiml"],
     )
     def driver(self, request: pytest.FixtureRequest, peer: TwilioPeer) -> ChannelDriver:

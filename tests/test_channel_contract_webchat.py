@@ -30,10 +30,18 @@ class AsgiSocket:
 
     async def __aenter__(self) -> AsgiSocket:
         scope = {
-            "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "http_version": "1.1",
-            "path": self.path, "raw_path": self.path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"testserver"), *self.headers], "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80), "subprotocols": [],
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "http_version": "1.1",
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), *self.headers],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+            "subprotocols": [],
         }
         self.task = asyncio.create_task(self.app(scope, self.to_app.get, self.from_app.put))
         await self.to_app.put({"type": "websocket.connect"})

@@ -41,7 +41,8 @@ async def client(
     services.deliveries.policy = FAST_RETRIES
     async with api_client(create_app(settings, services=services)) as test_client:
         response = await test_client.put(
-            "/api/v1/bots/acme/support/plugins/twilio", json={"enabled": True, "config": twilio_config(peer)},
+            "/api/v1/bots/acme/support/plugins/twilio",
+            json={"enabled": True, "config": twilio_config(peer)},
             headers={"Authorization": f"Bearer {demo.api_key}"},
         )
         assert response.status_code == 200, response.text
@@ -53,8 +54,11 @@ async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
     """``(text, status)`` of the bot's outbound messages."""
     rows = []
     for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
-        rows += [m for m in await services.store.messages.list_all(demo.tenant.id, conversation.id)
-                 if m.direction == "outbound"]
+        rows += [
+            m
+            for m in await services.store.messages.list_all(demo.tenant.id, conversation.id)
+            if m.direction == "outbound"
+        ]
     return [(m.text, m.status) for m in sorted(rows, key=lambda m: m.created_at)]
 
 
@@ -104,9 +108,12 @@ async def test_dead_letters_are_the_tenants_own(
         await wait_until(dead, what="a refused reply to become a dead letter at once")
     (letter,) = (await client.get("/api/v1/bots/acme/support/dead-letters")).json()
     assert letter["attempts"] == 1 and "400" in letter["error"]
-    other = await client.post("/api/v1/tenants", json={"slug": "globex", "name": "Globex"},
-                              headers={"Authorization": "Bearer test-admin-token"})
-    stranger = {"Authorization": f"Bearer {other.json()['api_key']}"}
+    other = await client.post(
+        "/api/v1/tenants",
+        json={"slug": "globex", "name": "Globex"},
+        headers={"Authorization": "Bearer test-admin-token"},
+    )
+    stranger = {"Authorization": f"Bearer {other.json()['api_key']['key']}"}
     assert (await client.get("/api/v1/bots/acme/support/dead-letters", headers=stranger)).status_code == 404
     assert (await client.post(f"/api/v1/messages/{letter['id']}/retry", headers=stranger)).status_code == 404
     admin = {"Authorization": "Bearer test-admin-token"}
@@ -128,8 +135,13 @@ async def test_replies_of_a_conversation_go_out_in_order(
 async def test_recovery_queues_turns_and_deliveries_whose_job_was_lost(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> None:
-    message = InboundMessage(channel="twilio", text="hello", sender="+15550001111", idempotency_key="SM-lost",
-                             metadata={"to": "+15559998888"})
+    message = InboundMessage(
+        channel="twilio",
+        text="hello",
+        sender="+15550001111",
+        idempotency_key="SM-lost",
+        metadata={"to": "+15559998888"},
+    )
     await services.runner.receive(demo.bot, message)  # stored, but its job never made it to the queue
     services.deliveries.policy = RetryPolicy(recover_after=0.0)
     assert await services.queue.pending("turns") == 0
@@ -143,16 +155,18 @@ async def test_recovery_queues_turns_and_deliveries_whose_job_was_lost(
 async def test_the_queue_runs_on_redis_when_configured(
     settings: Settings, database_url: str, redis_url: str, peer: TwilioPeer
 ) -> None:
-    settings = msgspec.structs.replace(settings, redis_url=redis_url)
-    async with open_services(settings, url=database_url) as services:
+    with_redis = msgspec.structs.replace(settings, redis_url=redis_url)
+    async with open_services(with_redis, url=database_url) as services:
         assert services.queue.backend == "redis"
         demo = await ensure_demo(services)
         services.queue.options = FAST_QUEUE
         peer.fail(1)
         async with api_client(create_app(settings, services=services)) as client:
-            await client.put("/api/v1/bots/acme/support/plugins/twilio",
-                             json={"enabled": True, "config": twilio_config(peer)},
-                             headers={"Authorization": f"Bearer {demo.api_key}"})
+            await client.put(
+                "/api/v1/bots/acme/support/plugins/twilio",
+                json={"enabled": True, "config": twilio_config(peer)},
+                headers={"Authorization": f"Bearer {demo.api_key}"},
+            )
             services.deliveries.policy = FAST_RETRIES
             async with workers(services):
                 assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
@@ -160,8 +174,10 @@ async def test_the_queue_runs_on_redis_when_configured(
         assert await outbound(services, demo) == [(GREETING, "sent")]
 
 
-@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400),
-       st.integers(min_value=1, max_value=60))
+@given(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400),
+    st.integers(min_value=2, max_value=60),
+)
 def test_split_text_keeps_every_character_within_the_limit(text: str, limit: int) -> None:
     parts = split_text(text, limit)
     assert all(0 < utf16_length(p) <= limit for p in parts)
@@ -174,3 +190,5 @@ def test_split_text_prefers_paragraphs_then_sentences_then_words() -> None:
     assert split_text(text, 25) == ["First paragraph here.", "Second one.", "It has two sentences."]
     assert split_text("😀" * 5, 4) == ["😀😀", "😀😀", "😀"], "an emoji counts two UTF-16 units and is never cut"
     assert split_text("   ", 10) == []
+    with pytest.raises(ValueError, match="at least 2"):
+        split_text("a", 1)

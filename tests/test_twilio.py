@@ -48,7 +48,8 @@ def peer() -> Iterator[TwilioPeer]:
 
 async def configure(client: httpx.AsyncClient, demo: DemoInfo, config: dict[str, object]) -> httpx.Response:
     return await client.put(
-        "/api/v1/bots/acme/support/plugins/twilio", json={"enabled": True, "config": config},
+        "/api/v1/bots/acme/support/plugins/twilio",
+        json={"enabled": True, "config": config},
         headers={"Authorization": f"Bearer {demo.api_key}"},
     )
 
@@ -108,8 +109,15 @@ async def test_config_is_validated_and_the_token_masked(
     ids=["config-base", "BOTLOOM_PUBLIC_URL", "tls-proxy-headers", "direct", "other-host", "other-port"],
 )
 async def test_signatures_are_checked_against_the_public_url(
-    settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer, public_url: str | None,
-    config_base: str | None, signed_for: str, headers: dict[str, str], status: int,
+    settings: Settings,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    public_url: str | None,
+    config_base: str | None,
+    signed_for: str,
+    headers: dict[str, str],
+    status: int,
 ) -> None:
     settings = msgspec.structs.replace(settings, public_url=public_url)
     async with await open_client(settings, services) as client:
@@ -143,12 +151,24 @@ def _bad_requests(peer: TwilioPeer) -> dict[str, tuple[str, bytes, dict[str, str
         "unknown-charset": (WEBHOOK, body, {**signed(body), "content-type": f"{FORM}; charset=klingon"}, 415),
         "json": (WEBHOOK, b'{"Body": "hello"}', {**signed(body), "content-type": "application/json"}, 415),
         "oversized": (WEBHOOK, body + b"&Pad=" + b"x" * 2_000_000, signed(body), 413),
-        "missing-fields": (WEBHOOK, b"AccountSid=" + peer.account_sid.encode(),
-                           signed(b"AccountSid=" + peer.account_sid.encode()), 400),
-        "other-account": (WEBHOOK, body.replace(peer.account_sid.encode(), b"AC" + b"f" * 32),
-                          signed(body.replace(peer.account_sid.encode(), b"AC" + b"f" * 32)), 403),
-        "bad-media-count": (WEBHOOK, body.replace(b"NumMedia=0", b"NumMedia=many"),
-                            signed(body.replace(b"NumMedia=0", b"NumMedia=many")), 400),
+        "missing-fields": (
+            WEBHOOK,
+            b"AccountSid=" + peer.account_sid.encode(),
+            signed(b"AccountSid=" + peer.account_sid.encode()),
+            400,
+        ),
+        "other-account": (
+            WEBHOOK,
+            body.replace(peer.account_sid.encode(), b"AC" + b"f" * 32),
+            signed(body.replace(peer.account_sid.encode(), b"AC" + b"f" * 32)),
+            403,
+        ),
+        "bad-media-count": (
+            WEBHOOK,
+            body.replace(b"NumMedia=0", b"NumMedia=many"),
+            signed(body.replace(b"NumMedia=0", b"NumMedia=many")),
+            400,
+        ),
         "unknown-subpath": (WEBHOOK + "/voice", body, signed(body, WEBHOOK + "/voice"), 404),
         "unknown-bot": ("/channels/twilio/acme/nobody", body, signed(body, "/channels/twilio/acme/nobody"), 404),
         "unknown-channel": ("/channels/fax/acme/support", body, signed(body), 404),
@@ -157,9 +177,24 @@ def _bad_requests(peer: TwilioPeer) -> dict[str, tuple[str, bytes, dict[str, str
 
 
 FORM = "application/x-www-form-urlencoded"
-BAD = ["unsigned", "forged", "tampered", "truncated", "truncated-escape", "not-utf8", "unknown-charset", "json",
-       "oversized", "missing-fields", "other-account", "bad-media-count", "unknown-subpath", "unknown-bot",
-       "unknown-channel", "response-channel"]
+BAD = [
+    "unsigned",
+    "forged",
+    "tampered",
+    "truncated",
+    "truncated-escape",
+    "not-utf8",
+    "unknown-charset",
+    "json",
+    "oversized",
+    "missing-fields",
+    "other-account",
+    "bad-media-count",
+    "unknown-subpath",
+    "unknown-bot",
+    "unknown-channel",
+    "response-channel",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -204,10 +239,16 @@ async def test_media_reach_the_turn_as_attachments(
     assert whatsapp.metadata["profile_name"] == "Ada"
 
 
-@pytest.mark.parametrize(("sender", "limit", "parts"), [(SMS_USER, 1600, 4), (WHATSAPP_USER, 4096, 2)],
-                         ids=["sms", "whatsapp"])
+@pytest.mark.parametrize(
+    ("sender", "limit", "parts"), [(SMS_USER, 1600, 4), (WHATSAPP_USER, 4096, 2)], ids=["sms", "whatsapp"]
+)
 async def test_long_replies_are_split_within_the_limits(
-    client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer, sender: str, limit: int,
+    client: httpx.AsyncClient,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    sender: str,
+    limit: int,
     parts: int,
 ) -> None:
     long_reply = " ".join(f"Sentence number {i} of a very long answer." for i in range(140))  # ~5900 characters

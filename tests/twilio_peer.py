@@ -152,8 +152,12 @@ class TwilioPeer:
         if not to or not sender:
             return 400, _error(400, 21604, "A 'To' and a 'From' phone number are required")
         message = SentMessage(
-            sid="SM" + secrets.token_hex(16), to=to, from_=sender, body=form.get("Body", [""])[-1],
-            media=tuple(form.get("MediaUrl", [])), status_callback=form.get("StatusCallback", [None])[-1],
+            sid="SM" + secrets.token_hex(16),
+            to=to,
+            from_=sender,
+            body=form.get("Body", [""])[-1],
+            media=tuple(form.get("MediaUrl", [])),
+            status_callback=form.get("StatusCallback", [None])[-1],
         )
         with self._lock:
             self._sent.append(message)
@@ -164,18 +168,36 @@ class TwilioPeer:
         now = formatdate(usegmt=True)
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{message.sid}.json"
         return {
-            "sid": message.sid, "account_sid": self.account_sid, "to": message.to, "from": message.from_,
-            "body": message.body, "status": "queued", "direction": "outbound-api", "api_version": "2010-04-01",
-            "num_segments": "1", "num_media": str(len(message.media)), "messaging_service_sid": None,
-            "error_code": None, "error_message": None, "price": None, "price_unit": "USD", "date_created": now,
-            "date_updated": now, "date_sent": None, "uri": uri,
+            "sid": message.sid,
+            "account_sid": self.account_sid,
+            "to": message.to,
+            "from": message.from_,
+            "body": message.body,
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "num_segments": "1",
+            "num_media": str(len(message.media)),
+            "messaging_service_sid": None,
+            "error_code": None,
+            "error_message": None,
+            "price": None,
+            "price_unit": "USD",
+            "date_created": now,
+            "date_updated": now,
+            "date_sent": None,
+            "uri": uri,
             "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
         }
 
 
 def _error(status: int, code: int, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status}
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -221,9 +243,18 @@ def inbound_form(
     whatsapp = sender.startswith("whatsapp:")
     to = to or ("whatsapp:" if whatsapp else "") + BOT_NUMBER
     form = {
-        "ToCountry": "US", "SmsMessageSid": sid or "", "NumMedia": str(len(media)), "SmsSid": sid or "",
-        "SmsStatus": "received", "Body": text, "To": to, "NumSegments": "1", "MessageSid": sid or "",
-        "AccountSid": account_sid, "From": sender, "ApiVersion": "2010-04-01",
+        "ToCountry": "US",
+        "SmsMessageSid": sid or "",
+        "NumMedia": str(len(media)),
+        "SmsSid": sid or "",
+        "SmsStatus": "received",
+        "Body": text,
+        "To": to,
+        "NumSegments": "1",
+        "MessageSid": sid or "",
+        "AccountSid": account_sid,
+        "From": sender,
+        "ApiVersion": "2010-04-01",
     }
     if sid is None:
         form["MessageSid"] = form["SmsMessageSid"] = form["SmsSid"] = "SM" + secrets.token_hex(16)
@@ -235,11 +266,18 @@ def inbound_form(
     return form
 
 
-def status_form(message_sid: str, status: str, *, error_code: str | None = None,
-                account_sid: str = ACCOUNT_SID) -> dict[str, str]:
+def status_form(
+    message_sid: str, status: str, *, error_code: str | None = None, account_sid: str = ACCOUNT_SID
+) -> dict[str, str]:
     """The form of a status callback for ``message_sid``."""
-    form = {"MessageSid": message_sid, "SmsSid": message_sid, "MessageStatus": status, "SmsStatus": status,
-            "AccountSid": account_sid, "ApiVersion": "2010-04-01"}
+    form = {
+        "MessageSid": message_sid,
+        "SmsSid": message_sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+    }
     if error_code:
         form["ErrorCode"] = error_code
     return form
@@ -273,6 +311,10 @@ def twiml_replies(body: str) -> list[str]:
 def twilio_config(peer: TwilioPeer, mode: str = "rest", **extra: object) -> dict[str, object]:
     """A Twilio channel config that reaches ``peer`` and declares :data:`PUBLIC_URL`."""
     return {
-        "account_sid": peer.account_sid, "auth_token": peer.auth_token, "reply_mode": mode,
-        "public_base_url": PUBLIC_URL, "api_base_url": peer.base_url, **extra,
+        "account_sid": peer.account_sid,
+        "auth_token": peer.auth_token,
+        "reply_mode": mode,
+        "public_base_url": PUBLIC_URL,
+        "api_base_url": peer.base_url,
+        **extra,
     }

@@ -57,7 +57,7 @@ DEFAULT_THRESHOLD = 0.14
 """The default minimum score, calibrated with the local embedder on tests/data/knowledge (docs/knowledge.md)."""
 TEXT_RANK_WEIGHTS = "{0.1, 0.2, 1.0, 1.0}"
 """``ts_rank`` weights of labels D, C, B (chunk text) and A (heading path): title and text count alike."""
-INDEX_THRESHOLD = 5000
+INDEX_THRESHOLD = 1000
 """A bot gets an HNSW index for an embedder once it has this many chunks of it."""
 MAX_QUERY_CHARS = 2000
 MAX_NAME_CHARS = 1000
@@ -269,6 +269,7 @@ class KnowledgeBase:
             if row is not None and self._same(row, kind, digest):
                 return IngestResult(document_id=str(row["id"]), name=name, status="unchanged", chunks=row["chunks"])
             status: IngestStatus
+            old_terms: dict[str, int] = {}
             if row is None:
                 cur = await conn.execute(
                     "INSERT INTO knowledge_documents (tenant_id, bot_id, name, content_type, content_hash, pipeline,"
@@ -310,7 +311,7 @@ class KnowledgeBase:
                 )
             await self._copy_chunks(conn, tenant, bot, document_id=document_id, chunks=chunks, vectors=vectors)
             terms = await _term_counts(conn, tenant, document_id)
-            for lexeme, count in (old_terms if row is not None else {}).items():
+            for lexeme, count in old_terms.items():
                 terms[lexeme] = terms.get(lexeme, 0) - count
             await _add_terms(conn, tenant, bot, terms)
         if progress is not None:
@@ -557,12 +558,13 @@ class KnowledgeBase:
         dims = self.embedder.dimension
         n = max(self.candidates, 2 * limit)
         statement = _search_sql(bot, self.embedder.name, dims, exact=self.exact)
-        async with self.db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, n)),))
-            cur = await conn.execute(
-                statement,
-                {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": self.max_text_matches},
-            )
+        params = {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": self.max_text_matches}
+        async with self.db.connection() as conn:
+            # One round trip for both. The setting is per session: only this search scans HNSW indexes,
+            # and it always sets the value it needs first.
+            async with conn.pipeline():
+                await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(max(self.ef_search, n)),))
+                cur = await conn.execute(statement, params)
             rows = await cur.fetchall()
         candidates = [
             Candidate(

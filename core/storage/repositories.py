@@ -8,6 +8,7 @@ finds nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -599,6 +600,52 @@ class MessageRepository(Repository):
         )
         return [_struct(StoredMessage, r) for r in rows]
 
+    async def receive(
+        self, tenant_id: str, bot_id: str, message: InboundMessage
+    ) -> tuple[Conversation, StoredMessage, bool]:
+        """Store an inbound message in the live conversation of its key, in one statement.
+
+        The conversation (keyed by ``message.conversation_key`` or the sender) is
+        created when there is none and touched when there is. Returns it, the stored
+        message, and whether the message is new: one whose idempotency key was seen
+        before is not stored again. Raises ``LookupError`` for no such bot.
+        """
+        row = await self._one(
+            "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref) "
+            "SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s FROM bots b "
+            "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
+            "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
+            "DO UPDATE SET updated_at = now() RETURNING *), "
+            "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+            "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
+            "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
+            "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *) "
+            "SELECT (SELECT row_to_json(c) FROM conversation c) AS conversation, "
+            "(SELECT row_to_json(m) FROM message m) AS message",
+            {
+                "tenant": as_uuid(tenant_id),
+                "bot": as_uuid(bot_id),
+                "channel": message.channel,
+                "key": message.conversation_key or message.sender,
+                "user": message.sender,
+                "text": message.text,
+                "idempotency": message.idempotency_key,
+                "attachments": msgspec.json.encode(message.attachments).decode(),
+                "metadata": msgspec.json.encode(message.metadata).decode(),
+                "at": message.received_at,
+            },
+        )
+        if row is None or row["conversation"] is None:
+            raise LookupError(f"bot {bot_id} not found")
+        conversation = _struct(Conversation, row["conversation"])
+        if row["message"] is not None:
+            return conversation, _struct(StoredMessage, row["message"]), True
+        assert message.idempotency_key is not None  # without a key, every message is new
+        existing = await self.find(tenant_id, bot_id, message.channel, "inbound", message.idempotency_key)
+        if existing is None:  # pragma: no cover - the message that conflicted was deleted meanwhile
+            raise LookupError(f"message {message.idempotency_key!r} not found")
+        return conversation, existing, False
+
 
 class UsageRepository(Repository):
     """Token usage of language-model and embedding calls, per tenant and bot."""
@@ -696,10 +743,26 @@ class DeliveryRepository(Repository):
         )
         return self._state(row) if row else None
 
-    async def parts_sent(self, message_id: str) -> set[int]:
-        """The parts of a message already handed to the provider (or answered in its response)."""
-        rows = await self._all("SELECT part FROM message_parts WHERE message_id = %s", (as_uuid(message_id),))
-        return {int(r["part"]) for r in rows}
+    async def start(self, tenant_id: str, message_id: str) -> tuple[set[int], dict[str, Any]] | None:
+        """Claim a message for sending (``sending``); ``None`` if it is no longer ``pending`` or ``sending``.
+
+        Returns the parts already handed to the provider (a re-run sends only the
+        others) and the metadata of the inbound message the reply answers (the last
+        one of its conversation stored before it).
+        """
+        row = await self._one(
+            "WITH claimed AS (UPDATE messages SET status = 'sending', updated_at = now() WHERE tenant_id = %(tenant)s "
+            "AND id = %(id)s AND direction = 'outbound' AND status IN ('pending', 'sending') "
+            "RETURNING id, conversation_id, created_at) "
+            "SELECT c.id, (SELECT coalesce(array_agg(p.part), '{}') FROM message_parts p WHERE p.message_id = c.id) "
+            "AS parts, (SELECT m.metadata FROM messages m WHERE m.tenant_id = %(tenant)s "
+            "AND m.conversation_id = c.conversation_id AND m.direction = 'inbound' AND m.created_at <= c.created_at "
+            "ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS reply_to FROM claimed c",
+            {"tenant": as_uuid(tenant_id), "id": as_uuid(message_id)},
+        )
+        if row is None:
+            return None
+        return {int(p) for p in row["parts"]}, dict(row["reply_to"] or {})
 
     async def add_part(
         self, tenant_id: str, message_id: str, part: int, *, channel: str, provider_id: str | None
@@ -707,10 +770,18 @@ class DeliveryRepository(Repository):
         """Record that one part of a message was handed to the provider, with the provider's id for it."""
         await self._one(
             "INSERT INTO message_parts (message_id, part, tenant_id, channel, via, provider_id, status) "
-            "VALUES (%s, %s, %s, %s, 'send', %s, 'sent') ON CONFLICT (message_id, part) DO UPDATE "
+            "SELECT m.id, %(part)s, m.tenant_id, %(channel)s, 'send', %(provider)s, 'sent' FROM messages m "
+            "WHERE m.tenant_id = %(tenant)s AND m.id = %(id)s AND m.direction = 'outbound' "
+            "ON CONFLICT (message_id, part) DO UPDATE "
             "SET via = 'send', provider_id = coalesce(message_parts.provider_id, EXCLUDED.provider_id) "
-            "RETURNING part",
-            (as_uuid(message_id), part, as_uuid(tenant_id), channel, provider_id),
+            "WHERE message_parts.tenant_id = EXCLUDED.tenant_id RETURNING part",
+            {
+                "id": as_uuid(message_id),
+                "part": part,
+                "tenant": as_uuid(tenant_id),
+                "channel": channel,
+                "provider": provider_id,
+            },
         )
 
     async def finish(self, tenant_id: str, message_id: str) -> bool:
@@ -840,15 +911,6 @@ class DeliveryRepository(Repository):
         row = await self._one("SELECT tenant_id FROM messages WHERE id = %s", (as_uuid(message_id),))
         return str(row["tenant_id"]) if row else None
 
-    async def latest_inbound(self, tenant_id: str, conversation_id: str, before: datetime) -> StoredMessage | None:
-        """The conversation's last inbound message stored before ``before`` (what a reply answers)."""
-        row = await self._one(
-            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s AND direction = 'inbound' "
-            "AND created_at <= %s ORDER BY created_at DESC, id DESC LIMIT 1",
-            (as_uuid(tenant_id), as_uuid(conversation_id), before),
-        )
-        return self._state(row).message if row else None
-
     async def unfinished(self, channels: Sequence[str], older_than: float, limit: int = 500) -> list[dict[str, Any]]:
         """Conversations of these channels with a turn or a delivery that has waited over ``older_than`` seconds.
 
@@ -864,3 +926,44 @@ class DeliveryRepository(Repository):
             (list(channels), older_than, limit),
         )
         return [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+class ChannelRouteRepository(Repository):
+    """What a channel webhook needs first: the bot it names and the bot's setting of one plugin, in one query."""
+
+    def __init__(self, db: Database, settings: PluginSettingRepository) -> None:
+        super().__init__(db)
+        self.settings = settings
+        self._open = functools.lru_cache(maxsize=256)(self._open_secrets)
+
+    def _open_secrets(self, sealed: bytes) -> dict[str, Any]:
+        opened: dict[str, Any] = json.loads(self.settings.cipher.decrypt(sealed))
+        return opened
+
+    async def find(self, ref: str, plugin: str) -> tuple[Bot, PluginSetting | None] | None:
+        """The bot ``ref`` names (an id or ``tenant-slug/bot-slug``) and its setting of ``plugin``, if any.
+
+        For public routes: the caller authenticates the request itself (a signature).
+        """
+        columns = "b.*, p.enabled AS p_enabled, p.config AS p_config, p.secrets AS p_secrets"
+        joined = "LEFT JOIN bot_plugins p ON p.tenant_id = b.tenant_id AND p.bot_id = b.id AND p.plugin = %s"
+        if "/" in ref:
+            tenant_slug, _, bot_slug = ref.partition("/")
+            row = await self._one(
+                f"SELECT {columns} FROM bots b JOIN tenants t ON t.id = b.tenant_id {joined} "  # noqa: S608 - constants
+                "WHERE t.slug = %s AND b.slug = %s",
+                (plugin, tenant_slug, bot_slug),
+            )
+        else:
+            row = await self._one(
+                f"SELECT {columns} FROM bots b {joined} WHERE b.id = %s",  # noqa: S608 - constants
+                (plugin, as_uuid(ref)),
+            )
+        if row is None:
+            return None
+        enabled, config, sealed = row.pop("p_enabled"), row.pop("p_config"), row.pop("p_secrets")
+        setting = None
+        if enabled is not None:  # secrets decrypted once per stored version (a webhook's hot path)
+            secrets = self._open(bytes(sealed)) if sealed else {}
+            setting = PluginSetting(plugin=plugin, enabled=enabled, config={**(config or {}), **secrets})
+        return BotRepository._bot(row), setting

@@ -1,0 +1,133 @@
+"""Workers in their own processes: one killed in the middle of a turn, and ``botloom worker`` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from botloom.core.settings import Settings
+from botloom.graphs.services import Services
+from botloom.server.app import create_app
+from botloom.server.demo import DemoInfo
+from tests.channel_contract import FAST_QUEUE, wait_until
+from tests.helpers import api_client, enable
+from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK = "/channels/twilio/acme/support"
+
+
+@pytest.fixture
+def peer() -> Iterator[TwilioPeer]:
+    with TwilioPeer() as running:
+        yield running
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app (no workers of its own) with the demo bot on Twilio in ``rest`` mode."""
+    services.queue.options = FAST_QUEUE
+    async with api_client(create_app(settings, services=services)) as test_client:
+        response = await test_client.put(
+            "/api/v1/bots/acme/support/plugins/twilio",
+            json={"enabled": True, "config": twilio_config(peer)},
+            headers={"Authorization": f"Bearer {demo.api_key}"},
+        )
+        assert response.status_code == 200, response.text
+        yield test_client
+
+
+def start(args: list[str], **env: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert "ready" in line or "running" in line, line + process.stderr.read()[-3000:] if process.stderr else line
+    return process
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+async def messages(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
+    rows = []
+    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
+        rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
+    return [(m.direction, m.text, m.status) for m in sorted(rows, key=lambda m: m.created_at)]
+
+
+async def test_a_worker_killed_mid_turn_loses_nothing_and_the_user_gets_one_answer(
+    client: httpx.AsyncClient,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    database_url: str,
+    data_dir: Path,
+) -> None:
+    await enable(services, demo.bot, "slowpoke")
+    assert (await post_signed(client, WEBHOOK, inbound_form("parcel P77"))).status_code == 200
+    worker = [sys.executable, "-m", "tests.queue_worker", database_url, str(data_dir)]
+    doomed = await asyncio.to_thread(start, worker, SLOWPOKE_SECONDS="60")
+
+    async def processing() -> bool:
+        return any(status == "processing" for _, _, status in await messages(services, demo))
+
+    await wait_until(processing, 60, "the doomed worker to start the turn")
+    doomed.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(doomed.communicate, timeout=30)
+    assert peer.sent == []
+
+    rescuer = await asyncio.to_thread(start, worker, SLOWPOKE_SECONDS="0")
+    try:
+        sent = await asyncio.to_thread(peer.wait_for, 1, 90)
+        await asyncio.sleep(2)  # a second copy would have arrived by now
+    finally:
+        code, err = await asyncio.to_thread(stop, rescuer)
+    assert code == 0, err[-3000:]
+    assert [m.body for m in sent] == [m.body for m in peer.sent] == ["Parcel 77 is in the depot."]
+    assert await messages(services, demo) == [
+        ("inbound", "parcel P77", "answered"),
+        ("outbound", "Parcel 77 is in the depot.", "sent"),
+    ]
+
+
+async def test_botloom_worker_runs_the_queue_in_its_own_process(
+    client: httpx.AsyncClient,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    database_url: str,
+    data_dir: Path,
+) -> None:
+    began = time.monotonic()
+    assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+    env = {
+        "BOTLOOM_DATABASE_URL": database_url,
+        "BOTLOOM_DATA_DIR": str(data_dir),
+        "BOTLOOM_SECRET_KEY": "test-secret-key",
+        "BOTLOOM_LOG_LEVEL": "WARNING",
+    }
+    worker = await asyncio.to_thread(start, [sys.executable, "-m", "botloom", "worker", "--turns", "2"], **env)
+    try:
+        sent = await asyncio.to_thread(peer.wait_for, 1, 60)
+    finally:
+        code, err = await asyncio.to_thread(stop, worker)
+    assert code == 0, err[-3000:]
+    assert [m.body for m in sent] == ["Hello! How can I help you today?"]
+    assert time.monotonic() - began < 60
