@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -195,9 +196,10 @@ def servers(
 ) -> Iterator[Servers]:
     """The servers a benchmark needs: the given URLs, or local ones started (and stopped) here.
 
-    With ``postgres``, a fresh database named ``bench_<random>`` is created (on the
-    given server when possible) so runs never see each other's rows; it is dropped
-    again when this run started the server itself.
+    With ``postgres``, the run gets a database of its own: ``bench`` on a server
+    started here, or a new ``bench_<random>`` on the ``--database-url`` server when
+    its user may create one (it is left there; else the URL's database is used as
+    is). Servers started here are stopped, and their directory removed, on exit.
     """
     from tests.servers import start_postgres, start_redis
 
@@ -205,6 +207,7 @@ def servers(
     stack = contextlib.ExitStack()
     with stack:
         base = Path(tempfile.mkdtemp(prefix="botloom-bench-"))
+        stack.callback(shutil.rmtree, base, True)  # registered first: runs after the servers have stopped
         if postgres:
             if getattr(args, "database_url", None):
                 name = f"bench_{uuid.uuid4().hex[:8]}"

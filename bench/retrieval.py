@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -371,6 +372,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.rows.split(","))
     server: Any = None
+    base: Path | None = None
     if args.database_url:
         url = args.database_url
     else:
@@ -379,7 +381,8 @@ def main() -> None:
         # The test server's 64MB of shared buffers hold neither the 100k-chunk heap nor its HNSW
         # index; a production server has far more. (start_postgres takes no settings argument.)
         servers._PG_SETTINGS = {**servers._PG_SETTINGS, "shared_buffers": args.shared_buffers}
-        server = servers.start_postgres(Path(tempfile.mkdtemp(prefix="botloom-bench-")))
+        base = Path(tempfile.mkdtemp(prefix="botloom-bench-retrieval-"))
+        server = servers.start_postgres(base)
         url = server.create_database("bench")
     try:
         apply_migrations(url)
@@ -395,6 +398,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

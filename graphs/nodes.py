@@ -72,7 +72,7 @@ async def classify(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     return update
 
 
-def after_classify(state: TurnState, runtime: Runtime[TurnContext]) -> Literal["act", "respond", "escalate"]:
+async def after_classify(state: TurnState, runtime: Runtime[TurnContext]) -> Literal["act", "respond", "escalate"]:
     """Route to ``escalate`` for a person, ``act`` when the intent has tools to run, else ``respond``."""
     ctx = runtime.context
     intent = ctx.intents.get(state.get("intent") or "")
@@ -167,6 +167,6 @@ async def escalate(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     return update
 
 
-def after_escalate(state: TurnState) -> Literal["escalate", "__end__"]:
+async def after_escalate(state: TurnState) -> Literal["escalate", "__end__"]:
     """Wait for the agent's next action while the conversation is with a person."""
     return "escalate" if state.get("escalated") else "__end__"

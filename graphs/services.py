@@ -105,7 +105,11 @@ async def open_services(
             )
             locks = RedisLocks(redis_client, expire=settings.turn_timeout * 2)
         else:
-            locks = PostgresLocks(db)
+            # Locks get their own pool: a turn holds its lock's connection while its queries use the
+            # main pool, so the two can never starve each other.
+            lock_db = await Database.open(url, max_size=settings.db_pool_size, migrate=False)
+            closeables.append(lock_db.close)
+            locks = PostgresLocks(lock_db)
         async with open_checkpointer(settings, url, cipher=cipher) as checkpointer:
             graphs = GraphRegistry(host, checkpointer)
             engine = make_engine(settings)
@@ -139,7 +143,7 @@ async def open_services(
                 redis=redis_client,
             )
     finally:
-        for closeable in closeables:
+        for closeable in reversed(closeables):
             await closeable()
         if redis_client is not None:
             await redis_client.aclose()

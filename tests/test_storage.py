@@ -433,6 +433,12 @@ PROBES: list[Probe] = [
     ),
     Probe(
         "messages",
+        "receive",
+        lambda s, a, b: s.messages.receive(a.tenant.id, b.bot.id, FOREIGN_INBOUND),
+        "nothing",
+    ),
+    Probe(
+        "messages",
         "add_outbound",
         lambda s, a, b: s.messages.add_outbound(
             a.tenant.id, b.conversation.id, channel="sms", text="injected", idempotency_key=OUTBOUND_KEY
@@ -493,7 +499,7 @@ PROBES: list[Probe] = [
         expected=lambda a: {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5},
     ),
     Probe("delivery", "next_due", lambda s, a, b: s.delivery.next_due(a.tenant.id, b.conversation.id), "nothing"),
-    Probe("delivery", "parts_sent", lambda s, a, b: s.delivery.parts_sent(b.sending.id), "nothing", "takes no tenant"),
+    Probe("delivery", "start", lambda s, a, b: s.delivery.start(a.tenant.id, b.sending.id), "nothing"),
     Probe(
         "delivery",
         "add_part",
@@ -531,12 +537,6 @@ PROBES: list[Probe] = [
     Probe("delivery", "dead_letters", lambda s, a, b: s.delivery.dead_letters(a.tenant.id, b.bot.id), "nothing"),
     Probe("delivery", "requeue", lambda s, a, b: s.delivery.requeue(a.tenant.id, b.dead_letter.id), "nothing"),
     Probe("delivery", "state", lambda s, a, b: s.delivery.state(a.tenant.id, b.outbound.id), "nothing"),
-    Probe(
-        "delivery",
-        "latest_inbound",
-        lambda s, a, b: s.delivery.latest_inbound(a.tenant.id, b.conversation.id, datetime.now(UTC)),
-        "nothing",
-    ),
 ]
 
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
@@ -550,6 +550,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
     ("BotRepository", "all_tenants_bots"): "operator-level jobs (retention) over every tenant",
     ("ConversationRepository", "tenant_of"): "operator-level: finds the tenant of a conversation named by id alone",
+    ("ChannelRouteRepository", "find"): "routing a public webhook across tenants by design; the signature decides",
     ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
     ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
 }
