@@ -178,6 +178,34 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Add documents (files or folders) to a bot's knowledge base, showing progress."""
+    import asyncio
+    from pathlib import Path
+
+    from botloom.core.knowledge import IngestError
+    from botloom.graphs.services import open_services
+
+    settings = _settings()
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CommandError(f"no such file or folder: {', '.join(missing)}")
+
+    async def run() -> Any:
+        async with open_services(settings) as services:
+            bot = await _find_bot(services, args.bot)
+            return await services.knowledge.ingest_paths(bot.tenant_id, bot.id, paths, progress=_progress)
+
+    try:
+        results = asyncio.run(run())
+    except IngestError as exc:
+        raise CommandError(str(exc)) from None
+    for result in results:
+        print(f"{result.name}: {result.status}, {result.chunks} chunk(s)")
+    return EXIT_OK
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune idle conversations' checkpoints and archive closed conversations."""
     import asyncio
@@ -272,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", cmd_worker, "run job workers (turns, deliveries) until stopped")
     worker.add_argument("--turns", type=int, default=4, metavar="N", help="turns to run at once (default 4)")
     worker.add_argument("--deliveries", type=int, default=4, metavar="N", help="deliveries to run at once (default 4)")
+    ingest = add("ingest", cmd_ingest, "add Markdown, text, HTML or CSV files (or folders) to a bot's knowledge")
+    ingest.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
+    ingest.add_argument("paths", metavar="PATH", nargs="+", help="files or folders to ingest")
     add("prune", cmd_prune, "prune idle conversations' checkpoints (bots' retention_days); archive closed ones")
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")

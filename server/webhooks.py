@@ -15,7 +15,8 @@ not in its encoding (400, 415).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from litestar import Request, Response, post
@@ -31,13 +32,20 @@ from botloom.server.deps import ServicesDep
 from botloom.server.paths import bot_ref
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORM = "application/x-www-form-urlencoded"
 ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
+ROUTE_MAX_AGE = 1.0
+"""Seconds a process may answer webhooks with a bot and channel config it read before: a change of
+either reaches every webhook within this long (a request refused with an older config is checked
+again with the stored one, so a rotated token is never refused)."""
 
 
-async def webhook_route(services: Services, ref: str, name: str) -> tuple[Bot, ChannelAdapter, dict[str, Any]]:
-    """The bot, the push channel ``name`` and the bot's config of it, in one query.
+async def webhook_route(
+    services: Services, ref: str, name: str, *, max_age: float = 0.0
+) -> tuple[Bot, ChannelAdapter, dict[str, Any]]:
+    """The bot, the push channel ``name`` and the bot's config of it, in one query (or from the last second's).
 
     404 for no such bot or channel, 403 when the bot has not enabled the channel.
     """
@@ -45,7 +53,7 @@ async def webhook_route(services: Services, ref: str, name: str) -> tuple[Bot, C
     owner = services.host.registry.owner("channel", name)
     if adapter is None or owner is None or adapter.delivery != "push":
         raise NotFoundException(f"no channel {name!r} takes webhooks")
-    found = await services.deliveries.routes.find(bot_ref(ref), owner)
+    found = await services.deliveries.routes.find(bot_ref(ref), owner, max_age=max_age)
     if found is None:
         raise NotFoundException(f"no bot {bot_ref(ref)!r}")
     bot, setting = found
@@ -85,27 +93,40 @@ async def channel_request(
     return ChannelRequest(method=request.method, url=url, headers=headers, body=body, form=form, subpath=subpath)
 
 
+def channel_call(adapter: ChannelAdapter, method: Callable[..., T], *args: Any) -> T:
+    """Call one of a channel's methods on a request: ``ChannelRejected`` is its 4xx; any other error a 400."""
+    try:
+        return method(*args)
+    except ChannelRejected as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+    except Exception as exc:  # a channel's bug on a strange request is still the request's 4xx
+        logger.exception("the %s channel failed on a request", adapter.name)
+        raise HTTPException(status_code=400, detail=f"the {adapter.name} channel could not read this request") from exc
+
+
 async def handle_webhook(
     request: Request[Any, Any, Any], services: Services, channel: str, bot: str, subpath: str
 ) -> Response[bytes]:
     """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
-    found, adapter, config = await webhook_route(services, bot, channel)
+    found, adapter, config = await webhook_route(services, bot, channel, max_age=ROUTE_MAX_AGE)
     incoming = await channel_request(request, request.app.state.settings, channel, bot, subpath)
     try:
-        adapter.verify(incoming, config)
-        messages = adapter.parse(incoming, config)
-        report = delivery_report(adapter, incoming, config)
-        wait = response_window(adapter, incoming, config)
-    except ChannelRejected as exc:
-        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
-    except Exception as exc:  # a channel's bug on a strange request is still the request's 4xx
-        logger.exception("the %s channel failed on a request", channel)
-        raise HTTPException(status_code=400, detail=f"the {channel} channel could not read this request") from exc
-    if report is not None and not await services.deliveries.record(found, adapter.name, report):
-        logger.info("a %s status report named no message of bot %s", channel, found.id)
+        channel_call(adapter, adapter.verify, incoming, config)
+    except HTTPException as exc:  # refused with the config of the last second? check with the stored one
+        if exc.status_code != 403:
+            raise
+        found, adapter, stored = await webhook_route(services, bot, channel)
+        if stored == config:
+            raise
+        channel_call(adapter, adapter.verify, incoming, config := stored)
+    messages = channel_call(adapter, adapter.parse, incoming, config)
+    report = channel_call(adapter, delivery_report, adapter, incoming, config)
+    wait = channel_call(adapter, response_window, adapter, incoming, config)
     deliveries = services.deliveries
-    stored = [(await deliveries.accept(found, message, hold=wait))[0] for message in messages]
-    replies = await deliveries.answer_in_response(found, adapter, config, stored, wait) if wait else []
+    if report is not None and not await deliveries.record(found, adapter.name, report):
+        logger.info("a %s status report named no message of bot %s", channel, found.id)
+    stored_messages = [(await deliveries.accept(found, message, hold=wait))[0] for message in messages]
+    replies = await deliveries.answer_in_response(found, adapter, config, stored_messages, wait) if wait else []
     answer = adapter.acknowledge(incoming, replies or None, config)
     return Response(content=answer.body, status_code=answer.status, media_type=answer.media_type)
 

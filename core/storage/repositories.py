@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -935,16 +936,30 @@ class ChannelRouteRepository(Repository):
         super().__init__(db)
         self.settings = settings
         self._open = functools.lru_cache(maxsize=256)(self._open_secrets)
+        self._recent: dict[tuple[str, str], tuple[float, tuple[Bot, PluginSetting | None] | None]] = {}
 
     def _open_secrets(self, sealed: bytes) -> dict[str, Any]:
         opened: dict[str, Any] = json.loads(self.settings.cipher.decrypt(sealed))
         return opened
 
-    async def find(self, ref: str, plugin: str) -> tuple[Bot, PluginSetting | None] | None:
+    async def find(self, ref: str, plugin: str, *, max_age: float = 0.0) -> tuple[Bot, PluginSetting | None] | None:
         """The bot ``ref`` names (an id or ``tenant-slug/bot-slug``) and its setting of ``plugin``, if any.
 
         For public routes: the caller authenticates the request itself (a signature).
+        With ``max_age``, an answer this process read at most that many seconds ago
+        is given again without a query (a busy webhook's bot changes rarely).
         """
+        key = (ref, plugin)
+        recent = self._recent.get(key)
+        if recent is not None and time.monotonic() - recent[0] <= max_age:
+            return recent[1]
+        found = await self._find(ref, plugin)
+        if len(self._recent) >= 10_000:
+            self._recent.clear()
+        self._recent[key] = (time.monotonic(), found)
+        return found
+
+    async def _find(self, ref: str, plugin: str) -> tuple[Bot, PluginSetting | None] | None:
         columns = "b.*, p.enabled AS p_enabled, p.config AS p_config, p.secrets AS p_secrets"
         joined = "LEFT JOIN bot_plugins p ON p.tenant_id = b.tenant_id AND p.bot_id = b.id AND p.plugin = %s"
         if "/" in ref:
