@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -56,8 +57,8 @@ def load_cipher(secret_key: str | None, data_dir: Path) -> Cipher:
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         # Written under a temporary name and linked into place, so no process ever reads a half-written key.
-        temporary = data_dir / f".secret.key.{os.getpid()}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, name = tempfile.mkstemp(dir=data_dir, prefix=".secret.key.")  # private to this caller, mode 0600
+        temporary = Path(name)
         with os.fdopen(fd, "wb") as fh:
             fh.write(Fernet.generate_key())
         try:
