@@ -17,17 +17,19 @@ server run by uvicorn with uvloop and httptools, one process each:
 Measurements:
 
 1. acknowledged webhooks per second, closed loop (``--concurrency`` requests in
-   flight for ``--seconds``), and the server process's CPU time per webhook;
+   flight, ``--rounds`` alternating rounds of ``--seconds`` per route), and the
+   server process's CPU time per webhook;
 2. throughput of the queue: a ``botloom worker`` process then runs the turns
    queued by (1) and sends the replies to a local Twilio peer (the real
    ``twilio`` client against a stand-in of the Messages API);
-3. time from webhook to delivered reply: an open loop at ``--reply-load`` of the
-   queue's throughput from (2), with ``botloom serve`` and ``botloom worker``
-   running; each message has its own sender, so each reply is matched to its webhook.
+3. time from webhook to delivered reply: open loops at ``--reply-loads`` shares
+   of the queue's throughput from (2), with ``botloom serve`` and ``botloom
+   worker`` running; each message has its own sender, so each reply is matched
+   to its webhook.
 
 Usage::
 
-    python bench/webhooks.py                   # about 2 minutes
+    python bench/webhooks.py                   # about 5 minutes
     python bench/webhooks.py --quick           # smoke test
     python bench/webhooks.py --database-url postgresql://...
 
@@ -344,10 +346,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32, help="webhooks in flight in the closed loop")
     parser.add_argument(
-        "--reply-load",
-        type=float,
-        default=0.8,
-        help="the open loop's rate, as a share of the queue's measured throughput",
+        "--reply-loads",
+        type=lambda value: [float(share) for share in value.split(",")],
+        default=[0.25, 0.5, 0.75],
+        help="the open loops' rates, as shares of the queue's measured throughput (comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
     parser.add_argument("--load", help=argparse.SUPPRESS)
@@ -407,22 +409,22 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
             while len(peer.sent) < queued and time.monotonic() - began < 900:
                 time.sleep(0.2)
             drained = len(peer.sent) / (time.monotonic() - began)
-            peer.reset()
-            rate = max(1.0, drained * args.reply_load)
-            say(f"open loop at {rate:.0f}/s ...")
-            time.sleep(1)
-            report = run_load(webhook, args.seconds * args.rounds, 64, token, rate=rate, prefix="+1599")
-            latencies, _ = reply_latencies(report, peer, timeout=120)
-    return report_markdown(args, results, drained, rate, report, latencies)
+            open_loops = []
+            for share in args.reply_loads:
+                peer.reset()
+                rate = max(1.0, drained * share)
+                say(f"open loop at {rate:.0f}/s ...")
+                report = run_load(webhook, args.seconds * args.rounds, 64, token, rate=rate, prefix=f"+16{share:.2f}")
+                latencies, _ = reply_latencies(report, peer, timeout=300)
+                open_loops.append((share, rate, report, latencies))
+    return report_markdown(args, results, drained, open_loops)
 
 
 def report_markdown(
     args: argparse.Namespace,
     results: dict[str, dict[str, Any]],
     drained: float,
-    rate: float,
-    open_loop: dict[str, Any],
-    replies: list[float],
+    open_loops: list[tuple[float, float, dict[str, Any], list[float]]],
 ) -> str:
     """The figures as Markdown."""
     baseline = results["bare, same work"]
@@ -441,55 +443,60 @@ def report_markdown(
                 sum(r["errors"].values()),
             ]
         )
-    acks, reply = Summary.of(open_loop["latencies_ms"]), Summary.of(replies)
+    loops = []
+    for share, rate, report, replies in open_loops:
+        acks, reply = Summary.of(report["latencies_ms"]), Summary.of(replies)
+        loops.append(
+            [
+                f"{share:.0%}",
+                f"{rate:.1f}",
+                report["count"],
+                ms(acks.p50),
+                ms(acks.p99),
+                f"{len(replies)}/{report['count']}",
+                ms(reply.p50),
+                ms(reply.p99),
+            ]
+        )
     info = machine()
-    lines = [
-        f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, load average {info['load average']}",
-        f"closed loop: {args.concurrency} in flight, {args.rounds} alternating rounds of {args.seconds:g} s per route, "
-        f"after {args.warmup:g} s of warm-up",
-        "",
-        markdown_table(
-            [
-                "route",
-                "webhooks/s",
-                "vs bare (same work)",
-                "ack p50 ms",
-                "ack p99 ms",
-                "server CPU ms/webhook",
-                "CPU vs bare",
-                "errors",
-            ],
-            rows,
-        ),
-        "",
-        f"queue throughput (botloom worker, turn + delivery): {drained:.1f} replies/s",
-        "",
-        markdown_table(
-            [
-                "open loop",
-                "webhooks/s",
-                "acknowledged",
-                "ack p50 ms",
-                "ack p99 ms",
-                "replies",
-                "reply p50 ms",
-                "reply p99 ms",
-            ],
-            [
+    where = f"{info['nproc']} cores, {info['cpu']}, Python {info['python']}, load average {info['load average']}"
+    loop = f"{args.concurrency} in flight, {args.rounds} alternating rounds of {args.seconds:g} s per route"
+    return "\n".join(
+        [
+            f"machine: {where}",
+            f"closed loop: {loop}, after {args.warmup:g} s of warm-up",
+            "",
+            markdown_table(
                 [
-                    f"{args.reply_load:.0%} of the queue's throughput",
-                    f"{rate:.1f}",
-                    open_loop["count"],
-                    ms(acks.p50),
-                    ms(acks.p99),
-                    f"{len(replies)}/{open_loop['count']}",
-                    ms(reply.p50),
-                    ms(reply.p99),
-                ]
-            ],
-        ),
-    ]
-    return "\n".join(lines)
+                    "route",
+                    "webhooks/s",
+                    "vs bare (same work)",
+                    "ack p50 ms",
+                    "ack p99 ms",
+                    "server CPU ms/webhook",
+                    "CPU vs bare",
+                    "errors",
+                ],
+                rows,
+            ),
+            "",
+            f"queue throughput (one botloom worker process, turn + delivery, serve idle): {drained:.1f} replies/s",
+            "",
+            markdown_table(
+                [
+                    "open loop, share of that",
+                    "webhooks/s",
+                    "acknowledged",
+                    "ack p50 ms",
+                    "ack p99 ms",
+                    "replies",
+                    "reply p50 ms",
+                    "reply p99 ms",
+                ],
+                loops,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

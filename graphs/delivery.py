@@ -282,8 +282,8 @@ class Deliveries:
         self._background.add(task)
         task.add_done_callback(self._finished)
         done, _ = await asyncio.wait({task}, timeout=wait)
-        if not done or task.exception() is not None:
-            late.set()
+        if not done or task.cancelled() or task.exception() is not None:
+            late.set()  # the queue's turn job (held back until the window closed) takes over
             return []
         replies = await self.parts.claim_for_response(bot.tenant_id, [m.id for m in inbound])
         conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
@@ -338,7 +338,8 @@ class Deliveries:
         leaves the replies to it, and the one at work looks for new replies again
         after it lets go.
         """
-        if await self.parts.next_due(tenant_id, conversation_id) is None:
+        due = await self.parts.next_due(tenant_id, conversation_id)
+        if due is None:
             return 0
         conversation = await self.store.conversations.get(tenant_id, conversation_id)
         if conversation is not None and (bot is None or bot.id != conversation.bot_id):
@@ -353,17 +354,21 @@ class Deliveries:
             async with self.runner.locks.try_hold(f"deliver:{conversation_id}") as free:
                 if not free:
                     return sent
-                sent += await self._drain(bot, conversation, found)
+                sent += await self._drain(bot, conversation, found, due)
             due = await self.parts.next_due(tenant_id, conversation_id)
             if due is None or (due.next_attempt_at is not None and due.next_attempt_at > utcnow()):
                 return sent
 
     async def _drain(
-        self, bot: Bot, conversation: Conversation, found: tuple[ChannelAdapter, dict[str, Any]] | None
+        self,
+        bot: Bot,
+        conversation: Conversation,
+        found: tuple[ChannelAdapter, dict[str, Any]] | None,
+        due: OutboundState | None,
     ) -> int:
-        """Send pending replies until none is left or one must wait for its back-off."""
+        """Send pending replies, from ``due`` on, until none is left or one must wait for its back-off."""
         sent = 0
-        while (due := await self.parts.next_due(bot.tenant_id, conversation.id)) is not None:
+        while due is not None:
             message = due.message
             if due.next_attempt_at is not None and due.next_attempt_at > utcnow():
                 wait = (due.next_attempt_at - utcnow()).total_seconds()
@@ -371,8 +376,9 @@ class Deliveries:
                 await self.schedule(bot.tenant_id, conversation.id, trigger=trigger, delay=wait)
                 return sent
             started = await self.parts.start(bot.tenant_id, message.id)
-            if started is None:
-                continue  # answered in a provider's response meanwhile
+            if started is None:  # answered in a provider's response meanwhile
+                due = await self.parts.next_due(bot.tenant_id, conversation.id)
+                continue
             try:
                 if found is None:
                     raise ChannelUnavailable(f"the {conversation.channel} channel is not enabled for this bot")
@@ -381,10 +387,11 @@ class Deliveries:
             except Exception as exc:  # noqa: BLE001 - any failure of a channel is retried or dead-lettered
                 if await self._failed(bot, conversation, due, exc):
                     return sent
-                continue
-            if not await self.parts.finish(bot.tenant_id, message.id):
-                await self.store.messages.claim(bot.tenant_id, message.id, "sent", expected=["sending"])
-            sent += 1
+            else:
+                if not await self.parts.finish(bot.tenant_id, message.id):
+                    await self.store.messages.claim(bot.tenant_id, message.id, "sent", expected=["sending"])
+                sent += 1
+            due = await self.parts.next_due(bot.tenant_id, conversation.id)
         return sent
 
     def outbound(

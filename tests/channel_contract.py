@@ -81,12 +81,32 @@ class ContractContext:
 
     async def transcript(self) -> list[tuple[str, str, str]]:
         """``(direction, text, status)`` of every message of the demo bot, in order."""
-        tenant, bot = self.demo.tenant.id, self.demo.bot.id
-        rows = []
-        for conversation in await self.services.store.conversations.list_all(tenant, bot):
-            rows += await self.services.store.messages.list_all(tenant, conversation.id)
-        rows.sort(key=lambda m: (m.created_at, m.id))
-        return [(m.direction, m.text, m.status) for m in rows]
+        return await transcript(self.services, self.demo)
+
+
+async def transcript(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
+    """``(direction, text, status)`` of every message of the demo bot, oldest first."""
+    rows = []
+    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
+        rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
+    rows.sort(key=lambda m: (m.created_at, m.id))
+    return [(m.direction, m.text, m.status) for m in rows]
+
+
+def fast_app(settings: Settings, services: Services) -> Any:
+    """The app on ``services`` (running no workers by itself), with a queue that sweeps and retries quickly."""
+    services.queue.options = FAST_QUEUE
+    services.deliveries.policy = FAST_RETRIES
+    return create_app(settings, services=services)
+
+
+async def configure_twilio(client: httpx.AsyncClient, demo: DemoInfo, config: dict[str, object]) -> httpx.Response:
+    """Enable the Twilio channel for the demo bot with ``config``, through the API."""
+    return await client.put(
+        "/api/v1/bots/acme/support/plugins/twilio",
+        json={"enabled": True, "config": config},
+        headers={"Authorization": f"Bearer {demo.api_key}"},
+    )
 
 
 class ChannelDriver(abc.ABC):
@@ -135,9 +155,7 @@ class ChannelContract:
     async def ctx(
         self, settings: Settings, services: Services, demo: DemoInfo, driver: ChannelDriver
     ) -> AsyncIterator[ContractContext]:
-        services.queue.options = FAST_QUEUE
-        services.deliveries.policy = FAST_RETRIES
-        app = create_app(settings, services=services)
+        app = fast_app(settings, services)
         async with api_client(app) as client:
             context = ContractContext(services=services, demo=demo, client=client, app=app)
             await driver.enable(context)

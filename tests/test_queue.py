@@ -15,10 +15,9 @@ from botloom.core.messages import InboundMessage
 from botloom.core.settings import Settings
 from botloom.graphs.delivery import RetryPolicy, split_text, utf16_length
 from botloom.graphs.services import Services, open_services
-from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import FAST_QUEUE, FAST_RETRIES, wait_until
+from tests.channel_contract import FAST_RETRIES, configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
@@ -37,14 +36,8 @@ async def client(
     settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An app client; the demo bot takes Twilio webhooks in ``rest`` mode, replies go to ``peer``."""
-    services.queue.options = FAST_QUEUE
-    services.deliveries.policy = FAST_RETRIES
-    async with api_client(create_app(settings, services=services)) as test_client:
-        response = await test_client.put(
-            "/api/v1/bots/acme/support/plugins/twilio",
-            json={"enabled": True, "config": twilio_config(peer)},
-            headers={"Authorization": f"Bearer {demo.api_key}"},
-        )
+    async with api_client(fast_app(settings, services)) as test_client:
+        response = await configure_twilio(test_client, demo, twilio_config(peer))
         assert response.status_code == 200, response.text
         test_client.headers["Authorization"] = f"Bearer {demo.api_key}"
         yield test_client
@@ -52,14 +45,7 @@ async def client(
 
 async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
     """``(text, status)`` of the bot's outbound messages."""
-    rows = []
-    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
-        rows += [
-            m
-            for m in await services.store.messages.list_all(demo.tenant.id, conversation.id)
-            if m.direction == "outbound"
-        ]
-    return [(m.text, m.status) for m in sorted(rows, key=lambda m: m.created_at)]
+    return [(text, status) for direction, text, status in await transcript(services, demo) if direction == "outbound"]
 
 
 async def test_a_reply_failing_for_good_is_a_dead_letter_until_retried_by_hand(
@@ -159,15 +145,9 @@ async def test_the_queue_runs_on_redis_when_configured(
     async with open_services(with_redis, url=database_url) as services:
         assert services.queue.backend == "redis"
         demo = await ensure_demo(services)
-        services.queue.options = FAST_QUEUE
         peer.fail(1)
-        async with api_client(create_app(settings, services=services)) as client:
-            await client.put(
-                "/api/v1/bots/acme/support/plugins/twilio",
-                json={"enabled": True, "config": twilio_config(peer)},
-                headers={"Authorization": f"Bearer {demo.api_key}"},
-            )
-            services.deliveries.policy = FAST_RETRIES
+        async with api_client(fast_app(settings, services)) as client:
+            await configure_twilio(client, demo, twilio_config(peer))
             async with workers(services):
                 assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
                 assert [m.body for m in await asyncio.to_thread(peer.wait_for, 1)] == [GREETING]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,9 +17,8 @@ import pytest
 
 from botloom.core.settings import Settings
 from botloom.graphs.services import Services
-from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
-from tests.channel_contract import FAST_QUEUE, wait_until
+from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client, enable
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
@@ -38,38 +38,33 @@ async def client(
     settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app (no workers of its own) with the demo bot on Twilio in ``rest`` mode."""
-    services.queue.options = FAST_QUEUE
-    async with api_client(create_app(settings, services=services)) as test_client:
-        response = await test_client.put(
-            "/api/v1/bots/acme/support/plugins/twilio",
-            json={"enabled": True, "config": twilio_config(peer)},
-            headers={"Authorization": f"Bearer {demo.api_key}"},
-        )
+    async with api_client(fast_app(settings, services)) as test_client:
+        response = await configure_twilio(test_client, demo, twilio_config(peer))
         assert response.status_code == 200, response.text
         yield test_client
 
 
 def start(args: list[str], **env: str) -> subprocess.Popen[str]:
+    """Start a worker process and wait for its first line, which says it runs."""
     process = subprocess.Popen(
         args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
     )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stderr is not None
     line = process.stdout.readline()
-    assert "ready" in line or "running" in line, line + process.stderr.read()[-3000:] if process.stderr else line
+    assert "ready" in line or "running" in line, line + process.stderr.read()[-3000:]
     return process
 
 
-def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    return process.returncode, err
-
-
-async def messages(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
-    rows = []
-    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
-        rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
-    return [(m.direction, m.text, m.status) for m in sorted(rows, key=lambda m: m.created_at)]
+@contextlib.asynccontextmanager
+async def running(args: list[str], **env: str) -> AsyncIterator[subprocess.Popen[str]]:
+    """A worker process while the block runs; stopped with SIGTERM after it, which it must survive cleanly."""
+    process = await asyncio.to_thread(start, args, **env)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, err[-3000:]
 
 
 async def test_a_worker_killed_mid_turn_loses_nothing_and_the_user_gets_one_answer(
@@ -86,22 +81,18 @@ async def test_a_worker_killed_mid_turn_loses_nothing_and_the_user_gets_one_answ
     doomed = await asyncio.to_thread(start, worker, SLOWPOKE_SECONDS="60")
 
     async def processing() -> bool:
-        return any(status == "processing" for _, _, status in await messages(services, demo))
+        return any(status == "processing" for _, _, status in await transcript(services, demo))
 
     await wait_until(processing, 60, "the doomed worker to start the turn")
     doomed.send_signal(signal.SIGKILL)
     await asyncio.to_thread(doomed.communicate, timeout=30)
     assert peer.sent == []
 
-    rescuer = await asyncio.to_thread(start, worker, SLOWPOKE_SECONDS="0")
-    try:
+    async with running(worker, SLOWPOKE_SECONDS="0"):
         sent = await asyncio.to_thread(peer.wait_for, 1, 90)
         await asyncio.sleep(2)  # a second copy would have arrived by now
-    finally:
-        code, err = await asyncio.to_thread(stop, rescuer)
-    assert code == 0, err[-3000:]
     assert [m.body for m in sent] == [m.body for m in peer.sent] == ["Parcel 77 is in the depot."]
-    assert await messages(services, demo) == [
+    assert await transcript(services, demo) == [
         ("inbound", "parcel P77", "answered"),
         ("outbound", "Parcel 77 is in the depot.", "sent"),
     ]
@@ -123,11 +114,7 @@ async def test_botloom_worker_runs_the_queue_in_its_own_process(
         "BOTLOOM_SECRET_KEY": "test-secret-key",
         "BOTLOOM_LOG_LEVEL": "WARNING",
     }
-    worker = await asyncio.to_thread(start, [sys.executable, "-m", "botloom", "worker", "--turns", "2"], **env)
-    try:
+    async with running([sys.executable, "-m", "botloom", "worker", "--turns", "2"], **env):
         sent = await asyncio.to_thread(peer.wait_for, 1, 60)
-    finally:
-        code, err = await asyncio.to_thread(stop, worker)
-    assert code == 0, err[-3000:]
     assert [m.body for m in sent] == ["Hello! How can I help you today?"]
     assert time.monotonic() - began < 60

@@ -17,11 +17,10 @@ import pytest
 
 from botloom.core.settings import Settings
 from botloom.graphs.services import Services, open_services
-from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import FAST_QUEUE, FAST_RETRIES
-from tests.helpers import api_client, enable, host_with
+from tests.channel_contract import configure_twilio, fast_app, transcript
+from tests.helpers import api_client, disable, enable, host_with
 from tests.turn_process import SLOWPOKE
 from tests.twilio_peer import (
     BOT_NUMBER,
@@ -46,32 +45,10 @@ def peer() -> Iterator[TwilioPeer]:
         yield running
 
 
-async def configure(client: httpx.AsyncClient, demo: DemoInfo, config: dict[str, object]) -> httpx.Response:
-    return await client.put(
-        "/api/v1/bots/acme/support/plugins/twilio",
-        json={"enabled": True, "config": config},
-        headers={"Authorization": f"Bearer {demo.api_key}"},
-    )
-
-
-async def open_client(settings: Settings, services: Services) -> httpx.AsyncClient:
-    services.queue.options = FAST_QUEUE
-    services.deliveries.policy = FAST_RETRIES
-    return api_client(create_app(settings, services=services))
-
-
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    async with await open_client(settings, services) as test_client:
+    async with api_client(fast_app(settings, services)) as test_client:
         yield test_client
-
-
-async def transcript(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
-    rows = []
-    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
-        rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
-    rows.sort(key=lambda m: (m.created_at, m.id))
-    return [(m.direction, m.text, m.status) for m in rows]
 
 
 async def wait_sent(peer: TwilioPeer, count: int) -> list[str]:
@@ -84,10 +61,10 @@ async def wait_sent(peer: TwilioPeer, count: int) -> list[str]:
 async def test_config_is_validated_and_the_token_masked(
     client: httpx.AsyncClient, demo: DemoInfo, peer: TwilioPeer
 ) -> None:
-    bad = await configure(client, demo, {**twilio_config(peer), "account_sid": "nope", "reply_mode": "fax"})
+    bad = await configure_twilio(client, demo, {**twilio_config(peer), "account_sid": "nope", "reply_mode": "fax"})
     assert bad.status_code == 400
     assert {e["key"] for e in bad.json()["extra"]} >= {"config.account_sid", "config.reply_mode"}
-    good = await configure(client, demo, twilio_config(peer, "twiml"))
+    good = await configure_twilio(client, demo, twilio_config(peer, "twiml"))
     assert good.status_code == 200, good.text
     assert good.json()["config"]["auth_token"] == "********"
     assert good.json()["config"]["reply_mode"] == "twiml"
@@ -120,9 +97,9 @@ async def test_signatures_are_checked_against_the_public_url(
     status: int,
 ) -> None:
     settings = msgspec.structs.replace(settings, public_url=public_url)
-    async with await open_client(settings, services) as client:
+    async with api_client(fast_app(settings, services)) as client:
         config = {k: v for k, v in twilio_config(peer, "rest").items() if k != "public_base_url"}
-        assert (await configure(client, demo, {**config, "public_base_url": config_base})).status_code == 200
+        assert (await configure_twilio(client, demo, {**config, "public_base_url": config_base})).status_code == 200
         response = await post_signed(client, WEBHOOK, inbound_form("hello"), base=signed_for, headers=headers)
     assert response.status_code == status, response.text
     assert len(await transcript(services, demo)) == (1 if status == 200 else 0)
@@ -201,13 +178,30 @@ BAD = [
 async def test_bad_requests_get_a_clear_4xx_and_store_nothing(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer, case: str
 ) -> None:
-    assert (await configure(client, demo, twilio_config(peer, "rest"))).status_code == 200
+    assert (await configure_twilio(client, demo, twilio_config(peer, "rest"))).status_code == 200
     path, body, headers, status = _bad_requests(peer)[case]
     response = await client.post(path, content=body, headers=headers)
     assert response.status_code == status, response.text
     assert response.json()["detail"], "the answer says what is wrong"
     assert await transcript(services, demo) == []
     assert await services.queue.pending("turns") == 0
+
+
+async def test_config_changes_reach_the_webhooks_at_once_or_within_a_second(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer
+) -> None:
+    await configure_twilio(client, demo, twilio_config(peer, "rest"))
+    assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200  # the route is now cached
+    rotated = await configure_twilio(client, demo, {**twilio_config(peer, "rest"), "auth_token": "rotated-token"})
+    assert rotated.status_code == 200
+    signed_new = await post_signed(client, WEBHOOK, inbound_form("hello"), token="rotated-token")
+    assert signed_new.status_code == 200, "a rotated token is checked against the stored config at once"
+    signed_old = await post_signed(client, WEBHOOK, inbound_form("hello"))
+    assert signed_old.status_code == 403
+    await disable(services, demo.bot, "twilio")
+    await asyncio.sleep(1.1)
+    refused = await post_signed(client, WEBHOOK, inbound_form("hello"), token="rotated-token")
+    assert refused.status_code == 403 and "not enabled" in refused.json()["detail"]
 
 
 async def test_a_bot_that_has_not_enabled_twilio_refuses_webhooks(
@@ -225,7 +219,7 @@ async def test_a_bot_that_has_not_enabled_twilio_refuses_webhooks(
 async def test_media_reach_the_turn_as_attachments(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> None:
-    await configure(client, demo, twilio_config(peer, "rest"))
+    await configure_twilio(client, demo, twilio_config(peer, "rest"))
     media = (("https://api.twilio.com/media/ME1", "image/jpeg"), ("https://api.twilio.com/media/ME2", "image/png"))
     assert (await post_signed(client, WEBHOOK, inbound_form("a photo of my order", media=media))).status_code == 200
     photo_only = inbound_form("", sender=WHATSAPP_USER, media=media[:1])
@@ -255,7 +249,7 @@ async def test_long_replies_are_split_within_the_limits(
     await services.store.bots.update(
         demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, fallback_reply=long_reply)
     )
-    await configure(client, demo, twilio_config(peer, "rest"))
+    await configure_twilio(client, demo, twilio_config(peer, "rest"))
     async with workers(services):
         await post_signed(client, WEBHOOK, inbound_form("qwertyuiop asdfgh", sender=sender))
         bodies = await wait_sent(peer, parts)
@@ -273,7 +267,7 @@ async def test_long_twiml_replies_are_several_messages(
     await services.store.bots.update(
         demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, fallback_reply=long_reply)
     )
-    await configure(client, demo, twilio_config(peer, "twiml"))
+    await configure_twilio(client, demo, twilio_config(peer, "twiml"))
     response = await post_signed(client, WEBHOOK, inbound_form("qwertyuiop asdfgh"))
     messages = twiml_replies(response.text)
     assert response.headers["content-type"].startswith("application/xml")
@@ -287,7 +281,7 @@ async def test_long_twiml_replies_are_several_messages(
 async def test_status_callbacks_update_the_stored_reply(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> None:
-    await configure(client, demo, twilio_config(peer, "rest"))
+    await configure_twilio(client, demo, twilio_config(peer, "rest"))
     async with workers(services):
         await post_signed(client, WEBHOOK, inbound_form("hello"))
         await post_signed(client, WEBHOOK, inbound_form("thanks", sender="+15552223333"))
@@ -336,8 +330,8 @@ async def test_a_turn_slower_than_the_twiml_window_is_sent_through_the_rest_api(
     settings: Settings, slow_services: tuple[Services, DemoInfo], peer: TwilioPeer
 ) -> None:
     services, demo = slow_services
-    async with await open_client(settings, services) as client:
-        await configure(client, demo, twilio_config(peer, "twiml", twiml_wait_seconds=0.5))
+    async with api_client(fast_app(settings, services)) as client:
+        await configure_twilio(client, demo, twilio_config(peer, "twiml", twiml_wait_seconds=0.5))
         form = inbound_form("parcel P7")
         async with workers(services):
             slow = await post_signed(client, WEBHOOK, form)
@@ -355,7 +349,7 @@ async def test_twiml_replies_report_their_status_through_the_action_url(
 ) -> None:
     from xml.etree import ElementTree
 
-    await configure(client, demo, twilio_config(peer, "twiml"))
+    await configure_twilio(client, demo, twilio_config(peer, "twiml"))
     form = inbound_form("hello")
     answer = await post_signed(client, WEBHOOK, form)
     (message,) = ElementTree.fromstring(answer.text).iter("Message")

@@ -33,7 +33,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning on headless machines
-            import pgserver
+            from pgserver.postgres_server import PostgresServer, get_server
     except ImportError as exc:
         raise EmbeddedPostgresError(
             "BOTLOOM_DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
@@ -41,19 +41,19 @@ def start_embedded_postgres(data_dir: Path) -> str:
         ) from exc
     pgdata = data_dir / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    with pgserver.PostgresServer._lock:  # pgserver's own inter-process lock over its list of users
+    with PostgresServer._lock:  # pgserver's own inter-process lock over its list of users
         _forget_dead_processes(pgdata)
     _exit_cleanly_on_sigterm()
     logger.info("starting the embedded PostgreSQL in %s", pgdata)
     try:
-        server: Any = pgserver.get_server(pgdata, cleanup_mode="stop")
+        server: Any = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         log = pgdata / "log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
         raise EmbeddedPostgresError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}\n{tail}") from exc
 
     def forget_dead_at_exit() -> None:
-        with pgserver.PostgresServer._lock:
+        with PostgresServer._lock:
             _forget_dead_processes(pgdata)
 
     # Exit handlers run last-registered first: this one runs before pgserver's, which stops the
