@@ -188,11 +188,9 @@ def serve_bare(port: int, database_url: str) -> None:
 # ------------------------------------------------------------------------------ servers
 
 
-def pin(core: int) -> Any:
-    def apply() -> None:
-        os.sched_setaffinity(0, {core})
-
-    return apply
+def pin(process: subprocess.Popen[bytes], core: int) -> None:
+    """Keep a started process (and the threads it starts later) on one core."""
+    os.sched_setaffinity(process.pid, {core})
 
 
 def post_json(port: int, path: str, body: dict[str, Any], key: str, timeout: float = 30.0) -> tuple[int, Any]:
@@ -240,8 +238,8 @@ def start_botloom(port: int, database_url: str, base: Path) -> tuple[subprocess.
             stderr=subprocess.STDOUT,
             env=env,
             cwd=str(base),
-            preexec_fn=pin(SERVER_CORE),
         )
+    pin(process, SERVER_CORE)
     pattern = re.compile(r"API key of tenant acme \(shown once\): (blk_\S+)")
 
     def key() -> str | None:
@@ -249,7 +247,8 @@ def start_botloom(port: int, database_url: str, base: Path) -> tuple[subprocess.
         return match.group(1) if match else None
 
     api_key = wait_until(key, process, log, "botloom serve")
-    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200, process, log, "botloom /ready")
+    ready = f"http://127.0.0.1:{port}/ready"
+    wait_until(lambda: httpx.get(ready, timeout=2).status_code == 200, process, log, "botloom /ready")
     return process, api_key, log
 
 
@@ -261,9 +260,9 @@ def start_bare(port: int, database_url: str, base: Path) -> tuple[subprocess.Pop
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=pin(SERVER_CORE),
         )
-    wait_until(lambda: post_json(port, "/ready-probe", {}, "", 2)[1] == {"ok": True}, process, log, "bare app")
+    pin(process, SERVER_CORE)
+    wait_until(lambda: post_json(port, "/ready-probe", {}, BARE_KEY, 2)[1] == {"ok": True}, process, log, "bare app")
     return process, log
 
 
@@ -295,7 +294,8 @@ request = function()
 end
 done = function(summary, latency, requests)
   io.write(string.format(
-    'WRKJSON {"requests": %%d, "seconds": %%f, "non2xx": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%f}\\n',
+    'WRKJSON {"requests": %%d, "seconds": %%f, "non2xx": %%d, "errors": %%d, ' ..
+    '"p50_us": %%d, "p99_us": %%d, "mean_us": %%f}\\n',
     summary.requests, summary.duration / 1e6, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(99), latency.mean))
@@ -305,14 +305,13 @@ end
 
 def run_wrk(port: int, key: str, conversations: list[str], seconds: float, base: Path) -> dict[str, Any]:
     script = base / f"wrk-{uuid.uuid4().hex[:6]}.lua"
-    script.write_text(
-        WRK_SCRIPT % {"key": key, "conversations": ", ".join(f'"{c}"' for c in conversations)}
-    )
+    script.write_text(WRK_SCRIPT % {"key": key, "conversations": ", ".join(f'"{c}"' for c in conversations)})
     command = [
+        "taskset", "-c", str(CLIENT_CORE),
         "wrk", "-t1", f"-c{CONCURRENCY}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
         "-s", str(script), f"http://127.0.0.1:{port}{ROUTE}",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=True, preexec_fn=pin(CLIENT_CORE))
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{done.stdout}\n{done.stderr}")
@@ -344,9 +343,9 @@ def main() -> int:
     seconds = 3.0 if args.quick else args.seconds
     warmup = 2.0 if args.quick else 5.0
 
-    from tests.servers import free_port, start_postgres
-
     import psycopg
+
+    from tests.servers import free_port, start_postgres
 
     base = Path(tempfile.mkdtemp(prefix="botloom-bench-http-"))
     with contextlib.ExitStack() as stack:
