@@ -20,6 +20,7 @@ if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "core" / "hookspecs.py").is
 
 from botloom.core.config import Secret  # noqa: E402
 from botloom.core.definitions import (  # noqa: E402
+    AcceptMessage,
     ChannelAdapter,
     ChannelRejected,
     ChannelRequest,
@@ -37,7 +38,18 @@ from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, R
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Helpers imported on first use, so ``import botloom`` stays light."""
+    if name == "html_to_text":
+        from botloom.core.knowledge.parsing import html_to_text
+
+        return html_to_text
+    raise AttributeError(f"module 'botloom' has no attribute {name!r}")
+
+
 __all__ = [
+    "AcceptMessage",
     "Attachment",
     "Bot",
     "BotSettings",
@@ -58,4 +70,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "html_to_text",
 ]

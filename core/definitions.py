@@ -273,6 +273,10 @@ class ChannelRejected(Exception):
         self.detail = detail
 
 
+AcceptMessage = Callable[[InboundMessage], Awaitable[object]]
+"""How a polling channel hands a fetched message to the host (see :meth:`ChannelAdapter.poll`)."""
+
+
 class ChannelAdapter(abc.ABC):
     """Translates between one messaging channel's wire format and botloom's messages.
 
@@ -306,9 +310,29 @@ class ChannelAdapter(abc.ABC):
         """The answer to the provider's request; ``replies`` is set when they go in this answer."""
         return ChannelResponse(status=200)
 
+    max_request_bytes: ClassVar[int] = 1_048_576
+    """Largest webhook body the host reads for this channel; a larger one is refused with 413."""
+
     @abc.abstractmethod
     async def send(self, message: OutboundMessage, config: Any) -> str | None:
         """Deliver one message; return the provider's id for it. Raise to have it retried."""
+
+    def polls(self, config: Any) -> bool:
+        """Whether the host should call :meth:`poll` for a bot with this config (a mailbox to read)."""
+        return False
+
+    async def poll(self, config: Any, cursor: Mapping[str, Any], accept: AcceptMessage) -> dict[str, Any]:
+        """Fetch the messages that arrived since ``cursor``; return the new cursor.
+
+        The host calls this about once a minute, never twice at once for one bot,
+        for channels that fetch messages instead of receiving webhooks (IMAP). Hand
+        each message to ``await accept(message)``: when it returns, the message is
+        stored and its turn queued, so only then mark it fetched at the provider.
+        The cursor is the channel's own JSON-serialisable bookmark, ``{}`` at
+        first; it is stored after each poll, so a restarted host resumes from it.
+        Raise to report a failed poll (it is logged and tried again next time).
+        """
+        raise NotImplementedError(f"the {self.name} channel does not poll")
 
 
 class TurnSummary(msgspec.Struct, frozen=True, kw_only=True):

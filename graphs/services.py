@@ -23,6 +23,7 @@ from botloom.graphs.checkpointers import open_checkpointer
 from botloom.graphs.delivery import Deliveries
 from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.locks import ConversationLocks, PostgresLocks, RedisLocks
+from botloom.graphs.polling import ChannelPolling
 from botloom.graphs.queue import JobQueue
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.runner import TurnRunner
@@ -48,6 +49,8 @@ class Services:
     """The job queue of turns and deliveries (connects on first use)."""
     deliveries: Deliveries
     """Inbound messages onto the queue, and replies out through push channels."""
+    polling: ChannelPolling
+    """Polls of channels that fetch their messages (IMAP mailboxes)."""
     redis: Any | None = None
 
 
@@ -140,6 +143,7 @@ async def open_services(
                 runner=runner,
                 queue=queue,
                 deliveries=deliveries,
+                polling=ChannelPolling(deliveries),
                 redis=redis_client,
             )
     finally:

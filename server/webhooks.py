@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 FORM = "application/x-www-form-urlencoded"
 ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
+WEBHOOK_MAX_BODY = 32 * 1024 * 1024
+"""The most any channel may accept in one webhook; each channel's own ``max_request_bytes`` is checked first."""
 ROUTE_MAX_AGE = 1.0
 """Seconds a process may answer webhooks with a bot and channel config it read before: a change of
 either reaches every webhook within this long (a request refused with an older config is checked
@@ -109,7 +111,13 @@ async def handle_webhook(
 ) -> Response[bytes]:
     """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
     found, adapter, config = await webhook_route(services, bot, channel, max_age=ROUTE_MAX_AGE)
+    limit = min(adapter.max_request_bytes, WEBHOOK_MAX_BODY)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status_code=413, detail=f"the {channel} channel takes bodies of at most {limit} bytes")
     incoming = await channel_request(request, request.app.state.settings, channel, bot, subpath)
+    if len(incoming.body) > limit:
+        raise HTTPException(status_code=413, detail=f"the {channel} channel takes bodies of at most {limit} bytes")
     try:
         channel_call(adapter, adapter.verify, incoming, config)
     except HTTPException as exc:  # refused with the config of the last second? check with the stored one
@@ -136,6 +144,7 @@ async def handle_webhook(
     summary="A channel provider's webhook (Twilio SMS and WhatsApp, e-mail, ...)",
     tags=["channels"],
     raises=ERRORS,
+    request_max_body_size=WEBHOOK_MAX_BODY,
 )
 async def channel_webhook(
     request: Request[Any, Any, Any], channel: FromPath[str], bot: FromPath[str], services: ServicesDep
@@ -149,6 +158,7 @@ async def channel_webhook(
     summary="A channel provider's webhook with a sub-path (a status callback, e-mail's inbound)",
     tags=["channels"],
     raises=ERRORS,
+    request_max_body_size=WEBHOOK_MAX_BODY,
 )
 async def channel_webhook_path(
     request: Request[Any, Any, Any],

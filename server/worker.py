@@ -17,6 +17,7 @@ from typing import Any
 
 from botloom.core.settings import Settings
 from botloom.graphs.delivery import RECOVER_CRON
+from botloom.graphs.polling import POLL_CRON
 from botloom.graphs.queue import QueueOptions
 from botloom.graphs.services import Services, open_services
 
@@ -24,9 +25,10 @@ from botloom.graphs.services import Services, open_services
 @asynccontextmanager
 async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator[list[Any]]:
     """Run this process's workers while the block runs (``embedded``: the caller owns the signal handlers)."""
-    async with services.queue.running(
-        services.deliveries.jobs(), cron={"recover": RECOVER_CRON}, embedded=embedded
-    ) as running:
+    jobs = services.deliveries.jobs()
+    jobs["deliveries"] = {**jobs["deliveries"], **services.polling.jobs()}
+    cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON}
+    async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:
         yield running
 
 

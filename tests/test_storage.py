@@ -37,7 +37,13 @@ from botloom.core.storage.migrations import (
     apply_migrations,
     pending_migrations,
 )
-from botloom.core.storage.repositories import DeliveryRepository, Repository, Store, hash_api_key
+from botloom.core.storage.repositories import (
+    ChannelPollRepository,
+    DeliveryRepository,
+    Repository,
+    Store,
+    hash_api_key,
+)
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
 CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
@@ -232,6 +238,7 @@ class Repositories(Store):
     def __init__(self, db: Database, cipher: Cipher) -> None:
         super().__init__(db, cipher)
         self.delivery = DeliveryRepository(db)
+        self.polls = ChannelPollRepository(db)
 
 
 @pytest.fixture
@@ -281,6 +288,7 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
         completion_tokens=tokens // 2,
     )
     await store.usage.record(usage)
+    await store.polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
         turn_id, usage,
@@ -537,6 +545,8 @@ PROBES: list[Probe] = [
     Probe("delivery", "dead_letters", lambda s, a, b: s.delivery.dead_letters(a.tenant.id, b.bot.id), "nothing"),
     Probe("delivery", "requeue", lambda s, a, b: s.delivery.requeue(a.tenant.id, b.dead_letter.id), "nothing"),
     Probe("delivery", "state", lambda s, a, b: s.delivery.state(a.tenant.id, b.outbound.id), "nothing"),
+    Probe("polls", "cursor", lambda s, a, b: s.polls.cursor(a.tenant.id, b.bot.id, "imap"), "nothing"),
+    Probe("polls", "save", lambda s, a, b: s.polls.save(a.tenant.id, b.bot.id, "imap", {"last_uid": 0}), "nothing"),
 ]
 
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
@@ -553,6 +563,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("ChannelRouteRepository", "find"): "routing a public webhook across tenants by design; the signature decides",
     ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
     ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
+    ("ChannelPollRepository", "enabled_bots"): "the polling sweep over every tenant; answers tenant ids",
 }
 """``(repository class, method)`` that take no tenant on purpose, with the reason."""
 

@@ -482,6 +482,30 @@ def parse_html(name: str, text: str) -> ParsedDocument:
     return outline.done(HTML)
 
 
+_TITLE_ELEMENT = re.compile(r"<title\b.*?</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text of an HTML page or fragment (an HTML-only e-mail, a web form's rich text).
+
+    Headings and block elements become paragraphs separated by blank lines, list
+    items start with ``- ``; scripts, styles, hidden elements and the page's
+    ``<title>`` are dropped.
+    """
+    document = parse_html("", _TITLE_ELEMENT.sub("", html))
+    blocks: list[str] = []
+    shown: tuple[str, ...] = ()
+    for section in document.sections:
+        path = section.path[1:] if section.path[:1] == ("",) else section.path
+        common = next(
+            (i for i, (a, b) in enumerate(zip(path, shown, strict=False)) if a != b), min(len(path), len(shown))
+        )
+        blocks.extend(path[common:])
+        blocks.extend(section.paragraphs)
+        shown = path
+    return "\n\n".join(blocks)
+
+
 # ------------------------------------------------------------------------------ csv
 
 QUESTION_COLUMNS = ("question", "questions", "q", "query", "prompt")

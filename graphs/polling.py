@@ -1,0 +1,107 @@
+"""Polling channels: the host fetches messages for channels that have no webhook (an IMAP mailbox).
+
+A cron job (``poll_channels``, once a minute on the deliveries queue) queues one
+``poll`` job per bot and polling channel the bot enabled; the job holds a lock
+so one bot's mailbox is never read twice at once, hands each fetched message to
+:meth:`~botloom.graphs.delivery.Deliveries.accept` (stored, turn queued) before
+the channel marks it fetched, and stores the channel's cursor and the poll's
+error, if any, in ``channel_polls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+
+from botloom.core.definitions import ChannelAdapter
+from botloom.core.messages import InboundMessage
+from botloom.core.storage.repositories import ChannelPollRepository
+from botloom.graphs.delivery import Deliveries
+from botloom.graphs.queue import JobFunction
+
+logger = logging.getLogger(__name__)
+
+POLL_CRON = "* * * * *"
+POLL_TIMEOUT = 300.0
+"""Seconds one poll of one bot may take before it is cancelled (and retried at the next tick)."""
+
+
+class ChannelPolling:
+    """Queues and runs the polls of every bot's polling channels."""
+
+    def __init__(self, deliveries: Deliveries) -> None:
+        self.deliveries = deliveries
+        self.polls = ChannelPollRepository(deliveries.store.db)
+
+    def pollers(self) -> dict[str, tuple[ChannelAdapter, str]]:
+        """Channels that poll (they override :meth:`ChannelAdapter.poll`), with the plugin that owns each."""
+        registry = self.deliveries.host.registry
+        found = {}
+        for name, adapter in registry.channels.items():
+            owner = registry.owner("channel", name)
+            if owner is not None and type(adapter).poll is not ChannelAdapter.poll:
+                found[name] = (adapter, owner)
+        return found
+
+    async def sweep(self) -> int:
+        """Cron job: queue a poll of each bot's enabled polling channels (at most one per bot, channel and minute)."""
+        minute = int(time.time() // 60)
+        queued = 0
+        for name, (_, owner) in self.pollers().items():
+            for tenant_id, bot_id in await self.polls.enabled_bots(owner):
+                await self.deliveries.queue.enqueue(
+                    "deliveries",
+                    "poll",
+                    key=f"poll:{bot_id}:{name}:{minute}",
+                    tenant_id=tenant_id,
+                    bot_id=bot_id,
+                    channel=name,
+                )
+                queued += 1
+        return queued
+
+    async def poll(self, tenant_id: str, bot_id: str, channel: str) -> int:
+        """Job: poll one bot's channel now; returns how many new messages it stored.
+
+        Does nothing when the channel is not enabled, its config asks for no
+        polling, or another process is polling the same bot and channel.
+        """
+        found = self.pollers().get(channel)
+        if found is None:
+            return 0
+        adapter, owner = found
+        route = await self.deliveries.routes.find(bot_id, owner)
+        if route is None or route[0].tenant_id != tenant_id or route[1] is None or not route[1].enabled:
+            return 0
+        bot, config = route[0], dict(route[1].config)
+        if not adapter.polls(config):
+            return 0
+        stored = 0
+
+        async def accept(message: InboundMessage) -> None:
+            nonlocal stored
+            if message.channel != channel:
+                message = msgspec.structs.replace(message, channel=channel)
+            _, new = await self.deliveries.accept(bot, message)
+            stored += int(new)
+
+        async with self.deliveries.runner.locks.try_hold(f"poll:{bot_id}:{channel}") as free:
+            if not free:
+                return 0
+            cursor = await self.polls.cursor(tenant_id, bot_id, channel)
+            try:
+                moved = await asyncio.wait_for(adapter.poll(config, cursor, accept), POLL_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - a failed poll is recorded and tried again at the next tick
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+                logger.warning("polling the %s channel of bot %s failed: %s", channel, bot_id, error)
+                await self.polls.save(tenant_id, bot_id, channel, None, error)
+                return stored
+            await self.polls.save(tenant_id, bot_id, channel, moved)
+        return stored
+
+    def jobs(self) -> dict[str, JobFunction]:
+        """The job functions of the deliveries queue, by name."""
+        return {"poll": self.poll, "poll_channels": self.sweep}
