@@ -23,6 +23,8 @@ from botloom import Attachment, InboundMessage, html_to_text
 MAX_TEXT = 20_000
 """Characters of a message's new text that reach the turn."""
 MAX_ATTACHMENTS = 50
+MAX_MULTIPARTS = 100
+"""MIME multipart sections a message may have (real mail has a handful; thousands nest too deep to read)."""
 MAX_REFERENCES = 50
 """Message-IDs of ``References`` kept (the root and the latest ones)."""
 
@@ -89,6 +91,8 @@ def read_mail(raw: bytes) -> EmailMessage:
         raise MailError("the body is empty: post the raw RFC 822 message")
     if b"\x00" in raw[:4096]:
         raise MailError("the body is binary, not an RFC 822 message")
+    if raw.lower().count(b"multipart/") > MAX_MULTIPARTS:
+        raise MailError(f"the message has more than {MAX_MULTIPARTS} multipart sections")
     message = BytesParser(policy=policy.default).parsebytes(raw)
     if not message.keys():
         raise MailError("no mail headers found: post the raw RFC 822 message")
@@ -143,13 +147,22 @@ def robot_reason(message: Message, sender: str, own_address: str) -> str | None:
     return None
 
 
+_WINDOWS_1252 = frozenset({"iso-8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii", "iso8859-1", "cp819"})
+"""Charset labels that mail clients (Outlook) use for Windows-1252 text, as browsers read them (WHATWG)."""
+
+
 def _decoded(part: Message) -> str:
+    """A text part's content; an unknown charset or a broken encoding yields replacement characters, not an error."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = (part.get_content_charset() or "utf-8").lower()
+    if charset in _WINDOWS_1252:
+        charset = "cp1252"
     try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except (LookupError, ValueError, AssertionError):  # an unknown charset, a broken transfer encoding
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
 
 
 def body_text(message: EmailMessage) -> str:
@@ -262,9 +275,9 @@ def bounced_message_id(raw: bytes) -> tuple[str, str] | None:
     for part in message.walk():
         kind = part.get_content_type()
         if kind == "message/delivery-status":
-            text = str(part.get_payload())
-            action = action or _field(text, "Action")
-            detail = detail or _field(text, "Diagnostic-Code") or _field(text, "Status")
+            for block in part.get_payload() if isinstance(part.get_payload(), list) else []:
+                action = action or header(block, "action")
+                detail = detail or header(block, "diagnostic-code") or header(block, "status")
         elif kind in ("message/rfc822", "text/rfc822-headers"):
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
