@@ -47,11 +47,14 @@ class ChannelPolling:
         return found
 
     async def sweep(self) -> int:
-        """Cron job: queue a poll of each bot's enabled polling channels (at most one per bot, channel and minute)."""
+        """Cron job: queue a poll of each bot's polling channels that have something to poll (once a minute)."""
         minute = int(time.time() // 60)
         queued = 0
-        for name, (_, owner) in self.pollers().items():
+        for name, (adapter, owner) in self.pollers().items():
             for tenant_id, bot_id in await self.polls.enabled_bots(owner):
+                route = await self.deliveries.routes.find(bot_id, owner)
+                if route is None or route[1] is None or not adapter.polls(dict(route[1].config)):
+                    continue
                 await self.deliveries.queue.enqueue(
                     "deliveries",
                     "poll",
