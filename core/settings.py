@@ -8,6 +8,7 @@ value stops start-up with a message naming the variable and what it expects.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,10 @@ Checkpointer = Literal["postgres", "redis", "memory"]
 Embedder = Literal["local", "openai"]
 
 OTHER_NAMES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
+
+
+_SECRET_FIELDS = frozenset({"admin_token", "secret_key", "openai_api_key"})
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 class SettingsError(ValueError):
@@ -64,6 +69,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tool_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
     """Requests a minute per API key (or per client address without one)."""
+
+    def __repr__(self) -> str:
+        """The settings with secrets masked: tokens, keys, and passwords inside URLs."""
+        shown = []
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _SECRET_FIELDS and value:
+                value = "********"
+            elif isinstance(value, str) and "://" in value:
+                value = _URL_PASSWORD.sub(r"\1********@", value)
+            shown.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         if self.checkpointer == "redis" and not self.redis_url:

@@ -121,3 +121,17 @@ def test_env_names() -> None:
     assert env_name("database_url") == "BOTLOOM_DATABASE_URL"
     assert env_name("openai_api_key") == "OPENAI_API_KEY"
     assert env_name("openai_base_url") == "OPENAI_BASE_URL"
+
+
+def test_the_settings_repr_masks_every_secret() -> None:
+    settings = Settings(
+        admin_token="admin-tok-123",
+        secret_key="secret-key-456",
+        openai_api_key="sk-live-789",
+        database_url="postgresql://bot:db-pass-000@db.internal/botloom",
+        redis_url="redis://:redis-pass-111@cache:6379/0",
+    )
+    shown = repr(settings)
+    for secret in ("admin-tok-123", "secret-key-456", "sk-live-789", "db-pass-000", "redis-pass-111"):
+        assert secret not in shown
+    assert "db.internal/botloom" in shown and "cache:6379/0" in shown, "what is not secret still shows"
