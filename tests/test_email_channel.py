@@ -54,13 +54,6 @@ def mailbox(imap_server: RunningImap) -> tuple[RunningImap, str]:
     return imap_server, user
 
 
-def set_unseen(imap: RunningImap, user: str) -> None:
-    """Clear every message's ``\\Seen`` flag, as if the bot had never flagged them."""
-    with imap.imap(user) as conn:
-        conn.select("INBOX")
-        conn.uid("STORE", "1:*", "-FLAGS", "(\\Seen)")
-
-
 @contextlib.asynccontextmanager
 async def email_app(
     settings: Settings, services: Services, demo: DemoInfo, config: dict[str, Any]
@@ -355,26 +348,39 @@ async def test_polling_reads_new_mail_once_and_flags_it_seen(
     assert cursor["last_uid"] == 4 and cursor["uidvalidity"]
 
 
-async def test_polling_resumes_after_a_restart_without_running_a_message_twice(
+async def test_a_poll_that_dies_midway_resumes_without_losing_or_doubling_a_message(
     settings: Settings,
     database_url: str,
     services: Services,
     demo: DemoInfo,
     smtp: RunningSmtp,
     mailbox: tuple[RunningImap, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     imap, user = mailbox
+    for number in (1, 2, 3):
+        imap.append(user, raw_mail(f"message {number}", message_id=f"mid{number}@example.org", subject=f"S{number}"))
+    stored_once = services.deliveries.accept
+
+    async def dies_after_storing_the_second(bot: Any, message: Any, **kwargs: Any) -> Any:
+        result = await stored_once(bot, message, **kwargs)
+        if message.text == "message 2":
+            raise ConnectionResetError("the host died between storing and flagging")
+        return result
+
     async with email_app(settings, services, demo, imap_config(smtp, mailbox)):
-        imap.append(user, raw_mail("hello", message_id="rs1@example.org"))
-        assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1
-    # the host died after storing the message but before flagging it, and lost its bookmark too
-    set_unseen(imap, user)
-    imap.append(user, raw_mail("one more", message_id="rs2@example.org", subject="More"))
-    async with open_services(settings, url=database_url) as restarted:
-        await restarted.polling.polls.save(demo.tenant.id, demo.bot.id, "email", {})
-        assert await restarted.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1
-    assert [t for _, t, _ in await transcript(services, demo)] == ["hello", "one more"]
-    assert all("\\Seen" in flags for _, flags, _ in imap.messages(user))
+        monkeypatch.setattr(services.deliveries, "accept", dies_after_storing_the_second)
+        assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1, "the first of three counted"
+        flags = [("\\Seen" in f) for _, f, _ in imap.messages(user)]
+        assert flags == [True, False, False], "stored but unflagged: the second comes again"
+    async with open_services(settings, url=database_url) as restarted:  # a new process, the same database
+        assert await restarted.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1, "only the third is new"
+    texts = [t for d, t, _ in await transcript(services, demo) if d == "inbound"]
+    assert texts == ["message 1", "message 2", "message 3"]
+    assert all("\\Seen" in f for _, f, _ in imap.messages(user))
+    async with services.db.connection() as conn:
+        row = await (await conn.execute("SELECT error FROM channel_polls")).fetchone()
+    assert row is not None and row["error"] is None, "the successful poll cleared the error"
 
 
 async def test_the_cron_sweep_queues_a_poll_that_a_worker_runs(
