@@ -104,6 +104,20 @@ async def test_a_posted_mail_is_answered_in_its_thread(
     assert texts == [("inbound", "hello"), ("outbound", GREETING), ("inbound", "hello again"), ("outbound", GREETING)]
 
 
+async def test_the_reply_goes_to_whoever_wrote_last_in_the_thread(
+    settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp
+) -> None:
+    colleague = "bob@example.org"
+    async with email_app(settings, services, demo, email_config(smtp)) as client, workers(services):
+        assert (await post_mail(client, raw_mail("hello", message_id="c1@example.org"))).status_code == 200
+        await asyncio.to_thread(smtp.wait_for, 1, 30)
+        joined = raw_mail("hello", message_id="c2@example.org", sender=colleague, references=["c1@example.org"])
+        assert (await post_mail(client, joined)).status_code == 200
+        first, second = await asyncio.to_thread(smtp.wait_for, 2, 30)
+    assert (first.rcpt_tos, second.rcpt_tos) == ((USER,), (colleague,))
+    assert len(await services.store.conversations.list_all(demo.tenant.id, demo.bot.id)) == 1
+
+
 async def test_separate_threads_are_separate_conversations(
     settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp
 ) -> None:

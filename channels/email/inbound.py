@@ -248,6 +248,7 @@ def to_inbound(raw: bytes, *, channel: str, own_address: str, truncated: bool = 
         "references": list(thread.references),
         "thread": thread.key,
         "from_name": name,
+        "from": sender,
         "to": own_address,
     }
     if truncated:

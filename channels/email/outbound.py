@@ -55,7 +55,8 @@ def compose(message: OutboundMessage, config: EmailConfig) -> EmailMessage:
     unique = _ID_SAFE.sub("-", message.idempotency_key or email.utils.make_msgid().strip("<>").partition("@")[0])
     mail = EmailMessage()
     mail["From"] = email.utils.formataddr((config.display_name or "", config.address))
-    mail["To"] = email.utils.formataddr((_one_line(answered.get("from_name") or "", 200), message.recipient))
+    recipient = str(answered.get("from") or message.recipient)  # whoever wrote last in the thread
+    mail["To"] = email.utils.formataddr((_one_line(answered.get("from_name") or "", 200), recipient))
     mail["Subject"] = f"Re: {subject}"
     mail["Date"] = email.utils.formatdate(localtime=False)
     mail["Message-ID"] = f"<{reply_message_id(thread, unique, domain)}>"
