@@ -18,7 +18,7 @@ For each checkpointer (memory, postgres, redis) this measures, in one run:
   conversation_id=...)``: stores the inbound message, takes the conversation
   lock, builds the context, runs moderation hooks and the graph, stores the reply.
 
-Three measurements per variant:
+Three measurements per variant, and a fourth of the whole turn path alone:
 
 1. throughput: 8 concurrent workers in one process, each running back-to-back
    conversations of 5 turns (every turn on a conversation no other worker uses);
@@ -27,7 +27,23 @@ Three measurements per variant:
    turns, p50 around turn 1, 100 and 1000 (20-turn windows), each next to the
    p50 of a fresh conversation's turns run in between (the ratio cancels the
    machine's noise); a series stops after a time budget (the bare Redis
-   baseline slows down too much to finish on a busy machine).
+   baseline slows down too much to finish on a busy machine);
+4. bursts (issue #8; Postgres checkpointer and conversation locks, the demo bot):
+   64 new conversations (``--burst-conversations``), their first messages spread
+   evenly over one second (``--burst-spread``), each sending three messages
+   50 ms apart ("hi", "I have a question", "about my order 1234"), every message
+   its own concurrent ``runner.answer`` call as the REST chat route makes it;
+   under each burst policy of ``BotSettings.burst_policy`` in turn (``enqueue``,
+   ``merge`` with the bot's default ``burst_window_ms`` and with 300 ms,
+   ``interrupt``, ``reject``), rotated over two rounds. Per policy: the turns that
+   ran to the end and those a newer message cancelled (``TurnRunner._run``
+   calls), the replies stored (outbound rows), the inbound messages that ended in
+   a turn or with an answer (``answered``, ``merged``, ``rejected``) against those
+   received, so a lost message shows; and, from each conversation's first
+   message, the time to its first and to its last stored reply (p50, p99) and to
+   the return of its last ``answer`` call. The whole burst (192 messages in about
+   a second) is more than one process turns in a second, so these times include
+   the queueing the burst causes, which is what the policies trade.
 
 Each turn's outcome is checked (an intent, no escalation), so the workload is what
 it claims to be. Figures are printed as ratios against the bare baseline measured
@@ -37,9 +53,10 @@ classification) and writes a pyinstrument profile.
 
 Usage::
 
-    python bench/turn.py                 # full run, under ~10 minutes
-    python bench/turn.py --quick         # smoke test, under ~2 minutes
+    python bench/turn.py                 # full run with bursts, ~10 minutes
+    python bench/turn.py --quick         # smoke test (bursts of 16 conversations), ~2 minutes
     python bench/turn.py --profile       # where the time of a botloom turn goes
+    python bench/turn.py --burst         # only the burst scenario (about a minute)
     python bench/turn.py --checkpointers postgres --database-url postgresql://... --redis-url redis://...
 
 Without ``--database-url``/``--redis-url``, PostgreSQL (pgvector) and Valkey
@@ -49,13 +66,21 @@ No ``OPENAI_API_KEY`` is used: botloom runs its offline engine and local embedde
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as ``python bench/turn.py``, this file's directory comes first on sys.path, and
+# ``bench/http.py`` would shadow the standard library's ``http`` package (imported by
+# urllib, requests, httpx, uvicorn): a stable sort moves that directory to the end, before
+# anything else is imported, so the standard library wins and ``common`` is still found.
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
+
 import argparse
 import asyncio
 import contextlib
 import functools
 import logging
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -63,11 +88,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+import msgspec
 from common import (
     Run,
     Summary,
@@ -613,6 +636,239 @@ def report(results: Results, kinds: list[str], plan: Plan, command: str, total: 
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------------ bursts
+
+BURST_TEXTS = ("hi", "I have a question", "about my order 1234")
+"""One burst: the messages a user types in quick succession (issue #8's example)."""
+BURST_GAP = 0.05
+"""Seconds between the messages of a burst: three messages within 100 ms."""
+BURST_POLICIES: tuple[tuple[str, int | None], ...] = (
+    ("enqueue", None),
+    ("merge", None),
+    ("merge", 300),
+    ("interrupt", None),
+    ("reject", None),
+)
+"""(policy, burst window in ms): ``None`` keeps the bot's default window (BotSettings.burst_window_ms)."""
+ENDED = ("answered", "merged", "rejected")
+"""Inbound statuses that mean a message ended as part of a turn or with an answer."""
+
+
+@dataclass
+class BurstRun:
+    """What one burst policy did, over its rounds."""
+
+    policy: str
+    window_ms: int
+    conversations: int = 0
+    seconds: float = 0.0
+    """Wall time from the first message of a round to its last answer, summed over rounds."""
+    turns_started: int = 0
+    turns_interrupted: int = 0
+    replies: int = 0
+    inbound: int = 0
+    statuses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    first_reply_s: list[float] = field(default_factory=list)
+    last_reply_s: list[float] = field(default_factory=list)
+    last_response_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    no_reply: int = 0
+    """Conversations that got no stored reply at all."""
+
+
+@dataclass
+class BurstPlan:
+    conversations: int
+    spread: float
+    """Seconds over which the conversations' first messages are spread evenly."""
+    rounds: int
+
+
+class TurnCounter:
+    """Counts the runner's turns (``TurnRunner._run`` calls) and those a newer message interrupted."""
+
+    def __init__(self, runner: Any) -> None:
+        self.started = 0
+        self.interrupted = 0
+        original = runner._run
+
+        @functools.wraps(original)
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.started += 1
+            result = await original(*args, **kwargs)
+            if result is None:
+                self.interrupted += 1
+            return result
+
+        runner._run = counted
+
+    def pop(self) -> tuple[int, int]:
+        counts = (self.started, self.interrupted)
+        self.started = self.interrupted = 0
+        return counts
+
+
+async def burst_round(services: Services, bot: Bot, plan: BurstPlan, run: BurstRun, counter: TurnCounter) -> None:
+    """``plan.conversations`` new conversations, each sending BURST_TEXTS 50 ms apart, their starts spread out.
+
+    Each message goes through ``runner.answer`` as the REST chat route sends it
+    (every message its own concurrent call). Afterwards the messages table says
+    what became of each message and when each reply was stored.
+    """
+    turn = BotloomTurn(services, bot, Check())
+    await turn.prepare(plan.conversations)
+    conversations = list(turn.ready)
+    began_at: dict[str, datetime] = {}
+    responses: dict[str, float] = {}
+    loop_began = time.perf_counter()
+
+    async def conversation(index: int, conversation_id: str) -> None:
+        await asyncio.sleep(plan.spread * index / plan.conversations)
+        began = time.perf_counter()
+        began_at[conversation_id] = datetime.now(UTC)
+
+        async def send(i: int, text: str) -> None:
+            await asyncio.sleep(max(0.0, began + i * BURST_GAP - time.perf_counter()))
+            message = InboundMessage(channel=CHANNEL, text=text, sender="bench")
+            try:
+                await services.runner.answer(bot, message, conversation_id=conversation_id)
+            except Exception as exc:  # noqa: BLE001 - counted and reported (e.g. PoolTimeout), the run goes on
+                run.errors.append(f"{type(exc).__name__}: {exc}")
+            responses[conversation_id] = max(responses.get(conversation_id, 0.0), time.perf_counter() - began)
+
+        await asyncio.gather(*(send(i, text) for i, text in enumerate(BURST_TEXTS)))
+
+    counter.pop()
+    await asyncio.gather(*(conversation(i, c) for i, c in enumerate(conversations)))
+    run.seconds += time.perf_counter() - loop_began
+    started, interrupted = counter.pop()
+    run.turns_started += started
+    run.turns_interrupted += interrupted
+    run.conversations += len(conversations)
+    async with services.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT conversation_id, direction, status, created_at FROM messages WHERE conversation_id = ANY(%s)",
+            ([uuid.UUID(c) for c in conversations],),
+        )
+        rows = await cur.fetchall()
+    replies: dict[str, list[datetime]] = defaultdict(list)
+    for row in rows:
+        if row["direction"] == "inbound":
+            run.inbound += 1
+            run.statuses[row["status"]] += 1
+        else:
+            run.replies += 1
+            replies[str(row["conversation_id"])].append(row["created_at"])
+    for conversation_id in conversations:
+        stored = replies.get(conversation_id)
+        run.last_response_s.append(responses.get(conversation_id, float("nan")))
+        if not stored:
+            run.no_reply += 1
+            continue
+        run.first_reply_s.append((min(stored) - began_at[conversation_id]).total_seconds())
+        run.last_reply_s.append((max(stored) - began_at[conversation_id]).total_seconds())
+
+
+async def bench_bursts(urls: Any, plan: BurstPlan, data_dir: Path, db_pool_size: int | None) -> list[BurstRun]:
+    """Each burst policy in turn (rotated each round), on the demo bot, Postgres checkpointer and locks."""
+    settings = load_settings(
+        environ={},
+        data_dir=str(data_dir),
+        secret_key="bench-secret-key",
+        checkpointer="postgres",
+        database_url=urls.database_url,
+        db_pool_size=db_pool_size,
+    )
+    async with open_services(settings, url=urls.database_url) as services:
+        demo = (await ensure_demo(services)).bot
+        counter = TurnCounter(services.runner)
+        runs = [
+            BurstRun(policy, window if window is not None else demo.settings.burst_window_ms)
+            for policy, window in BURST_POLICIES
+        ]
+        await warm_up([BotloomTurn(services, demo, Check())])
+        say(
+            f"[bursts] {plan.rounds} round(s); per policy and round: {plan.conversations} conversations of "
+            f"{len(BURST_TEXTS)} messages {BURST_GAP * 1000:.0f} ms apart, starting over {plan.spread:g} s"
+        )
+        for r in range(plan.rounds):
+            order = runs[r % len(runs) :] + runs[: r % len(runs)]
+            for run in order:
+                bot = msgspec.structs.replace(
+                    demo,
+                    settings=msgspec.structs.replace(
+                        demo.settings, burst_policy=run.policy, burst_window_ms=run.window_ms
+                    ),
+                )
+                before = run.seconds
+                await burst_round(services, bot, plan, run, counter)
+                say(f"  round {r + 1} {run.policy} ({run.window_ms} ms window): {run.seconds - before:.1f} s")
+        return runs
+
+
+def burst_report(runs: list[BurstRun], plan: BurstPlan) -> str:
+    rows = []
+    warnings = []
+    for run in runs:
+        ended = sum(run.statuses.get(s, 0) for s in ENDED)
+        sent = run.conversations * len(BURST_TEXTS)
+        statuses = ", ".join(f"{s} {n}" for s, n in sorted(run.statuses.items(), key=lambda kv: -kv[1]))
+        first = Summary.of([s * 1000 for s in run.first_reply_s])
+        last = Summary.of([s * 1000 for s in run.last_reply_s])
+        response = Summary.of([s * 1000 for s in run.last_response_s])
+        completed = run.turns_started - run.turns_interrupted
+        rows.append(
+            [
+                run.policy,
+                f"{run.window_ms}" if run.policy == "merge" else "",
+                f"{completed}" + (f" (+{run.turns_interrupted} interrupted)" if run.turns_interrupted else ""),
+                f"{run.replies}",
+                f"{ended} / {run.inbound} ({sent} sent)",
+                statuses,
+                ms(first.p50),
+                ms(last.p50),
+                ms(last.p99),
+                ms(response.p99),
+                f"{run.seconds:.1f}",
+            ]
+        )
+        if run.errors or run.no_reply or ended != sent:
+            warnings.append(
+                f"WARNING {run.policy}: {len(run.errors)} answer() calls raised, {run.no_reply} conversations "
+                f"without a reply, {sent - ended} of {sent} messages not ended"
+                + (f"; e.g. {run.errors[0]}" if run.errors else "")
+            )
+    out = [
+        f"Bursts: {plan.conversations} conversations per policy and round, {plan.rounds} round(s), each "
+        f"sending {len(BURST_TEXTS)} messages {BURST_GAP * 1000:.0f} ms apart ({' / '.join(BURST_TEXTS)}), "
+        f"the conversations' first messages spread evenly over {plan.spread:g} s; one process, every message "
+        "its own concurrent runner.answer call (as the REST chat route makes it); Postgres checkpointer and "
+        "conversation locks. Turns: graph turns that ended (and those a newer message cancelled). Replies: "
+        "outbound messages stored. Answered / received: inbound messages that ended in a turn or with an "
+        "answer (answered, merged, rejected) over those stored. Times from a conversation's first message: "
+        "to its first and last reply stored (ms), and to the return of its last answer call.",
+        "",
+        markdown_table(
+            [
+                "policy",
+                "window ms",
+                "turns",
+                "replies",
+                "answered / received",
+                "inbound statuses",
+                "first reply p50",
+                "last reply p50",
+                "last reply p99",
+                "last answer p99",
+                "wall s",
+            ],
+            rows,
+        ),
+    ]
+    out.extend(["", *warnings] if warnings else [])
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------------------ profile
 
 
@@ -837,6 +1093,23 @@ def main() -> None:
         action="store_true",
         help="instead of the benchmark: break a botloom turn down by part (and pyinstrument it)",
     )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="only the burst scenario (it also runs at the end of the full and --quick runs)",
+    )
+    parser.add_argument(
+        "--burst-conversations",
+        type=int,
+        help="conversations per burst policy and round (default 64; --quick 16; 0 skips the bursts)",
+    )
+    parser.add_argument("--burst-rounds", type=int, help="rounds of every burst policy (default 2; --quick 1)")
+    parser.add_argument(
+        "--burst-spread",
+        type=float,
+        default=1.0,
+        help="seconds over which the conversations' first messages are spread (default 1)",
+    )
     parser.add_argument("--profile-turns", type=int, default=300)
     parser.add_argument("--profile-checkpointer", default="postgres", choices=CHECKPOINTERS)
     parser.add_argument("--profile-html", default=str(Path(tempfile.gettempdir()) / "botloom-turn-profile.html"))
@@ -871,8 +1144,13 @@ def main() -> None:
             db_pool_size=args.db_pool_size,
         )
     )
+    burst_plan = BurstPlan(
+        conversations=(16 if args.quick else 64) if args.burst_conversations is None else args.burst_conversations,
+        spread=args.burst_spread,
+        rounds=args.burst_rounds or (1 if args.quick else 2),
+    )
     command = "python bench/turn.py" + " ".join(a for a in ["", *sys.argv[1:]] if "url" not in a)
-    need_redis = "redis" in kinds or (args.profile and args.profile_checkpointer == "redis")
+    need_redis = (not args.burst and "redis" in kinds) or (args.profile and args.profile_checkpointer == "redis")
     began = time.perf_counter()
     with (
         servers(args, postgres=True, redis=need_redis, say=say) as urls,
@@ -884,12 +1162,27 @@ def main() -> None:
             )
             print(text)
             return
-        results = Results()
-        checks = {name: Check() for name in VARIANTS}
-        for kind in kinds:
-            asyncio.run(bench_checkpointer(kind, urls, plan, results, Path(data), checks))
+        bursts: list[BurstRun] = []
+        if not args.burst:
+            results = Results()
+            checks = {name: Check() for name in VARIANTS}
+            for kind in kinds:
+                asyncio.run(bench_checkpointer(kind, urls, plan, results, Path(data), checks))
+        if burst_plan.conversations > 0:
+            bursts = asyncio.run(bench_bursts(urls, burst_plan, Path(data), args.db_pool_size))
         print()
-        print(report(results, kinds, plan, command, time.perf_counter() - began, checks))
+        if args.burst:
+            info = machine()
+            print(f"command: `{command}`")
+            print(
+                f"machine: {info['nproc']} cores ({info['cpu']}), Python {info['python']}, {info['os']}, "
+                f"load average at the end {info['load average']}; total {time.perf_counter() - began:.0f} s"
+            )
+        else:
+            print(report(results, kinds, plan, command, time.perf_counter() - began, checks))
+        if bursts:
+            print()
+            print(burst_report(bursts, burst_plan))
 
 
 if __name__ == "__main__":

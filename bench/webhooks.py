@@ -38,6 +38,15 @@ Nothing asserts a timing; the figures and the ratio are printed as a Markdown ta
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as ``python bench/webhooks.py``, this file's directory comes first on sys.path, and
+# ``bench/http.py`` would shadow the standard library's ``http`` package (imported by
+# urllib, requests, httpx, uvicorn): a stable sort moves that directory to the end, before
+# anything else is imported, so the standard library wins and ``common`` is still found.
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
+
 import argparse
 import asyncio
 import contextlib
@@ -45,15 +54,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, Summary, add_server_arguments, machine, markdown_table, ms, ratio, servers
 from litestar import Litestar, Request, Response, get, post
