@@ -236,7 +236,10 @@ class Deliveries:
         (a no-op while its job waits), so a crash between storing and queueing
         loses nothing.
         """
-        conversation, stored, new = await self.store.messages.receive(bot.tenant_id, bot.id, message)
+        version = self.runner.state_version(bot)
+        conversation, stored, new = await self.store.messages.receive(
+            bot.tenant_id, bot.id, message, state_version=version
+        )
         if stored.status in UNFINISHED:
             await self._queue_turn(bot, conversation.id, stored.id, delay=hold + HOLD_GRACE if hold else 0.0)
         return stored, new

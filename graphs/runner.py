@@ -179,23 +179,37 @@ class TurnRunner:
 
     # -- the path of a turn ------------------------------------------------------
 
+    def state_version(self, bot: Bot) -> int:
+        """The version of the state the bot's graph checkpoints (what a new conversation starts with)."""
+        definition = self.host.registry.graphs.get(bot.graph)
+        return definition.state_version if definition is not None else 1
+
     async def receive(
-        self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None
+        self,
+        bot: Bot,
+        message: InboundMessage,
+        *,
+        conversation_id: str | None = None,
+        conversation: Conversation | None = None,
     ) -> tuple[Conversation, StoredMessage, bool]:
         """Store an inbound message; returns its conversation, the stored message, and whether it is new.
 
-        ``conversation_id`` continues a known conversation (web and REST chat);
-        otherwise the channel's conversation key (or the sender) finds or starts one.
-        Raises ``LookupError`` for a conversation id of another bot.
+        ``conversation_id`` continues a known conversation (web and REST chat), and
+        ``conversation`` one the caller just read or created; otherwise the channel's
+        conversation key (or the sender) finds or starts one. Raises ``LookupError``
+        for a conversation of another bot.
         """
-        if conversation_id is not None:
+        if conversation is None and conversation_id is not None:
             conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
-            if conversation is None or conversation.bot_id != bot.id:
+            if conversation is None:
                 raise LookupError(f"conversation {conversation_id} not found")
+        if conversation is not None:
+            if conversation.bot_id != bot.id or conversation.tenant_id != bot.tenant_id:
+                raise LookupError(f"conversation {conversation.id} not found")
         else:
             key = message.conversation_key or message.sender
             conversation = await self.store.conversations.get_or_create(
-                bot.tenant_id, bot.id, message.channel, key, user=message.sender
+                bot.tenant_id, bot.id, message.channel, key, user=message.sender, state_version=self.state_version(bot)
             )
         stored, new = await self.store.messages.add_inbound(bot.tenant_id, bot.id, conversation.id, message)
         return conversation, stored, new
@@ -246,17 +260,28 @@ class TurnRunner:
             pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
         return pending
 
-    async def answer(self, bot: Bot, message: InboundMessage, *, conversation_id: str | None = None) -> TurnResult:
+    async def answer(
+        self,
+        bot: Bot,
+        message: InboundMessage,
+        *,
+        conversation_id: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> TurnResult:
         """Receive a message and run its turn now; a duplicate gets the replies of its first delivery.
 
         With the ``reject`` burst policy, a message that arrives while a turn of
         its conversation runs gets the bot's busy reply instead.
         """
-        conversation, stored, new = await self.receive(bot, message, conversation_id=conversation_id)
+        conversation, stored, new = await self.receive(
+            bot, message, conversation_id=conversation_id, conversation=conversation
+        )
         if new and bot.settings.burst_policy == "reject":
             return await self._run_or_reject(bot, conversation, stored)
-        await self.process(bot, conversation.id)
-        result = await self.result_of(bot, stored.id)
+        ran = await self.process(bot, conversation.id)
+        # the turn that answered this message is in hand unless it went to an agent, merged it or ran elsewhere
+        own = next((r for r in ran if r.message_id == stored.id and r.status != "for_agent"), None)
+        result = own if own is not None else await self.result_of(bot, stored.id)
         result.duplicate = not new
         return result
 
@@ -437,8 +462,7 @@ class TurnRunner:
         state in a new checkpoint, so the history stays. A state that cannot be
         migrated is recorded as an error and the conversation starts afresh.
         """
-        definition = self.host.registry.graphs.get(bot.graph)
-        target = definition.state_version if definition is not None else 1
+        target = self.state_version(bot)
         if conversation.state_version == target:
             return
         saved = await self.graphs.checkpointer.aget_tuple(config) if self.graphs.checkpointer else None

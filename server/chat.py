@@ -109,12 +109,17 @@ async def rest_chat(
         message = adapter.message(data) if isinstance(adapter, RestChannel) else RestChannel().message(data)
     except ChannelRejected as exc:
         raise ClientException(exc.detail, status_code=exc.status) from None
-    conversation_id = message.conversation_key
+    conversation_id, conversation = message.conversation_key, None
     if conversation_id is None:
-        conversation = await services.store.conversations.create(found.tenant_id, found.id, "rest", message.sender)
+        version = services.runner.state_version(found)
+        conversation = await services.store.conversations.create(
+            found.tenant_id, found.id, "rest", message.sender, state_version=version
+        )
         conversation_id = conversation.id
     try:
-        result = await services.runner.answer(found, message, conversation_id=conversation_id)
+        result = await services.runner.answer(
+            found, message, conversation_id=conversation_id, conversation=conversation
+        )
     except LookupError:
         raise NotFoundException(f"no conversation {conversation_id!r} for this bot") from None
     await mark_sent(services, found, result)
@@ -208,7 +213,10 @@ class _SocketSession:
             if conversation is not None and (conversation.bot_id != self.bot.id or conversation.channel != "webchat"):
                 conversation = None
         if conversation is None:
-            conversation = await store.conversations.create(self.bot.tenant_id, self.bot.id, "webchat", self.user)
+            version = self.services.runner.state_version(self.bot)
+            conversation = await store.conversations.create(
+                self.bot.tenant_id, self.bot.id, "webchat", self.user, state_version=version
+            )
         self.conversation_id = conversation.id
         history = await store.messages.list_all(self.bot.tenant_id, conversation.id, limit=200)
         await self.send(

@@ -309,9 +309,16 @@ class ConversationRepository(Repository):
     """Conversations between end users and bots."""
 
     async def get_or_create(
-        self, tenant_id: str, bot_id: str, channel: str, external_key: str, user: str | None = None
+        self,
+        tenant_id: str,
+        bot_id: str,
+        channel: str,
+        external_key: str,
+        user: str | None = None,
+        *,
+        state_version: int = 0,
     ) -> Conversation:
-        """The live conversation for this channel key, created when there is none."""
+        """The live conversation for this channel key, created when there is none (with ``state_version``)."""
         params = (as_uuid(tenant_id), as_uuid(bot_id), channel, external_key)
         async with self.db.connection() as conn:
             for _ in range(3):
@@ -324,10 +331,10 @@ class ConversationRepository(Repository):
                 if row:
                     return _struct(Conversation, row)
                 cur = await conn.execute(
-                    "INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref) "
-                    "SELECT b.tenant_id, b.id, %s, %s, %s FROM bots b WHERE b.tenant_id = %s AND b.id = %s "
+                    "INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, state_version) "
+                    "SELECT b.tenant_id, b.id, %s, %s, %s, %s FROM bots b WHERE b.tenant_id = %s AND b.id = %s "
                     "ON CONFLICT DO NOTHING RETURNING *",
-                    (channel, external_key, user, *params[:2]),
+                    (channel, external_key, user, state_version, *params[:2]),
                 )
                 row = await cur.fetchone()
                 if row:
@@ -336,13 +343,19 @@ class ConversationRepository(Repository):
                     raise LookupError(f"bot {bot_id} not found")
         raise RuntimeError("could not create conversation")  # pragma: no cover - needs three lost races
 
-    async def create(self, tenant_id: str, bot_id: str, channel: str, user: str | None = None) -> Conversation:
-        """A new conversation whose channel key is its own id (web and REST chat)."""
+    async def create(
+        self, tenant_id: str, bot_id: str, channel: str, user: str | None = None, *, state_version: int = 0
+    ) -> Conversation:
+        """A new conversation whose channel key is its own id (web and REST chat).
+
+        ``state_version`` is the version of the state its graph will checkpoint (``0``: unknown),
+        so its first turn need not look for an older state to migrate.
+        """
         new_id = uuid.uuid4()
         row = await self._one(
-            "INSERT INTO conversations (id, tenant_id, bot_id, channel, external_key, user_ref) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
-            (new_id, as_uuid(tenant_id), as_uuid(bot_id), channel, str(new_id), user),
+            "INSERT INTO conversations (id, tenant_id, bot_id, channel, external_key, user_ref, state_version) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            (new_id, as_uuid(tenant_id), as_uuid(bot_id), channel, str(new_id), user, state_version),
         )
         assert row is not None
         return _struct(Conversation, row)
@@ -602,7 +615,7 @@ class MessageRepository(Repository):
         return [_struct(StoredMessage, r) for r in rows]
 
     async def receive(
-        self, tenant_id: str, bot_id: str, message: InboundMessage
+        self, tenant_id: str, bot_id: str, message: InboundMessage, *, state_version: int = 0
     ) -> tuple[Conversation, StoredMessage, bool]:
         """Store an inbound message in the live conversation of its key, in one statement.
 
@@ -612,8 +625,8 @@ class MessageRepository(Repository):
         before is not stored again. Raises ``LookupError`` for no such bot.
         """
         row = await self._one(
-            "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref) "
-            "SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s FROM bots b "
+            "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
+            "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
             "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
             "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
             "DO UPDATE SET updated_at = now() RETURNING *), "
@@ -629,6 +642,7 @@ class MessageRepository(Repository):
                 "channel": message.channel,
                 "key": message.conversation_key or message.sender,
                 "user": message.sender,
+                "version": state_version,
                 "text": message.text,
                 "idempotency": message.idempotency_key,
                 "attachments": msgspec.json.encode(message.attachments).decode(),
