@@ -439,11 +439,12 @@ class MessageRepository(Repository):
         earlier one is returned with ``False``.
         """
         row = await self._one(
+            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %(tenant)s "
+            "AND id = %(conversation)s AND bot_id = %(bot)s RETURNING tenant_id, bot_id, id) "
             "INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
             "idempotency_key, attachments, metadata, created_at) "
             "SELECT c.tenant_id, c.bot_id, c.id, 'inbound', %(channel)s, %(text)s, 'received', %(key)s, "
-            "%(attachments)s, %(metadata)s, %(at)s FROM conversations c "
-            "WHERE c.tenant_id = %(tenant)s AND c.id = %(conversation)s AND c.bot_id = %(bot)s "
+            "%(attachments)s, %(metadata)s, %(at)s FROM c "
             "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *",
             {
                 "tenant": as_uuid(tenant_id),
@@ -457,8 +458,7 @@ class MessageRepository(Repository):
                 "at": message.received_at,
             },
         )
-        if row is not None:
-            await self._touch(tenant_id, conversation_id)
+        if row is not None:  # the conversation's updated_at moved in the same statement
             return _struct(StoredMessage, row), True
         if message.idempotency_key is None:
             raise LookupError(f"conversation {conversation_id} of bot {bot_id} not found")
@@ -481,24 +481,24 @@ class MessageRepository(Repository):
     ) -> tuple[StoredMessage, bool]:
         """Store a reply before it is delivered; idempotent on ``idempotency_key`` like inbound."""
         row = await self._one(
+            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %s AND id = %s "
+            "RETURNING tenant_id, bot_id, id) "
             "INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
             "idempotency_key, metadata, turn_id) "
-            "SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %s, %s, %s, %s, %s, %s FROM conversations c "
-            "WHERE c.tenant_id = %s AND c.id = %s "
+            "SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %s, %s, %s, %s, %s, %s FROM c "
             "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *",
             (
+                as_uuid(tenant_id),
+                as_uuid(conversation_id),
                 channel,
                 text,
                 status,
                 idempotency_key,
                 json.dumps(dict(metadata or {})),
                 as_uuid(turn_id),
-                as_uuid(tenant_id),
-                as_uuid(conversation_id),
             ),
         )
         if row is not None:
-            await self._touch(tenant_id, conversation_id)
             return _struct(StoredMessage, row), True
         conversation = await self._one(
             "SELECT bot_id FROM conversations WHERE tenant_id = %s AND id = %s",
@@ -509,12 +509,6 @@ class MessageRepository(Repository):
         existing = await self.find(tenant_id, str(conversation["bot_id"]), channel, "outbound", idempotency_key)
         assert existing is not None
         return existing, False
-
-    async def _touch(self, tenant_id: str, conversation_id: str) -> None:
-        await self._one(
-            "UPDATE conversations SET updated_at = now() WHERE tenant_id = %s AND id = %s RETURNING id",
-            (as_uuid(tenant_id), as_uuid(conversation_id)),
-        )
 
     async def find(
         self, tenant_id: str, bot_id: str, channel: str, direction: str, idempotency_key: str
