@@ -246,9 +246,13 @@ def start_botloom(port: int, database_url: str, base: Path) -> tuple[subprocess.
         match = pattern.search(log.read_text(errors="replace"))
         return match.group(1) if match else None
 
-    api_key = wait_until(key, process, log, "botloom serve")
-    ready = f"http://127.0.0.1:{port}/ready"
-    wait_until(lambda: httpx.get(ready, timeout=2).status_code == 200, process, log, "botloom /ready")
+    try:
+        api_key = wait_until(key, process, log, "botloom serve")
+        ready = f"http://127.0.0.1:{port}/ready"
+        wait_until(lambda: httpx.get(ready, timeout=2).status_code == 200, process, log, "botloom /ready")
+    except BaseException:
+        stop(process)  # never leave a server behind
+        raise
     return process, api_key, log
 
 
@@ -262,7 +266,12 @@ def start_bare(port: int, database_url: str, base: Path) -> tuple[subprocess.Pop
             stderr=subprocess.STDOUT,
         )
     pin(process, SERVER_CORE)
-    wait_until(lambda: post_json(port, "/ready-probe", {}, BARE_KEY, 2)[1] == {"ok": True}, process, log, "bare app")
+    try:
+        ready = lambda: post_json(port, "/ready-probe", {}, BARE_KEY, 2)[1] == {"ok": True}  # noqa: E731
+        wait_until(ready, process, log, "bare app")
+    except BaseException:
+        stop(process)  # never leave a server behind
+        raise
     return process, log
 
 
