@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 POLL_CRON = "* * * * *"
 POLL_TIMEOUT = 300.0
 """Seconds one poll of one bot may take before it is cancelled (and retried at the next tick)."""
+ROUNDS = 10
+ROUNDS_SECONDS = 45.0
+"""A poll job polls again while the channel's cursor moves (a mailbox with more than one batch of new
+mail), at most ``ROUNDS`` times and no longer than this; the next tick goes on from there."""
 
 
 class ChannelPolling:
@@ -95,14 +99,19 @@ class ChannelPolling:
             if not free:
                 return 0
             cursor = await self.polls.cursor(tenant_id, bot_id, channel)
-            try:
-                moved = await asyncio.wait_for(adapter.poll(config, cursor, accept), POLL_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - a failed poll is recorded and tried again at the next tick
-                error = f"{type(exc).__name__}: {exc}"[:1000]
-                logger.warning("polling the %s channel of bot %s failed: %s", channel, bot_id, error)
-                await self.polls.save(tenant_id, bot_id, channel, None, error)
-                return stored
-            await self.polls.save(tenant_id, bot_id, channel, moved)
+            began = time.monotonic()
+            for _ in range(ROUNDS):  # a channel fetches a batch a poll: go on while its cursor moves
+                try:
+                    moved = await asyncio.wait_for(adapter.poll(config, cursor, accept), POLL_TIMEOUT)
+                except Exception as exc:  # noqa: BLE001 - a failed poll is recorded and tried again at the next tick
+                    error = f"{type(exc).__name__}: {exc}"[:1000]
+                    logger.warning("polling the %s channel of bot %s failed: %s", channel, bot_id, error)
+                    await self.polls.save(tenant_id, bot_id, channel, None, error)
+                    return stored
+                await self.polls.save(tenant_id, bot_id, channel, moved)
+                if moved == cursor or time.monotonic() - began > ROUNDS_SECONDS:
+                    break
+                cursor = moved
         return stored
 
     def jobs(self) -> dict[str, JobFunction]:

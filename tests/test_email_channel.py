@@ -460,3 +460,20 @@ async def test_polling_over_implicit_tls(
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert [t for _, t, _ in await transcript(services, demo)] == ["hello"]
+
+
+async def test_a_mailbox_with_more_than_one_batch_is_read_in_one_poll(
+    settings: Settings,
+    services: Services,
+    demo: DemoInfo,
+    smtp: RunningSmtp,
+    mailbox: tuple[RunningImap, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("botloom.channels.email.imap.BATCH", 2)
+    imap, user = mailbox
+    for number in range(5):
+        imap.append(user, raw_mail(f"message {number}", message_id=f"batch{number}@example.org", subject=f"B{number}"))
+    async with email_app(settings, services, demo, imap_config(smtp, mailbox)):
+        assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 5
+    assert sorted(t for _, t, _ in await transcript(services, demo)) == [f"message {n}" for n in range(5)]
