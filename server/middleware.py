@@ -22,7 +22,11 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
 }
-UNLIMITED = ["/health", "/ready", "/metrics"]
+UNLIMITED = ["^/health$", "^/ready$", "^/metrics$", "^/channels/"]
+"""Paths the per-key rate limit skips: probes, and channel webhooks. A provider posts every
+end user's message from a few addresses, so a per-address limit would refuse (and lose)
+real messages; webhooks are checked by their signature or secret instead, and a flood
+of forged ones is refused cheaply (403) before anything is stored."""
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
@@ -76,7 +80,7 @@ class RetryAfterRateLimitMiddleware(RateLimitMiddleware):
 
 
 def rate_limit_config(per_minute: int) -> RateLimitConfig:
-    """Per-key (or per-address) limits on every route but health, readiness and metrics."""
+    """Per-key (or per-address) limits on every route but the probes, metrics and channel webhooks."""
     return RateLimitConfig(
         rate_limit=("minute", per_minute),
         identifier_for_request=rate_limit_key,

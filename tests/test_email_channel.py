@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from botloom.core.settings import Settings
@@ -116,6 +117,27 @@ async def test_the_reply_goes_to_whoever_wrote_last_in_the_thread(
         first, second = await asyncio.to_thread(smtp.wait_for, 2, 30)
     assert (first.rcpt_tos, second.rcpt_tos) == ((USER,), (colleague,))
     assert len(await services.store.conversations.list_all(demo.tenant.id, demo.bot.id)) == 1
+
+
+async def test_channel_webhooks_are_not_rate_limited_like_api_clients(
+    settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp
+) -> None:
+    """A provider posts every user's mail from one address: a per-address limit would lose messages."""
+    limited = msgspec.structs.replace(settings, rate_limit_per_minute=3)
+    async with email_app(limited, services, demo, email_config(smtp)) as client:
+        codes = [
+            (await post_mail(client, raw_mail("hello", message_id=f"rl{n}@example.org", subject=f"R{n}"))).status_code
+            for n in range(6)
+        ]
+        api = [
+            (
+                await client.get("/api/v1/bots/acme/support", headers={"Authorization": f"Bearer {demo.api_key}"})
+            ).status_code
+            for _ in range(4)
+        ]
+    assert codes == [200] * 6
+    assert api[-1] == 429, "API clients are still limited"
+    assert len([d for d, _, _ in await transcript(services, demo) if d == "inbound"]) == 6
 
 
 async def test_separate_threads_are_separate_conversations(
