@@ -30,7 +30,6 @@ import asyncio
 import logging
 import random
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -498,24 +497,29 @@ class Deliveries:
         return state
 
     async def recover(self) -> int:
-        """Cron job: queue again the turns and deliveries of push channels that waited too long (a lost job)."""
+        """Cron job: queue again the turns and deliveries of push channels that waited too long (a lost job).
+
+        The jobs reuse the keys of the jobs they stand in for (a turn's is its
+        oldest waiting message's id), so a job that is only late, still waiting
+        in a busy queue, is not queued a second time: the queue ignores a key
+        that waits or runs.
+        """
         push = [name for name, adapter in self.host.registry.channels.items() if adapter.delivery == "push"]
         if not push:
             return 0
-        minute = int(time.time() // 60)
         rows = await self.parts.unfinished(push, self.policy.recover_after)
         for row in rows:
             if row["direction"] == "inbound":
                 await self.queue.enqueue(
                     "turns",
                     "turn",
-                    key=f"{row['conversation_id']}:recover-{minute}",
+                    key=row["message_id"],
                     tenant_id=row["tenant_id"],
                     bot_id=row["bot_id"],
                     conversation_id=row["conversation_id"],
                 )
             else:
-                await self.schedule(row["tenant_id"], row["conversation_id"], trigger=f"recover-{minute}")
+                await self.schedule(row["tenant_id"], row["conversation_id"], trigger="recover")
         return len(rows)
 
     def jobs(self) -> dict[Kind, dict[str, JobFunction]]:

@@ -138,6 +138,22 @@ async def test_recovery_queues_turns_and_deliveries_whose_job_was_lost(
     assert await services.deliveries.recover() == 0, "nothing is left waiting"
 
 
+async def test_recovery_adds_no_job_for_a_turn_whose_job_is_only_late(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+) -> None:
+    """In a backlog every waiting message is old; the sweep must not queue duplicates behind the originals."""
+    for number in range(3):
+        message = InboundMessage(
+            channel="twilio", text="hello", sender=f"+1555000{number:04d}", idempotency_key=f"SM-late-{number}"
+        )
+        await services.deliveries.accept(demo.bot, message)  # queued; no worker runs
+    services.deliveries.policy = RetryPolicy(recover_after=0.0)
+    assert await services.queue.pending("turns") == 3
+    assert await services.deliveries.recover() == 3, "three conversations wait"
+    assert await services.deliveries.recover() == 3
+    assert await services.queue.pending("turns") == 3, "and still three jobs: none added"
+
+
 async def test_the_queue_runs_on_redis_when_configured(
     settings: Settings, database_url: str, redis_url: str, peer: TwilioPeer
 ) -> None:

@@ -923,15 +923,18 @@ class DeliveryRepository(Repository):
     async def unfinished(self, channels: Sequence[str], older_than: float, limit: int = 500) -> list[dict[str, Any]]:
         """Conversations of these channels with a turn or a delivery that has waited over ``older_than`` seconds.
 
-        Each row has ``tenant_id``, ``bot_id``, ``conversation_id`` and ``direction``
-        (``inbound``: a turn to run; ``outbound``: replies to deliver). Messages
-        waiting for a back-off are left out.
+        Each row has ``tenant_id``, ``bot_id``, ``conversation_id``, ``direction``
+        (``inbound``: a turn to run; ``outbound``: replies to deliver) and
+        ``message_id``, the conversation's oldest such message. Messages waiting
+        for a back-off are left out.
         """
         rows = await self._all(
-            "SELECT DISTINCT tenant_id, bot_id, conversation_id, direction FROM messages "
+            "SELECT DISTINCT ON (conversation_id, direction) tenant_id, bot_id, conversation_id, direction, "
+            "id AS message_id FROM messages "
             "WHERE status IN ('received', 'processing', 'pending', 'sending') AND channel = ANY(%s) "
             "AND created_at < now() - make_interval(secs => %s) "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) LIMIT %s",
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+            "ORDER BY conversation_id, direction, created_at, id LIMIT %s",
             (list(channels), older_than, limit),
         )
         return [{k: str(v) for k, v in r.items()} for r in rows]
