@@ -279,5 +279,7 @@ def test_a_message_with_only_a_subject_is_answered_about_its_subject() -> None:
 def test_the_config_refuses_half_a_login() -> None:
     with pytest.raises(ValueError, match="smtp_username and smtp_password"):
         EmailChannel.settings({"address": BOT, "smtp_host": "localhost", "smtp_username": "bot"})
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        EmailChannel.settings({"address": BOT, "smtp_host": "localhost", "inbound_secret": "short"})
     with pytest.raises(ValueError, match="imap_host needs"):
         EmailChannel.settings({"address": BOT, "smtp_host": "localhost", "imap_host": "localhost"})

@@ -13,6 +13,7 @@ Host = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+$", max_length
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
+MIN_SECRET_LENGTH = 16
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 """Largest message any deployment reads (most mail servers refuse larger ones)."""
 
@@ -52,6 +53,8 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """How long one SMTP or IMAP conversation may take."""
 
     def __post_init__(self) -> None:
+        if self.inbound_secret is not None and len(self.inbound_secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"inbound_secret must be at least {MIN_SECRET_LENGTH} characters (a random string)")
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("smtp_username and smtp_password go together")
         if self.imap_host is not None and (self.imap_username is None or self.imap_password is None):
