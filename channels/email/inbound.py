@@ -18,7 +18,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
 
-from botloom import Attachment, InboundMessage, html_to_text
+from botloom import Attachment, InboundMessage
 
 MAX_TEXT = 20_000
 """Characters of a message's new text that reach the turn."""
@@ -175,6 +175,8 @@ def body_text(message: EmailMessage) -> str:
         return ""
     text = _decoded(part)
     if part.get_content_type() == "text/html":
+        from botloom import html_to_text  # on first use: it brings the knowledge base's parsers
+
         text = html_to_text(text)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
