@@ -275,6 +275,9 @@ class ChannelRejected(Exception):
 
 AcceptMessage = Callable[[InboundMessage], Awaitable[object]]
 """How a polling channel hands a fetched message to the host (see :meth:`ChannelAdapter.poll`)."""
+ReportDelivery = Callable[[Mapping[str, Any]], Awaitable[bool]]
+"""How a polling channel hands the host a report on a message it sent, as ``{"status", "provider_id",
+"ref", "error"}`` (a bounce found in a mailbox); the host answers whether it named a stored message."""
 
 
 class ChannelAdapter(abc.ABC):
@@ -321,13 +324,17 @@ class ChannelAdapter(abc.ABC):
         """Whether the host should call :meth:`poll` for a bot with this config (a mailbox to read)."""
         return False
 
-    async def poll(self, config: Any, cursor: Mapping[str, Any], accept: AcceptMessage) -> dict[str, Any]:
+    async def poll(
+        self, config: Any, cursor: Mapping[str, Any], accept: AcceptMessage, report: ReportDelivery
+    ) -> dict[str, Any]:
         """Fetch the messages that arrived since ``cursor``; return the new cursor.
 
         The host calls this about once a minute, never twice at once for one bot,
         for channels that fetch messages instead of receiving webhooks (IMAP). Hand
         each message to ``await accept(message)``: when it returns, the message is
         stored and its turn queued, so only then mark it fetched at the provider.
+        A fetched report on a message the bot sent (a bounce) goes to ``await
+        report({...})``, in the shape of the ``delivery_report`` webhooks return.
         The cursor is the channel's own JSON-serialisable bookmark, ``{}`` at
         first; it is stored after each poll, so a restarted host resumes from it.
         Raise to report a failed poll (it is logged and tried again next time).

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
 from botloom.core.definitions import ChannelAdapter
 from botloom.core.messages import InboundMessage
 from botloom.core.storage.repositories import ChannelPollRepository
-from botloom.graphs.delivery import Deliveries
+from botloom.graphs.delivery import Deliveries, DeliveryReport
 from botloom.graphs.queue import JobFunction
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,14 @@ class ChannelPolling:
             _, new = await self.deliveries.accept(bot, message)
             stored += int(new)
 
+        async def report(found: Mapping[str, Any]) -> bool:
+            try:
+                checked = msgspec.convert(dict(found), DeliveryReport)
+            except msgspec.ValidationError as exc:
+                logger.warning("the %s channel reported a malformed delivery status: %s", channel, exc)
+                return False
+            return await self.deliveries.record(bot, channel, checked)
+
         async with self.deliveries.runner.locks.try_hold(f"poll:{bot_id}:{channel}") as free:
             if not free:
                 return 0
@@ -102,7 +112,7 @@ class ChannelPolling:
             began = time.monotonic()
             for _ in range(ROUNDS):  # a channel fetches a batch a poll: go on while its cursor moves
                 try:
-                    moved = await asyncio.wait_for(adapter.poll(config, cursor, accept), POLL_TIMEOUT)
+                    moved = await asyncio.wait_for(adapter.poll(config, cursor, accept, report), POLL_TIMEOUT)
                 except Exception as exc:  # noqa: BLE001 - a failed poll is recorded and tried again at the next tick
                     error = f"{type(exc).__name__}: {exc}"[:1000]
                     logger.warning("polling the %s channel of bot %s failed: %s", channel, bot_id, error)

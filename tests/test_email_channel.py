@@ -499,3 +499,22 @@ async def test_a_mailbox_with_more_than_one_batch_is_read_in_one_poll(
     async with email_app(settings, services, demo, imap_config(smtp, mailbox)):
         assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 5
     assert sorted(t for _, t, _ in await transcript(services, demo)) == [f"message {n}" for n in range(5)]
+
+
+async def test_a_bounce_in_the_mailbox_marks_the_reply_it_reports_as_failed(
+    settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp, mailbox: tuple[RunningImap, str]
+) -> None:
+    imap, user = mailbox
+    imap.append(user, raw_mail("hello", message_id="ib@example.org"))
+    async with email_app(settings, services, demo, imap_config(smtp, mailbox)):
+        async with workers(services):
+            assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1
+            [reply] = await asyncio.to_thread(smtp.wait_for, 1, 30)
+            await asyncio.sleep(0.5)  # the delivery records the part it handed over
+        template = (Path(__file__).parent / "data" / "mail" / "bounce-dsn.eml").read_text()
+        bounced_id = "botloom.4b1f0c2a9d3e8f7a6b5c4d3e2f1a0b9c.bounced-0@acme.test"
+        imap.append(user, template.replace(f"<{bounced_id}>", reply.message["Message-ID"]).encode())
+        assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 0, "a bounce is no message"
+    rows = await transcript(services, demo)
+    assert [(d, s) for d, _, s in rows] == [("inbound", "answered"), ("outbound", "failed")]
+    assert all("\\Seen" in flags for _, flags, _ in imap.messages(user))

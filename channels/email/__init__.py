@@ -38,6 +38,7 @@ from botloom import (
     ChannelResponse,
     InboundMessage,
     OutboundMessage,
+    ReportDelivery,
     hookimpl,
 )
 
@@ -125,11 +126,21 @@ class EmailChannel(ChannelAdapter):
         """Whether the bot reads a mailbox over IMAP (``imap_host`` set)."""
         return self.settings(config).imap_host is not None
 
-    async def poll(self, config: Any, cursor: Any, accept: AcceptMessage) -> dict[str, Any]:
-        """Read the mailbox's new mail (see :mod:`.imap`); auto-replies and unreadable mail are flagged and skipped."""
+    async def poll(self, config: Any, cursor: Any, accept: AcceptMessage, report: ReportDelivery) -> dict[str, Any]:
+        """Read the mailbox's new mail (see :mod:`.imap`).
+
+        Bounces mark the replies they name as failed; auto-replies and unreadable
+        mail are flagged seen and skipped.
+        """
         settings = self.settings(config)
 
         async def handle(uid: int, raw: bytes, truncated: bool) -> None:
+            bounced = bounced_message_id(raw)
+            if bounced is not None:
+                message_id, reason = bounced
+                found = {"status": "failed", "provider_id": message_id, "ref": None, "error": f"bounced: {reason}"}
+                if not await report(found):
+                    logger.info("a bounce in %s's mailbox named no reply of the bot", settings.address)
             try:
                 found = to_inbound(raw, channel=self.name, own_address=settings.address, truncated=truncated)
             except MailError as exc:
