@@ -61,12 +61,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
 from litestar import Litestar, Request, post
 from litestar.exceptions import NotAuthorizedException
 from psycopg.rows import dict_row
@@ -92,35 +90,9 @@ def say(line: str) -> None:
 # ------------------------------------------------------------------------------ the bare app
 
 
-class State(TypedDict, total=False):
-    """What a naive LangGraph app keeps: LangChain messages accumulating, plus a few fields."""
-
-    messages: Annotated[list[AnyMessage], add_messages]
-    passages: list[str]
-    intent: str | None
-    tool_results: list[dict[str, Any]]
-
-
 def bare_app(database_url: str) -> Any:
-    """A Litestar app answering the REST chat route with a five-node LangGraph graph."""
-
-    async def retrieve(state: State) -> dict[str, Any]:
-        return {"passages": []}
-
-    async def classify(state: State) -> dict[str, Any]:
-        return {"intent": "order_status" if "order" in str(state["messages"][-1].content) else "chat"}
-
-    def route(state: State) -> Literal["act", "respond", "escalate"]:
-        return "act" if state.get("intent") == "order_status" else "respond"
-
-    async def act(state: State) -> dict[str, Any]:
-        return {"tool_results": [{"tool": "order_status", "ok": True}]}
-
-    async def respond(state: State) -> dict[str, Any]:
-        return {"messages": [AIMessage(content=f"You said: {state['messages'][-1].content}")]}
-
-    async def escalate(state: State) -> dict[str, Any]:
-        return {}
+    """A Litestar app answering the REST chat route with the bare five-node LangGraph graph (``bench/bare.py``)."""
+    from bench.bare import build_bare_graph
 
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url,
@@ -136,19 +108,7 @@ def bare_app(database_url: str) -> Any:
         await pool.open()
         saver = AsyncPostgresSaver(conn=pool)
         await saver.setup()
-        graph = StateGraph(State)
-        graph.add_node("retrieve", retrieve)
-        graph.add_node("classify", classify)
-        graph.add_node("act", act)
-        graph.add_node("respond", respond)
-        graph.add_node("escalate", escalate)
-        graph.add_edge(START, "retrieve")
-        graph.add_edge("retrieve", "classify")
-        graph.add_conditional_edges("classify", route, ["act", "respond", "escalate"])
-        graph.add_edge("act", "respond")
-        graph.add_edge("respond", END)
-        graph.add_edge("escalate", END)
-        holder["graph"] = graph.compile(checkpointer=saver)
+        holder["graph"] = build_bare_graph(saver)
 
     async def shutdown() -> None:
         await pool.close()

@@ -89,9 +89,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any
 
 import msgspec
+from bare import build_bare_graph
 from common import (
     Run,
     Summary,
@@ -104,10 +105,7 @@ from common import (
     run_turns,
     servers,
 )
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
+from langchain_core.messages import AIMessage, HumanMessage
 
 os.environ.pop("OPENAI_API_KEY", None)  # the offline engine, always
 
@@ -144,60 +142,6 @@ LENGTH_VARIANTS = (BARE_DEFAULT, BOTLOOM_TURN)
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------ the bare graph
-
-
-class BareState(TypedDict, total=False):
-    """What a naive LangGraph app keeps: LangChain messages accumulating, plus a few fields."""
-
-    messages: Annotated[list[AnyMessage], add_messages]
-    passages: list[str]
-    intent: str | None
-    tool_results: list[dict[str, Any]]
-
-
-async def bare_retrieve(state: BareState) -> dict[str, Any]:
-    return {"passages": []}
-
-
-async def bare_classify(state: BareState) -> dict[str, Any]:
-    text = str(state["messages"][-1].content)
-    return {"intent": "order_status" if "order" in text else "chat"}
-
-
-def bare_route(state: BareState) -> Literal["act", "respond", "escalate"]:
-    return "act" if state.get("intent") == "order_status" else "respond"
-
-
-async def bare_act(state: BareState) -> dict[str, Any]:
-    return {"tool_results": [{"tool": "order_status", "ok": True}]}
-
-
-async def bare_respond(state: BareState) -> dict[str, Any]:
-    return {"messages": [AIMessage(content=f"You said: {state['messages'][-1].content}")]}
-
-
-async def bare_escalate(state: BareState) -> dict[str, Any]:
-    return {}
-
-
-def build_bare_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
-    """Five trivial async nodes, the turn graph's shape, compiled with ``checkpointer``."""
-    graph = StateGraph(BareState)
-    graph.add_node("retrieve", bare_retrieve)
-    graph.add_node("classify", bare_classify)
-    graph.add_node("act", bare_act)
-    graph.add_node("respond", bare_respond)
-    graph.add_node("escalate", bare_escalate)
-    graph.add_edge(START, "retrieve")
-    graph.add_edge("retrieve", "classify")
-    graph.add_conditional_edges("classify", bare_route, ["act", "respond", "escalate"])
-    graph.add_edge("act", "respond")
-    graph.add_edge("respond", END)
-    graph.add_edge("escalate", END)
-    return graph.compile(checkpointer=checkpointer)
 
 
 @contextlib.asynccontextmanager

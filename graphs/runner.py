@@ -381,6 +381,7 @@ class TurnRunner:
                 text=outbound,
                 turn_id=turn,
                 idempotency_key=f"{turn}:{index:03d}",
+                status=self._reply_status(conversation.channel),
             )
             result.replies.append(stored)
         if result.escalated:
@@ -484,6 +485,15 @@ class TurnRunner:
                 result.errors.append(f"state migration failed, conversation restarted: {type(exc).__name__}: {exc}")
                 await self.graphs.checkpointer_delete_thread(config["configurable"]["thread_id"])
         await self.store.conversations.set_state_version(bot.tenant_id, conversation.id, target)
+
+    def _reply_status(self, channel: str) -> str:
+        """The status a turn's reply is stored with: ``sent`` on a channel that answers in its response.
+
+        REST and web chat hand the replies to the caller of the turn; other channels
+        keep them ``pending`` until a delivery job sends them.
+        """
+        adapter = self.host.registry.channels.get(channel)
+        return "sent" if adapter is not None and adapter.delivery == "response" else "pending"
 
     async def _interruptible(
         self, run: Any, tenant_id: str, conversation_id: str, watched: str, poll: float = 0.05
