@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from botloom.core.definitions import Intent
-from botloom.core.embeddings import LocalEmbedder, cosine, normalize, tokens
+from botloom.core.embeddings import LocalEmbedder, normalize, tokens
 from botloom.graphs.context import TurnContext
 from botloom.graphs.state import ToolResult, TurnState, user_text
 
@@ -132,25 +136,31 @@ class OfflineEngine:
     def __init__(self, embedder: LocalEmbedder | None = None, knowledge_min_score: float = 0.3) -> None:
         self.embedder = embedder or LocalEmbedder()
         self.knowledge_min_score = knowledge_min_score
-        self._examples: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[float]]]] = {}
+        self._examples: dict[tuple[str, tuple[str, ...]], tuple[frozenset[str], npt.NDArray[np.float64]]] = {}
 
-    def _example_vectors(self, intent: Intent) -> list[tuple[str, list[float]]]:
+    def _example_vectors(self, intent: Intent) -> tuple[frozenset[str], npt.NDArray[np.float64]]:
+        """The intent's examples, normalised, and their unit vectors as the rows of one matrix (cached)."""
         key = (intent.name, intent.examples)
         cached = self._examples.get(key)
         if cached is None:
-            cached = [(normalize(e).strip(" ?!.,"), self.embedder.embed_one(e)) for e in intent.examples]
-            self._examples[key] = cached
+            plain = frozenset(normalize(e).strip(" ?!.,") for e in intent.examples)
+            rows = [self.embedder.embed_one(e) for e in intent.examples]
+            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.embedder.dimension)
+            cached = self._examples[key] = (plain, matrix)
         return cached
 
-    def score(self, intent: Intent, text: str, vector: list[float]) -> float:
-        """How well ``text`` matches the intent's examples, from 0 to 1."""
-        plain = normalize(text).strip(" ?!.,")
-        best = 0.0
-        for example, example_vector in self._example_vectors(intent):
-            if plain == example:
-                return 1.0
-            best = max(best, cosine(vector, example_vector))
-        return best
+    def score(self, intent: Intent, text: str, vector: Sequence[float] | npt.NDArray[np.float64]) -> float:
+        """How well ``text`` matches the intent's examples, from 0 to 1 (an example itself scores 1).
+
+        The embedder's vectors are unit vectors (or zero), so the cosine is the dot
+        product: one matrix product per intent.
+        """
+        examples, matrix = self._example_vectors(intent)
+        if normalize(text).strip(" ?!.,") in examples:
+            return 1.0
+        if not len(matrix):
+            return 0.0
+        return max(0.0, float((matrix @ np.asarray(vector, dtype=np.float64)).max()))
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """The intent whose examples are most like the message, or the pending one if it fills a slot."""
@@ -160,7 +170,7 @@ class OfflineEngine:
             slots = fill_slots(pending, text)
             if slots:
                 return Classification(intent=pending.name, confidence=1.0, slots=slots)
-        vector = self.embedder.embed_one(text)
+        vector = np.asarray(self.embedder.embed_one(text), dtype=np.float64)
         best: tuple[float, Intent | None] = (0.0, None)
         for intent in ctx.intents.values():
             value = self.score(intent, text, vector)
