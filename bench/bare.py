@@ -13,6 +13,8 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 
 class BareState(TypedDict, total=False):
@@ -64,3 +66,18 @@ def build_bare_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
     graph.add_edge("respond", END)
     graph.add_edge("escalate", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def bare_pool(database_url: str) -> AsyncConnectionPool[Any]:
+    """The connection pool a bare app gives ``AsyncPostgresSaver`` (the library's documented settings).
+
+    As large as botloom's (``BOTLOOM_DB_POOL_SIZE``, default 10), so concurrent
+    turns are not serialised on one connection. Not yet open.
+    """
+    return AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=10,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    )

@@ -67,8 +67,6 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from litestar import Litestar, Request, post
 from litestar.exceptions import NotAuthorizedException
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -92,15 +90,9 @@ def say(line: str) -> None:
 
 def bare_app(database_url: str) -> Any:
     """A Litestar app answering the REST chat route with the bare five-node LangGraph graph (``bench/bare.py``)."""
-    from bench.bare import build_bare_graph
+    from bench.bare import bare_pool, build_bare_graph
 
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=10,
-        open=False,
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-    )
+    pool = bare_pool(database_url)
     holder: dict[str, Any] = {}
     locks: dict[str, asyncio.Lock] = {}
 

@@ -92,7 +92,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from bare import build_bare_graph
+from bare import bare_pool, build_bare_graph
 from common import (
     Run,
     Summary,
@@ -153,18 +153,8 @@ async def bare_checkpointer(kind: str, database_url: str, redis_url: str | None)
         yield InMemorySaver()
     elif kind == "postgres":
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
 
-        # A pool as large as botloom's checkpoint pool (BOTLOOM_DB_POOL_SIZE, default 10), so
-        # concurrent turns are not serialised on one connection.
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=10,
-            open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        )
+        pool = bare_pool(database_url)
         async with pool:
             postgres_saver = AsyncPostgresSaver(conn=pool)
             await postgres_saver.setup()

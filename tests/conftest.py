@@ -26,7 +26,9 @@ from botloom.core.storage.migrations import apply_migrations
 from botloom.core.storage.repositories import Store
 from botloom.graphs.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
+from tests.mailservers import RunningSmtp, start_smtp
 from tests.servers import ScriptedOpenAI, start_postgres, start_redis
+from tests.twilio_peer import TwilioPeer
 
 TEMPLATE_DB = "botloom_template"
 
@@ -196,3 +198,17 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
 async def demo(services: Services) -> DemoInfo:
     """The demo tenant ``acme`` with its bot ``support``, plugins and knowledge."""
     return await ensure_demo(services)
+
+
+@pytest.fixture
+def peer() -> Iterator[TwilioPeer]:
+    """A local stand-in of Twilio's Messages API that records what botloom sends."""
+    with TwilioPeer() as running:
+        yield running
+
+
+@pytest.fixture
+def smtp() -> Iterator[RunningSmtp]:
+    """A real SMTP server (aiosmtpd, no TLS, no login) that records what botloom sends."""
+    with start_smtp("plain") as running:
+        yield running

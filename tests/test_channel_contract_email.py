@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 
 from tests.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
 from tests.email_client import BOT_ADDRESS, USER, email_config, post_mail, raw_mail
-from tests.mailservers import RunningSmtp, start_smtp
+from tests.mailservers import RunningSmtp
 
 
 class EmailDriver(ChannelDriver):
@@ -57,12 +56,6 @@ class EmailDriver(ChannelDriver):
 
     def fail_deliveries(self, ctx: ContractContext, times: int) -> None:
         self.smtp.fail_next(times, code=451, message="4.3.0 try again later")
-
-
-@pytest.fixture
-def smtp() -> Iterator[RunningSmtp]:
-    with start_smtp("plain") as running:
-        yield running
 
 
 class TestEmailChannelContract(ChannelContract):

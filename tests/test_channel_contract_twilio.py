@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -56,12 +55,6 @@ class TwilioDriver(ChannelDriver):
 
     def fail_deliveries(self, ctx: ContractContext, times: int) -> None:
         self.peer.fail(times, status=503, code=20503)
-
-
-@pytest.fixture
-def peer() -> Iterator[TwilioPeer]:
-    with TwilioPeer() as running:
-        yield running
 
 
 class TestTwilioChannelContract(ChannelContract):

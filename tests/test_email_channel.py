@@ -32,12 +32,6 @@ pytestmark = pytest.mark.slow
 AUTH_USER, AUTH_PASSWORD = "bot-login", "smtp-pass-1234"
 
 
-@pytest.fixture
-def smtp() -> Iterator[RunningSmtp]:
-    with start_smtp("plain") as running:
-        yield running
-
-
 @pytest.fixture(scope="module")
 def imap_server() -> Iterator[RunningImap]:
     base = Path(tempfile.mkdtemp(prefix="botloom-imap-"))  # not pytest's temp dir: Dovecot's users must reach it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import msgspec
@@ -23,12 +23,6 @@ from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_conf
 
 WEBHOOK = "/channels/twilio/acme/support"
 GREETING = "Hello! How can I help you today?"
-
-
-@pytest.fixture
-def peer() -> Iterator[TwilioPeer]:
-    with TwilioPeer() as running:
-        yield running
 
 
 @pytest.fixture

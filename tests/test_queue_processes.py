@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,12 +25,6 @@ from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_conf
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK = "/channels/twilio/acme/support"
-
-
-@pytest.fixture
-def peer() -> Iterator[TwilioPeer]:
-    with TwilioPeer() as running:
-        yield running
 
 
 @pytest.fixture

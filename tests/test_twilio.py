@@ -8,7 +8,7 @@ behaviour every channel shares is in ``test_channel_contract_twilio.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -37,12 +37,6 @@ from tests.twilio_peer import (
 WEBHOOK = "/channels/twilio/acme/support"
 SMS_USER = "+15550001111"
 WHATSAPP_USER = "whatsapp:+15550001111"
-
-
-@pytest.fixture
-def peer() -> Iterator[TwilioPeer]:
-    with TwilioPeer() as running:
-        yield running
 
 
 @pytest.fixture

@@ -103,11 +103,7 @@ class EmailChannel(ChannelAdapter):
 
     def delivery_report(self, request: ChannelRequest, config: Any) -> dict[str, Any] | None:
         """A bounce of one of the bot's replies, as a failed delivery of that reply."""
-        bounced = bounced_message_id(request.body)
-        if bounced is None:
-            return None
-        message_id, reason = bounced
-        return {"status": "failed", "provider_id": message_id, "ref": None, "error": f"bounced: {reason}"}
+        return bounce_report(request.body)
 
     def acknowledge(
         self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: Any
@@ -135,12 +131,9 @@ class EmailChannel(ChannelAdapter):
         settings = self.settings(config)
 
         async def handle(uid: int, raw: bytes, truncated: bool) -> None:
-            bounced = bounced_message_id(raw)
-            if bounced is not None:
-                message_id, reason = bounced
-                found = {"status": "failed", "provider_id": message_id, "ref": None, "error": f"bounced: {reason}"}
-                if not await report(found):
-                    logger.info("a bounce in %s's mailbox named no reply of the bot", settings.address)
+            bounce = bounce_report(raw)
+            if bounce is not None and not await report(bounce):
+                logger.info("a bounce in %s's mailbox named no reply of the bot", settings.address)
             try:
                 found = to_inbound(raw, channel=self.name, own_address=settings.address, truncated=truncated)
             except MailError as exc:
@@ -152,6 +145,15 @@ class EmailChannel(ChannelAdapter):
             await accept(found)
 
         return await poll_mailbox(settings, dict(cursor), handle)
+
+
+def bounce_report(raw: bytes) -> dict[str, Any] | None:
+    """A delivery failure report (RFC 3464) as the failed delivery of the reply it names; ``None`` otherwise."""
+    bounced = bounced_message_id(raw)
+    if bounced is None:
+        return None
+    message_id, reason = bounced
+    return {"status": "failed", "provider_id": message_id, "ref": None, "error": f"bounced: {reason}"}
 
 
 @hookimpl

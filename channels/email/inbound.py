@@ -137,9 +137,7 @@ def robot_reason(message: Message, sender: str, own_address: str) -> str | None:
         return "sent by the bot's own address"
     if header(message, "precedence").lower() in _ROBOT_PRECEDENCE:
         return f"Precedence: {header(message, 'precedence').lower()}"
-    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress"):
-        if name == "x-auto-response-suppress":
-            continue  # Outlook sets it on ordinary mail too
+    for name in ("x-autoreply", "x-autorespond"):  # not X-Auto-Response-Suppress: Outlook sets it on any mail
         if header(message, name):
             return f"{name} header"
     if header(message, "list-id") or header(message, "list-unsubscribe"):
