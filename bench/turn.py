@@ -112,9 +112,9 @@ os.environ.pop("OPENAI_API_KEY", None)  # the offline engine, always
 from botloom.core.domain import Bot, Conversation
 from botloom.core.messages import InboundMessage
 from botloom.core.settings import load_settings
-from botloom.graphs.runner import BotView, thread_id
-from botloom.graphs.services import Services, open_services
 from botloom.graphs.state import turn_input
+from botloom.runtime.runner import BotView, thread_id
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import ensure_demo
 
 CHECKPOINTERS = ("memory", "postgres", "redis")

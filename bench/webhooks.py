@@ -309,7 +309,7 @@ async def prepare(database_url: str, data_dir: str, peer: TwilioPeer, public_url
     """The demo bot, on the Twilio channel in ``rest`` mode, sending to ``peer``."""
     from botloom.core.config import split_secrets, validate_config
     from botloom.core.settings import load_settings
-    from botloom.graphs.services import open_services
+    from botloom.runtime.services import open_services
     from botloom.server.demo import ensure_demo
 
     settings = load_settings(environ={}, data_dir=data_dir, secret_key=SECRET_KEY)

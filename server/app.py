@@ -24,7 +24,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler, Receive, Scope, Send
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.auth import Principal, authenticate
 from botloom.server.middleware import rate_limit_config, request_context
 from botloom.server.paths import join_bot_segments
@@ -155,7 +155,7 @@ def create_app(
 
 async def _prune_periodically(services: Services) -> None:
     """Run checkpoint retention every hour while the server runs."""
-    from botloom.graphs.retention import PRUNE_INTERVAL_SECONDS, prune
+    from botloom.runtime.retention import PRUNE_INTERVAL_SECONDS, prune
 
     while True:
         try:

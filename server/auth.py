@@ -9,7 +9,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 
 from botloom.core.domain import Bot
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.paths import bot_ref
 
 BEARER = "bearer "

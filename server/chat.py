@@ -26,8 +26,8 @@ from litestar.status_codes import HTTP_200_OK
 from botloom.channels.rest import RestChannel, RestMessage
 from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot
-from botloom.graphs.runner import TurnResult
-from botloom.graphs.services import Services
+from botloom.runtime.runner import TurnResult
+from botloom.runtime.services import Services
 from botloom.server.auth import public_bot, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 from botloom.server.paths import bot_ref

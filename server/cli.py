@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Create the demo tenant ``acme`` with its bot ``support``."""
     import asyncio
 
-    from botloom.graphs.services import open_services
+    from botloom.runtime.services import open_services
     from botloom.server.demo import ensure_demo
 
     settings = _settings()
@@ -112,7 +112,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     import asyncio
 
     from botloom.core.messages import InboundMessage
-    from botloom.graphs.services import open_services
+    from botloom.runtime.services import open_services
 
     settings = _settings()
     interactive = sys.stdin.isatty()
@@ -157,7 +157,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     settings = _settings()
     name = "turn"
     if args.bot:
-        from botloom.graphs.services import open_services
+        from botloom.runtime.services import open_services
 
         async def bot_graph() -> str:
             async with open_services(settings) as services:
@@ -184,7 +184,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from botloom.core.knowledge import IngestError
-    from botloom.graphs.services import open_services
+    from botloom.runtime.services import open_services
 
     settings = _settings()
     paths = [Path(p) for p in args.paths]
@@ -210,8 +210,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Prune idle conversations' checkpoints and archive closed conversations."""
     import asyncio
 
-    from botloom.graphs.retention import prune
-    from botloom.graphs.services import open_services
+    from botloom.runtime.retention import prune
+    from botloom.runtime.services import open_services
 
     settings = _settings()
 
@@ -257,7 +257,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run job workers (turns and deliveries) in this process until SIGTERM or Ctrl-C."""
     import asyncio
 
-    from botloom.graphs.queue import QueueOptions
+    from botloom.runtime.queue import QueueOptions
     from botloom.server.logs import configure_logging
     from botloom.server.worker import run_worker
 

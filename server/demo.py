@@ -15,7 +15,7 @@ from pathlib import Path
 
 from botloom.core.config import split_secrets, validate_config
 from botloom.core.domain import Bot, BotSettings, Tenant
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 
 DEMO_TENANT = "acme"
 DEMO_BOT = "support"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar.di import NamedDependency
 
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.auth import Principal
 
 ServicesDep = NamedDependency[Services]

@@ -26,8 +26,8 @@ from litestar.params import FromPath
 from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot
 from botloom.core.settings import Settings
-from botloom.graphs.delivery import delivery_report, response_window
-from botloom.graphs.services import Services
+from botloom.runtime.delivery import delivery_report, response_window
+from botloom.runtime.services import Services
 from botloom.server.deps import ServicesDep
 from botloom.server.paths import bot_ref
 

@@ -1,7 +1,7 @@
 """Job workers: in the server process (``botloom serve``, the embedded default) or alone (``botloom worker``).
 
 Either way a process runs one worker per queue (turns, deliveries) with the
-job functions of :class:`~botloom.graphs.delivery.Deliveries`; any number of
+job functions of :class:`~botloom.runtime.delivery.Deliveries`; any number of
 processes may run side by side. A stopping worker lets running jobs finish for
 a few seconds, then cancels them: they run again, elsewhere or after a restart.
 """
@@ -16,10 +16,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from botloom.core.settings import Settings
-from botloom.graphs.delivery import RECOVER_CRON
-from botloom.graphs.polling import POLL_CRON
-from botloom.graphs.queue import QueueOptions
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.delivery import RECOVER_CRON
+from botloom.runtime.polling import POLL_CRON
+from botloom.runtime.queue import QueueOptions
+from botloom.runtime.services import Services, open_services
 
 
 @asynccontextmanager
@@ -43,7 +43,7 @@ async def run_worker(
     """Run workers until SIGINT or SIGTERM (or ``stop`` is set), then stop them gracefully.
 
     ``options`` set concurrency, heartbeats and sweeps; ``open_kwargs`` go to
-    :func:`~botloom.graphs.services.open_services`.
+    :func:`~botloom.runtime.services.open_services`.
     """
     stop = stop or asyncio.Event()
     async with open_services(settings, **open_kwargs) as services:

@@ -40,9 +40,9 @@ import httpx
 import pytest
 
 from botloom.core.settings import Settings
-from botloom.graphs.delivery import RetryPolicy
-from botloom.graphs.queue import QueueOptions
-from botloom.graphs.services import Services
+from botloom.runtime.delivery import RetryPolicy
+from botloom.runtime.queue import QueueOptions
+from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers

@@ -24,7 +24,7 @@ from botloom.core.settings import Settings, load_settings
 from botloom.core.storage.database import Database
 from botloom.core.storage.migrations import apply_migrations
 from botloom.core.storage.repositories import Store
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.mailservers import RunningSmtp, start_smtp
 from tests.servers import ScriptedOpenAI, start_postgres, start_redis

@@ -11,8 +11,8 @@ import httpx
 from botloom.core.domain import Bot
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage
-from botloom.graphs.runner import TurnResult
-from botloom.graphs.services import Services
+from botloom.runtime.runner import TurnResult
+from botloom.runtime.services import Services
 
 
 def api_client(app: Any) -> httpx.AsyncClient:
@@ -81,7 +81,7 @@ class Chat:
 
     async def state(self) -> dict[str, Any]:
         """The conversation's latest checkpointed graph state."""
-        from botloom.graphs.runner import thread_id
+        from botloom.runtime.runner import thread_id
 
         assert self.conversation_id is not None
         graph = self.services.graphs.get(self.bot.graph)

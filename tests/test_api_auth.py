@@ -20,7 +20,7 @@ import pytest
 from litestar.routes import HTTPRoute
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from tests.conftest import ADMIN_TOKEN
 from tests.test_api_resources import api_client, bearer, make_bot, make_tenant

@@ -20,7 +20,7 @@ from botloom.core.config import MASK
 from botloom.core.domain import BotSettings
 from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.api.schemas import BotSettingsPatch, ModelSettingsPatch
 from botloom.server.app import MAX_BODY_BYTES, create_app
 from botloom.server.demo import DemoInfo

@@ -23,7 +23,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 
 from botloom.core.messages import InboundMessage
 from botloom.core.settings import Settings
-from botloom.graphs.services import open_services
+from botloom.runtime.services import open_services
 from botloom.server.app import create_app
 from botloom.server.demo import ensure_demo
 from tests.conftest import ADMIN_TOKEN

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import enable
 from tests.serve_process import Server

@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from tests.helpers import api_client, disable

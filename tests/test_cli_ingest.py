@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 
 pytestmark = pytest.mark.slow

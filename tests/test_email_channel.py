@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
 from tests.channel_contract import GREETING, fast_app, transcript

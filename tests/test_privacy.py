@@ -10,7 +10,7 @@ import pytest
 
 from botloom import Intent, Slot, hookimpl
 from botloom.core.settings import Settings
-from botloom.graphs.services import open_services
+from botloom.runtime.services import open_services
 from botloom.server.demo import ensure_demo
 from botloom.server.logs import RedactingFilter
 from tests.helpers import Chat, enable, host_with

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from botloom.core.messages import InboundMessage
 from botloom.core.settings import Settings
-from botloom.graphs.delivery import RetryPolicy, split_text, utf16_length
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.delivery import RetryPolicy, split_text, utf16_length
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
 from tests.channel_contract import FAST_RETRIES, configure_twilio, fast_app, transcript, wait_until

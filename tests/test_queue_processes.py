@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client, enable

@@ -12,9 +12,9 @@ import pytest
 
 from botloom.core.messages import utcnow
 from botloom.core.settings import Settings, load_settings
-from botloom.graphs.retention import prune
-from botloom.graphs.runner import thread_id
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.retention import prune
+from botloom.runtime.runner import thread_id
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.helpers import Chat
 

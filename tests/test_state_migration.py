@@ -6,9 +6,9 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from botloom.graphs.runner import TurnRunner
-from botloom.graphs.services import Services
 from botloom.graphs.state import STATE_VERSION
+from botloom.runtime.runner import TurnRunner
+from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat
 

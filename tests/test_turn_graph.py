@@ -12,8 +12,8 @@ import pytest
 from botloom import Intent, OutboundMessage, Slot, Tool, hookimpl
 from botloom.core.settings import Settings, load_settings
 from botloom.graphs.engines import KNOWLEDGE_INTENT
-from botloom.graphs.services import Services, open_services
 from botloom.graphs.state import HISTORY_WINDOW
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.helpers import Chat, disable, enable, host_with
 

@@ -11,7 +11,7 @@ import pytest
 
 from botloom.core.domain import ModelSettings
 from botloom.core.settings import Settings, load_settings
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.helpers import Chat
 from tests.servers import HTTPError, ScriptedOpenAI, ToolCall

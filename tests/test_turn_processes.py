@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat, enable
 

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from botloom.core.settings import Settings
-from botloom.graphs.services import Services, open_services
+from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
 from tests.channel_contract import configure_twilio, fast_app, transcript

@@ -18,7 +18,7 @@ import time
 from botloom import Intent, Slot, Tool, hookimpl
 from botloom.core.messages import InboundMessage
 from botloom.core.settings import load_settings
-from botloom.graphs.services import open_services
+from botloom.runtime.services import open_services
 from tests.helpers import host_with
 
 

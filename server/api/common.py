@@ -19,7 +19,7 @@ from litestar.params import PathParameter
 
 from botloom.core.domain import Tenant, is_slug
 from botloom.core.storage.repositories import as_uuid
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.api.schemas import NO_NUL
 from botloom.server.auth import Principal
 

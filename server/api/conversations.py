@@ -11,8 +11,8 @@ from litestar.params import QueryParameter
 
 from botloom.core.domain import Bot, Conversation
 from botloom.graphs.registry import UnknownGraph
-from botloom.graphs.runner import thread_id
-from botloom.graphs.services import Services
+from botloom.runtime.runner import thread_id
+from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
 from botloom.server.api.schemas import CheckpointOut, ConversationDetail, ConversationOut, InterruptOut, MessageOut
 from botloom.server.auth import Principal, visible_bot

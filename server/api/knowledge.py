@@ -16,7 +16,7 @@ from litestar.params import JSONBody, MultipartBody, QueryParameter
 from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
 from botloom.core.knowledge.parsing import DEFAULT_MAX_BYTES
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import NO_NUL, DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
 from botloom.server.auth import visible_bot

@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
-from botloom.graphs.services import Services
+from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
 from botloom.server.auth import visible_bot

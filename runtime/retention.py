@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
-from botloom.graphs.runner import thread_id
-from botloom.graphs.services import Services
+from botloom.runtime.runner import thread_id
+from botloom.runtime.services import Services
 
 logger = logging.getLogger(__name__)
 

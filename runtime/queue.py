@@ -10,7 +10,7 @@ answered messages; delivery skips sent parts). A job's worker sends a heartbeat
 while it runs; when a worker dies, another worker's sweep finds the job without
 a heartbeat and runs it again.
 
-This module knows SAQ, not botloom's domain: :class:`~botloom.graphs.delivery.Deliveries`
+This module knows SAQ, not botloom's domain: :class:`~botloom.runtime.delivery.Deliveries`
 provides the job functions.
 """
 

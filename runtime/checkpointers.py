@@ -11,7 +11,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings
-from botloom.graphs.saver import RedactingSaver, encrypting_serializer
+from botloom.runtime.saver import RedactingSaver, encrypting_serializer
 
 logger = logging.getLogger(__name__)
 

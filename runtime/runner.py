@@ -40,10 +40,10 @@ from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
 from botloom.graphs.context import SearchFn, TurnContext
 from botloom.graphs.engines import Engine
-from botloom.graphs.locks import ConversationLocks
 from botloom.graphs.registry import GraphRegistry
-from botloom.graphs.saver import REDACT_FLAG
 from botloom.graphs.state import turn_input
+from botloom.runtime.locks import ConversationLocks
+from botloom.runtime.saver import REDACT_FLAG
 
 logger = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage, utcnow
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import ChannelRouteRepository, DeliveryRepository, OutboundState, Store
-from botloom.graphs.queue import JobFunction, JobQueue, Kind
-from botloom.graphs.runner import TurnRunner
+from botloom.runtime.queue import JobFunction, JobQueue, Kind
+from botloom.runtime.runner import TurnRunner
 
 logger = logging.getLogger(__name__)
 

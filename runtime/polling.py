@@ -3,7 +3,7 @@
 A cron job (``poll_channels``, once a minute on the deliveries queue) queues one
 ``poll`` job per bot and polling channel the bot enabled; the job holds a lock
 so one bot's mailbox is never read twice at once, hands each fetched message to
-:meth:`~botloom.graphs.delivery.Deliveries.accept` (stored, turn queued) before
+:meth:`~botloom.runtime.delivery.Deliveries.accept` (stored, turn queued) before
 the channel marks it fetched, and stores the channel's cursor and the poll's
 error, if any, in ``channel_polls``.
 """
@@ -21,8 +21,8 @@ import msgspec
 from botloom.core.definitions import ChannelAdapter
 from botloom.core.messages import InboundMessage
 from botloom.core.storage.repositories import ChannelPollRepository
-from botloom.graphs.delivery import Deliveries, DeliveryReport
-from botloom.graphs.queue import JobFunction
+from botloom.runtime.delivery import Deliveries, DeliveryReport
+from botloom.runtime.queue import JobFunction
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
 from botloom.core.storage.database import Database, database_url
 from botloom.core.storage.repositories import Store
-from botloom.graphs.checkpointers import open_checkpointer
-from botloom.graphs.delivery import Deliveries
 from botloom.graphs.engines import Engine, OfflineEngine
-from botloom.graphs.locks import ConversationLocks, PostgresLocks, RedisLocks
-from botloom.graphs.polling import ChannelPolling
-from botloom.graphs.queue import JobQueue
 from botloom.graphs.registry import GraphRegistry
-from botloom.graphs.runner import TurnRunner
+from botloom.runtime.checkpointers import open_checkpointer
+from botloom.runtime.delivery import Deliveries
+from botloom.runtime.locks import ConversationLocks, PostgresLocks, RedisLocks
+from botloom.runtime.polling import ChannelPolling
+from botloom.runtime.queue import JobQueue
+from botloom.runtime.runner import TurnRunner
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,95 @@
+"""The rooms and the arrows between them (docs/architecture.md): an import against the arrow fails here.
+
+``server → runtime → graphs → core``; ``channels`` and ``plugins`` import only
+botloom's public API (``botloom``), like a third-party plugin; ``core`` imports
+nothing of botloom's other rooms. Imports inside functions and under
+``TYPE_CHECKING`` count too: a deferred import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# room (a folder of the repository) -> the botloom modules it may import (prefixes).
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "botloom": ("botloom.core",),
+    "core": ("botloom.core",),
+    "graphs": ("botloom.core", "botloom.graphs"),
+    "runtime": ("botloom.core", "botloom.graphs", "botloom.runtime"),
+    "channels": ("botloom", "botloom.channels", "botloom.testing"),
+    "plugins": ("botloom", "botloom.plugins", "botloom.testing"),
+    # Everything but the built-in channels and plugins: the server names no plugin.
+    "server": ("botloom.core", "botloom.graphs", "botloom.runtime", "botloom.server"),
+}
+# The public API's own modules: what ``from botloom import X`` reaches.
+PUBLIC = {"botloom"}
+# ``python -m botloom`` is the command line's entry point, not part of the public API.
+ENTRY_POINTS = {"botloom/__main__.py": {"botloom.server.cli"}}
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """Every ``botloom`` module a file imports, with its line, resolving relative imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "botloom")
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                package = ["botloom", *path.relative_to(ROOT).parent.parts]
+                if package[1] == "botloom":
+                    package = package[:1]
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            if module.split(".")[0] == "botloom":
+                found.append((node.lineno, module))
+    return found
+
+
+def allowed(room: str, module: str) -> bool:
+    """Whether a file of ``room`` may import ``module``."""
+    prefixes = ALLOWED[room]
+    if module in PUBLIC and room == "server":
+        return True
+    if room in {"channels", "plugins"}:
+        return module in PUBLIC or any(module == p or module.startswith(p + ".") for p in prefixes if p != "botloom")
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def room_files() -> list[tuple[str, Path]]:
+    """Every Python file of every room."""
+    return [(room, path) for room in ALLOWED for path in sorted((ROOT / room).rglob("*.py"))]
+
+
+def test_every_room_has_files() -> None:
+    rooms = {room for room, _ in room_files()}
+    assert rooms == set(ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("room", "path"), room_files(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else v
+)
+def test_imports_point_one_way(room: str, path: Path) -> None:
+    exempt = ENTRY_POINTS.get(str(path.relative_to(ROOT)), set())
+    wrong = [
+        f"line {line}: {module}"
+        for line, module in imports_of(path)
+        if not allowed(room, module) and module not in exempt
+    ]
+    assert not wrong, f"{path.relative_to(ROOT)} ({room}/) imports against the arrow: {wrong}"
+
+
+def test_the_checker_catches_a_wrong_arrow(tmp_path: Path) -> None:
+    assert not allowed("graphs", "botloom.runtime.runner")
+    assert not allowed("core", "botloom.graphs.state")
+    assert not allowed("channels", "botloom.core.host")
+    assert not allowed("runtime", "botloom.server.app")
+    assert allowed("channels", "botloom")
+    assert allowed("server", "botloom.runtime.services")
+    assert not allowed("server", "botloom.channels.rest")
