@@ -172,10 +172,10 @@ class OfflineEngine:
                 return Classification(intent=pending.name, confidence=1.0, slots=slots)
         vector = np.asarray(self.embedder.embed_one(text), dtype=np.float64)
         best: tuple[float, Intent | None] = (0.0, None)
-        for intent in ctx.intents.values():
-            value = self.score(intent, text, vector)
+        for candidate in ctx.intents.values():
+            value = self.score(candidate, text, vector)
             if value > best[0]:
-                best = (value, intent)
+                best = (value, candidate)
         confidence, intent = best
         threshold = ctx.bot.settings.escalation_threshold
         if intent is not None and confidence >= threshold:

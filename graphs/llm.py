@@ -150,10 +150,11 @@ class LLMEngine:
         parsed = out.get("parsed") or {}
         if not isinstance(parsed, dict):
             return await self.offline.classify(state, ctx)
-        intent = parsed.get("intent")
-        if intent not in ctx.intents and intent != KNOWLEDGE_INTENT:
-            intent = None
-        slots = {str(k): str(v) for k, v in (parsed.get("slots") or {}).items() if v not in (None, "")}
+        chosen = parsed.get("intent")
+        intent_name: str | None = chosen if isinstance(chosen, str) else None
+        if intent_name not in ctx.intents and intent_name != KNOWLEDGE_INTENT:
+            intent_name = None
+        filled = {str(k): str(v) for k, v in (parsed.get("slots") or {}).items() if v not in (None, "")}
         confidence = float(parsed.get("confidence") or 0.0)
         wants_human = bool(parsed.get("wants_human"))
         if wants_human:
@@ -161,7 +162,7 @@ class LLMEngine:
             if handoff is not None:
                 return Classification(intent=handoff, confidence=max(confidence, 0.9), slots={})
         return Classification(
-            intent=intent, confidence=min(max(confidence, 0.0), 1.0), slots=slots, wants_human=wants_human
+            intent=intent_name, confidence=min(max(confidence, 0.0), 1.0), slots=filled, wants_human=wants_human
         )
 
     def _system_prompt(self, state: TurnState, ctx: TurnContext) -> str:

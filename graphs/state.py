@@ -134,7 +134,8 @@ def migrate_v1(values: dict[str, Any]) -> dict[str, Any]:
 
 def user_text(state: TurnState) -> str:
     """The text of the turn's user message."""
-    return (state.get("user") or {}).get("text", "")
+    user = state.get("user")
+    return user.get("text", "") if user else ""
 
 
 def turn_input(turn_id: str, text: str) -> TurnInput:
