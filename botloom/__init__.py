@@ -7,19 +7,8 @@ The public API a plugin author needs is importable from here::
 
 from __future__ import annotations
 
-from pathlib import Path as _Path
-
-# In a source checkout, ``botloom`` is this folder and its subpackages are the
-# folders beside it (core/, graphs/, ...). Installed, setuptools' package-dir
-# mapping puts them inside the package; here, when Python imports the checkout's
-# folder directly (``python -m botloom`` run from the repository), point the
-# package's search path at the repository so ``botloom.core`` still resolves.
-_ROOT = _Path(__file__).resolve().parent.parent
-if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "core" / "hookspecs.py").is_file():
-    __path__.append(str(_ROOT))
-
-from botloom.core.config import Secret  # noqa: E402
-from botloom.core.definitions import (  # noqa: E402
+from botloom.core.config import Secret
+from botloom.core.definitions import (
     AcceptMessage,
     ChannelAdapter,
     ChannelRejected,
@@ -33,9 +22,9 @@ from botloom.core.definitions import (  # noqa: E402
     ToolContext,
     TurnSummary,
 )
-from botloom.core.domain import Bot, BotSettings  # noqa: E402
-from botloom.core.markers import hookimpl, hookspec  # noqa: E402
-from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, Refusal  # noqa: E402
+from botloom.core.domain import Bot, BotSettings
+from botloom.core.markers import hookimpl, hookspec
+from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, Refusal
 
 __version__ = "0.1.0"
 
