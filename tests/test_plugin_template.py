@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from botloom.plugin_template.render import PluginNames, TemplateError, render_plugin
+from botloom.server.scaffold import PluginNames, TemplateError, render_plugin
 from tests.test_cli import botloom_env, run_botloom
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Rendering the plugin template into a new plugin package."""
+"""Rendering the plugin template (``plugin_template/template``) into a new plugin package."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 TEMPLATE_DIR = Path(str(resources.files("botloom.plugin_template") / "template"))
 MODULE_PLACEHOLDER = "__module__"
+TEMPLATE_SUFFIX = ".tmpl"
+"""Python sources of the template end in ``.tmpl``: they are not valid Python before rendering."""
 
 
 class TemplateError(ValueError):
@@ -56,6 +58,7 @@ def render_plugin(name: str, target: Path, *, description: str | None = None) ->
         if source.is_dir() or "__pycache__" in source.parts:
             continue
         relative = source.relative_to(TEMPLATE_DIR).as_posix().replace(MODULE_PLACEHOLDER, names.module)
+        relative = relative.removesuffix(TEMPLATE_SUFFIX)
         out = target / relative
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(string.Template(source.read_text(encoding="utf-8")).substitute(values), encoding="utf-8")
