@@ -23,6 +23,31 @@ class CommandError(Exception):
     """A command failed in a way the user can fix; the message says how."""
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived: leave through Python's exit handlers (a ``SystemExit``, so no ``except Exception`` stops it).
+
+    The embedded PostgreSQL is stopped by such a handler once the last process
+    using it ends; the default action of SIGTERM would kill the process without
+    running any, and leave the server running.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` unless something else handles it already."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def _settings() -> Any:
     from botloom.core.settings import SettingsError, load_settings
 
@@ -240,16 +265,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
     app = create_app(settings, demo=args.demo, workers=not args.no_workers)
     print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-    )
+    try:
+        # uvicorn handles SIGTERM itself (a graceful shutdown of the app), then restores the
+        # handler it found, ours, and raises the signal again: Terminated ends the process
+        # through the exit handlers that stop the embedded PostgreSQL.
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
+    except Terminated:
+        return EXIT_OK  # stopped gracefully, as after Ctrl-C
     return EXIT_OK
 
 
@@ -334,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
+    _exit_cleanly_on_sigterm()
     try:
         return int(handler(args))
     except CommandError as exc:

@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
 from botloom.core.storage.migrations import MIGRATIONS_DIR
+from tests.serve_process import Server
 from tests.test_cli import botloom_env, run_botloom
 
 pytestmark = pytest.mark.slow
@@ -247,3 +249,41 @@ def test_migrate_uses_the_embedded_server(data_dir: Path, pgdata: Path, tmp_path
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "the database is up to date"
     assert not (pgdata / "postmaster.pid").exists(), "the server outlived botloom migrate"
+
+
+def serve(data_dir: Path) -> Server:
+    """``botloom serve`` on the embedded server of ``data_dir`` (no ``BOTLOOM_DATABASE_URL``), started."""
+    server = Server("", data_dir, demo=False)
+    server.env = botloom_env({k: v for k, v in server.env.items() if k.startswith("BOTLOOM_") and v})
+    server.start()
+    return server
+
+
+def terminate(server: Server) -> int:
+    """Send SIGTERM, as systemd, Docker and Kubernetes do, and wait for the process to end; its exit status."""
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(DEADLINE)
+
+
+def test_sigterm_stops_the_embedded_server_of_the_last_serve_process(data_dir: Path, pgdata: Path) -> None:
+    first = serve(data_dir)
+    second: Server | None = None
+    try:
+        pid = postmaster_pid(pgdata)
+        assert pid is not None and is_alive(pid)
+        second = serve(data_dir)
+        assert postmaster_pid(pgdata) == pid, "the second process joined the running server"
+
+        first_status = terminate(first)
+        assert is_alive(pid), "the server stopped while another process still uses it"
+        assert httpx.get(f"{second.url}/ready", timeout=10).status_code == 200
+
+        second_status = terminate(second)
+        assert wait_until_stopped(pgdata, pid), "SIGTERM left the embedded PostgreSQL running"
+        assert (first_status, second_status) == (0, 0), "a graceful stop ends with status 0"
+    finally:
+        for server in (first, second):
+            if server is not None and server.process is not None and server.process.poll() is None:
+                server.process.kill()
+                server.process.wait(DEADLINE)

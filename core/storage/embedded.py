@@ -3,6 +3,13 @@
 It comes from the ``pgserver`` package (the ``embedded`` extra) and keeps its data in
 ``<data_dir>/postgres``. Several botloom processes on one data dir share one server:
 ``pgserver`` counts the processes using it and the last one to exit stops it.
+
+That stop runs in an exit handler (``atexit``), so a process must end through
+Python's exit, never by the default action of a signal: the command line turns
+SIGTERM into a ``SystemExit`` (``botloom.server.cli.Terminated``) before anything
+else runs, and uvicorn hands SIGTERM back to that handler after its graceful
+shutdown. A process killed outright (SIGKILL) is forgotten by the next process
+that starts or stops the server.
 """
 
 from __future__ import annotations
@@ -95,7 +102,11 @@ def _alive(pid: int) -> bool:
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """Make SIGTERM exit through Python's exit handlers, so pgserver can stop the server."""
+    """Make SIGTERM exit through Python's exit handlers, so pgserver can stop the server.
+
+    Only possible from the main thread while SIGTERM has its default action: for a
+    library caller; the command line installs its own handler first.
+    """
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
