@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from botloom.core.embeddings import LocalEmbedder  # noqa: E402
-from botloom.core.knowledge import KnowledgeBase  # noqa: E402
+from botloom.core.knowledge import KnowledgeBase, KnowledgeConfig  # noqa: E402
 from botloom.core.knowledge import index as vector_index  # noqa: E402
 from botloom.core.storage.database import Database  # noqa: E402
 from botloom.core.storage.migrations import apply_migrations  # noqa: E402
@@ -204,7 +204,7 @@ async def vector_top(db: Database, kb: KnowledgeBase, tenant: str, bot: str, que
         "ORDER BY (c.embedding::vector({dims}) <=> %s::vector({dims})){exact} LIMIT 5"
     ).format(scope=scope, dims=psycopg.sql.Literal(dims), exact=psycopg.sql.SQL(" + 0" if exact else ""))
     async with db.connection() as conn, conn.transaction():
-        await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(kb.ef_search),))
+        await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(kb.config.ef_search),))
         cur = await conn.execute(statement, (tenant, vector))
         return [str(r["id"]) for r in await cur.fetchall()]
 
@@ -269,11 +269,15 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
             row = await (await conn.execute("SHOW shared_buffers")).fetchone()
             print(f"server shared_buffers: {row['shared_buffers'] if row else '?'}", flush=True)
         options: dict[str, Any] = {"ef_search": ef_search} if ef_search else {}
-        kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=10**9, index_build_memory="1GB", **options)
-        search_kb = KnowledgeBase(qdb, kb.embedder, **options)
-        exact_kb = KnowledgeBase(qdb, kb.embedder, exact=True)
+        kb = KnowledgeBase(
+            db, LocalEmbedder(), KnowledgeConfig(index_threshold=10**9, index_build_memory="1GB", **options)
+        )
+        search_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(**options))
+        exact_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(exact=True))
+        config = kb.config
         print(
-            f"ef_search {kb.ef_search}, candidates {kb.candidates}, full-text budget {kb.max_text_matches}", flush=True
+            f"ef_search {config.ef_search}, candidates {config.candidates}, full-text budget {config.max_text_matches}",
+            flush=True,
         )
         state = {"chunks": 0, "docs": 0}
         qrng = random.Random(seed + 1)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from botloom.core.embeddings import LocalEmbedder
-from botloom.core.knowledge import IngestError, KnowledgeBase, UnknownBot
+from botloom.core.knowledge import IngestError, KnowledgeBase, KnowledgeConfig, UnknownBot
 from botloom.core.knowledge import index as vector_index
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories import Store
@@ -201,7 +201,7 @@ async def test_utf16_and_bom(kb: KnowledgeBase, db: Database, bot: tuple[str, st
 
 async def test_long_sections_are_split_with_overlap(db: Database, bot: tuple[str, str]) -> None:
     tenant, bot_id = bot
-    kb = KnowledgeBase(db, LocalEmbedder(), max_chars=200, overlap=60)
+    kb = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(max_chars=200, overlap=60))
     sentences = [f"Sentence number {i} talks about topic {i}." for i in range(30)]
     result = await kb.ingest(tenant, bot_id, "long.md", "# Long\n\n" + " ".join(sentences))
     chunks = await chunks_of(db, result.document_id)
@@ -408,13 +408,37 @@ async def test_size_limit(db: Database, bot: tuple[str, str], tmp_path: Path) ->
     huge = b"a" * (5 * 1024 * 1024 + 1)
     with pytest.raises(IngestError, match=r"^huge\.txt: file is too large \(5,242,881 bytes; the limit is 5,242,880"):
         await default.ingest(tenant, bot_id, "huge.txt", huge)
-    small = KnowledgeBase(db, LocalEmbedder(), max_bytes=100)
+    small = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(max_bytes=100))
     with pytest.raises(IngestError, match=r"^notes\.md: file is too large \(101 bytes; the limit is 100 bytes\)"):
         await small.ingest(tenant, bot_id, "notes.md", "x" * 101)
     (tmp_path / "big.md").write_text("# Big\n\n" + "word " * 100)
     with pytest.raises(IngestError, match=r"^big\.md: file is too large"):
         await small.ingest_paths(tenant, bot_id, [tmp_path])
     assert await counts(db) == dict.fromkeys(TABLES, 0)
+
+
+def test_the_configuration_is_checked_when_made_and_frozen(db: Database) -> None:
+    for bad in (
+        {"fusion": "max"},
+        {"vector_weight": 1.5},
+        {"batch_size": 0},
+        {"max_chars": 0},
+        {"candidates": 0},
+        {"overlap": -1},
+        {"index_threshold": -1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            KnowledgeConfig(**bad)  # type: ignore[arg-type]
+    config = KnowledgeConfig(max_chars=600)
+    with pytest.raises(AttributeError):
+        config.max_chars = 700  # type: ignore[misc]
+    assert config.pipeline == "v1 chars=600 overlap=120"
+    kb = KnowledgeBase(db, LocalEmbedder(), config)
+    assert kb.ingestion.config is kb.searcher.config is kb.documents.config is config
+    # Changing the limit (as the API test does) reconfigures every part.
+    kb.max_bytes = 100
+    assert kb.config.max_bytes == kb.ingestion.config.max_bytes == 100
+    assert kb.config.max_chars == 600
 
 
 async def test_a_bad_file_stops_ingest_paths_before_anything_is_stored(
@@ -450,7 +474,7 @@ async def test_switching_embedder_reembeds(db: Database, bot: tuple[str, str]) -
     await old.ingest(tenant, bot_id, "hours.txt", "Hours\n\nOpen from nine.")
     new_embedder = CountingEmbedder(256)
     new_embedder.name = "other-model-256"
-    new = KnowledgeBase(db, new_embedder, index_threshold=1)
+    new = KnowledgeBase(db, new_embedder, KnowledgeConfig(index_threshold=1))
     # Chunks of another embedder are never compared with the new one's vectors.
     assert await new.search(tenant, bot_id, "refund to my card", threshold=0) == []
     assert (await old.search(tenant, bot_id, "refund to my card", threshold=0))[0].document == "returns.md"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from botloom.core.embeddings import LocalEmbedder
-from botloom.core.knowledge import KnowledgeBase, Passage
+from botloom.core.knowledge import KnowledgeBase, KnowledgeConfig, Passage
 from botloom.core.knowledge import index as vector_index
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories import Store
@@ -59,8 +59,12 @@ async def test_retrieval_quality_on_the_question_set(shop: tuple[KnowledgeBase, 
     kb, tenant, bot = shop
     hybrid = await top3_rate(kb, tenant, bot, threshold=0)
     assert hybrid >= MIN_TOP3, f"right document in the top 3 for {hybrid:.3f} of the questions"
-    vector_only = await top3_rate(KnowledgeBase(db, kb.embedder, vector_weight=1.0), tenant, bot, threshold=0)
-    text_only = await top3_rate(KnowledgeBase(db, kb.embedder, vector_weight=0.0), tenant, bot, threshold=0)
+    vector_only = await top3_rate(
+        KnowledgeBase(db, kb.embedder, KnowledgeConfig(vector_weight=1.0)), tenant, bot, threshold=0
+    )
+    text_only = await top3_rate(
+        KnowledgeBase(db, kb.embedder, KnowledgeConfig(vector_weight=0.0)), tenant, bot, threshold=0
+    )
     assert hybrid > vector_only
     assert hybrid > text_only
     with_threshold = await top3_rate(kb, tenant, bot, threshold=None)
@@ -100,7 +104,7 @@ async def test_passages_carry_their_document_title_position_and_a_unit_score(
 
 async def test_reciprocal_rank_fusion_is_available(shop: tuple[KnowledgeBase, str, str], db: Database) -> None:
     kb, tenant, bot = shop
-    rrf = KnowledgeBase(db, kb.embedder, fusion="rrf")
+    rrf = KnowledgeBase(db, kb.embedder, KnowledgeConfig(fusion="rrf"))
     passages = await rrf.search(tenant, bot, "can I pay with Klarna?", threshold=0)
     assert passages[0].document == "payments.md"
     assert all(0 <= p.score <= 1 for p in passages)
@@ -159,7 +163,7 @@ async def test_search_is_scoped_by_tenant_and_bot(store: Store, db: Database) ->
 async def test_a_deleted_bot_takes_its_knowledge_along(store: Store, db: Database) -> None:
     tenant = await store.tenants.create("gone", "Gone")
     bot = await store.bots.create(tenant.id, "bot", "Bot")
-    kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=1)
+    kb = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(index_threshold=1))
     await kb.ingest(tenant.id, bot.id, "a.md", "# A\n\nSome text about tents.")
     assert await vector_index.index_state(db, vector_index.index_name(uuid.UUID(bot.id), kb.embedder.name, 384))
     assert await store.bots.delete(tenant.id, bot.id)
@@ -188,7 +192,7 @@ async def test_the_hnsw_index_is_built_used_and_agrees_with_exact_search(store: 
     tenant = await store.tenants.create("big", "Big")
     bot = await store.bots.create(tenant.id, "bot", "Bot")
     other = await store.bots.create(tenant.id, "other", "Other")
-    kb = KnowledgeBase(db, LocalEmbedder(), index_threshold=500)
+    kb = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(index_threshold=500))
     await kb.ingest(tenant.id, other.id, "faq.csv", (DATA / "docs" / "faq.csv").read_bytes())
     await kb.ingest_paths(tenant.id, bot.id, [DATA / "docs"])
     name = vector_index.index_name(uuid.UUID(bot.id), kb.embedder.name, 384)
@@ -208,7 +212,7 @@ async def test_the_hnsw_index_is_built_used_and_agrees_with_exact_search(store: 
             )
         ).fetchall()
     assert any(name in row["QUERY PLAN"] for row in plan), plan
-    exact = KnowledgeBase(db, kb.embedder, exact=True)
+    exact = KnowledgeBase(db, kb.embedder, KnowledgeConfig(exact=True))
     same = total = 0
     for question, _ in QUESTIONS:
         found = [p.chunk_id for p in await kb.search(tenant.id, bot.id, question, limit=5, threshold=0)]

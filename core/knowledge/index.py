@@ -118,6 +118,30 @@ async def ensure_index(
     return bool(await index_state(db, name))
 
 
+async def index_when_large(
+    db: Database,
+    bot_id: uuid.UUID,
+    embedder: str,
+    dims: int,
+    *,
+    threshold: int,
+    maintenance_work_mem: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Build the bot's HNSW index for an embedder once the bot has ``threshold`` chunks of it."""
+    if dims > MAX_INDEX_DIMS:
+        return
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT coalesce(sum(chunks), 0) AS n FROM knowledge_documents"
+            " WHERE bot_id = %s AND embedder = %s AND dims = %s",
+            (bot_id, embedder, dims),
+        )
+        row = await cur.fetchone()
+    if row is not None and row["n"] >= threshold:
+        await ensure_index(db, bot_id, embedder, dims, maintenance_work_mem=maintenance_work_mem, progress=progress)
+
+
 async def drop_index(db: Database, bot_id: uuid.UUID, embedder: str, dims: int) -> bool:
     """Drop the bot's HNSW index for one embedder; ``True`` if there was one."""
     name = index_name(bot_id, embedder, dims)

@@ -1,13 +1,16 @@
-"""The values the knowledge base hands out: documents, ingestion results, passages."""
+"""The values the knowledge base hands out (documents, ingestion results, passages) and its progress callback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
 import msgspec
 
 IngestStatus = Literal["created", "updated", "unchanged"]
+Progress = Callable[[str], None]
+"""Receives one line of progress at a time (``"returns.md: updated, 5 chunks"``)."""
 
 
 class Passage(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,164 @@
+"""Hybrid search: passages out. A vector search and a full-text search in one statement, fused in Python.
+
+The statement takes the ``candidates`` nearest chunks by cosine distance (through
+the bot's HNSW index, or exactly) and the ``candidates`` best full-text matches,
+and scores their union with both signals; :mod:`botloom.core.knowledge.fusion`
+turns the two into one score in [0, 1]. Only chunks of the search's embedder are
+seen. One embedder call and one round trip per search.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from botloom.core.embeddings import Embedder
+from botloom.core.knowledge import index as vector_index
+from botloom.core.knowledge.config import KnowledgeConfig
+from botloom.core.knowledge.fusion import Candidate, fuse
+from botloom.core.knowledge.scope import parse_scope
+from botloom.core.knowledge.types import Passage
+from botloom.core.storage.database import Database
+
+TEXT_SEARCH_CONFIG = "english"
+"""The PostgreSQL text search configuration of ``knowledge_chunks.search`` (see the migration)."""
+TEXT_RANK_WEIGHTS = "{0.1, 0.2, 1.0, 1.0}"
+"""``ts_rank`` weights of labels D, C, B (chunk text) and A (heading path): title and text count alike."""
+MAX_QUERY_CHARS = 2000
+
+
+class HybridSearch:
+    """Searches bots' knowledge bases."""
+
+    def __init__(self, db: Database, embedder: Embedder, config: KnowledgeConfig) -> None:
+        """Search ``db`` for chunks of ``embedder``, shaped by ``config`` (fusion, candidates, threshold...)."""
+        self.db = db
+        self.embedder = embedder
+        self.config = config
+
+    async def search(
+        self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5, threshold: float | None = None
+    ) -> list[Passage]:
+        """The passages of a bot's knowledge base that best answer ``query``, best first.
+
+        Hybrid: vector and full-text candidates fused into a score in [0, 1];
+        passages scoring below ``threshold`` (default: the configuration's
+        ``threshold``) are left out.
+        """
+        config = self.config
+        candidates, rows = await self.candidates_for(tenant_id, bot_id, query, limit=limit)
+        minimum = config.threshold if threshold is None else threshold
+        passages: list[Passage] = []
+        for fused, candidate in fuse(candidates, config.fusion, weight=config.vector_weight, c=config.text_scale):
+            score = round(min(1.0, max(0.0, fused)), 6)
+            if score < minimum or len(passages) >= limit:
+                break
+            row = rows[candidate.chunk_id]
+            passages.append(
+                Passage(
+                    chunk_id=candidate.chunk_id,
+                    document_id=str(row["document_id"]),
+                    document=row["document"],
+                    title=row["title"],
+                    text=row["text"],
+                    position=row["position"],
+                    score=score,
+                )
+            )
+        return passages
+
+    async def candidates_for(
+        self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5
+    ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+        """The unfused candidates of a hybrid search and their rows (for :meth:`search` and measurements)."""
+        scope = parse_scope(tenant_id, bot_id)
+        query = " ".join(query.split())[:MAX_QUERY_CHARS]
+        if scope is None or not query or limit < 1:
+            return [], {}
+        tenant, bot = scope
+        config = self.config
+        vector = await self.embedder.embed([query])
+        array = np.asarray(vector[0], dtype=np.float32)
+        n = max(config.candidates, 2 * limit)
+        statement = search_sql(bot, self.embedder.name, self.embedder.dimension, exact=config.exact)
+        params = {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": config.max_text_matches}
+        async with self.db.connection() as conn:
+            # One round trip for both. The setting is per session: only this search scans HNSW indexes,
+            # and it always sets the value it needs first.
+            async with conn.pipeline():
+                await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(max(config.ef_search, n)),))
+                cur = await conn.execute(statement, params)
+            rows = await cur.fetchall()
+        candidates = [
+            Candidate(
+                chunk_id=str(r["id"]),
+                vector_rank=r["vector_rank"],
+                text_rank=r["text_rank"],
+                similarity=float(r["similarity"]),
+                text_score=float(r["text_score"]),
+            )
+            for r in rows
+        ]
+        return candidates, {str(r["id"]): r for r in rows}
+
+
+def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:
+    """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies).
+
+    The full-text query ORs the query's lexemes, leaving out the commonest
+    (by the bot's document frequencies) until the rest match at most
+    ``%(budget)s`` chunks. Lexemes absent from the knowledge base stay in the
+    query: ``ts_rank`` averages over the query's terms, so they keep a partial
+    match scoring lower than a full one. ``exact`` orders by an expression the HNSW index cannot serve, so
+    the vector search is exact.
+    """
+    return sql.SQL(
+        """
+WITH terms AS (
+    SELECT l.lexeme, sum(coalesce(t.df, 0)) OVER (ORDER BY coalesce(t.df, 0), l.lexeme) AS running
+    FROM unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS l(lexeme)
+    LEFT JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = l.lexeme
+),
+tq AS (
+    SELECT nullif(string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')::tsquery
+        AS q
+    FROM terms WHERE running <= %(budget)s
+),
+vec AS (
+    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+        SELECT c.id, c.embedding::vector({dims}) <=> %(vector)s::vector({dims}) AS distance
+        FROM knowledge_chunks c
+        WHERE {scope} AND c.tenant_id = %(tenant)s
+        ORDER BY (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})){exact}
+        LIMIT %(n)s
+    ) v
+),
+txt AS (
+    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank FROM (
+        SELECT c.id, ts_rank({weights}, c.search, tq.q) AS score
+        FROM knowledge_chunks c, tq
+        WHERE {scope} AND c.tenant_id = %(tenant)s AND c.search @@ tq.q
+        ORDER BY score DESC
+        LIMIT %(n)s
+    ) t
+)
+SELECT c.id, c.document_id, d.name AS document, c.title, c.text, c.position,
+       vec.rank AS vector_rank, txt.rank AS text_rank,
+       1 - coalesce(vec.distance, c.embedding::vector({dims}) <=> %(vector)s::vector({dims})) AS similarity,
+       coalesce(txt.score, ts_rank({weights}, c.search, tq.q), 0) AS text_score
+FROM vec FULL JOIN txt ON txt.id = vec.id
+JOIN knowledge_chunks c ON c.id = coalesce(vec.id, txt.id)
+JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
+CROSS JOIN tq
+"""
+    ).format(
+        config=sql.Literal(TEXT_SEARCH_CONFIG),
+        weights=sql.SQL("{}::float4[]").format(sql.Literal(TEXT_RANK_WEIGHTS)),
+        dims=sql.Literal(dims),
+        bot=sql.Literal(str(bot)),
+        exact=sql.SQL(" + 0" if exact else ""),
+        scope=vector_index.scope(bot, embedder, dims, "c"),
+    )
