@@ -25,6 +25,16 @@ from botloom.core.definitions import (
 from botloom.core.domain import Bot, BotSettings
 from botloom.core.markers import hookimpl, hookspec
 from botloom.core.messages import Attachment, InboundMessage, OutboundMessage, Refusal
+from botloom.core.netguard import (
+    EndpointRefused,
+    EndpointUrl,
+    aiohttp_session,
+    check_url,
+    endpoint,
+    open_socket,
+    resolve_endpoint,
+    server_name,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +57,8 @@ __all__ = [
     "ChannelRejected",
     "ChannelRequest",
     "ChannelResponse",
+    "EndpointRefused",
+    "EndpointUrl",
     "GraphDefinition",
     "InboundMessage",
     "Intent",
@@ -59,7 +71,13 @@ __all__ = [
     "ToolContext",
     "TurnSummary",
     "__version__",
+    "aiohttp_session",
+    "check_url",
+    "endpoint",
     "hookimpl",
     "hookspec",
     "html_to_text",
+    "open_socket",
+    "resolve_endpoint",
+    "server_name",
 ]

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from botloom.core.netguard import EndpointPolicy
+
 Checkpointer = Literal["postgres", "redis", "memory"]
 Embedder = Literal["local", "openai"]
 
@@ -69,6 +71,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tool_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
     """Requests a minute per API key (or per client address without one)."""
+    allowed_endpoints: str = ""
+    """Comma-separated hosts, addresses or networks (each with an optional ``:port``) that endpoints a tenant
+    configures (an SMTP host, an API base URL) may reach even when they are not public addresses."""
+    allow_private_endpoints: bool = False
+    """Let tenant-configured endpoints reach any address, private and loopback ones included."""
 
     def __repr__(self) -> str:
         """The settings with secrets masked: tokens, keys, and passwords inside URLs."""
@@ -91,6 +98,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError("BOTLOOM_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.embedder == "openai" and not self.openai_api_key:
             raise SettingsError("BOTLOOM_EMBEDDER=openai needs OPENAI_API_KEY")
+        try:
+            self.endpoint_policy  # noqa: B018 - parsed once here, so a bad entry stops start-up
+        except ValueError as exc:
+            raise SettingsError(f"BOTLOOM_ALLOWED_ENDPOINTS: {exc}") from None
 
     @property
     def llm_enabled(self) -> bool:
@@ -101,6 +112,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def data_path(self) -> Path:
         """``data_dir`` as an absolute path."""
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy:
+        """Where tenant-configured endpoints may connect besides public addresses (see ``core/netguard.py``)."""
+        return EndpointPolicy.parse(self.allowed_endpoints, allow_private=self.allow_private_endpoints)
 
     @property
     def plugin_allow_list(self) -> list[str] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from botloom.core.crypto import Cipher, load_cipher
 from botloom.core.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
 from botloom.core.host import PluginHost
+from botloom.core.netguard import EndpointPolicy, install_policy
 from botloom.core.settings import Settings
 from botloom.core.storage.database import Database, database_url
 from botloom.core.storage.repositories import Store
@@ -73,6 +74,10 @@ def make_embedder(settings: Settings) -> Embedder:
     return LocalEmbedder()
 
 
+async def _restore_policy(previous: EndpointPolicy | None) -> None:
+    install_policy(previous)
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings,
@@ -89,6 +94,8 @@ async def open_services(
     db = await Database.open(url, max_size=settings.db_pool_size, progress=progress)
     redis_client = None
     closeables: list[Callable[[], Any]] = []
+    previous_policy = install_policy(settings.endpoint_policy)  # where tenants' endpoints may connect
+    closeables.append(lambda: _restore_policy(previous_policy))
     try:
         if host is None:
             host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
