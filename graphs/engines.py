@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,26 @@ def fill_slots(intent: Intent, text: str) -> dict[str, str]:
         if match:
             found[slot.name] = (match.group(1) if match.groups() else match.group(0)).strip()
     return found
+
+
+SMALL_TALK = 0
+"""The :func:`specificity` of an intent answered from a template alone (greetings, thanks)."""
+
+
+def specificity(intent: Intent) -> int:
+    """How much an intent asks of the bot: a person (3), then slots (2), tools (1), small talk (0)."""
+    if intent.escalate:
+        return 3
+    if intent.slots:
+        return 2
+    if intent.tools:
+        return 1
+    return SMALL_TALK
+
+
+def message_lines(text: str) -> list[str]:
+    """The non-empty lines of a message, each stripped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def missing_slot(intent: Intent, slots: dict[str, str]) -> str | None:
@@ -162,27 +182,53 @@ class OfflineEngine:
             return 0.0
         return max(0.0, float((matrix @ np.asarray(vector, dtype=np.float64)).max()))
 
+    def best_intent(self, text: str, intents: Iterable[Intent]) -> tuple[float, Intent | None]:
+        """The intent whose examples are most like ``text``, with its score."""
+        vector = np.asarray(self.embedder.embed_one(text), dtype=np.float64)
+        best: tuple[float, Intent | None] = (0.0, None)
+        for candidate in intents:
+            value = self.score(candidate, text, vector)
+            if value > best[0]:
+                best = (value, candidate)
+        return best
+
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
-        """The intent whose examples are most like the message, or the pending one if it fills a slot."""
+        """The intent whose examples are most like the message, or the pending one if it fills a slot.
+
+        A message of several lines (a burst merged into one turn, an e-mail) is read
+        line by line: the most specific intent any line asks for wins (see
+        :func:`specificity`), the latest line breaking ties, so "hi" followed by
+        "where is my order 1234?" is about the order, not a greeting; small talk
+        around a line no intent explains gives way to a knowledge answer.
+        """
         text = user_text(state)
         pending = ctx.intents.get(state.get("pending_intent") or "")
         if pending is not None:
             slots = fill_slots(pending, text)
             if slots:
                 return Classification(intent=pending.name, confidence=1.0, slots=slots)
-        vector = np.asarray(self.embedder.embed_one(text), dtype=np.float64)
-        best: tuple[float, Intent | None] = (0.0, None)
-        for candidate in ctx.intents.values():
-            value = self.score(candidate, text, vector)
-            if value > best[0]:
-                best = (value, candidate)
-        confidence, intent = best
         threshold = ctx.bot.settings.escalation_threshold
-        if intent is not None and confidence >= threshold:
-            return Classification(intent=intent.name, confidence=round(confidence, 4), slots=fill_slots(intent, text))
+        confidence, intent = self.best_intent(text, ctx.intents.values())
+        small_talk_around_a_question = False
+        lines = message_lines(text)
+        if len(lines) > 1:
+            matches: list[tuple[int, int, float, Intent]] = []
+            unexplained = False
+            for position, line in enumerate(lines):
+                score, found = self.best_intent(line, ctx.intents.values())
+                if found is not None and score >= threshold:
+                    matches.append((specificity(found), position, score, found))
+                else:
+                    unexplained = True
+            if matches:
+                rank, _, confidence, intent = max(matches, key=lambda m: (m[0], m[1]))
+                small_talk_around_a_question = unexplained and rank == SMALL_TALK
         passages = state.get("passages") or []
         floor = ctx.bot.settings.knowledge_threshold or self.knowledge_min_score
-        if passages and passages[0]["score"] >= floor:
+        knowledge = bool(passages) and passages[0]["score"] >= floor
+        if intent is not None and confidence >= threshold and not (small_talk_around_a_question and knowledge):
+            return Classification(intent=intent.name, confidence=round(confidence, 4), slots=fill_slots(intent, text))
+        if knowledge:
             return Classification(intent=KNOWLEDGE_INTENT, confidence=round(passages[0]["score"], 4))
         return Classification(intent=None, confidence=round(confidence, 4))
 
