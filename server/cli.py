@@ -171,14 +171,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    """Print a graph as Mermaid."""
+    """Print a graph as Mermaid, or draw it as SVG (offline)."""
     import asyncio
 
     from botloom.core.host import PluginHost
     from botloom.graphs.registry import GraphRegistry, UnknownGraph
 
-    if args.format != "mermaid":
-        raise CommandError(f"--format {args.format} needs a Mermaid renderer, which is not bundled; use mermaid")
     settings = _settings()
     name = "turn"
     if args.bot:
@@ -194,13 +192,28 @@ def cmd_graph(args: argparse.Namespace) -> int:
         graph = GraphRegistry(host, None).get(name)
     except UnknownGraph as exc:
         raise CommandError(str(exc)) from None
-    text = graph.get_graph().draw_mermaid()
+    if args.format == "svg":
+        from botloom.graphs.drawing import draw_svg
+
+        text = draw_svg(graph.get_graph())
+    else:
+        text = graph.get_graph().draw_mermaid()
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)
     else:
         print(text)
     return EXIT_OK
+
+
+def _graph_format(value: str) -> str:
+    """``--format`` of ``botloom graph``: PNG gets a way to make one instead of a bare "invalid choice"."""
+    if value.lower() == "png":
+        raise argparse.ArgumentTypeError(
+            "png is not drawn by botloom (it would need a network service or a system library): "
+            "use --format svg and convert the SVG if you need a PNG (rsvg-convert, Inkscape or a browser)"
+        )
+    return value
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -340,9 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
     chat.add_argument("--user", default="cli-user", help="the end user's address (default: cli-user)")
     chat.add_argument("--verbose-turns", action="store_true", help="show each turn's intent on standard error")
-    graph = add("graph", cmd_graph, "print the turn graph (or a bot's graph) as Mermaid")
+    graph = add("graph", cmd_graph, "print the turn graph (or a bot's graph) as Mermaid or SVG")
     graph.add_argument("bot", metavar="BOT", nargs="?", help="a bot whose graph to print (default: the turn graph)")
-    graph.add_argument("--format", choices=["mermaid", "svg", "png"], default="mermaid")
+    graph.add_argument(
+        "--format",
+        type=_graph_format,
+        choices=["mermaid", "svg"],
+        default="mermaid",
+        help="mermaid (text, default) or svg (a picture drawn offline)",
+    )
     graph.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins", description="inspect installed plugins")

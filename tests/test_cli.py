@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -121,11 +122,31 @@ def test_graph_writes_to_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_graph_in_an_unbundled_format_is_a_clear_error(tmp_path: Path) -> None:
-    result = run_botloom("graph", "--format", "svg", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "botloom: error:" in result.stderr
-    assert "mermaid" in result.stderr
+def test_graph_draws_the_turn_graph_as_svg_offline(tmp_path: Path) -> None:
+    out = tmp_path / "turn.svg"
+    offline = botloom_env({"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+    result = run_botloom("graph", "--format", "svg", "-o", str(out), env=offline, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = ElementTree.parse(out).getroot()  # well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = {"".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {*TURN_NODES, "__start__", "__end__"} <= texts
+    edges = {
+        "".join(t.itertext()) for g in root.iter() if g.get("class") == "edge" for t in g if t.tag.endswith("title")
+    }
+    assert {"__start__ → retrieve", "classify → escalate", "escalate → escalate", "respond → __end__"} <= edges
+
+    printed = run_botloom("graph", "--format", "svg", env=offline, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    assert ElementTree.fromstring(printed.stdout).tag.endswith("svg")
+
+
+@pytest.mark.slow
+def test_graph_as_png_says_how_to_get_one(tmp_path: Path) -> None:
+    result = run_botloom("graph", "--format", "png", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "png is not drawn by botloom" in result.stderr
+    assert "--format svg" in result.stderr
 
 
 @pytest.mark.slow
