@@ -1,4 +1,4 @@
-"""The plugin host: discovers plugins, collects what they register, reports what went wrong.
+"""The plugin host: discovers plugins, collects what they register, calls their hooks through pluggy.
 
 Plugins are found through the ``botloom`` entry-point group; botloom's built-in
 channels and plugins are declared in that group by botloom's own package
@@ -7,17 +7,42 @@ metadata, so they load exactly like a stranger's plugin.
 Loading is robust: a plugin that fails to import, implements a hook with the
 wrong arguments, raises in a ``register_*`` hook or returns a malformed
 definition is recorded as a :class:`PluginProblem` with the plugin's name and
-the reason, and the host carries on without that piece. Two plugins that
-register the same tool, intent, channel or graph name are a problem naming both;
-the first one loaded keeps the name.
+the reason, and the host carries on without that piece.
+
+Every hook is called through pluggy (``pm.hook.<name>(...)``), so pluggy's call
+order (the last registered first, ``tryfirst``/``trylast``), wrappers
+(``wrapper=True`` and old-style ``hookwrapper=True``) and call monitoring apply
+as plugin authors know them. pluggy itself is synchronous; the host makes it
+safe for ``async`` plugins and for plugins that misbehave like this:
+
+* pluggy holds an adapter of each implementation, not the plugin's function. The
+  host runs the pluggy call in a worker thread; each adapter hands its
+  implementation to the event loop (``async def`` ones are awaited there, plain
+  ones run in a thread of their own), waits at most the host's timeout, and
+  turns an exception, a time-out or an unacceptable result into a
+  :class:`PluginProblem` against that plugin, so pluggy moves on to the next
+  implementation. A wrapper therefore sees the real results of the
+  implementations it wraps.
+* Adapters of wrappers contain a wrapper that raises or does not yield: the call
+  goes on as if the wrapper were not there, and the problem names the wrapper.
+* ``BOTLOOM_TRACE_PLUGINS=1`` (:attr:`PluginHost.trace`) logs every
+  implementation's call (plugin, hook, time, outcome) and every hook call
+  (through pluggy's ``add_hookcall_monitoring``).
+
+Called directly, outside the host (``host.pm.hook.on_turn_end(turn=...)``), an
+adapter simply calls the plugin's function and returns what it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -46,6 +71,9 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = PROJECT_NAME
 ESSENTIAL_PLUGINS = frozenset({"turn"})
 """Built-ins that an allow-list cannot switch off: the default graph."""
+
+HOOK_THREADS = 32
+"""Worker threads that run pluggy's (synchronous) hook calls; a call waits for a free one."""
 
 Kind = Literal["channel", "tool", "intent", "graph", "migration"]
 REGISTER_HOOKS: dict[str, tuple[Kind, type]] = {
@@ -84,6 +112,16 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     configurable: bool = False
 
 
+class HookResults(msgspec.Struct, frozen=True, kw_only=True):
+    """What one hook call through :meth:`PluginHost.call` gave."""
+
+    results: list[Any]
+    """pluggy's answer: the implementations' results that are not ``None``, in pluggy's call
+    order, as the hook's wrappers left them (for a ``firstresult`` hook, a list of at most one)."""
+    problems: list[PluginProblem]
+    """The implementations that raised, timed out or returned something unacceptable."""
+
+
 @dataclass
 class Registry:
     """Everything plugins registered, by name, with the owning plugin of each name."""
@@ -119,13 +157,13 @@ def create_plugin_manager() -> pluggy.PluginManager:
 
 
 class PluginHost:
-    """Loads plugins, collects their definitions, and calls the per-turn hooks safely.
+    """Loads plugins, collects their definitions, and calls their hooks through pluggy, safely.
 
     Build one with :meth:`PluginHost.discover` (entry points) or the constructor
     plus :meth:`register` (tests); then ``await host.collect()``.
     """
 
-    def __init__(self, *, hook_timeout: float = 5.0) -> None:
+    def __init__(self, *, hook_timeout: float = 5.0, trace: bool = False) -> None:
         self.pm = create_plugin_manager()
         self.registry = Registry()
         self.problems: list[PluginProblem] = []
@@ -133,17 +171,26 @@ class PluginHost:
         self.config_schemas: dict[str, type[msgspec.Struct] | None] = {}
         self.hook_timeout = hook_timeout
         self._collected = False
+        self._plugins: dict[str, object] = {}
+        """name -> the plugin object as it was registered (pluggy holds its adapter)."""
+        self._adapters: dict[str, _Adapted] = {}
+        self._untrace: Callable[[], None] | None = None
+        self._trace_started: dict[int, float] = {}
+        self.trace = trace
 
     # -- loading -----------------------------------------------------------------
 
     @classmethod
-    def discover(cls, *, allow: Iterable[str] | None = None, block: Iterable[str] = ()) -> PluginHost:
+    def discover(
+        cls, *, allow: Iterable[str] | None = None, block: Iterable[str] = (), trace: bool = False
+    ) -> PluginHost:
         """Load every plugin of the ``botloom`` entry-point group.
 
         ``allow`` (``BOTLOOM_PLUGINS``) restricts loading to those names plus the
-        essential built-ins; ``block`` names plugins never to load.
+        essential built-ins; ``block`` names plugins never to load; ``trace``
+        (``BOTLOOM_TRACE_PLUGINS``) logs every hook call.
         """
-        host = cls()
+        host = cls(trace=trace)
         allowed = None if allow is None else set(allow) | ESSENTIAL_PLUGINS
         blocked = set(block)
         seen: dict[str, str] = {}
@@ -182,11 +229,17 @@ class PluginHost:
             raise RuntimeError("register plugins before collect()")
         try:
             check_name("plugin", name)
-            self.pm.register(plugin, name=name)
+            for other, registered in self._plugins.items():
+                if registered is plugin:
+                    raise ValueError(f"this plugin object is already registered as {other!r}")
+            adapted = self._adapt(plugin, name)
+            self.pm.register(adapted, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             self._problem(name, "register", str(exc))
             return False
-        hooks = sorted(self._hook_names(plugin))
+        self._plugins[name] = plugin
+        self._adapters[name] = adapted
+        hooks = sorted(caller.name for caller in self.pm.get_hookcallers(adapted) or [])
         for hook in hooks:
             if getattr(self.pm.hook, hook).spec is None:
                 self._problem(name, "register", f"implements unknown hook {hook!r} (misspelt?)")
@@ -203,87 +256,146 @@ class PluginHost:
         """Remove a plugin registered before :meth:`collect` (for tests)."""
         self.pm.unregister(name=name)
         self.infos.pop(name, None)
+        self._plugins.pop(name, None)
+        self._adapters.pop(name, None)
 
-    def _hook_names(self, plugin: object) -> list[str]:
-        return [caller.name for caller in self.pm.get_hookcallers(plugin) or []]
+    def _adapt(self, plugin: object, name: str) -> _Adapted:
+        """The object pluggy registers for ``plugin``: an adapter of each of its hook implementations."""
+        adapted = _Adapted(name)
+        for attribute in dir(plugin):
+            opts = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if opts is None:
+                continue
+            function = getattr(plugin, attribute)
+            if opts.get("wrapper") or opts.get("hookwrapper"):
+                if not inspect.isgeneratorfunction(function):
+                    raise pluggy.PluginValidationError(
+                        plugin, f"hook {attribute!r} is declared a wrapper but is not a generator function"
+                    )
+                adapter = _wrapper_adapter(name, function, old_style=bool(opts.get("hookwrapper")))
+            else:
+                adapter = _adapter(name, function)
+            setattr(adapter, f"{PROJECT_NAME}_impl", opts)
+            setattr(adapted, attribute, adapter)
+        return adapted
 
     async def collect(self) -> PluginHost:
-        """Call every plugin's ``register_*`` and ``plugin_config_schema`` hooks, once."""
+        """Call the ``register_*`` and ``plugin_config_schema`` hooks, once.
+
+        Each ``register_*`` hook is one pluggy call; each definition it returns is
+        owned by the plugin whose implementation returned it. A name claimed twice
+        goes to the implementation marked ``tryfirst``, else to a plain one, else
+        to a ``trylast`` one; between equals, to the plugin loaded first (the
+        others are reported as problems naming both). So a plugin replaces a
+        built-in's definition only when the built-in yields it with ``trylast``
+        (the ``turn`` graph does) or the plugin claims it with ``tryfirst``.
+        """
         if self._collected:
             return self
         self._collected = True
         for hook_name, (kind, expected) in REGISTER_HOOKS.items():
-            for impl in sorted(getattr(self.pm.hook, hook_name).get_hookimpls(), key=self._registration_order):
-                await self._collect_one(impl, hook_name, kind, expected)
-        for impl in self.pm.hook.plugin_config_schema.get_hookimpls():
-            await self._collect_schema(impl)
+            await self._collect_kind(hook_name, kind, expected)
+        await self._collect_schemas()
         return self
-
-    def _registration_order(self, impl: pluggy.HookImpl) -> int:
-        """Position of the implementing plugin in registration order (the first keeps a taken name)."""
-        names = list(self.infos)
-        return names.index(impl.plugin_name) if impl.plugin_name in names else len(names)
 
     def collect_sync(self) -> PluginHost:
         """:meth:`collect` for code with no running event loop (the command line)."""
         return asyncio.run(self.collect())
 
-    async def _call_impl(self, impl: pluggy.HookImpl, hook_name: str) -> tuple[bool, Any]:
-        try:
-            return True, await await_me_maybe(impl.function())
-        except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, not raised
-            self._problem(impl.plugin_name, hook_name, f"raised {type(exc).__name__}: {exc}")
-            return False, None
+    async def _collect_kind(self, hook_name: str, kind: Kind, expected: type) -> None:
+        def check(result: object) -> str | None:
+            if result is None or isinstance(result, (list, tuple)):
+                return None
+            return f"must return a list of {expected.__name__}, got {type(result).__name__}"
 
-    async def _collect_one(self, impl: pluggy.HookImpl, hook_name: str, kind: Kind, expected: type) -> None:
-        plugin = impl.plugin_name
-        ok, result = await self._call_impl(impl, hook_name)
-        if not ok or result is None:
-            return
-        if not isinstance(result, (list, tuple)):
-            self._problem(plugin, hook_name, f"must return a list of {expected.__name__}, got {type(result).__name__}")
-            return
-        table = self.registry.table(kind)
-        info = self.infos.get(plugin)
-        for item in result:
-            if not isinstance(item, expected):
-                self._problem(plugin, hook_name, f"returned {item!r}, which is not a {expected.__name__}")
+        call = await self._call(hook_name, {}, limit=None, check=check)
+        self._keep(call.problems)
+        impls = {impl.plugin_name: impl for impl in self._caller(hook_name).get_hookimpls()}
+        owners_of_lists = {id(returned): plugin for plugin, returned in call.returned}
+        owners_of_items: dict[int, str] = {}
+        for plugin, returned in call.returned:
+            for item in returned:
+                owners_of_items.setdefault(id(item), plugin)
+        load_order = {name: index for index, name in enumerate(self.infos)}
+        claims: list[tuple[int, int, str, object]] = []
+        for returned in self._results_list(call):
+            if not isinstance(returned, (list, tuple)):
+                self._keep(self._wrapper_problems(call, f"wrappers left {returned!r} among the results, not a list"))
                 continue
-            try:
-                name = check_name(kind, getattr(item, "name", None))
-            except DefinitionError as exc:
-                self._problem(plugin, hook_name, str(exc))
-                continue
-            owner = self.registry.owner(kind, name)
-            if owner is not None:
+            for item in returned:
+                owner = owners_of_lists.get(id(returned)) or owners_of_items.get(id(item))
+                if owner is None:
+                    message = f"a wrapper added {item!r}, which no implementation returned; it is ignored"
+                    self._keep(self._wrapper_problems(call, message))
+                    continue
+                claims.append((_priority(impls.get(owner)), load_order.get(owner, len(load_order)), owner, item))
+        claims.sort(key=lambda claim: claim[:2])
+        for priority, _, plugin, item in claims:
+            self._claim(kind, expected, item, hook_name=hook_name, plugin=plugin, priority=priority, impls=impls)
+
+    def _claim(
+        self,
+        kind: Kind,
+        expected: type,
+        item: object,
+        *,
+        hook_name: str,
+        plugin: str,
+        priority: int,
+        impls: Mapping[str, pluggy.HookImpl],
+    ) -> None:
+        """Record ``item`` as ``plugin``'s, unless it is malformed or its name is taken."""
+        if not isinstance(item, expected):
+            self._problem(plugin, hook_name, f"returned {item!r}, which is not a {expected.__name__}")
+            return
+        try:
+            name = check_name(kind, getattr(item, "name", None))
+        except DefinitionError as exc:
+            self._problem(plugin, hook_name, str(exc))
+            return
+        owner = self.registry.owner(kind, name)
+        if owner is not None:
+            if _priority(impls.get(owner)) < priority:
+                logger.info("plugin %s: %s %r gives way to plugin %s's (hook ranks first)", plugin, kind, name, owner)
+            else:
                 self._problem(
                     plugin,
                     hook_name,
                     f"{kind} name {name!r} is registered by both {owner!r} and {plugin!r}; {owner!r} keeps it",
                 )
-                continue
-            table[name] = item
-            self.registry.owners[(kind, name)] = plugin
-            if info is not None:
-                getattr(info, f"{kind}s").append(name)
-                if kind not in info.kinds:
-                    info.kinds.append(kind)
+            return
+        self.registry.table(kind)[name] = item
+        self.registry.owners[(kind, name)] = plugin
+        info = self.infos.get(plugin)
+        if info is not None:
+            getattr(info, f"{kind}s").append(name)
+            if kind not in info.kinds:
+                info.kinds.append(kind)
 
-    async def _collect_schema(self, impl: pluggy.HookImpl) -> None:
-        plugin = impl.plugin_name
-        ok, schema = await self._call_impl(impl, "plugin_config_schema")
-        if not ok:
-            return
-        if schema is not None and not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
-            self._problem(plugin, "plugin_config_schema", f"must return a msgspec.Struct type, got {schema!r}")
-            return
-        self.config_schemas[plugin] = schema
-        if plugin in self.infos:
-            self.infos[plugin].configurable = schema is not None
+    async def _collect_schemas(self) -> None:
+        def check(schema: object) -> str | None:
+            if schema is None or (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+                return None
+            return f"must return a msgspec.Struct type, got {schema!r}"
+
+        call = await self._call("plugin_config_schema", {}, limit=None, check=check)
+        self._keep(call.problems)
+        kept = self._results_list(call)
+        for plugin, schema in call.returned:
+            if schema is not None and not any(result is schema for result in kept):
+                continue  # a wrapper took it out
+            self.config_schemas[plugin] = schema
+            if plugin in self.infos:
+                self.infos[plugin].configurable = schema is not None
 
     def _problem(self, plugin: str, stage: str, message: str) -> None:
         logger.error("plugin %s: %s: %s", plugin, stage, message)
         self.problems.append(PluginProblem(plugin=plugin, stage=stage, message=message))
+
+    def _keep(self, problems: Iterable[PluginProblem]) -> None:
+        """Record problems of start-up hooks against their plugins."""
+        for problem in problems:
+            self._problem(problem.plugin, problem.stage, problem.message)
 
     # -- what a bot sees ---------------------------------------------------------
 
@@ -303,74 +415,362 @@ class PluginHost:
         """The config Struct of ``plugin``; ``None`` when it takes no config."""
         return self.config_schemas.get(plugin)
 
-    # -- per-turn hooks ----------------------------------------------------------
+    # -- calling hooks -----------------------------------------------------------
+
+    @property
+    def trace(self) -> bool:
+        """Whether every hook call is logged (``BOTLOOM_TRACE_PLUGINS``), at INFO level."""
+        return self._untrace is not None
+
+    @trace.setter
+    def trace(self, on: bool) -> None:
+        if on and self._untrace is None:
+            self._untrace = self.pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
+        elif not on and self._untrace is not None:
+            self._untrace()
+            self._untrace = None
+
+    def _trace_before(self, hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+        self._trace_started[id(kwargs)] = time.perf_counter()
+
+    def _trace_after(
+        self,
+        outcome: pluggy.Result[object],
+        hook_name: str,
+        impls: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, object],
+    ) -> None:
+        ms = (time.perf_counter() - self._trace_started.pop(id(kwargs), time.perf_counter())) * 1000
+        order = ", ".join(impl.plugin_name for impl in reversed(impls)) or "no implementation"
+        if outcome.exception is not None:
+            result = f"raised {type(outcome.exception).__name__}: {outcome.exception}"
+        else:
+            result = _describe(outcome.get_result())
+        logger.info("hook %s: called %s in %.2f ms: %s", hook_name, order, ms, result)
+
+    async def call(
+        self, hook_name: str, arguments: Mapping[str, Any], *, plugins: Iterable[str] | None = None
+    ) -> HookResults:
+        """Call any hook through pluggy, with the host's timeout and isolation.
+
+        ``plugins`` restricts the call to those plugins' implementations (pluggy's
+        ``subset_hook_caller``), for hooks a bot answers only through the plugins
+        it enabled. Results and problems are returned; nothing is raised.
+        """
+        call = await self._call(hook_name, dict(arguments), limit=self.hook_timeout, plugins=plugins)
+        problems = self._turn_problems(call)
+        return HookResults(results=self._results_list(call), problems=problems)
 
     async def moderate(
         self, message: InboundMessage | OutboundMessage, bot: Bot
     ) -> tuple[InboundMessage | OutboundMessage | Refusal, list[PluginProblem]]:
-        """Run ``moderate_message`` through every plugin in turn.
+        """Run ``moderate_message`` through every plugin, in pluggy's order.
 
-        A plugin that raises, times out or returns something else is skipped and
-        reported; the message continues unchanged through the rest.
+        Each implementation gets the message as the previous one left it; the
+        first ``Refusal`` stops the message, and the implementations after it are
+        not called. One that raises, times out or returns something else is
+        skipped and reported; the message continues unchanged through the rest.
         """
-        problems: list[PluginProblem] = []
-        for impl in reversed(self.pm.hook.moderate_message.get_hookimpls()):
-            try:
-                result = await asyncio.wait_for(
-                    _call_hook(impl, message=message, bot=bot),
-                    self.hook_timeout,
-                )
-            except Exception as exc:  # noqa: BLE001
-                problems.append(self._turn_problem(impl.plugin_name, "moderate_message", exc))
-                continue
-            if result is None:
-                continue
+        kind = type(message)
+
+        def check(result: object) -> str | None:
+            if result is None or isinstance(result, (Refusal, kind)):
+                return None
+            return f"returned {type(result).__name__}"
+
+        call = await self._call(
+            "moderate_message",
+            {"message": message, "bot": bot},
+            limit=self.hook_timeout,
+            check=check,
+            chain="message",
+        )
+        problems = self._turn_problems(call)
+        moderated: InboundMessage | OutboundMessage = message
+        for result in self._results_list(call):
             if isinstance(result, Refusal):
                 return result, problems
-            if isinstance(result, type(message)):
-                message = result
-                continue
-            problems.append(
-                self._turn_problem(impl.plugin_name, "moderate_message", TypeError(f"returned {type(result).__name__}"))
-            )
-        return message, problems
+            if isinstance(result, kind):
+                moderated = result
+            else:
+                problems.extend(self._wrapper_problems(call, f"wrappers left a {type(result).__name__} in the results"))
+        return moderated, problems
 
     async def notify_turn_end(self, turn: TurnSummary) -> list[PluginProblem]:
         """Run every ``on_turn_end`` observer; failures are logged and returned, never raised."""
-        problems: list[PluginProblem] = []
-        for impl in self.pm.hook.on_turn_end.get_hookimpls():
+        call = await self._call("on_turn_end", {"turn": turn}, limit=self.hook_timeout)
+        return self._turn_problems(call)
+
+    def _caller(self, hook_name: str, plugins: Iterable[str] | None = None) -> pluggy.HookCaller:
+        caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        if plugins is None:
+            return caller
+        keep = set(plugins)
+        return self.pm.subset_hook_caller(hook_name, [a for n, a in self._adapters.items() if n not in keep])
+
+    async def _call(
+        self,
+        hook_name: str,
+        arguments: dict[str, Any],
+        *,
+        limit: float | None,
+        check: Callable[[object], str | None] | None = None,
+        chain: str | None = None,
+        plugins: Iterable[str] | None = None,
+    ) -> _Call:
+        """One pluggy call of ``hook_name``, run in a worker thread while its adapters use this loop.
+
+        ``limit`` is each implementation's time limit (``None``: none).
+        """
+        caller = self._caller(hook_name, plugins)
+        impls = caller.get_hookimpls()
+        call = _Call(
+            hook=hook_name,
+            loop=asyncio.get_running_loop(),
+            timeout=limit,
+            trace=self.trace,
+            check=check,
+            chain=chain,
+            current=arguments.get(chain) if chain else None,
+            wrappers=[impl.plugin_name for impl in impls if impl.wrapper or impl.hookwrapper],
+        )
+        if not impls:
+            call.results = caller(**arguments)  # nothing to run: pluggy answers at once
+            return call
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, call)
+        future = _hook_threads().submit(context.run, functools.partial(caller, **arguments))
+        # Each implementation is timed out by its adapter; this only catches a wrapper that blocks.
+        guard = None if limit is None else limit * (len(impls) + 1) + 1.0
+        try:
+            call.results = await asyncio.wait_for(asyncio.wrap_future(future), guard)
+        except TimeoutError:
+            call.results = []
+            call.problems.extend(self._wrapper_problems(call, f"the hook call did not finish in {guard:g}s"))
+        except Exception as exc:
+            if not call.wrappers:
+                raise  # not a plugin's doing: adapters catch what implementations raise
+            call.results = []
+            call.problems.extend(self._wrapper_problems(call, f"raised {type(exc).__name__}: {exc}"))
+        return call
+
+    def _results_list(self, call: _Call) -> list[Any]:
+        """The answer of pluggy as a list; anything else (a wrapper returned it) is reported against the wrappers."""
+        if isinstance(call.results, list):
+            return call.results
+        if call.results is not None:
+            call.problems.extend(self._wrapper_problems(call, f"wrappers made the result {call.results!r}, not a list"))
+        return []
+
+    @staticmethod
+    def _wrapper_problems(call: _Call, message: str) -> list[PluginProblem]:
+        return [PluginProblem(plugin=plugin, stage=call.hook, message=message) for plugin in call.wrappers or ["?"]]
+
+    @staticmethod
+    def _turn_problems(call: _Call) -> list[PluginProblem]:
+        for problem in call.problems:
+            logger.warning("plugin %s: %s %s", problem.plugin, problem.stage, problem.message)
+        return list(call.problems)
+
+
+# -- adapters ------------------------------------------------------------------------
+
+
+class _Adapted:
+    """What pluggy holds for one plugin: an adapter of each of its hook implementations."""
+
+    def __init__(self, name: str) -> None:
+        self._plugin_name = name
+
+    def __repr__(self) -> str:
+        return f"<plugin {self._plugin_name!r}>"
+
+
+@dataclass
+class _Call:
+    """One hook call, shared by the adapters of its implementations (through :data:`_CURRENT`)."""
+
+    hook: str
+    loop: asyncio.AbstractEventLoop
+    timeout: float | None
+    trace: bool
+    check: Callable[[object], str | None] | None = None
+    """Returns why a result is unacceptable, or ``None`` to accept it."""
+    chain: str | None = None
+    """The argument each implementation gets as the previous one returned it (``moderate_message``)."""
+    current: Any = None
+    stopped: bool = False
+    """A ``Refusal`` ended the chain: later implementations are not called."""
+    wrappers: list[str] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
+    returned: list[tuple[str, Any]] = field(default_factory=list)
+    """(plugin, result) of every accepted result, in call order."""
+    results: Any = None
+
+    def run(
+        self,
+        plugin: str,
+        function: Callable[..., Any],
+        signature: inspect.Signature | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Call one implementation on the loop and wait for it, in the worker thread; never raises."""
+        if self.stopped:
+            return None
+        if self.chain is not None and signature is not None:
+            bound = signature.bind(*args, **kwargs)
+            if self.chain in bound.arguments:
+                bound.arguments[self.chain] = self.current
+            args, kwargs = bound.args, bound.kwargs
+        began = time.perf_counter()
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._guarded(function, args, kwargs), self.loop)
+            result = future.result(None if self.timeout is None else self.timeout + 1.0)
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, not raised
+            self.fail(plugin, _reason(exc), began)
+            return None
+        reason = self.check(result) if self.check is not None else None
+        if reason is not None:
+            self.fail(plugin, reason, began)
+            return None
+        if self.chain is not None and result is not None:
+            if isinstance(result, Refusal):
+                self.stopped = True
+            else:
+                self.current = result
+        self.returned.append((plugin, result))
+        self.log(plugin, _describe(result), began)
+        return result
+
+    async def _guarded(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _CURRENT.set(None)  # a hook called from inside this implementation is a call of its own
+        return await asyncio.wait_for(_invoke(function, args, kwargs), self.timeout)
+
+    def wrap(
+        self,
+        plugin: str,
+        function: Callable[..., Any],
+        old_style: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Generator[None, Any, Any]:
+        """Run one wrapper around the rest of the call; a wrapper that fails is left out, not raised."""
+        began = time.perf_counter()
+        try:
+            teardown = function(*args, **kwargs)
+            next(teardown)
+        except StopIteration:
+            self.fail(plugin, "wrapper did not yield", began)
+            return (yield)
+        except Exception as exc:  # noqa: BLE001
+            self.fail(plugin, _reason(exc), began)
+            return (yield)
+        try:
+            inner = yield
+        except BaseException as exc:
+            # Something inside raised: the wrapper may handle it, as pluggy lets it.
             try:
-                await asyncio.wait_for(
-                    _call_hook(impl, turn=turn),
-                    self.hook_timeout,
-                )
-            except Exception as exc:  # noqa: BLE001
-                problems.append(self._turn_problem(impl.plugin_name, "on_turn_end", exc))
-        return problems
+                teardown.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            teardown.close()
+            raise
+        try:
+            teardown.send(inner)
+        except StopIteration as stop:
+            self.log(plugin, "wrapped the call", began)
+            return inner if old_style else stop.value
+        except Exception as exc:  # noqa: BLE001
+            self.fail(plugin, _reason(exc), began)
+            return inner
+        teardown.close()
+        self.fail(plugin, "wrapper yielded more than once", began)
+        return inner
 
-    def _turn_problem(self, plugin: str, hook: str, exc: BaseException) -> PluginProblem:
-        reason = "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
-        logger.warning("plugin %s: %s %s", plugin, hook, reason)
-        return PluginProblem(plugin=plugin, stage=hook, message=reason)
+    def fail(self, plugin: str, reason: str, began: float) -> None:
+        """Record a problem against ``plugin``."""
+        self.problems.append(PluginProblem(plugin=plugin, stage=self.hook, message=reason))
+        self.log(plugin, reason, began)
+
+    def log(self, plugin: str, outcome: str, began: float) -> None:
+        """The trace line of one implementation's call (``BOTLOOM_TRACE_PLUGINS``)."""
+        if self.trace:
+            ms = (time.perf_counter() - began) * 1000
+            logger.info("plugin %s: hook %s: %s in %.2f ms", plugin, self.hook, outcome, ms)
 
 
-async def _call_hook(impl: pluggy.HookImpl, **available: Any) -> Any:
-    """Call a per-turn hook implementation: ``async`` ones on the loop, plain ones in a thread.
+_CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("botloom_hook_call", default=None)
+"""The hook call the adapters in this thread belong to; ``None`` outside :meth:`PluginHost._call`."""
+
+
+def _adapter(plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """What pluggy calls for a plain (non-wrapper) implementation."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(function)
+    except (TypeError, ValueError):
+        signature = None
+
+    @functools.wraps(function)
+    def adapter(*args: Any, **kwargs: Any) -> Any:
+        call = _CURRENT.get()
+        if call is None:
+            return function(*args, **kwargs)
+        return call.run(plugin, function, signature, args, kwargs)
+
+    return adapter
+
+
+def _wrapper_adapter(plugin: str, function: Callable[..., Any], *, old_style: bool) -> Callable[..., Any]:
+    """What pluggy calls for a wrapper: a generator too, delegating to the plugin's."""
+
+    @functools.wraps(function)
+    def adapter(*args: Any, **kwargs: Any) -> Generator[None, Any, Any]:
+        call = _CURRENT.get()
+        if call is None:
+            return (yield from function(*args, **kwargs))
+        return (yield from call.wrap(plugin, function, old_style, args, kwargs))
+
+    return adapter
+
+
+async def _invoke(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call an implementation: ``async`` ones on the loop, plain ones in a thread.
 
     A blocking plain implementation can then be timed out without stalling every turn.
     """
-    kwargs = _kwargs(impl, **available)
-    if inspect.iscoroutinefunction(impl.function):
-        return await impl.function(**kwargs)
-    return await await_me_maybe(await asyncio.to_thread(impl.function, **kwargs))
+    if inspect.iscoroutinefunction(function):
+        return await function(*args, **kwargs)
+    return await await_me_maybe(await asyncio.to_thread(function, *args, **kwargs))
+
+
+@functools.cache
+def _hook_threads() -> ThreadPoolExecutor:
+    """The worker threads of pluggy calls (not the loop's default executor, which the implementations use)."""
+    return ThreadPoolExecutor(max_workers=HOOK_THREADS, thread_name_prefix="botloom-hooks")
+
+
+def _priority(impl: pluggy.HookImpl | None) -> int:
+    """0 for ``tryfirst``, 1 for a plain implementation, 2 for ``trylast``."""
+    if impl is None:
+        return 1
+    return 0 if impl.tryfirst else 2 if impl.trylast else 1
+
+
+def _reason(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
+
+
+def _describe(result: object) -> str:
+    """A short account of a result for the trace."""
+    if result is None:
+        return "returned nothing"
+    if isinstance(result, (list, tuple)):
+        return f"returned {len(result)} result{'' if len(result) == 1 else 's'}"
+    return f"returned {type(result).__name__}"
 
 
 def _builtins_first(ep: metadata.EntryPoint) -> tuple[bool, str]:
     """Sort key: botloom's own plugins load (and so keep their names) before others."""
     dist = ep.dist
     return (dist is None or dist.metadata["Name"] != PROJECT_NAME, ep.name)
-
-
-def _kwargs(impl: pluggy.HookImpl, **available: Any) -> Mapping[str, Any]:
-    """The arguments an implementation asked for (pluggy lets it take a subset)."""
-    return {name: available[name] for name in impl.argnames}

@@ -1,4 +1,10 @@
-"""The built-in plugin that registers the ``turn`` graph and its state migrations, like any plugin."""
+"""The built-in plugin that registers the ``turn`` graph and its state migrations, like any plugin.
+
+Both hooks are ``trylast``: a plugin that registers its own graph named ``turn``
+(and its own ``turn`` migrations) replaces the built-in one without a problem
+being reported, because a name claimed twice goes to the implementation that
+ranks first (see ``docs/plugins.md``, "Hook reference").
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ def register_graphs() -> list[GraphDefinition]:
     return [TURN_GRAPH_DEFINITION]
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def register_state_migrations() -> list[StateMigration]:
     """Upgrades of the ``turn`` graph's state."""
     return [
