@@ -260,53 +260,71 @@ def parse_markdown(name: str, text: str) -> ParsedDocument:
         if title and title.group(1):
             outline.title = title.group(1)
         text = text[match.end() :]
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
-    lines = text.split("\n")
-    block: list[str] = []
-    fence: str | None = None
+    _MarkdownReader(outline, re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL).split("\n")).read()
+    return outline.done(MARKDOWN)
 
-    def flush() -> None:
-        if block:
-            outline.paragraph("\n".join(block))
-            block.clear()
 
-    for i, raw in enumerate(lines):
-        if fence is not None:
-            if raw.strip().startswith(fence):
-                fence = None
-                flush()
-            else:
-                block.append(raw)
-            continue
+class _MarkdownReader:
+    """Reads Markdown lines into an outline, one block (paragraph, list, table, code) at a time."""
+
+    def __init__(self, outline: _Outline, lines: list[str]) -> None:
+        self.outline = outline
+        self.lines = lines
+        self.block: list[str] = []
+        self.fence: str | None = None
+
+    def flush(self) -> None:
+        """End the current block: it becomes a paragraph."""
+        if self.block:
+            self.outline.paragraph("\n".join(self.block))
+            self.block.clear()
+
+    def read(self) -> None:
+        """Read every line, then end the last block."""
+        for i, raw in enumerate(self.lines):
+            if self.fence is not None:
+                self._in_code(raw)
+            elif not self._structure(i, raw):
+                self._text(raw)
+        self.flush()
+
+    def _in_code(self, raw: str) -> None:
+        if self.fence is not None and raw.strip().startswith(self.fence):
+            self.fence = None
+            self.flush()
+        else:
+            self.block.append(raw)
+
+    def _structure(self, i: int, raw: str) -> bool:
+        """Handle a line that opens code, is a heading or separates blocks; whether it was one."""
         fence_match = _FENCE.match(raw)
         if fence_match:
-            flush()
-            fence = fence_match.group(1)
-            continue
+            self.flush()
+            self.fence = fence_match.group(1)
+            return True
         atx = _ATX.match(raw)
         if atx:
-            flush()
-            outline.heading(len(atx.group(1)), _inline_markdown(atx.group(2)))
-            continue
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if raw.strip() and not block and _SETEXT.match(nxt) and not _LIST.match(raw) and not _RULE.match(raw):
-            flush()
-            outline.heading(1 if nxt.strip().startswith("=") else 2, _inline_markdown(raw))
-            lines[i + 1] = ""
-            continue
+            self.flush()
+            self.outline.heading(len(atx.group(1)), _inline_markdown(atx.group(2)))
+            return True
+        nxt = self.lines[i + 1] if i + 1 < len(self.lines) else ""
+        if raw.strip() and not self.block and _SETEXT.match(nxt) and not _LIST.match(raw) and not _RULE.match(raw):
+            self.flush()
+            self.outline.heading(1 if nxt.strip().startswith("=") else 2, _inline_markdown(raw))
+            self.lines[i + 1] = ""
+            return True
         if not raw.strip() or _RULE.match(raw) or _LINK_DEF.match(raw):
-            flush()
-            continue
-        if _TABLE_RULE.match(raw) and "-" in raw:
-            continue
+            self.flush()
+            return True
+        return bool(_TABLE_RULE.match(raw) and "-" in raw)
+
+    def _text(self, raw: str) -> None:
         line = _QUOTE.sub("", raw)
         if line.lstrip().startswith("|") or line.count("|") >= 2:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             line = " — ".join(c for c in cells if c)
         line = line.strip() if _LIST.match(line) else line
-        block.append(_inline_markdown(line))
-    flush()
-    return outline.done(MARKDOWN)
+        self.block.append(_inline_markdown(line))
 
 
 # ------------------------------------------------------------------------------ plain text
@@ -407,34 +425,41 @@ class _HtmlExtractor(HTMLParser):
         else:
             self.outline.paragraph(" ".join(text.split()))
 
+    def _skips(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
+        """Whether ``tag`` is inside, or starts, content a reader does not see (scripts, hidden parts)."""
+        hidden = tag in _HTML_SKIP or any(k == "hidden" or (k == "aria-hidden" and v == "true") for k, v in attrs)
+        if not (self.skip or hidden):
+            return False
+        if tag not in _HTML_VOID:
+            self.skip.append(tag)
+        return True
+
+    def _start_block(self, tag: str) -> None:
+        """A block element starts: cells are joined, list items bulleted, other blocks end a paragraph."""
+        if tag in {"td", "th"}:
+            if "".join(self.buffer).strip():
+                self.buffer.append(" — ")
+        elif tag == "li":
+            self._flush()
+            self.buffer.append("- ")
+        elif tag == "br":
+            self.buffer.append("\n")
+        else:
+            self._flush()
+        if tag == "pre":
+            self.pre += 1
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self.in_title = True
             return
-        if self.skip:
-            if tag not in _HTML_VOID:
-                self.skip.append(tag)
-            return
-        if tag in _HTML_SKIP or any(k == "hidden" or (k == "aria-hidden" and v == "true") for k, v in attrs):
-            if tag not in _HTML_VOID:
-                self.skip.append(tag)
+        if self._skips(tag, attrs):
             return
         if tag in _HTML_HEADINGS:
             self._flush()
             self.heading = _HTML_HEADINGS[tag]
         elif tag in _HTML_BLOCK:
-            if tag in {"td", "th"}:
-                if "".join(self.buffer).strip():
-                    self.buffer.append(" — ")
-            elif tag == "li":
-                self._flush()
-                self.buffer.append("- ")
-            elif tag == "br":
-                self.buffer.append("\n")
-            else:
-                self._flush()
-            if tag == "pre":
-                self.pre += 1
+            self._start_block(tag)
         elif tag == "img":
             alt = dict(attrs).get("alt")
             if alt:
