@@ -15,6 +15,9 @@ from botloom.runtime.saver import RedactingSaver, encrypting_serializer
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_POOL_WAIT = 10.0
+"""Seconds a turn waits for a connection of the checkpointer's pool (then ``PoolTimeout``, a transient error)."""
+
 
 @asynccontextmanager
 async def open_checkpointer(
@@ -66,15 +69,15 @@ async def _open_saver(
         return
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
 
-    cp_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    from botloom.core.storage.database import checked_pool
+
+    cp_pool = checked_pool(
         database_url,
-        min_size=1,
-        max_size=pool_size or settings.db_pool_size,
-        open=False,
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         name="botloom-checkpoints",
+        max_size=pool_size or settings.db_pool_size,
+        timeout=CHECKPOINT_POOL_WAIT,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     )
     await cp_pool.open(wait=True, timeout=30)
     try:

@@ -62,15 +62,23 @@ class LocalLocks:
 
 
 class PostgresLocks:
-    """PostgreSQL session advisory locks, one per conversation."""
+    """PostgreSQL session advisory locks, one per conversation.
 
-    def __init__(self, db: Database) -> None:
+    Each held lock holds a connection of the locks' own pool (checked when
+    borrowed, like every pool: a lock is never taken on a connection that died
+    with a restarted server). Waiting for one of those connections is waiting for
+    a turn slot, so it may take up to ``wait`` seconds, longer than a request's
+    bounded wait for the main pool.
+    """
+
+    def __init__(self, db: Database, *, wait: float = 30.0) -> None:
         self.db = db
+        self.wait = wait
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Hold the advisory lock for ``key`` on a connection of the pool."""
-        async with self.db.connection() as conn:
+        async with self.db.connection(wait=self.wait) as conn:
             await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (key,))
             try:
                 yield
@@ -80,7 +88,7 @@ class PostgresLocks:
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
         """Take the advisory lock for ``key`` if it is free; yields whether it was taken."""
-        async with self.db.connection() as conn:
+        async with self.db.connection(wait=self.wait) as conn:
             cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 7)) AS taken", (key,))
             row = await cur.fetchone()
             taken = bool(row and row["taken"])

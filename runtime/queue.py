@@ -71,6 +71,9 @@ class QueueOptions:
     of a channel are retried by the delivery itself, not by this."""
     pool_size: int = 6
     """PostgreSQL connections of the queue itself (separate from botloom's pool)."""
+    pool_wait: float = 5.0
+    """Seconds an enqueue (a webhook's) or a worker waits for one of those connections; their
+    connections are checked when borrowed, so none that died with a restarted server is used."""
     grace: float = 5.0
     """Seconds a stopping worker lets running jobs finish before cancelling them (they run again)."""
 
@@ -96,15 +99,14 @@ class JobQueue:
             return cls(
                 {kind: RedisQueue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS}, options
             )
-        from psycopg_pool import AsyncConnectionPool
+        from botloom.core.storage.database import checked_pool
 
-        pool: Any = AsyncConnectionPool(
+        pool: Any = checked_pool(
             database_url,
-            open=False,
-            min_size=1,
-            max_size=options.pool_size,
-            kwargs={"autocommit": True},
             name="botloom-jobs",
+            max_size=options.pool_size,
+            timeout=options.pool_wait,
+            kwargs={"autocommit": True},
         )
         queues = {
             kind: _postgres_queue_class()(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from botloom.core.settings import Settings
 from botloom.core.storage.embedded import start_embedded_postgres
@@ -34,12 +37,109 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     await register_vector_async(conn)
 
 
+POOL_WAIT = 5.0
+"""Seconds a borrower waits for a free connection of botloom's pool before ``PoolTimeout``.
+
+Bounded so that a request during an outage is answered (503 with ``Retry-After``)
+while the client still waits, not after Twilio's 15 s have passed."""
+OUTAGE_WAIT = 1.0
+"""Seconds a borrower waits while the database is unreachable (a wait timed out, none succeeded since)."""
+
+
+def _has_input(conn: AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read, or was closed: the server spoke or left."""
+    fd = conn.pgconn.socket  # raises OperationalError on a closed connection
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)  # hang-ups and errors are always reported
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - platforms without poll()
+    return bool(readable)
+
+
+class ConnectionCheck:
+    """The ``check`` of every botloom pool: a connection that died with the server is never handed out.
+
+    An idle connection has nothing to read. When its socket has (PostgreSQL
+    stopped or restarted, or ``pg_terminate_backend`` ended the backend: the server
+    sent ``AdminShutdown`` and closed it), the connection is checked for real with
+    :meth:`psycopg_pool.AsyncConnectionPool.check_connection` (a round trip); the pool
+    discards one that fails and connects a new one. A healthy idle connection costs
+    no round trip (a full check on every borrow doubled the cost of a short query).
+    When one connection fails, the pool's other idle connections are checked at once
+    (they died with the same server), so the next borrowers do not meet them one by one.
+    """
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._sweep: asyncio.Task[None] | None = None
+
+    async def __call__(self, conn: AsyncConnection[Any]) -> None:
+        """Raise if ``conn`` no longer works; return at once if nothing suggests so."""
+        if conn.closed:
+            raise psycopg.OperationalError("the connection is closed")
+        if not _has_input(conn):
+            return
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            self._check_idle_connections()
+            raise
+
+    def _check_idle_connections(self) -> None:
+        if self.pool is None or (self._sweep is not None and not self._sweep.done()):
+            return
+        self._sweep = asyncio.create_task(_check_pool(self.pool), name=f"check-{self.pool.name}")
+
+
+async def _check_pool(pool: AsyncConnectionPool[Any]) -> None:
+    try:
+        await pool.check()
+    except Exception:  # a closed pool, or the server is down: the next borrow finds out
+        logger.debug("checking the idle connections of %s failed", pool.name, exc_info=True)
+
+
+def checked_pool(
+    url: str,
+    *,
+    name: str,
+    max_size: int,
+    min_size: int = 1,
+    timeout: float = POOL_WAIT,
+    kwargs: dict[str, Any] | None = None,
+    configure: Callable[[Any], Any] | None = None,
+) -> AsyncConnectionPool[Any]:
+    """A closed psycopg pool whose connections are checked when borrowed (see :class:`ConnectionCheck`).
+
+    Every pool of PostgreSQL connections in botloom is made here: the main pool,
+    the conversation locks', the checkpointer's and the job queue's. ``timeout``
+    bounds how long a borrower waits for a connection (then ``PoolTimeout``).
+    """
+    check = ConnectionCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        kwargs=kwargs,
+        configure=configure,
+        check=check,
+        timeout=timeout,
+        name=name,
+    )
+    check.pool = pool
+    return pool
+
+
 class Database:
     """An open pool of connections to botloom's PostgreSQL (rows as dicts, autocommit)."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(self, url: str, pool: AsyncConnectionPool[Connection], *, outage_wait: float = OUTAGE_WAIT) -> None:
         self.url = url
         self.pool = pool
+        self.outage_wait = outage_wait
+        self.unreachable_since: float | None = None
+        """When (``time.monotonic()``) a borrow last timed out, until one succeeds again."""
 
     @classmethod
     async def open(
@@ -50,35 +150,67 @@ class Database:
         max_size: int = 10,
         migrate: bool = True,
         progress: Callable[[str], None] | None = None,
+        wait: float = POOL_WAIT,
     ) -> Database:
-        """Apply pending migrations (unless ``migrate`` is false), then open the pool."""
+        """Apply pending migrations (unless ``migrate`` is false), then open the pool.
+
+        ``wait`` bounds how long a borrower waits for a free connection.
+        """
         if migrate:
             applied = await asyncio.to_thread(apply_migrations, url, progress=progress)
             if applied:
                 logger.info("applied migrations: %s", ", ".join(applied))
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Connection] = checked_pool(
             url,
+            name="botloom",
             min_size=min_size,
             max_size=max_size,
-            open=False,
+            timeout=wait,
             kwargs={"autocommit": True, "row_factory": dict_row},
             configure=_configure,
-            name="botloom",
         )
         await pool.open(wait=True, timeout=30)
         return cls(url, pool)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Borrow a connection (autocommit; use ``conn.transaction()`` for several statements)."""
-        async with self.pool.connection() as conn:
-            yield conn
+    async def connection(self, *, wait: float | None = None) -> AsyncIterator[Connection]:
+        """Borrow a connection (autocommit; use ``conn.transaction()`` for several statements).
 
-    async def ping(self) -> bool:
-        """Whether the database answers a trivial query (for ``/ready``)."""
+        Waits up to ``wait`` seconds (the pool's bounded wait by default) for a
+        free connection, then raises ``psycopg_pool.PoolTimeout``. While the database
+        is unreachable (a wait timed out and no borrow succeeded since) it waits at
+        most ``outage_wait``: during an outage requests fail fast instead of queueing.
+        """
+        if wait is None:
+            wait = self.pool.timeout
+        if self.unreachable_since is not None:
+            wait = min(wait, self.outage_wait)
         try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
+            conn = await self.pool.getconn(timeout=wait)
+        except PoolTimeout:
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
+                logger.warning("no database connection within %.1fs: failing fast until one succeeds", wait)
+            raise
+        if self.unreachable_since is not None:
+            logger.info("database connections again after %.1fs", time.monotonic() - self.unreachable_since)
+            self.unreachable_since = None
+        try:
+            async with conn:
+                yield conn
+        finally:
+            await self.pool.putconn(conn)
+
+    async def ping(self, within: float = 2.0) -> bool:
+        """Whether the database answers a trivial query within ``within`` seconds (for ``/ready``).
+
+        Bounded as a whole, not only the wait for a connection: a server that went
+        away without closing its connections (a network partition) never answers.
+        """
+        try:
+            async with asyncio.timeout(within):
+                async with self.connection(wait=within) as conn:
+                    await conn.execute("SELECT 1")
             return True
         except Exception:  # noqa: BLE001
             return False
