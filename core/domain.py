@@ -59,6 +59,9 @@ class BotSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """With ``reject``: the answer to a message that arrives while a turn runs."""
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
     """Prune checkpoints older than this many days (the newest is always kept); ``None`` keeps all."""
+    close_after_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
+    """Close open conversations idle longer than this many days (then archived: checkpoints removed,
+    transcript kept; the user's next message starts a new one); ``None`` never closes them."""
     knowledge_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     """Minimum fused score a knowledge passage needs to be used; 0 uses the search default."""
     allowed_origins: tuple[str, ...] = ()

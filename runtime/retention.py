@@ -1,10 +1,19 @@
-"""Checkpoint retention: prune idle conversations to their newest checkpoint, archive closed ones.
+"""Conversation retention: close idle conversations, archive closed ones, prune idle ones' checkpoints.
 
-A bot with ``retention_days`` keeps, for every conversation idle longer than that,
-only the newest checkpoint (so the conversation can continue; the debugger's
-history of it is gone). A closed conversation is archived: its checkpoints go, its
-transcript stays in the messages table. ``botloom prune`` runs this, and
-``botloom serve`` runs it every hour.
+One pass, per bot, by two bot settings:
+
+- ``close_after_days``: an *open* conversation with no message for longer than this
+  is closed (escalated ones wait for their person and stay as they are). The end
+  user's next message on the same channel starts a new conversation.
+- every closed conversation is archived: its checkpoints go, its transcript stays
+  in the messages table.
+- ``retention_days``: every conversation idle longer than this keeps only its newest
+  checkpoint (so it can continue; the debugger's history of it is gone).
+
+``botloom prune`` runs a pass at once. The job workers run one every hour as the
+``retention`` cron job of the deliveries queue (:data:`RETENTION_CRON`): every
+worker process schedules it under the same job key, so each hour's pass runs once
+per deployment, in whichever process takes it.
 """
 
 from __future__ import annotations
@@ -15,22 +24,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
+from botloom.runtime.queue import JobFunction
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
 
 logger = logging.getLogger(__name__)
 
-PRUNE_INTERVAL_SECONDS = 3600
+RETENTION_CRON = "17 * * * *"
+"""When the hourly pass runs (minute 17, off the hour other jobs crowd)."""
 
 
 @dataclass
 class PruneReport:
-    """What one pruning pass did."""
+    """What one pass did."""
 
     pruned: int = 0
     """Conversations cut down to their newest checkpoint."""
     archived: int = 0
     """Closed conversations whose checkpoints were removed."""
+    closed: int = 0
+    """Open conversations closed for being idle longer than their bot's ``close_after_days``."""
 
 
 async def prune(
@@ -39,23 +52,43 @@ async def prune(
     """One pass over every bot of the deployment (see the module docstring)."""
     report = PruneReport()
     saver = services.graphs.checkpointer
-    if saver is None:
-        return report
     moment = now or utcnow()
+    conversations = services.store.conversations
     for bot in await services.store.bots.all_tenants_bots():
-        closed = await services.store.conversations.closed_unarchived(bot.tenant_id, bot.id)
+        close_after = bot.settings.close_after_days
+        closing = (
+            await conversations.close_idle(bot.tenant_id, bot.id, moment - timedelta(days=close_after))
+            if close_after is not None
+            else []
+        )
+        report.closed += len(closing)
+        if saver is None:
+            continue
+        closed = await conversations.closed_unarchived(bot.tenant_id, bot.id)
         if closed:
             await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in closed], strategy="delete")
-            await services.store.conversations.mark(bot.tenant_id, closed, "archived")
+            await conversations.mark(bot.tenant_id, closed, "archived")
             report.archived += len(closed)
+        idle: list[str] = []
         days = bot.settings.retention_days
-        if days is None:
-            continue
-        idle = await services.store.conversations.idle_unpruned(bot.tenant_id, bot.id, moment - timedelta(days=days))
+        if days is not None:
+            idle = await conversations.idle_unpruned(bot.tenant_id, bot.id, moment - timedelta(days=days))
         if idle:
             await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in idle], strategy="keep_latest")
-            await services.store.conversations.mark(bot.tenant_id, idle, "pruned")
+            await conversations.mark(bot.tenant_id, idle, "pruned")
             report.pruned += len(idle)
-        if progress is not None and (idle or closed):
-            progress(f"{bot.id}: pruned {len(idle)}, archived {len(closed)}")
+        if progress is not None and (idle or closed or closing):
+            progress(f"{bot.id}: closed {len(closing)}, archived {len(closed)}, pruned {len(idle)}")
     return report
+
+
+def retention_jobs(services: Services) -> dict[str, JobFunction]:
+    """The job function of the hourly pass (``retention``, a cron job of the deliveries queue)."""
+
+    async def retention() -> dict[str, int]:
+        report = await prune(services)
+        if report.closed or report.archived or report.pruned:
+            logger.info("retention: closed %d, archived %d, pruned %d", report.closed, report.archived, report.pruned)
+        return {"closed": report.closed, "archived": report.archived, "pruned": report.pruned}
+
+    return {"retention": retention}

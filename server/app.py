@@ -6,7 +6,6 @@ lifespan. Tests build it with services they opened themselves.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
@@ -151,20 +150,6 @@ def create_app(
         logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
         debug=debug,
     )
-
-
-async def _prune_periodically(services: Services) -> None:
-    """Run checkpoint retention every hour while the server runs."""
-    from botloom.runtime.retention import PRUNE_INTERVAL_SECONDS, prune
-
-    while True:
-        try:
-            report = await prune(services)
-            if report.pruned or report.archived:
-                logger.info("retention: pruned %d, archived %d", report.pruned, report.archived)
-        except Exception:
-            logger.exception("retention pass failed; trying again in an hour")
-        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
 
 async def _start_demo(services: Services, settings: Settings) -> None:

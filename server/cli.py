@@ -245,7 +245,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Prune idle conversations' checkpoints and archive closed conversations."""
+    """Close idle conversations, archive closed ones and prune idle ones' checkpoints (the hourly pass, now)."""
     import asyncio
 
     from botloom.runtime.retention import prune
@@ -258,7 +258,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             return await prune(services, progress=_progress)
 
     report = asyncio.run(run())
-    print(f"pruned {report.pruned} conversation(s), archived {report.archived}")
+    print(f"closed {report.closed} conversation(s), archived {report.archived}, pruned {report.pruned}")
     return EXIT_OK
 
 
@@ -347,7 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = add("ingest", cmd_ingest, "add Markdown, text, HTML or CSV files (or folders) to a bot's knowledge")
     ingest.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
     ingest.add_argument("paths", metavar="PATH", nargs="+", help="files or folders to ingest")
-    add("prune", cmd_prune, "prune idle conversations' checkpoints (bots' retention_days); archive closed ones")
+    add(
+        "prune",
+        cmd_prune,
+        "run the hourly retention pass now: close idle conversations (bots' close_after_days), "
+        "archive closed ones, prune idle ones' checkpoints (retention_days)",
+    )
     add("demo", cmd_demo, "create the demo tenant 'acme' with its bot 'support' and print an API key")
     chat = add("chat", cmd_chat, "talk to a bot in the terminal (reads lines from standard input)")
     chat.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")

@@ -2,7 +2,9 @@
 
 Either way a process runs one worker per queue (turns, deliveries) with the
 job functions of :class:`~botloom.runtime.delivery.Deliveries`; any number of
-processes may run side by side. A stopping worker lets running jobs finish for
+processes may run side by side. The cron jobs (recovery sweep, channel polls,
+the hourly retention pass) are scheduled by every worker under one job key each,
+so each tick runs once per deployment. A stopping worker lets running jobs finish for
 a few seconds, then cancels them: they run again, elsewhere or after a restart.
 """
 
@@ -19,6 +21,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.delivery import RECOVER_CRON
 from botloom.runtime.polling import POLL_CRON
 from botloom.runtime.queue import QueueOptions
+from botloom.runtime.retention import RETENTION_CRON, retention_jobs
 from botloom.runtime.services import Services, open_services
 
 
@@ -26,8 +29,8 @@ from botloom.runtime.services import Services, open_services
 async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator[list[Any]]:
     """Run this process's workers while the block runs (``embedded``: the caller owns the signal handlers)."""
     jobs = services.deliveries.jobs()
-    jobs["deliveries"] = {**jobs["deliveries"], **services.polling.jobs()}
-    cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON}
+    jobs["deliveries"] = {**jobs["deliveries"], **services.polling.jobs(), **retention_jobs(services)}
+    cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON, "retention": RETENTION_CRON}
     async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:
         yield running
 

@@ -411,6 +411,12 @@ PROBES: list[Probe] = [
     ),
     Probe(
         "conversations",
+        "close_idle",
+        lambda s, a, b: s.conversations.close_idle(a.tenant.id, b.bot.id, datetime.now(UTC) + timedelta(hours=1)),
+        "nothing",
+    ),
+    Probe(
+        "conversations",
         "closed_unarchived",
         lambda s, a, b: s.conversations.closed_unarchived(a.tenant.id, b.bot.id),
         "nothing",

@@ -388,6 +388,18 @@ class ConversationRepository(Repository):
         )
         return [str(r["id"]) for r in rows]
 
+    async def close_idle(self, tenant_id: str, bot_id: str, cutoff: datetime) -> list[str]:
+        """Close the bot's open conversations idle since before ``cutoff``; their ids.
+
+        Last activity (``updated_at``) stays as it was; a message stored meanwhile keeps its conversation open.
+        """
+        rows = await self._all(
+            "UPDATE conversations SET status = 'closed' WHERE tenant_id = %s AND bot_id = %s AND status = 'open' "
+            "AND updated_at < %s RETURNING id",
+            (as_uuid(tenant_id), as_uuid(bot_id), cutoff),
+        )
+        return [str(r["id"]) for r in rows]
+
     async def closed_unarchived(self, tenant_id: str, bot_id: str) -> list[str]:
         """Ids of the bot's closed conversations whose checkpoints are still kept."""
         rows = await self._all(

@@ -151,6 +151,8 @@ class BotSettingsPatch(Request, frozen=True, kw_only=True, forbid_unknown_fields
     """With ``reject``: the answer to a message that arrives while a turn runs."""
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | UnsetType | None = UNSET
     """Prune checkpoints older than this many days; ``null`` keeps all."""
+    close_after_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | UnsetType | None = UNSET
+    """Close (and archive) open conversations idle longer than this many days; ``null`` never closes them."""
     knowledge_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | UnsetType = UNSET
     allowed_origins: Annotated[list[Origin], msgspec.Meta(max_length=100)] | UnsetType = UNSET
     """Web origins allowed to embed the chat page (``https://shop.example``)."""
