@@ -24,16 +24,19 @@ logger = logging.getLogger(__name__)
 
 Update = dict[str, Any]
 
+KNOWLEDGE_PLUGIN = "knowledge"
+"""The plugin a bot enables to have its knowledge base searched on every turn."""
+
 
 def _step(node: str, began: float, summary: str) -> list[TraceStep]:
     return [TraceStep(node=node, ms=round((time.perf_counter() - began) * 1000, 3), summary=summary)]
 
 
 async def retrieve(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
-    """Search the bot's knowledge base for the user's message."""
+    """Search the bot's knowledge base for the user's message, if the bot enabled the knowledge plugin."""
     began = time.perf_counter()
     ctx = runtime.context
-    if ctx.search is None:
+    if ctx.search is None or KNOWLEDGE_PLUGIN not in ctx.plugin_configs:
         return {"passages": [], "trace": _step("retrieve", began, "no knowledge base enabled")}
     try:
         found = await asyncio.wait_for(ctx.search(user_text(state), ctx.passages), ctx.tool_timeout)
