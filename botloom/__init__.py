@@ -7,6 +7,8 @@ The public API a plugin author needs is importable from here::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from botloom.core.config import Secret
 from botloom.core.definitions import (
     AcceptMessage,
@@ -14,10 +16,12 @@ from botloom.core.definitions import (
     ChannelRejected,
     ChannelRequest,
     ChannelResponse,
+    DefinitionError,
     GraphDefinition,
     Intent,
     ReportDelivery,
     Slot,
+    StateMigration,
     Tool,
     ToolContext,
     TurnSummary,
@@ -39,12 +43,36 @@ from botloom.core.netguard import (
 __version__ = "0.1.0"
 
 
+if TYPE_CHECKING:
+    from botloom.core.knowledge.parsing import html_to_text
+    from botloom.core.knowledge.types import Passage
+    from botloom.graphs.context import TurnContext
+    from botloom.graphs.state import TurnInput, TurnState
+
+
 def __getattr__(name: str) -> object:
-    """Helpers imported on first use, so ``import botloom`` stays light."""
+    """Names imported on first use, so ``import botloom`` stays light.
+
+    ``html_to_text`` and ``Passage`` live beside the knowledge base; ``TurnState``,
+    ``TurnInput`` and ``TurnContext`` are the ``turn`` graph's state and context,
+    for a plugin that registers a graph of its own.
+    """
     if name == "html_to_text":
         from botloom.core.knowledge.parsing import html_to_text
 
         return html_to_text
+    if name == "Passage":
+        from botloom.core.knowledge.types import Passage
+
+        return Passage
+    if name == "TurnContext":
+        from botloom.graphs.context import TurnContext
+
+        return TurnContext
+    if name in {"TurnInput", "TurnState"}:
+        from botloom.graphs.state import TurnInput, TurnState
+
+        return TurnInput if name == "TurnInput" else TurnState
     raise AttributeError(f"module 'botloom' has no attribute {name!r}")
 
 
@@ -57,18 +85,24 @@ __all__ = [
     "ChannelRejected",
     "ChannelRequest",
     "ChannelResponse",
+    "DefinitionError",
     "EndpointRefused",
     "EndpointUrl",
     "GraphDefinition",
     "InboundMessage",
     "Intent",
     "OutboundMessage",
+    "Passage",
     "Refusal",
     "ReportDelivery",
     "Secret",
     "Slot",
+    "StateMigration",
     "Tool",
     "ToolContext",
+    "TurnContext",
+    "TurnInput",
+    "TurnState",
     "TurnSummary",
     "__version__",
     "aiohttp_session",

@@ -11,12 +11,20 @@ General rules:
 
 * Every argument is passed by name; an implementation may accept only the
   arguments it needs (pluggy's rule).
-* An implementation may be ``async def``: the host awaits what it returns.
-* The ``register_*`` hooks are called once per process at start-up. The host
-  calls each plugin's implementation on its own, so it knows which plugin
-  registered what, and one failing plugin is reported without stopping others.
-* A plugin's hooks must not take a turn down: the host applies a timeout to the
-  per-turn hooks, records exceptions against the plugin and carries on.
+* An implementation may be ``async def``: the host awaits it. A plain one runs
+  in a worker thread, so a blocking call (a slow HTTP request) can be timed out.
+* Every hook is called through pluggy, in pluggy's order: ``tryfirst``
+  implementations first, then plain ones, then ``trylast`` ones; within each
+  group, the plugin registered last first (botloom's built-ins are registered
+  before installed plugins). ``wrapper=True`` (and old-style
+  ``hookwrapper=True``) implementations wrap the call: they run in the host's
+  hook worker thread, see every result and may change the list of results.
+* The results of a call are the list of the implementations' non-``None``
+  results in that order; each hook below says how the host combines them.
+* A plugin's hooks must not take a turn down: an implementation that raises,
+  times out (the per-turn hooks) or returns something the hook does not accept
+  is recorded against its plugin and left out of the results; the call goes on.
+  A wrapper that raises or does not yield is left out the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +55,12 @@ def register_channels() -> list[ChannelAdapter]:
     Called once at start-up. Each adapter's ``name`` must be unique across all
     plugins; its inbound route is ``POST /channels/{name}/{bot}``. A bot uses a
     channel only after it enables the plugin that registered it.
+
+    Results: every implementation's list, each adapter owned by the plugin that
+    returned it. A name returned twice goes to the implementation that ranks
+    first (``tryfirst``, then plain, then ``trylast``), between equals to the
+    plugin loaded first; the other is reported as a problem naming both, unless
+    it ranked lower (it gave way on purpose). Not a list: a problem.
     """
 
 
@@ -57,6 +71,9 @@ def register_tools() -> list[Tool]:
     Called once at start-up. Tool names are global: two plugins registering the
     same name is an error that names both. A tool is visible to a bot's turns
     only when the bot enabled this plugin.
+
+    Results: combined like ``register_channels`` (each tool owned by the plugin
+    that returned it; a taken name goes to the implementation that ranks first).
     """
 
 
@@ -67,6 +84,8 @@ def register_intents() -> list[Intent]:
     Called once at start-up. Intent names are global, like tool names. An
     intent's ``tools`` may name tools of other plugins; the bot must enable those
     plugins too, or the intent is answered without them.
+
+    Results: combined like ``register_channels``.
     """
 
 
@@ -77,6 +96,11 @@ def register_graphs() -> list[GraphDefinition]:
     Called once at start-up. botloom's own ``turn`` graph is registered through
     this hook too. Each builder returns an uncompiled LangGraph ``StateGraph``
     that the host compiles once per process with the configured checkpointer.
+
+    Results: combined like ``register_channels``. The built-in ``turn`` plugin
+    implements this hook with ``trylast``, so a plugin that returns its own
+    ``GraphDefinition(name="turn", ...)`` replaces the default graph for every
+    bot (and no problem is reported).
     """
 
 
@@ -88,6 +112,10 @@ def register_state_migrations() -> list[StateMigration]:
     ``state_version`` of its graph is upgraded, one version at a time, when its
     next turn starts. A migration that raises (or a missing step) is recorded and
     the conversation starts afresh: it never fails turn after turn.
+
+    Results: combined like ``register_channels``; a migration's name is
+    ``{graph}-v{from_version}``. The built-in ``turn`` plugin's migrations are
+    ``trylast``, like its graph.
     """
 
 
@@ -99,6 +127,9 @@ def plugin_config_schema() -> type[msgspec.Struct] | None:
     Return ``None`` (or do not implement the hook) for a plugin with no settings.
     Fields annotated with :data:`botloom.Secret` are stored encrypted and never
     returned by the API.
+
+    Results: each plugin's own schema, kept for that plugin (one plugin's answer
+    never applies to another). Anything but a Struct type or ``None``: a problem.
     """
 
 
@@ -114,6 +145,15 @@ def moderate_message(
     pass that on to the next plugin, or a ``Refusal`` to stop it; the end user
     then gets the refusal's reply or the bot's fallback. Called for every bot,
     whichever plugins it enabled: moderation is the deployment's policy.
+
+    Results: a chain in pluggy's order. Each implementation gets ``message`` as
+    the previous one left it; the first ``Refusal`` stops the message and the
+    implementations after it are not called; otherwise the last changed copy
+    goes on. A result of another type (an ``OutboundMessage`` for an inbound
+    message, say), an exception or a time-out (``hook_timeout``, 5 s) is a
+    problem recorded in the turn, and the message passes that plugin unchanged.
+    A wrapper sees the list of results and may change it (append a ``Refusal``,
+    drop one): the host combines the list it returns the same way.
     """
 
 
@@ -123,4 +163,7 @@ def on_turn_end(turn: TurnSummary) -> Any:
 
     Called after the replies were handed to the channel's delivery. An
     exception here is logged against the plugin and never reaches the end user.
+
+    Results: ignored; every observer is called, in pluggy's order, each within
+    the host's ``hook_timeout`` (5 s).
     """

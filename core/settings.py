@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Comma-separated allow-list of plugins to load; unset loads every installed plugin."""
     block_plugins: str = ""
     """Comma-separated plugins never to load."""
+    trace_plugins: bool = False
+    """Log every hook call (plugin, hook, time taken, outcome) at INFO level."""
     public_url: str | None = None
     """The URL end users and providers reach this server at (behind a proxy); used for webhook
     signatures and links."""

@@ -98,7 +98,9 @@ async def open_services(
     closeables.append(lambda: _restore_policy(previous_policy))
     try:
         if host is None:
-            host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
+            host = PluginHost.discover(
+                allow=settings.plugin_allow_list, block=settings.plugin_block_list, trace=settings.trace_plugins
+            )
         await host.collect()
         cipher = load_cipher(settings.secret_key, settings.data_path)
         store = Store(db, cipher)

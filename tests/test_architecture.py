@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # room (a folder of the repository) -> the botloom modules it may import (prefixes).
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "botloom": ("botloom.core",),
+    # The public API; it re-exports the turn graph's state and context (lazily) for plugins with a graph of their own.
+    "botloom": ("botloom.core", "botloom.graphs.context", "botloom.graphs.state"),
     "core": ("botloom.core",),
     "graphs": ("botloom.core", "botloom.graphs"),
     "runtime": ("botloom.core", "botloom.graphs", "botloom.runtime"),

@@ -39,6 +39,7 @@ from botloom import (
 )
 from botloom.core.definitions import DefinitionError
 from botloom.core.host import PluginHost, PluginProblem
+from botloom.graphs.registry import GraphRegistry
 from tests.test_cli import botloom_env, run_botloom
 
 # --------------------------------------------------------------------------- helpers
@@ -250,6 +251,37 @@ async def test_a_distribution_reusing_an_installed_plugin_name_is_reported(site:
     reported = problems_of(host, "smalltalk")
     assert reported, "a second plugin named 'smalltalk' was dropped without a word"
     assert any("fake-shadow" in p.message for p in reported)
+
+
+GRAPH_MODULE = """
+from langgraph.graph import END, START, StateGraph
+from botloom import GraphDefinition, TurnContext, TurnState, hookimpl
+
+def build():
+    graph = StateGraph(TurnState, context_schema=TurnContext)
+    graph.add_node("answer", lambda state: {"replies": ["installed graph"]})
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    return graph
+
+@hookimpl
+def register_graphs():
+    return [GraphDefinition(name="turn", description="An installed plugin's turn graph.", build=build)]
+"""
+
+
+async def test_an_installed_plugin_replaces_the_turn_graph(site: FakeSite) -> None:
+    """The built-in ``turn`` graph is ``trylast``: an installed plugin's ``turn`` graph wins, and that is no problem."""
+    module = site.module("graphs", GRAPH_MODULE)
+    site.distribution("fake-graphs", {"fake_graphs": module})
+    host = await PluginHost.discover().collect()
+    assert host.problems == []
+    assert host.registry.owner("graph", "turn") == "fake_graphs"
+    assert host.registry.graphs["turn"].description == "An installed plugin's turn graph."
+    assert host.infos["turn"].graphs == []
+    assert host.infos["turn"].migrations == ["turn-v1"]
+    state = await GraphRegistry(host, None).get("turn").ainvoke({"replies": []})
+    assert state["replies"] == ["installed graph"]
 
 
 # --------------------------------------------------------------------------- broken plugins
