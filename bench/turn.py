@@ -276,7 +276,7 @@ class BotloomTurn(Variant):
     async def turn(self, conversation: str, i: int) -> None:
         message = InboundMessage(channel=CHANNEL, text=SCRIPT[i % len(SCRIPT)], sender="bench")
         try:
-            result = await self.services.runner.answer(self.bot, message, conversation_id=conversation)
+            result = await self.services.inbound.answer(self.bot, message, conversation_id=conversation)
         except Exception as exc:  # noqa: BLE001 - counted and reported (e.g. PoolTimeout), the run goes on
             self.check.expect(False, f"turn {i}: {type(exc).__name__}: {exc}")
             return
@@ -669,7 +669,7 @@ async def burst_round(services: Services, bot: Bot, plan: BurstPlan, run: BurstR
             await asyncio.sleep(max(0.0, began + i * BURST_GAP - time.perf_counter()))
             message = InboundMessage(channel=CHANNEL, text=text, sender="bench")
             try:
-                await services.runner.answer(bot, message, conversation_id=conversation_id)
+                await services.inbound.answer(bot, message, conversation_id=conversation_id)
             except Exception as exc:  # noqa: BLE001 - counted and reported (e.g. PoolTimeout), the run goes on
                 run.errors.append(f"{type(exc).__name__}: {exc}")
             returned = time.perf_counter() - began
@@ -911,7 +911,7 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         runner, store, saver = services.runner, services.store, services.graphs.checkpointer
         # The order here is the order of the table: the turn, then its parts (nested parts indented).
         messages, conversations = store.messages, store.conversations
-        timers.wrap(runner, "answer", "TURN: runner.answer")
+        timers.wrap(services.inbound, "answer", "TURN: runner.answer")
         timers.wrap(conversations, "get", "  runner query: conversations.get (receive, process)")
         timers.wrap(messages, "add_inbound", "  runner query: messages.add_inbound (+ _touch)")
         timers.wrap_context(runner.locks, "hold", f"  conversation lock, {type(runner.locks).__name__}")

@@ -15,7 +15,14 @@ class UnknownGraph(LookupError):
 
 
 class GraphRegistry:
-    """Compiles each registered graph with the checkpointer on first use and keeps it."""
+    """Compiles each registered graph with the checkpointer on first use and keeps it.
+
+    Which plugin's graph a name means is settled by the host when it collects the
+    ``register_graphs`` results (``PluginHost.collect``): a name returned twice goes
+    to the implementation that ranks first in pluggy's terms (``tryfirst``, plain,
+    ``trylast``), between equals to the plugin loaded first. The built-in ``turn``
+    graph is ``trylast``, so a plugin's own ``turn`` graph is the one compiled here.
+    """
 
     def __init__(self, host: PluginHost, checkpointer: BaseCheckpointSaver[Any] | None) -> None:
         self.host = host
@@ -42,3 +49,7 @@ class GraphRegistry:
     def names(self) -> list[str]:
         """Names of every registered graph."""
         return sorted(self.host.registry.graphs)
+
+    def owner(self, name: str) -> str | None:
+        """The plugin whose graph ``name`` is (``None`` if no plugin registered one)."""
+        return self.host.registry.owner("graph", name)

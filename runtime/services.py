@@ -23,7 +23,9 @@ from botloom.core.storage.repositories import Store
 from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.checkpointers import open_checkpointer
+from botloom.core.storage.repositories import ChannelRouteRepository
 from botloom.runtime.delivery import Deliveries
+from botloom.runtime.inbound import ChannelBindings, Inbound
 from botloom.runtime.locks import ConversationLocks, PostgresLocks, RedisLocks
 from botloom.runtime.polling import ChannelPolling
 from botloom.runtime.queue import JobQueue
@@ -49,7 +51,9 @@ class Services:
     queue: JobQueue
     """The job queue of turns and deliveries (connects on first use)."""
     deliveries: Deliveries
-    """Inbound messages onto the queue, and replies out through push channels."""
+    """Replies out through push channels, with retries."""
+    inbound: Inbound
+    """The one inbound path: every channel's messages stored and turned into turns."""
     polling: ChannelPolling
     """Polls of channels that fetch their messages (IMAP mailboxes)."""
     redis: Any | None = None
@@ -137,8 +141,14 @@ async def open_services(
                 knowledge=knowledge,
             )
             queue = JobQueue.for_settings(settings, url)
-            deliveries = Deliveries(store=store, host=host, runner=runner, queue=queue, settings=settings)
-            closeables += [deliveries.close, queue.close]
+            bindings = ChannelBindings(host, ChannelRouteRepository(db, store.plugin_settings))
+            deliveries = Deliveries(
+                store=store, host=host, bindings=bindings, locks=locks, queue=queue, settings=settings
+            )
+            inbound = Inbound(
+                store=store, host=host, runner=runner, queue=queue, deliveries=deliveries, bindings=bindings
+            )
+            closeables += [inbound.close, queue.close]
             yield Services(
                 settings=settings,
                 host=host,
@@ -152,7 +162,8 @@ async def open_services(
                 runner=runner,
                 queue=queue,
                 deliveries=deliveries,
-                polling=ChannelPolling(deliveries),
+                inbound=inbound,
+                polling=ChannelPolling(inbound),
                 redis=redis_client,
             )
     finally:

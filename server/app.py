@@ -67,14 +67,17 @@ def provide_principal(request: ASGIConnection) -> Principal:  # type: ignore[typ
 def api_handlers() -> list[ControllerRouterHandler]:
     """The ``/api/v1`` controllers."""
     from botloom.server.api import API_HANDLERS
-    from botloom.server.chat import CHAT_API_HANDLERS
     from botloom.server.deliveries import DELIVERY_HANDLERS
 
-    return [*API_HANDLERS, *CHAT_API_HANDLERS, *DELIVERY_HANDLERS]
+    return [*API_HANDLERS, *DELIVERY_HANDLERS]
 
 
 def public_handlers() -> list[ControllerRouterHandler]:
-    """Routes without API keys: health, metrics, chat page, channel webhooks."""
+    """Routes without API keys: health, metrics, webhooks of channels that are not installed.
+
+    Every channel's own routes (REST chat, web chat, webhooks) are mounted from what
+    the channel declares (:mod:`botloom.server.channel_routes`).
+    """
     from botloom.server.public import PUBLIC_HANDLERS
     from botloom.server.webhooks import WEBHOOK_HANDLERS
 
@@ -133,10 +136,12 @@ def create_app(
             }
         ),
     )
-    return BotloomApp(
+    from botloom.server.channel_routes import channel_routes, register_channel_routes
+
+    app = BotloomApp(
         route_handlers=[api, *public_handlers(), *extra_handlers],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
-        lifespan=[lifespan],
+        lifespan=[lifespan] if services is not None else [lifespan, channel_routes],
         openapi_config=openapi,
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["authorization", "content-type"]),
         request_max_body_size=MAX_BODY_BYTES,
@@ -150,6 +155,9 @@ def create_app(
         logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
         debug=debug,
     )
+    if services is not None:  # the channels' routes, from the plugins (else once the lifespan opened them)
+        register_channel_routes(app, services.host)
+    return app
 
 
 async def _start_demo(services: Services, settings: Settings) -> None:

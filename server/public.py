@@ -1,4 +1,4 @@
-"""Routes without API keys: health, readiness, metrics, the chat page and socket."""
+"""Routes without API keys: health, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from litestar import Response, get
 from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from botloom.server.chat import CHAT_PUBLIC_HANDLERS
 from botloom.server.deps import ServicesDep
 
 
@@ -49,4 +48,4 @@ class Metrics(PrometheusController):
     include_in_schema = False
 
 
-PUBLIC_HANDLERS: list[Any] = [health, ready, Metrics, *CHAT_PUBLIC_HANDLERS]
+PUBLIC_HANDLERS: list[Any] = [health, ready, Metrics]

@@ -65,7 +65,7 @@ class Chat:
                 self.bot.tenant_id, self.bot.id, self.channel, self.user
             )
             self.conversation_id = conversation.id
-        result = await self.services.runner.answer(self.bot, message, conversation_id=self.conversation_id)
+        result = await self.services.inbound.answer(self.bot, message, conversation_id=self.conversation_id)
         self.results.append(result)
         return result
 

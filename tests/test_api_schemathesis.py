@@ -42,7 +42,7 @@ async def demo_refs(settings: Settings, database_url: str) -> dict[str, str]:
         demo = await ensure_demo(services)
         conversation = await services.store.conversations.create(demo.tenant.id, demo.bot.id, "rest")
         message = InboundMessage(channel="rest", text="where is my order 1234?", sender="fuzz")
-        await services.runner.answer(demo.bot, message, conversation_id=conversation.id)
+        await services.inbound.answer(demo.bot, message, conversation_id=conversation.id)
     return {
         "tenant": demo.tenant.slug,
         "bot": demo.bot.id,

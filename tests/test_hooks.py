@@ -140,6 +140,7 @@ async def test_a_plugin_replaces_the_builtin_turn_graph_which_is_trylast() -> No
     assert host.infos["my_graphs"].graphs == ["turn"]
     graphs = GraphRegistry(host, None)
     assert graphs.names() == ["turn"]
+    assert graphs.owner("turn") == "my_graphs"
     assert (await graphs.get("turn").ainvoke({"replies": []}))["replies"] == [REPLY]
 
 

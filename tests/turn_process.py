@@ -61,7 +61,7 @@ async def main(database_url: str, data_dir: str, bot_ref: str, conversation_id: 
             results = await services.runner.process(bot, conversation_id)
         else:
             message = InboundMessage(channel="test", text=text, sender="user-1")
-            results = [await services.runner.answer(bot, message, conversation_id=conversation_id)]
+            results = [await services.inbound.answer(bot, message, conversation_id=conversation_id)]
         for result in results:
             print(
                 json.dumps({"message_id": result.message_id, "replies": [r.text for r in result.replies]}), flush=True
