@@ -1,15 +1,27 @@
 """The REST channel: ``POST /api/v1/bots/{bot}/messages`` answers a turn's replies in its response.
 
-A bot must enable this plugin for its REST chat route to accept messages.
+A response channel: the host runs the turn during the request and this channel
+renders the replies as JSON. The route needs an API key that sees the bot, and the
+bot must enable this plugin.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from botloom import ChannelAdapter, ChannelRejected, ChannelRequest, InboundMessage, OutboundMessage, hookimpl
+from botloom import (
+    ChannelAdapter,
+    ChannelKind,
+    ChannelRejected,
+    ChannelRequest,
+    ChannelResponse,
+    ChannelRoute,
+    InboundMessage,
+    TurnAnswer,
+    hookimpl,
+)
 
 MAX_TEXT = 4000
 
@@ -26,13 +38,55 @@ class RestMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The caller's id for this message: a retried request with the same id is answered, not run twice."""
 
 
-class RestChannel(ChannelAdapter):
-    """Translates REST chat bodies into inbound messages; replies go back in the response."""
+class Reply(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of the bot's answer."""
+
+    id: str
+    text: str
+
+
+class ChatAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a REST chat message."""
+
+    conversation_id: str
+    message_id: str | None
+    replies: list[Reply]
+    intent: str | None
+    confidence: float
+    escalated: bool
+    duplicate: bool = False
+    """True when this message id was seen before: the replies are those of its first delivery."""
+
+
+ROUTE = ChannelRoute(
+    path="/api/v1/bots/{bot}/messages",
+    method="POST",
+    auth="api_key",
+    summary="Send a message to a bot and get its replies",
+    description=(
+        'Run one turn: ``{"text": "...", "conversation_id": null, "user": null, "message_id": null}``.\n\n'
+        "A new conversation starts when no ``conversation_id`` is given. A retried request with the same "
+        "``message_id`` is answered with the first replies and runs nothing. The bot must enable the "
+        "``rest`` plugin."
+    ),
+    tags=("chat",),
+    body=RestMessage,
+    answer=ChatAnswer,
+)
+
+
+class RestChannel(ChannelAdapter[None]):
+    """Translates REST chat bodies into inbound messages; the replies go back in the response."""
 
     name: ClassVar[str] = "rest"
-    delivery: ClassVar[str] = "response"
+    kind: ClassVar[ChannelKind] = "response"
+    conversations: ClassVar[Literal["key", "id"]] = "id"
 
-    def verify(self, request: ChannelRequest, config: Any) -> None:
+    def routes(self) -> tuple[ChannelRoute, ...]:
+        """``POST /api/v1/bots/{bot}/messages``, with an API key."""
+        return (ROUTE,)
+
+    def verify(self, request: ChannelRequest, config: None) -> None:
         """REST chat is authenticated by the API key on the route, before the channel sees it."""
 
     def decode(self, body: bytes) -> RestMessage:
@@ -44,7 +98,7 @@ class RestChannel(ChannelAdapter):
         except msgspec.DecodeError as exc:
             raise ChannelRejected(400, f"malformed JSON: {exc}") from None
 
-    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
+    def parse(self, request: ChannelRequest, config: None) -> list[InboundMessage]:
         """One inbound message from the JSON body."""
         return [self.message(self.decode(request.body))]
 
@@ -61,12 +115,22 @@ class RestChannel(ChannelAdapter):
             idempotency_key=body.message_id,
         )
 
-    async def send(self, message: OutboundMessage, config: Any) -> str | None:
-        """Not used: REST replies are in the response (``delivery = "response"``)."""
-        raise NotImplementedError("REST chat replies are returned in the response")
+    def render(self, request: ChannelRequest, answers: list[TurnAnswer], config: None) -> ChannelResponse:
+        """The JSON answer (:class:`ChatAnswer`) of the request's one message."""
+        (answer,) = answers
+        body = ChatAnswer(
+            conversation_id=answer.conversation_id,
+            message_id=answer.message_id,
+            replies=[Reply(id=r.id, text=r.text) for r in answer.replies],
+            intent=answer.intent,
+            confidence=answer.confidence,
+            escalated=answer.escalated,
+            duplicate=answer.duplicate,
+        )
+        return ChannelResponse(status=200, body=msgspec.json.encode(body), media_type="application/json")
 
 
 @hookimpl
-def register_channels() -> list[ChannelAdapter]:
+def register_channels() -> list[ChannelAdapter[Any]]:
     """The REST channel."""
     return [RestChannel()]

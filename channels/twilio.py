@@ -30,13 +30,18 @@ import msgspec
 
 from botloom import (
     Attachment,
+    Capabilities,
     ChannelAdapter,
+    ChannelKind,
     ChannelRejected,
     ChannelRequest,
     ChannelResponse,
+    DeliveryReport,
+    DeliveryStatus,
     InboundMessage,
     OutboundMessage,
     Secret,
+    SendError,
     hookimpl,
 )
 
@@ -52,7 +57,7 @@ TWIML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response />'
 
-_STATUSES = {
+_STATUSES: dict[str, DeliveryStatus] = {
     "accepted": "sent",
     "scheduled": "sent",
     "queued": "sent",
@@ -89,12 +94,8 @@ class TwilioConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """In ``twiml`` mode, how long a webhook waits for the turn; Twilio gives up after 15 seconds."""
 
 
-class TwilioSendError(Exception):
+class TwilioSendError(SendError):
     """Twilio did not take a reply; ``retryable`` says whether trying again can help."""
-
-    def __init__(self, detail: str, *, retryable: bool) -> None:
-        super().__init__(detail)
-        self.retryable = retryable
 
 
 class _MultiDict(dict[str, list[str]]):
@@ -169,12 +170,15 @@ def is_whatsapp(address: str) -> bool:
     return address.startswith(WHATSAPP)
 
 
-class TwilioChannel(ChannelAdapter):
+class TwilioChannel(ChannelAdapter[TwilioConfig]):
     """Verifies and parses Twilio's webhooks, answers them in TwiML, and sends through the REST API."""
 
     name: ClassVar[str] = "twilio"
+    kind: ClassVar[ChannelKind] = "push"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        text_limit=True, answers_in_response=True, delivery_reports=True
+    )
     max_text_length: ClassVar[int | None] = SMS_LIMIT
-    delivery: ClassVar[str] = "push"
 
     @staticmethod
     def settings(config: Any) -> TwilioConfig:
@@ -183,7 +187,7 @@ class TwilioChannel(ChannelAdapter):
             return config
         return msgspec.convert(config, TwilioConfig, strict=False)
 
-    def verify(self, request: ChannelRequest, config: Any) -> None:
+    def verify(self, request: ChannelRequest, config: TwilioConfig) -> None:
         """Check ``X-Twilio-Signature`` against the bot's auth token; 403 when it is missing or wrong."""
         from twilio.request_validator import RequestValidator
 
@@ -208,7 +212,7 @@ class TwilioChannel(ChannelAdapter):
             "twilio config's public_base_url) is the URL Twilio calls",
         )
 
-    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
+    def parse(self, request: ChannelRequest, config: TwilioConfig) -> list[InboundMessage]:
         """An incoming SMS or WhatsApp message; nothing for a status callback or an empty message."""
         if request.subpath == STATUS_PATH:
             return []
@@ -239,19 +243,19 @@ class TwilioChannel(ChannelAdapter):
             )
         ]
 
-    def response_window(self, request: ChannelRequest, config: Any) -> float:
+    def response_window(self, request: ChannelRequest, config: TwilioConfig) -> float:
         """Seconds the host may wait for the turn to answer in this webhook's TwiML (``twiml`` mode)."""
         settings = self.settings(config)
         if request.subpath or settings.reply_mode != "twiml":
             return 0.0
         return settings.twiml_wait_seconds
 
-    def text_limit(self, message: OutboundMessage, config: Any) -> int:
+    def text_limit(self, message: OutboundMessage, config: TwilioConfig) -> int:
         """The longest body one message to this recipient may have: 4096 on WhatsApp, 1600 on SMS."""
         return WHATSAPP_LIMIT if is_whatsapp(message.recipient) else SMS_LIMIT
 
     def acknowledge(
-        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: Any
+        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: TwilioConfig
     ) -> ChannelResponse:
         """TwiML with the replies (one ``<Message>`` each), or empty TwiML; an empty 200 for status callbacks."""
         if request.subpath == STATUS_PATH:
@@ -270,8 +274,8 @@ class TwilioChannel(ChannelAdapter):
                     message.media(attachment.url)
         return ChannelResponse(status=200, body=str(response).encode(), media_type=TWIML)
 
-    def delivery_report(self, request: ChannelRequest, config: Any) -> dict[str, Any] | None:
-        """A status callback as ``{"status", "provider_id", "ref", "error"}``; ``None`` for other requests."""
+    def delivery_report(self, request: ChannelRequest, config: TwilioConfig) -> DeliveryReport | None:
+        """A status callback as a :class:`~botloom.DeliveryReport`; ``None`` for other requests."""
         if request.subpath != STATUS_PATH:
             return None
         fields = _form(request)
@@ -281,14 +285,14 @@ class TwilioChannel(ChannelAdapter):
         code = _one(fields, "ErrorCode", required=False)
         detail = _one(fields, "ErrorMessage", required=False, limit=1000)
         ref = parse_qs(urlsplit(request.url).query).get("ref", [None])[-1]
-        return {
-            "status": status,
-            "provider_id": _one(fields, "MessageSid", required=False) or _one(fields, "SmsSid"),
-            "ref": ref,
-            "error": f"twilio error {code}" + (f": {detail}" if detail else "") if code else None,
-        }
+        return DeliveryReport(
+            status=status,
+            provider_id=_one(fields, "MessageSid", required=False) or _one(fields, "SmsSid"),
+            ref=ref,
+            error=f"twilio error {code}" + (f": {detail}" if detail else "") if code else None,
+        )
 
-    async def send(self, message: OutboundMessage, config: Any) -> str:
+    async def send(self, message: OutboundMessage, config: TwilioConfig) -> str:
         """Send one message through Twilio's Messages API; returns its ``MessageSid``.
 
         Raises :class:`TwilioSendError`, ``retryable`` unless Twilio refused the
@@ -368,7 +372,7 @@ def _redirecting_client_class() -> type:
 
 
 @hookimpl
-def register_channels() -> list[ChannelAdapter]:
+def register_channels() -> list[ChannelAdapter[Any]]:
     """The Twilio channel (SMS and WhatsApp)."""
     return [TwilioChannel()]
 

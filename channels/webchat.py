@@ -1,14 +1,14 @@
 """The web chat channel: the page ``/chat/{bot}`` and its WebSocket ``/api/v1/bots/{bot}/ws``.
 
-The page and socket are public (end users have no API keys) for a bot that
-enables this plugin; they are protected by the bot's allowed origins and by rate
-limits. Frames are JSON:
+A socket channel. The page and socket are public (end users have no API keys) for
+a bot that enables this plugin; they are protected by the bot's allowed origins
+and by rate limits. Frames are JSON:
 
 * client → server: ``{"type": "hello", "conversation_id": null | "...", "user": "..."}``,
   then ``{"type": "message", "id": "<client id>", "text": "..."}``;
 * server → client: ``{"type": "ready", "conversation_id": "...", "history": [...]}``,
   ``{"type": "typing"}``, ``{"type": "reply", "text": "...", "id": "..."}``,
-  ``{"type": "done", "for": "<client id>", "intent": ..., "escalated": ...}``,
+  ``{"type": "done", "id": "<client id>", "intent": ..., "escalated": ...}``,
   ``{"type": "error", "detail": "..."}``.
 
 A message's client id makes a resend after a dropped connection idempotent.
@@ -16,14 +16,31 @@ A message's client id makes a resend after a dropped connection idempotent.
 
 from __future__ import annotations
 
+import json
+import time
+from collections import deque
+from html import escape
+from importlib import resources
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from botloom import ChannelAdapter, ChannelRejected, ChannelRequest, InboundMessage, OutboundMessage, hookimpl
+from botloom import (
+    ChannelAdapter,
+    ChannelHost,
+    ChannelKind,
+    ChannelRejected,
+    ChannelRequest,
+    ChannelResponse,
+    ChannelRoute,
+    ChannelSocket,
+    InboundMessage,
+    hookimpl,
+)
 
 MAX_TEXT = 4000
 MAX_FRAME = 16_384
+PAGE = resources.files("botloom.channels") / "webchat.html"
 
 
 class WebChatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,14 +72,47 @@ Frame = Hello | Message
 FrameType = Literal["hello", "message"]
 
 
-class WebChatChannel(ChannelAdapter):
-    """Decodes web chat frames; replies go back on the open socket."""
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Whether a browser ``Origin`` may use a bot's web chat: same host, or listed by the bot."""
+    if origin is None:
+        return True  # not a browser (or a same-origin request that sent none)
+    if host and origin.split("://", 1)[-1] == host:
+        return True
+    return origin in allowed
+
+
+def _allowed_origins(request: ChannelRequest, config: WebChatConfig) -> list[str]:
+    bot_origins = list(request.bot.settings.allowed_origins) if request.bot is not None else []
+    return [*config.allowed_origins, *bot_origins]
+
+
+class WebChatChannel(ChannelAdapter[WebChatConfig]):
+    """Decodes web chat frames; the replies go back on the open socket."""
 
     name: ClassVar[str] = "webchat"
-    delivery: ClassVar[str] = "response"
+    kind: ClassVar[ChannelKind] = "socket"
+    conversations: ClassVar[Literal["key", "id"]] = "id"
 
-    def verify(self, request: ChannelRequest, config: Any) -> None:
-        """The socket's origin is checked by the server against ``allowed_origins`` when it opens."""
+    def routes(self) -> tuple[ChannelRoute, ...]:
+        """The socket ``/api/v1/bots/{bot}/ws`` and the page ``/chat/{bot}``."""
+        return (
+            ChannelRoute(path="/api/v1/bots/{bot}/ws", method="WEBSOCKET", summary="The web chat WebSocket"),
+            ChannelRoute(
+                path="/chat/{bot}",
+                method="GET",
+                summary="The web chat page of a bot",
+                description=(
+                    "A small, accessible chat page that talks to the bot over its WebSocket; embeddable in an iframe."
+                ),
+                tags=("chat",),
+            ),
+        )
+
+    def verify(self, request: ChannelRequest, config: WebChatConfig) -> None:
+        """A browser may open the socket from this server or from the bot's allowed origins (else 403)."""
+        origin, host = request.headers.get("origin"), request.headers.get("host")
+        if not origin_allowed(origin, host, _allowed_origins(request, config)):
+            raise ChannelRejected(403, "origin not allowed")
 
     def decode(self, frame: bytes | str) -> Frame:
         """A validated frame; raises :class:`ChannelRejected` (400) saying what is wrong."""
@@ -74,30 +124,124 @@ class WebChatChannel(ChannelAdapter):
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ChannelRejected(400, f"invalid frame: {exc}") from None
 
-    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
-        """One inbound message from a ``message`` frame (``request.body``)."""
+    def parse(self, request: ChannelRequest, config: WebChatConfig) -> list[InboundMessage]:
+        """One inbound message from a ``message`` frame (``request.body``); the sender in ``x-botloom-user``."""
         frame = self.decode(request.body)
         if not isinstance(frame, Message):
             raise ChannelRejected(400, "expected a message frame")
+        return [self.message(frame, request.headers.get("x-botloom-user", "web-user"), None)]
+
+    def message(self, frame: Message, user: str, conversation_id: str | None) -> InboundMessage:
+        """The inbound message of a ``message`` frame; :class:`ChannelRejected` for blank text."""
         text = frame.text.strip()
         if not text:
             raise ChannelRejected(400, "message text is blank")
-        return [
-            InboundMessage(
-                channel=self.name,
-                text=text,
-                sender=request.headers.get("x-botloom-user", "web-user"),
-                idempotency_key=frame.id,
-            )
-        ]
+        return InboundMessage(
+            channel=self.name, text=text, sender=user, conversation_key=conversation_id, idempotency_key=frame.id
+        )
 
-    async def send(self, message: OutboundMessage, config: Any) -> str | None:
-        """Not used: replies go out on the open socket (``delivery = "response"``)."""
-        raise NotImplementedError("web chat replies are sent on the open socket")
+    async def converse(self, socket: ChannelSocket, host: ChannelHost, config: WebChatConfig) -> None:
+        """Answer frames until the client goes away (see the module docstring)."""
+        await _Session(self, socket, host, config.messages_per_minute).run()
+
+    def page(self, request: ChannelRequest, config: WebChatConfig) -> ChannelResponse:
+        """The chat page, configured for the bot, with a content security policy that names who may embed it."""
+        ref = request.bot_ref
+        settings = {
+            "bot": ref,
+            "socket": f"/api/v1/bots/{ref}/ws",
+            "title": config.title,
+            "welcome": config.welcome,
+            "color": config.color,
+        }
+        page = PAGE.read_text(encoding="utf-8")
+        page = page.replace("{{TITLE}}", escape(config.title))
+        page = page.replace("{{COLOR}}", escape(config.color))
+        page = page.replace("{{CONFIG}}", json.dumps(settings).replace("<", "\\u003c"))
+        allowed = " ".join(["'self'", *_allowed_origins(request, config)])
+        headers = {
+            "Content-Security-Policy": (
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+                f"connect-src 'self' ws: wss:; frame-ancestors {allowed}"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        }
+        return ChannelResponse(status=200, body=page.encode(), media_type="text/html; charset=utf-8", headers=headers)
+
+
+class _Session:
+    """One open chat socket: a conversation, its rate limit, and the frames."""
+
+    def __init__(self, channel: WebChatChannel, socket: ChannelSocket, host: ChannelHost, per_minute: int) -> None:
+        self.channel = channel
+        self.socket = socket
+        self.host = host
+        self.per_minute = per_minute
+        self.sent: deque[float] = deque()
+        self.conversation_id: str | None = None
+        self.user = "web-user"
+
+    async def send(self, **frame: Any) -> None:
+        await self.socket.send(json.dumps(frame))
+
+    def limited(self) -> bool:
+        now = time.monotonic()
+        while self.sent and now - self.sent[0] > 60:
+            self.sent.popleft()
+        if len(self.sent) >= self.per_minute:
+            return True
+        self.sent.append(now)
+        return False
+
+    async def run(self) -> None:
+        while True:
+            raw = await self.socket.receive()
+            try:
+                frame = self.channel.decode(raw)
+            except ChannelRejected as exc:
+                await self.send(type="error", detail=exc.detail)
+                continue
+            if isinstance(frame, Hello):
+                await self.hello(frame.conversation_id, frame.user)
+            elif isinstance(frame, Message):
+                if self.conversation_id is None:
+                    await self.hello(None, None)
+                if self.limited():
+                    await self.send(type="error", detail="too many messages: wait a moment and try again")
+                    continue
+                await self.message(frame)
+
+    async def hello(self, conversation_id: str | None, user: str | None) -> None:
+        self.user = (user or "web-user")[:200]
+        conversation = await self.host.open_conversation(conversation_id, self.user)
+        self.conversation_id = conversation.id
+        history = [{"role": m.role, "text": m.text, "id": m.id} for m in conversation.history]
+        await self.send(type="ready", conversation_id=conversation.id, history=history)
+
+    async def message(self, frame: Message) -> None:
+        try:
+            message = self.channel.message(frame, self.user, self.conversation_id)
+        except ChannelRejected as exc:
+            await self.send(type="error", detail=exc.detail)
+            return
+        except ValueError as exc:  # an identifier botloom cannot keep
+            await self.send(type="error", detail=f"invalid message: {exc}")
+            return
+        await self.send(type="typing")
+        try:
+            answer = await self.host.answer(message)
+        except ChannelRejected as exc:
+            await self.send(type="error", detail=exc.detail)
+            return
+        for reply in answer.replies:
+            await self.send(type="reply", id=reply.id, text=reply.text)
+        await self.send(type="done", id=frame.id, intent=answer.intent, escalated=answer.escalated)
 
 
 @hookimpl
-def register_channels() -> list[ChannelAdapter]:
+def register_channels() -> list[ChannelAdapter[Any]]:
     """The web chat channel."""
     return [WebChatChannel()]
 

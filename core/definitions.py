@@ -1,22 +1,42 @@
 """What plugins register: tools, intents, channels and graphs.
 
 These definitions are immutable msgspec Structs (channels are objects with
-behaviour, so they subclass :class:`ChannelAdapter`). The plugin host checks
+behaviour, so they subclass :class:`ChannelAdapter`, whose contract lives in
+:mod:`botloom.core.channels` and is re-exported here). The plugin host checks
 every definition a hook returns and reports malformed ones against the plugin.
 """
 
 from __future__ import annotations
 
-import abc
 import inspect
 import re
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
-from botloom.core.messages import InboundMessage, OutboundMessage
+from botloom.core.channels import (
+    AcceptMessage,
+    Capabilities,
+    ChannelAdapter,
+    ChannelConversation,
+    ChannelHost,
+    ChannelKind,
+    ChannelRejected,
+    ChannelRequest,
+    ChannelResponse,
+    ChannelRoute,
+    ChannelSocket,
+    DeliveryReport,
+    DeliveryStatus,
+    HistoryMessage,
+    ReportDelivery,
+    SendError,
+    SocketClosed,
+    TurnAnswer,
+    TurnReply,
+)
 
 NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$"
 """Tool, intent, channel and graph names: a letter, then letters, digits, ``_`` or ``-`` (≤ 64).
@@ -241,107 +261,6 @@ class StateMigration(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.graph}-v{self.from_version}"
 
 
-class ChannelRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """An inbound HTTP request as a channel sees it, independent of the web framework."""
-
-    method: str
-    url: str
-    """The public URL the provider called (what Twilio signs), as the host reconstructs it."""
-    headers: Mapping[str, str]
-    """Header names in lower case."""
-    body: bytes
-    form: Mapping[str, str] = {}
-    """The parsed ``application/x-www-form-urlencoded`` body, when it was one."""
-    subpath: str = ""
-    """What follows the bot in the channel route (``inbound``, ``status``), without slashes."""
-
-
-class ChannelResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """What the host answers the provider's request with."""
-
-    status: int = 200
-    body: bytes = b""
-    media_type: str = "text/plain"
-
-
-class ChannelRejected(Exception):
-    """A channel refuses an inbound request (bad signature, malformed body); nothing is stored."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-AcceptMessage = Callable[[InboundMessage], Awaitable[object]]
-"""How a polling channel hands a fetched message to the host (see :meth:`ChannelAdapter.poll`)."""
-ReportDelivery = Callable[[Mapping[str, Any]], Awaitable[bool]]
-"""How a polling channel hands the host a report on a message it sent, as ``{"status", "provider_id",
-"ref", "error"}`` (a bounce found in a mailbox); the host answers whether it named a stored message."""
-
-
-class ChannelAdapter(abc.ABC):
-    """Translates between one messaging channel's wire format and botloom's messages.
-
-    A channel plugin returns instances from ``register_channels``. The adapter holds
-    no per-bot state: each call gets the bot's validated channel config.
-    """
-
-    name: ClassVar[str]
-    """The channel's name: its route is ``/channels/{name}/{bot}``."""
-    max_text_length: ClassVar[int | None] = None
-    """Longest text one outbound message may carry; longer replies are split by the host."""
-    delivery: ClassVar[str] = "push"
-    """``push``: replies are sent with :meth:`send` (through the job queue, with retries);
-    ``response``: replies go back in the answer to the inbound request or on its open
-    connection (REST and web chat), and :meth:`send` is not used."""
-
-    @abc.abstractmethod
-    def verify(self, request: ChannelRequest, config: Any) -> None:
-        """Check the request's signature or secret; raise :class:`ChannelRejected` (403) if forged."""
-
-    @abc.abstractmethod
-    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
-        """Turn a verified request into messages; raise :class:`ChannelRejected` (400) if malformed.
-
-        An empty list means the request carries no message (a status callback, an auto-reply).
-        """
-
-    def acknowledge(
-        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: Any
-    ) -> ChannelResponse:
-        """The answer to the provider's request; ``replies`` is set when they go in this answer."""
-        return ChannelResponse(status=200)
-
-    max_request_bytes: ClassVar[int] = 1_048_576
-    """Largest webhook body the host reads for this channel; a larger one is refused with 413."""
-
-    @abc.abstractmethod
-    async def send(self, message: OutboundMessage, config: Any) -> str | None:
-        """Deliver one message; return the provider's id for it. Raise to have it retried."""
-
-    def polls(self, config: Any) -> bool:
-        """Whether the host should call :meth:`poll` for a bot with this config (a mailbox to read)."""
-        return False
-
-    async def poll(
-        self, config: Any, cursor: Mapping[str, Any], accept: AcceptMessage, report: ReportDelivery
-    ) -> dict[str, Any]:
-        """Fetch the messages that arrived since ``cursor``; return the new cursor.
-
-        The host calls this about once a minute, never twice at once for one bot,
-        for channels that fetch messages instead of receiving webhooks (IMAP). Hand
-        each message to ``await accept(message)``: when it returns, the message is
-        stored and its turn queued, so only then mark it fetched at the provider.
-        A fetched report on a message the bot sent (a bounce) goes to ``await
-        report({...})``, in the shape of the ``delivery_report`` webhooks return.
-        The cursor is the channel's own JSON-serialisable bookmark, ``{}`` at
-        first; it is stored after each poll, so a restarted host resumes from it.
-        Raise to report a failed poll (it is logged and tried again next time).
-        """
-        raise NotImplementedError(f"the {self.name} channel does not poll")
-
-
 class TurnSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What ``on_turn_end`` observers receive about a finished turn."""
 
@@ -356,3 +275,36 @@ class TurnSummary(msgspec.Struct, frozen=True, kw_only=True):
     escalated: bool
     errors: tuple[str, ...] = ()
     latency_ms: float = 0.0
+
+
+__all__ = [
+    "NAME_PATTERN",
+    "AcceptMessage",
+    "Capabilities",
+    "ChannelAdapter",
+    "ChannelConversation",
+    "ChannelHost",
+    "ChannelKind",
+    "ChannelRejected",
+    "ChannelRequest",
+    "ChannelResponse",
+    "ChannelRoute",
+    "ChannelSocket",
+    "DefinitionError",
+    "DeliveryReport",
+    "DeliveryStatus",
+    "GraphDefinition",
+    "HistoryMessage",
+    "Intent",
+    "ReportDelivery",
+    "SendError",
+    "Slot",
+    "SocketClosed",
+    "StateMigration",
+    "Tool",
+    "ToolContext",
+    "TurnAnswer",
+    "TurnReply",
+    "TurnSummary",
+    "check_name",
+]

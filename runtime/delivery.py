@@ -1,27 +1,22 @@
-"""Messages on the queue: inbound turns, and replies delivered through push channels with retries.
+"""Replies out through push channels, with retries, and the provider's reports on them.
 
-The path of a message through a channel (DESIGN.md, "The path of one turn"):
+The path of a reply (DESIGN.md, "The path of one turn"; inbound messages and
+their turns are :mod:`botloom.runtime.inbound`'s):
 
-1. :meth:`Deliveries.accept` stores an inbound message (idempotent on the
-   channel's id for it) and queues a ``turn`` job, before the channel's
-   request is answered;
-2. the ``turn`` job (:meth:`Deliveries.run_turns`) runs the conversation's pending
-   turns under its lock, then queues a ``deliver`` job;
-3. the ``deliver`` job (:meth:`Deliveries.deliver`) sends the conversation's
+1. the ``turn`` job stores a turn's replies and queues a ``deliver`` job;
+2. the ``deliver`` job (:meth:`Deliveries.deliver`) sends the conversation's
    pending replies in order, each split within the channel's limit, part by
    part, recording each part sent; a failure is retried with exponential
-   back-off, and after the last attempt the reply is a dead letter (status
-   ``failed``, with its error and attempts), which the API lists and can retry.
+   back-off, and after the last attempt (or at once, for a :class:`SendError`
+   that is not ``retryable``) the reply is a dead letter (status ``failed``,
+   with its error and attempts), which the API lists and can retry;
+3. a provider's :class:`DeliveryReport` (a status callback, a bounce) moves the
+   stored reply on (:meth:`Deliveries.record`).
 
 A channel may answer in its provider's response instead (Twilio's TwiML):
-:meth:`Deliveries.answer_in_response` runs the turn within the channel's
-window and claims the replies for the response; whatever misses the window is
-delivered by the queue, never lost and never sent twice.
-
-Besides :class:`~botloom.core.definitions.ChannelAdapter`'s methods, a channel
-may offer three optional ones, looked up here (see ``docs/channels.md``):
-``text_limit(message, config)``, ``response_window(request, config)`` and
-``delivery_report(request, config)``.
+the inbound path runs the turn within the channel's window and claims the
+replies for the response; whatever misses the window is delivered here, never
+lost and never sent twice.
 """
 
 from __future__ import annotations
@@ -33,87 +28,30 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 import msgspec
 
-from botloom.core.definitions import ChannelAdapter, ChannelRequest
+from botloom.core.channels import ChannelAdapter, DeliveryReport, SendError
 from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.host import PluginHost
-from botloom.core.messages import InboundMessage, OutboundMessage, utcnow
+from botloom.core.messages import OutboundMessage, utcnow
 from botloom.core.settings import Settings
-from botloom.core.storage.repositories import ChannelRouteRepository, DeliveryRepository, OutboundState, Store
-from botloom.runtime.queue import JobFunction, JobQueue, Kind
-from botloom.runtime.runner import TurnRunner
+from botloom.core.storage.repositories import DeliveryRepository, OutboundState, Store
+from botloom.runtime.inbound import ChannelBinding, ChannelBindings
+from botloom.runtime.locks import ConversationLocks
+from botloom.runtime.queue import JobFunction, JobQueue
 
 logger = logging.getLogger(__name__)
 
-UNFINISHED = frozenset({"received", "processing"})
-"""Inbound statuses of a message whose turn has not finished."""
-HOLD_GRACE = 2.0
-"""Seconds past a channel's response window before the queue takes over a turn the webhook was running."""
 RECOVER_CRON = "* * * * *"
 
 
-class DeliveryReport(msgspec.Struct, frozen=True, kw_only=True):
-    """A provider's report on a message it was given (a status callback)."""
-
-    status: Literal["sent", "delivered", "undelivered", "failed"]
-    provider_id: str | None = None
-    ref: str | None = None
-    """The ``delivery_ref`` botloom gave the part (``message-id:part``), when the callback carries it."""
-    error: str | None = None
-
-    def part(self) -> tuple[str, int] | None:
-        """The message id and part number ``ref`` names, if it is well formed."""
-        match = re.fullmatch(r"([0-9a-fA-F-]{36}):(\d{1,4})", self.ref or "")
-        return (match[1], int(match[2])) if match else None
-
-
-@runtime_checkable
-class LimitsText(Protocol):
-    """A channel whose longest message depends on the recipient (SMS or WhatsApp)."""
-
-    def text_limit(self, message: OutboundMessage, config: Any) -> int | None:
-        """The longest text one message to ``message.recipient`` may carry."""
-
-
-@runtime_checkable
-class AnswersInResponse(Protocol):
-    """A push channel that can also put replies in its answer to the provider's request."""
-
-    def response_window(self, request: ChannelRequest, config: Any) -> float:
-        """Seconds the host may wait for the turn before answering ``request`` (0: answer at once)."""
-
-
-@runtime_checkable
-class ReportsDelivery(Protocol):
-    """A channel whose provider calls back with the status of sent messages."""
-
-    def delivery_report(self, request: ChannelRequest, config: Any) -> dict[str, Any] | None:
-        """The report a request carries, as ``{"status", "provider_id", "ref", "error"}``, or ``None``."""
-
-
-def text_limit(adapter: ChannelAdapter, message: OutboundMessage, config: Any) -> int | None:
+def text_limit(adapter: ChannelAdapter[Any], message: OutboundMessage, config: Any) -> int | None:
     """The longest text of one message to this recipient: the channel's ``text_limit`` or ``max_text_length``."""
-    if isinstance(adapter, LimitsText):
+    if adapter.capabilities.text_limit:
         return adapter.text_limit(message, config)
     return adapter.max_text_length
-
-
-def response_window(adapter: ChannelAdapter, request: ChannelRequest, config: Any) -> float:
-    """Seconds to wait for the turn to answer in the response to ``request``; 0 when the channel cannot."""
-    if isinstance(adapter, AnswersInResponse):
-        return max(0.0, float(adapter.response_window(request, config)))
-    return 0.0
-
-
-def delivery_report(adapter: ChannelAdapter, request: ChannelRequest, config: Any) -> DeliveryReport | None:
-    """The status report ``request`` carries, validated; ``None`` for other requests."""
-    if not isinstance(adapter, ReportsDelivery):
-        return None
-    report = adapter.delivery_report(request, config)
-    return None if report is None else msgspec.convert(report, DeliveryReport)
 
 
 def utf16_length(text: str) -> int:
@@ -186,139 +124,28 @@ class RetryPolicy:
         return full / 2 + random.uniform(0, full / 2)
 
 
-async def channel_setting(
-    store: Store, host: PluginHost, bot: Bot, name: str
-) -> tuple[ChannelAdapter, dict[str, Any]] | None:
-    """The channel ``name`` and the bot's config of it, if the bot enabled the plugin providing it."""
-    adapter = host.registry.channels.get(name)
-    owner = host.registry.owner("channel", name)
-    if adapter is None or owner is None:
-        return None
-    setting = await store.plugin_settings.get(bot.tenant_id, bot.id, owner)
-    if setting is None or not setting.enabled:
-        return None
-    return adapter, dict(setting.config)
-
-
 class Deliveries:
-    """Inbound messages onto the queue, turns off it, and replies out through their channels."""
+    """Replies out through their push channels, and the providers' reports on them."""
 
     def __init__(
         self,
         *,
         store: Store,
         host: PluginHost,
-        runner: TurnRunner,
+        bindings: ChannelBindings,
+        locks: ConversationLocks,
         queue: JobQueue,
         settings: Settings,
         policy: RetryPolicy | None = None,
-        inline_turns: int = 4,
     ) -> None:
         self.store = store
         self.host = host
-        self.runner = runner
+        self.bindings = bindings
+        self.locks = locks
         self.queue = queue
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.parts = DeliveryRepository(store.db)
-        self.routes = ChannelRouteRepository(store.db, store.plugin_settings)
-        self._inline = asyncio.Semaphore(inline_turns)
-        self._background: set[asyncio.Task[Any]] = set()
-
-    # -- inbound -------------------------------------------------------------------
-
-    async def accept(self, bot: Bot, message: InboundMessage, *, hold: float = 0.0) -> tuple[StoredMessage, bool]:
-        """Store an inbound message and queue its turn; returns the stored message and whether it is new.
-
-        ``hold`` delays the queued turn while the webhook tries to answer in its
-        response. A retried message whose turn has not finished is queued again
-        (a no-op while its job waits), so a crash between storing and queueing
-        loses nothing.
-        """
-        version = self.runner.state_version(bot)
-        conversation, stored, new = await self.store.messages.receive(
-            bot.tenant_id, bot.id, message, state_version=version
-        )
-        if stored.status in UNFINISHED:
-            await self._queue_turn(bot, conversation.id, stored.id, delay=hold + HOLD_GRACE if hold else 0.0)
-        return stored, new
-
-    async def _queue_turn(self, bot: Bot, conversation_id: str, key: str, *, delay: float = 0.0) -> None:
-        await self.queue.enqueue(
-            "turns",
-            "turn",
-            key=key,
-            delay=delay,
-            tenant_id=bot.tenant_id,
-            bot_id=bot.id,
-            conversation_id=conversation_id,
-        )
-
-    async def run_turns(self, tenant_id: str, bot_id: str, conversation_id: str) -> int:
-        """Job: run the conversation's pending turns, then deliver their replies (retries go on the queue)."""
-        bot = await self.store.bots.get(tenant_id, bot_id)
-        if bot is None:
-            return 0
-        results = await self.runner.process(bot, conversation_id)
-        await self.deliver(tenant_id, conversation_id, bot=bot)
-        return len(results)
-
-    async def answer_in_response(
-        self, bot: Bot, adapter: ChannelAdapter, config: Any, inbound: list[StoredMessage], wait: float
-    ) -> list[OutboundMessage]:
-        """Run the turns of ``inbound`` now; their replies, claimed from the queue, split for the response.
-
-        Returns nothing when the turns take longer than ``wait`` seconds (they go
-        on, and the queue delivers their replies) or when too many turns run in
-        requests already (the queue runs this one at once). A retried request gets
-        the replies its first answer carried.
-        """
-        if not inbound:
-            return []
-        conversation_id = inbound[0].conversation_id
-        if self._inline.locked():
-            await self._queue_turn(bot, conversation_id, f"{inbound[0].id}:now")
-            return []
-        late = asyncio.Event()
-        task = asyncio.create_task(self._inline_turn(bot, conversation_id, late))
-        self._background.add(task)
-        task.add_done_callback(self._finished)
-        done, _ = await asyncio.wait({task}, timeout=wait)
-        if not done or task.cancelled() or task.exception() is not None:
-            late.set()  # the queue's turn job (held back until the window closed) takes over
-            return []
-        replies = await self.parts.claim_for_response(bot.tenant_id, [m.id for m in inbound])
-        conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
-        if conversation is None:
-            return []
-        reply_to = dict(inbound[-1].metadata)
-        return [
-            part
-            for reply in replies
-            for part in self.parts_of(adapter, config, self.outbound(bot, conversation, reply, reply_to), reply.id)
-        ]
-
-    async def _inline_turn(self, bot: Bot, conversation_id: str, late: asyncio.Event) -> None:
-        async with self._inline:
-            await self.runner.process(bot, conversation_id)
-        if late.is_set():
-            await self.schedule(bot.tenant_id, conversation_id, trigger=f"late-{uuid.uuid4().hex[:12]}")
-
-    async def close(self, grace: float = 5.0) -> None:
-        """Let turns still running for webhooks finish (up to ``grace`` seconds), then cancel them.
-
-        A cancelled turn runs again from the queue: its message is still unanswered.
-        """
-        if self._background:
-            _, pending = await asyncio.wait(set(self._background), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a turn run for a webhook failed; the queue runs it again", exc_info=task.exception())
 
     # -- outbound ------------------------------------------------------------------
 
@@ -348,12 +175,12 @@ class Deliveries:
             bot = await self.store.bots.get(tenant_id, conversation.bot_id)
         if conversation is None or bot is None:
             return 0
-        found = await channel_setting(self.store, self.host, bot, conversation.channel)
-        if found is not None and found[0].delivery != "push":
+        found = await self.bindings.of_bot(bot, conversation.channel)
+        if found is not None and found.adapter.kind != "push":
             return 0  # replies go in the channel's responses
         sent = 0
         while True:
-            async with self.runner.locks.try_hold(f"deliver:{conversation_id}") as free:
+            async with self.locks.try_hold(f"deliver:{conversation_id}") as free:
                 if not free:
                     return sent
                 sent += await self._drain(bot, conversation, found, due)
@@ -365,7 +192,7 @@ class Deliveries:
         self,
         bot: Bot,
         conversation: Conversation,
-        found: tuple[ChannelAdapter, dict[str, Any]] | None,
+        found: ChannelBinding | None,
         due: OutboundState | None,
     ) -> int:
         """Send pending replies, from ``due`` on, until none is left or one must wait for its back-off."""
@@ -385,7 +212,7 @@ class Deliveries:
                 if found is None:
                     raise ChannelUnavailable(f"the {conversation.channel} channel is not enabled for this bot")
                 outbound = self.outbound(bot, conversation, message, started[1])
-                await self._send(bot, found[0], found[1], outbound, message.id, done=started[0])
+                await self._send(bot, found.adapter, found.config, outbound, message.id, done=started[0])
             except Exception as exc:  # noqa: BLE001 - any failure of a channel is retried or dead-lettered
                 if await self._failed(bot, conversation, due, exc):
                     return sent
@@ -418,7 +245,7 @@ class Deliveries:
 
     @staticmethod
     def parts_of(
-        adapter: ChannelAdapter, config: Any, message: OutboundMessage, stored_id: str
+        adapter: ChannelAdapter[Any], config: Any, message: OutboundMessage, stored_id: str
     ) -> list[OutboundMessage]:
         """``message`` split within the channel's limit; each part with its ``delivery_ref`` and idempotency key."""
         limit = text_limit(adapter, message, config)
@@ -438,7 +265,7 @@ class Deliveries:
     async def _send(
         self,
         bot: Bot,
-        adapter: ChannelAdapter,
+        adapter: ChannelAdapter[Any],
         config: Any,
         outbound: OutboundMessage,
         stored_id: str,
@@ -459,7 +286,8 @@ class Deliveries:
         """Record a failed attempt; ``True`` when it is retried later, ``False`` when it became a dead letter."""
         attempts = due.attempts + 1
         error = f"{type(exc).__name__}: {exc}"
-        if getattr(exc, "retryable", True) and attempts < self.policy.attempts:
+        retryable = exc.retryable if isinstance(exc, SendError) else True
+        if retryable and attempts < self.policy.attempts:
             wait = self.policy.delay(attempts)
             await self.parts.fail(bot.tenant_id, due.message.id, error, retry_at=utcnow() + timedelta(seconds=wait))
             await self.schedule(bot.tenant_id, conversation.id, trigger=f"{due.message.id}:{attempts}", delay=wait)
@@ -504,7 +332,7 @@ class Deliveries:
         in a busy queue, is not queued a second time: the queue ignores a key
         that waits or runs.
         """
-        push = [name for name, adapter in self.host.registry.channels.items() if adapter.delivery == "push"]
+        push = [name for name, adapter in self.host.registry.channels.items() if adapter.kind == "push"]
         if not push:
             return 0
         rows = await self.parts.unfinished(push, self.policy.recover_after)
@@ -522,12 +350,26 @@ class Deliveries:
                 await self.schedule(row["tenant_id"], row["conversation_id"], trigger="recover")
         return len(rows)
 
-    def jobs(self) -> dict[Kind, dict[str, JobFunction]]:
-        """The job functions of each queue, by name."""
-        return {"turns": {"turn": self.run_turns}, "deliveries": {"deliver": self.deliver, "recover": self.recover}}
+    def jobs(self) -> dict[str, JobFunction]:
+        """The job functions of the deliveries queue, by name."""
+        return {"deliver": self.deliver, "recover": self.recover}
 
 
-class ChannelUnavailable(Exception):
+class ChannelUnavailable(SendError):
     """A reply's channel is no longer enabled for its bot; it becomes a dead letter at once."""
 
-    retryable = False
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retryable=False)
+
+
+__all__ = [
+    "RECOVER_CRON",
+    "ChannelUnavailable",
+    "Deliveries",
+    "DeliveryReport",
+    "RetryPolicy",
+    "SendError",
+    "split_text",
+    "text_limit",
+    "utf16_length",
+]

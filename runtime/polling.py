@@ -3,9 +3,10 @@
 A cron job (``poll_channels``, once a minute on the deliveries queue) queues one
 ``poll`` job per bot and polling channel the bot enabled; the job holds a lock
 so one bot's mailbox is never read twice at once, hands each fetched message to
-:meth:`~botloom.runtime.delivery.Deliveries.accept` (stored, turn queued) before
-the channel marks it fetched, and stores the channel's cursor and the poll's
-error, if any, in ``channel_polls``.
+the one inbound path (:meth:`~botloom.runtime.inbound.Inbound.accept`: stored,
+turn queued) before the channel marks it fetched, and stores the channel's
+cursor and the poll's error, if any, in ``channel_polls``. A channel polls when it
+declares ``Capabilities(polls=True)``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from botloom.core.definitions import ChannelAdapter
+from botloom.core.channels import ChannelAdapter, ChannelRejected, DeliveryReport
 from botloom.core.messages import InboundMessage
 from botloom.core.storage.repositories import ChannelPollRepository
-from botloom.runtime.delivery import Deliveries, DeliveryReport
+from botloom.runtime.inbound import ChannelBinding, Inbound
 from botloom.runtime.queue import JobFunction
 
 logger = logging.getLogger(__name__)
@@ -38,30 +38,39 @@ mail), at most ``ROUNDS`` times and no longer than this; the next tick goes on f
 class ChannelPolling:
     """Queues and runs the polls of every bot's polling channels."""
 
-    def __init__(self, deliveries: Deliveries) -> None:
-        self.deliveries = deliveries
-        self.polls = ChannelPollRepository(deliveries.store.db)
+    def __init__(self, inbound: Inbound) -> None:
+        self.inbound = inbound
+        self.polls = ChannelPollRepository(inbound.store.db)
 
-    def pollers(self) -> dict[str, tuple[ChannelAdapter, str]]:
-        """Channels that poll (they override :meth:`ChannelAdapter.poll`), with the plugin that owns each."""
-        registry = self.deliveries.host.registry
+    def pollers(self) -> dict[str, tuple[ChannelAdapter[Any], str]]:
+        """Channels that poll (they declare ``Capabilities(polls=True)``), with the plugin that owns each."""
+        registry = self.inbound.host.registry
         found = {}
         for name, adapter in registry.channels.items():
             owner = registry.owner("channel", name)
-            if owner is not None and type(adapter).poll is not ChannelAdapter.poll:
+            if owner is not None and adapter.capabilities.polls:
                 found[name] = (adapter, owner)
         return found
+
+    async def _binding(self, tenant_id: str, bot_id: str, channel: str) -> ChannelBinding | None:
+        """The bot's enabled polling channel with its config, when that config has something to poll."""
+        try:
+            binding = await self.inbound.bindings.find(bot_id, channel)
+        except ChannelRejected:
+            return None
+        if binding.bot.tenant_id != tenant_id or not binding.adapter.polls(binding.config):
+            return None
+        return binding
 
     async def sweep(self) -> int:
         """Cron job: queue a poll of each bot's polling channels that have something to poll (once a minute)."""
         minute = int(time.time() // 60)
         queued = 0
-        for name, (adapter, owner) in self.pollers().items():
+        for name, (_, owner) in self.pollers().items():
             for tenant_id, bot_id in await self.polls.enabled_bots(owner):
-                route = await self.deliveries.routes.find(bot_id, owner)
-                if route is None or route[1] is None or not adapter.polls(dict(route[1].config)):
+                if await self._binding(tenant_id, bot_id, name) is None:
                     continue
-                await self.deliveries.queue.enqueue(
+                await self.inbound.queue.enqueue(
                     "deliveries",
                     "poll",
                     key=f"poll:{bot_id}:{name}:{minute}",
@@ -78,34 +87,28 @@ class ChannelPolling:
         Does nothing when the channel is not enabled, its config asks for no
         polling, or another process is polling the same bot and channel.
         """
-        found = self.pollers().get(channel)
-        if found is None:
+        if channel not in self.pollers():
             return 0
-        adapter, owner = found
-        route = await self.deliveries.routes.find(bot_id, owner)
-        if route is None or route[0].tenant_id != tenant_id or route[1] is None or not route[1].enabled:
+        binding = await self._binding(tenant_id, bot_id, channel)
+        if binding is None:
             return 0
-        bot, config = route[0], dict(route[1].config)
-        if not adapter.polls(config):
-            return 0
+        adapter, bot, config = binding.adapter, binding.bot, binding.config
         stored = 0
 
         async def accept(message: InboundMessage) -> None:
             nonlocal stored
             if message.channel != channel:
                 message = msgspec.structs.replace(message, channel=channel)
-            _, new = await self.deliveries.accept(bot, message)
+            _, new = await self.inbound.accept(bot, message)
             stored += int(new)
 
-        async def report(found: Mapping[str, Any]) -> bool:
-            try:
-                checked = msgspec.convert(dict(found), DeliveryReport)
-            except msgspec.ValidationError as exc:
-                logger.warning("the %s channel reported a malformed delivery status: %s", channel, exc)
+        async def report(found: DeliveryReport) -> bool:
+            if not isinstance(found, DeliveryReport):
+                logger.warning("the %s channel reported %r, not a DeliveryReport", channel, found)
                 return False
-            return await self.deliveries.record(bot, channel, checked)
+            return await self.inbound.deliveries.record(bot, channel, found)
 
-        async with self.deliveries.runner.locks.try_hold(f"poll:{bot_id}:{channel}") as free:
+        async with self.inbound.runner.locks.try_hold(f"poll:{bot_id}:{channel}") as free:
             if not free:
                 return 0
             cursor = await self.polls.cursor(tenant_id, bot_id, channel)

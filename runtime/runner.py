@@ -2,8 +2,8 @@
 
 The path of a turn (see ``docs/architecture.md``):
 
-1. :meth:`TurnRunner.receive` stores the inbound message with its idempotency
-   key; a retried delivery finds the stored one and runs nothing.
+1. the one inbound path (:mod:`botloom.runtime.inbound`) stores the inbound
+   message with its idempotency key; a retried delivery finds the stored one.
 2. :meth:`TurnRunner.process` takes the conversation's lock and runs every
    pending message of the conversation in arrival order, so turns of one
    conversation never overlap, whichever process received them.
@@ -184,36 +184,6 @@ class TurnRunner:
         definition = self.host.registry.graphs.get(bot.graph)
         return definition.state_version if definition is not None else 1
 
-    async def receive(
-        self,
-        bot: Bot,
-        message: InboundMessage,
-        *,
-        conversation_id: str | None = None,
-        conversation: Conversation | None = None,
-    ) -> tuple[Conversation, StoredMessage, bool]:
-        """Store an inbound message; returns its conversation, the stored message, and whether it is new.
-
-        ``conversation_id`` continues a known conversation (web and REST chat), and
-        ``conversation`` one the caller just read or created; otherwise the channel's
-        conversation key (or the sender) finds or starts one. Raises ``LookupError``
-        for a conversation of another bot.
-        """
-        if conversation is None and conversation_id is not None:
-            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
-            if conversation is None:
-                raise LookupError(f"conversation {conversation_id} not found")
-        if conversation is not None:
-            if conversation.bot_id != bot.id or conversation.tenant_id != bot.tenant_id:
-                raise LookupError(f"conversation {conversation.id} not found")
-        else:
-            key = message.conversation_key or message.sender
-            conversation = await self.store.conversations.get_or_create(
-                bot.tenant_id, bot.id, message.channel, key, user=message.sender, state_version=self.state_version(bot)
-            )
-        stored, new = await self.store.messages.add_inbound(bot.tenant_id, bot.id, conversation.id, message)
-        return conversation, stored, new
-
     async def process(self, bot: Bot, conversation_id: str) -> list[TurnResult]:
         """Run the conversation's pending messages in order, holding its lock, as its burst policy says.
 
@@ -221,7 +191,7 @@ class TurnRunner:
         bot's burst window of each other (and all that waited for the lock) are one
         turn. ``interrupt``: a message arriving while a turn runs cancels that turn
         (nothing of it is checkpointed) and one new turn answers every pending
-        message. ``reject``: see :meth:`answer`; here it behaves like ``enqueue``.
+        message. ``reject``: see :meth:`run_or_reject`; here it behaves like ``enqueue``.
         """
         async with self.locks.hold(conversation_id):
             return await self._process_locked(bot, conversation_id)
@@ -260,33 +230,11 @@ class TurnRunner:
             pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
         return pending
 
-    async def answer(
-        self,
-        bot: Bot,
-        message: InboundMessage,
-        *,
-        conversation_id: str | None = None,
-        conversation: Conversation | None = None,
-    ) -> TurnResult:
-        """Receive a message and run its turn now; a duplicate gets the replies of its first delivery.
+    async def run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
+        """``reject`` policy: run the message if no turn of its conversation runs, else answer busy.
 
-        With the ``reject`` burst policy, a message that arrives while a turn of
-        its conversation runs gets the bot's busy reply instead.
+        :meth:`botloom.runtime.inbound.Inbound.answer` calls this for a new message of a ``reject`` bot.
         """
-        conversation, stored, new = await self.receive(
-            bot, message, conversation_id=conversation_id, conversation=conversation
-        )
-        if new and bot.settings.burst_policy == "reject":
-            return await self._run_or_reject(bot, conversation, stored)
-        ran = await self.process(bot, conversation.id)
-        # the turn that answered this message is in hand unless it went to an agent, merged it or ran elsewhere
-        own = next((r for r in ran if r.message_id == stored.id and r.status != "for_agent"), None)
-        result = own if own is not None else await self.result_of(bot, stored.id)
-        result.duplicate = not new
-        return result
-
-    async def _run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
-        """``reject`` policy: run the message if no turn of its conversation runs, else answer busy."""
         async with self.locks.try_hold(conversation.id) as free:
             if free:
                 await self._process_locked(bot, conversation.id, only=message.id)
@@ -487,13 +435,13 @@ class TurnRunner:
         await self.store.conversations.set_state_version(bot.tenant_id, conversation.id, target)
 
     def _reply_status(self, channel: str) -> str:
-        """The status a turn's reply is stored with: ``sent`` on a channel that answers in its response.
+        """The status a turn's reply is stored with: ``sent`` on a response or socket channel.
 
-        REST and web chat hand the replies to the caller of the turn; other channels
-        keep them ``pending`` until a delivery job sends them.
+        Those (REST and web chat) hand the replies to the caller of the turn; push
+        channels keep them ``pending`` until a delivery job sends them.
         """
         adapter = self.host.registry.channels.get(channel)
-        return "sent" if adapter is not None and adapter.delivery == "response" else "pending"
+        return "sent" if adapter is not None and adapter.kind != "push" else "pending"
 
     async def _interruptible(
         self, run: Any, tenant_id: str, conversation_id: str, watched: str, poll: float = 0.05

@@ -1,10 +1,11 @@
-"""Channel webhooks: ``POST /channels/{channel}/{bot}`` and ``POST /channels/{channel}/{bot}/{subpath}``.
+"""Push channels' webhooks: ``POST /channels/{channel}/{bot}`` and ``POST /channels/{channel}/{bot}/{subpath}``.
 
-One pair of routes serves every push channel (Twilio, e-mail, a third party's),
-whatever its wire format: the channel verifies the request and parses it; the
-messages are stored and their turns queued before the provider gets its answer;
-a status callback updates the stored reply it reports on. REST and web chat
-(``delivery = "response"``) have their own routes and are not served here.
+Each push channel declares its routes (by default these two); the server mounts
+them (:mod:`botloom.server.channel_routes`) and hands each request to the one
+inbound path (:meth:`botloom.runtime.inbound.Inbound.webhook`): the channel
+verifies and parses it; the messages are stored and their turns queued before
+the provider gets its answer; a status callback updates the stored reply it
+reports on. A channel that is not installed, or takes no webhooks, is a 404.
 
 Every bad request gets a 4xx saying why, and nothing is stored: an unknown bot
 or channel (404), a channel the bot has not enabled (403), a missing or forged
@@ -15,24 +16,20 @@ not in its encoding (400, 415).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request, Response, post
+from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 
-from botloom.core.definitions import ChannelAdapter, ChannelRejected, ChannelRequest
-from botloom.core.domain import Bot
+from botloom.core.channels import ChannelRejected, ChannelRequest, ChannelRoute
 from botloom.core.settings import Settings
-from botloom.runtime.delivery import delivery_report, response_window
 from botloom.runtime.services import Services
-from botloom.server.deps import ServicesDep
 from botloom.server.paths import bot_ref
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 FORM = "application/x-www-form-urlencoded"
 ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
@@ -44,28 +41,13 @@ either reaches every webhook within this long (a request refused with an older c
 again with the stored one, so a rotated token is never refused)."""
 
 
-async def webhook_route(
-    services: Services, ref: str, name: str, *, max_age: float = 0.0
-) -> tuple[Bot, ChannelAdapter, dict[str, Any]]:
-    """The bot, the push channel ``name`` and the bot's config of it, in one query (or from the last second's).
-
-    404 for no such bot or channel, 403 when the bot has not enabled the channel.
-    """
-    adapter = services.host.registry.channels.get(name)
-    owner = services.host.registry.owner("channel", name)
-    if adapter is None or owner is None or adapter.delivery != "push":
-        raise NotFoundException(f"no channel {name!r} takes webhooks")
-    found = await services.deliveries.routes.find(bot_ref(ref), owner, max_age=max_age)
-    if found is None:
-        raise NotFoundException(f"no bot {bot_ref(ref)!r}")
-    bot, setting = found
-    if setting is None or not setting.enabled:
-        raise PermissionDeniedException(f"the {name} channel is not enabled for this bot")
-    return bot, adapter, dict(setting.config)
+def rejected(exc: ChannelRejected) -> HTTPException:
+    """A channel's (or the inbound path's) refusal as the HTTP error it answers."""
+    return HTTPException(status_code=exc.status, detail=exc.detail)
 
 
 async def channel_request(
-    request: Request[Any, Any, Any], settings: Settings, channel: str, bot: str, subpath: str
+    request: Request[Any, Any, Any], settings: Settings, route: ChannelRoute, ref: str, subpath: str, **extra: Any
 ) -> ChannelRequest:
     """The request as channels see it, at the URL the provider called (``BOTLOOM_PUBLIC_URL`` when set).
 
@@ -85,90 +67,84 @@ async def channel_request(
             raise HTTPException(status_code=415, detail=f"unsupported charset {charset!r}") from None
         except (UnicodeDecodeError, ValueError):
             raise HTTPException(status_code=400, detail=f"the form body is not valid {charset}") from None
-    path = f"/channels/{channel}/{bot_ref(bot)}" + (f"/{subpath}" if subpath else "")
+    return ChannelRequest(
+        method=request.method,
+        url=public_url(request, settings, route, ref, subpath),
+        headers=headers,
+        body=body,
+        form=form,
+        subpath=subpath,
+        bot_ref=ref,
+        **extra,
+    )
+
+
+def public_url(
+    request: Request[Any, Any, Any] | WebSocket[Any, Any, Any],
+    settings: Settings,
+    route: ChannelRoute,
+    ref: str,
+    subpath: str,
+) -> str:
+    """The URL the caller called: the route's path with the bot as named, under ``BOTLOOM_PUBLIC_URL`` if set."""
+    path = route.path.replace("{bot}", ref).replace("{subpath}", subpath)
     query = request.scope.get("query_string", b"").decode("latin-1")
     if settings.public_url:
         base = settings.public_url.rstrip("/")
     else:
         base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
-    url = base + path + (f"?{query}" if query else "")
-    return ChannelRequest(method=request.method, url=url, headers=headers, body=body, form=form, subpath=subpath)
-
-
-def channel_call(adapter: ChannelAdapter, method: Callable[..., T], *args: Any) -> T:
-    """Call one of a channel's methods on a request: ``ChannelRejected`` is its 4xx; any other error a 400."""
-    try:
-        return method(*args)
-    except ChannelRejected as exc:
-        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
-    except Exception as exc:  # a channel's bug on a strange request is still the request's 4xx
-        logger.exception("the %s channel failed on a request", adapter.name)
-        raise HTTPException(status_code=400, detail=f"the {adapter.name} channel could not read this request") from exc
+    return base + path + (f"?{query}" if query else "")
 
 
 async def handle_webhook(
-    request: Request[Any, Any, Any], services: Services, channel: str, bot: str, subpath: str
+    request: Request[Any, Any, Any], services: Services, *, channel: str, route: ChannelRoute, bot: str, subpath: str
 ) -> Response[bytes]:
-    """Verify, parse, store and queue; answer with what the channel says (see the module docstring)."""
-    found, adapter, config = await webhook_route(services, bot, channel, max_age=ROUTE_MAX_AGE)
-    limit = min(adapter.max_request_bytes, WEBHOOK_MAX_BODY)
+    """Size checks, then the one inbound path; answer with what the channel says (see the module docstring)."""
+    ref = bot_ref(bot)
+    try:
+        binding = await services.inbound.bindings.find(ref, channel, max_age=ROUTE_MAX_AGE)
+    except ChannelRejected as exc:
+        raise rejected(exc) from None
+    limit = min(binding.adapter.max_request_bytes, WEBHOOK_MAX_BODY)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(status_code=413, detail=f"the {channel} channel takes bodies of at most {limit} bytes")
-    incoming = await channel_request(request, request.app.state.settings, channel, bot, subpath)
+    incoming = await channel_request(request, request.app.state.settings, route, ref, subpath, bot=binding.bot)
     if len(incoming.body) > limit:
         raise HTTPException(status_code=413, detail=f"the {channel} channel takes bodies of at most {limit} bytes")
     try:
-        channel_call(adapter, adapter.verify, incoming, config)
-    except HTTPException as exc:  # refused with the config of the last second? check with the stored one
-        if exc.status_code != 403:
-            raise
-        found, adapter, stored = await webhook_route(services, bot, channel)
-        if stored == config:
-            raise
-        channel_call(adapter, adapter.verify, incoming, config := stored)
-    messages = channel_call(adapter, adapter.parse, incoming, config)
-    report = channel_call(adapter, delivery_report, adapter, incoming, config)
-    wait = channel_call(adapter, response_window, adapter, incoming, config)
-    deliveries = services.deliveries
-    if report is not None and not await deliveries.record(found, adapter.name, report):
-        logger.info("a %s status report named no message of bot %s", channel, found.id)
-    stored_messages = [(await deliveries.accept(found, message, hold=wait))[0] for message in messages]
-    replies = await deliveries.answer_in_response(found, adapter, config, stored_messages, wait) if wait else []
-    answer = adapter.acknowledge(incoming, replies or None, config)
-    return Response(content=answer.body, status_code=answer.status, media_type=answer.media_type)
+        answer = await services.inbound.webhook(binding, incoming)
+    except ChannelRejected as exc:
+        raise rejected(exc) from None
+    return Response(
+        content=answer.body, status_code=answer.status, media_type=answer.media_type, headers=dict(answer.headers)
+    )
 
 
 @post(
     "/channels/{channel:str}/{bot:str}",
-    summary="A channel provider's webhook (Twilio SMS and WhatsApp, e-mail, ...)",
+    summary="A webhook of a channel that is not installed",
     tags=["channels"],
     raises=ERRORS,
+    include_in_schema=False,
     request_max_body_size=WEBHOOK_MAX_BODY,
 )
-async def channel_webhook(
-    request: Request[Any, Any, Any], channel: FromPath[str], bot: FromPath[str], services: ServicesDep
-) -> Response[bytes]:
-    """An inbound message for ``bot`` (an id or ``tenant-slug/bot-slug``) through ``channel``."""
-    return await handle_webhook(request, services, channel, bot, "")
+async def no_channel(channel: FromPath[str], bot: FromPath[str]) -> None:
+    """404: every installed push channel has its own routes, which the router prefers to this one."""
+    raise NotFoundException(f"no channel {channel!r} takes webhooks")
 
 
 @post(
     "/channels/{channel:str}/{bot:str}/{subpath:str}",
-    summary="A channel provider's webhook with a sub-path (a status callback, e-mail's inbound)",
+    summary="A webhook of a channel that is not installed, with a sub-path",
     tags=["channels"],
     raises=ERRORS,
+    include_in_schema=False,
     request_max_body_size=WEBHOOK_MAX_BODY,
 )
-async def channel_webhook_path(
-    request: Request[Any, Any, Any],
-    channel: FromPath[str],
-    bot: FromPath[str],
-    subpath: FromPath[str],
-    services: ServicesDep,
-) -> Response[bytes]:
-    """A channel's other webhooks, such as Twilio's ``status`` callbacks."""
-    return await handle_webhook(request, services, channel, bot, subpath)
+async def no_channel_path(channel: FromPath[str], bot: FromPath[str], subpath: FromPath[str]) -> None:
+    """404, like :func:`no_channel`."""
+    raise NotFoundException(f"no channel {channel!r} takes webhooks")
 
 
-WEBHOOK_HANDLERS = [channel_webhook, channel_webhook_path]
+WEBHOOK_HANDLERS = [no_channel, no_channel_path]

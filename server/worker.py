@@ -28,7 +28,8 @@ from botloom.runtime.services import Services, open_services
 @asynccontextmanager
 async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator[list[Any]]:
     """Run this process's workers while the block runs (``embedded``: the caller owns the signal handlers)."""
-    jobs: dict[Kind, dict[str, JobFunction]] = {"turns": services.inbound.jobs(), "deliveries": services.deliveries.jobs()}
+    jobs: dict[Kind, dict[str, JobFunction]] = {"turns": services.inbound.jobs()}
+    jobs["deliveries"] = services.deliveries.jobs()
     jobs["deliveries"] = {**jobs["deliveries"], **services.polling.jobs(), **retention_jobs(services)}
     cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON, "retention": RETENTION_CRON}
     async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:

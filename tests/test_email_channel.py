@@ -390,7 +390,7 @@ async def test_a_poll_that_dies_midway_resumes_without_losing_or_doubling_a_mess
     imap, user = mailbox
     for number in (1, 2, 3):
         imap.append(user, raw_mail(f"message {number}", message_id=f"mid{number}@example.org", subject=f"S{number}"))
-    stored_once = services.deliveries.accept
+    stored_once = services.inbound.accept
 
     async def dies_after_storing_the_second(bot: Any, message: Any, **kwargs: Any) -> Any:
         result = await stored_once(bot, message, **kwargs)
@@ -399,7 +399,7 @@ async def test_a_poll_that_dies_midway_resumes_without_losing_or_doubling_a_mess
         return result
 
     async with email_app(settings, services, demo, imap_config(smtp, mailbox)):
-        monkeypatch.setattr(services.deliveries, "accept", dies_after_storing_the_second)
+        monkeypatch.setattr(services.inbound, "accept", dies_after_storing_the_second)
         assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1, "the first of three counted"
         flags = [("\\Seen" in f) for _, f, _ in imap.messages(user)]
         assert flags == [True, False, False], "stored but unflagged: the second comes again"

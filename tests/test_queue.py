@@ -122,7 +122,7 @@ async def test_recovery_queues_turns_and_deliveries_whose_job_was_lost(
         idempotency_key="SM-lost",
         metadata={"to": "+15559998888"},
     )
-    await services.runner.receive(demo.bot, message)  # stored, but its job never made it to the queue
+    await services.inbound.receive(demo.bot, message)  # stored, but its job never made it to the queue
     services.deliveries.policy = RetryPolicy(recover_after=0.0)
     assert await services.queue.pending("turns") == 0
     assert await services.deliveries.recover() == 1
@@ -140,7 +140,7 @@ async def test_recovery_adds_no_job_for_a_turn_whose_job_is_only_late(
         message = InboundMessage(
             channel="twilio", text="hello", sender=f"+1555000{number:04d}", idempotency_key=f"SM-late-{number}"
         )
-        await services.deliveries.accept(demo.bot, message)  # queued; no worker runs
+        await services.inbound.accept(demo.bot, message)  # queued; no worker runs
     services.deliveries.policy = RetryPolicy(recover_after=0.0)
     assert await services.queue.pending("turns") == 3
     assert await services.deliveries.recover() == 3, "three conversations wait"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,10 +33,13 @@ import msgspec
 
 from botloom import (
     AcceptMessage,
+    Capabilities,
     ChannelAdapter,
+    ChannelKind,
     ChannelRejected,
     ChannelRequest,
     ChannelResponse,
+    DeliveryReport,
     InboundMessage,
     OutboundMessage,
     ReportDelivery,
@@ -54,12 +58,13 @@ logger = logging.getLogger(__name__)
 INBOUND_PATH = "inbound"
 
 
-class EmailChannel(ChannelAdapter):
+class EmailChannel(ChannelAdapter[EmailConfig]):
     """Reads posted or polled mail, answers in the thread over SMTP."""
 
     name: ClassVar[str] = "email"
+    kind: ClassVar[ChannelKind] = "push"
+    capabilities: ClassVar[Capabilities] = Capabilities(delivery_reports=True, polls=True)
     max_text_length: ClassVar[int | None] = None
-    delivery: ClassVar[str] = "push"
     max_request_bytes: ClassVar[int] = MAX_MESSAGE_BYTES
 
     @staticmethod
@@ -69,7 +74,7 @@ class EmailChannel(ChannelAdapter):
             return config
         return msgspec.convert(config, EmailConfig, strict=False)
 
-    def verify(self, request: ChannelRequest, config: Any) -> None:
+    def verify(self, request: ChannelRequest, config: EmailConfig) -> None:
         """Check the inbound secret (a header or ``?secret=``); 403 when it is missing or wrong."""
         if request.subpath != INBOUND_PATH:
             raise ChannelRejected(404, "e-mail arrives at /channels/email/{bot}/inbound")
@@ -85,7 +90,7 @@ class EmailChannel(ChannelAdapter):
         if not any(g and hmac.compare_digest(g.encode(), expected.encode()) for g in given):
             raise ChannelRejected(403, "missing or wrong inbound secret")
 
-    def parse(self, request: ChannelRequest, config: Any) -> list[InboundMessage]:
+    def parse(self, request: ChannelRequest, config: EmailConfig) -> list[InboundMessage]:
         """The posted raw message; nothing for auto-replies, bounces and list mail; 400 for what is not mail."""
         settings = self.settings(config)
         if len(request.body) > settings.max_message_bytes:
@@ -101,28 +106,30 @@ class EmailChannel(ChannelAdapter):
             return []
         return [found]
 
-    def delivery_report(self, request: ChannelRequest, config: Any) -> dict[str, Any] | None:
+    def delivery_report(self, request: ChannelRequest, config: EmailConfig) -> DeliveryReport | None:
         """A bounce of one of the bot's replies, as a failed delivery of that reply."""
         return bounce_report(request.body)
 
     def acknowledge(
-        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: Any
+        self, request: ChannelRequest, replies: list[OutboundMessage] | None, config: EmailConfig
     ) -> ChannelResponse:
         """An empty 200: the message is stored and its reply goes out by SMTP."""
         return ChannelResponse(status=200, body=b"", media_type="text/plain")
 
-    async def send(self, message: OutboundMessage, config: Any) -> str:
+    async def send(self, message: OutboundMessage, config: EmailConfig) -> str:
         """Send one reply through the bot's SMTP server; returns its Message-ID."""
         settings = self.settings(config)
         mail = compose(message, settings)
         await send_mail(mail, settings)
         return str(mail["Message-ID"]).strip("<>")
 
-    def polls(self, config: Any) -> bool:
+    def polls(self, config: EmailConfig) -> bool:
         """Whether the bot reads a mailbox over IMAP (``imap_host`` set)."""
         return self.settings(config).imap_host is not None
 
-    async def poll(self, config: Any, cursor: Any, accept: AcceptMessage, report: ReportDelivery) -> dict[str, Any]:
+    async def poll(
+        self, config: EmailConfig, cursor: Mapping[str, Any], accept: AcceptMessage, report: ReportDelivery
+    ) -> dict[str, Any]:
         """Read the mailbox's new mail (see :mod:`.imap`).
 
         Bounces mark the replies they name as failed; auto-replies and unreadable
@@ -147,17 +154,17 @@ class EmailChannel(ChannelAdapter):
         return await poll_mailbox(settings, dict(cursor), handle)
 
 
-def bounce_report(raw: bytes) -> dict[str, Any] | None:
+def bounce_report(raw: bytes) -> DeliveryReport | None:
     """A delivery failure report (RFC 3464) as the failed delivery of the reply it names; ``None`` otherwise."""
     bounced = bounced_message_id(raw)
     if bounced is None:
         return None
     message_id, reason = bounced
-    return {"status": "failed", "provider_id": message_id, "ref": None, "error": f"bounced: {reason}"}
+    return DeliveryReport(status="failed", provider_id=message_id, error=f"bounced: {reason}")
 
 
 @hookimpl
-def register_channels() -> list[ChannelAdapter]:
+def register_channels() -> list[ChannelAdapter[Any]]:
     """The e-mail channel."""
     return [EmailChannel()]
 

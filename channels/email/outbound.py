@@ -8,7 +8,7 @@ import re
 from email.message import EmailMessage
 from typing import Any
 
-from botloom import OutboundMessage
+from botloom import OutboundMessage, SendError
 
 from .config import EmailConfig
 from .inbound import reply_message_id, thread_key
@@ -17,12 +17,8 @@ _URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]]")
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
-class EmailSendError(Exception):
+class EmailSendError(SendError):
     """The SMTP server did not take a reply; ``retryable`` says whether trying again can help."""
-
-    def __init__(self, detail: str, *, retryable: bool) -> None:
-        super().__init__(detail)
-        self.retryable = retryable
 
 
 def html_body(text: str) -> str:

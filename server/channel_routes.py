@@ -1,0 +1,171 @@
+"""Mounting the routes channels declare: the server names no channel, each channel says what it serves.
+
+For every registered channel, each :class:`~botloom.core.channels.ChannelRoute`
+of :meth:`~botloom.core.channels.ChannelAdapter.routes` becomes a Litestar
+handler: ``POST`` on a push channel is a webhook (:mod:`botloom.server.webhooks`),
+``POST`` on a response channel, ``WEBSOCKET`` on a socket channel and ``GET``
+pages are served by :mod:`botloom.server.chat`. ``auth="api_key"`` routes need
+a tenant's API key (or the operator's token), checked before the body is read.
+
+A route that does not fit its channel (a ``WEBSOCKET`` route of a push channel),
+or whose method and path another channel took first, is logged and skipped: the
+other channels' routes still work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post, websocket
+from litestar.connection import WebSocket
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+)
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, JSONBody
+
+from botloom.core.channels import ChannelAdapter, ChannelRoute
+from botloom.core.host import PluginHost
+from botloom.server.auth import Principal
+from botloom.server.chat import handle_page, handle_response, handle_socket
+from botloom.server.deps import ServicesDep
+from botloom.server.webhooks import WEBHOOK_MAX_BODY, handle_webhook
+
+logger = logging.getLogger(__name__)
+
+FITS = {"push": {"POST", "GET"}, "response": {"POST", "GET"}, "socket": {"WEBSOCKET", "GET"}}
+"""The methods a channel of each kind may declare routes with."""
+
+
+def litestar_path(route: ChannelRoute) -> str:
+    """The route's path in Litestar's syntax (``{bot:str}``, ``{subpath:str}``)."""
+    return route.path.replace("{bot}", "{bot:str}").replace("{subpath}", "{subpath:str}")
+
+
+def channel_handlers(host: PluginHost, *, guard: Callable[..., Any]) -> list[BaseRouteHandler]:
+    """A handler for each route of each registered channel; ``guard`` authenticates ``api_key`` routes."""
+    handlers: list[BaseRouteHandler] = []
+    taken: dict[tuple[str, str], str] = {}
+    for name, adapter in host.registry.channels.items():
+        try:
+            routes = tuple(adapter.routes())
+        except Exception:  # a plugin's bug must not stop the server
+            logger.exception("the %s channel's routes() failed; it serves no routes", name)
+            continue
+        if adapter.kind != "push" and not routes:
+            logger.warning("the %s channel (%s) declares no routes: nothing can reach it", name, adapter.kind)
+        for route in routes:
+            key = (route.method, litestar_path(route).replace("{bot:str}", "{}"))
+            if not isinstance(route, ChannelRoute) or route.method not in FITS[adapter.kind]:
+                logger.error("the %s channel (%s) cannot serve %r; skipped", name, adapter.kind, route)
+                continue
+            if key in taken:
+                logger.error("%s %s of the %s channel is taken by %s; skipped", *key, name, taken[key])
+                continue
+            taken[key] = name
+            handlers.append(_handler(adapter, route, len(handlers), guard))
+    return handlers
+
+
+def _handler(
+    adapter: ChannelAdapter[Any],
+    route: ChannelRoute,
+    index: int,
+    guard: Callable[..., Any],
+) -> BaseRouteHandler:
+    """One Litestar handler serving ``route`` of ``adapter``."""
+    name, tail = adapter.name, route.tail
+    has_subpath = tail.endswith("{subpath}")
+    fixed = "" if has_subpath else tail
+    options: dict[str, Any] = {
+        "name": f"channel-{name}-{index}",
+        "summary": route.summary or None,
+        "description": route.description or None,
+        "tags": list(route.tags),
+    }
+    api_key = route.auth == "api_key"
+    if api_key:
+        options |= {"guards": [guard], "security": [{"bearer": []}]}
+    if route.method == "WEBSOCKET":
+
+        async def socket_handler(socket: WebSocket[Any, Any, Any], bot: FromPath[str], services: ServicesDep) -> None:
+            subpath = socket.path_params.get("subpath", fixed)
+            await handle_socket(socket, services, channel=name, route=route, bot=bot, subpath=subpath)
+
+        del options["tags"], options["summary"], options["description"]
+        return websocket(litestar_path(route), **options)(socket_handler)
+    if route.method == "GET":
+
+        async def page_handler(
+            request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep
+        ) -> Response[bytes]:
+            subpath = request.path_params.get("subpath", fixed)
+            return await handle_page(request, services, channel=name, route=route, bot=bot, subpath=subpath)
+
+        return get(litestar_path(route), raises=[NotFoundException, PermissionDeniedException], **options)(page_handler)
+    if adapter.kind == "push":
+
+        async def webhook_handler(
+            request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep
+        ) -> Response[bytes]:
+            subpath = request.path_params.get("subpath", fixed)
+            return await handle_webhook(request, services, channel=name, route=route, bot=bot, subpath=subpath)
+
+        errors: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
+        return post(litestar_path(route), raises=errors, request_max_body_size=WEBHOOK_MAX_BODY, **options)(
+            webhook_handler
+        )
+    errors = [ClientException, NotFoundException, PermissionDeniedException]
+    if api_key:
+        errors.insert(1, NotAuthorizedException)
+    post_options = {"raises": errors, "request_max_body_size": adapter.max_request_bytes, "status_code": 200, **options}
+
+    async def response_handler(
+        request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep
+    ) -> Response[bytes]:
+        subpath = request.path_params.get("subpath", fixed)
+        caller: Principal | None = request.state.principal if api_key else None
+        return await handle_response(
+            request, services, channel=name, route=route, bot=bot, subpath=subpath, principal=caller
+        )
+
+    async def typed_handler(
+        request: Request[Any, Any, Any], data: Any, bot: FromPath[str], services: ServicesDep
+    ) -> Response[bytes]:
+        return await response_handler(request, bot, services)
+
+    handler = typed_handler if route.body is not None else response_handler
+    # what the API schema shows: the declared body (checked by Litestar before the channel parses it) and answer
+    handler.__annotations__ = {
+        **handler.__annotations__,
+        **({"data": JSONBody[route.body]} if route.body is not None else {}),
+        "return": Response[route.answer] if route.answer is not None else Response[bytes],
+    }
+    return post(litestar_path(route), **post_options)(handler)
+
+
+def register_channel_routes(app: Litestar, host: PluginHost) -> None:
+    """Mount every channel's routes on ``app``; a route Litestar refuses (a clash with the API) is logged, skipped."""
+    from botloom.server.app import authenticated
+
+    for handler in channel_handlers(host, guard=authenticated):
+        try:
+            app.register(handler)
+        except Exception:
+            logger.exception("cannot mount the channel route %s; skipped", sorted(handler.paths))
+
+
+@asynccontextmanager
+async def channel_routes(app: Litestar) -> AsyncIterator[None]:
+    """Lifespan: mount the channels' routes once the services (and so the plugins) are open."""
+    if not app.state.get("channel_routes_mounted"):
+        register_channel_routes(app, app.state.services.host)
+        app.state.channel_routes_mounted = True
+    yield
