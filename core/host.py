@@ -533,6 +533,7 @@ class PluginHost:
             chain=chain,
             current=arguments.get(chain) if chain else None,
             wrappers=[impl.plugin_name for impl in impls if impl.wrapper or impl.hookwrapper],
+            first_result=bool(caller.spec is not None and caller.spec.opts.get("firstresult")),
         )
         if not impls:
             call.results = caller(**arguments)  # nothing to run: pluggy answers at once
@@ -556,6 +557,8 @@ class PluginHost:
 
     def _results_list(self, call: _Call) -> list[Any]:
         """The answer of pluggy as a list; anything else (a wrapper returned it) is reported against the wrappers."""
+        if call.first_result:
+            return [] if call.results is None else [call.results]
         if isinstance(call.results, list):
             return call.results
         if call.results is not None:
@@ -602,6 +605,8 @@ class _Call:
     stopped: bool = False
     """A ``Refusal`` ended the chain: later implementations are not called."""
     wrappers: list[str] = field(default_factory=list)
+    first_result: bool = False
+    """The hook is ``firstresult``: pluggy answers one value (or ``None``), not a list."""
     problems: list[PluginProblem] = field(default_factory=list)
     returned: list[tuple[str, Any]] = field(default_factory=list)
     """(plugin, result) of every accepted result, in call order."""

@@ -29,6 +29,7 @@ from botloom import (
     TurnContext,
     TurnState,
     hookimpl,
+    hookspec,
 )
 from botloom.core.host import PluginHost, PluginProblem
 from botloom.core.settings import Settings, load_settings
@@ -95,6 +96,26 @@ async def test_a_subset_of_plugins_can_be_called() -> None:
     outcome = await host.call("on_turn_end", {"turn": TURN}, plugins=["one", "three"])
     assert outcome.problems == []
     assert [name for hook, name in calls if hook == "on_turn_end"] == ["three", "one"]
+
+
+async def test_a_firstresult_hook_answers_the_first_result_as_a_list_of_one() -> None:
+    """No botloom hook is ``firstresult`` yet; :meth:`PluginHost.call` handles one already."""
+    calls: list[str] = []
+
+    def pick(name: str) -> Callable[[str], str]:
+        def pick_reply(text: str) -> str:
+            calls.append(name)
+            return f"{name}: {text}"
+
+        return pick_reply
+
+    host = PluginHost()
+    host.pm.add_hookspecs(SimpleNamespace(pick_reply=hookspec(firstresult=True)(lambda text: None)))
+    host.register(plugin(pick_reply=pick("early")), "early")
+    host.register(plugin(pick_reply=pick("late")), "late")
+    await host.collect()
+    outcome = await host.call("pick_reply", {"text": "hi"})
+    assert (outcome.results, outcome.problems, calls) == (["late: hi"], [], ["late"])
 
 
 async def test_a_hook_called_outside_the_host_calls_the_plugins_functions() -> None:
