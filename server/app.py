@@ -25,6 +25,7 @@ from litestar.types import ControllerRouterHandler, Receive, Scope, Send
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.auth import Principal, authenticate
+from botloom.server.errors import exception_handlers, log_unhandled
 from botloom.server.middleware import rate_limit_config, request_context
 from botloom.server.paths import join_bot_segments
 
@@ -153,6 +154,8 @@ def create_app(
         stores={"rate_limit": _rate_limit_store(settings)},
         state=State({"settings": settings, **({"services": services} if services is not None else {})}),
         logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
+        exception_handlers=exception_handlers(),  # an outage is a 503 with Retry-After (botloom.server.errors)
+        after_exception=[log_unhandled],  # every unhandled error logged once, with request id and route
         debug=debug,
     )
     if services is not None:  # the channels' routes, from the plugins (else once the lifespan opened them)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -10,6 +11,7 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from botloom.server.deps import ServicesDep
+from botloom.server.errors import RETRY_AFTER_SECONDS
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,13 +33,15 @@ async def ready(services: ServicesDep) -> Response[Health]:
     checks = {"database": await services.db.ping()}
     if services.redis is not None:
         try:
-            checks["redis"] = bool(await services.redis.ping())
+            async with asyncio.timeout(2):  # a server gone without closing its connections never answers
+                checks["redis"] = bool(await services.redis.ping())
         except Exception:  # noqa: BLE001
             checks["redis"] = False
     ok = all(checks.values())
     return Response(
         Health(status="ok" if ok else "unavailable", checks=checks),
         status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
+        headers={} if ok else {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

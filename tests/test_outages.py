@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,10 +32,13 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests import servers
+from tests.channel_contract import configure_twilio
 from tests.helpers import api_client
 from tests.servers import RunningPostgres, free_port, start_postgres
+from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 ORDER_ANSWER = "Your Acme Shop order 1234"
+WEBHOOK = "/channels/twilio/acme/support"
 
 
 # ----------------------------------------------------------------------------- is_transient
@@ -255,3 +258,55 @@ async def test_a_restarted_postgres_answers_the_next_turn_and_request(
         assert response.status_code == 200, response.text
         assert (await client.get("/ready")).status_code == 200
         assert await services.queue.pending("turns") == 0
+
+
+# ----------------------------------------------------------------------------- during the outage
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    """The response and how many seconds it took."""
+    began = time.monotonic()
+    response = await request
+    return response, time.monotonic() - began
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) > 0
+    assert response.headers.get("x-request-id")
+
+
+@pytest.mark.slow
+async def test_while_postgres_is_down_requests_get_a_quick_503_and_ready_says_so(
+    settings: Settings, own_postgres: list[RunningPostgres], own_services: Services, peer: TwilioPeer
+) -> None:
+    services = own_services
+    demo = await ensure_demo(services)
+    headers = {"Authorization": f"Bearer {demo.api_key}"}
+    async with api_client(create_app(settings, services=services)) as client:
+        assert (await configure_twilio(client, demo, twilio_config(peer, "rest"))).status_code == 200
+        assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+        own_postgres[0].stop()
+
+        ready, took = await timed(client.get("/ready"))
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] is False, ready.text
+        assert ready.headers["retry-after"] and took < 4
+        first, first_took = await timed(client.get("/api/v1/bots/acme/support", headers=headers))
+        assert_unavailable(first)
+        assert first_took < 8, "a bounded wait, well within Twilio's 15 s"
+        for _ in range(3):
+            webhook, took = await timed(post_signed(client, WEBHOOK, inbound_form("are you there?")))
+            assert_unavailable(webhook)
+            assert took < 4, f"fails fast once the database is known to be unreachable ({took:.1f}s)"
+        chat_request = client.post("/api/v1/bots/acme/support/messages", json={"text": "hi"}, headers=headers)
+        chat, took = await timed(chat_request)
+        assert_unavailable(chat)
+        assert took < 4
+
+        own_postgres.append(await asyncio.to_thread(restart, own_postgres[0]))
+        deadline = time.monotonic() + 30
+        while (await client.get("/ready")).status_code != 200:
+            assert time.monotonic() < deadline, "/ready stayed 503 after the database came back"
+            await asyncio.sleep(0.1)
+        assert (await post_signed(client, WEBHOOK, inbound_form("back again"))).status_code == 200
+        assert (await client.get("/api/v1/bots/acme/support", headers=headers)).status_code == 200
