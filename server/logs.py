@@ -28,7 +28,7 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, request id, message."""
+    """One JSON object per line: time, level, logger, request id, message; the route and traceback of errors."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON line."""
@@ -39,6 +39,11 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        route = getattr(record, "route", None)
+        if route:
+            payload["route"] = route
+        if record.exc_info and not record.exc_text:  # a record no RedactingFilter saw
+            record.exc_text = redact(self.formatException(record.exc_info))
         if record.exc_text:
             payload["exception"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False)
