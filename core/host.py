@@ -536,7 +536,8 @@ class PluginHost:
             first_result=bool(caller.spec is not None and caller.spec.opts.get("firstresult")),
         )
         if not impls:
-            call.results = caller(**arguments)  # nothing to run: pluggy answers at once
+            # Nothing to run: pluggy would answer [] (or None) at once; traced, ask it, so the call is logged.
+            call.results = caller(**arguments) if call.trace else None if call.first_result else []
             return call
         context = contextvars.copy_context()
         context.run(_CURRENT.set, call)
