@@ -8,15 +8,23 @@ client together take over a second to import).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import re
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+_STARTED = time.time()
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 class CommandError(Exception):
@@ -106,8 +114,34 @@ def _progress(line: str) -> None:
 async def _find_bot(services: Any, ref: str) -> Any:
     bot = await services.store.bots.find(ref)
     if bot is None:
-        raise CommandError(f"no bot {ref!r}: name it by id or as tenant-slug/bot-slug (e.g. acme/support)")
+        raise CommandError(
+            f"no bot {ref!r} {_where_bots_live(services.settings)}; "
+            "name a bot by its id or as tenant-slug/bot-slug (e.g. acme/support)"
+        )
     return bot
+
+
+def _where_bots_live(settings: Any) -> str:
+    """Which database the command looked in, so a user in the wrong folder sees it."""
+    if settings.database_url:
+        return f"in the database at {_masked(settings.database_url)} (BOTLOOM_DATABASE_URL)"
+    data = Path(settings.data_path)
+    try:
+        fresh = (data / "postgres" / "PG_VERSION").stat().st_mtime >= _STARTED - 1
+    except OSError:
+        fresh = False
+    where = f"in the data dir {data}"
+    if fresh:
+        where += ", created empty just now"
+    return (
+        f"{where} (BOTLOOM_DATA_DIR, default .botloom in the current folder: run botloom in the folder "
+        "you ran 'botloom serve' or 'botloom demo' in, or set BOTLOOM_DATA_DIR to that data dir)"
+    )
+
+
+def _masked(url: str) -> str:
+    """``url`` with its password hidden."""
+    return _URL_PASSWORD.sub(r"\1********@", url)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -158,7 +192,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 if not text:
                     continue
                 message = InboundMessage(channel="cli", text=text, sender=args.user)
-                result = await services.inbound.answer(bot, message, conversation_id=conversation_id)
+                result = await services.runner.answer(bot, message, conversation_id=conversation_id)
                 conversation_id = result.conversation_id
                 for reply in result.replies:
                     print(f"bot> {reply.text}", flush=True)
@@ -264,25 +298,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP server (API, chat, webhooks) with its workers in process."""
-    import uvicorn
-
-    from botloom.server.app import create_app
-
     settings = _settings()
-    if not settings.public_url:
-        import msgspec
-
-        settings = msgspec.structs.replace(settings, public_url=f"http://{args.host}:{args.port}")
-    from botloom.server.logs import configure_logging
-
-    configure_logging(settings)
-    app = create_app(settings, demo=args.demo, workers=not args.no_workers)
-    print(f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)", flush=True)
+    listening = _listen(args.host, args.port)  # the port first: taken, it is one line, before any other work
     try:
-        # uvicorn handles SIGTERM itself (a graceful shutdown of the app), then restores the
-        # handler it found, ours, and raises the signal again: Terminated ends the process
-        # through the exit handlers that stop the embedded PostgreSQL.
-        uvicorn.run(
+        import msgspec
+        import uvicorn
+
+        from botloom.server.app import create_app
+        from botloom.server.logs import configure_logging
+
+        if not settings.public_url:
+            settings = msgspec.structs.replace(settings, public_url=f"http://{args.host}:{args.port}")
+        _check_database(settings)
+        configure_logging(settings)
+        app = create_app(settings, demo=args.demo, workers=not args.no_workers)
+        config = uvicorn.Config(
             app,
             host=args.host,
             port=args.port,
@@ -292,9 +322,79 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=True,
             forwarded_allow_ips=args.forwarded_allow_ips,
         )
+        # uvicorn handles SIGTERM itself (a graceful shutdown of the app), then restores the
+        # handler it found, ours, and raises the signal again: Terminated ends the process
+        # through the exit handlers that stop the embedded PostgreSQL.
+        _announcing_server(config, f"botloom serving on http://{args.host}:{args.port} (API schema at /schema)").run(
+            sockets=[listening]
+        )
     except Terminated:
         return EXIT_OK  # stopped gracefully, as after Ctrl-C
+    finally:
+        listening.close()
     return EXIT_OK
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn to serve on; a taken port is a :class:`CommandError`."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(
+                f"port {port} on {host} is in use (another botloom serve?): stop that process, "
+                f"or serve on another port, e.g. --port {_free_port(host, port)}"
+            ) from None
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _free_port(host: str, taken: int) -> int:
+    """A port after ``taken`` that is free on ``host`` now (``taken + 1`` if none of the next 50 is)."""
+    for port in range(taken + 1, min(taken + 51, 65536)):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return taken + 1
+
+
+def _check_database(settings: Any) -> None:
+    """Start the embedded PostgreSQL if needed and connect once, before the server starts.
+
+    A database that cannot be used then fails the command with one line (see
+    :func:`main`), not with uvicorn's traceback of the application's start-up.
+    """
+    import psycopg
+
+    from botloom.core.storage.database import database_url
+    from botloom.core.storage.embedded import EmbeddedPostgresError
+
+    try:
+        url = database_url(settings)
+    except EmbeddedPostgresError as exc:
+        raise CommandError(str(exc)) from None
+    with psycopg.connect(url, connect_timeout=10):
+        pass
+
+
+def _announcing_server(config: Any, line: str) -> Any:
+    """A uvicorn server that prints ``line`` once the application has started and the socket listens."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(line, flush=True)
+
+    return AnnouncingServer(config)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -397,6 +497,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        reason = _database_failure(exc)
+        if reason is None:
+            raise
+        print(f"botloom: error: {_database_advice(reason)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _database_failure(exc: BaseException) -> str | None:
+    """Why the database could not be used, in one line, if that is what ``exc`` (or what it wraps) says."""
+    psycopg, pool = sys.modules.get("psycopg"), sys.modules.get("psycopg_pool")
+    kinds = tuple(k for k in (getattr(psycopg, "OperationalError", None), getattr(pool, "PoolTimeout", None)) if k)
+    for current in _causes(exc):
+        if kinds and isinstance(current, kinds):
+            reason = " ".join(str(current).split()) or type(current).__name__
+            return reason if len(reason) <= 300 else reason[:297] + "..."
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, the exceptions of a group, and what each was raised from or while handling."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _database_advice(reason: str) -> str:
+    """The one-line error for a database botloom could not use, with what to check."""
+    try:
+        settings = _settings()
+    except CommandError:
+        settings = None
+    if settings is not None and settings.database_url:
+        return (
+            f"cannot use the database at {_masked(settings.database_url)}: {reason}; check BOTLOOM_DATABASE_URL "
+            "(host, port, user, password, database name) and that PostgreSQL runs and accepts connections "
+            "from this machine, or unset it to use the embedded PostgreSQL"
+        )
+    where = f" in {Path(settings.data_path) / 'postgres'}" if settings is not None else ""
+    return f"cannot use the embedded PostgreSQL{where}: {reason}; its log is the file 'log' in that folder"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ test modules that run the command line in a subprocess.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
+import httpx
 import pytest
+
+from tests.serve_process import Server
+from tests.servers import free_port
 
 BOTLOOM = Path(sys.executable).with_name("botloom")
 HEAVY_MODULES = ("langgraph", "litestar", "langchain", "openai")
@@ -154,3 +159,70 @@ def test_a_bad_setting_is_reported_by_name(tmp_path: Path) -> None:
     result = run_botloom("plugins", "list", env=botloom_env({"BOTLOOM_DB_POOL_SIZE": "many"}), cwd=tmp_path)
     assert result.returncode == 1
     assert "BOTLOOM_DB_POOL_SIZE" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_on_a_taken_port_says_so_before_any_database_work(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_botloom(
+            "serve", "--port", str(port), env=botloom_env({"BOTLOOM_DATA_DIR": str(data)}), cwd=tmp_path
+        )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"botloom: error: port {port} on 127.0.0.1 is in use")
+    suggested = int(line.rsplit("--port ", 1)[1])
+    assert suggested != port
+    assert "serving on" not in result.stdout
+    assert not data.exists(), "no embedded PostgreSQL was set up for a server that cannot listen"
+
+
+@pytest.mark.slow
+def test_serve_says_it_serves_once_it_answers(tmp_path: Path, database_url: str) -> None:
+    server = Server(database_url, tmp_path, demo=False)
+    server.env = botloom_env({k: v for k, v in server.env.items() if k.startswith("BOTLOOM_")})
+    server.spawn()
+    assert server.process is not None
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in server.log.read_text():
+            assert server.process.poll() is None, server.log.read_text()
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.05)
+        assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200, "answers as soon as it says so"
+    finally:
+        server.stop()
+
+
+UNREACHABLE_COMMANDS = [["migrate"], ["chat", "acme/support"], ["serve"], ["demo"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", UNREACHABLE_COMMANDS, ids=lambda a: a[0])
+def test_an_unreachable_database_is_one_line_saying_what_to_check(tmp_path: Path, args: list[str]) -> None:
+    url = f"postgresql://botloom:hunter2@127.0.0.1:{free_port()}/botloom"
+    extra = ["--port", str(free_port())] if args == ["serve"] else []
+    result = run_botloom(
+        *args, *extra, env=botloom_env({"BOTLOOM_DATABASE_URL": url, "BOTLOOM_DATA_DIR": str(tmp_path)}), cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("botloom: error: cannot use the database at postgresql://botloom:********@127.0.0.1:")
+    assert "Connection refused" in line and "check BOTLOOM_DATABASE_URL" in line
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "serving on" not in result.stdout
+
+
+@pytest.mark.slow
+def test_chat_with_an_unknown_bot_names_the_database_it_looked_in(tmp_path: Path, database_url: str) -> None:
+    env = botloom_env(
+        {"BOTLOOM_DATABASE_URL": database_url, "BOTLOOM_DATA_DIR": str(tmp_path), "BOTLOOM_SECRET_KEY": "k"}
+    )
+    result = run_botloom("chat", "acme/support", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("botloom: error: no bot 'acme/support' in the database at postgresql://")
+    assert "(BOTLOOM_DATABASE_URL)" in line

@@ -287,3 +287,15 @@ def test_sigterm_stops_the_embedded_server_of_the_last_serve_process(data_dir: P
             if server is not None and server.process is not None and server.process.poll() is None:
                 server.process.kill()
                 server.process.wait(DEADLINE)
+
+
+def test_chat_in_another_folder_names_the_new_empty_data_dir(data_dir: Path) -> None:
+    """Run in a folder without ``.botloom``, ``botloom chat`` says where it looked and that it was created just now."""
+    folder = data_dir / "elsewhere"
+    folder.mkdir()
+    result = run_botloom("chat", "acme/support", env=botloom_env({"BOTLOOM_SECRET_KEY": "k"}), cwd=folder)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"botloom: error: no bot 'acme/support' in the data dir {folder / '.botloom'}, created")
+    assert "BOTLOOM_DATA_DIR" in line
+    assert not (folder / ".botloom" / "postgres" / "postmaster.pid").exists(), "the server stopped with the command"
