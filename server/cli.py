@@ -192,7 +192,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 if not text:
                     continue
                 message = InboundMessage(channel="cli", text=text, sender=args.user)
-                result = await services.runner.answer(bot, message, conversation_id=conversation_id)
+                result = await services.inbound.answer(bot, message, conversation_id=conversation_id)
                 conversation_id = result.conversation_id
                 for reply in result.replies:
                     print(f"bot> {reply.text}", flush=True)
