@@ -38,10 +38,13 @@ from botloom import (
     ChannelResponse,
     DeliveryReport,
     DeliveryStatus,
+    EndpointRefused,
     InboundMessage,
     OutboundMessage,
     Secret,
     SendError,
+    aiohttp_session,
+    endpoint,
     hookimpl,
 )
 
@@ -88,8 +91,9 @@ class TwilioConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """The sender of replies sent through the REST API; default: the number the user wrote to."""
     public_base_url: Url | None = None
     """The URL Twilio reaches this server at, when it differs from ``BOTLOOM_PUBLIC_URL`` (a proxy)."""
-    api_base_url: Url | None = None
-    """Where to reach Twilio's REST API instead of ``https://api.twilio.com`` (a regional proxy, a test double)."""
+    api_base_url: Annotated[Url, endpoint()] | None = None
+    """Where to reach Twilio's REST API instead of ``https://api.twilio.com`` (a regional proxy, a test double);
+    a private address only where the operator allows it (``BOTLOOM_ALLOWED_ENDPOINTS``)."""
     twiml_wait_seconds: Annotated[float, msgspec.Meta(gt=0, le=13)] = 10.0
     """In ``twiml`` mode, how long a webhook waits for the turn; Twilio gives up after 15 seconds."""
 
@@ -317,9 +321,13 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
         client = Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
         try:
             created = await client.messages.create_async(**arguments)
-        except TwilioRestException as exc:
+        except TwilioRestException as exc:  # the tenant sees the status and Twilio's error code, never the body
             retryable = exc.status == 429 or exc.status >= 500
-            raise TwilioSendError(f"Twilio answered {exc.status}: {exc.msg}", retryable=retryable) from None
+            code = f" (error {exc.code})" if isinstance(exc.code, int) and not isinstance(exc.code, bool) else ""
+            logging.getLogger(__name__).debug("Twilio answered %s: %s", exc.status, exc.msg)
+            raise TwilioSendError(f"Twilio answered {exc.status}{code}", retryable=retryable) from None
+        except EndpointRefused as exc:
+            raise TwilioSendError(str(exc), retryable=False) from None
         return str(created.sid)
 
 
@@ -350,7 +358,6 @@ def _http_client(api_base_url: str | None) -> Any:
 
 @functools.cache
 def _redirecting_client_class() -> type:
-    import aiohttp
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
     class RedirectingClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -364,7 +371,7 @@ def _redirecting_client_class() -> type:
             if auth is not None:  # as a header: aiohttp deprecates its BasicAuth
                 token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
-            async with aiohttp.ClientSession() as session:  # closed even when the send is cancelled
+            async with aiohttp_session() as session:  # connects only where the endpoint guard allows
                 self.session = session  # this client serves one send
                 return await super().request(method, url, **kwargs)
 

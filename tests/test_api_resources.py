@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,11 +20,11 @@ from botloom import Secret, hookimpl
 from botloom.core.config import MASK
 from botloom.core.domain import BotSettings
 from botloom.core.host import PluginHost
-from botloom.core.settings import Settings
+from botloom.core.settings import Settings, load_settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.api.schemas import BotSettingsPatch, ModelSettingsPatch
 from botloom.server.app import MAX_BODY_BYTES, create_app
-from botloom.server.demo import DemoInfo
+from botloom.server.demo import DemoInfo, ensure_demo
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -542,3 +543,49 @@ def test_openapi_documents_every_operation_and_its_errors(settings: Settings) ->
                     assert operation["requestBody"]["content"], where
                 checked += 1
     assert checked >= 22
+
+
+def install_distribution(folder: Path, plugin: str) -> None:
+    """Install a distribution declaring the botloom plugin ``plugin`` into ``folder`` (as pip would, metadata only)."""
+    info = folder / f"late_{plugin}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: late-{plugin}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[botloom]\n{plugin} = late_{plugin}_module\n")
+
+
+async def test_a_plugin_installed_while_the_server_runs_is_not_loaded_until_a_restart(
+    client: httpx.AsyncClient, demo: DemoInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await client.put("/api/v1/bots/acme/support/plugins/latecomer", json={})).json()["detail"] == (
+        "no plugin 'latecomer' is installed"
+    )
+    install_distribution(tmp_path / "site", "latecomer")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))  # pip install, after the server started
+
+    for method in ("PUT", "GET"):
+        r = await client.request(
+            method, "/api/v1/bots/acme/support/plugins/latecomer", json={} if method == "PUT" else None
+        )
+        assert r.status_code == 404
+        detail = r.json()["detail"]
+        assert detail.startswith("plugin 'latecomer' is installed but not loaded")
+        assert "restart the server" in detail
+
+
+async def test_a_plugin_left_out_by_the_settings_says_which_setting(
+    data_dir: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_distribution(tmp_path / "site", "latecomer")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    settings = load_settings(
+        environ={}, data_dir=str(data_dir), admin_token=ADMIN_TOKEN, secret_key="k", block_plugins="latecomer,smalltalk"
+    )
+    async with open_services(settings, url=database_url) as services:
+        await ensure_demo(services)
+        async for client in api_client(settings, services):
+            for plugin in ("latecomer", "smalltalk"):
+                r = await client.put(f"/api/v1/bots/acme/support/plugins/{plugin}", json={})
+                assert r.status_code == 404
+                assert r.json()["detail"] == (
+                    f"plugin {plugin!r} is installed but not loaded: BOTLOOM_BLOCK_PLUGINS names it"
+                )

@@ -8,6 +8,7 @@ sends the mask back, so a client can re-save a config it read.
 from __future__ import annotations
 
 from functools import cache
+from importlib import metadata
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from litestar.params import JSONBody
 
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
+from botloom.core.host import ENTRY_POINT_GROUP
 from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
@@ -82,10 +84,36 @@ def config_key(field: str) -> str:
 
 
 def installed(services: Services, plugin: str) -> str:
-    """``plugin`` if it is installed; 404 otherwise."""
+    """``plugin`` if this server loaded it; otherwise a 404 saying why (see :func:`not_loaded`)."""
     if plugin not in services.host.infos:
-        raise NotFoundException(f"no plugin {plugin!r} is installed")
+        raise NotFoundException(not_loaded(services, plugin))
     return plugin
+
+
+def not_loaded(services: Services, plugin: str) -> str:
+    """Why ``plugin`` is not among the server's plugins: not installed, failed to load, excluded, or new.
+
+    Plugins are loaded once, when the process starts; one installed later (its
+    entry point of group ``botloom`` is there now) needs a restart.
+    """
+    failed = [p for p in services.host.problems if p.plugin == plugin]
+    if failed:
+        return (
+            f"plugin {plugin!r} is installed but failed to load ({failed[0].stage}: {failed[0].message}); "
+            "'botloom plugins list' shows its problems"
+        )
+    if plugin not in {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}:
+        return f"no plugin {plugin!r} is installed"
+    settings = services.settings
+    if plugin in settings.plugin_block_list:
+        return f"plugin {plugin!r} is installed but not loaded: BOTLOOM_BLOCK_PLUGINS names it"
+    allowed = settings.plugin_allow_list
+    if allowed is not None and plugin not in allowed:
+        return f"plugin {plugin!r} is installed but not loaded: BOTLOOM_PLUGINS does not name it"
+    return (
+        f"plugin {plugin!r} is installed but not loaded: it was installed after the server started; "
+        "restart the server (and any 'botloom worker') to load it"
+    )
 
 
 class PluginController(ApiController):
