@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+from collections.abc import Iterator
 
 import msgspec
 import psycopg
@@ -12,7 +15,7 @@ from botloom import Intent, Slot, hookimpl
 from botloom.core.settings import Settings
 from botloom.runtime.services import open_services
 from botloom.server.demo import ensure_demo
-from botloom.server.logs import RedactingFilter
+from botloom.server.logs import RedactingFilter, configure_logging
 from tests.helpers import Chat, enable, host_with
 
 PHONE = "+49 170 1234567"
@@ -96,3 +99,92 @@ def test_log_lines_are_masked(caplog: pytest.LogCaptureFixture) -> None:
     message = record.getMessage()
     assert "ada@example.com" not in message and "1234567" not in message and "abcdefghijklmnop" not in message
     assert "<email>" in message and "<phone>" in message
+
+
+# Real log lines: (what botloom or its libraries log, with the personal data in it). Nothing but the
+# phone numbers and e-mail addresses may change.
+REAL_LINES = [
+    "turn 0b9c7c1e-52ee-4123-8456-b99a548ce180 of conversation 88dd4209-52ee-4123-8456-b99a548ce180 failed",
+    "conversation 12345678-1234-1234-1234-123456789012: state migration failed; starting afresh",
+    "job turns:88dd4209-52ee-4123-8456-b99a548ce180 took 1234.567 ms (0.0123456789 s in the model)",
+    "heartbeat of job deliveries:5d0c2a1e-0001-4000-8000-000000000001 failed at 2026-12-01T14:11:06.438Z",
+    "error connecting in 'botloom': connection failed: connection to server at \"127.0.0.1\", port 60435 failed",
+    '10.100.200.150:54321 - "POST /channels/twilio/acme/support HTTP/1.1" 200',
+    '[2001:db8:85a3::8a2e:370:7334]:443 - "GET /ready HTTP/1.1" 503; peer ::ffff:192.168.100.200',
+    "retrying in 123456789 ms; epoch 1733061234.567 / 1733061234567; listening on [::1]:5432",
+    "request 4f9c2a0e8b7d4c3a9e1f2b3c4d5e6f70 (x-request-id req-123456789) for MessageSid SM0123456789abcdef01234567",
+    "2026-12-01 14:11:06.438 UTC [31817] LOG:  database system is ready to accept connections",
+]
+PERSONAL = [
+    ("inbound from {} for acme/support", "+15550001111"),
+    ("inbound from whatsapp:{} (profile Ada)", "+15550001111"),
+    ("the user asked to be called at {}.", "+49 170 1234567"),
+    ("callback to {} scheduled", "+1 (555) 000-1111"),
+    ("form body From={}&Body=hello", "%2B15550001111"),
+    ("reply to {}, subject: order", "ada.lovelace+bot@mail.example.co.uk"),
+    ("number {} given in text", "0170 1234567"),
+    ("number {} given in text", "(555) 123-4567"),
+    ("number {} given in text", "01701234567"),
+]
+
+
+@pytest.fixture
+def log_stream(settings: Settings, request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    """botloom's configured logging (text format), written to a string."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(msgspec.structs.replace(settings, log_format=request.param, log_level="INFO"))
+    stream = io.StringIO()
+    (handler,) = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        for configured in list(root.handlers):
+            root.removeHandler(configured)
+        for previous in saved[0]:
+            root.addHandler(previous)
+        root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("log_stream", ["text", "json"], indirect=True)
+@pytest.mark.parametrize("line", REAL_LINES)
+def test_identifiers_addresses_and_times_in_log_lines_are_kept(log_stream: io.StringIO, line: str) -> None:
+    logging.getLogger("botloom.test").warning("%s", line)
+    written = log_stream.getvalue()
+    message = json.loads(written)["message"] if written.startswith("{") else written.split(": ", 1)[1].rstrip("\n")
+    assert message == line
+    assert "<phone>" not in written, "the line's own time stamp is kept too"
+
+
+@pytest.mark.parametrize("log_stream", ["text", "json"], indirect=True)
+@pytest.mark.parametrize(("template", "personal"), PERSONAL)
+def test_phone_numbers_and_addresses_in_log_lines_are_masked(
+    log_stream: io.StringIO, template: str, personal: str
+) -> None:
+    logging.getLogger("botloom.test").warning(template.replace("{}", "%s"), personal)
+    written = log_stream.getvalue()
+    assert personal not in written
+    digits = "".join(c for c in personal if c.isdigit())
+    assert not digits or digits[-7:] not in written
+    expected = template.format("<email>" if "@" in personal else "<phone>")
+    assert expected in written, written
+
+
+def test_redacted_checkpoints_keep_their_ids_and_times() -> None:
+    from botloom.runtime.saver import scrub
+
+    turn = "0b9c7c1e-52ee-4123-8456-b99a548ce180"
+    values = {
+        "turn_id": turn,
+        "messages": [{"id": "12345678-1234-1234-1234-123456789012", "content": f"call me at {PHONE} please"}],
+        "received_at": "2026-12-01T14:11:06.438123+00:00",
+        "trace": [{"node": "respond", "ms": 12.345678}, "took 1234.567 ms"],
+    }
+    scrubbed = scrub(values)
+    assert scrubbed["turn_id"] == turn, "the runner compares it when a turn runs again"
+    message = scrubbed["messages"][0]
+    assert message == {"id": "12345678-1234-1234-1234-123456789012", "content": "call me at <phone> please"}
+    assert scrubbed["received_at"] == values["received_at"]
+    assert scrubbed["trace"] == values["trace"]
