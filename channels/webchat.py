@@ -120,7 +120,7 @@ class WebChatChannel(ChannelAdapter[WebChatConfig]):
         if len(data) > MAX_FRAME:
             raise ChannelRejected(413, f"frame larger than {MAX_FRAME} bytes")
         try:
-            return msgspec.json.decode(data, type=Frame)  # type: ignore[arg-type]
+            return msgspec.json.decode(data, type=Frame)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ChannelRejected(400, f"invalid frame: {exc}") from None
 

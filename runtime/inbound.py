@@ -40,10 +40,10 @@ from botloom.core.channels import (
     TurnAnswer,
     TurnReply,
 )
-from botloom.core.domain import Bot, Conversation, StoredMessage
+from botloom.core.domain import Bot, Conversation, PluginSetting, StoredMessage
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
-from botloom.core.storage.repositories import ChannelRouteRepository, PluginSetting, Store
+from botloom.core.storage.repositories import ChannelRouteRepository, Store
 from botloom.runtime.queue import JobFunction, JobQueue
 from botloom.runtime.runner import TurnResult, TurnRunner
 

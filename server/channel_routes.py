@@ -122,10 +122,17 @@ def _handler(
         return post(litestar_path(route), raises=errors, request_max_body_size=WEBHOOK_MAX_BODY, **options)(
             webhook_handler
         )
-    errors = [ClientException, NotFoundException, PermissionDeniedException]
+    return _response_route(adapter, route, fixed, options)
+
+
+def _response_route(
+    adapter: ChannelAdapter[Any], route: ChannelRoute, fixed: str, options: dict[str, Any]
+) -> BaseRouteHandler:
+    """The ``POST`` handler of a response channel's route, its body and answer types shown in the API schema."""
+    name, api_key = adapter.name, route.auth == "api_key"
+    errors: list[type[HTTPException]] = [ClientException, NotFoundException, PermissionDeniedException]
     if api_key:
         errors.insert(1, NotAuthorizedException)
-    post_options = {"raises": errors, "request_max_body_size": adapter.max_request_bytes, "status_code": 200, **options}
 
     async def response_handler(
         request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep
@@ -143,12 +150,19 @@ def _handler(
 
     handler = typed_handler if route.body is not None else response_handler
     # what the API schema shows: the declared body (checked by Litestar before the channel parses it) and answer
-    handler.__annotations__ = {
-        **handler.__annotations__,
-        **({"data": JSONBody[route.body]} if route.body is not None else {}),
-        "return": Response[route.answer] if route.answer is not None else Response[bytes],
-    }
-    return post(litestar_path(route), **post_options)(handler)
+    annotations: dict[str, Any] = {**handler.__annotations__, "return": Response[bytes]}
+    if route.body is not None:
+        annotations["data"] = JSONBody.__getitem__(route.body)  # type: ignore[type-arg]
+    if route.answer is not None:
+        annotations["return"] = Response.__class_getitem__(route.answer)  # type: ignore[attr-defined]
+    handler.__annotations__ = annotations
+    return post(
+        litestar_path(route),
+        raises=errors,
+        request_max_body_size=adapter.max_request_bytes,
+        status_code=200,
+        **options,
+    )(handler)
 
 
 def register_channel_routes(app: Litestar, host: PluginHost) -> None:
