@@ -143,7 +143,7 @@ class EmailChannel(ChannelAdapter[EmailConfig]):
                 logger.info("a bounce in %s's mailbox named no reply of the bot", settings.address)
             try:
                 found = to_inbound(raw, channel=self.name, own_address=settings.address, truncated=truncated)
-            except MailError as exc:
+            except (MailError, ValueError) as exc:  # not mail, or an identifier botloom cannot keep: never retried
                 logger.warning("IMAP message %s of %s is not readable mail (%s); skipped", uid, settings.address, exc)
                 return
             if isinstance(found, str):
