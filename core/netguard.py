@@ -230,6 +230,11 @@ def host_literal(host: str) -> IPAddress | None:
     return None
 
 
+def shown_endpoint(host: str, port: int) -> str:
+    """``host:port`` as written in a URL (``[::1]:25``)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def _name(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
@@ -256,7 +261,7 @@ async def resolve_endpoint(host: str, port: int, *, policy: EndpointPolicy | Non
     does not resolve. Connect to what this returns, not to the name.
     """
     policy = policy or current_policy()
-    shown = f"{host}:{port}"
+    shown = shown_endpoint(host, port)
     literal = host_literal(host)
     if literal is not None:
         check_address(literal, port, shown=shown, policy=policy)
@@ -359,7 +364,7 @@ def _aiohttp_classes() -> tuple[type, type]:
         async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp's signature
             literal = host_literal(req.host or "")
             if literal is not None:
-                check_address(literal, int(req.port or 0), shown=f"{req.host}:{req.port}")
+                check_address(literal, int(req.port or 0), shown=shown_endpoint(req.host, int(req.port or 0)))
             return await super().connect(req, traces, timeout)
 
     return GuardedConnector, GuardedResolver
@@ -412,7 +417,12 @@ def _mark(annotation: Any) -> dict[str, Any] | None:
 async def endpoint_errors(
     schema: type[msgspec.Struct] | None, config: dict[str, Any], *, policy: EndpointPolicy | None = None
 ) -> list[dict[str, str]]:
-    """A ``{"field", "message"}`` for each endpoint of a validated config that may not be reached."""
+    """A ``{"field", "message"}`` for each endpoint of a validated config that may not be reached.
+
+    An endpoint is refused when it is, or its name resolves to, an address the policy
+    refuses; a name that does not resolve (yet) passes, since every connection is
+    checked again.
+    """
     errors = []
     for name, mark in endpoint_fields(schema).items():
         value = config.get(name)
@@ -429,5 +439,5 @@ async def endpoint_errors(
         except ValueError as exc:
             errors.append({"field": name, "message": str(exc)})
         except (OSError, TimeoutError):
-            errors.append({"field": name, "message": f"{value} does not resolve to an address"})
+            continue  # not resolvable yet: nothing to judge now, and connecting checks it again
     return errors

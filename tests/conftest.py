@@ -26,6 +26,7 @@ from botloom.core.storage.migrations import apply_migrations
 from botloom.core.storage.repositories import Store
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
+from tests.helpers import LOCAL_ENDPOINTS
 from tests.mailservers import RunningSmtp, start_smtp
 from tests.servers import ScriptedOpenAI, start_postgres, start_redis
 from tests.twilio_peer import TwilioPeer
@@ -184,6 +185,7 @@ def settings(data_dir: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         secret_key="test-secret-key",
         checkpointer="postgres",
+        allowed_endpoints=LOCAL_ENDPOINTS,
     )
 
 

@@ -14,6 +14,9 @@ from botloom.core.messages import InboundMessage
 from botloom.runtime.runner import TurnResult
 from botloom.runtime.services import Services
 
+LOCAL_ENDPOINTS = "127.0.0.1,localhost"
+"""``BOTLOOM_ALLOWED_ENDPOINTS`` of the test deployments: the Twilio peer, SMTP and IMAP servers run on loopback."""
+
 
 def api_client(app: Any) -> httpx.AsyncClient:
     """An HTTP client calling ``app`` in the test's own event loop (no lifespan: pass services to the app).

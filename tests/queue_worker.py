@@ -14,13 +14,18 @@ import sys
 from botloom.core.settings import load_settings
 from botloom.server.worker import run_worker
 from tests.channel_contract import FAST_QUEUE, FAST_RETRIES
-from tests.helpers import host_with
+from tests.helpers import LOCAL_ENDPOINTS, host_with
 from tests.turn_process import SLOWPOKE
 
 
 def main(database_url: str, data_dir: str) -> None:
     settings = load_settings(
-        environ={}, data_dir=data_dir, secret_key="test-secret-key", turn_timeout=120, tool_timeout=120
+        environ={},
+        data_dir=data_dir,
+        secret_key="test-secret-key",
+        turn_timeout=120,
+        tool_timeout=120,
+        allowed_endpoints=LOCAL_ENDPOINTS,
     )
 
     def ready(services: object) -> None:

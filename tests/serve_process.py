@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import LOCAL_ENDPOINTS
 from tests.servers import free_port
 
 
@@ -25,6 +26,7 @@ class Server:
             "BOTLOOM_DATA_DIR": str(data_dir),
             "BOTLOOM_SECRET_KEY": "page-test",
             "BOTLOOM_ADMIN_TOKEN": "admin",
+            "BOTLOOM_ALLOWED_ENDPOINTS": LOCAL_ENDPOINTS,
             **env,
         }
         self.demo = demo

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import socket
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import msgspec
 import pytest
 
 from botloom.core import netguard
+from botloom.core.config import split_secrets, validate_config
 from botloom.core.netguard import (
     EndpointPolicy,
     EndpointRefused,
@@ -29,7 +32,18 @@ from botloom.core.netguard import (
     refusal,
     resolve_endpoint,
 )
-from botloom.core.settings import SettingsError, load_settings
+from botloom.core.settings import Settings, SettingsError, load_settings
+from botloom.runtime.services import Services, open_services
+from botloom.server.demo import DemoInfo, ensure_demo
+from botloom.server.worker import workers
+from tests.channel_contract import GREETING, fast_app, wait_until
+from tests.conftest import ADMIN_TOKEN
+from tests.email_client import BOT_ADDRESS, INBOUND_SECRET, email_config, post_mail, raw_mail
+from tests.helpers import api_client
+from tests.mailservers import RunningSmtp
+from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
+
+WEBHOOK = "/channels/twilio/acme/support"
 
 STRICT = EndpointPolicy()
 
@@ -233,8 +247,9 @@ async def test_config_errors_name_each_endpoint_field(dns: FakeDns) -> None:
     assert errors == []
     errors = await endpoint_errors(Marked, {"host": "inside.example", "port": 26}, policy=allowed)
     assert [e["field"] for e in errors] == ["host"]
-    errors = await endpoint_errors(Marked, {"host": "nowhere.example"}, policy=STRICT)
-    assert errors == [{"field": "host", "message": "nowhere.example does not resolve to an address"}]
+    assert await endpoint_errors(Marked, {"host": "nowhere.example"}, policy=STRICT) == [], "checked when connecting"
+    errors = await endpoint_errors(Marked, {"base": "http://[::ffff:169.254.169.254]/latest"}, policy=STRICT)
+    assert errors[0]["message"].startswith("[::ffff:169.254.169.254]:80 is refused: it is a link-local address")
 
 
 @pytest.fixture
@@ -289,13 +304,13 @@ async def test_a_name_cannot_rebind_between_check_and_connect(listener: tuple[in
 
 
 @pytest.fixture
-def strict() -> Iterator[None]:
+def strict_policy() -> Iterator[None]:
     with policy_installed(STRICT):
         yield
 
 
 async def test_the_aiohttp_session_checks_names_and_literals(
-    listener: tuple[int, list[str]], dns: FakeDns, strict: None
+    listener: tuple[int, list[str]], dns: FakeDns, strict_policy: None
 ) -> None:
     port, lines = listener
     for url in (f"http://127.0.0.1:{port}/", f"http://inside.example:{port}/", f"http://[::ffff:127.0.0.1]:{port}/"):
@@ -307,3 +322,276 @@ async def test_the_aiohttp_session_checks_names_and_literals(
         async with netguard.aiohttp_session() as session, session.get(f"http://inside.example:{port}/x") as answer:
             assert answer.status == 204
     assert lines == ["GET /x HTTP/1.1"]
+
+
+# ----------------------------------------------------------------------------- the channels
+
+REFUSED_URLS = [
+    "http://127.0.0.1:8080",
+    "http://10.0.0.1/",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]:8080",
+    "http://[::ffff:127.0.0.1]:8080",
+    "http://0.0.0.0:8080",
+    "http://2130706433/",
+    "http://0177.0.0.1/",
+    "http://localhost:5432/",
+    "http://inside.example/",
+]
+REFUSED_MAIL_HOSTS = [
+    "127.0.0.1",
+    "10.0.0.1",
+    "169.254.169.254",
+    "::1",
+    "[::1]",
+    "::ffff:127.0.0.1",
+    "0.0.0.0",
+    "2130706433",
+    "localhost",
+    "inside.example",
+]
+SECRET_BODY = "INTERNAL-ONLY: db_password=hunter2"
+DEAD_LETTERS = "/api/v1/bots/acme/support/dead-letters"
+
+
+@pytest.fixture
+def strict_settings(data_dir: Path) -> Settings:
+    """A deployment whose operator allowed no private endpoint (the tests' usual settings allow loopback)."""
+    return load_settings(
+        environ={},
+        data_dir=str(data_dir),
+        admin_token=ADMIN_TOKEN,
+        secret_key="test-secret-key",
+        checkpointer="postgres",
+    )
+
+
+@pytest.fixture
+async def strict(strict_settings: Settings, database_url: str) -> AsyncIterator[tuple[Services, DemoInfo, Any]]:
+    """Services, the demo bot and an app client of the strict deployment."""
+    async with open_services(strict_settings, url=database_url) as services:
+        demo = await ensure_demo(services)
+        async with api_client(fast_app(strict_settings, services)) as client:
+            client.headers["Authorization"] = f"Bearer {demo.api_key}"
+            yield services, demo, client
+
+
+async def put_config(client: Any, plugin: str, config: dict[str, Any]) -> Any:
+    return await client.put(f"/api/v1/bots/acme/support/plugins/{plugin}", json={"enabled": True, "config": config})
+
+
+async def store_config(services: Services, demo: DemoInfo, plugin: str, config: dict[str, Any]) -> None:
+    """Store a config as an older version (or a laxer operator) let it through, without the API's check."""
+    schema = services.host.config_schema(plugin)
+    public, hidden = split_secrets(schema, validate_config(plugin, schema, config))
+    await services.store.plugin_settings.put(
+        demo.tenant.id, demo.bot.id, plugin, enabled=True, config=public, secrets=hidden
+    )
+
+
+async def dead_letter(client: Any) -> dict[str, Any]:
+    """The bot's one dead letter, once there is one."""
+    found: list[dict[str, Any]] = []
+
+    async def dead() -> bool:
+        found[:] = (await client.get(DEAD_LETTERS)).json()
+        return bool(found)
+
+    await wait_until(dead, what="a dead letter")
+    [letter] = found
+    return letter
+
+
+async def test_a_tenant_cannot_save_a_twilio_api_base_url_that_is_not_public(
+    strict: tuple[Services, DemoInfo, Any], peer: TwilioPeer, dns: FakeDns
+) -> None:
+    services, demo, client = strict
+    for url in REFUSED_URLS:
+        answer = await put_config(client, "twilio", twilio_config(peer, api_base_url=url))
+        assert answer.status_code == 400, (url, answer.text)
+        assert [e["key"] for e in answer.json()["extra"]] == ["config.api_base_url"], url
+        assert "is refused" in answer.json()["extra"][0]["message"]
+    assert await services.store.plugin_settings.get(demo.tenant.id, demo.bot.id, "twilio") is None, "nothing stored"
+    public = await put_config(client, "twilio", twilio_config(peer, api_base_url="https://public.example"))
+    assert public.status_code == 200, public.text
+
+
+@pytest.mark.parametrize("field", ["smtp_host", "imap_host"])
+async def test_a_tenant_cannot_save_a_mail_host_that_is_not_public(
+    strict: tuple[Services, DemoInfo, Any], smtp: RunningSmtp, dns: FakeDns, field: str
+) -> None:
+    services, demo, client = strict
+    base = email_config(smtp, smtp_host="public.example")
+    if field == "imap_host":
+        base |= {"imap_host": "public.example", "imap_username": "bot", "imap_password": "pw"}
+    for host in REFUSED_MAIL_HOSTS:
+        answer = await put_config(client, "email", base | {field: host})
+        assert answer.status_code == 400, (host, answer.text)
+        assert [e["key"] for e in answer.json()["extra"]] == [f"config.{field}"], host
+    assert await services.store.plugin_settings.get(demo.tenant.id, demo.bot.id, "email") is None, "nothing stored"
+    assert (await put_config(client, "email", base)).status_code == 200
+
+
+async def test_a_twilio_send_never_reaches_an_address_the_name_rebound_to(
+    strict: tuple[Services, DemoInfo, Any], peer: TwilioPeer, dns: FakeDns
+) -> None:
+    """The name answers a public address when the config is saved, loopback when the worker sends."""
+    services, _, client = strict
+    dns.answers["rebind.example"] = ["93.184.215.14"]
+    config = twilio_config(peer, api_base_url=f"http://rebind.example:{peer.port}")
+    assert (await put_config(client, "twilio", config)).status_code == 200
+    dns.answers["rebind.example"] = ["127.0.0.1"]
+    async with workers(services):
+        assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+        letter = await dead_letter(client)
+    assert "rebind.example" in letter["error"] and "is refused" in letter["error"], letter
+    assert letter["attempts"] == 1, "a refused endpoint is not tried again"
+    assert peer.requests == 0, "the worker never connected to the peer"
+
+
+async def test_a_stored_twilio_config_pointing_at_loopback_sends_nothing_there(
+    strict: tuple[Services, DemoInfo, Any], peer: TwilioPeer
+) -> None:
+    services, demo, client = strict
+    await store_config(services, demo, "twilio", twilio_config(peer))  # http://127.0.0.1:PORT
+    async with workers(services):
+        assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+        letter = await dead_letter(client)
+    assert "127.0.0.1" in letter["error"] and "loopback" in letter["error"], letter
+    assert peer.requests == 0
+
+
+async def test_a_stored_smtp_host_on_loopback_is_never_connected_to(
+    strict: tuple[Services, DemoInfo, Any], listener: tuple[int, list[str]]
+) -> None:
+    services, demo, client = strict
+    port, lines = listener
+    config = {
+        "address": BOT_ADDRESS,
+        "inbound_secret": INBOUND_SECRET,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_security": "none",
+        "timeout_seconds": 2,
+    }
+    await store_config(services, demo, "email", config)
+    async with workers(services):
+        assert (await post_mail(client, raw_mail("hello", message_id="ssrf@example.org"))).status_code == 200
+        letter = await dead_letter(client)
+    assert "127.0.0.1" in letter["error"] and "loopback" in letter["error"], letter
+    assert letter["attempts"] == 1
+    assert lines == [], "no connection reached the listener"
+
+
+async def test_a_stored_imap_host_on_loopback_is_never_polled(
+    strict: tuple[Services, DemoInfo, Any], listener: tuple[int, list[str]]
+) -> None:
+    services, demo, _ = strict
+    port, lines = listener
+    config = {
+        "address": BOT_ADDRESS,
+        "smtp_host": "public.example",
+        "imap_host": "::ffff:127.0.0.1",
+        "imap_port": port,
+        "imap_security": "none",
+        "imap_username": "bot",
+        "imap_password": "pw",
+        "timeout_seconds": 2,
+    }
+    await store_config(services, demo, "email", config)
+    assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 0
+    async with services.db.connection() as conn:
+        row = await (await conn.execute("SELECT error FROM channel_polls")).fetchone()
+    assert row is not None and "loopback" in row["error"], row
+    assert lines == [], "no connection reached the listener"
+
+
+@pytest.fixture
+async def internal_service() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An internal HTTP service on loopback that answers every request 400 with a secret in its body.
+
+    ``/json`` answers Twilio's error JSON (a numeric ``code``), anything else plain text.
+    """
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+        )
+        await reader.readexactly(length)
+        requests.append(head)
+        if b"/json/" in head.split(b"\r\n")[0]:
+            kind, body = b"application/json", json.dumps({"code": 21211, "message": SECRET_BODY, "status": 400})
+        else:
+            kind, body = b"text/plain", SECRET_BODY
+        data = body.encode()
+        writer.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: "
+            + kind
+            + b"\r\nContent-Length: "
+            + str(len(data)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + data
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1], requests
+
+
+@pytest.mark.parametrize("kind", ["json", "text"])
+async def test_a_dead_letter_never_quotes_the_servers_answer(
+    settings: Settings,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    internal_service: tuple[int, list[bytes]],
+    kind: str,
+) -> None:
+    """The operator allowed loopback (the tests' settings), so the request goes out: only its status comes back."""
+    port, requests = internal_service
+    base = f"http://127.0.0.1:{port}/{kind}"
+    async with api_client(fast_app(settings, services)) as client:
+        client.headers["Authorization"] = f"Bearer {demo.api_key}"
+        assert (await put_config(client, "twilio", twilio_config(peer, api_base_url=base))).status_code == 200
+        async with workers(services):
+            assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+            letter = await dead_letter(client)
+    assert requests, "the allowed endpoint was reached"
+    assert letter["error"].startswith("TwilioSendError: Twilio answered 400"), letter
+    assert "INTERNAL" not in letter["error"] and "hunter2" not in letter["error"]
+    if kind == "json":
+        assert "21211" in letter["error"], "Twilio's numeric error code is kept"
+
+
+async def test_a_dead_letter_never_quotes_the_smtp_servers_reply(
+    settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp
+) -> None:
+    smtp.fail_next(1, 550, f"5.7.1 {SECRET_BODY}")
+    async with api_client(fast_app(settings, services)) as client:
+        client.headers["Authorization"] = f"Bearer {demo.api_key}"
+        assert (await put_config(client, "email", email_config(smtp))).status_code == 200
+        async with workers(services):
+            assert (await post_mail(client, raw_mail("hello", message_id="body@example.org"))).status_code == 200
+            letter = await dead_letter(client)
+    assert "550" in letter["error"], letter
+    assert "INTERNAL" not in letter["error"] and "hunter2" not in letter["error"]
+
+
+async def test_an_allowed_endpoint_still_works(
+    settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer, smtp: RunningSmtp
+) -> None:
+    """The tests' operator allows loopback: the Twilio peer and the SMTP server on 127.0.0.1 get the replies."""
+    assert settings.endpoint_policy.allows_address(ipaddress.ip_address("127.0.0.1"), peer.port)
+    async with api_client(fast_app(settings, services)) as client:
+        client.headers["Authorization"] = f"Bearer {demo.api_key}"
+        assert (await put_config(client, "twilio", twilio_config(peer))).status_code == 200
+        assert (await put_config(client, "email", email_config(smtp))).status_code == 200
+        async with workers(services):
+            assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+            assert (await post_mail(client, raw_mail("hello", message_id="ok@example.org"))).status_code == 200
+            assert [m.body for m in await asyncio.to_thread(peer.wait_for, 1)] == [GREETING]
+            assert len(await asyncio.to_thread(smtp.wait_for, 1)) == 1

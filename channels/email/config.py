@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from botloom import Secret
+from botloom import Secret, endpoint
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$", max_length=254)]
 Host = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+$", max_length=253)]
@@ -33,13 +33,14 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     inbound_secret: Secret | None = None
     """The secret a provider posting raw mail to the inbound webhook must send (``Authorization: Bearer ...``,
     ``X-Botloom-Secret``, or ``?secret=`` in the URL); without one, the webhook refuses everything."""
-    smtp_host: Host
+    smtp_host: Annotated[Host, endpoint("host", port_field="smtp_port")]
+    """A public address, or one the operator allows (``BOTLOOM_ALLOWED_ENDPOINTS``); so is ``imap_host``."""
     smtp_port: Port = 587
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     """``starttls`` (port 587), ``tls`` (implicit TLS, port 465), or ``none`` (a relay on a trusted network)."""
     smtp_username: Name | None = None
     smtp_password: Secret | None = None
-    imap_host: Host | None = None
+    imap_host: Annotated[Host, endpoint("host", port_field="imap_port")] | None = None
     """Poll this IMAP server's ``imap_mailbox`` about once a minute for new mail; unset: webhook only."""
     imap_port: Port = 993
     imap_security: Literal["tls", "none"] = "tls"

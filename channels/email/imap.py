@@ -10,11 +10,15 @@ when the host died is fetched again and recognised by its Message-ID.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from botloom import open_socket, server_name
 
 from .config import EmailConfig
 
@@ -64,15 +68,12 @@ async def poll_mailbox(config: EmailConfig, cursor: dict[str, Any], handle: Hand
 
     if not (config.imap_host and config.imap_username and config.imap_password):
         raise ImapError("imap_host, imap_username and imap_password are all needed to read a mailbox")
-    if config.imap_security == "tls":
-        client: Any = aioimaplib.IMAP4_SSL(
-            host=config.imap_host,
-            port=config.imap_port,
-            timeout=config.timeout_seconds,
-            ssl_context=ssl.create_default_context(),
-        )
-    else:
-        client = aioimaplib.IMAP4(host=config.imap_host, port=config.imap_port, timeout=config.timeout_seconds)
+    try:  # to an address the endpoint guard checked (EndpointRefused otherwise)
+        sock = await open_socket(config.imap_host, config.imap_port, connect_timeout=config.timeout_seconds)
+    except (OSError, TimeoutError) as exc:
+        raise ImapError(f"could not reach the IMAP server {config.imap_host}:{config.imap_port}: {exc}") from None
+    context = ssl.create_default_context() if config.imap_security == "tls" else None
+    client: Any = _connected_client(aioimaplib, sock, config, context)
     try:
         await client.wait_hello_from_server()
     except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -115,3 +116,24 @@ async def _fetch(client: Any, uid: int, limit: int) -> tuple[bytes | None, bool]
 def _quoted(mailbox: str) -> str:
     """A mailbox name as an IMAP quoted string."""
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _connected_client(aioimaplib: Any, sock: socket.socket, config: EmailConfig, context: ssl.SSLContext | None) -> Any:
+    """An aioimaplib client speaking over ``sock``, already connected to a checked address.
+
+    aioimaplib connects to a host name by itself; this client hands asyncio the
+    socket instead, with the configured host as the TLS server name.
+    """
+
+    class Connected(aioimaplib.IMAP4):  # type: ignore[misc]
+        def create_client(
+            self, host: str, port: int, loop: Any, conn_lost_cb: Any = None, ssl_context: Any = None
+        ) -> None:
+            running = loop if loop is not None else asyncio.get_running_loop()
+            self.protocol = aioimaplib.IMAP4ClientProtocol(running, conn_lost_cb)
+            name = server_name(config.imap_host or "") if ssl_context is not None else None
+            protocol = self.protocol
+            connecting = running.create_connection(lambda: protocol, sock=sock, ssl=ssl_context, server_hostname=name)
+            self._client_task = running.create_task(connecting)
+
+    return Connected(host=config.imap_host, port=config.imap_port, timeout=config.timeout_seconds, ssl_context=context)

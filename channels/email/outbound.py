@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import html
+import logging
 import re
 from email.message import EmailMessage
 from typing import Any
 
-from botloom import OutboundMessage, SendError
+from botloom import EndpointRefused, OutboundMessage, SendError, open_socket, server_name
 
 from .config import EmailConfig
 from .inbound import reply_message_id, thread_key
@@ -67,36 +68,45 @@ def compose(message: OutboundMessage, config: EmailConfig) -> EmailMessage:
 
 
 async def send_mail(mail: EmailMessage, config: EmailConfig) -> None:
-    """Hand a message to the bot's SMTP server; :class:`EmailSendError` says whether a retry may help."""
+    """Hand a message to the bot's SMTP server; :class:`EmailSendError` says whether a retry may help.
+
+    The connection goes to an address the endpoint guard checked; an error names the
+    server's reply code, never its text (the tenant reads it; the log has it at DEBUG).
+    """
     import aiosmtplib
 
     try:
+        sock = await open_socket(config.smtp_host, config.smtp_port, connect_timeout=config.timeout_seconds)
         await aiosmtplib.send(
             mail,
-            hostname=config.smtp_host,
-            port=config.smtp_port,
+            hostname=server_name(config.smtp_host),
+            sock=sock,
             username=config.smtp_username,
             password=config.smtp_password,
             use_tls=config.smtp_security == "tls",
             start_tls=config.smtp_security == "starttls",
             timeout=config.timeout_seconds,
         )
+    except EndpointRefused as exc:
+        raise EmailSendError(str(exc), retryable=False) from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [e.code for e in exc.recipients]
+        logging.getLogger(__name__).debug("the SMTP server refused the recipients: %s", exc.recipients)
         raise EmailSendError(
-            f"the SMTP server refused the recipient: {exc.recipients[0].message if exc.recipients else exc}",
+            f"the SMTP server refused the recipient ({', '.join(str(c) for c in codes) or 'no reply'})",
             retryable=all(400 <= c < 500 for c in codes),
         ) from None
     except aiosmtplib.SMTPAuthenticationError as exc:
+        logging.getLogger(__name__).debug("the SMTP server refused the login: %s %s", exc.code, exc.message)
         raise EmailSendError(
-            f"the SMTP server refused the login ({exc.code} {exc.message}): check smtp_username and smtp_password",
+            f"the SMTP server refused the login ({exc.code}): check smtp_username and smtp_password",
             retryable=False,
         ) from None
     except aiosmtplib.SMTPResponseException as exc:
-        raise EmailSendError(
-            f"the SMTP server answered {exc.code} {exc.message}", retryable=not 500 <= exc.code < 600
-        ) from None
+        logging.getLogger(__name__).debug("the SMTP server answered %s %s", exc.code, exc.message)
+        raise EmailSendError(f"the SMTP server answered {exc.code}", retryable=not 500 <= exc.code < 600) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        detail = str(exc) if isinstance(exc, OSError) else type(exc).__name__  # our own words, not the server's
         raise EmailSendError(
-            f"could not reach the SMTP server {config.smtp_host}:{config.smtp_port}: {exc}", retryable=True
+            f"could not reach the SMTP server {config.smtp_host}:{config.smtp_port}: {detail}", retryable=True
         ) from None

@@ -19,6 +19,7 @@ from litestar.params import JSONBody
 from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, split_secrets, validate_config
 from botloom.core.domain import Bot, PluginSetting
 from botloom.core.host import ENTRY_POINT_GROUP
+from botloom.core.netguard import endpoint_errors
 from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
@@ -172,7 +173,15 @@ async def store_setting(services: Services, bot: Bot, plugin: str, data: PluginP
     stored = await services.store.plugin_settings.get(bot.tenant_id, bot.id, plugin)
     previous = dict(stored.config) if stored else {}
     config = previous if data.config is None else with_kept_secrets(schema, data.config, previous)
-    public, hidden = split_secrets(schema, checked_config(plugin, schema, config))
+    validated = checked_config(plugin, schema, config)
+    refused = await endpoint_errors(schema, validated, policy=services.settings.endpoint_policy) if data.enabled else []
+    if refused:  # an endpoint the tenant may not make botloom connect to
+        error = ConfigError(plugin, refused)
+        raise ValidationException(
+            str(error),
+            extra=[{"key": config_key(e["field"]), "field": e["field"], "message": e["message"]} for e in refused],
+        )
+    public, hidden = split_secrets(schema, validated)
     setting = await services.store.plugin_settings.put(
         bot.tenant_id, bot.id, plugin, enabled=data.enabled, config=public, secrets=hidden
     )
