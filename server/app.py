@@ -16,6 +16,7 @@ from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -27,7 +28,7 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.auth import Principal, authenticate
 from botloom.server.errors import exception_handlers, log_unhandled
 from botloom.server.middleware import rate_limit_config, request_context
-from botloom.server.paths import join_bot_segments
+from botloom.server.paths import ORIGINAL_PATH, method_not_allowed, routing_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,12 @@ class BotloomApp(Litestar):
     """A Litestar app that lets ``{bot}`` be ``tenant-slug/bot-slug`` (see :mod:`botloom.server.paths`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Join a two-segment bot reference into one before Litestar routes the request."""
+        """Join a two-segment bot reference into one before Litestar routes the request, keeping the client's path."""
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]
-            joined = join_bot_segments(path)
+            joined = routing_path(path, scope.get("method"), self.asgi_router.handle_routing)
             if joined != path:
-                scope = {**scope, "path": joined, "raw_path": joined.encode()}  # type: ignore[assignment]
+                scope = {**scope, "path": joined, "raw_path": joined.encode(), ORIGINAL_PATH: path}  # type: ignore[assignment]
         await super().__call__(scope, receive, send)
 
 
@@ -154,7 +155,10 @@ def create_app(
         stores={"rate_limit": _rate_limit_store(settings)},
         state=State({"settings": settings, **({"services": services} if services is not None else {})}),
         logging_config=None,  # botloom.server.logs configures logging (masked, with request ids)
-        exception_handlers=exception_handlers(),  # an outage is a 503 with Retry-After (botloom.server.errors)
+        exception_handlers={  # an outage is a 503 with Retry-After (botloom.server.errors)
+            **exception_handlers(),
+            MethodNotAllowedException: method_not_allowed,  # in the client's words (botloom.server.paths)
+        },
         after_exception=[log_unhandled],  # every unhandled error logged once, with request id and route
         debug=debug,
     )

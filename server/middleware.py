@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from botloom.server.auth import bearer_token
 from botloom.server.logs import request_id
+from botloom.server.paths import restore_original_path
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {
@@ -30,12 +31,17 @@ of forged ones is refused cheaply (403) before anything is stored."""
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
-    """Give each request an id (the client's ``X-Request-ID`` if sane) and the security headers."""
+    """Give each request an id (the client's ``X-Request-ID`` if sane) and the security headers.
+
+    Runs first once the route is found, and gives the request back the path the
+    client wrote (the app routed ``tenant/bot`` joined; see :mod:`botloom.server.paths`).
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        restore_original_path(scope)
         given = MutableScopeHeaders(scope).get("x-request-id") or ""
         rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
