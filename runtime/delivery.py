@@ -285,7 +285,10 @@ class Deliveries:
     async def _failed(self, bot: Bot, conversation: Conversation, due: OutboundState, exc: Exception) -> bool:
         """Record a failed attempt; ``True`` when it is retried later, ``False`` when it became a dead letter."""
         attempts = due.attempts + 1
-        error = f"{type(exc).__name__}: {exc}"
+        detail = f"{type(exc).__name__}: {exc}"
+        # The tenant reads the stored error: a channel words it by raising SendError; any other exception's
+        # text (a library's, maybe quoting what a server answered) goes to the operator's log only.
+        error = detail if isinstance(exc, SendError | TimeoutError) else f"{type(exc).__name__} (details in the log)"
         retryable = exc.retryable if isinstance(exc, SendError) else True
         if retryable and attempts < self.policy.attempts:
             wait = self.policy.delay(attempts)
@@ -296,11 +299,11 @@ class Deliveries:
                 due.message.id,
                 attempts,
                 wait,
-                error,
+                detail,
             )
             return True
         await self.parts.fail(bot.tenant_id, due.message.id, error, retry_at=None)
-        logger.warning("message %s is a dead letter after %d attempt(s): %s", due.message.id, attempts, error)
+        logger.warning("message %s is a dead letter after %d attempt(s): %s", due.message.id, attempts, detail)
         return False
 
     async def record(self, bot: Bot, channel: str, report: DeliveryReport) -> bool:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
+from botloom.channels.twilio import TwilioChannel
 from botloom.core import netguard
 from botloom.core.config import split_secrets, validate_config
 from botloom.core.netguard import (
@@ -595,3 +596,33 @@ async def test_an_allowed_endpoint_still_works(
             assert (await post_mail(client, raw_mail("hello", message_id="ok@example.org"))).status_code == 200
             assert [m.body for m in await asyncio.to_thread(peer.wait_for, 1)] == [GREETING]
             assert len(await asyncio.to_thread(smtp.wait_for, 1)) == 1
+
+
+async def test_a_dead_letter_keeps_only_the_type_of_an_exception_a_channel_did_not_word(
+    settings: Settings,
+    services: Services,
+    demo: DemoInfo,
+    peer: TwilioPeer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A library's exception may quote what a server answered: the tenant sees its type, the operator's log the rest.
+
+    A channel words what the tenant reads by raising ``SendError``; here the
+    channel's send fails with something else (as a third-party channel's HTTP
+    library might).
+    """
+
+    async def leaky(self: TwilioChannel, message: object, config: object) -> str:
+        raise RuntimeError(f"server said: {SECRET_BODY}")
+
+    monkeypatch.setattr(TwilioChannel, "send", leaky)
+    async with api_client(fast_app(settings, services)) as client:
+        client.headers["Authorization"] = f"Bearer {demo.api_key}"
+        assert (await put_config(client, "twilio", twilio_config(peer))).status_code == 200
+        async with workers(services):
+            assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+            letter = await dead_letter(client)
+    assert letter["error"].startswith("RuntimeError"), letter
+    assert "INTERNAL" not in letter["error"] and "hunter2" not in letter["error"]
+    assert SECRET_BODY in caplog.text, "the operator's log keeps the detail"
