@@ -350,7 +350,7 @@ def _aiohttp_classes() -> tuple[type, type]:
     import aiohttp
     from aiohttp.abc import AbstractResolver
 
-    class GuardedResolver(AbstractResolver):  # type: ignore[misc]
+    class GuardedResolver(AbstractResolver):
         async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
             return [
                 {"hostname": host, "host": address, "port": port, "family": found, "proto": 0, "flags": 0}
@@ -360,7 +360,7 @@ def _aiohttp_classes() -> tuple[type, type]:
         async def close(self) -> None:
             return None
 
-    class GuardedConnector(aiohttp.TCPConnector):  # type: ignore[misc]
+    class GuardedConnector(aiohttp.TCPConnector):
         async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp's signature
             literal = host_literal(req.host or "")
             if literal is not None:
