@@ -391,6 +391,7 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
         "BOTLOOM_PUBLIC_URL": base,
         "BOTLOOM_RATE_LIMIT_PER_MINUTE": "1000000000",
         "BOTLOOM_LOG_LEVEL": "WARNING",
+        "BOTLOOM_ALLOWED_ENDPOINTS": f"127.0.0.1:{peer.port}",  # the Twilio peer runs on loopback
     }
     bare = [sys.executable, __file__, "--serve-bare", str(bare_port), database_url, bare_base, "--token", token]
     serve = [sys.executable, "-m", "botloom", "serve", "--port", str(port), "--no-workers"]
