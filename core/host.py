@@ -554,6 +554,9 @@ class PluginHost:
                 raise  # not a plugin's doing: adapters catch what implementations raise
             call.results = []
             call.problems.extend(self._wrapper_problems(call, f"raised {type(exc).__name__}: {exc}"))
+        finally:
+            # Given up on (or cancelled with its turn): what is left of it in the worker thread runs nothing more.
+            call.abandoned = True
         return call
 
     def _results_list(self, call: _Call) -> list[Any]:
@@ -605,6 +608,8 @@ class _Call:
     current: Any = None
     stopped: bool = False
     """A ``Refusal`` ended the chain: later implementations are not called."""
+    abandoned: bool = False
+    """The host no longer waits for this call: implementations not yet called are skipped."""
     wrappers: list[str] = field(default_factory=list)
     first_result: bool = False
     """The hook is ``firstresult``: pluggy answers one value (or ``None``), not a list."""
@@ -622,7 +627,7 @@ class _Call:
         kwargs: dict[str, Any],
     ) -> Any:
         """Call one implementation on the loop and wait for it, in the worker thread; never raises."""
-        if self.stopped:
+        if self.stopped or self.abandoned:
             return None
         if self.chain is not None and signature is not None:
             bound = signature.bind(*args, **kwargs)
@@ -630,10 +635,17 @@ class _Call:
                 bound.arguments[self.chain] = self.current
             args, kwargs = bound.args, bound.kwargs
         began = time.perf_counter()
+        guarded = self._guarded(function, args, kwargs)
         try:
-            future = asyncio.run_coroutine_threadsafe(self._guarded(function, args, kwargs), self.loop)
+            future = asyncio.run_coroutine_threadsafe(guarded, self.loop)
+        except RuntimeError as exc:  # the loop is closed
+            guarded.close()
+            self.fail(plugin, f"not called: {exc}", began)
+            return None
+        try:
             result = future.result(None if self.timeout is None else self.timeout + 1.0)
         except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, not raised
+            future.cancel()
             self.fail(plugin, _reason(exc), began)
             return None
         reason = self.check(result) if self.check is not None else None
@@ -662,6 +674,8 @@ class _Call:
         kwargs: dict[str, Any],
     ) -> Generator[None, Any, Any]:
         """Run one wrapper around the rest of the call; a wrapper that fails is left out, not raised."""
+        if self.abandoned:
+            return (yield)
         began = time.perf_counter()
         try:
             teardown = function(*args, **kwargs)

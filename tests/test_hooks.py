@@ -7,6 +7,7 @@ built-in ``turn`` graph, which gives way with ``trylast``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -40,6 +41,7 @@ from tests.helpers import Chat, host_with
 from tests.test_plugin_host import (
     INBOUND,
     TURN,
+    Recorder,
     _hang,
     _mask,
     _raise,
@@ -313,16 +315,17 @@ async def test_a_broken_wrapper_is_left_out_and_reported(
 
 
 async def test_a_wrapper_that_blocks_is_given_up_on_and_reported() -> None:
-    release = threading.Event()
+    release, finished = threading.Event(), threading.Event()
+    recorder = Recorder()
 
     @hookimpl(wrapper=True)
     def moderate_message() -> Generator[None, Any, Any]:
         release.wait(timeout=30)
-        return (yield)
+        results = yield
+        finished.set()
+        return results
 
-    host = await host_of(
-        ("masker", plugin(moderate_message=_mask)), ("blocker", wrapper(moderate_message)), hook_timeout=0.05
-    )
+    host = await host_of(("recorder", recorder.plugin()), ("blocker", wrapper(moderate_message)), hook_timeout=0.05)
     try:
         result, problems = await host.moderate(INBOUND, make_bot())
     finally:
@@ -331,6 +334,8 @@ async def test_a_wrapper_that_blocks_is_given_up_on_and_reported() -> None:
     [problem] = problems
     assert (problem.plugin, problem.stage) == ("blocker", "moderate_message")
     assert "did not finish" in problem.message
+    assert await asyncio.to_thread(finished.wait, 10), "the wrapper's call went on in its thread"
+    assert recorder.seen == [], "a call given up on runs no more implementations"
 
 
 def test_a_wrapper_must_be_a_generator() -> None:
