@@ -23,8 +23,14 @@ safe for ``async`` plugins and for plugins that misbehave like this:
   :class:`PluginProblem` against that plugin, so pluggy moves on to the next
   implementation. A wrapper therefore sees the real results of the
   implementations it wraps.
-* Adapters of wrappers contain a wrapper that raises or does not yield: the call
-  goes on as if the wrapper were not there, and the problem names the wrapper.
+* A wrapper's adapter contains a wrapper that raises, does not yield or yields
+  twice: the call goes on as if the wrapper were not there, and the problem
+  names the wrapper's plugin. Wrappers run in the worker thread and cannot be
+  interrupted; a call that outlives the sum of its implementations' limits is
+  given up on (what is left of it runs nothing more) and its wrappers reported.
+* A name that several ``register_*`` implementations return goes to the one that
+  ranks first (``tryfirst``, plain, ``trylast``), between equals to the plugin
+  loaded first (see :meth:`PluginHost.collect`).
 * ``BOTLOOM_TRACE_PLUGINS=1`` (:attr:`PluginHost.trace`) logs every
   implementation's call (plugin, hook, time, outcome) and every hook call
   (through pluggy's ``add_hookcall_monitoring``).
