@@ -61,3 +61,16 @@ async def test_validation_errors_show_the_path_as_the_user_wrote_it(client: http
         assert r.status_code == 400, r.text
         assert "acme:support" not in r.text
         assert "/api/v1/bots/acme/support/messages" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("PATCH", "/api/v1/bots/acme/support"), ("PUT", "/api/v1/bots/acme/support/plugins/smalltalk")]
+)
+async def test_a_missing_or_wrong_body_is_called_the_body(client: httpx.AsyncClient, method: str, path: str) -> None:
+    missing = await client.request(method, path)
+    assert missing.status_code == 400
+    assert missing.json()["detail"] == (
+        "invalid request: body: missing: send a JSON object (content-type: application/json)"
+    )
+    wrong = await client.request(method, path, json=[])
+    assert wrong.json()["detail"] == "invalid request: body: Expected `object`, got `array`"

@@ -67,6 +67,10 @@ def validation_error(request: Request[Any, Any, Any], exc: ValidationException) 
         if match:
             parent = error.get("key")
             error["key"] = f"{parent}.{match[1]}" if parent and parent != "data" else match[1]
+        elif error.get("key") == "data":  # Litestar's name for the whole body
+            error["key"] = "body"
+            if error.get("message") == "'data'":  # no body at all
+                error["message"] = "missing: send a JSON object (content-type: application/json)"
     named = "; ".join(f"{e['key']}: {e.get('message', 'invalid')}" for e in errors if e.get("key"))
     detail = f"invalid request: {named}" if named and exc.detail.startswith("Validation failed") else exc.detail
     body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
