@@ -314,7 +314,8 @@ async def test_the_aiohttp_session_checks_names_and_literals(
     listener: tuple[int, list[str]], dns: FakeDns, strict_policy: None
 ) -> None:
     port, lines = listener
-    for url in (f"http://127.0.0.1:{port}/", f"http://inside.example:{port}/", f"http://[::ffff:127.0.0.1]:{port}/"):
+    for host in ("127.0.0.1", "inside.example", "[::ffff:127.0.0.1]", "2130706433", "localhost"):
+        url = f"http://{host}:{port}/"
         async with netguard.aiohttp_session() as session:
             with pytest.raises(EndpointRefused):
                 await session.get(url)
