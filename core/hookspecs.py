@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 
 @hookspec
-def register_channels() -> list[ChannelAdapter]:
+def register_channels() -> list[ChannelAdapter[Any]]:
     """Return the channel adapters this plugin provides.
 
     Called once at start-up. Each adapter's ``name`` must be unique across all

@@ -132,7 +132,7 @@ class HookResults(msgspec.Struct, frozen=True, kw_only=True):
 class Registry:
     """Everything plugins registered, by name, with the owning plugin of each name."""
 
-    channels: dict[str, ChannelAdapter] = field(default_factory=dict)
+    channels: dict[str, ChannelAdapter[Any]] = field(default_factory=dict)
     tools: dict[str, Tool] = field(default_factory=dict)
     intents: dict[str, Intent] = field(default_factory=dict)
     graphs: dict[str, GraphDefinition] = field(default_factory=dict)
