@@ -53,8 +53,9 @@ def register_channels() -> list[ChannelAdapter[Any]]:
     """Return the channel adapters this plugin provides.
 
     Called once at start-up. Each adapter's ``name`` must be unique across all
-    plugins; its inbound route is ``POST /channels/{name}/{bot}``. A bot uses a
-    channel only after it enables the plugin that registered it.
+    plugins; it serves the routes its ``routes()`` declares (a push channel's
+    default is ``POST /channels/{name}/{bot}``). A bot uses a channel only after
+    it enables the plugin that registered it.
 
     Results: every implementation's list, each adapter owned by the plugin that
     returned it. A name returned twice goes to the implementation that ranks
