@@ -78,8 +78,10 @@ FAULTS: dict[str, str] = {
     "worker-mid-turn": "SIGKILL a worker while it runs turns (its turn log shows turns started and not ended)",
     "worker-mid-send": "SIGKILL a worker while the Twilio stand-in holds its send (accepted, not yet answered)",
     "server-kill": "SIGKILL a server while webhooks to it are in flight",
-    "postgres-restart": "stop PostgreSQL (fast shutdown) for outage_seconds, then start it on the same port",
-    "redis-restart": "stop Valkey (SIGTERM, append-only file kept) for outage_seconds, then start it on the same port",
+    "postgres-restart": "stop PostgreSQL (fast shutdown) while turns run and a send is in flight, "
+    "start it on the same port outage_seconds later",
+    "redis-restart": "stop Valkey (SIGTERM, append-only file kept) while turns run and a send is in flight, "
+    "start it on the same port outage_seconds later",
 }
 """The faults by name, with what each does."""
 
@@ -273,8 +275,11 @@ class Outcome:
         ]
         bad = [r for r in self.results if r.count != 1 or r.improper]
         for r in bad[:12]:
-            texts = [m.body for m in r.replies]
-            lines.append(f"  #{r.inbound.index} {r.inbound.sender}: {r.count} replies {texts}; {r.database}")
+            got = [f"{m.body!r} at {m.at - self.fault.started:+.1f} s" for m in r.replies]
+            lines.append(
+                f"  #{r.inbound.index} {r.inbound.sender}: {r.count} replies [{', '.join(got)}] "
+                f"(times from the fault's start); {r.database}"
+            )
         if len(bad) > 12:
             lines.append(f"  ... and {len(bad) - 12} more")
         for p in self.processes:
@@ -401,11 +406,31 @@ def socket_owner(local_port: int, remote_port: int, pids: list[int]) -> int | No
 
 
 class Postgres:
-    """A PostgreSQL of the scenario's own, which can be stopped and started again on its port."""
+    """A PostgreSQL of the scenario's own, which can be stopped and started again on its port.
 
-    def __init__(self, base: Path) -> None:
-        self.server: RunningPostgres = start_postgres(base)
-        self.url = self.server.create_database("faults")
+    Its data directory is not under ``workdir``: as root, PostgreSQL runs as another
+    user, and a concurrent pytest session resets pytest's temporary directory to 0700
+    under the running server's feet (see ``tests/conftest.py``). Its log is copied to
+    ``workdir`` when it is closed.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.base = Path(tempfile.mkdtemp(prefix="botloom-faults-postgres-"))
+        try:
+            self.server: RunningPostgres = start_postgres(self.base)
+            self.url = self.server.create_database("faults")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the server, keep its log in ``workdir``, remove its data."""
+        with contextlib.suppress(AttributeError):
+            self.stop()
+        with contextlib.suppress(OSError):
+            shutil.copy(self.base / "postgres.log", self.workdir / "postgres.log")
+        shutil.rmtree(self.base, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -694,8 +719,8 @@ async def _prepare(database_url: str, data_dir: Path, peer: CountingTwilio, allo
 def deployment(workdir: Path, backend: Backend, options: Options) -> Iterator[Deployment]:
     """Start everything a scenario needs; stop all of it on the way out, whatever happened."""
     with contextlib.ExitStack() as stack:
-        postgres = Postgres(workdir / "postgres")
-        stack.callback(postgres.stop)
+        postgres = Postgres(workdir)
+        stack.callback(postgres.close)
         valkey = None
         if backend == "redis":
             valkey = Valkey(workdir / "valkey")
@@ -910,13 +935,29 @@ def _kill_server(deployment: Deployment, sender: Sender) -> Fault:
 def _outage(
     name: str, stop: Callable[[], None], start: Callable[[], None], seconds: float, deployment: Deployment
 ) -> Fault:
-    running = sum(len(n) for n in deployment.turns_in_flight().values())
-    began = time.monotonic()
-    stop()
+    """Stop a server while a turn runs and a send is in flight (held by the stand-in), start it ``seconds`` later.
+
+    The held sends are answered once the server is down: their workers learn that
+    Twilio took the message while they cannot record it.
+    """
+    peer = deployment.peer
+    peer.hold()
+    try:
+
+        def busy() -> tuple[list[HeldSend], int] | None:
+            held, running = peer.held(), sum(len(n) for n in deployment.turns_in_flight().values())
+            return (held, running) if held and running else None
+
+        held, running = poll(busy, 60, "a turn running and a send in flight", interval=0.01)
+        began = time.monotonic()
+        stop()
+    finally:
+        peer.release()
     time.sleep(seconds)  # the outage itself: how long the server stays down
     start()
     ended = time.monotonic()
-    return Fault(name, began, ended, max(1, running), f"down {seconds:g} s, {running} turns running when it stopped")
+    detail = f"down {seconds:g} s from a moment {running} turns ran and {len(held)} sends were in flight"
+    return Fault(name, began, ended, running + len(held), detail)
 
 
 def strike(name: str, deployment: Deployment, sender: Sender) -> Fault:
