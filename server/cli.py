@@ -185,7 +185,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             while True:
                 if interactive:
                     print("you> ", end="", flush=True, file=sys.stderr)
-                line = await asyncio.to_thread(sys.stdin.readline)
+                line = await _read_line()
                 if not line:
                     break
                 text = line.strip()
@@ -202,6 +202,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return EXIT_OK
+
+
+async def _read_line() -> str:
+    """The next line of standard input, read in a daemon thread.
+
+    Not ``asyncio.to_thread``: the event loop waits for its executor's threads on the
+    way out, so SIGTERM while ``chat`` waits for a line would wait for that line.
+    """
+    import asyncio
+    import threading
+
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def deliver(text: str) -> None:
+        if not line.done():
+            line.set_result(text)
+
+    def read() -> None:
+        text = sys.stdin.readline()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(deliver, text)
+
+    threading.Thread(target=read, name="botloom-stdin", daemon=True).start()
+    return await line
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

@@ -299,3 +299,33 @@ def test_chat_in_another_folder_names_the_new_empty_data_dir(data_dir: Path) -> 
     assert line.startswith(f"botloom: error: no bot 'acme/support' in the data dir {folder / '.botloom'}, created")
     assert "BOTLOOM_DATA_DIR" in line
     assert not (folder / ".botloom" / "postgres" / "postmaster.pid").exists(), "the server stopped with the command"
+
+
+def test_sigterm_ends_chat_waiting_for_a_line_and_stops_the_embedded_server(data_dir: Path, pgdata: Path) -> None:
+    env = botloom_env({"BOTLOOM_DATA_DIR": str(data_dir), "BOTLOOM_SECRET_KEY": "k"})
+    assert run_botloom("demo", env=env, cwd=data_dir).returncode == 0
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "botloom", "chat", "acme/support"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write("hi\n")
+        chat.stdin.flush()
+        assert chat.stdout.readline().startswith("bot> "), "the chat answered"
+        pid = postmaster_pid(pgdata)
+        assert pid is not None and is_alive(pid)
+        chat.send_signal(signal.SIGTERM)  # while it waits for the next line
+        assert chat.wait(DEADLINE) == 128 + signal.SIGTERM
+        assert wait_until_stopped(pgdata, pid), "SIGTERM left the embedded PostgreSQL running"
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait(DEADLINE)
+        for stream in (chat.stdin, chat.stdout, chat.stderr):
+            if stream is not None:
+                stream.close()
