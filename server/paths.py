@@ -40,18 +40,21 @@ ORIGINAL_PATH = "botloom.original_path"
 
 def join_bot_segments(path: str) -> str:
     """Rewrite ``/…/bots/acme/support/x`` as ``/…/bots/acme:support/x``; ids and other paths stay."""
-    if _ID.match(path):
+    if _ID.match(path) or (match := _PAIR.match(path)) is None:
         return path
-    match = _PAIR.match(path)
-    if match is None:
-        return path
+    return _joined(match)
+
+
+def _joined(match: re.Match[str]) -> str:
     return f"{match['prefix']}{match['tenant']}{SEPARATOR}{match['bot']}{match['rest'] or ''}"
 
 
 def routing_path(path: str, method: str | None, resolve: Callable[..., Any]) -> str:
     """The path the app routes ``path`` by (see the module docstring); ``resolve`` is Litestar's route look-up."""
-    joined = join_bot_segments(path)
-    if joined == path or method is None or (match := _PAIR.match(path)) is None or match["rest"]:
+    if _ID.match(path) or (match := _PAIR.match(path)) is None:
+        return path
+    joined = _joined(match)
+    if match["rest"] or method is None:
         return joined
     try:
         resolve(path=joined, method=method)
