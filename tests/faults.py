@@ -207,6 +207,8 @@ class Outcome:
     fallback: str
     processes: list[ProcessReport]
     workdir: Path
+    crashed: list[str] = field(default_factory=list)
+    """Processes that ended before the campaign stopped them, though it did not kill them."""
 
     @property
     def lost(self) -> list[Reply]:
@@ -282,6 +284,8 @@ class Outcome:
             )
         if len(bad) > 12:
             lines.append(f"  ... and {len(bad) - 12} more")
+        if self.crashed:
+            lines.append(f"ended by themselves before the end: {', '.join(self.crashed)}")
         for p in self.processes:
             lines.append(f"process {p.name} (pid {p.pid}, {p.state}): {len(p.errors)} error lines; log {p.log}")
             lines.extend(f"    {line[:300]}" for line in p.errors[:6])
@@ -1065,9 +1069,12 @@ def run_scenario(
             replies = running.peer.by_recipient()
             stored = running.stored()
             results = [Reply(m, replies.get(m.sender, []), stored.get(m.sid, "not stored")) for m in inbound]
+            crashed = [p.name for p in running.processes if not p.killed and not p.alive]
             stop_all(running.processes)
             reports = [p.report() for p in running.processes]
-        outcome = Outcome(scenario, options, struck, results, settled, settled_at, running.fallback, reports, workdir)
+        outcome = Outcome(
+            scenario, options, struck, results, settled, settled_at, running.fallback, reports, workdir, crashed
+        )
         say(f"{scenario}: lost {len(outcome.lost)}, doubled {len(outcome.doubled)}, improper {len(outcome.improper)}")
         return outcome
     finally:
