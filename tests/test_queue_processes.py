@@ -19,7 +19,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
-from tests.helpers import api_client, enable
+from tests.helpers import LOCAL_ENDPOINTS, api_client, enable
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 pytestmark = pytest.mark.slow
@@ -107,6 +107,7 @@ async def test_botloom_worker_runs_the_queue_in_its_own_process(
         "BOTLOOM_DATA_DIR": str(data_dir),
         "BOTLOOM_SECRET_KEY": "test-secret-key",
         "BOTLOOM_LOG_LEVEL": "WARNING",
+        "BOTLOOM_ALLOWED_ENDPOINTS": LOCAL_ENDPOINTS,  # the Twilio peer on loopback
     }
     async with running([sys.executable, "-m", "botloom", "worker", "--turns", "2"], **env):
         sent = await asyncio.to_thread(peer.wait_for, 1, 60)
