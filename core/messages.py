@@ -6,6 +6,7 @@ Channels translate their wire format into :class:`InboundMessage` and send
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,60 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# -- what may reach storage ------------------------------------------------------------------
+#
+# PostgreSQL text and JSON cannot hold NUL (U+0000), and UTF-8 cannot hold a lone surrogate.
+# Every message is checked once, here, where each channel hands it over: free text (the
+# message, names) loses its control characters, identifiers that hold one are refused.
+
+_TEXT_JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""C0 control characters but tab, line feed and carriage return: removed from free text."""
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""Lone surrogates (a str can hold them, UTF-8 cannot): replaced by U+FFFD in free text."""
+_NOT_IN_IDENTIFIERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+class InvalidMessage(ValueError):
+    """A message a channel produced holds an identifier no storage can keep (a control character).
+
+    ``field`` names it (``sender``, ``idempotency_key``, ``attachments[0].url``...);
+    the server answers 400 with this message, and a channel may name its own wire
+    field instead (Twilio's ``From`` is the message's ``sender``).
+    """
+
+    def __init__(self, field: str, value: str) -> None:
+        found = _NOT_IN_IDENTIFIERS.search(value)
+        code = f"U+{ord(found.group()):04X}" if found else "a control character"
+        super().__init__(f"{field} must not contain control characters (found {code})")
+        self.field = field
+
+
+def clean_text(text: str) -> str:
+    """``text`` without C0 control characters (tab, line feed and carriage return stay), lone surrogates as U+FFFD."""
+    if _TEXT_JUNK.search(text):
+        text = _TEXT_JUNK.sub("", text)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def check_identifier(field: str, value: str | None) -> None:
+    """Raise :class:`InvalidMessage` when ``value`` holds a control character or a lone surrogate."""
+    if value is not None and _NOT_IN_IDENTIFIERS.search(value):
+        raise InvalidMessage(field, value)
+
+
+def _clean_json(value: Any) -> Any:
+    """A JSON-like value with every string in it (keys too) cleaned as free text."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {_clean_json(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_clean_json(v) for v in value)
+    return value
+
+
 class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A file that came with a message; botloom keeps its metadata, not its bytes."""
 
@@ -26,6 +81,13 @@ class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     filename: str | None = None
     size: int | None = None
     """Size in bytes, when the channel tells."""
+
+    def __post_init__(self) -> None:
+        """Refuse a URL or type with a control character; clean the file name."""
+        check_identifier("attachment url", self.url)
+        check_identifier("attachment content_type", self.content_type)
+        if self.filename is not None:
+            msgspec.structs.force_setattr(self, "filename", clean_text(self.filename))
 
 
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -47,6 +109,20 @@ class InboundMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     metadata: dict[str, Any] = {}
     """Channel-specific extras worth keeping (subject, profile name, recipient address)."""
     received_at: datetime = msgspec.field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        """Check the message once, as it crosses into botloom (see :func:`clean_text`, :func:`check_identifier`).
+
+        Raises :class:`InvalidMessage` naming the identifier that holds a control
+        character; removes them from the text and the metadata (names, subjects).
+        """
+        for field in ("channel", "sender", "conversation_key", "idempotency_key"):
+            check_identifier(field, getattr(self, field))
+        text = clean_text(self.text)
+        if text is not self.text:
+            msgspec.structs.force_setattr(self, "text", text)
+        if self.metadata:
+            msgspec.structs.force_setattr(self, "metadata", _clean_json(self.metadata))
 
 
 class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from litestar import WebSocket, get, websocket
+from litestar import Request, WebSocket, get, websocket
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from psycopg_pool import PoolTimeout
@@ -37,6 +37,13 @@ def boom(item: FromPath[str]) -> None:
 def outage() -> None:
     """A route whose database went away."""
     raise PoolTimeout("couldn't get a connection after 5.00 sec")
+
+
+@get("/test/nul")
+async def unchecked_nul(request: Request[Any, Any, Any]) -> None:
+    """A route that lets a NUL reach PostgreSQL."""
+    async with request.app.state.services.db.connection() as conn:
+        await conn.execute("SELECT %s::text", ("a\x00b",))
 
 
 @get("/test/missing", sync_to_thread=False)
@@ -74,7 +81,7 @@ def log_output(request: pytest.FixtureRequest, settings: Settings) -> Iterator[i
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services, extra_handlers=[boom, outage, missing, broken_socket])
+    app = create_app(settings, services=services, extra_handlers=[boom, outage, unchecked_nul, missing, broken_socket])
     async with api_client(app) as test_client:
         yield test_client
 
@@ -120,6 +127,16 @@ async def test_an_outage_is_a_503_logged_as_one_warning_line(
     (line,) = lines_of(log_output)
     assert "WARNING" in line and "req-outage-1" in line and "GET /test/outage" in line
     assert "PoolTimeout" in line and "Traceback" not in line
+
+
+async def test_a_nul_that_reaches_postgresql_is_a_400_and_a_warning(
+    client: httpx.AsyncClient, log_output: io.StringIO
+) -> None:
+    response = await client.get("/test/nul", headers={"X-Request-ID": "req-nul-1"})
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.json()["detail"]
+    (line,) = lines_of(log_output)
+    assert "WARNING" in line and "req-nul-1" in line and "GET /test/nul" in line
 
 
 async def test_deliberate_answers_are_not_logged_as_errors(client: httpx.AsyncClient, log_output: io.StringIO) -> None:

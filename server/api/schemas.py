@@ -27,14 +27,18 @@ from botloom.core.domain import (
 
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text and JSON cannot hold NUL characters: strings with one are a 400, not a 500."""
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""A name or an identifier: no control character at all (a 400 naming the field)."""
+MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+"""Free text: tabs and line breaks, but no other control character (a 400 naming the field)."""
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 """A display name (tenant, bot, API key)."""
-LongText = Annotated[str, msgspec.Meta(max_length=20_000, pattern=NO_NUL)]
+LongText = Annotated[str, msgspec.Meta(max_length=20_000, pattern=MULTI_LINE)]
 """Free text of a bot's settings (persona, fallback reply)."""
-Reply = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000, pattern=NO_NUL)]
+Reply = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000, pattern=MULTI_LINE)]
 """A canned reply of a bot (fallback, busy)."""
-Origin = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=NO_NUL)]
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Origin = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=ONE_LINE)]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,7 +130,7 @@ class TenantCreated(msgspec.Struct, frozen=True, kw_only=True):
 class ModelSettingsPatch(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Changes to a bot's model settings; fields left out keep their value."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | UnsetType | None = UNSET
+    model: ModelName | UnsetType | None = UNSET
     """The chat model name; ``null`` uses ``BOTLOOM_LLM_MODEL``."""
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | UnsetType = UNSET
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_000)] | UnsetType = UNSET
@@ -240,8 +244,8 @@ class PluginOut(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- knowledge --------------------------------------------------------------------------
 
-DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
-ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
+DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=ONE_LINE)]
+ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=ONE_LINE)]
 
 
 class DocumentIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
