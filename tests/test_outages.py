@@ -31,8 +31,9 @@ from botloom.core.storage.database import Database
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
+from botloom.server.worker import workers
 from tests import servers
-from tests.channel_contract import configure_twilio
+from tests.channel_contract import configure_twilio, fast_app
 from tests.helpers import api_client
 from tests.servers import RunningPostgres, free_port, start_postgres
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
@@ -242,14 +243,16 @@ async def own_services(settings: Settings, own_postgres: list[RunningPostgres]) 
 
 @pytest.mark.slow
 async def test_a_restarted_postgres_answers_the_next_turn_and_request(
-    settings: Settings, own_postgres: list[RunningPostgres], own_services: Services
+    settings: Settings, own_postgres: list[RunningPostgres], own_services: Services, peer: TwilioPeer
 ) -> None:
     services = own_services
     demo = await ensure_demo(services)
     headers = {"Authorization": f"Bearer {demo.api_key}"}
-    async with api_client(create_app(settings, services=services)) as client:
+    async with api_client(fast_app(settings, services)) as client, workers(services):
+        assert (await configure_twilio(client, demo, twilio_config(peer, "rest"))).status_code == 200
         first = await chat_turn(client, demo, "hello", None)
-        assert await services.queue.pending("turns") == 0
+        assert (await post_signed(client, WEBHOOK, inbound_form("hello"))).status_code == 200
+        await asyncio.to_thread(peer.wait_for, 1, 30)
         own_postgres[0].stop()
         own_postgres.append(await asyncio.to_thread(restart, own_postgres[0]))
         second = await chat_turn(client, demo, "where is my order 1234", first["conversation_id"])
@@ -257,7 +260,10 @@ async def test_a_restarted_postgres_answers_the_next_turn_and_request(
         response = await client.get("/api/v1/bots/acme/support", headers=headers)
         assert response.status_code == 200, response.text
         assert (await client.get("/ready")).status_code == 200
-        assert await services.queue.pending("turns") == 0
+        webhook = await post_signed(client, WEBHOOK, inbound_form("where is my order 1234"))
+        assert webhook.status_code == 200, webhook.text
+        sent = await asyncio.to_thread(peer.wait_for, 2, 60)
+        assert sent[-1].body.startswith(ORDER_ANSWER), "the queued turn ran and its reply went out"
 
 
 # ----------------------------------------------------------------------------- during the outage
