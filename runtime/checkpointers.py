@@ -81,8 +81,8 @@ async def _open_saver(
     )
     await cp_pool.open(wait=True, timeout=30)
     try:
-        saver = AsyncPostgresSaver(conn=cp_pool)
-        await saver.setup()
-        yield saver
+        pg_saver = AsyncPostgresSaver(conn=cp_pool)
+        await pg_saver.setup()
+        yield pg_saver
     finally:
         await cp_pool.close()

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from litestar import Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ServiceUnavailableException, ValidationException
 from litestar.exceptions.responses import create_debug_response, create_exception_response
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -42,7 +43,7 @@ UNAVAILABLE = "the service is temporarily unavailable (its database or cache can
 
 def route_of(scope: Scope) -> str:
     """``METHOD /path/{template}`` of the request, or its path when it reached no route."""
-    method = scope.get("method") or ("WEBSOCKET" if scope.get("type") == "websocket" else "?")
+    method = scope.get("method") or ("WEBSOCKET" if scope["type"] == ScopeType.WEBSOCKET else "?")
     return f"{method} {scope.get('path_template') or scope.get('path', '?')}"
 
 
