@@ -107,7 +107,7 @@ def create_app(
             app.state.services = services
             yield
             return
-        async with open_services(settings) as opened:
+        async with open_services(settings, host=host) as opened:
             app.state.services = opened
             if not settings.admin_token:
                 logger.warning("BOTLOOM_ADMIN_TOKEN is not set: the operator routes (tenants) are closed")
@@ -138,12 +138,13 @@ def create_app(
             }
         ),
     )
-    from botloom.server.channel_routes import channel_routes, register_channel_routes
+    from botloom.server.channel_routes import plugin_host, register_channel_routes
 
+    host = services.host if services is not None else plugin_host(settings)  # whose channels' routes to mount
     app = BotloomApp(
         route_handlers=[api, *public_handlers(), *extra_handlers],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
-        lifespan=[lifespan] if services is not None else [lifespan, channel_routes],
+        lifespan=[lifespan],
         openapi_config=openapi,
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["authorization", "content-type"]),
         request_max_body_size=MAX_BODY_BYTES,
@@ -162,8 +163,7 @@ def create_app(
         after_exception=[log_unhandled],  # every unhandled error logged once, with request id and route
         debug=debug,
     )
-    if services is not None:  # the channels' routes, from the plugins (else once the lifespan opened them)
-        register_channel_routes(app, services.host)
+    register_channel_routes(app, host)  # what each channel declares: the server names none
     return app
 
 

@@ -7,6 +7,10 @@ handler: ``POST`` on a push channel is a webhook (:mod:`botloom.server.webhooks`
 pages are served by :mod:`botloom.server.chat`. ``auth="api_key"`` routes need
 a tenant's API key (or the operator's token), checked before the body is read.
 
+``create_app`` mounts them when it builds the app: from the services' plugins,
+or from the plugins it discovers itself (:func:`plugin_host`), which the app's
+services then use too.
+
 A route that does not fit its channel (a ``WEBSOCKET`` route of a push channel),
 or whose method and path another channel took first, is logged and skipped: the
 other channels' routes still work.
@@ -14,9 +18,10 @@ other channels' routes still work.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
@@ -33,6 +38,7 @@ from litestar.params import FromPath, JSONBody
 
 from botloom.core.channels import ChannelAdapter, ChannelRoute
 from botloom.core.host import PluginHost
+from botloom.core.settings import Settings
 from botloom.server.auth import Principal
 from botloom.server.chat import handle_page, handle_response, handle_socket
 from botloom.server.deps import ServicesDep
@@ -176,10 +182,17 @@ def register_channel_routes(app: Litestar, host: PluginHost) -> None:
             logger.exception("cannot mount the channel route %s; skipped", sorted(handler.paths))
 
 
-@asynccontextmanager
-async def channel_routes(app: Litestar) -> AsyncIterator[None]:
-    """Lifespan: mount the channels' routes once the services (and so the plugins) are open."""
-    if not app.state.get("channel_routes_mounted"):
-        register_channel_routes(app, app.state.services.host)
-        app.state.channel_routes_mounted = True
-    yield
+def plugin_host(settings: Settings) -> PluginHost:
+    """The deployment's plugins, discovered and collected now (the app mounts their channels' routes at once).
+
+    Works with or without a running event loop (``create_app`` is called from both).
+    """
+    host = PluginHost.discover(
+        allow=settings.plugin_allow_list, block=settings.plugin_block_list, trace=settings.trace_plugins
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return host.collect_sync()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(host.collect_sync).result()

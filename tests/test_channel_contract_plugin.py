@@ -32,6 +32,7 @@ from botloom import (
     TurnAnswer,
     hookimpl,
 )
+from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage as CoreInboundMessage
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
@@ -219,7 +220,7 @@ async def test_rest_chat_answers_a_nul_in_the_message_id_with_a_400(
             headers={"Authorization": f"Bearer {demo.api_key}"},
         )
     assert answer.status_code == 400, answer.text
-    assert "NUL" in answer.json()["detail"] or "null" in answer.json()["detail"].lower()
+    assert "U+0000" in answer.json()["detail"] or "NUL" in answer.json()["detail"], "the problem is named"
     assert await services.store.conversations.list_all(demo.tenant.id) == []
 
 
@@ -229,11 +230,8 @@ def test_a_third_party_socket_channel_converses_through_the_host(
     """The app opens its own services with the plugin (on the test client's event loop) and mounts its socket."""
     from litestar.exceptions import WebSocketDisconnect
 
-    host = host_with(("faxes", fax_plugin()))
-    original = open_services
-    monkeypatch.setattr(
-        "botloom.server.app.open_services", lambda opened, **kwargs: original(opened, host=host, **kwargs)
-    )
+    host = host_with(("faxes", fax_plugin()))  # what discovering the installed plugins finds
+    monkeypatch.setattr(PluginHost, "discover", classmethod(lambda cls, **kwargs: host))
     app = create_app(msgspec.structs.replace(settings, database_url=database_url), workers=False, demo=True)
     with TestClient(app=app) as client:
         services: Services = client.app.state.services
