@@ -941,27 +941,35 @@ def _outage(
 ) -> Fault:
     """Stop a server while a turn runs and a send is in flight (held by the stand-in), start it ``seconds`` later.
 
-    The held sends are answered once the server is down: their workers learn that
-    Twilio took the message while they cannot record it.
+    The held send is answered once the server is down: its worker learns that Twilio
+    took the message while it cannot record it. Sends are held only from a moment a
+    turn runs until the next send arrives (a turn job sends its replies itself, so
+    holding sends longer would stall the workers).
     """
     peer = deployment.peer
-    peer.hold()
-    try:
 
-        def busy() -> tuple[list[HeldSend], int] | None:
-            held, running = peer.held(), sum(len(n) for n in deployment.turns_in_flight().values())
-            return (held, running) if held and running else None
+    def running() -> int:
+        return sum(len(n) for n in deployment.turns_in_flight().values())
 
-        held, running = poll(busy, 60, "a turn running and a send in flight", interval=0.01)
-        began = time.monotonic()
-        stop()
-    finally:
-        peer.release()
+    for _ in range(50):
+        poll(running, 60, "a turn to run", interval=0.01)
+        peer.hold()
+        try:
+            held = poll(peer.held, 30, "a send to the Twilio stand-in", interval=0.005)
+            turns = running()
+            if turns:
+                began = time.monotonic()
+                stop()
+                break
+        finally:
+            peer.release()
+    else:
+        raise RuntimeError("no moment with a turn running and a send in flight in 50 tries")
     time.sleep(seconds)  # the outage itself: how long the server stays down
     start()
     ended = time.monotonic()
-    detail = f"down {seconds:g} s from a moment {running} turns ran and {len(held)} sends were in flight"
-    return Fault(name, began, ended, running + len(held), detail)
+    detail = f"down {seconds:g} s from a moment {turns} turns ran and {len(held)} sends were in flight"
+    return Fault(name, began, ended, turns + len(held), detail)
 
 
 def strike(name: str, deployment: Deployment, sender: Sender) -> Fault:
