@@ -23,7 +23,8 @@ from tests.faults import Backend, Options, run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-OPTIONS = Options(messages=20, rate=5.0, turn_seconds=0.5, outage_seconds=5.0, turn_timeout=15.0)
+OPTIONS = Options(messages=20, rate=5.0, turn_seconds=0.5, outage_seconds=5.0, turn_timeout=15.0, settle_deadline=180.0)
+"""Generous: today a turn orphaned on Redis waits for twice the turn timeout, or for the minute's recovery sweep."""
 
 
 def check(fault: str, backend: Backend, workdir: Path) -> None:
