@@ -449,7 +449,7 @@ class Postgres:
         """Start the server again on its data directory and port; wait until it accepts connections."""
         old = self.server
         assert old.data_dir is not None and old.log_path is not None
-        port = urlsplit(old.url).port
+        port, log_path = urlsplit(old.url).port, old.log_path
         bin_dir = servers._package_dir("pgserver") / "pginstall" / "bin"
         settings = [arg for key, value in servers._PG_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
         account = servers._postgres_account()
@@ -468,7 +468,7 @@ class Postgres:
 
         def accepting() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"PostgreSQL did not start again:\n{servers._log_tail(old.log_path)}")
+                raise RuntimeError(f"PostgreSQL did not start again:\n{servers._log_tail(log_path)}")
             try:
                 psycopg.connect(self.url, connect_timeout=2).close()
             except psycopg.OperationalError:
@@ -508,7 +508,8 @@ class Valkey:
                 raise RuntimeError(f"valkey-server exited:\n{servers._log_tail(self.log)}")
             client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=2)
             try:
-                return bool(client.ping()) and client.info("server")["process_id"] == process.pid
+                info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+                return bool(client.ping()) and info["process_id"] == process.pid
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError):
                 return False
             finally:
@@ -519,7 +520,7 @@ class Valkey:
     def stop(self) -> None:
         """SIGTERM (the append-only file is flushed), then wait; idempotent."""
         if self.process is not None:
-            servers._terminate(self.process, signal.SIGTERM)  # type: ignore[arg-type]
+            servers._terminate(self.process, signal.SIGTERM)
             self.process = None
 
 
@@ -716,7 +717,7 @@ async def _prepare(database_url: str, data_dir: Path, peer: CountingTwilio, allo
         store = services.store.plugin_settings
         await store.put(demo.tenant.id, demo.bot.id, "twilio", enabled=True, config=public, secrets=secret)
         await store.put(demo.tenant.id, demo.bot.id, PLUGIN_NAME, enabled=True, config={}, secrets={})
-        return demo.bot.settings.fallback_reply
+        return str(demo.bot.settings.fallback_reply)
 
 
 @contextlib.contextmanager
@@ -754,16 +755,15 @@ def deployment(workdir: Path, backend: Backend, options: Options) -> Iterator[De
             env["BOTLOOM_REDIS_URL"] = valkey.url
         processes: list[Botloom] = []
         stack.callback(stop_all, processes)
-        served = []
-        for n in (1, 2):
+        for n in (1, 2):  # each process joins the list as it starts, so a failure stops those started
             port = free_port()
-            url = f"http://{LOOPBACK}:{port}"
             args = ["serve", "--host", LOOPBACK, "--port", str(port), "--no-workers"]
-            served.append(Botloom(f"serve-{n}", args, env, workdir / f"serve-{n}.log", url))
-        processes.extend(served)
+            url = f"http://{LOOPBACK}:{port}"
+            processes.append(Botloom(f"serve-{n}", args, env, workdir / f"serve-{n}.log", url))
         concurrency = ["--turns", str(options.worker_turns), "--deliveries", str(options.worker_turns)]
-        working = [Botloom(f"worker-{n}", ["worker", *concurrency], env, workdir / f"worker-{n}.log") for n in (1, 2)]
-        processes.extend(working)
+        for n in (1, 2):
+            processes.append(Botloom(f"worker-{n}", ["worker", *concurrency], env, workdir / f"worker-{n}.log"))
+        served, working = processes[:2], processes[2:]
         for p in processes:
             poll(p.ready, 120, f"{p.name} to be ready", interval=0.1)
         yield Deployment(workdir, backend, options, postgres, valkey, peer, served, working, fallback, turn_log)
@@ -868,7 +868,8 @@ class Sender:
                 self.in_flight[server.name] += 1
                 self._lock.notify_all()
             try:
-                answer = str(self._client().post(server.url + WEBHOOK_PATH, data=form, headers=headers).status_code)
+                url = f"{server.url}{WEBHOOK_PATH}"
+                answer = str(self._client().post(url, data=form, headers=headers).status_code)
             except httpx.HTTPError as exc:
                 answer = type(exc).__name__
             finally:
