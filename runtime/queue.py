@@ -7,8 +7,10 @@ from holding up deliveries: ``botloom-turns`` and ``botloom-deliveries``.
 A job names what to do, never the data: its arguments are ids, and the job reads
 the stored messages, so running a job twice does nothing twice (the runner skips
 answered messages; delivery skips sent parts). A job's worker sends a heartbeat
-while it runs; when a worker dies, another worker's sweep finds the job without
-a heartbeat and runs it again.
+while it runs; when a worker dies, another worker's sweep finds its jobs without
+a heartbeat and runs them again: all of them at once (SAQ's own sweep waits for
+each stale job in turn, ``abort`` seconds for a worker that never answers), and
+without the back-off of a job that failed (its worker died, not the job).
 
 This module knows SAQ, not botloom's domain: :class:`~botloom.runtime.delivery.Deliveries`
 provides the job functions.
@@ -61,10 +63,18 @@ class QueueOptions:
     turn_concurrency: int = 4
     """Turns one worker process runs at once (each holds a database connection for its lock)."""
     delivery_concurrency: int = 4
-    heartbeat: int = 15
-    """Seconds a running job may go without a heartbeat before a sweep runs it again elsewhere."""
-    sweep_every: int = 5
-    """Seconds between a worker's sweeps for jobs whose worker died."""
+    heartbeat: int = 6
+    """Seconds a running job may go without a heartbeat before a sweep runs it again elsewhere.
+
+    Its worker touches it every third of this (one ``UPDATE`` per running job on
+    PostgreSQL), so a worker that died is noticed within this many seconds."""
+    sweep_every: int = 1
+    """Seconds between sweeps for jobs whose worker died (one worker per queue sweeps: a
+    ``SELECT`` of the running jobs on PostgreSQL; expired jobs are deleted every 30 s)."""
+    abort_wait: float = 2.0
+    """Seconds a sweep waits, for all the stale jobs it found at once, for their workers to stop
+    them (a stalled worker that is still alive does, within a second; a dead one never answers)
+    before it queues them again, at once, without back-off."""
     job_timeout: int = 900
     retries: int = 5
     """Runs of a job that raises (a database outage), with exponential back-off; delivery failures
@@ -94,10 +104,9 @@ class JobQueue:
         """The queues on Redis when ``BOTLOOM_REDIS_URL`` is set, else on PostgreSQL; connected on first use."""
         options = options or QueueOptions()
         if settings.redis_url:
-            from saq.queue.redis import RedisQueue
-
+            redis_queue: Any = _redis_queue_class()
             return cls(
-                {kind: RedisQueue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS}, options
+                {kind: redis_queue.from_url(settings.redis_url, name=f"botloom-{kind}") for kind in KINDS}, options
             )
         from botloom.core.storage.database import checked_pool
 
@@ -193,6 +202,7 @@ class JobQueue:
         from saq import CronJob
 
         beat = self.options.heartbeat
+        self.queues[kind].abort_wait = self.options.abort_wait  # how long its sweeps wait for stale jobs
         wrapped = {name: _with_heartbeat(name, function, beat) for name, function in functions.items()}
         crons = [
             CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout)
@@ -271,6 +281,47 @@ def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..
     return run
 
 
+CLEANUP_EVERY = 30.0
+"""Seconds between deletions of expired jobs and worker stats by a PostgreSQL queue's sweeps."""
+SETTLE_PAUSE = 0.5
+"""Seconds a Redis sweep looks again at a job listed as running but not marked so (a worker between
+taking it and marking it takes a few milliseconds; a worker that died there never marks it)."""
+
+
+async def _rerun_stale(queue: Any, stale: list[Any], wait: float) -> None:
+    """Queue again the ``stale`` jobs (marked aborting already), after waiting for all at once.
+
+    For at most ``wait`` seconds, a worker that is alive after all may stop its
+    copy (SAQ's worker looks for aborted jobs every second); a job one of them
+    completed or failed meanwhile is left alone. The rest run again at once, or
+    are aborted for good when they used up their retries.
+    """
+    from saq.job import TERMINAL_STATUSES, Status
+
+    if not stale:
+        return
+    keys = [job.key for job in stale]
+    if wait > 0:
+        finished: set[str] = set()
+
+        def all_finished(job_id: str, status: Any) -> bool:
+            if status in TERMINAL_STATUSES:
+                finished.add(job_id)
+            return len(finished) >= len(keys)
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await queue.listen(keys, all_finished, timeout=wait)
+    for job in await queue.jobs(keys):
+        if job is None or job.status not in (Status.ABORTING, Status.ABORTED):
+            continue  # finished by a live worker, or queued again by another sweep
+        if job.retryable:
+            logger.warning("job %s: no heartbeat for %d s (its worker died?); it runs again", job.key, job.heartbeat)
+            await queue.retry(job, error=queue.swept_error_message)
+        else:
+            logger.error("job %s: no heartbeat for %d s, and no retries left; aborted", job.key, job.heartbeat)
+            await queue.finish(job, Status.ABORTED, error=queue.swept_error_message)
+
+
 @functools.cache
 def _postgres_queue_class() -> type:
     """SAQ's PostgreSQL queue, enqueueing in one statement: the insert and its ``NOTIFY`` together.
@@ -280,6 +331,7 @@ def _postgres_queue_class() -> type:
     ``pg_notify`` on the channel SAQ's workers listen on, composed once.
     """
     from psycopg.sql import SQL
+    from saq.job import Status
     from saq.queue.postgres import CHANNEL, ENQUEUE, PostgresQueue
     from saq.utils import now_seconds
 
@@ -311,7 +363,202 @@ def _postgres_queue_class() -> type:
                 cursor = await conn.execute(self._enqueue_sql, params)
                 return job if await cursor.fetchone() else None
 
+        # -- sweeping: every stale job at once (see _sweep_postgres) ----------------
+
+        abort_wait = 2.0
+        _cleaned_at = -math.inf
+
+        async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+            return await _sweep_postgres(self)
+
+        async def _retry(self, job: Any, error: str | None) -> None:
+            if error != self.swept_error_message:
+                await super()._retry(job, error)
+                return
+            # Its worker died, the job did not fail: no back-off.
+            await self.update(job, status=Status.QUEUED, scheduled=int(job.scheduled or now_seconds()), expire_at=None)
+
     return OneStatementQueue
+
+
+async def _sweep_postgres(queue: Any) -> list[str]:
+    """A PostgreSQL queue's sweep: abort every job whose worker stopped beating, in one statement; rerun them.
+
+    Only the worker holding the queue's sweep lock sweeps (SAQ's advisory lock,
+    freed when its connection dies). Expired jobs and stats are deleted every
+    :data:`CLEANUP_EVERY` seconds, not on every sweep.
+    """
+    from psycopg.sql import SQL
+    from saq.queue.postgres import ENQUEUE
+
+    if not await _take_sweep_lock(queue):
+        return []
+    async with queue.pool.connection() as conn:
+        if time.monotonic() - queue._cleaned_at >= CLEANUP_EVERY:
+            await _delete_expired(queue, conn)
+            queue._cleaned_at = time.monotonic()
+        cursor = await conn.execute(
+            SQL(
+                "SELECT key, job, status FROM {jobs} WHERE queue = %(queue)s AND status IN ('active', 'aborting')"
+            ).format(jobs=queue.jobs_table),
+            {"queue": queue.name},
+        )
+        rows = await cursor.fetchall()
+    stale = [(job, blob) for _, blob, status in rows if (job := queue.deserialize(blob, status)) and job.stuck]
+    if not stale:
+        return []
+    aborted = await _abort_unchanged(queue, stale)
+    await _rerun_stale(queue, aborted, queue.abort_wait)
+    if aborted:
+        await queue._notify(ENQUEUE)  # idle workers wait for this: they take the jobs now
+    return [job.key for job in aborted]
+
+
+async def _take_sweep_lock(queue: Any) -> bool:
+    """Whether this queue sweeps: it holds (or now took) SAQ's advisory sweep lock of the queue."""
+    from psycopg.sql import SQL
+
+    if not queue._has_sweep_lock:
+        async with queue.pool.connection() as conn:
+            cursor = await conn.execute(
+                SQL("SELECT pg_try_advisory_lock(%(key1)s, hashtext(%(queue)s))"),
+                {"key1": queue.saq_lock_keyspace, "queue": queue.name},
+            )
+            row = await cursor.fetchone()
+        queue._has_sweep_lock = bool(row and row[0])
+    return bool(queue._has_sweep_lock)
+
+
+async def _delete_expired(queue: Any, conn: Any) -> None:
+    """Delete the queue's finished jobs and the workers' stats past their expiry (as SAQ's sweep does)."""
+    from psycopg.sql import SQL
+    from saq.utils import now_seconds
+
+    moment = now_seconds()
+    await conn.execute(
+        SQL(
+            "DELETE FROM {jobs} WHERE queue = %(queue)s AND status IN ('aborted', 'complete', 'failed') "
+            "AND %(now)s >= expire_at"
+        ).format(jobs=queue.jobs_table),
+        {"queue": queue.name, "now": moment},
+    )
+    await conn.execute(
+        SQL("DELETE FROM {stats} WHERE %(now)s >= expire_at").format(stats=queue.stats_table), {"now": moment}
+    )
+
+
+async def _abort_unchanged(queue: Any, stale: list[tuple[Any, bytes]]) -> list[Any]:
+    """Mark the stale jobs aborting, each only if its row is still what the sweep read; the jobs marked.
+
+    A heartbeat that landed since (the worker is alive) or another sweep that
+    took the job first changed the row: that job is left alone.
+    """
+    from psycopg.sql import SQL
+    from saq.job import Status
+    from saq.utils import now
+
+    keys, old, new = [], [], []
+    for job, blob in stale:
+        job.status, job.error, job.touched = Status.ABORTING, queue.swept_error_message, now()
+        keys.append(job.key)
+        old.append(bytes(blob))
+        new.append(queue.serialize(job))
+    async with queue.pool.connection() as conn:
+        cursor = await conn.execute(
+            SQL(
+                "UPDATE {jobs} AS j SET job = s.job, status = 'aborting' "
+                "FROM unnest(%(keys)s::text[], %(old)s::bytea[], %(new)s::bytea[]) AS s(key, old, job) "
+                "WHERE j.key = s.key AND j.job = s.old AND j.status IN ('active', 'aborting') RETURNING j.key"
+            ).format(jobs=queue.jobs_table),
+            {"keys": keys, "old": old, "new": new},
+        )
+        taken = {row[0] for row in await cursor.fetchall()}
+    return [job for job, _ in stale if job.key in taken]
+
+
+@functools.cache
+def _redis_queue_class() -> type:
+    """SAQ's Redis queue, sweeping every stale job at once (see :func:`_sweep_redis`)."""
+    from saq.queue.redis import RedisQueue
+
+    class SweepingRedisQueue(RedisQueue):
+        abort_wait = 2.0
+        take_script: Any = None
+
+        async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+            return await _sweep_redis(self, lock)
+
+        async def _retry(self, job: Any, error: str | None) -> None:
+            if error != self.swept_error_message:
+                await super()._retry(job, error)
+                return
+            # Its worker died, the job did not fail: no back-off, to the queue's end now.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                steps: Any = pipe.lrem(self._active, 1, job.id)
+                steps = steps.lrem(self._queued, 1, job.id).zadd(self._incomplete, {job.id: job.scheduled})
+                steps = steps.rpush(self._queued, job.id).set(job.id, self.serialize(job))
+                await steps.delete(job.abort_id).execute()  # not aborting any more: enqueueing its key works again
+            await self.notify(job)
+
+    return SweepingRedisQueue
+
+
+_TAKE_SWEEP = (
+    "if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then "
+    "local found = {} "
+    "for i, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do found[i] = {id, redis.call('GET', id)} end "
+    "return found end "
+    "return {}"
+)
+"""Take the sweep (SAQ's marker key, for ``lock`` seconds) and list the running jobs with their records."""
+
+
+async def _sweep_redis(queue: Any, lock: int) -> list[str]:
+    """A Redis queue's sweep: abort every job listed as running whose worker stopped beating; rerun them.
+
+    One worker sweeps per ``lock`` seconds (SAQ's marker key). A job listed as
+    running but not marked so is looked at again after :data:`SETTLE_PAUSE`: a live
+    worker marks it within milliseconds, a dead one never.
+    """
+    from saq.job import Status
+
+    if queue.take_script is None:
+        queue.take_script = queue.redis.register_script(_TAKE_SWEEP)
+    listed = await queue.take_script(keys=[queue._sweep, queue._active], args=[lock], client=queue.redis)
+    swept: list[str] = []
+    stale, unsettled = [], {}
+    for job_id, blob in listed or []:
+        job = queue.deserialize(blob) if blob else None
+        if job is None:  # listed, but its record is gone
+            swept.append(job_id.decode())
+            async with queue.redis.pipeline(transaction=True) as pipe:
+                await pipe.lrem(queue._active, 0, job_id).zrem(queue._incomplete, job_id).execute()
+        elif job.status != Status.ACTIVE:
+            unsettled[job_id] = blob
+        elif job.stuck:
+            stale.append(job)
+    if not stale and not unsettled:
+        return swept
+    await queue.redis.expire(queue._sweep, max(lock, math.ceil(SETTLE_PAUSE + queue.abort_wait) + 5))
+    stale += await _still_unsettled(queue, unsettled)
+    for job in stale:
+        await queue.abort(job, error=queue.swept_error_message)
+    await _rerun_stale(queue, stale, queue.abort_wait)
+    await queue.redis.set(queue._sweep, 1, ex=lock)  # the next sweep one interval from now
+    return swept + [job.id for job in stale]
+
+
+async def _still_unsettled(queue: Any, unsettled: dict[bytes, bytes]) -> list[Any]:
+    """Of the jobs listed as running but not marked so, those still listed and unchanged after a pause."""
+    if not unsettled:
+        return []
+    await asyncio.sleep(SETTLE_PAUSE)
+    listed = set(await queue.redis.lrange(queue._active, 0, -1))
+    found = []
+    for job_id, blob in zip(unsettled, await queue.redis.mget(list(unsettled)), strict=True):
+        if job_id in listed and blob == unsettled[job_id] and (job := queue.deserialize(blob)):
+            found.append(job)
+    return found
 
 
 @functools.cache
