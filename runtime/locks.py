@@ -1,13 +1,16 @@
 """Conversation locks: turns of one conversation run one at a time, across every process.
 
-With Redis configured the lock is a Redis lock (with an expiry, so a crashed
-process cannot hold it for ever); otherwise a PostgreSQL advisory lock, which
-the server releases when the holding connection dies.
+With Redis configured the lock is a Redis lock held as a lease: a short expiry
+(:attr:`RedisLocks.lease`, 5 s) that the holder renews while it lives, so the lock
+of a process that died frees within seconds; otherwise a PostgreSQL advisory
+lock, which the server releases as soon as the holding connection closes (a
+killed process's socket closes with it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -100,41 +103,113 @@ class PostgresLocks:
 
 
 class RedisLocks:
-    """Redis locks (redis-py's ``Lock``) that expire if their process dies."""
+    """Redis locks (redis-py's ``Lock``) held as leases: a short expiry, renewed while the holder lives.
 
-    def __init__(self, client: Any, *, expire: float = 120.0, wait: float = 300.0) -> None:
+    A holder renews its lease every third of ``lease`` seconds, so the lock of a
+    process that died (or lost Redis) frees within ``lease`` seconds. ``expire``
+    bounds how long one holder keeps renewing (``None``: as long as it holds the
+    lock); a holder still at work then lets the lease lapse, with a warning.
+
+    A holder that finds its lease gone (its process stalled for longer than the
+    lease, or Redis was away that long) takes the lock back if it is free; if
+    another process took it meanwhile, the holder goes on with a warning: the
+    work a lock guards is idempotent (a turn run twice stores its replies under
+    the same keys; a delivery claims each part before sending it), so losing the
+    lock costs duplicated effort, not a duplicated effect.
+    """
+
+    def __init__(self, client: Any, *, lease: float = 5.0, expire: float | None = None, wait: float = 300.0) -> None:
         self.client = client
+        self.lease = lease
         self.expire = expire
         self.wait = wait
 
+    def _lock(self, key: str, **kwargs: Any) -> Any:
+        return self.client.lock(f"botloom:lock:{key}", timeout=self.lease, thread_local=False, **kwargs)
+
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the Redis lock ``botloom:lock:{key}``."""
-        lock = self.client.lock(f"botloom:lock:{key}", timeout=self.expire, blocking_timeout=self.wait)
+        """Hold the Redis lock ``botloom:lock:{key}``, waiting up to ``wait`` seconds for it."""
+        lock = self._lock(key, blocking_timeout=self.wait)
         if not await lock.acquire():
             raise TimeoutError(f"conversation {key} stayed locked for {self.wait:g}s")
-        try:
+        async with _Lease(lock, key, self.lease, self.expire).kept():
             yield
-        finally:
-            await _release(lock)
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
         """Take the Redis lock for ``key`` if it is free; yields whether it was taken."""
-        lock = self.client.lock(f"botloom:lock:{key}", timeout=self.expire)
-        taken = bool(await lock.acquire(blocking=False))
+        lock = self._lock(key)
+        if not await lock.acquire(blocking=False):
+            yield False
+            return
+        async with _Lease(lock, key, self.lease, self.expire).kept():
+            yield True
+
+
+class _Lease:
+    """A held Redis lock whose expiry a task renews until the holder lets go (see :class:`RedisLocks`)."""
+
+    def __init__(self, lock: Any, key: str, lease: float, expire: float | None) -> None:
+        self.lock = lock
+        self.key = key
+        self.lease = lease
+        self.expire = expire
+        self.lost = False
+
+    @asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        """Renew the lease while the block runs; release the lock after it."""
+        renewing = asyncio.create_task(self._renew(), name=f"botloom-lease {self.key}")
         try:
-            yield taken
+            yield
         finally:
-            if taken:
-                await _release(lock)
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            await self._release()
 
+    async def _renew(self) -> None:
+        from redis.exceptions import LockNotOwnedError, RedisError
 
-async def _release(lock: Any) -> None:
-    """Release a Redis lock; one that expired meanwhile (a very long turn) is only logged."""
-    from redis.exceptions import LockError
+        every = self.lease / 3
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            await asyncio.sleep(every)
+            if self.expire is not None and loop.time() - began >= self.expire:
+                logger.warning("lock %s held for %gs: its lease is no longer renewed", self.key, self.expire)
+                self.lost = True
+                return
+            try:
+                await asyncio.wait_for(self.lock.reacquire(), timeout=every)
+            except LockNotOwnedError:
+                if await self._take_back():
+                    logger.warning("the lease of lock %s lapsed (a stall or Redis away); taken back", self.key)
+                    continue
+                logger.warning(
+                    "the lease of lock %s lapsed and another holder took it: this one goes on without it", self.key
+                )
+                self.lost = True
+                return
+            except (RedisError, OSError, TimeoutError) as exc:  # the next beat tries again
+                logger.warning("the lease of lock %s was not renewed: %s", self.key, exc)
 
-    try:
-        await lock.release()
-    except LockError:
-        logger.warning("a conversation lock expired before its turn ended; raise BOTLOOM_TURN_TIMEOUT's margin")
+    async def _take_back(self) -> bool:
+        """Take the lock again with this holder's token if nobody holds it."""
+        try:
+            return bool(await self.lock.do_acquire(self.lock.local.token))
+        except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
+            return False
+
+    async def _release(self) -> None:
+        """Release the lock; one whose lease lapsed is only logged (at DEBUG if already reported)."""
+        from redis.exceptions import LockError, RedisError
+
+        try:
+            await self.lock.release()
+        except LockError:
+            log = logger.debug if self.lost else logger.warning
+            log("lock %s had lapsed before its holder let go", self.key)
+        except (RedisError, OSError) as exc:  # its lease frees it within seconds
+            logger.warning("lock %s not released (%s): it frees when its lease ends", self.key, exc)

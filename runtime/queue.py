@@ -256,14 +256,19 @@ class JobQueue:
 
 
 def _with_heartbeat(name: str, function: JobFunction, every: int) -> Callable[..., Awaitable[Any]]:
-    """A SAQ job function running ``function`` while it touches the job every third of ``every`` seconds."""
+    """A SAQ job function running ``function`` while it touches the job every third of its heartbeat.
+
+    The heartbeat is the job's own (what its enqueuer set, which the sweep checks),
+    else ``every`` seconds.
+    """
 
     async def run(ctx: dict[str, Any], **kwargs: Any) -> Any:
         job = ctx.get("job")
+        interval = max((getattr(job, "heartbeat", 0) or every) / 3, 0.2)
 
         async def beat() -> None:
             while job is not None:
-                await asyncio.sleep(max(every / 3, 0.2))
+                await asyncio.sleep(interval)
                 try:
                     await job.update()
                 except Exception:  # a missed beat is retried; the job goes on
