@@ -21,7 +21,15 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
-from litestar.types import ControllerRouterHandler, Receive, Scope, Send
+from litestar.types import (
+    ControllerRouterHandler,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
@@ -39,11 +47,17 @@ MAX_BODY_BYTES = 1_048_576
 class BotloomApp(Litestar):
     """A Litestar app that lets ``{bot}`` be ``tenant-slug/bot-slug`` (see :mod:`botloom.server.paths`)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
         """Join a two-segment bot reference into one before Litestar routes the request, keeping the client's path."""
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]
-            joined = routing_path(path, scope.get("method"), self.asgi_router.handle_routing)
+            method = scope.get("method")
+            joined = routing_path(path, method if isinstance(method, str) else None, self.asgi_router.handle_routing)
             if joined != path:
                 scope = {**scope, "path": joined, "raw_path": joined.encode(), ORIGINAL_PATH: path}  # type: ignore[assignment]
         await super().__call__(scope, receive, send)

@@ -276,9 +276,11 @@ def bounced_message_id(raw: bytes) -> tuple[str, str] | None:
     for part in message.walk():
         kind = part.get_content_type()
         if kind == "message/delivery-status":
-            for block in part.get_payload() if isinstance(part.get_payload(), list) else []:
-                action = action or header(block, "action")
-                detail = detail or header(block, "diagnostic-code") or header(block, "status")
+            blocks = part.get_payload()
+            for block in blocks if isinstance(blocks, list) else []:
+                if isinstance(block, Message):
+                    action = action or header(block, "action")
+                    detail = detail or header(block, "diagnostic-code") or header(block, "status")
         elif kind in ("message/rfc822", "text/rfc822-headers"):
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
