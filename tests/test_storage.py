@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import inspect
 import json
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -38,8 +40,6 @@ from botloom.core.storage.migrations import (
     pending_migrations,
 )
 from botloom.core.storage.repositories import (
-    ChannelPollRepository,
-    DeliveryRepository,
     Repository,
     Store,
     hash_api_key,
@@ -232,21 +232,12 @@ INBOUND_KEY = "SM0001"
 OUTBOUND_KEY = "reply-1"
 
 
-class Repositories(Store):
-    """Every repository, the ones ``Store`` holds and the others."""
-
-    def __init__(self, db: Database, cipher: Cipher) -> None:
-        super().__init__(db, cipher)
-        self.delivery = DeliveryRepository(db)
-        self.polls = ChannelPollRepository(db)
-
-
 @pytest.fixture
-def repos(db: Database, cipher: Cipher) -> Repositories:
-    return Repositories(db, cipher)
+def repos(db: Database, cipher: Cipher) -> Store:
+    return Store(db, cipher)
 
 
-async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorld:
+async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     tenant = await store.tenants.create(slug, f"{slug} inc")
     api_key, key = await store.api_keys.create(tenant.id)
     bot = await store.bots.create(tenant.id, "support", f"{slug} support")
@@ -276,7 +267,7 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
     outbound = await reply(f"{slug} replies", OUTBOUND_KEY, "pending")
     sending = await reply(f"{slug} replies at length", "reply-2", "sending")
     provider_id = f"{slug}-SM-part0"
-    await store.delivery.add_part(tenant.id, sending.id, 0, channel="sms", provider_id=provider_id)
+    await store.deliveries.add_part(tenant.id, sending.id, 0, channel="sms", provider_id=provider_id)
     dead_letter = await reply(f"{slug} cannot reach you", "reply-3", "failed")
     usage = UsageEvent(
         tenant_id=tenant.id,
@@ -288,7 +279,7 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
         completion_tokens=tokens // 2,
     )
     await store.usage.record(usage)
-    await store.polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
+    await store.channel_polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
         turn_id, usage,
@@ -296,7 +287,7 @@ async def build_world(store: Repositories, slug: str, tokens: int) -> TenantWorl
 
 
 @pytest.fixture
-async def tenants(repos: Repositories) -> tuple[TenantWorld, TenantWorld]:
+async def tenants(repos: Store) -> tuple[TenantWorld, TenantWorld]:
     """Tenants A (``alpha``) and B (``beta``), each with a row in every table."""
     return await build_world(repos, "alpha", 10), await build_world(repos, "beta", 1000)
 
@@ -325,7 +316,7 @@ def is_nothing(value: Any) -> bool:
 
 # --------------------------------------------------------------------------- tenant scoping
 
-Call = Callable[[Repositories, TenantWorld, TenantWorld], Awaitable[Any]]
+Call = Callable[[Store, TenantWorld, TenantWorld], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -352,7 +343,7 @@ FOREIGN_INBOUND = InboundMessage(channel="sms", text="injected", sender=SENDER, 
 """What tenant A tries to add to tenant B's conversation (with B's idempotency key)."""
 
 
-async def received_after_foreign(store: Repositories, a: TenantWorld, b: TenantWorld) -> bool:
+async def received_after_foreign(store: Store, a: TenantWorld, b: TenantWorld) -> bool:
     """Whether A's conversation has a waiting message newer than B's message (B's time must not count)."""
     later = InboundMessage(channel="sms", text="later", sender=SENDER)
     await store.messages.add_inbound(a.tenant.id, a.bot.id, a.conversation.id, later)
@@ -512,47 +503,55 @@ PROBES: list[Probe] = [
         "all",
         expected=lambda a: {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5},
     ),
-    Probe("delivery", "next_due", lambda s, a, b: s.delivery.next_due(a.tenant.id, b.conversation.id), "nothing"),
-    Probe("delivery", "start", lambda s, a, b: s.delivery.start(a.tenant.id, b.sending.id), "nothing"),
+    Probe("deliveries", "next_due", lambda s, a, b: s.deliveries.next_due(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("deliveries", "start", lambda s, a, b: s.deliveries.start(a.tenant.id, b.sending.id), "nothing"),
     Probe(
-        "delivery",
+        "deliveries",
         "add_part",
-        lambda s, a, b: s.delivery.add_part(a.tenant.id, b.sending.id, 1, channel="sms", provider_id="forged"),
+        lambda s, a, b: s.deliveries.add_part(a.tenant.id, b.sending.id, 1, channel="sms", provider_id="forged"),
         "nothing",
     ),
-    Probe("delivery", "finish", lambda s, a, b: s.delivery.finish(a.tenant.id, b.sending.id), "nothing"),
+    Probe("deliveries", "finish", lambda s, a, b: s.deliveries.finish(a.tenant.id, b.sending.id), "nothing"),
     Probe(
-        "delivery", "fail", lambda s, a, b: s.delivery.fail(a.tenant.id, b.sending.id, "x", retry_at=None), "nothing"
+        "deliveries",
+        "fail",
+        lambda s, a, b: s.deliveries.fail(a.tenant.id, b.sending.id, "x", retry_at=None),
+        "nothing",
     ),
     Probe(
-        "delivery",
+        "deliveries",
         "claim_for_response",
-        lambda s, a, b: s.delivery.claim_for_response(a.tenant.id, [b.inbound.id]),
+        lambda s, a, b: s.deliveries.claim_for_response(a.tenant.id, [b.inbound.id]),
         "nothing",
     ),
     Probe(
-        "delivery",
+        "deliveries",
         "apply_report",
-        lambda s, a, b: s.delivery.apply_report(
+        lambda s, a, b: s.deliveries.apply_report(
             a.tenant.id, b.bot.id, "sms", status="delivered", provider_id=b.provider_id
         ),
         "nothing",
         "by provider id",
     ),
     Probe(
-        "delivery",
+        "deliveries",
         "apply_report",
-        lambda s, a, b: s.delivery.apply_report(
+        lambda s, a, b: s.deliveries.apply_report(
             a.tenant.id, b.bot.id, "sms", status="delivered", provider_id=None, ref=(b.sending.id, 0)
         ),
         "nothing",
         "by reference",
     ),
-    Probe("delivery", "dead_letters", lambda s, a, b: s.delivery.dead_letters(a.tenant.id, b.bot.id), "nothing"),
-    Probe("delivery", "requeue", lambda s, a, b: s.delivery.requeue(a.tenant.id, b.dead_letter.id), "nothing"),
-    Probe("delivery", "state", lambda s, a, b: s.delivery.state(a.tenant.id, b.outbound.id), "nothing"),
-    Probe("polls", "cursor", lambda s, a, b: s.polls.cursor(a.tenant.id, b.bot.id, "imap"), "nothing"),
-    Probe("polls", "save", lambda s, a, b: s.polls.save(a.tenant.id, b.bot.id, "imap", {"last_uid": 0}), "nothing"),
+    Probe("deliveries", "dead_letters", lambda s, a, b: s.deliveries.dead_letters(a.tenant.id, b.bot.id), "nothing"),
+    Probe("deliveries", "requeue", lambda s, a, b: s.deliveries.requeue(a.tenant.id, b.dead_letter.id), "nothing"),
+    Probe("deliveries", "state", lambda s, a, b: s.deliveries.state(a.tenant.id, b.outbound.id), "nothing"),
+    Probe("channel_polls", "cursor", lambda s, a, b: s.channel_polls.cursor(a.tenant.id, b.bot.id, "imap"), "nothing"),
+    Probe(
+        "channel_polls",
+        "save",
+        lambda s, a, b: s.channel_polls.save(a.tenant.id, b.bot.id, "imap", {"last_uid": 0}),
+        "nothing",
+    ),
 ]
 
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
@@ -575,10 +574,12 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
 
 
 def repository_classes() -> set[type[Repository]]:
-    """Every repository class of the storage module, whether or not ``Store`` holds it."""
-    return {cls for cls in vars(repositories).values() if isinstance(cls, type) and issubclass(cls, Repository)} - {
-        Repository
-    }
+    """Every repository class of every module of the repositories package, whether or not ``Store`` holds it."""
+    found: set[type[Repository]] = set()
+    for module in pkgutil.iter_modules(repositories.__path__, f"{repositories.__name__}."):
+        namespace = vars(importlib.import_module(module.name))
+        found |= {cls for cls in namespace.values() if isinstance(cls, type) and issubclass(cls, Repository)}
+    return found - {Repository}
 
 
 def public_repository_methods() -> set[tuple[str, str]]:
@@ -593,8 +594,22 @@ def public_repository_methods() -> set[tuple[str, str]]:
 
 def probed_methods() -> set[tuple[str, str]]:
     """``(repository class, method)`` that a probe of ``PROBES`` calls."""
-    store = Repositories(cast(Database, None), cast(Cipher, None))
+    store = Store(cast(Database, None), cast(Cipher, None))
     return {(type(getattr(store, probe.repo)).__name__, probe.method) for probe in PROBES}
+
+
+def test_the_store_holds_one_of_every_repository() -> None:
+    store = Store(cast(Database, None), cast(Cipher, None))
+    held = [type(value) for value in vars(store).values() if isinstance(value, Repository)]
+    assert sorted(cls.__name__ for cls in held) == sorted(cls.__name__ for cls in repository_classes())
+    assert store.channel_routes.settings is store.plugin_settings
+
+
+def test_every_repository_is_importable_from_the_package() -> None:
+    """``from botloom.core.storage.repositories import X`` keeps working for every repository after the split."""
+    exported = {getattr(repositories, cls.__name__, None) for cls in repository_classes()}
+    assert exported == repository_classes()
+    assert {"Store", "OutboundState", "Conflict", "as_uuid", "hash_api_key"} <= set(repositories.__all__)
 
 
 def test_every_repository_method_has_a_tenant_scoping_probe() -> None:
@@ -604,7 +619,7 @@ def test_every_repository_method_has_a_tenant_scoping_probe() -> None:
     assert sorted(covered - methods) == [], "PROBES names methods that no longer exist"
 
 
-async def attempt(probe: Probe, repos: Repositories, caller: TenantWorld, owner: TenantWorld) -> Any:
+async def attempt(probe: Probe, repos: Store, caller: TenantWorld, owner: TenantWorld) -> Any:
     """Run a probe as ``caller`` on ``owner``'s objects; a refusal (not found, foreign key) is ``None``."""
     try:
         return await probe.call(repos, caller, owner)
@@ -614,7 +629,7 @@ async def attempt(probe: Probe, repos: Repositories, caller: TenantWorld, owner:
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.id)
 async def test_tenant_a_cannot_reach_tenant_b(
-    repos: Repositories, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
+    repos: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
 ) -> None:
     a, b = tenants
     before = await footprint(db, b.markers)
@@ -633,7 +648,7 @@ async def test_tenant_a_cannot_reach_tenant_b(
 
 @pytest.mark.parametrize("probe", [p for p in PROBES if p.expect == "nothing"], ids=lambda p: p.id)
 async def test_each_probe_reaches_the_data_of_its_own_tenant(
-    repos: Repositories, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
+    repos: Store, db: Database, tenants: tuple[TenantWorld, TenantWorld], probe: Probe
 ) -> None:
     """The control of the test above: as tenant B, the same call finds or changes B's rows.
 

@@ -1,0 +1,85 @@
+"""Repositories: every read and write of botloom's own tables, one module per aggregate.
+
+Each method that touches a tenant's data takes ``tenant_id`` and puts it in the
+query, so a caller holding tenant A's id can never read or change tenant B's
+rows, whatever other ids it passes. Ids are UUID strings; a malformed id simply
+finds nothing.
+
+=====================  ==========================================================
+module                 repositories
+=====================  ==========================================================
+``base``               :class:`Repository`, :class:`Conflict`, ``as_uuid``, ``to_struct``
+``tenants``            :class:`TenantRepository`, :class:`ApiKeyRepository`
+``bots``               :class:`BotRepository`, :class:`PluginSettingRepository`,
+                       :class:`ChannelRouteRepository`
+``conversations``      :class:`ConversationRepository`
+``messages``           :class:`MessageRepository`
+``deliveries``         :class:`DeliveryRepository`, :class:`OutboundState`
+``polls``              :class:`ChannelPollRepository`
+``usage``              :class:`UsageRepository`
+=====================  ==========================================================
+
+:class:`Store` holds one of each over one database. Every name is importable from
+``botloom.core.storage.repositories`` itself.
+"""
+
+from __future__ import annotations
+
+from botloom.core.crypto import Cipher
+from botloom.core.storage.database import Database
+from botloom.core.storage.repositories.base import (
+    API_KEY_PREFIX,
+    COLUMN_FIELDS,
+    Conflict,
+    Repository,
+    as_uuid,
+    hash_api_key,
+    to_struct,
+)
+from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
+from botloom.core.storage.repositories.conversations import ConversationRepository
+from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
+from botloom.core.storage.repositories.messages import MessageRepository
+from botloom.core.storage.repositories.polls import ChannelPollRepository
+from botloom.core.storage.repositories.tenants import ApiKeyRepository, TenantRepository
+from botloom.core.storage.repositories.usage import UsageRepository
+
+
+class Store:
+    """Every repository over one database (and the cipher of plugin secrets)."""
+
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        self.db = db
+        self.tenants = TenantRepository(db)
+        self.api_keys = ApiKeyRepository(db)
+        self.bots = BotRepository(db)
+        self.plugin_settings = PluginSettingRepository(db, cipher)
+        self.channel_routes = ChannelRouteRepository(db, self.plugin_settings)
+        self.conversations = ConversationRepository(db)
+        self.messages = MessageRepository(db)
+        self.deliveries = DeliveryRepository(db)
+        self.channel_polls = ChannelPollRepository(db)
+        self.usage = UsageRepository(db)
+
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "COLUMN_FIELDS",
+    "ApiKeyRepository",
+    "BotRepository",
+    "ChannelPollRepository",
+    "ChannelRouteRepository",
+    "Conflict",
+    "ConversationRepository",
+    "DeliveryRepository",
+    "MessageRepository",
+    "OutboundState",
+    "PluginSettingRepository",
+    "Repository",
+    "Store",
+    "TenantRepository",
+    "UsageRepository",
+    "as_uuid",
+    "hash_api_key",
+    "to_struct",
+]

@@ -1,0 +1,242 @@
+"""The transcript: inbound and outbound messages, their idempotency and their turn's progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from botloom.core.domain import Conversation, StoredMessage
+from botloom.core.messages import InboundMessage
+from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
+
+
+class MessageRepository(Repository):
+    """The transcript: every inbound and outbound message, with its delivery state."""
+
+    async def add_inbound(
+        self, tenant_id: str, bot_id: str, conversation_id: str, message: InboundMessage
+    ) -> tuple[StoredMessage, bool]:
+        """Store an inbound message; returns it and whether it is new.
+
+        A message whose idempotency key was seen before is not stored again: the
+        earlier one is returned with ``False``.
+        """
+        row = await self._one(
+            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %(tenant)s "
+            "AND id = %(conversation)s AND bot_id = %(bot)s RETURNING tenant_id, bot_id, id) "
+            "INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+            "idempotency_key, attachments, metadata, created_at) "
+            "SELECT c.tenant_id, c.bot_id, c.id, 'inbound', %(channel)s, %(text)s, 'received', %(key)s, "
+            "%(attachments)s, %(metadata)s, %(at)s FROM c "
+            "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *",
+            {
+                "tenant": as_uuid(tenant_id),
+                "bot": as_uuid(bot_id),
+                "conversation": as_uuid(conversation_id),
+                "channel": message.channel,
+                "text": message.text,
+                "key": message.idempotency_key,
+                "attachments": msgspec.json.encode(message.attachments).decode(),
+                "metadata": msgspec.json.encode(message.metadata).decode(),
+                "at": message.received_at,
+            },
+        )
+        if row is not None:  # the conversation's updated_at moved in the same statement
+            return to_struct(StoredMessage, row), True
+        if message.idempotency_key is None:
+            raise LookupError(f"conversation {conversation_id} of bot {bot_id} not found")
+        existing = await self.find(tenant_id, bot_id, message.channel, "inbound", message.idempotency_key)
+        if existing is None:
+            raise LookupError(f"conversation {conversation_id} of bot {bot_id} not found")
+        return existing, False
+
+    async def add_outbound(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        channel: str,
+        text: str,
+        turn_id: str | None = None,
+        idempotency_key: str | None = None,
+        status: str = "pending",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[StoredMessage, bool]:
+        """Store a reply before it is delivered; idempotent on ``idempotency_key`` like inbound."""
+        row = await self._one(
+            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %s AND id = %s "
+            "RETURNING tenant_id, bot_id, id) "
+            "INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+            "idempotency_key, metadata, turn_id) "
+            "SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %s, %s, %s, %s, %s, %s FROM c "
+            "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *",
+            (
+                as_uuid(tenant_id),
+                as_uuid(conversation_id),
+                channel,
+                text,
+                status,
+                idempotency_key,
+                json.dumps(dict(metadata or {})),
+                as_uuid(turn_id),
+            ),
+        )
+        if row is not None:
+            return to_struct(StoredMessage, row), True
+        conversation = await self._one(
+            "SELECT bot_id FROM conversations WHERE tenant_id = %s AND id = %s",
+            (as_uuid(tenant_id), as_uuid(conversation_id)),
+        )
+        if conversation is None or idempotency_key is None:
+            raise LookupError(f"conversation {conversation_id} not found")
+        existing = await self.find(tenant_id, str(conversation["bot_id"]), channel, "outbound", idempotency_key)
+        assert existing is not None
+        return existing, False
+
+    async def find(
+        self, tenant_id: str, bot_id: str, channel: str, direction: str, idempotency_key: str
+    ) -> StoredMessage | None:
+        """The message with this idempotency key."""
+        row = await self._one(
+            "SELECT * FROM messages WHERE tenant_id = %s AND bot_id = %s AND channel = %s AND direction = %s "
+            "AND idempotency_key = %s",
+            (as_uuid(tenant_id), as_uuid(bot_id), channel, direction, idempotency_key),
+        )
+        return to_struct(StoredMessage, row) if row else None
+
+    async def get(self, tenant_id: str, message_id: str) -> StoredMessage | None:
+        """One message of the tenant."""
+        row = await self._one(
+            "SELECT * FROM messages WHERE tenant_id = %s AND id = %s", (as_uuid(tenant_id), as_uuid(message_id))
+        )
+        return to_struct(StoredMessage, row) if row else None
+
+    async def list_all(self, tenant_id: str, conversation_id: str, limit: int = 500) -> list[StoredMessage]:
+        """A conversation's messages in the order they were stored."""
+        rows = await self._all(
+            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s ORDER BY created_at, id LIMIT %s",
+            (as_uuid(tenant_id), as_uuid(conversation_id), limit),
+        )
+        return [to_struct(StoredMessage, r) for r in rows]
+
+    async def set_status(
+        self,
+        tenant_id: str,
+        message_id: str,
+        status: str,
+        *,
+        turn_id: str | None = None,
+        provider_id: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record what happened to a message (answered, sent, delivered, failed, ...)."""
+        row = await self._one(
+            "UPDATE messages SET status = %s, turn_id = coalesce(%s, turn_id), "
+            "provider_id = coalesce(%s, provider_id), error = %s, updated_at = now() "
+            "WHERE tenant_id = %s AND id = %s RETURNING id",
+            (status, as_uuid(turn_id), provider_id, error, as_uuid(tenant_id), as_uuid(message_id)),
+        )
+        return row is not None
+
+    async def pending_inbound(self, tenant_id: str, conversation_id: str) -> list[StoredMessage]:
+        """Inbound messages of a conversation that no turn has finished, oldest first.
+
+        ``processing`` ones are included: whoever holds the conversation's lock
+        and finds one is looking at a turn whose process died, and runs it again.
+        """
+        rows = await self._all(
+            "SELECT * FROM messages WHERE tenant_id = %s AND conversation_id = %s AND direction = 'inbound' "
+            "AND status IN ('received', 'processing') ORDER BY created_at, id",
+            (as_uuid(tenant_id), as_uuid(conversation_id)),
+        )
+        return [to_struct(StoredMessage, r) for r in rows]
+
+    async def claim(self, tenant_id: str, message_id: str, status: str, *, expected: Sequence[str]) -> bool:
+        """Move a message to ``status`` only if it is in one of the ``expected`` states (compare-and-set)."""
+        row = await self._one(
+            "UPDATE messages SET status = %s, updated_at = now() WHERE tenant_id = %s AND id = %s "
+            "AND status = ANY(%s) RETURNING id",
+            (status, as_uuid(tenant_id), as_uuid(message_id), list(expected)),
+        )
+        return row is not None
+
+    async def received_after(self, tenant_id: str, conversation_id: str, message_id: str) -> bool:
+        """Whether an inbound message arrived in the conversation after ``message_id`` and waits."""
+        row = await self._one(
+            "SELECT 1 AS found FROM messages m WHERE m.tenant_id = %s AND m.conversation_id = %s "
+            "AND m.direction = 'inbound' AND m.status = 'received' "
+            "AND (m.created_at, m.id) > (SELECT created_at, id FROM messages WHERE tenant_id = %s AND id = %s) LIMIT 1",
+            (as_uuid(tenant_id), as_uuid(conversation_id), as_uuid(tenant_id), as_uuid(message_id)),
+        )
+        return row is not None
+
+    async def finish(
+        self, tenant_id: str, message_id: str, status: str, *, turn_id: str | None, outcome: Mapping[str, Any]
+    ) -> bool:
+        """Mark an inbound message done and keep the turn's outcome (intent, escalation) with it."""
+        row = await self._one(
+            "UPDATE messages SET status = %s, turn_id = coalesce(%s, turn_id), "
+            "metadata = metadata || jsonb_build_object('outcome', %s::jsonb), updated_at = now() "
+            "WHERE tenant_id = %s AND id = %s RETURNING id",
+            (status, as_uuid(turn_id), json.dumps(dict(outcome)), as_uuid(tenant_id), as_uuid(message_id)),
+        )
+        return row is not None
+
+    async def replies_of_turn(self, tenant_id: str, turn_id: str) -> list[StoredMessage]:
+        """The outbound messages a turn produced, in order."""
+        rows = await self._all(
+            "SELECT * FROM messages WHERE tenant_id = %s AND turn_id = %s AND direction = 'outbound' "
+            "ORDER BY created_at, idempotency_key",
+            (as_uuid(tenant_id), as_uuid(turn_id)),
+        )
+        return [to_struct(StoredMessage, r) for r in rows]
+
+    async def receive(
+        self, tenant_id: str, bot_id: str, message: InboundMessage, *, state_version: int = 0
+    ) -> tuple[Conversation, StoredMessage, bool]:
+        """Store an inbound message in the live conversation of its key, in one statement.
+
+        The conversation (keyed by ``message.conversation_key`` or the sender) is
+        created when there is none and touched when there is. Returns it, the stored
+        message, and whether the message is new: one whose idempotency key was seen
+        before is not stored again. Raises ``LookupError`` for no such bot.
+        """
+        row = await self._one(
+            "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
+            "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
+            "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
+            "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
+            "DO UPDATE SET updated_at = now() RETURNING *), "
+            "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+            "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
+            "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
+            "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *) "
+            "SELECT (SELECT row_to_json(c) FROM conversation c) AS conversation, "
+            "(SELECT row_to_json(m) FROM message m) AS message",
+            {
+                "tenant": as_uuid(tenant_id),
+                "bot": as_uuid(bot_id),
+                "channel": message.channel,
+                "key": message.conversation_key or message.sender,
+                "user": message.sender,
+                "version": state_version,
+                "text": message.text,
+                "idempotency": message.idempotency_key,
+                "attachments": msgspec.json.encode(message.attachments).decode(),
+                "metadata": msgspec.json.encode(message.metadata).decode(),
+                "at": message.received_at,
+            },
+        )
+        if row is None or row["conversation"] is None:
+            raise LookupError(f"bot {bot_id} not found")
+        conversation = to_struct(Conversation, row["conversation"])
+        if row["message"] is not None:
+            return conversation, to_struct(StoredMessage, row["message"]), True
+        assert message.idempotency_key is not None  # without a key, every message is new
+        existing = await self.find(tenant_id, bot_id, message.channel, "inbound", message.idempotency_key)
+        if existing is None:  # pragma: no cover - the message that conflicted was deleted meanwhile
+            raise LookupError(f"message {message.idempotency_key!r} not found")
+        return conversation, existing, False
