@@ -36,7 +36,7 @@ Three measurements per variant, and a fourth of the whole turn path alone:
    under each burst policy of ``BotSettings.burst_policy`` in turn (``enqueue``,
    ``merge`` with the bot's default ``burst_window_ms`` and with 300 ms,
    ``interrupt``, ``reject``), rotated over two rounds. Per policy: the turns that
-   ran to the end and those a newer message cancelled (``TurnRunner._run``
+   ran to the end and those a newer message cancelled (``Turns.run``
    calls), the replies stored (outbound rows), the inbound messages that ended in
    a turn or with an answer (``answered``, ``merged``, ``rejected``) against those
    received, so a lost message shows; and, from each conversation's first
@@ -622,12 +622,12 @@ class BurstPlan:
 
 
 class TurnCounter:
-    """Counts the runner's turns (``TurnRunner._run`` calls) and those a newer message interrupted."""
+    """Counts the runner's turns (``runner.turns.run`` calls) and those a newer message interrupted."""
 
     def __init__(self, runner: Any) -> None:
         self.started = 0
         self.interrupted = 0
-        original = runner._run
+        original = runner.turns.run
 
         @functools.wraps(original)
         async def counted(*args: Any, **kwargs: Any) -> Any:
@@ -637,7 +637,7 @@ class TurnCounter:
                 self.interrupted += 1
             return result
 
-        runner._run = counted
+        runner.turns.run = counted
 
     def pop(self) -> tuple[int, int]:
         counts = (self.started, self.interrupted)
@@ -918,8 +918,8 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers.wrap(messages, "pending_inbound", "  runner query: messages.pending_inbound")
         timers.wrap(messages, "set_status", "  runner query: messages.set_status")
         timers.wrap(runner.host, "moderate", "  moderation hooks (in + out)")
-        timers.wrap(runner, "_invoke", "  graph: context + ainvoke")
-        timers.wrap(runner, "bot_view", "    context: bot_view (plugin settings query)")
+        timers.wrap(runner.turns, "_invoke", "  graph: context + ainvoke")
+        timers.wrap(runner.contexts, "bot_view", "    context: bot_view (plugin settings query)")
         timers.wrap(saver, "aget_tuple", "    checkpointer.aget_tuple")
         timers.wrap(services.knowledge, "search", "    retrieve: KnowledgeBase.search")
         timers.wrap(services.knowledge.embedder, "embed", "      embed the query (local embedder)")
@@ -933,7 +933,7 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers.wrap(messages, "finish", "  runner query: messages.finish")
         timers.wrap(runner.host, "notify_turn_end", "  on_turn_end hooks")
         timers.seconds[f"  conversation lock, {type(runner.locks).__name__} (release)"] += 0.0
-        timers.wrap(runner, "result_of", "  result_of (reads the stored outcome back)")
+        timers.wrap(runner.bursts, "result_of", "  result_of (reads the stored outcome back)")
         timers.wrap(messages, "get", "    runner query: messages.get")
         timers.wrap(messages, "replies_of_turn", "    runner query: messages.replies_of_turn")
         statements: dict[str, list[float]] = defaultdict(list)

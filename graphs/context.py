@@ -37,7 +37,9 @@ class TurnContext:
     """Only the intents of the plugins this bot enabled."""
     plugin_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     search: SearchFn | None = None
-    """Searches this bot's knowledge base; ``None`` when the bot has no knowledge plugin enabled."""
+    """Searches this bot's knowledge base; ``None`` when the bot did not enable the ``knowledge`` plugin
+    (the runner gives no search then, so ``retrieve`` and every tool's ``ToolContext.search_knowledge``
+    find ``None``)."""
     passages: int = 3
     record_usage: UsageFn | None = None
     tool_timeout: float = 10.0

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 Update = dict[str, Any]
 
 KNOWLEDGE_PLUGIN = "knowledge"
-"""The plugin a bot enables to have its knowledge base searched on every turn."""
+"""The plugin a bot enables to have its knowledge base searched on every turn (and by its tools)."""
 
 
 def _step(node: str, began: float, summary: str) -> list[TraceStep]:
@@ -36,7 +36,7 @@ async def retrieve(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     """Search the bot's knowledge base for the user's message, if the bot enabled the knowledge plugin."""
     began = time.perf_counter()
     ctx = runtime.context
-    if ctx.search is None or KNOWLEDGE_PLUGIN not in ctx.plugin_configs:
+    if ctx.search is None:  # the runner gives a search only to a bot that enabled the knowledge plugin
         return {"passages": [], "trace": _step("retrieve", began, "no knowledge base enabled")}
     try:
         found = await asyncio.wait_for(ctx.search(user_text(state), ctx.passages), ctx.tool_timeout)

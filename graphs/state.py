@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypedDict
 
 STATE_VERSION = 2
-"""Bumped when the shape of the state changes, with a migration from the previous version
-(:func:`migrate_v1`); see ``docs/graphs.md``."""
+"""The ``turn`` graph's state version: what its ``GraphDefinition.state_version`` is built with (``graphs/turn.py``).
+
+Bumped when the shape of the state changes, with a migration from the previous version
+(:func:`migrate_v1`). Nothing else reads it: the runner asks the bot's graph definition
+(see ``docs/graphs.md#state-versions``)."""
 
 HISTORY_WINDOW = 20
 """How many recent messages the state keeps for context."""
@@ -81,6 +84,8 @@ class TurnState(TypedDict, total=False):
     """Everything the ``turn`` graph knows about a conversation between two of its steps."""
 
     schema_version: int
+    """The version of this state's shape, stamped by the runner from the graph's definition into every
+    turn's input and after each migration: the version of the checkpoint it is stored in."""
     messages: Annotated[list[ChatMessage], keep_recent]
     """Recent history, user and assistant, oldest first (bounded)."""
     turn_id: str
@@ -98,7 +103,10 @@ class TurnState(TypedDict, total=False):
     replies: list[str]
     """The bot's answers of this turn, in order."""
     escalated: bool
+    """The graph's own routing: ``escalate`` pauses again while this is true. Not read outside the graph:
+    whether a conversation is with a person is its row's status (``docs/graphs.md#handover``)."""
     escalation_reason: str | None
+    """Why ``classify`` routed to ``escalate``; the pause hands it to the agent as the handover's reason."""
     failures: int
     """Consecutive turns the bot could not answer."""
     errors: list[str]
@@ -138,10 +146,10 @@ def user_text(state: TurnState) -> str:
     return user.get("text", "") if user else ""
 
 
-def turn_input(turn_id: str, text: str) -> TurnInput:
-    """The input that starts a turn for the user's ``text``."""
+def turn_input(turn_id: str, text: str, *, version: int = STATE_VERSION) -> TurnInput:
+    """The input that starts a turn for the user's ``text``, stamped with the graph's state ``version``."""
     return TurnInput(
-        schema_version=STATE_VERSION,
+        schema_version=version,
         messages=[ChatMessage(role="user", content=text)],
         turn_id=turn_id,
         user=UserMessage(text=text),

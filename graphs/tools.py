@@ -29,8 +29,10 @@ async def run_tool(ctx: TurnContext, name: str, arguments: dict[str, Any], call_
     """Call tool ``name`` with ``arguments`` for this turn and describe what happened.
 
     A tool the bot did not enable is refused, even when a model asks for it by
-    name. Failures (bad arguments, an exception, a timeout) come back as a result
-    with ``ok: False`` and the reason, so the turn goes on with the fallback.
+    name. Its ``ToolContext.search_knowledge`` is the turn's knowledge search:
+    ``None`` when the bot did not enable the ``knowledge`` plugin. Failures (bad
+    arguments, an exception, a timeout) come back as a result with ``ok: False``
+    and the reason, so the turn goes on with the fallback.
     """
     began = time.perf_counter()
     tool = ctx.tools.get(name)

@@ -45,7 +45,8 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
 from botloom.runtime.queue import JobFunction, JobQueue
-from botloom.runtime.runner import TurnResult, TurnRunner
+from botloom.runtime.results import TurnResult
+from botloom.runtime.runner import TurnRunner
 
 if TYPE_CHECKING:
     from botloom.runtime.delivery import Deliveries
@@ -373,9 +374,9 @@ class Inbound:
         conversation, stored, fresh = await self.receive(bot, message, conversation_id=conversation_id, new=new)
         if fresh and bot.settings.burst_policy == "reject":
             return await self.runner.run_or_reject(bot, conversation, stored)
-        ran = await self.runner.process(bot, conversation.id)
-        # the turn that answered this message is in hand unless it went to an agent, merged it or ran elsewhere
-        own = next((r for r in ran if r.message_id == stored.id and r.status != "for_agent"), None)
+        ran = await self.runner.process(bot, conversation.id, wait=True)
+        # the turn that answered this message is in hand unless it merged it or ran elsewhere
+        own = next((r for r in ran if r.message_id == stored.id), None)
         result = own if own is not None else await self.runner.result_of(bot, stored.id)
         result.duplicate = not fresh
         return result

@@ -1,0 +1,166 @@
+"""Handover: a conversation passed to a person when its turn ends in ``escalate``, and back.
+
+**One source of truth.** Whether a conversation is with a person is its row's
+``status``: ``escalated`` (:data:`WITH_PERSON`) from the turn that ended paused in
+the graph's ``escalate`` node until an agent hands it back. Only this module writes
+it: :meth:`Handovers.hand_over` when a turn's graph run paused (LangGraph's
+``interrupt``) and :meth:`Handovers.agent_action` when an agent's hand-back let the
+graph run to its end. Everything else is derived from it, never set on its own:
+
+* the runner reads it before a turn: a message of a conversation with a person is
+  not run by the bot; it is stored with the status ``for_agent`` (:meth:`Handovers.hold`);
+* a turn's result (:attr:`~botloom.runtime.turns.TurnResult.escalated`), the answer a
+  response or socket channel renders, the ``on_turn_end`` summary, the turns metric
+  and the ``outcome`` recorded with the inbound message all say what the status was
+  when the turn ended;
+* the graph's state keeps its own routing (``escalated`` loops the ``escalate`` node,
+  ``escalation_reason`` says why it was entered), read by nobody outside the graph;
+  the pause itself carries a :class:`Handover` (reason and notice) in its interrupt.
+
+The agent desk builds on :meth:`Handovers.waiting` (the pause of a conversation with
+a person) and :meth:`Handovers.agent_action` (an agent's reply or hand-back).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langgraph.types import Command
+
+from botloom.core.domain import Bot, Conversation, ConversationStatus, StoredMessage
+from botloom.core.storage.repositories import Store
+from botloom.graphs.registry import GraphRegistry
+from botloom.runtime.locks import ConversationLocks
+from botloom.runtime.results import TurnResult
+from botloom.runtime.turn_context import TurnContexts, thread_config
+
+WITH_PERSON: ConversationStatus = "escalated"
+"""The conversation status that means "with a person": the bot does not answer its messages."""
+WITH_BOT: ConversationStatus = "open"
+"""The status a hand-back returns the conversation to."""
+HELD_STATUS = "for_agent"
+"""The status of an inbound message that arrived while its conversation was with a person."""
+
+AgentAction = Literal["reply", "handback"]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Why a conversation went to a person and what its user was told: the payload of the graph's pause."""
+
+    conversation_id: str
+    reason: str
+    notice: str | None = None
+
+    @classmethod
+    def from_interrupt(cls, conversation_id: str, value: Any) -> Handover:
+        """The handover an ``interrupt`` value describes (the ``turn`` graph's is a dict with reason and notice)."""
+        if not isinstance(value, Mapping):
+            return cls(conversation_id=conversation_id, reason=str(value or "handed to a person"))
+        notice = value.get("notice")
+        return cls(
+            conversation_id=str(value.get("conversation_id") or conversation_id),
+            reason=str(value.get("reason") or "handed to a person"),
+            notice=str(notice) if notice else None,
+        )
+
+
+def with_person(conversation: Conversation) -> bool:
+    """Whether ``conversation`` is with a person (the one reading of the one source of truth)."""
+    return conversation.status == WITH_PERSON
+
+
+def paused(state: Mapping[str, Any], conversation_id: str) -> Handover | None:
+    """The handover a graph run's output says it paused for, or ``None`` when the run ended."""
+    interrupts = state.get("__interrupt__") or []
+    return Handover.from_interrupt(conversation_id, interrupts[0].value) if interrupts else None
+
+
+class Handovers:
+    """Writes and reads the handover state of conversations (see the module docstring)."""
+
+    def __init__(
+        self, *, store: Store, graphs: GraphRegistry, contexts: TurnContexts, locks: ConversationLocks
+    ) -> None:
+        self.store = store
+        self.graphs = graphs
+        self.contexts = contexts
+        self.locks = locks
+
+    async def hold(self, bot: Bot, conversation: Conversation, messages: Sequence[StoredMessage]) -> TurnResult:
+        """Keep ``messages`` of a conversation with a person for the agent: no turn, no reply."""
+        for message in messages:
+            await self.store.messages.finish(
+                bot.tenant_id, message.id, HELD_STATUS, turn_id=None, outcome={"escalated": True}
+            )
+        return TurnResult(
+            conversation_id=conversation.id,
+            message_id=messages[0].id if messages else None,
+            turn_id=None,
+            status=HELD_STATUS,
+            conversation_status=WITH_PERSON,
+        )
+
+    async def hand_over(self, bot: Bot, conversation: Conversation, handover: Handover) -> ConversationStatus:
+        """A turn's graph paused for ``handover``: the conversation is with a person from now on; its status."""
+        if conversation.status != WITH_PERSON:
+            await self.store.conversations.set_status(bot.tenant_id, conversation.id, WITH_PERSON)
+        return WITH_PERSON
+
+    async def waiting(self, bot: Bot, conversation: Conversation) -> Handover | None:
+        """The pause a conversation with a person waits in, read from its checkpoint (``None``: not with a person)."""
+        if not with_person(conversation):
+            return None
+        snapshot = await self.graphs.get(bot.graph).aget_state(thread_config(bot, conversation.id))
+        interrupts = getattr(snapshot, "interrupts", ()) or ()
+        return Handover.from_interrupt(conversation.id, interrupts[0].value) if interrupts else None
+
+    async def agent_action(
+        self, bot: Bot, conversation_id: str, *, text: str = "", handback: bool = False, agent: str = "agent"
+    ) -> TurnResult:
+        """Resume a conversation paused in ``escalate``: an agent's reply, and/or handing it back to the bot.
+
+        Raises ``LookupError`` for a conversation the bot does not have, ``ValueError``
+        for one that is not with a person.
+        """
+        async with self.locks.hold(conversation_id):
+            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+            if conversation is None or conversation.bot_id != bot.id:
+                raise LookupError(f"conversation {conversation_id} not found")
+            if not with_person(conversation):
+                raise ValueError(f"conversation {conversation_id} is not with a person")
+            graph = self.graphs.get(bot.graph)
+            ctx = await self.contexts.context(bot, conversation)
+            action: dict[str, str] = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
+            state = await graph.ainvoke(
+                Command(resume=action), thread_config(bot, conversation.id), context=ctx, durability="exit"
+            )
+            still = paused(state, conversation.id) is not None
+            turn = str(uuid.uuid4())
+            result = TurnResult(
+                conversation_id=conversation.id,
+                message_id=None,
+                turn_id=turn,
+                conversation_status=WITH_PERSON if still else WITH_BOT,
+            )
+            texts = [t for t in state.get("replies") or [] if t] if text else []
+            for index, reply in enumerate(texts):
+                stored, _ = await self.store.messages.add_outbound(
+                    bot.tenant_id,
+                    conversation.id,
+                    channel=conversation.channel,
+                    text=reply,
+                    turn_id=turn,
+                    idempotency_key=f"{turn}:{index:03d}",
+                    metadata={"agent": agent},
+                )
+                result.replies.append(stored)
+            if not still:
+                await self.store.conversations.set_status(bot.tenant_id, conversation.id, WITH_BOT)
+            return result
+
+
+__all__ = ["HELD_STATUS", "WITH_BOT", "WITH_PERSON", "AgentAction", "Handover", "Handovers", "paused", "with_person"]

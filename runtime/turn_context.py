@@ -1,0 +1,118 @@
+"""What a turn sees: the conversation's LangGraph thread, the bot's enabled plugins, the turn's context.
+
+The context is rebuilt for every turn from the bot's current plugin settings (one
+query), so a plugin disabled between two turns is gone from the next one. The
+knowledge search is in it only when the bot enabled the ``knowledge`` plugin: a
+node or a tool that finds ``search`` (``ToolContext.search_knowledge``) ``None``
+knows the bot has no knowledge base to search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from botloom.core.domain import Bot, Conversation, UsageEvent
+from botloom.core.host import PluginHost
+from botloom.core.settings import Settings
+from botloom.core.storage.repositories import Store
+from botloom.graphs.context import SearchFn, TurnContext, UsageFn
+from botloom.graphs.engines import Engine
+from botloom.graphs.nodes import KNOWLEDGE_PLUGIN
+from botloom.runtime.saver import REDACT_FLAG
+
+
+def thread_id(tenant_id: str, bot_id: str, conversation_id: str) -> str:
+    """The LangGraph thread of a conversation."""
+    return f"{tenant_id}:{bot_id}:{conversation_id}"
+
+
+def thread_config(bot: Bot, conversation_id: str) -> dict[str, Any]:
+    """The LangGraph config of a conversation's thread (with the bot's redaction flag)."""
+    configurable: dict[str, Any] = {"thread_id": thread_id(bot.tenant_id, bot.id, conversation_id)}
+    if bot.settings.redact_personal_data:
+        configurable[REDACT_FLAG] = True
+    return {"configurable": configurable}
+
+
+@dataclass(frozen=True)
+class BotView:
+    """What a bot enabled: its plugins' configs, and the tools and intents they bring."""
+
+    configs: Mapping[str, Mapping[str, Any]]
+    tools: Mapping[str, Any]
+    intents: Mapping[str, Any]
+
+    @property
+    def knowledge(self) -> bool:
+        """Whether the bot enabled the ``knowledge`` plugin (its knowledge base is searched)."""
+        return KNOWLEDGE_PLUGIN in self.configs
+
+
+class TurnContexts:
+    """Builds the :class:`~botloom.graphs.context.TurnContext` of a turn from the bot's enabled plugins."""
+
+    def __init__(
+        self, *, host: PluginHost, store: Store, engine: Engine, settings: Settings, knowledge: Any | None = None
+    ) -> None:
+        self.host = host
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.knowledge = knowledge
+
+    async def bot_view(self, bot: Bot) -> BotView:
+        """The bot's enabled, installed plugins with their configs and definitions."""
+        settings = await self.store.plugin_settings.list_all(bot.tenant_id, bot.id)
+        configs = {s.plugin: s.config for s in settings if s.enabled and s.plugin in self.host.infos}
+        return BotView(
+            configs=configs,
+            tools=self.host.owned("tool", configs),
+            intents=self.host.owned("intent", configs),
+        )
+
+    def search(self, bot: Bot, view: BotView) -> SearchFn | None:
+        """The bot's knowledge search, or ``None`` when it did not enable the ``knowledge`` plugin."""
+        if self.knowledge is None or not view.knowledge:
+            return None
+        knowledge = self.knowledge
+        threshold = bot.settings.knowledge_threshold or None
+
+        async def search(query: str, limit: int) -> list[Any]:
+            result: list[Any] = await knowledge.search(bot.tenant_id, bot.id, query, limit=limit, threshold=threshold)
+            return result
+
+        return search
+
+    async def context(self, bot: Bot, conversation: Conversation, view: BotView | None = None) -> TurnContext:
+        """The runtime context of a turn of ``conversation``."""
+        view = view or await self.bot_view(bot)
+        return TurnContext(
+            tenant_id=bot.tenant_id,
+            bot=bot,
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            engine=self.engine,
+            tools=view.tools,
+            tool_owners={name: self.host.registry.owner("tool", name) or "" for name in view.tools},
+            intents=view.intents,
+            plugin_configs=view.configs,
+            search=self.search(bot, view),
+            passages=int(view.configs.get(KNOWLEDGE_PLUGIN, {}).get("passages", 3)),
+            record_usage=self._record_usage(conversation),
+            tool_timeout=self.settings.tool_timeout,
+        )
+
+    def _record_usage(self, conversation: Conversation) -> UsageFn:
+        async def record(event: UsageEvent) -> None:
+            await self.store.usage.record(
+                msgspec.structs.replace(event, bot_id=conversation.bot_id, conversation_id=conversation.id)
+            )
+
+        return record
+
+
+__all__ = ["BotView", "TurnContexts", "thread_config", "thread_id"]

@@ -1,0 +1,262 @@
+"""Running one turn: moderation, the bot's graph on the conversation's thread, the replies, the outcome.
+
+A turn answers one inbound message (or a merged burst of them, see
+:mod:`botloom.runtime.bursts`). Its id derives from its first inbound message, so
+a turn re-run after its process died has the same id, its replies the same keys
+and its tools the same idempotency keys.
+
+**Failures.** A turn that fails for its own reasons (a bug, a plugin's error, the
+turn timeout) is the bot's answer: the end user gets the fallback reply and the
+message is ``failed``. A turn that fails because PostgreSQL or Redis went away
+(:func:`botloom.core.errors.is_transient`) is not: :class:`TurnOutage` is raised,
+nothing is answered, the message stays unfinished, and whoever ran it runs it
+again (a queued turn job retries with back-off; a REST or web chat request is
+answered 503 and retried by its client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from botloom.core.definitions import TurnSummary
+from botloom.core.domain import Bot, Conversation, StoredMessage
+from botloom.core.errors import is_transient
+from botloom.core.host import PluginHost
+from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
+from botloom.core.metrics import TURN_SECONDS, TURNS
+from botloom.core.settings import Settings
+from botloom.core.storage.repositories import Store
+from botloom.graphs.registry import GraphRegistry
+from botloom.graphs.state import turn_input
+from botloom.runtime.handover import Handover, Handovers, paused, with_person
+from botloom.runtime.results import TurnOutage, TurnResult, turn_id_for
+from botloom.runtime.state_migration import StateMigrator
+from botloom.runtime.turn_context import TurnContexts, thread_config
+
+logger = logging.getLogger(__name__)
+
+Watch = Callable[[], Awaitable[bool]]
+"""Asked while a turn's graph runs: ``True`` cancels the turn (the ``interrupt`` burst policy)."""
+
+
+class Turns:
+    """Runs one turn of a conversation (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: PluginHost,
+        store: Store,
+        graphs: GraphRegistry,
+        contexts: TurnContexts,
+        migrator: StateMigrator,
+        handovers: Handovers,
+        settings: Settings,
+    ) -> None:
+        self.host = host
+        self.store = store
+        self.graphs = graphs
+        self.contexts = contexts
+        self.migrator = migrator
+        self.handovers = handovers
+        self.settings = settings
+
+    async def run(
+        self,
+        bot: Bot,
+        conversation: Conversation,
+        messages: Sequence[StoredMessage],
+        *,
+        watch: Watch | None = None,
+    ) -> TurnResult | None:
+        """One turn answering ``messages`` (one, or a merged burst); ``None`` if ``watch`` cancelled it.
+
+        ``watch`` is a callable returning an awaitable ``bool``, asked while the graph
+        runs: ``True`` cancels the turn (nothing of it is checkpointed or stored).
+        Raises :class:`TurnOutage` when PostgreSQL or Redis went away meanwhile.
+        """
+        if with_person(conversation):
+            return await self.handovers.hold(bot, conversation, messages)
+        tenant, first = bot.tenant_id, messages[0]
+        turn = turn_id_for(first.id)
+        result = TurnResult(
+            conversation_id=conversation.id,
+            message_id=first.id,
+            turn_id=turn,
+            conversation_status=conversation.status,
+        )
+        began = time.perf_counter()
+        rerun = any(m.status == "processing" for m in messages)
+        for message in messages:
+            await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
+        inbound = InboundMessage(
+            channel=first.channel,
+            text="\n".join(m.text for m in messages),
+            sender=conversation.user or "",
+            received_at=first.created_at,
+        )
+        moderated, problems = await self.host.moderate(inbound, bot)
+        result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
+        texts: list[str]
+        handover: Handover | None = None
+        if isinstance(moderated, Refusal):
+            texts = [moderated.reply or bot.settings.fallback_reply]
+            result.status, result.intent = "refused", None
+            result.errors.append(f"refused: {moderated.reason}")
+        else:
+            invoked = await self._invoke(
+                bot, conversation, turn=turn, text=moderated.text, rerun=rerun, result=result, watch=watch
+            )
+            if invoked is None:
+                return None
+            texts, handover = invoked
+            if handover is not None and handover.notice:
+                texts.append(handover.notice)
+        await self._store_replies(bot, conversation, turn, texts, result)
+        if handover is not None:  # after the replies: a re-run of this turn still stores the notice
+            result.conversation_status = await self.handovers.hand_over(bot, conversation, handover)
+        outcome = result.outcome()
+        for message in messages:
+            status = result.status if message is first else "merged"
+            await self.store.messages.finish(tenant, message.id, status, turn_id=turn, outcome=outcome)
+        await self._report(bot, conversation, turn, result, began)
+        return result
+
+    async def _store_replies(
+        self, bot: Bot, conversation: Conversation, turn: str, texts: list[str], result: TurnResult
+    ) -> None:
+        """Moderate and store the turn's replies (keyed by the turn: a re-run stores nothing twice)."""
+        status = self.reply_status(conversation.channel)
+        for index, text in enumerate(texts):
+            outbound = await self._moderate_out(bot, conversation, text, result)
+            stored, _ = await self.store.messages.add_outbound(
+                bot.tenant_id,
+                conversation.id,
+                channel=conversation.channel,
+                text=outbound,
+                turn_id=turn,
+                idempotency_key=f"{turn}:{index:03d}",
+                status=status,
+            )
+            result.replies.append(stored)
+
+    async def _report(self, bot: Bot, conversation: Conversation, turn: str, result: TurnResult, began: float) -> None:
+        """Metrics and the ``on_turn_end`` observers."""
+        summary = TurnSummary(
+            tenant_id=bot.tenant_id,
+            bot_id=bot.id,
+            conversation_id=conversation.id,
+            turn_id=turn,
+            channel=conversation.channel,
+            intent=result.intent,
+            confidence=result.confidence,
+            replies=tuple(r.text for r in result.replies),
+            escalated=result.escalated,
+            errors=tuple(result.errors),
+            latency_ms=(time.perf_counter() - began) * 1000,
+        )
+        TURN_SECONDS.labels(conversation.channel).observe(summary.latency_ms / 1000)
+        TURNS.labels(conversation.channel, "escalated" if result.escalated else result.status).inc()
+        await self.host.notify_turn_end(summary)
+
+    async def _invoke(
+        self,
+        bot: Bot,
+        conversation: Conversation,
+        *,
+        turn: str,
+        text: str,
+        rerun: bool,
+        result: TurnResult,
+        watch: Watch | None = None,
+    ) -> tuple[list[str], Handover | None] | None:
+        """Run the graph for one user text; the reply texts and the handover it paused for; fills ``result``.
+
+        With ``watch``, the turn is cancelled, and ``None`` returned, as soon as it says so.
+        """
+        config = thread_config(bot, conversation.id)
+        try:
+            graph = self.graphs.get(bot.graph)
+            ctx = await self.contexts.context(bot, conversation)
+            state: dict[str, Any] | None = None
+            if rerun:  # the process that ran this turn died: did the graph finish before it did?
+                snapshot = await graph.aget_state(config)
+                if snapshot.values.get("turn_id") == turn and not snapshot.next:
+                    state = dict(snapshot.values)
+            if state is None:
+                result.errors.extend(await self.migrator.upgrade(bot, conversation, graph, config))
+                version = self.migrator.target(bot)
+                run = graph.ainvoke(turn_input(turn, text, version=version), config, context=ctx, durability="exit")
+                if watch is None:
+                    state = await asyncio.wait_for(run, self.settings.turn_timeout)
+                else:
+                    state = await self._interruptible(run, watch, conversation.id)
+                    if state is None:
+                        return None
+        except Exception as exc:
+            if is_transient(exc):
+                logger.warning("turn %s of conversation %s: the database went away: %s", turn, conversation.id, exc)
+                raise TurnOutage(f"turn {turn} of conversation {conversation.id}: {type(exc).__name__}: {exc}") from exc
+            logger.exception("turn %s of conversation %s failed", turn, conversation.id)
+            result.errors.append(f"turn failed: {type(exc).__name__}: {exc}")
+            result.status = "failed"
+            return [bot.settings.fallback_reply], None
+        assert state is not None
+        return self._outcome(state, result), paused(state, conversation.id)
+
+    async def _interruptible(
+        self, run: Awaitable[dict[str, Any]], watch: Watch, conversation_id: str, poll: float = 0.05
+    ) -> dict[str, Any] | None:
+        """Run the graph, cancelling it (``None``) when ``watch()`` says so."""
+        task: asyncio.Task[dict[str, Any]] = asyncio.ensure_future(run)
+        deadline = time.monotonic() + self.settings.turn_timeout
+        try:
+            while not task.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the turn took longer than {self.settings.turn_timeout:g}s")
+                done, _ = await asyncio.wait({task}, timeout=poll)
+                if not done and await watch():
+                    task.cancel()
+                    logger.info("turn of conversation %s interrupted by a newer message", conversation_id)
+                    return None
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @staticmethod
+    def _outcome(state: Mapping[str, Any], result: TurnResult) -> list[str]:
+        result.intent = state.get("intent")
+        result.confidence = float(state.get("confidence") or 0.0)
+        result.errors.extend(state.get("errors") or [])
+        return [t for t in state.get("replies") or [] if t]
+
+    async def _moderate_out(self, bot: Bot, conversation: Conversation, text: str, result: TurnResult) -> str:
+        outbound = OutboundMessage(
+            channel=conversation.channel, text=text, recipient=conversation.user or "", conversation_id=conversation.id
+        )
+        moderated, problems = await self.host.moderate(outbound, bot)
+        result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
+        if isinstance(moderated, Refusal):
+            result.errors.append(f"reply refused: {moderated.reason}")
+            return moderated.reply or bot.settings.fallback_reply
+        return moderated.text
+
+    def reply_status(self, channel: str) -> str:
+        """The status a turn's reply is stored with: ``sent`` on a response or socket channel.
+
+        Those (REST and web chat) hand the replies to the caller of the turn; push
+        channels keep them ``pending`` until a delivery job sends them.
+        """
+        adapter = self.host.registry.channels.get(channel)
+        return "sent" if adapter is not None and adapter.kind != "push" else "pending"
+
+
+__all__ = ["TurnOutage", "TurnResult", "Turns", "Watch", "turn_id_for"]
