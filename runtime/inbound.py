@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from botloom.core.channels import (
     TurnReply,
 )
 from botloom.core.domain import Bot, Conversation, PluginSetting, StoredMessage
+from botloom.core.errors import is_transient
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
@@ -59,6 +61,12 @@ UNFINISHED = frozenset({"received", "processing"})
 HOLD_GRACE = 2.0
 """Seconds past a channel's response window before the queue takes over a turn the webhook was running."""
 HISTORY_LIMIT = 200
+OUTAGE_FIRST_WAIT = 0.25
+"""Seconds a turn job waits before running again after PostgreSQL or Redis went away (then twice as long)."""
+OUTAGE_MAX_WAIT = 2.0
+"""The longest wait between two runs of a turn job during an outage: the turn runs within this of the return."""
+OUTAGE_PATIENCE = 300.0
+"""Seconds a turn job keeps running again during an outage before it fails (and the queue retries it)."""
 
 
 @dataclass(frozen=True)
@@ -263,13 +271,36 @@ class Inbound:
         )
 
     async def run_turns(self, tenant_id: str, bot_id: str, conversation_id: str) -> int:
-        """Job: run the conversation's pending turns, then deliver their replies (retries go on the queue)."""
-        bot = await self.store.bots.get(tenant_id, bot_id)
-        if bot is None:
-            return 0
-        results = await self.runner.process(bot, conversation_id)
-        await self.deliveries.deliver(tenant_id, conversation_id, bot=bot)
-        return len(results)
+        """Job: run the conversation's pending turns, then deliver their replies; how many turns ran.
+
+        A run that fails because PostgreSQL or Redis went away (:func:`~botloom.core.errors.is_transient`)
+        is run again in the job itself, backing off from :data:`OUTAGE_FIRST_WAIT` to
+        :data:`OUTAGE_MAX_WAIT` seconds, for up to :data:`OUTAGE_PATIENCE` seconds: its messages
+        stay unanswered meanwhile (never the fallback), and it needs nothing of the queue to
+        run again (when Redis restarts, the queue cannot record a failed job's retry). Past
+        that, or for any other error, the job fails and the queue retries it with back-off.
+        """
+        wait, deadline = OUTAGE_FIRST_WAIT, time.monotonic() + OUTAGE_PATIENCE
+        while True:
+            try:
+                bot = await self.store.bots.get(tenant_id, bot_id)
+                if bot is None:
+                    return 0
+                results = await self.runner.process(bot, conversation_id)
+                await self.deliveries.deliver(tenant_id, conversation_id, bot=bot)
+                return len(results)
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + wait > deadline:
+                    raise
+                logger.warning(
+                    "turns of conversation %s wait for the database or Redis (%s: %s); again in %gs",
+                    conversation_id,
+                    type(exc).__name__,
+                    exc,
+                    wait,
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, OUTAGE_MAX_WAIT)
 
     async def webhook(self, binding: ChannelBinding, request: ChannelRequest) -> ChannelResponse:
         """A push channel's request: verify, parse, record a status report, store and queue; the channel's answer.
@@ -357,8 +388,11 @@ class Inbound:
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a turn run for a webhook failed; the queue runs it again", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None and is_transient(error):
+            logger.warning("a turn run for a webhook met an outage (%s); the queue runs it again", error)
+        elif error is not None:
+            logger.error("a turn run for a webhook failed; the queue runs it again", exc_info=error)
 
     # -- response and socket channels: stored, then run now ---------------------------
 
