@@ -1,20 +1,37 @@
-"""Burst policies: three messages of one conversation within 100 ms, through two server processes."""
+"""Burst policies per channel kind: a burst of messages of one conversation while a turn runs.
+
+* response (REST): three messages within 100 ms, through two server processes;
+* push (Twilio, replies queued and sent by a worker): three signed webhooks, workers in process;
+* socket (web chat): two sockets on one conversation sending at once (one socket reads its
+  next frame only once the previous one is answered).
+
+See ``docs/configuration.md#burst-policies`` for what each policy means on each kind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
-from botloom.runtime.services import Services
-from botloom.server.demo import DemoInfo
-from tests.helpers import enable
+from botloom.core.settings import Settings
+from botloom.runtime.services import Services, open_services
+from botloom.server.app import create_app
+from botloom.server.demo import DemoInfo, ensure_demo
+from botloom.server.worker import workers
+from tests.channel_contract import configure_twilio
+from tests.helpers import api_client, enable, host_with
 from tests.serve_process import Server
+from tests.test_channel_contract_webchat import AsgiSocket
+from tests.turn_process import SLOWPOKE
+from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +148,124 @@ async def test_reject_answers_busy(services: Services, demo: DemoInfo, servers: 
     assert texts[1:] == [demo.bot.settings.busy_reply] * 2
     rows = await statuses(services, demo, str(answers[0]["conversation_id"]))
     assert [s for d, s, _ in rows if d == "inbound"] == ["answered", "rejected", "rejected"]
+
+
+# ----------------------------------------------------------------------------- push: Twilio through the queue
+
+WEBHOOK = "/channels/twilio/acme/support"
+PARCELS = ["parcel P1", "parcel P2", "parcel P3"]
+UNFINISHED = ("received", "processing", "pending", "sending")
+
+
+@pytest.fixture
+async def slow_services(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """Services in this process with the ``slowpoke`` plugin, whose parcel lookups take a second."""
+    monkeypatch.setenv("SLOWPOKE_SECONDS", "1.0")
+    monkeypatch.delenv("SLOWPOKE_LOG", raising=False)
+    async with open_services(settings, url=database_url, host=host_with(("slowpoke", SLOWPOKE))) as opened:
+        yield opened
+
+
+async def settled(services: Services, demo: DemoInfo, timeout: float = 60) -> list[tuple[str, str, str]]:
+    """Wait until no message of the demo bot is unfinished; ``(direction, status, text)`` of every message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = []
+        for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
+            rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
+        rows.sort(key=lambda m: (m.created_at, m.id))
+        if rows and not any(m.status in UNFINISHED for m in rows):
+            return [(m.direction, m.status, m.text) for m in rows]
+        assert time.monotonic() < deadline, [(m.direction, m.status, m.text) for m in rows]
+        await asyncio.sleep(0.05)
+
+
+async def push_burst(
+    settings: Settings, services: Services, peer: TwilioPeer, policy: str, replies: int, **extra: object
+) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Three webhooks of one sender, 200 ms apart, under ``policy``; the texts sent and the stored messages."""
+    demo = await ensure_demo(services)
+    await set_policy(services, demo, policy, **extra)
+    async with api_client(create_app(settings, services=services)) as client, workers(services):
+        assert (await configure_twilio(client, demo, twilio_config(peer, "rest"))).status_code == 200
+        for index, text in enumerate(PARCELS):
+            if index:
+                await asyncio.sleep(0.2)  # the first turn is running (its lookup takes a second)
+            assert (await post_signed(client, WEBHOOK, inbound_form(text))).status_code == 200
+        sent = await asyncio.to_thread(peer.wait_for, replies, 60)
+        rows = await settled(services, demo)
+    assert len(peer.sent) == replies, [m.body for m in peer.sent]
+    return [m.body for m in sent], rows
+
+
+@pytest.mark.usefixtures("peer")
+async def test_push_enqueue_answers_each_message_in_order(
+    settings: Settings, slow_services: Services, peer: TwilioPeer
+) -> None:
+    sent, rows = await push_burst(settings, slow_services, peer, "enqueue", 3)
+    assert sent == ["Parcel 1 is in the depot.", "Parcel 2 is in the depot.", "Parcel 3 is in the depot."]
+    assert [s for d, s, _ in rows if d == "inbound"] == ["answered"] * 3
+
+
+async def test_push_merge_sends_one_reply(settings: Settings, slow_services: Services, peer: TwilioPeer) -> None:
+    sent, rows = await push_burst(settings, slow_services, peer, "merge", 1, burst_window_ms=600)
+    assert len(sent) == 1 and sent[0].startswith("Parcel ")
+    assert [s for d, s, _ in rows if d == "inbound"] == ["answered", "merged", "merged"]
+
+
+async def test_push_interrupt_sends_one_reply(settings: Settings, slow_services: Services, peer: TwilioPeer) -> None:
+    sent, rows = await push_burst(settings, slow_services, peer, "interrupt", 1)
+    assert len(sent) == 1 and sent[0].startswith("Parcel ")
+    assert [s for d, s, _ in rows if d == "inbound"] == ["answered", "merged", "merged"]
+
+
+async def test_push_reject_sends_busy_replies_while_a_turn_runs(
+    settings: Settings, slow_services: Services, peer: TwilioPeer
+) -> None:
+    demo = await ensure_demo(slow_services)
+    busy = demo.bot.settings.busy_reply
+    sent, rows = await push_burst(settings, slow_services, peer, "reject", 3)
+    assert sent == [busy, busy, "Parcel 1 is in the depot."], "the busy replies go out while the turn runs"
+    assert [s for d, s, _ in rows if d == "inbound"] == ["answered", "rejected", "rejected"]
+
+
+# ----------------------------------------------------------------------------- socket: web chat
+
+
+async def two_sockets(settings: Settings, services: Services, policy: str) -> list[list[dict[str, Any]]]:
+    """Two web chat sockets on one conversation each send a parcel message at once; the frames each got."""
+    demo = await ensure_demo(services)
+    await set_policy(services, demo, policy)
+    app = create_app(settings, services=services)
+    path, origin = "/api/v1/bots/acme/support/ws", {"origin": "http://testserver"}
+    async with AsgiSocket(app, path, origin) as first, AsgiSocket(app, path, origin) as second:
+        await first.send(type="hello", conversation_id=None)
+        conversation = (await first.frame())["conversation_id"]
+        await second.send(type="hello", conversation_id=conversation)
+        assert (await second.frame())["conversation_id"] == conversation
+
+        async def say(socket: AsgiSocket, index: int) -> list[dict[str, Any]]:
+            await asyncio.sleep(0.2 * index)  # the first turn is running (its lookup takes a second)
+            await socket.send(type="message", id=f"m-{index}", text=f"parcel P{index + 1}")
+            return await socket.frames_until("done", "error")
+
+        return list(await asyncio.gather(say(first, 0), say(second, 1)))
+
+
+def replies(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["text"] for f in frames if f["type"] == "reply"]
+
+
+async def test_socket_enqueue_answers_both(settings: Settings, slow_services: Services) -> None:
+    first, second = await two_sockets(settings, slow_services, "enqueue")
+    assert replies(first) == ["Parcel 1 is in the depot."]
+    assert replies(second) == ["Parcel 2 is in the depot."]
+
+
+async def test_socket_reject_answers_busy(settings: Settings, slow_services: Services) -> None:
+    demo = await ensure_demo(slow_services)
+    first, second = await two_sockets(settings, slow_services, "reject")
+    assert replies(first) == ["Parcel 1 is in the depot."]
+    assert replies(second) == [demo.bot.settings.busy_reply]
