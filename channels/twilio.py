@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
+from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -38,7 +40,6 @@ from botloom import (
     ChannelResponse,
     DeliveryReport,
     DeliveryStatus,
-    EndpointRefused,
     InboundMessage,
     OutboundMessage,
     Secret,
@@ -59,6 +60,11 @@ STATUS_PATH = "status"
 TWIML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response />'
+CLOCK_SKEW = timedelta(minutes=1)
+"""How much earlier than botloom's record of an attempt Twilio's clock may date the message (see ``find_sent``)."""
+FIND_LIMIT = 200
+"""Messages to the recipient ``find_sent`` reads at most, newest first."""
+FIND_PAGE = 50
 
 _STATUSES: dict[str, DeliveryStatus] = {
     "accepted": "sent",
@@ -180,7 +186,7 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
     name: ClassVar[str] = "twilio"
     kind: ClassVar[ChannelKind] = "push"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        text_limit=True, answers_in_response=True, delivery_reports=True
+        text_limit=True, answers_in_response=True, delivery_reports=True, finds_sent=True
     )
     max_text_length: ClassVar[int | None] = SMS_LIMIT
 
@@ -299,18 +305,16 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
     async def send(self, message: OutboundMessage, config: TwilioConfig) -> str:
         """Send one message through Twilio's Messages API; returns its ``MessageSid``.
 
-        Raises :class:`TwilioSendError`, ``retryable`` unless Twilio refused the
-        message itself (a 4xx other than 429: a bad number, an opted-out user).
+        Raises :class:`TwilioSendError` when Twilio did not take the message,
+        ``retryable`` unless Twilio refused it itself (a 4xx other than 429: a bad
+        number, an opted-out user). Any other exception (a timeout, a connection cut
+        mid-request) leaves it unknown whether Twilio has it: :meth:`find_sent` tells.
         """
+        import aiohttp
         from twilio.base.exceptions import TwilioRestException
-        from twilio.rest import Client
 
         settings = self.settings(config)
-        sender = settings.from_number or str((message.metadata.get("reply_to") or {}).get("to") or "")
-        if not sender:
-            raise TwilioSendError("no sender number: set from_number in the bot's twilio config", retryable=False)
-        if is_whatsapp(message.recipient) and not is_whatsapp(sender):
-            sender = WHATSAPP + sender
+        sender = _sender(message, settings)
         arguments: dict[str, Any] = {"to": message.recipient, "from_": sender, "body": message.text}
         media = [a.url for a in message.attachments if a.url]
         if media:
@@ -318,17 +322,89 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
         callback = _status_callback(message, settings.public_base_url)
         if callback:
             arguments["status_callback"] = callback
-        client = Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
         try:
-            created = await client.messages.create_async(**arguments)
+            created = await _client(settings).messages.create_async(**arguments)
         except TwilioRestException as exc:  # the tenant sees the status and Twilio's error code, never the body
-            retryable = exc.status == 429 or exc.status >= 500
-            code = f" (error {exc.code})" if isinstance(exc.code, int) and not isinstance(exc.code, bool) else ""
-            logging.getLogger(__name__).debug("Twilio answered %s: %s", exc.status, exc.msg)
-            raise TwilioSendError(f"Twilio answered {exc.status}{code}", retryable=retryable) from None
-        except EndpointRefused as exc:
-            raise TwilioSendError(str(exc), retryable=False) from None
+            raise _refused(exc.status, exc.code, exc.msg) from None
+        except aiohttp.ClientConnectorError as exc:  # no connection, so no message
+            raise TwilioSendError(
+                f"could not connect to Twilio's REST API ({type(exc).__name__})", retryable=True
+            ) from None
         return str(created.sid)
+
+    async def find_sent(self, message: OutboundMessage, since: datetime, config: TwilioConfig) -> str | None:
+        """The ``MessageSid`` of a message Twilio took for this part at or after ``since``, or ``None``.
+
+        Twilio's Messages API takes no idempotency key and echoes no id of the
+        caller's, so the part is recognised by what it is: a message created through
+        the REST API (``outbound-api``) to the recipient, from the sender :meth:`send`
+        uses, with the part's body, created no earlier than
+        :data:`CLOCK_SKEW` before ``since``. The list is read filtered by ``To`` and
+        ``From``, newest first, until a message created a day before ``since`` (at
+        most :data:`FIND_LIMIT` messages); ``DateSent`` is not used as a filter, since a
+        message still queued at Twilio has no ``date_sent`` yet. The newest match wins.
+        """
+        from twilio.base.exceptions import TwilioException, TwilioRestException
+
+        settings = self.settings(config)
+        sender = _sender(message, settings)
+        after, oldest = since - CLOCK_SKEW, since - timedelta(days=1)
+        try:
+            listed = await _client(settings).messages.stream_async(
+                to=message.recipient, from_=sender, limit=FIND_LIMIT, page_size=FIND_PAGE
+            )
+            async for record in listed:
+                created = record.date_created
+                if created is not None and created < oldest:
+                    break
+                if (
+                    record.direction == "outbound-api"
+                    and created is not None
+                    and created >= after
+                    and (record.body or "").strip() == message.text.strip()
+                    and record.sid
+                ):
+                    return str(record.sid)
+        except TwilioRestException as exc:
+            raise _refused(exc.status, exc.code, exc.msg, "the message list") from None
+        except TwilioException as exc:  # a page the list could not read: the response is its second argument
+            response = exc.args[1] if len(exc.args) > 1 else None
+            status = int(getattr(response, "status_code", 0) or 0)
+            try:
+                code = json.loads(getattr(response, "text", "") or "{}").get("code")
+            except (ValueError, AttributeError):
+                code = None
+            raise _refused(status, code, str(exc.args[0]) if exc.args else "", "the message list") from None
+        return None
+
+
+def _sender(message: OutboundMessage, settings: TwilioConfig) -> str:
+    """The number a reply goes out from: ``from_number``, else the number the user wrote to."""
+    sender = settings.from_number or str((message.metadata.get("reply_to") or {}).get("to") or "")
+    if not sender:
+        raise TwilioSendError("no sender number: set from_number in the bot's twilio config", retryable=False)
+    if is_whatsapp(message.recipient) and not is_whatsapp(sender):
+        sender = WHATSAPP + sender
+    return sender
+
+
+def _client(settings: TwilioConfig) -> Any:
+    """A twilio REST client of the bot's account, reaching ``api_base_url`` when one is configured."""
+    from twilio.rest import Client
+
+    return Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
+
+
+def _refused(status: int, code: object, detail: str, what: str = "") -> TwilioSendError:
+    """Twilio's error answer as a :class:`TwilioSendError`: its status and error code, never its text.
+
+    Retryable for a 429 or a 5xx; a 4xx is Twilio refusing (a bad number, an opted-out user, a wrong token).
+    """
+    retryable = not status or status == 429 or status >= 500
+    number = f" (error {code})" if isinstance(code, int) and not isinstance(code, bool) else ""
+    logging.getLogger(__name__).debug("Twilio answered %s: %s", status, detail)
+    to = f" to {what}" if what else ""
+    return TwilioSendError(f"Twilio answered {status}{number}{to}", retryable=retryable)
 
 
 def _status_callback(message: OutboundMessage, base: str | None) -> str | None:

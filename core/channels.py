@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
@@ -188,6 +189,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """:meth:`ChannelAdapter.delivery_report` finds a provider's status report in a webhook."""
     polls: bool = False
     """:meth:`ChannelAdapter.polls` and :meth:`ChannelAdapter.poll` fetch messages (an IMAP mailbox)."""
+    finds_sent: bool = False
+    """:meth:`ChannelAdapter.find_sent` asks the provider whether a part whose send was interrupted went out,
+    so that a retry does not send it twice (Twilio's message list)."""
 
 
 class TurnReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -389,6 +393,18 @@ class ChannelAdapter(abc.ABC, Generic[ConfigT]):
         logged and tried again next time).
         """
         raise NotImplementedError(f"the {self.name} channel does not poll")
+
+    async def find_sent(self, message: OutboundMessage, since: datetime, config: ConfigT) -> str | None:
+        """The provider's id of ``message`` if the provider took it at or after ``since`` (``capabilities.finds_sent``).
+
+        The host calls this before sending a part again whose earlier attempt, begun at
+        ``since``, ended without an outcome (the worker died mid-send, the send timed
+        out, the database went away before the provider's id was recorded): an id
+        means the part went out and is recorded as sent with it, ``None`` that it is
+        sent again. ``message`` is the part as :meth:`send` got it (the same
+        ``idempotency_key``, text and recipient). Raise to have the part retried later.
+        """
+        return None
 
 
 __all__ = [

@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from botloom.core.channels import SendError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -56,17 +58,21 @@ _NUMERIC_V4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$",
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-class EndpointRefused(ValueError):
-    """A tenant's endpoint points at an address the operator did not allow; never worth retrying."""
+class EndpointRefused(SendError, ValueError):
+    """A tenant's endpoint points at an address the operator did not allow; never worth retrying.
 
-    retryable = False
+    A :class:`~botloom.core.channels.SendError` that is not ``retryable``: a send that
+    meets it makes the reply a dead letter at once, whether or not the channel words
+    it (a ``ValueError`` too, for the config checks).
+    """
 
     def __init__(self, endpoint: str, reason: str) -> None:
         self.endpoint = endpoint
         self.reason = reason
         super().__init__(
             f"{endpoint} is refused: {reason}; only public addresses are allowed "
-            "unless the operator lists the endpoint in BOTLOOM_ALLOWED_ENDPOINTS"
+            "unless the operator lists the endpoint in BOTLOOM_ALLOWED_ENDPOINTS",
+            retryable=False,
         )
 
 

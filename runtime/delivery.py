@@ -26,9 +26,10 @@ import logging
 import random
 import re
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -45,6 +46,8 @@ from botloom.runtime.queue import JobFunction, JobQueue
 logger = logging.getLogger(__name__)
 
 RECOVER_CRON = "* * * * *"
+
+T = TypeVar("T")
 
 
 def text_limit(adapter: ChannelAdapter[Any], message: OutboundMessage, config: Any) -> int | None:
@@ -272,15 +275,89 @@ class Deliveries:
         *,
         done: set[int],
     ) -> None:
-        """Hand each part of a reply not sent yet to the channel, recording each as it goes."""
+        """Hand each part of a reply not sent yet to the channel, recording each as it goes.
+
+        Each part's attempt is recorded before the channel gets it. A part whose
+        earlier attempt ended without an outcome (the worker died mid-send, the send
+        timed out, the database went away before the provider's id was recorded) may
+        have gone out: a channel that ``finds_sent`` is asked first, and a part it
+        finds is recorded sent instead of being sent again.
+        """
+        tenant_id = bot.tenant_id
         for index, part in enumerate(self.parts_of(adapter, config, outbound, stored_id)):
             if index in done:
                 continue
+            earlier = await self.parts.begin_attempt(tenant_id, stored_id, index, channel=adapter.name)
+            if earlier is not None and await self._went_out(
+                adapter, config, part, tenant_id=tenant_id, stored_id=stored_id, index=index, since=earlier
+            ):
+                continue
             try:
-                provider_id = await asyncio.wait_for(adapter.send(part, config), self.policy.send_timeout)
-            except TimeoutError:
-                raise TimeoutError(f"{adapter.name} took longer than {self.policy.send_timeout:g}s to send") from None
-            await self.parts.add_part(bot.tenant_id, stored_id, index, channel=adapter.name, provider_id=provider_id)
+                provider_id = await self._timed(adapter.send(part, config), adapter.name, "send")
+            except SendError:  # the provider did not take the part: a retry need not ask
+                await self.parts.forget_attempt(tenant_id, stored_id, index)
+                raise
+            await self.parts.add_part(tenant_id, stored_id, index, channel=adapter.name, provider_id=provider_id)
+
+    async def _went_out(
+        self,
+        adapter: ChannelAdapter[Any],
+        config: Any,
+        part: OutboundMessage,
+        *,
+        tenant_id: str,
+        stored_id: str,
+        index: int,
+        since: datetime,
+    ) -> bool:
+        """Whether an interrupted attempt, begun at ``since``, delivered ``part``: then it is recorded sent.
+
+        Only a channel that ``finds_sent`` can say; any other sends the part again
+        (e-mail's stable Message-ID lets mail clients show it once).
+        """
+        if not adapter.capabilities.finds_sent:
+            logger.info(
+                "part %d of message %s may have gone out in an attempt at %s whose outcome was not recorded; "
+                "the %s channel cannot be asked, so it is sent again",
+                index,
+                stored_id,
+                since.isoformat(),
+                adapter.name,
+            )
+            return False
+        found = await self._timed(adapter.find_sent(part, since, config), adapter.name, "look")
+        if found is not None:
+            if await self.parts.add_part(
+                tenant_id, stored_id, index, channel=adapter.name, provider_id=found, found=True
+            ):
+                logger.info(
+                    "part %d of message %s went out in an attempt at %s (%s %s): not sent again",
+                    index,
+                    stored_id,
+                    since.isoformat(),
+                    adapter.name,
+                    found,
+                )
+                return True
+            logger.warning(
+                "part %d of message %s: the %s message found for it (%s) is recorded for another part; sending it",
+                index,
+                stored_id,
+                adapter.name,
+                found,
+            )
+            return False
+        logger.info(
+            "part %d of message %s did not go out in the attempt at %s: sending it", index, stored_id, since.isoformat()
+        )
+        return False
+
+    async def _timed(self, call: Awaitable[T], channel: str, doing: str) -> T:
+        """``call``, a channel's, within the send timeout; else ``TimeoutError`` saying what took too long."""
+        try:
+            return await asyncio.wait_for(call, self.policy.send_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{channel} took longer than {self.policy.send_timeout:g}s to {doing}") from None
 
     async def _failed(self, bot: Bot, conversation: Conversation, due: OutboundState, exc: Exception) -> bool:
         """Record a failed attempt; ``True`` when it is retried later, ``False`` when it became a dead letter."""

@@ -268,6 +268,7 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     sending = await reply(f"{slug} replies at length", "reply-2", "sending")
     provider_id = f"{slug}-SM-part0"
     await store.deliveries.add_part(tenant.id, sending.id, 0, channel="sms", provider_id=provider_id)
+    await store.deliveries.begin_attempt(tenant.id, sending.id, 1, channel="sms")  # part 1's outcome unknown
     dead_letter = await reply(f"{slug} cannot reach you", "reply-3", "failed")
     usage = UsageEvent(
         tenant_id=tenant.id,
@@ -509,6 +510,18 @@ PROBES: list[Probe] = [
         "deliveries",
         "add_part",
         lambda s, a, b: s.deliveries.add_part(a.tenant.id, b.sending.id, 1, channel="sms", provider_id="forged"),
+        "nothing",
+    ),
+    Probe(
+        "deliveries",
+        "begin_attempt",
+        lambda s, a, b: s.deliveries.begin_attempt(a.tenant.id, b.sending.id, 1, channel="sms"),
+        "nothing",
+    ),
+    Probe(
+        "deliveries",
+        "forget_attempt",
+        lambda s, a, b: s.deliveries.forget_attempt(a.tenant.id, b.sending.id, 1),
         "nothing",
     ),
     Probe("deliveries", "finish", lambda s, a, b: s.deliveries.finish(a.tenant.id, b.sending.id), "nothing"),

@@ -2,9 +2,13 @@
 
 ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` with HTTP basic auth
 (the account SID and auth token) answers ``201`` with a message resource shaped
-like Twilio's and records the message. It is scriptable: :meth:`TwilioPeer.fail`
-answers the next requests with Twilio's error JSON (``fail_always`` until
-:meth:`TwilioPeer.recover`), and ``delay`` holds each answer back.
+like Twilio's and records the message; ``GET`` on the same path lists the
+messages it took, newest first, filtered by ``To``, ``From`` and ``DateSent``
+(``DateSent>=``, ``DateSent<=``; a date or a date and time) and paged
+(``PageSize``, ``Page``) as Twilio's message list is. It is scriptable:
+:meth:`TwilioPeer.fail` answers the next requests with Twilio's error JSON
+(``fail_always`` until :meth:`TwilioPeer.recover`), and :meth:`TwilioPeer.slow`
+holds each answer to a send back (after the message was taken).
 
 Nothing here imports pytest.
 """
@@ -12,16 +16,18 @@ Nothing here imports pytest.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 from xml.etree import ElementTree
 
 import httpx
@@ -44,6 +50,8 @@ class SentMessage:
     media: tuple[str, ...] = ()
     status_callback: str | None = None
     at: float = field(default_factory=time.monotonic)
+    created: float = field(default_factory=time.time)
+    """When the peer took it, on the wall clock (its ``date_created`` and ``date_sent``)."""
 
 
 @dataclass
@@ -65,6 +73,9 @@ class TwilioPeer:
         self._sent: list[SentMessage] = []
         self._script = _Script()
         self.requests = 0
+        """Sends (``POST``) that reached the peer with the account's credentials."""
+        self.lists = 0
+        """Message list pages (``GET``) read with the account's credentials."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.peer = self  # type: ignore[attr-defined]
@@ -99,7 +110,7 @@ class TwilioPeer:
             self._script = _Script(delay=self._script.delay)
 
     def slow(self, seconds: float) -> None:
-        """Hold every answer back ``seconds``."""
+        """Hold every answer to a send back ``seconds`` (the message is taken before the wait)."""
         with self._lock:
             self._script.delay = seconds
 
@@ -109,6 +120,7 @@ class TwilioPeer:
             self._sent.clear()
             self._script = _Script()
             self.requests = 0
+            self.lists = 0
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[SentMessage]:
         """Block until ``count`` messages were accepted; raises ``TimeoutError`` with what arrived."""
@@ -164,8 +176,51 @@ class TwilioPeer:
             self._lock.notify_all()
         return 201, self._resource(message)
 
-    def _resource(self, message: SentMessage) -> dict[str, Any]:
-        now = formatdate(usegmt=True)
+    def _list(self, path: str, authorization: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """A page of the message list, as Twilio's ``GET .../Messages.json`` answers it."""
+        match = MESSAGES.match(path)
+        if match is None:
+            return 404, _error(404, 20404, f"The requested resource {path} was not found")
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if match["sid"] != self.account_sid or authorization != f"Basic {expected}":
+            return 401, _error(401, 20003, "Authenticate")
+        with self._lock:
+            self.lists += 1
+            script = self._script
+            if script.always or script.failures > 0:
+                script.failures -= 1
+                return script.status, _error(script.status, script.code, "scripted failure")
+            messages = list(self._sent)
+        filters = {name: values[-1] for name, values in query.items() if values and name not in ("Page", "PageSize")}
+        try:
+            size = min(1000, max(1, int(query.get("PageSize", ["50"])[-1])))
+            number = max(0, int(query.get("Page", ["0"])[-1]))
+            wanted = [m for m in messages if _matches(m, filters)]
+        except ValueError as exc:
+            return 400, _error(400, 20001, f"Invalid filter: {exc}")
+        wanted.sort(key=lambda m: m.created, reverse=True)
+        page = wanted[number * size : (number + 1) * size]
+        base = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+        def uri(at: int) -> str:
+            return f"{base}?{urlencode({**filters, 'PageSize': size, 'Page': at})}"
+
+        more = (number + 1) * size < len(wanted)
+        return 200, {
+            "messages": [self._resource(m, listed=True) for m in page],
+            "uri": uri(number),
+            "first_page_uri": uri(0),
+            "next_page_uri": uri(number + 1) if more else None,
+            "previous_page_uri": uri(number - 1) if number > 0 else None,
+            "page": number,
+            "page_size": size,
+            "start": number * size,
+            "end": number * size + max(0, len(page) - 1),
+        }
+
+    def _resource(self, message: SentMessage, *, listed: bool = False) -> dict[str, Any]:
+        """The message as Twilio shows it: ``queued`` when it is taken, ``sent`` (with ``date_sent``) when listed."""
+        created = formatdate(message.created, usegmt=True)
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{message.sid}.json"
         return {
             "sid": message.sid,
@@ -173,7 +228,7 @@ class TwilioPeer:
             "to": message.to,
             "from": message.from_,
             "body": message.body,
-            "status": "queued",
+            "status": "sent" if listed else "queued",
             "direction": "outbound-api",
             "api_version": "2010-04-01",
             "num_segments": "1",
@@ -183,12 +238,41 @@ class TwilioPeer:
             "error_message": None,
             "price": None,
             "price_unit": "USD",
-            "date_created": now,
-            "date_updated": now,
-            "date_sent": None,
+            "date_created": created,
+            "date_updated": created,
+            "date_sent": created if listed else None,
             "uri": uri,
             "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
         }
+
+
+def _when(value: str) -> tuple[datetime, bool]:
+    """A ``DateSent`` filter's value (``YYYY-MM-DD`` or an ISO 8601 time, UTC) and whether it is a whole day."""
+    if len(value) == 10:
+        return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC), True
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), False
+
+
+def _matches(message: SentMessage, filters: dict[str, str]) -> bool:
+    """Whether a taken message passes the list's filters (``DateSent>`` is ``DateSent>=`` URL-decoded)."""
+    sent = datetime.fromtimestamp(message.created, UTC)
+    for name, value in filters.items():
+        if name == "To" and message.to != value:
+            return False
+        if name == "From" and message.from_ != value:
+            return False
+        if name.startswith("DateSent"):
+            when, day = _when(value.lstrip("<>="))
+            end = when + timedelta(days=1) if day else when
+            operator = name.removeprefix("DateSent") + value[: len(value) - len(value.lstrip("<>="))]
+            if operator.startswith(">") and sent < when:
+                return False
+            if operator.startswith("<") and (sent >= end if day else sent > when):
+                return False
+            if not operator and not (when <= sent < end if day else sent == when):
+                return False
+    return True
 
 
 def _error(status: int, code: int, message: str) -> dict[str, Any]:
@@ -214,12 +298,22 @@ class _Handler(BaseHTTPRequestHandler):
         delay = peer._script.delay
         if delay:
             time.sleep(delay)
+        self._reply(status, body)
+
+    def do_GET(self) -> None:
+        peer: TwilioPeer = self.server.peer  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        self._reply(*peer._list(url.path, self.headers.get("Authorization", ""), query))
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a timeout)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
 
 def sign(url: str, params: dict[str, str], auth_token: str = AUTH_TOKEN) -> str:

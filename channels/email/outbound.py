@@ -9,7 +9,7 @@ import re
 from email.message import EmailMessage
 from typing import Any
 
-from botloom import EndpointRefused, OutboundMessage, SendError, open_socket, server_name
+from botloom import OutboundMessage, SendError, open_socket, server_name
 
 from .config import EmailConfig
 from .inbound import reply_message_id, thread_key
@@ -70,8 +70,11 @@ def compose(message: OutboundMessage, config: EmailConfig) -> EmailMessage:
 async def send_mail(mail: EmailMessage, config: EmailConfig) -> None:
     """Hand a message to the bot's SMTP server; :class:`EmailSendError` says whether a retry may help.
 
-    The connection goes to an address the endpoint guard checked; an error names the
+    The connection goes to an address the endpoint guard checked (a refused one raises
+    ``EndpointRefused``, a ``SendError`` that is not retryable); an error names the
     server's reply code, never its text (the tenant reads it; the log has it at DEBUG).
+    SMTP cannot be asked whether an interrupted send went out: a retried reply keeps
+    its Message-ID, so mail clients show it once.
     """
     import aiosmtplib
 
@@ -87,8 +90,6 @@ async def send_mail(mail: EmailMessage, config: EmailConfig) -> None:
             start_tls=config.smtp_security == "starttls",
             timeout=config.timeout_seconds,
         )
-    except EndpointRefused as exc:
-        raise EmailSendError(str(exc), retryable=False) from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [e.code for e in exc.recipients]
         logging.getLogger(__name__).debug("the SMTP server refused the recipients: %s", exc.recipients)
