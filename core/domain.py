@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from botloom.core.messages import Attachment
+from botloom.core.statuses import ConversationStatus, MessageDirection, MessageStatus
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 """Slugs are lowercase letters, digits and inner dashes, at most 63 characters."""
@@ -20,8 +21,6 @@ SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 Slug = Annotated[str, msgspec.Meta(pattern=SLUG_PATTERN, min_length=1, max_length=63)]
 
 BurstPolicy = Literal["enqueue", "merge", "interrupt", "reject"]
-ConversationStatus = Literal["open", "escalated", "closed"]
-MessageDirection = Literal["inbound", "outbound"]
 
 
 def is_slug(value: str) -> bool:
@@ -124,6 +123,7 @@ class Conversation(msgspec.Struct, frozen=True, kw_only=True):
     """The channel's key for this conversation (the sender's address, an e-mail thread root)."""
     user: str | None = None
     status: ConversationStatus = "open"
+    """See :data:`botloom.core.statuses.ConversationStatus`."""
     state_version: int = 0
     """The version of its graph state in the checkpoints (0 until its first turn)."""
     created_at: datetime
@@ -140,9 +140,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
     direction: MessageDirection
     channel: str
     text: str
-    status: str
-    """``received``, ``processing``, ``answered``, ``merged``, ``rejected`` for inbound;
-    ``pending``, ``sent``, ``delivered``, ``failed`` for outbound."""
+    status: MessageStatus
+    """An :data:`~botloom.core.statuses.InboundStatus` or an :data:`~botloom.core.statuses.OutboundStatus`
+    (by ``direction``); :mod:`botloom.core.statuses` says what each means and what comes next."""
     idempotency_key: str | None = None
     attachments: tuple[Attachment, ...] = ()
     metadata: dict[str, Any] = {}
@@ -161,3 +161,25 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
+
+
+__all__ = [
+    "SLUG_PATTERN",
+    "ApiKey",
+    "Bot",
+    "BotSettings",
+    "BurstPolicy",
+    "Conversation",
+    "ConversationStatus",
+    "MessageDirection",
+    "MessageStatus",
+    "ModelSettings",
+    "PluginSetting",
+    "Slug",
+    "StoredMessage",
+    "Tenant",
+    "UsageEvent",
+    "is_slug",
+]
+"""The domain types; ``ConversationStatus``, ``MessageDirection`` and ``MessageStatus`` are
+:mod:`botloom.core.statuses`', re-exported for the callers that import them from here."""

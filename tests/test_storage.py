@@ -13,6 +13,8 @@ import importlib
 import inspect
 import json
 import pkgutil
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,15 +24,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import msgspec
 import psycopg
 import pytest
 
+from botloom.core import statuses
 from botloom.core.crypto import Cipher, InvalidToken
 from botloom.core.domain import ApiKey, Bot, BotSettings, Conversation, StoredMessage, Tenant, UsageEvent
 from botloom.core.messages import InboundMessage
+from botloom.core.statuses import (
+    CONVERSATION_STATUSES,
+    DELIVERY_STATUSES,
+    INBOUND_STATUSES,
+    MESSAGE_STATUSES,
+    OUTBOUND_STATUSES,
+    MessageDirection,
+    PartVia,
+)
 from botloom.core.storage import repositories
 from botloom.core.storage.database import Database
 from botloom.core.storage.migrations import (
@@ -746,6 +758,88 @@ async def test_an_outbound_message_is_stored_once_per_idempotency_key(
     assert await message_count(db, conversation.id) == 1
     assert [(await reply(None))[1] for _ in range(2)] == [True, True]  # no key: every reply is new
     assert await message_count(db, conversation.id) == 3
+
+
+# --------------------------------------------------------------------------- statuses
+
+
+async def accepts(db: Database, sql: str, params: tuple[Any, ...]) -> bool:
+    """Whether the database takes this write (in a transaction rolled back either way)."""
+    async with db.connection() as conn:
+        try:
+            async with conn.transaction():
+                await conn.execute(sql, params)
+                raise psycopg.Rollback()
+        except psycopg.errors.CheckViolation:
+            return False
+    return True
+
+
+async def test_the_database_takes_exactly_the_statuses_of_core_statuses(
+    db: Database, tenants: tuple[TenantWorld, TenantWorld]
+) -> None:
+    a, _ = tenants
+    candidates = sorted({*MESSAGE_STATUSES, *CONVERSATION_STATUSES, *get_args(PartVia), "bogus", "Sent", ""})
+
+    async def taken(sql: str, row_id: str) -> set[str]:
+        return {value for value in candidates if await accepts(db, sql, (value, row_id))}
+
+    message = "UPDATE messages SET status = %s WHERE id = %s"
+    assert await taken(message, a.inbound.id) == set(INBOUND_STATUSES)
+    assert await taken(message, a.outbound.id) == set(OUTBOUND_STATUSES)
+    conversation = "UPDATE conversations SET status = %s WHERE id = %s"
+    assert await taken(conversation, a.closed.id) == set(CONVERSATION_STATUSES)
+    part = "UPDATE message_parts SET {} = %s WHERE message_id = %s"
+    assert await taken(part.format("status"), a.sending.id) == set(DELIVERY_STATUSES)
+    assert await taken(part.format("via"), a.sending.id) == set(get_args(PartVia))
+
+
+def test_the_repositories_name_only_known_statuses_in_their_sql() -> None:
+    """A status spelled in a repository's SQL is one of ``botloom.core.statuses`` (a typo matches no row)."""
+    known = {
+        *MESSAGE_STATUSES,
+        *CONVERSATION_STATUSES,
+        *DELIVERY_STATUSES,
+        *get_args(PartVia),
+        *get_args(MessageDirection),
+        "outcome",  # a JSON key, not a status
+    }
+    spelled: dict[str, set[str]] = {}
+    for module in pkgutil.iter_modules(repositories.__path__, f"{repositories.__name__}."):
+        source = inspect.getsource(importlib.import_module(module.name))
+        spelled[module.name] = set(re.findall(r"'([a-z_]+)'", source))
+    assert {name: words - known for name, words in spelled.items() if words - known} == {}
+    groups = {*statuses.UNFINISHED_INBOUND, *statuses.DUE_OUTBOUND, *statuses.DEAD_LETTER}
+    assert groups <= set().union(*spelled.values())
+
+
+def test_the_status_constraint_takes_every_status_botloom_ever_wrote(empty_database_url: str, tmp_path: Path) -> None:
+    """Migration 0008 applies over a database holding a message of each status botloom has written."""
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if path.name < "0008":
+            shutil.copy(path, earlier)
+    apply_migrations(empty_database_url, directories=[earlier])
+    written = [("inbound", s) for s in INBOUND_STATUSES] + [("outbound", s) for s in OUTBOUND_STATUSES]
+    with psycopg.connect(empty_database_url) as conn:
+        conn.execute(
+            "WITH t AS (INSERT INTO tenants (slug, name) VALUES ('old', 'Old') RETURNING id), "
+            "b AS (INSERT INTO bots (tenant_id, slug, name) SELECT id, 'bot', 'Bot' FROM t RETURNING tenant_id, id) "
+            "INSERT INTO conversations (tenant_id, bot_id, channel, external_key) "
+            "SELECT tenant_id, id, 'sms', 'x' FROM b"
+        )
+        for direction, status in written:
+            conn.execute(
+                "INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status) "
+                "SELECT tenant_id, bot_id, id, %s, 'sms', 'old', %s FROM conversations",
+                (direction, status),
+            )
+    assert "0008.message-status" in apply_migrations(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (len(written),)
+        row = conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'messages_status'").fetchone()
+        assert row == (True,)
 
 
 # --------------------------------------------------------------------------- secrets and keys

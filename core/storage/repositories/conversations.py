@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
-from botloom.core.domain import Conversation, ConversationStatus
+from botloom.core.domain import Conversation
+from botloom.core.statuses import ConversationStatus
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
 
 
@@ -114,7 +116,7 @@ class ConversationRepository(Repository):
         )
         return [str(r["id"]) for r in rows]
 
-    async def mark(self, tenant_id: str, conversation_ids: Sequence[str], what: str) -> None:
+    async def mark(self, tenant_id: str, conversation_ids: Sequence[str], what: Literal["pruned", "archived"]) -> None:
         """Record that conversations were ``pruned`` or ``archived`` now."""
         column = {"pruned": "pruned_at", "archived": "archived_at"}[what]
         await self._one(

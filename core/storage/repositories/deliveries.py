@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from botloom.core.domain import StoredMessage
+from botloom.core.statuses import DELIVERY_RANKS, DeliveryStatus
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
 
 
@@ -23,12 +24,8 @@ class OutboundState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DELIVERY_FIELDS = ("attempts", "error", "next_attempt_at", "updated_at")
-
-
-_RANKS = ["sent", "delivered", "undelivered", "failed"]
+_RANKS = list(DELIVERY_RANKS)
 """Order of a part's statuses: a status report never moves a part back (``sent`` after ``delivered``)."""
-
-
 _SETTLE = (
     "UPDATE messages m SET status = s.status, error = coalesce(s.error, m.error), updated_at = now() FROM ("
     "SELECT CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_or(status = 'undelivered') "
@@ -188,7 +185,7 @@ class DeliveryRepository(Repository):
         bot_id: str,
         channel: str,
         *,
-        status: str,
+        status: DeliveryStatus,
         provider_id: str | None,
         ref: tuple[str, int] | None = None,
         error: str | None = None,

@@ -10,6 +10,7 @@ import msgspec
 
 from botloom.core.domain import Conversation, StoredMessage
 from botloom.core.messages import InboundMessage
+from botloom.core.statuses import InboundStatus, MessageDirection, MessageStatus, OutboundStatus
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
 
 
@@ -62,7 +63,7 @@ class MessageRepository(Repository):
         text: str,
         turn_id: str | None = None,
         idempotency_key: str | None = None,
-        status: str = "pending",
+        status: OutboundStatus = "pending",
         metadata: Mapping[str, Any] | None = None,
     ) -> tuple[StoredMessage, bool]:
         """Store a reply before it is delivered; idempotent on ``idempotency_key`` like inbound."""
@@ -97,7 +98,7 @@ class MessageRepository(Repository):
         return existing, False
 
     async def find(
-        self, tenant_id: str, bot_id: str, channel: str, direction: str, idempotency_key: str
+        self, tenant_id: str, bot_id: str, channel: str, direction: MessageDirection, idempotency_key: str
     ) -> StoredMessage | None:
         """The message with this idempotency key."""
         row = await self._one(
@@ -126,7 +127,7 @@ class MessageRepository(Repository):
         self,
         tenant_id: str,
         message_id: str,
-        status: str,
+        status: MessageStatus,
         *,
         turn_id: str | None = None,
         provider_id: str | None = None,
@@ -154,7 +155,9 @@ class MessageRepository(Repository):
         )
         return [to_struct(StoredMessage, r) for r in rows]
 
-    async def claim(self, tenant_id: str, message_id: str, status: str, *, expected: Sequence[str]) -> bool:
+    async def claim(
+        self, tenant_id: str, message_id: str, status: MessageStatus, *, expected: Sequence[MessageStatus]
+    ) -> bool:
         """Move a message to ``status`` only if it is in one of the ``expected`` states (compare-and-set)."""
         row = await self._one(
             "UPDATE messages SET status = %s, updated_at = now() WHERE tenant_id = %s AND id = %s "
@@ -174,7 +177,7 @@ class MessageRepository(Repository):
         return row is not None
 
     async def finish(
-        self, tenant_id: str, message_id: str, status: str, *, turn_id: str | None, outcome: Mapping[str, Any]
+        self, tenant_id: str, message_id: str, status: InboundStatus, *, turn_id: str | None, outcome: Mapping[str, Any]
     ) -> bool:
         """Mark an inbound message done and keep the turn's outcome (intent, escalation) with it."""
         row = await self._one(
