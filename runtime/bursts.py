@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.messages import utcnow
+from botloom.core.statuses import InboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.runtime.locks import ConversationLocks
 from botloom.runtime.results import TurnResult, turn_id_for
@@ -115,7 +117,7 @@ class Bursts:
             intent=outcome.get("intent"),
             confidence=float(outcome.get("confidence") or 0.0),
             errors=list(outcome.get("errors") or []),
-            status=message.status,
+            status=cast(InboundStatus, message.status),  # the message answered is inbound
             # the conversation's status when the turn ended, as recorded with the message from the conversation row
             conversation_status="escalated" if outcome.get("escalated") else "open",
         )

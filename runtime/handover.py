@@ -31,6 +31,7 @@ from typing import Any, Literal
 from langgraph.types import Command
 
 from botloom.core.domain import Bot, Conversation, ConversationStatus, StoredMessage
+from botloom.core.statuses import TurnStatus
 from botloom.core.storage.repositories import Store
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.locks import ConversationLocks
@@ -41,7 +42,7 @@ WITH_PERSON: ConversationStatus = "escalated"
 """The conversation status that means "with a person": the bot does not answer its messages."""
 WITH_BOT: ConversationStatus = "open"
 """The status a hand-back returns the conversation to."""
-HELD_STATUS = "for_agent"
+HELD_STATUS: TurnStatus = "for_agent"
 """The status of an inbound message that arrived while its conversation was with a person."""
 
 AgentAction = Literal["reply", "handback"]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from botloom.core.domain import ConversationStatus, StoredMessage
+from botloom.core.statuses import InboundStatus, TurnStatus
 
 TURN_NAMESPACE = uuid.UUID("6f0b7a52-4b8e-4a39-9a57-3c1f7f0e2b11")
-
-TurnStatus = Literal["answered", "refused", "rejected", "for_agent", "failed"]
-"""How a turn ended for the message it answered: ``answered``; ``refused`` by moderation; ``rejected``
-(busy, see the ``reject`` burst policy); ``for_agent`` (its conversation is with a person: no turn ran);
-``failed`` (the bot's fallback answered). The other messages of a merged turn are ``merged``."""
 
 
 def turn_id_for(message_id: str) -> str:
@@ -37,7 +33,7 @@ class TurnResult:
     confidence: float = 0.0
     duplicate: bool = False
     errors: list[str] = field(default_factory=list)
-    status: str = "answered"
+    status: InboundStatus = "answered"
     """A :data:`TurnStatus` (a stored result may carry any inbound status)."""
     conversation_status: ConversationStatus = "open"
     """The conversation's status when the turn ended (see :mod:`botloom.runtime.handover`)."""

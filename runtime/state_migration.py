@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.channels.binop import BinaryOperatorAggregate
 from langgraph.types import Overwrite
 
@@ -56,7 +57,7 @@ class StateMigrator:
         definition = self.host.registry.graphs.get(bot.graph)
         return definition.state_version if definition is not None else 1
 
-    async def upgrade(self, bot: Bot, conversation: Conversation, graph: Any, config: dict[str, Any]) -> list[str]:
+    async def upgrade(self, bot: Bot, conversation: Conversation, graph: Any, config: RunnableConfig) -> list[str]:
         """Bring the conversation's checkpoint up to its graph's version; the errors to record with the turn.
 
         Registered migrations run one version at a time on the raw values; the

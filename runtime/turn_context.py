@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from langchain_core.runnables import RunnableConfig
 
 from botloom.core.domain import Bot, Conversation, UsageEvent
 from botloom.core.host import PluginHost
@@ -30,7 +31,7 @@ def thread_id(tenant_id: str, bot_id: str, conversation_id: str) -> str:
     return f"{tenant_id}:{bot_id}:{conversation_id}"
 
 
-def thread_config(bot: Bot, conversation_id: str) -> dict[str, Any]:
+def thread_config(bot: Bot, conversation_id: str) -> RunnableConfig:
     """The LangGraph config of a conversation's thread (with the bot's redaction flag)."""
     configurable: dict[str, Any] = {"thread_id": thread_id(bot.tenant_id, bot.id, conversation_id)}
     if bot.settings.redact_personal_data:

@@ -30,6 +30,7 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage, Refusal
 from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.settings import Settings
+from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.state import turn_input
@@ -249,7 +250,7 @@ class Turns:
             return moderated.reply or bot.settings.fallback_reply
         return moderated.text
 
-    def reply_status(self, channel: str) -> str:
+    def reply_status(self, channel: str) -> OutboundStatus:
         """The status a turn's reply is stored with: ``sent`` on a response or socket channel.
 
         Those (REST and web chat) hand the replies to the caller of the turn; push
