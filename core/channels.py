@@ -33,13 +33,12 @@ import msgspec
 
 from botloom.core.domain import Bot
 from botloom.core.messages import InboundMessage, OutboundMessage
+from botloom.core.statuses import DeliveryStatus  # what a provider reports about a part it was given
 
 ChannelKind = Literal["push", "response", "socket"]
 """``push``: webhooks in, :meth:`ChannelAdapter.send` out (through the job queue, with retries);
 ``response``: the host runs the turn during the request and the channel renders the replies in
 the answer; ``socket``: WebSocket frames both ways, the replies on the open socket."""
-DeliveryStatus = Literal["sent", "delivered", "undelivered", "failed"]
-"""What a provider reports about a message it was given."""
 RouteMethod = Literal["GET", "POST", "WEBSOCKET"]
 RouteAuth = Literal["public", "api_key"]
 
