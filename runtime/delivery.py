@@ -6,7 +6,10 @@ their turns are :mod:`botloom.runtime.inbound`'s):
 1. the ``turn`` job stores a turn's replies and queues a ``deliver`` job;
 2. the ``deliver`` job (:meth:`Deliveries.deliver`) sends the conversation's
    pending replies in order, each split within the channel's limit, part by
-   part, recording each part sent; a failure is retried with exponential
+   part, recording each attempt before the channel gets the part and each part
+   sent after (a part whose attempt ended without an outcome is looked for at
+   the provider before it is sent again, where the channel ``finds_sent``:
+   exactly once where the provider can tell); a failure is retried with exponential
    back-off, and after the last attempt (or at once, for a :class:`SendError`
    that is not ``retryable``) the reply is a dead letter (status ``failed``,
    with its error and attempts), which the API lists and can retry;
