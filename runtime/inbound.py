@@ -45,6 +45,7 @@ from botloom.core.domain import Bot, Conversation, PluginSetting, StoredMessage
 from botloom.core.errors import is_transient
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
+from botloom.core.statuses import UNFINISHED_INBOUND
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
 from botloom.runtime.queue import JobFunction, JobQueue
 from botloom.runtime.results import TurnResult
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-UNFINISHED = frozenset({"received", "processing"})
+UNFINISHED = frozenset(UNFINISHED_INBOUND)
 """Inbound statuses of a message whose turn has not finished."""
 HOLD_GRACE = 2.0
 """Seconds past a channel's response window before the queue takes over a turn the webhook was running."""

@@ -17,12 +17,13 @@ from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from botloom.core.statuses import DEAD_LETTER
 from botloom.core.storage.repositories import OutboundState
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, BotRef, ConflictException, IdRef
 from botloom.server.auth import visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 
-DEAD = ("failed", "undelivered")
+DEAD = DEAD_LETTER
 
 
 class DeadLetterOut(msgspec.Struct, frozen=True, kw_only=True):
