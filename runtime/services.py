@@ -19,11 +19,10 @@ from botloom.core.host import PluginHost
 from botloom.core.netguard import EndpointPolicy, install_policy
 from botloom.core.settings import Settings
 from botloom.core.storage.database import Database, database_url
-from botloom.core.storage.repositories import Store
+from botloom.core.storage.repositories import ChannelRouteRepository, Store
 from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.checkpointers import open_checkpointer
-from botloom.core.storage.repositories import ChannelRouteRepository
 from botloom.runtime.delivery import Deliveries
 from botloom.runtime.inbound import ChannelBindings, Inbound
 from botloom.runtime.locks import ConversationLocks, PostgresLocks, RedisLocks
