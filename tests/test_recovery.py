@@ -54,16 +54,16 @@ async def orphans_are_answered_once(
     settings: Settings, database_url: str, data_dir: Path, peer: TwilioPeer, redis_url: str | None
 ) -> None:
     """Queue :data:`ORPHANS` turns, kill the worker running them all, check a second worker answers each once."""
-    settings = msgspec.structs.replace(settings, redis_url=redis_url)
     env = {"QUEUE_WORKER_TIMING": "default", "QUEUE_WORKER_TURNS": str(ORPHANS)}
     if redis_url:
         env["QUEUE_WORKER_REDIS_URL"] = redis_url
     worker = [sys.executable, "-m", "tests.queue_worker", database_url, str(data_dir)]
-    async with open_services(settings, url=database_url) as services:
+    on_redis = msgspec.structs.replace(settings, redis_url=redis_url)
+    async with open_services(on_redis, url=database_url) as services:
         assert services.queue.backend == ("redis" if redis_url else "postgres")
         demo = await ensure_demo(services)
         await enable(services, demo.bot, "slowpoke")
-        app = fast_app(settings, services)
+        app = fast_app(settings, services)  # rate limits in memory: the test client runs no lifespan to close a store
         services.queue.options = QueueOptions()  # jobs carry botloom's own heartbeat, as a deployment's servers set it
         async with api_client(app) as client:
             assert (await configure_twilio(client, demo, twilio_config(peer))).status_code == 200
