@@ -24,17 +24,21 @@ from botloom import (
 )
 
 MAX_TEXT = 4000
+NOT_BLANK = r"\S"
+"""A message's text has a character that is not white space (blank text is refused)."""
+IDENTIFIER = r"^[^\x00-\x1f\x7f]*$"
+"""Ids name things: no control characters (refused, naming the field)."""
 
 
 class RestMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of a REST chat request."""
 
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
-    conversation_id: str | None = None
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT, pattern=NOT_BLANK)]
+    conversation_id: Annotated[str, msgspec.Meta(max_length=200, pattern=IDENTIFIER)] | None = None
     """Continue this conversation; ``null`` starts a new one."""
-    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=200, pattern=IDENTIFIER)] | None = None
     """The end user's id in the caller's system."""
-    message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=IDENTIFIER)] | None = None
     """The caller's id for this message: a retried request with the same id is answered, not run twice."""
 
 

@@ -152,11 +152,13 @@ def create_app(
             }
         ),
     )
+    from botloom.server.api.openapi import ExactStructSchemaPlugin
     from botloom.server.channel_routes import plugin_host, register_channel_routes
 
     host = services.host if services is not None else plugin_host(settings)  # whose channels' routes to mount
     app = BotloomApp(
         route_handlers=[api, *public_handlers(), *extra_handlers],
+        plugins=[ExactStructSchemaPlugin()],  # the schema says what msgspec enforces (botloom.server.api.openapi)
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         openapi_config=openapi,

@@ -26,14 +26,20 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, websocket
 from litestar.connection import WebSocket
+from litestar.enums import MediaType
 from litestar.exceptions import (
     ClientException,
     HTTPException,
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+    ValidationException,
 )
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from botloom.core.channels import ChannelAdapter, ChannelRoute
@@ -46,6 +52,15 @@ from botloom.server.webhooks import WEBHOOK_MAX_BODY, handle_webhook
 
 logger = logging.getLogger(__name__)
 
+
+class UnsupportedMediaType(ClientException):
+    """A form body in a charset Python does not know (documented for webhooks; raised by ``channel_request``)."""
+
+    status_code = 415
+
+
+LIMITED: list[type[HTTPException]] = [TooManyRequestsException, ServiceUnavailableException]
+"""What a rate-limited route may answer besides its own errors: 429 over the limit, 503 during an outage."""
 FITS = {"push": {"POST", "GET"}, "response": {"POST", "GET"}, "socket": {"WEBSOCKET", "GET"}}
 """The methods a channel of each kind may declare routes with."""
 
@@ -115,7 +130,10 @@ def _handler(
             subpath = request.path_params.get("subpath", fixed)
             return await handle_page(request, services, channel=name, route=route, bot=bot, subpath=subpath)
 
-        return get(litestar_path(route), raises=[NotFoundException, PermissionDeniedException], **options)(page_handler)
+        page_errors: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException, *LIMITED]
+        # a page is HTML (the channel's answer sets its type; this is what the API schema says); errors are JSON
+        page = {200: ResponseSpec(str, generate_examples=False, description="The page", media_type=MediaType.HTML)}
+        return get(litestar_path(route), raises=page_errors, responses=page, **options)(page_handler)
     if adapter.kind == "push":
 
         async def webhook_handler(
@@ -124,10 +142,22 @@ def _handler(
             subpath = request.path_params.get("subpath", fixed)
             return await handle_webhook(request, services, channel=name, route=route, bot=bot, subpath=subpath)
 
-        errors: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
-        return post(litestar_path(route), raises=errors, request_max_body_size=WEBHOOK_MAX_BODY, **options)(
-            webhook_handler
-        )
+        # what a provider may get: the channel's acknowledgement (200), a refused signature (403), no such bot
+        # (404), a body too large (413) or in an unknown charset (415), 503 during an outage (it retries)
+        errors: list[type[HTTPException]] = [
+            NotFoundException,
+            PermissionDeniedException,
+            RequestEntityTooLarge,
+            UnsupportedMediaType,
+            ServiceUnavailableException,
+        ]
+        return post(
+            litestar_path(route),
+            raises=errors,
+            request_max_body_size=WEBHOOK_MAX_BODY,
+            status_code=200,
+            **options,
+        )(webhook_handler)
     return _response_route(adapter, route, fixed, options)
 
 
@@ -136,9 +166,13 @@ def _response_route(
 ) -> BaseRouteHandler:
     """The ``POST`` handler of a response channel's route, its body and answer types shown in the API schema."""
     name, api_key = adapter.name, route.auth == "api_key"
-    errors: list[type[HTTPException]] = [ClientException, NotFoundException, PermissionDeniedException]
+    # Litestar documents the 400 of a checked body itself (one schema: a second 400 type made every 400 body
+    # match two alternatives of a oneOf); the route is rate limited like the API, and a body has a size limit.
+    errors: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException, *LIMITED, RequestEntityTooLarge]
+    if route.body is None:
+        errors.insert(0, ValidationException)  # the channel's own 400 for a body it cannot read
     if api_key:
-        errors.insert(1, NotAuthorizedException)
+        errors.insert(0, NotAuthorizedException)
 
     async def response_handler(
         request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep

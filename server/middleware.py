@@ -11,6 +11,7 @@ from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from botloom.server.auth import bearer_token
@@ -51,6 +52,8 @@ def request_context(app: ASGIApp) -> ASGIApp:
             if message["type"] == "http.response.start":
                 headers = MutableScopeHeaders.from_message(message)
                 headers["x-request-id"] = rid
+                if scope.get("method") == "OPTIONS" and "allow" in headers:
+                    headers["allow"] = allowed_methods(scope) or headers["allow"]
                 for name, value in SECURITY_HEADERS.items():
                     if name == "x-frame-options" and scope["path"].startswith("/chat/"):
                         continue  # the chat page is embeddable; its CSP frame-ancestors decides where
@@ -63,6 +66,24 @@ def request_context(app: ASGIApp) -> ASGIApp:
             request_id.reset(token)
 
     return middleware
+
+
+def allowed_methods(scope: Scope) -> str | None:
+    """Every method the request's route answers, for the ``Allow`` header of ``OPTIONS``.
+
+    Litestar answers ``OPTIONS`` with the methods of the handlers registered at the
+    path first: a path whose ``GET`` and ``POST`` come from two handlers (a list and
+    a create) said ``Allow: OPTIONS, POST``. The app's routes know them all.
+    """
+    template = scope.get("path_template")
+    app = scope.get("app")
+    if not template or app is None:
+        return None
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and route.path_format == template:
+            methods |= route.methods
+    return ", ".join(sorted(methods)) or None
 
 
 def rate_limit_key(request: Request[Any, Any, Any]) -> str:

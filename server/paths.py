@@ -13,6 +13,8 @@ segments after the prefix reads both ways (``/api/v1/bots/0/messages``: the bot
 ``0/messages``, or the ``messages`` of a bot ``0``); the pair wins when its route
 answers the method, otherwise the path routes as written, so the handler says
 there is no bot ``0`` instead of a 405 about a route the user never meant.
+``OPTIONS`` asks what a resource answers: the path as written wins when a route
+serves it, so its ``Allow`` is that of the path the API schema names.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def routing_path(path: str, method: str | None, resolve: Callable[..., Any]) -> 
     joined = _joined(match)
     if match["rest"] or method is None:
         return joined
+    if method == "OPTIONS" and _routes(path, method, resolve):
+        return path  # what the path as written answers: the Allow of the resource the API schema names
     try:
         resolve(path=joined, method=method)
     except MethodNotAllowedException:
@@ -67,6 +71,15 @@ def routing_path(path: str, method: str | None, resolve: Callable[..., Any]) -> 
     except Exception:  # noqa: BLE001 - Litestar answers the pair's 404 itself
         return joined
     return joined
+
+
+def _routes(path: str, method: str, resolve: Callable[..., Any]) -> bool:
+    """Whether a route answers ``method`` at ``path`` as it is written."""
+    try:
+        resolve(path=path, method=method)
+    except Exception:  # noqa: BLE001 - a 404 or a 405: it does not
+        return False
+    return True
 
 
 def bot_ref(segment: str) -> str:

@@ -116,7 +116,12 @@ class KnowledgeController(ApiController):
         limit: Annotated[int, QueryParameter(ge=1, le=50, description="How many passages at most")] = 5,
         threshold: Annotated[
             float | None,
-            QueryParameter(ge=0, le=1, description="Minimum score; default: the bot's knowledge_threshold"),
+            QueryParameter(
+                ge=0,
+                le=1,
+                schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the schema
+                description="Minimum score; default: the bot's knowledge_threshold",
+            ),
         ] = None,
     ) -> SearchOut:
         """The passages the bot would retrieve for ``q``, best first, with their scores."""

@@ -248,12 +248,18 @@ DocumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern
 ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=ONE_LINE)]
 
 
+VISIBLE_TEXT = r"^[\s\x01-\x1f\x7f\ufeff]*[^\s\x00-\x1f\x7f\ufeff][^\x00]*$"
+"""No NUL (that is a binary file), and a visible character: blank, control characters and a BOM are empty."""
+DocumentText = Annotated[str, msgspec.Meta(min_length=1, pattern=VISIBLE_TEXT)]
+"""A document's text, as the knowledge base reads it (see :data:`VISIBLE_TEXT`)."""
+
+
 class DocumentIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A knowledge document sent as JSON; a document of the same name is replaced."""
 
     name: DocumentName
     """The document's name; its extension (``.md``, ``.txt``, ``.html``, ``.csv``) tells its format."""
-    content: str
+    content: DocumentText
     content_type: ContentType | None = None
     """``text/markdown``, ``text/plain``, ``text/html`` or ``text/csv``; overrides the extension."""
 
