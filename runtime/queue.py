@@ -204,8 +204,8 @@ class JobQueue:
         beat = self.options.heartbeat
         self.queues[kind].abort_wait = self.options.abort_wait  # how long its sweeps wait for stale jobs
         wrapped = {name: _with_heartbeat(name, function, beat) for name, function in functions.items()}
-        crons = [
-            CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout)
+        crons = [  # with a heartbeat: a cron job of a dead worker is swept too (its key blocks the next ticks)
+            CronJob(wrapped[name], cron=schedule, timeout=self.options.job_timeout, heartbeat=beat)
             for name, schedule in (cron or {}).items()
         ]
         return _worker_class(embedded)(
