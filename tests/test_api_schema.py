@@ -107,6 +107,9 @@ async def test_a_json_body_is_typed_strictly(client: httpx.AsyncClient) -> None:
     r = await client.patch("/api/v1/bots/acme/support", json={"settings": {"model": {"max_tokens": "5"}}})
     assert r.json()["extra"][0]["key"] == "settings.model.max_tokens"
     assert (await client.get("/api/v1/bots/acme/support")).json()["settings"]["redact_personal_data"] is False
+    r = await client.patch("/api/v1/bots/acme/support", json={"burst_window_ms": 250.0})  # a whole number is an integer
+    assert r.status_code == 200, r.text
+    assert r.json()["settings"]["burst_window_ms"] == 250
 
 
 async def test_a_refused_pattern_is_said_in_words(client: httpx.AsyncClient) -> None:

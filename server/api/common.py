@@ -102,7 +102,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
       reads as the bot ``0/conversations``, and there is none).
     * A JSON body is decoded strictly against the handler's Struct, as the API schema
       describes it: ``"redact_personal_data": 0`` is not a boolean and ``"max_tokens": "5"``
-      not an integer (Litestar's own conversion would take both). The 400 names the field.
+      not an integer (Litestar's own conversion would take both), but ``5.0`` is. The 400 names the field.
     """
     from botloom.server.auth import visible_bot
 
@@ -124,13 +124,24 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     if not body.strip():
         return  # Litestar says the body is missing
     try:
-        msgspec.json.decode(body, type=body_type)
+        msgspec.convert(integral(msgspec.json.decode(body)), body_type, strict=True)
     except msgspec.ValidationError as exc:
         key, message = located(exc)
         extra = [{"key": key or "data", "message": message, "source": "body"}]  # "data": Litestar's name for the body
         raise ValidationException(f"Validation failed for {request.method} {request.url.path}", extra=extra) from None
     except msgspec.DecodeError:
         return  # Litestar says the JSON is malformed
+
+
+def integral(value: Any) -> Any:
+    """``value`` with each whole float as an int: in JSON (and its schema) ``2.0`` is the integer 2."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral(item) for item in value]
+    return value
 
 
 class ApiController(Controller):
