@@ -83,7 +83,7 @@ def provide_principal(request: ASGIConnection) -> Principal:  # type: ignore[typ
 def api_handlers() -> list[ControllerRouterHandler]:
     """The ``/api/v1`` controllers."""
     from botloom.server.api import API_HANDLERS
-    from botloom.server.deliveries import DELIVERY_HANDLERS
+    from botloom.server.api.dead_letters import DELIVERY_HANDLERS
 
     return [*API_HANDLERS, *DELIVERY_HANDLERS]
 
@@ -92,10 +92,10 @@ def public_handlers() -> list[ControllerRouterHandler]:
     """Routes without API keys: health, metrics, webhooks of channels that are not installed.
 
     Every channel's own routes (REST chat, web chat, webhooks) are mounted from what
-    the channel declares (:mod:`botloom.server.channel_routes`).
+    the channel declares (:mod:`botloom.server.channels.routes`).
     """
+    from botloom.server.channels.push import WEBHOOK_HANDLERS
     from botloom.server.public import PUBLIC_HANDLERS
-    from botloom.server.webhooks import WEBHOOK_HANDLERS
 
     return [*PUBLIC_HANDLERS, *WEBHOOK_HANDLERS]
 
@@ -153,7 +153,7 @@ def create_app(
         ),
     )
     from botloom.server.api.openapi import ExactStructSchemaPlugin
-    from botloom.server.channel_routes import plugin_host, register_channel_routes
+    from botloom.server.channels.routes import plugin_host, register_channel_routes
 
     host = services.host if services is not None else plugin_host(settings)  # whose channels' routes to mount
     app = BotloomApp(

@@ -94,3 +94,21 @@ def test_the_checker_catches_a_wrong_arrow(tmp_path: Path) -> None:
     assert allowed("channels", "botloom")
     assert allowed("server", "botloom.runtime.services")
     assert not allowed("server", "botloom.channels.rest")
+
+
+def test_every_package_folder_is_packaged() -> None:
+    """A folder with an ``__init__.py`` that pyproject.toml does not list would be missing from the wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {folder: package for package, folder in config["package-dir"].items()}
+    listed = set(config["packages"])
+    missing = []
+    for init in sorted(ROOT.glob("*/**/__init__.py")):
+        parts = init.parent.relative_to(ROOT).parts
+        if parts[0] not in folders or parts[0] == "plugin_template":
+            continue
+        package = ".".join([folders[parts[0]], *parts[1:]])
+        if package not in listed:
+            missing.append(package)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"

@@ -2,7 +2,7 @@
 
 The server knows no channel by name: each route a channel declares
 (:class:`~botloom.core.channels.ChannelRoute`) is mounted by
-:mod:`botloom.server.channel_routes` and served here through the one inbound
+:mod:`botloom.server.channels.routes` and served here through the one inbound
 path (:mod:`botloom.runtime.inbound`):
 
 * ``POST`` on a response channel: the bot and its enabled channel are looked up
@@ -29,8 +29,8 @@ from botloom.core.channels import ChannelRejected, ChannelRequest, ChannelRoute,
 from botloom.runtime.inbound import ChannelBinding, channel_call
 from botloom.runtime.services import Services
 from botloom.server.auth import Principal
+from botloom.server.channels.push import channel_request, public_url, rejected
 from botloom.server.paths import bot_ref
-from botloom.server.webhooks import channel_request, public_url, rejected
 
 logger = logging.getLogger(__name__)
 

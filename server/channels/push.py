@@ -1,7 +1,7 @@
 """Push channels' webhooks: ``POST /channels/{channel}/{bot}`` and ``POST /channels/{channel}/{bot}/{subpath}``.
 
 Each push channel declares its routes (by default these two); the server mounts
-them (:mod:`botloom.server.channel_routes`) and hands each request to the one
+them (:mod:`botloom.server.channels.routes`) and hands each request to the one
 inbound path (:meth:`botloom.runtime.inbound.Inbound.webhook`): the channel
 verifies and parses it; the messages are stored and their turns queued before
 the provider gets its answer; a status callback updates the stored reply it

@@ -2,9 +2,9 @@
 
 For every registered channel, each :class:`~botloom.core.channels.ChannelRoute`
 of :meth:`~botloom.core.channels.ChannelAdapter.routes` becomes a Litestar
-handler: ``POST`` on a push channel is a webhook (:mod:`botloom.server.webhooks`),
+handler: ``POST`` on a push channel is a webhook (:mod:`botloom.server.channels.push`),
 ``POST`` on a response channel, ``WEBSOCKET`` on a socket channel and ``GET``
-pages are served by :mod:`botloom.server.chat`. ``auth="api_key"`` routes need
+pages are served by :mod:`botloom.server.channels.live`. ``auth="api_key"`` routes need
 a tenant's API key (or the operator's token), checked before the body is read.
 
 ``create_app`` mounts them when it builds the app: from the services' plugins,
@@ -46,9 +46,9 @@ from botloom.core.channels import ChannelAdapter, ChannelRoute
 from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
 from botloom.server.auth import Principal
-from botloom.server.chat import handle_page, handle_response, handle_socket
+from botloom.server.channels.live import handle_page, handle_response, handle_socket
+from botloom.server.channels.push import WEBHOOK_MAX_BODY, handle_webhook
 from botloom.server.deps import ServicesDep
-from botloom.server.webhooks import WEBHOOK_MAX_BODY, handle_webhook
 
 logger = logging.getLogger(__name__)
 
