@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """Seconds a whole turn may take before the end user gets the fallback."""
     tool_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds each part of a request's body may take to arrive before the request is answered 408."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
     """Requests a minute per API key (or per client address without one)."""
     allowed_endpoints: str = ""

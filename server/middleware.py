@@ -1,8 +1,10 @@
-"""Request ids, security headers and rate limits."""
+"""Request ids, security headers, the body-read timeout and rate limits."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import re
 import uuid
 from typing import Any
@@ -10,8 +12,10 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.exceptions import ClientException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.routes import HTTPRoute
+from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from botloom.server.auth import bearer_token
@@ -32,11 +36,75 @@ real messages; webhooks are checked by their signature or secret instead, and a 
 of forged ones is refused cheaply (403) before anything is stored."""
 
 
+BODY_TIMEOUT_SECONDS = 30.0
+"""The body-read timeout when the app's state has no settings (``BOTLOOM_BODY_TIMEOUT``)."""
+
+
+class BodyTimeout(ClientException):
+    """A request's body stopped arriving: answered ``408 Request Timeout``, and the connection closed."""
+
+    status_code = HTTP_408_REQUEST_TIMEOUT
+
+
+def body_timeout_of(scope: Scope) -> float:
+    """Seconds each part of a request's body may take to arrive: ``Settings.body_timeout`` of the app."""
+    state = getattr(scope.get("app"), "state", None)
+    settings = state.get("settings") if state is not None else None
+    return float(getattr(settings, "body_timeout", BODY_TIMEOUT_SECONDS))
+
+
+def receive_within(receive: Receive, seconds: float) -> Receive:
+    """``receive``, where each ``http.request`` message of the body must arrive within ``seconds``.
+
+    A client that sends its headers and then trickles (or stops) its body would hold a
+    connection and a request forever: past ``seconds`` without the next part, the body
+    read raises :class:`BodyTimeout` (a 408 with ``Connection: close``, so the server
+    stops reading). A steady upload is not limited: the clock restarts with each part.
+    Once the body is complete, later calls (waiting for a disconnect) are not timed.
+    """
+    complete = False
+
+    async def receive_in_time() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        try:
+            async with asyncio.timeout(seconds):
+                message = await receive()
+        except TimeoutError:
+            complete = True  # nothing more is read from this client
+            raise BodyTimeout(body_timeout_detail(seconds), headers={"connection": "close"}) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            complete = True
+        return message
+
+    return receive_in_time
+
+
+async def answer_body_timeout(send: Send, seconds: float) -> None:
+    """Answer ``408`` with a short JSON body and ``Connection: close`` (when the app could not)."""
+    body = json.dumps({"status_code": HTTP_408_REQUEST_TIMEOUT, "detail": body_timeout_detail(seconds)}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": HTTP_408_REQUEST_TIMEOUT, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def body_timeout_detail(seconds: float) -> str:
+    """What a 408 for a body that stopped arriving says."""
+    return f"the request body did not arrive in time: no part of it for {seconds:g} s"
+
+
 def request_context(app: ASGIApp) -> ASGIApp:
-    """Give each request an id (the client's ``X-Request-ID`` if sane) and the security headers.
+    """Give each request an id (the client's ``X-Request-ID`` if sane), the security headers and a body timeout.
 
     Runs first once the route is found, and gives the request back the path the
     client wrote (the app routed ``tenant/bot`` joined; see :mod:`botloom.server.paths`).
+    Each part of an HTTP request's body must arrive within ``BOTLOOM_BODY_TIMEOUT``
+    seconds (:func:`receive_within`); WebSockets are passed through untouched.
     """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,9 +115,14 @@ def request_context(app: ASGIApp) -> ASGIApp:
         given = MutableScopeHeaders(scope).get("x-request-id") or ""
         rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        seconds = body_timeout_of(scope)
+        receive_body = receive_within(receive, seconds)
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableScopeHeaders.from_message(message)
                 headers["x-request-id"] = rid
                 if scope.get("method") == "OPTIONS" and "allow" in headers:
@@ -61,7 +134,11 @@ def request_context(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_headers)
+            await app(scope, receive_body, send_with_headers)
+        except BodyTimeout:
+            if started:
+                raise
+            await answer_body_timeout(send_with_headers, seconds)  # raised where Litestar does not answer it
         finally:
             request_id.reset(token)
 
