@@ -16,7 +16,7 @@ from litestar.exceptions import ClientException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from botloom.server.auth import bearer_token
 from botloom.server.logs import request_id
@@ -64,7 +64,7 @@ def receive_within(receive: Receive, seconds: float) -> Receive:
     """
     complete = False
 
-    async def receive_in_time() -> Message:
+    async def receive_in_time() -> ReceiveMessage:
         nonlocal complete
         if complete:
             return await receive()

@@ -206,7 +206,7 @@ async def test_middleware_answers_408_when_the_app_lets_the_timeout_through() ->
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await request_context(app)(scope_of("http"), never(), send)  # type: ignore[arg-type]
+    await request_context(app)(scope_of("http"), never(), send)
     assert sent[0]["status"] == 408
     assert (b"connection", b"close") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["status_code"] == 408
@@ -219,5 +219,5 @@ async def test_middleware_leaves_websockets_alone() -> None:
     async def app(scope: Any, given: Any, send: Any) -> None:
         seen.append(given)
 
-    await request_context(app)(scope_of("websocket"), receive, None)  # type: ignore[arg-type]
+    await request_context(app)(scope_of("websocket"), receive, None)
     assert seen == [receive]
