@@ -23,6 +23,10 @@ safe for ``async`` plugins and for plugins that misbehave like this:
   :class:`PluginProblem` against that plugin, so pluggy moves on to the next
   implementation. A wrapper therefore sees the real results of the
   implementations it wraps.
+* A call with no wrapper and nothing monitoring pluggy's calls (the per-turn
+  moderation and ``on_turn_end`` of most deployments) needs no worker thread:
+  the host runs pluggy's call loop itself on the event loop, with the same
+  order, isolation and time limits (:meth:`PluginHost._direct`).
 * A wrapper's adapter contains a wrapper that raises, does not yield or yields
   twice: the call goes on as if the wrapper were not there, and the problem
   names the wrapper's plugin. Wrappers run in the worker thread and cannot be
@@ -182,6 +186,8 @@ class PluginHost:
         self._adapters: dict[str, _Adapted] = {}
         self._untrace: Callable[[], None] | None = None
         self._trace_started: dict[int, float] = {}
+        self._plain_hookexec = getattr(self.pm, "_inner_hookexec", _NO_HOOKEXEC)
+        """pluggy's own call loop, before anything monitors the calls (see :meth:`_direct`)."""
         self.trace = trace
 
     # -- loading -----------------------------------------------------------------
@@ -545,6 +551,10 @@ class PluginHost:
             # Nothing to run: pluggy would answer [] (or None) at once; traced, ask it, so the call is logged.
             call.results = caller(**arguments) if call.trace else None if call.first_result else []
             return call
+        direct = self._direct(impls, arguments)
+        if direct is not None:
+            await call.run_directly(direct, arguments)
+            return call
         context = contextvars.copy_context()
         context.run(_CURRENT.set, call)
         future = _hook_threads().submit(context.run, functools.partial(caller, **arguments))
@@ -564,6 +574,32 @@ class PluginHost:
             # Given up on (or cancelled with its turn): what is left of it in the worker thread runs nothing more.
             call.abandoned = True
         return call
+
+    def _direct(
+        self, impls: Sequence[pluggy.HookImpl], arguments: Mapping[str, Any]
+    ) -> list[tuple[pluggy.HookImpl, Callable[..., Any]]] | None:
+        """The implementations with their plugins' functions, when the call needs no worker thread.
+
+        A call whose implementations are all plain (no wrapper) adapters of the host,
+        given every argument they take, with nothing monitoring pluggy's calls (no
+        trace, no ``add_hookcall_monitoring``, no ``enable_tracing``), is what pluggy's
+        call loop would do: each implementation in pluggy's order (the reverse of
+        ``get_hookimpls()``), results that are not ``None`` collected, the first one
+        ending a ``firstresult`` hook. The host runs that loop itself on the event loop
+        (:meth:`_Call.run_directly`), sparing two thread hops per implementation; any
+        other call goes through pluggy in a worker thread.
+        """
+        if getattr(self.pm, "_inner_hookexec", None) is not self._plain_hookexec:
+            return None
+        direct: list[tuple[pluggy.HookImpl, Callable[..., Any]]] = []
+        for impl in impls:
+            function = getattr(impl.function, _PLAIN_FUNCTION, None)
+            if function is None or impl.wrapper or impl.hookwrapper:
+                return None
+            if any(name not in arguments for name in impl.argnames):
+                return None  # pluggy reports the missing argument
+            direct.append((impl, function))
+        return direct
 
     def _results_list(self, call: _Call) -> list[Any]:
         """The answer of pluggy as a list; anything else (a wrapper returned it) is reported against the wrappers."""
@@ -654,6 +690,39 @@ class _Call:
             future.cancel()
             self.fail(plugin, _reason(exc), began)
             return None
+        return self.accept(plugin, result, began)
+
+    async def run_directly(
+        self, impls: Sequence[tuple[pluggy.HookImpl, Callable[..., Any]]], arguments: Mapping[str, Any]
+    ) -> None:
+        """The call loop of pluggy for plain implementations, run on the event loop (see :meth:`PluginHost._direct`)."""
+        results: list[Any] = []
+        try:
+            for impl, function in reversed(impls):
+                if self.stopped:
+                    break
+                args = tuple(self.current if name == self.chain else arguments[name] for name in impl.argnames)
+                result = await self.run_here(impl.plugin_name, function, args)
+                if result is not None:
+                    results.append(result)
+                    if self.first_result:
+                        break
+        finally:
+            self.abandoned = True
+        self.results = (results[0] if results else None) if self.first_result else results
+
+    async def run_here(self, plugin: str, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """:meth:`run` on the event loop: call one implementation within the time limit; never raises."""
+        began = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(_invoke(function, args, {}), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, not raised
+            self.fail(plugin, _reason(exc), began)
+            return None
+        return self.accept(plugin, result, began)
+
+    def accept(self, plugin: str, result: Any, began: float) -> Any:
+        """Check one implementation's result and follow it (the chain, a ``Refusal``); the result or ``None``."""
         reason = self.check(result) if self.check is not None else None
         if reason is not None:
             self.fail(plugin, reason, began)
@@ -726,6 +795,11 @@ class _Call:
             logger.info("plugin %s: hook %s: %s in %.2f ms", plugin, self.hook, outcome, ms)
 
 
+_PLAIN_FUNCTION = f"_{PROJECT_NAME}_function"
+"""The attribute of a plain implementation's adapter that holds the plugin's own function."""
+_NO_HOOKEXEC = object()
+"""Stands for pluggy's call loop when pluggy keeps it elsewhere: then every call goes through pluggy."""
+
 _CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("botloom_hook_call", default=None)
 """The hook call the adapters in this thread belong to; ``None`` outside :meth:`PluginHost._call`."""
 
@@ -744,6 +818,7 @@ def _adapter(plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
         return call.run(plugin, function, signature, args, kwargs)
 
+    setattr(adapter, _PLAIN_FUNCTION, function)
     return adapter
 
 

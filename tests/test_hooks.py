@@ -120,6 +120,50 @@ async def test_a_firstresult_hook_answers_the_first_result_as_a_list_of_one() ->
     assert (outcome.results, outcome.problems, calls) == (["late: hi"], [], ["late"])
 
 
+async def test_plain_implementations_are_called_on_the_loop_without_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call of plain implementations only is pluggy's loop run by the host: no worker thread, no thread hop.
+
+    The per-turn hooks (moderation in and out, ``on_turn_end``) then cost about what
+    calling the plugins costs (it was ten times that through a worker thread).
+    """
+
+    def no_threads() -> None:
+        raise AssertionError("a worker thread was asked for")
+
+    monkeypatch.setattr("botloom.core.host._hook_threads", no_threads)
+    seen: list[str] = []
+
+    async def moderate_message(message: Any) -> Any:
+        seen.append(message.text)
+        return msgspec.structs.replace(message, text=message.text.upper())
+
+    def on_turn_end(turn: Any) -> None:
+        seen.append("ended")
+
+    first = plugin(moderate_message=moderate_message)
+    second = plugin(moderate_message=lambda message: msgspec.structs.replace(message, text=message.text + "!"))
+    host = await host_of(("second", second), ("first", first), ("observer", plugin(on_turn_end=on_turn_end)))
+    moderated, problems = await host.moderate(INBOUND, make_bot())
+    assert (moderated.text, problems) == (INBOUND.text.upper() + "!", [])
+    assert await host.notify_turn_end(TURN) == []
+    assert seen == [INBOUND.text, "ended"]
+
+
+async def test_a_call_monitored_through_pluggy_goes_through_pluggy() -> None:
+    """``add_hookcall_monitoring`` (a plugin author's, not only the host's trace) sees every call."""
+    calls: list[tuple[str, str]] = []
+    host = await host_of(("one", recording_plugin(calls, "one")))
+    monitored: list[str] = []
+    undo = host.pm.add_hookcall_monitoring(lambda name, impls, kwargs: monitored.append(name), lambda *args: None)
+    await host.moderate(INBOUND, make_bot())
+    undo()
+    await host.notify_turn_end(TURN)
+    assert monitored == ["moderate_message"]
+    assert [hook for hook, _ in calls if hook != "register_intents"] == ["moderate_message", "on_turn_end"]
+
+
 async def test_a_hook_called_outside_the_host_calls_the_plugins_functions() -> None:
     """``host.pm.hook.<name>(...)`` still works: the adapters just call the functions."""
     host = await host_of(("one", plugin(on_turn_end=lambda turn: turn.turn_id)))
