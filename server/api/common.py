@@ -69,10 +69,12 @@ async def visible_tenant(services: Services, principal: Principal, ref: str) -> 
 _FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
-def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    """A 400 whose ``extra`` names each bad field (msgspec puts missing and unknown ones in the message only)."""
+def _named(exc: ValidationException) -> tuple[list[dict[str, Any]], str]:
+    """Litestar's ``extra`` with each bad field named and said in words, and the fields in one line."""
     errors = [dict(e) for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
     for error in errors:
+        if isinstance(error.get("message"), str):
+            error["message"] = readable(error["message"])
         match = _FIELD.search(str(error.get("message", "")))
         if match:
             parent = error.get("key")
@@ -82,11 +84,27 @@ def validation_error(request: Request[Any, Any, Any], exc: ValidationException) 
             if error.get("message") == "'data'":  # no body at all
                 error["message"] = "missing: send a JSON object (content-type: application/json)"
     named = "; ".join(f"{e['key']}: {e.get('message', 'invalid')}" for e in errors if e.get("key"))
-    detail = f"invalid request: {named}" if named and exc.detail.startswith("Validation failed") else exc.detail
+    return errors, named
+
+
+def _answer(exc: ValidationException, detail: str, errors: list[dict[str, Any]]) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
     if errors or exc.extra:
         body["extra"] = errors or exc.extra
     return Response(body, status_code=exc.status_code)
+
+
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """A 400 whose ``extra`` names each bad field (msgspec puts missing and unknown ones in the message only)."""
+    errors, named = _named(exc)
+    detail = f"invalid request: {named}" if named and exc.detail.startswith("Validation failed") else exc.detail
+    return _answer(exc, detail, errors)
+
+
+def route_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """A channel route's 400: Litestar's detail (the method and path as written), then each bad field in words."""
+    errors, named = _named(exc)
+    return _answer(exc, f"{exc.detail}: {named}" if named else exc.detail, errors)
 
 
 def _checkable(value: str) -> bool:

@@ -45,6 +45,7 @@ from litestar.params import FromPath, JSONBody
 from botloom.core.channels import ChannelAdapter, ChannelRoute
 from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
+from botloom.server.api.common import route_validation_error
 from botloom.server.auth import Principal
 from botloom.server.channels.live import handle_page, handle_response, handle_socket
 from botloom.server.channels.push import WEBHOOK_MAX_BODY, handle_webhook
@@ -201,6 +202,8 @@ def _response_route(
         raises=errors,
         request_max_body_size=adapter.max_request_bytes,
         status_code=200,
+        # a body Litestar refuses is a 400 naming each field in words, as the API's are
+        exception_handlers={ValidationException: route_validation_error},
         **options,
     )(handler)
 
