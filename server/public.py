@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
@@ -27,7 +28,16 @@ def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", summary="The process can serve turns", tags=["operations"])
+@get(
+    "/ready",
+    summary="The process can serve turns",
+    tags=["operations"],
+    responses={
+        HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+            data_container=Health, description="The database or Redis does not answer (with Retry-After)"
+        )
+    },
+)
 async def ready(services: ServicesDep) -> Response[Health]:
     """200 when the database (and Redis, when configured) answer; 503 otherwise."""
     checks = {"database": await services.db.ping()}

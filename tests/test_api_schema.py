@@ -74,6 +74,11 @@ def test_the_chat_page_documents_its_404_and_its_html(schema: dict[str, Any]) ->
     assert list(responses["200"]["content"]) == ["text/html"]
 
 
+def test_ready_documents_its_503(schema: dict[str, Any]) -> None:
+    responses = schema["paths"]["/ready"]["get"]["responses"]
+    assert set(responses) >= {"200", "503"}
+
+
 def test_rate_limited_routes_document_429(schema: dict[str, Any]) -> None:
     for path in ("/api/v1/tenants", "/api/v1/bots/{bot}", "/api/v1/bots/{bot}/messages", "/chat/{bot}"):
         for method, operation in schema["paths"][path].items():
