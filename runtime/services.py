@@ -24,6 +24,7 @@ from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.checkpointers import open_checkpointer
 from botloom.runtime.delivery import Deliveries
+from botloom.runtime.events import Events
 from botloom.runtime.inbound import ChannelBindings, Inbound
 from botloom.runtime.locks import ConversationLocks, PostgresLocks, RedisLocks
 from botloom.runtime.polling import ChannelPolling
@@ -55,6 +56,8 @@ class Services:
     """The one inbound path: every channel's messages stored and turned into turns."""
     polling: ChannelPolling
     """Polls of channels that fetch their messages (IMAP mailboxes)."""
+    events: Events
+    """Events (stored, published live, sent to webhooks): ``await services.events.emit(...)``."""
     redis: Any | None = None
 
 
@@ -147,7 +150,8 @@ async def open_services(
             inbound = Inbound(
                 store=store, host=host, runner=runner, queue=queue, deliveries=deliveries, bindings=bindings
             )
-            closeables += [inbound.close, queue.close]
+            events = Events(store, queue, redis=redis_client)
+            closeables += [inbound.close, queue.close, events.close]
             yield Services(
                 settings=settings,
                 host=host,
@@ -164,6 +168,7 @@ async def open_services(
                 inbound=inbound,
                 polling=ChannelPolling(inbound),
                 redis=redis_client,
+                events=events,
             )
     finally:
         for closeable in reversed(closeables):

@@ -19,6 +19,7 @@ from typing import Any
 
 from botloom.core.settings import Settings
 from botloom.runtime.delivery import RECOVER_CRON
+from botloom.runtime.events import RECOVER_CRON as WEBHOOKS_RECOVER_CRON
 from botloom.runtime.polling import POLL_CRON
 from botloom.runtime.queue import JobFunction, Kind, QueueOptions
 from botloom.runtime.retention import RETENTION_CRON, retention_jobs
@@ -31,7 +32,9 @@ async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator
     jobs: dict[Kind, dict[str, JobFunction]] = {"turns": services.inbound.jobs()}
     jobs["deliveries"] = services.deliveries.jobs()
     jobs["deliveries"] = {**jobs["deliveries"], **services.polling.jobs(), **retention_jobs(services)}
+    jobs["deliveries"] |= services.events.jobs()  # webhooks (runtime/events.py)
     cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON, "retention": RETENTION_CRON}
+    cron["webhooks_recover"] = WEBHOOKS_RECOVER_CRON
     async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:
         yield running
 

@@ -17,6 +17,8 @@ module                 repositories
 ``deliveries``         :class:`DeliveryRepository`, :class:`OutboundState`
 ``polls``              :class:`ChannelPollRepository`
 ``usage``              :class:`UsageRepository`
+``events``             :class:`EventRepository` (the events outbox)
+``webhooks``           :class:`WebhookRepository`
 =====================  ==========================================================
 
 :class:`Store` holds one of each over one database. Every name is importable from
@@ -39,10 +41,12 @@ from botloom.core.storage.repositories.base import (
 from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
+from botloom.core.storage.repositories.events import EventRepository
 from botloom.core.storage.repositories.messages import MessageRepository
 from botloom.core.storage.repositories.polls import ChannelPollRepository
 from botloom.core.storage.repositories.tenants import ApiKeyRepository, TenantRepository
 from botloom.core.storage.repositories.usage import UsageRepository
+from botloom.core.storage.repositories.webhooks import WebhookRepository
 
 
 class Store:
@@ -60,6 +64,8 @@ class Store:
         self.deliveries = DeliveryRepository(db)
         self.channel_polls = ChannelPollRepository(db)
         self.usage = UsageRepository(db)
+        self.events = EventRepository(db)
+        self.webhooks = WebhookRepository(db, cipher)
 
 
 __all__ = [
@@ -72,6 +78,7 @@ __all__ = [
     "Conflict",
     "ConversationRepository",
     "DeliveryRepository",
+    "EventRepository",
     "MessageRepository",
     "OutboundState",
     "PluginSettingRepository",
@@ -79,6 +86,7 @@ __all__ = [
     "Store",
     "TenantRepository",
     "UsageRepository",
+    "WebhookRepository",
     "as_uuid",
     "hash_api_key",
     "to_struct",
