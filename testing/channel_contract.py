@@ -6,10 +6,17 @@ the channel: build a valid request, a forged one and a malformed one, and find
 the replies the end user got (in the response, or at the provider's fake API).
 Every test of the contract then runs against that channel::
 
+    from botloom.testing import ChannelContract, ChannelDriver
+
     class TestMyChannel(ChannelContract):
         @pytest.fixture
         def driver(self) -> ChannelDriver:
             return MyDriver()
+
+The contract runs on the demo bot (``acme/support``, whose answer to "hello" is
+:data:`GREETING`) of the ``botloom_services`` fixture (botloom.testing's pytest
+plugin), with every installed plugin loaded: the driver's ``enable`` enables the
+channel for that bot through the API.
 
 The contract (DESIGN.md, "The path of one turn"):
 
@@ -38,6 +45,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from botloom.core.settings import Settings
 from botloom.runtime.delivery import RetryPolicy
@@ -46,7 +54,6 @@ from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from tests.helpers import api_client, disable
 
 GREETING = "Hello! How can I help you today?"
 FAST_QUEUE = QueueOptions(heartbeat=2, sweep_every=1, grace=1.0)
@@ -100,6 +107,21 @@ def fast_app(settings: Settings, services: Services) -> Any:
     return create_app(settings, services=services)
 
 
+def api_client(app: Any) -> httpx.AsyncClient:
+    """An HTTP client calling ``app`` in the test's own event loop (no lifespan: the app is given its services).
+
+    Litestar's ``AsyncTestClient`` runs the app on another event loop in a thread,
+    where the test's connection pools cannot be used.
+    """
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+async def disable(services: Services, demo: DemoInfo, plugin: str) -> None:
+    """Disable ``plugin`` for the demo bot."""
+    bot = demo.bot
+    await services.store.plugin_settings.put(bot.tenant_id, bot.id, plugin, enabled=False, config={}, secrets={})
+
+
 async def configure_twilio(client: httpx.AsyncClient, demo: DemoInfo, config: dict[str, object]) -> httpx.Response:
     """Enable the Twilio channel for the demo bot with ``config``, through the API."""
     return await client.put(
@@ -130,7 +152,7 @@ class ChannelDriver(abc.ABC):
     async def send_malformed(self, ctx: ContractContext) -> Outcome:
         """Send a request with valid credentials whose body is not the channel's format."""
 
-    async def delivered(self, ctx: ContractContext, count: int, timeout: float = 30.0) -> list[str]:
+    async def delivered(self, ctx: ContractContext, count: int, timeout: float = 30.0) -> list[str]:  # noqa: ASYNC109
         """Replies the end user got through the provider (push channels): wait for ``count`` of them."""
         raise NotImplementedError
 
@@ -139,7 +161,7 @@ class ChannelDriver(abc.ABC):
         raise NotImplementedError
 
 
-async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "the condition") -> None:
+async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "the condition") -> None:  # noqa: ASYNC109
     """Poll ``await predicate()`` until it is true."""
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -151,10 +173,15 @@ async def wait_until(predicate: Any, timeout: float = 30.0, what: str = "the con
 class ChannelContract:
     """The tests every channel passes; subclasses provide the ``driver`` fixture."""
 
-    @pytest.fixture
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+    """Async tests, in a project with pytest-asyncio's strict mode too."""
+
+    @pytest_asyncio.fixture
     async def ctx(
-        self, settings: Settings, services: Services, demo: DemoInfo, driver: ChannelDriver
+        self, botloom_settings: Settings, botloom_services: Services, botloom_demo: DemoInfo, driver: ChannelDriver
     ) -> AsyncIterator[ContractContext]:
+        """The app on the services, with the channel enabled for the demo bot by the driver."""
+        settings, services, demo = botloom_settings, botloom_services, botloom_demo
         app = fast_app(settings, services)
         async with api_client(app) as client:
             context = ContractContext(services=services, demo=demo, client=client, app=app)
@@ -163,9 +190,11 @@ class ChannelContract:
 
     @staticmethod
     def mid() -> str:
+        """A fresh message id."""
         return f"m-{uuid.uuid4().hex[:12]}"
 
     async def test_answers_a_valid_request(self, ctx: ContractContext, driver: ChannelDriver) -> None:
+        """Answers a valid request."""
         async with ctx.workers():
             outcome = await driver.send(ctx, "hello", message_id=self.mid())
             assert 200 <= outcome.status < 300, outcome
@@ -178,6 +207,7 @@ class ChannelContract:
     async def test_refuses_forged_requests_and_stores_nothing(
         self, ctx: ContractContext, driver: ChannelDriver
     ) -> None:
+        """Refuses forged requests and stores nothing."""
         outcome = await driver.send(ctx, "hello", message_id=self.mid(), forged=True)
         assert outcome.status in (401, 403), outcome
         assert await ctx.transcript() == []
@@ -185,6 +215,7 @@ class ChannelContract:
     async def test_refuses_malformed_requests_and_stores_nothing(
         self, ctx: ContractContext, driver: ChannelDriver
     ) -> None:
+        """Refuses malformed requests and stores nothing."""
         outcome = await driver.send_malformed(ctx)
         assert 400 <= outcome.status < 500, outcome
         assert await ctx.transcript() == []
@@ -192,14 +223,16 @@ class ChannelContract:
     async def test_refuses_unknown_bots_and_bots_without_the_channel(
         self, ctx: ContractContext, driver: ChannelDriver
     ) -> None:
+        """Refuses unknown bots and bots without the channel."""
         unknown = await driver.send(ctx, "hello", message_id=self.mid(), bot="acme/nobody")
         assert unknown.status == 404, unknown
-        await disable(ctx.services, ctx.demo.bot, ctx.services.host.registry.owner("channel", driver.channel) or "")
+        await disable(ctx.services, ctx.demo, ctx.services.host.registry.owner("channel", driver.channel) or "")
         disabled = await driver.send(ctx, "hello", message_id=self.mid())
         assert disabled.status in (403, 404), disabled
         assert await ctx.transcript() == []
 
     async def test_stores_the_message_before_it_answers(self, ctx: ContractContext, driver: ChannelDriver) -> None:
+        """Stores the message before it answers."""
         outcome = await driver.send(ctx, "hello", message_id=self.mid())
         assert 200 <= outcome.status < 300, outcome
         transcript = await ctx.transcript()
@@ -212,13 +245,15 @@ class ChannelContract:
             assert await driver.delivered(ctx, 1) == [GREETING], "the queued turn ran once a worker started"
 
     async def test_a_retried_request_runs_no_second_turn(self, ctx: ContractContext, driver: ChannelDriver) -> None:
+        """A retried request runs no second turn."""
         message_id = self.mid()
         async with ctx.workers():
             first = await driver.send(ctx, "hello", message_id=message_id)
             if driver.push:
                 await driver.delivered(ctx, 1)
             second = await driver.send(ctx, "hello", message_id=message_id)
-            assert 200 <= first.status < 300 and 200 <= second.status < 300, (first, second)
+            assert 200 <= first.status < 300, first
+            assert 200 <= second.status < 300, second
             assert second.replies == first.replies, "a retried request is answered like the first"
             if driver.push:
                 await asyncio.sleep(0.5)
@@ -227,12 +262,14 @@ class ChannelContract:
         assert [(d, t) for d, t, _ in transcript] == [("inbound", "hello"), ("outbound", GREETING)]
 
     async def test_delivers_through_the_queue_with_retries(self, ctx: ContractContext, driver: ChannelDriver) -> None:
+        """Delivers through the queue with retries."""
         if not driver.push:
             pytest.skip(f"the {driver.channel} channel answers in the response: nothing to retry")
         driver.fail_deliveries(ctx, 2)
         async with ctx.workers():
             outcome = await driver.send(ctx, "hello", message_id=self.mid())
-            assert 200 <= outcome.status < 300 and outcome.replies == [], outcome
+            assert 200 <= outcome.status < 300, outcome
+            assert outcome.replies == [], outcome
             assert await driver.delivered(ctx, 1) == [GREETING]
             await asyncio.sleep(0.5)
             assert await driver.delivered(ctx, 1) == [GREETING], "exactly one copy reached the end user"

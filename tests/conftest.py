@@ -214,3 +214,41 @@ def smtp() -> Iterator[RunningSmtp]:
     """A real SMTP server (aiosmtpd, no TLS, no login) that records what botloom sends."""
     with start_smtp("plain") as running:
         yield running
+
+
+# botloom.testing's pytest plugin (the plugin author's fixtures) on this suite's servers and deployment:
+# its fixtures that botloom's own tests reach (the channel contract, tests/test_testing_*.py) share them.
+@pytest.fixture(scope="session")
+def botloom_postgres_url(pg_server_url: str) -> str:
+    """The suite's PostgreSQL server, for botloom.testing."""
+    return pg_server_url
+
+
+@pytest.fixture
+def botloom_database_url(database_url: str) -> str:
+    """The test's own migrated database, for botloom.testing."""
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def botloom_openai_server(openai_server: ScriptedOpenAI) -> ScriptedOpenAI:
+    """The suite's scripted OpenAI server, for botloom.testing."""
+    return openai_server
+
+
+@pytest.fixture
+def botloom_settings(settings: Settings) -> Settings:
+    """The suite's test deployment settings, for botloom.testing."""
+    return settings
+
+
+@pytest.fixture
+def botloom_services(services: Services) -> Services:
+    """The suite's services (a test module may override ``services``), for the channel contract."""
+    return services
+
+
+@pytest.fixture
+def botloom_demo(demo: DemoInfo) -> DemoInfo:
+    """The suite's demo bot, for the channel contract."""
+    return demo

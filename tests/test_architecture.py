@@ -22,10 +22,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "core": ("botloom.core",),
     "graphs": ("botloom.core", "botloom.graphs"),
     "runtime": ("botloom.core", "botloom.graphs", "botloom.runtime"),
-    "channels": ("botloom", "botloom.channels", "botloom.testing"),
-    "plugins": ("botloom", "botloom.plugins", "botloom.testing"),
+    "channels": ("botloom", "botloom.channels"),
+    "plugins": ("botloom", "botloom.plugins"),
     # Everything but the built-in channels and plugins: the server names no plugin.
     "server": ("botloom.core", "botloom.graphs", "botloom.runtime", "botloom.server"),
+    # Plugin authors' fixtures and conformance suites: they may use everything; nothing of botloom imports them.
+    "testing": ("botloom",),
 }
 # The public API's own modules: what ``from botloom import X`` reaches.
 PUBLIC = {"botloom"}
@@ -94,6 +96,10 @@ def test_the_checker_catches_a_wrong_arrow(tmp_path: Path) -> None:
     assert allowed("channels", "botloom")
     assert allowed("server", "botloom.runtime.services")
     assert not allowed("server", "botloom.channels.rest")
+    assert not allowed("server", "botloom.testing.harness")
+    assert not allowed("channels", "botloom.testing")
+    assert not allowed("runtime", "botloom.testing")
+    assert allowed("testing", "botloom.server.app")
 
 
 def test_every_package_folder_is_packaged() -> None:

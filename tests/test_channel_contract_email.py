@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
+from botloom.testing.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
 from tests.email_client import BOT_ADDRESS, USER, email_config, post_mail, raw_mail
 from tests.mailservers import RunningSmtp
 

@@ -38,7 +38,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
-from tests.channel_contract import GREETING, ChannelContract, ChannelDriver, ContractContext, Outcome
+from botloom.testing.channel_contract import GREETING, ChannelContract, ChannelDriver, ContractContext, Outcome
 from tests.helpers import api_client, host_with
 
 SECRET = "a-fax-secret-of-16+"

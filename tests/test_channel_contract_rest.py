@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
+from botloom.testing.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
 
 
 class RestDriver(ChannelDriver):

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
+from botloom.testing.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config, twiml_replies
 
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
+from botloom.testing.channel_contract import ChannelContract, ChannelDriver, ContractContext, Outcome
 
 CLOSE_TO_STATUS = {4403: 403, 4404: 404}
 
