@@ -37,7 +37,19 @@ safe for ``async`` plugins and for plugins that misbehave like this:
   loaded first (see :meth:`PluginHost.collect`).
 * ``BOTLOOM_TRACE_PLUGINS=1`` (:attr:`PluginHost.trace`) logs every
   implementation's call (plugin, hook, time, outcome) and every hook call
-  (through pluggy's ``add_hookcall_monitoring``).
+  (through pluggy's ``add_hookcall_monitoring``: the hook, its arguments
+  summarized, the plugins in call order, time, result).
+
+Versions: a plugin states the botloom versions it supports as its
+distribution's requirement on ``botloom`` (``botloom>=0.1,<0.3`` in its
+``pyproject.toml``). pip enforces it, but a plugin installed with ``--no-deps``,
+editable, or before an upgrade of botloom may still be on the path: discovery
+refuses (does not import) a plugin whose specifier excludes the running
+botloom, records a ``version`` problem naming both, and loads the others.
+botloom's own plugins are exempt. A hook specification marked with pluggy's
+``warn_on_impl`` or ``warn_on_impl_args`` (a deprecated hook or argument)
+warns when a plugin implementing it registers: the warning is logged, kept in
+the plugin's :class:`PluginInfo` and issued again at the plugin's own function.
 
 Called directly, outside the host (``host.pm.hook.on_turn_end(turn=...)``), an
 adapter simply calls the plugin's function and returns what it returns.
@@ -51,6 +63,7 @@ import functools
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +72,10 @@ from typing import Any, Literal
 
 import msgspec
 import pluggy
+from packaging.markers import Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from botloom.core import hookspecs
 from botloom.core.aio import await_me_maybe
@@ -104,13 +121,24 @@ class PluginProblem(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
+PluginStatus = Literal["loaded", "refused", "failed"]
+
+
 class PluginInfo(msgspec.Struct, kw_only=True):
     """What ``botloom plugins list`` shows about one plugin."""
 
     name: str
+    status: PluginStatus = "loaded"
+    """``loaded``; ``refused`` (its supported botloom versions exclude the running one: not imported);
+    ``failed`` (it could not be imported or pluggy refused it). See the plugin's problems for why."""
     version: str | None = None
     source: str
     """``builtin``, the distribution it came from (``pip:my-plugin``), or ``registered`` in code."""
+    distribution: str | None = None
+    """The distribution that declares it (``botloom`` for the built-ins); ``None`` for one registered in code."""
+    supports: str | None = None
+    """The botloom versions it supports: its distribution's specifier on ``botloom`` (``>=0.1,<0.3``);
+    ``""`` for any version, ``None`` when it declares no requirement on botloom (or is built in)."""
     module: str
     hooks: list[str] = []
     kinds: list[Kind] = []
@@ -120,6 +148,8 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     graphs: list[str] = []
     migrations: list[str] = []
     configurable: bool = False
+    warnings: list[str] = []
+    """Deprecation warnings its hook implementations raised at registration (pluggy's ``warn_on_impl``)."""
 
 
 class HookResults(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +189,62 @@ class Registry:
         return self.owners.get((kind, name))
 
 
+def running_version() -> str:
+    """The version of the botloom that is running (its installed distribution's metadata)."""
+    try:
+        return metadata.version(PROJECT_NAME)
+    except metadata.PackageNotFoundError:  # a bare checkout on sys.path, not installed
+        return "0"
+
+
+def supported_versions(dist: metadata.Distribution | None) -> str | None:
+    """The specifier on ``botloom`` of a distribution's requirements (``>=0.1,<0.3``).
+
+    Requirements that apply only to an extra (``botloom[...]; extra == "test"``) or
+    to another Python do not count; several that apply are combined. ``""`` means
+    any version; ``None``, that the distribution does not require botloom at all.
+    """
+    if dist is None:
+        return None
+    combined: SpecifierSet | None = None
+    for line in dist.requires or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue  # not readable, so not one pip enforces either
+        if canonicalize_name(requirement.name) != PROJECT_NAME:
+            continue
+        if requirement.marker is not None and not _applies(requirement.marker):
+            continue
+        combined = requirement.specifier if combined is None else combined & requirement.specifier
+    return None if combined is None else str(combined)
+
+
+def _applies(marker: Marker) -> bool:
+    """Whether a requirement's marker holds here for a plain install (no extra)."""
+    try:
+        return marker.evaluate({"extra": ""})
+    except Exception:  # noqa: BLE001 - an unreadable marker: count the requirement, as the safer side
+        return True
+
+
+def version_refusal(supports: str | None, running: str) -> str | None:
+    """Why a plugin supporting ``supports`` cannot load on botloom ``running``; ``None`` when it can.
+
+    A pre-release or development build of botloom counts as its version (``0.2.0.dev1``
+    satisfies ``>=0.1``), so a checkout of the next release still loads the plugins.
+    """
+    if not supports:
+        return None
+    try:
+        specifier = SpecifierSet(supports)
+    except ValueError:
+        return f"its requirement on botloom ({supports!r}) cannot be read: not loaded"
+    if specifier.contains(running, prereleases=True):
+        return None
+    return f"supports botloom{supports}, but botloom {running} is running: not loaded"
+
+
 def create_plugin_manager() -> pluggy.PluginManager:
     """A fresh pluggy manager with botloom's hook specifications and nothing registered."""
     pm = pluggy.PluginManager(PROJECT_NAME)
@@ -178,6 +264,10 @@ class PluginHost:
         self.registry = Registry()
         self.problems: list[PluginProblem] = []
         self.infos: dict[str, PluginInfo] = {}
+        """The plugins that loaded."""
+        self.unloaded: dict[str, PluginInfo] = {}
+        """Plugins discovered but not loaded: ``refused`` for their botloom versions, or ``failed``."""
+        self.botloom_version = running_version()
         self.config_schemas: dict[str, type[msgspec.Struct] | None] = {}
         self.hook_timeout = hook_timeout
         self._collected = False
@@ -194,15 +284,24 @@ class PluginHost:
 
     @classmethod
     def discover(
-        cls, *, allow: Iterable[str] | None = None, block: Iterable[str] = (), trace: bool = False
+        cls,
+        *,
+        allow: Iterable[str] | None = None,
+        block: Iterable[str] = (),
+        trace: bool = False,
+        botloom_version: str | None = None,
     ) -> PluginHost:
         """Load every plugin of the ``botloom`` entry-point group.
 
         ``allow`` (``BOTLOOM_PLUGINS``) restricts loading to those names plus the
         essential built-ins; ``block`` names plugins never to load; ``trace``
-        (``BOTLOOM_TRACE_PLUGINS``) logs every hook call.
+        (``BOTLOOM_TRACE_PLUGINS``) logs every hook call. A plugin whose
+        distribution's specifier on ``botloom`` excludes the running version
+        (``botloom_version``, default: the installed one) is refused, not imported.
         """
         host = cls(trace=trace)
+        if botloom_version is not None:
+            host.botloom_version = botloom_version
         allowed = None if allow is None else set(allow) | ESSENTIAL_PLUGINS
         blocked = set(block)
         seen: dict[str, str] = {}
@@ -222,13 +321,30 @@ class PluginHost:
                     )
                 continue
             seen[ep.name] = source
-            version = dist.version if dist is not None else None
+            info = PluginInfo(
+                name=ep.name,
+                version=dist.version if dist is not None else None,
+                source=source,
+                distribution=dist_name,
+                supports=None if source == "builtin" else supported_versions(dist),
+                module=ep.value,
+            )
+            refusal = version_refusal(info.supports, host.botloom_version)
+            if refusal is not None:
+                host._problem(ep.name, "version", refusal)
+                host.unloaded[ep.name] = msgspec.structs.replace(info, status="refused")
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's problem
                 host._problem(ep.name, "import", f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}")
+                host.unloaded[ep.name] = msgspec.structs.replace(info, status="failed")
                 continue
-            host.register(plugin, ep.name, source=source, version=version)
+            if not host.register(plugin, ep.name, source=source, version=info.version):
+                host.unloaded[ep.name] = msgspec.structs.replace(info, status="failed")
+                continue
+            host.infos[ep.name].distribution = info.distribution
+            host.infos[ep.name].supports = info.supports
         return host
 
     def register(self, plugin: object, name: str, *, source: str = "registered", version: str | None = None) -> bool:
@@ -236,6 +352,9 @@ class PluginHost:
 
         Returns ``False``, with a problem recorded, when pluggy refuses it (a hook
         implemented with arguments the specification does not have, a taken name).
+        A deprecated hook or argument it implements (pluggy's ``warn_on_impl``,
+        ``warn_on_impl_args``) is logged, listed in its :class:`PluginInfo` and warned
+        again at the plugin's own function.
         """
         if self._collected:
             raise RuntimeError("register plugins before collect()")
@@ -245,7 +364,9 @@ class PluginHost:
                 if registered is plugin:
                     raise ValueError(f"this plugin object is already registered as {other!r}")
             adapted = self._adapt(plugin, name)
-            self.pm.register(adapted, name=name)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.pm.register(adapted, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             self._problem(name, "register", str(exc))
             return False
@@ -261,7 +382,12 @@ class PluginHost:
             source=source,
             module=getattr(plugin, "__name__", type(plugin).__name__),
             hooks=hooks,
+            warnings=[str(warning.message) for warning in caught],
         )
+        for warning in caught:
+            logger.warning("plugin %s: %s", name, warning.message)
+        for warning in caught:
+            _warn_at_plugin(warning, adapted, self.pm.get_hookcallers(adapted) or [])
         return True
 
     def unregister(self, name: str) -> None:
@@ -437,6 +563,8 @@ class PluginHost:
     @trace.setter
     def trace(self, on: bool) -> None:
         if on and self._untrace is None:
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)  # the setting asks for these lines: a quieter log level keeps them
             self._untrace = self.pm.add_hookcall_monitoring(self._trace_before, self._trace_after)
         elif not on and self._untrace is not None:
             self._untrace()
@@ -458,7 +586,7 @@ class PluginHost:
             result = f"raised {type(outcome.exception).__name__}: {outcome.exception}"
         else:
             result = _describe(outcome.get_result())
-        logger.info("hook %s: called %s in %.2f ms: %s", hook_name, order, ms, result)
+        logger.info("hook %s(%s): called %s in %.2f ms: %s", hook_name, _summarize_arguments(kwargs), order, ms, result)
 
     async def call(
         self, hook_name: str, arguments: Mapping[str, Any], *, plugins: Iterable[str] | None = None
@@ -869,6 +997,50 @@ def _describe(result: object) -> str:
     if isinstance(result, (list, tuple)):
         return f"returned {len(result)} result{'' if len(result) == 1 else 's'}"
     return f"returned {type(result).__name__}"
+
+
+def _summarize_arguments(arguments: Mapping[str, object]) -> str:
+    """The arguments of a hook call for the trace: names and kinds, never an end user's words."""
+    return ", ".join(f"{name}={_summarize(value)}" for name, value in arguments.items())
+
+
+def _summarize(value: object) -> str:
+    """One argument in a few words: its type and what identifies it (a name, a channel), sizes of the rest."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        return f"{type(value).__name__}[{len(value)}]"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"{type(value).__name__}[{len(value)}]"
+    details = []
+    for attribute in ("name", "slug", "channel", "intent"):
+        found = getattr(value, attribute, None)
+        if isinstance(found, str) and found:
+            details.append(f"{attribute}={found}")
+    text = getattr(value, "text", None)
+    if isinstance(text, str):
+        details.append(f"text[{len(text)}]")
+    return f"{type(value).__name__}({', '.join(details)})" if details else type(value).__name__
+
+
+def _warn_at_plugin(warning: warnings.WarningMessage, adapted: _Adapted, callers: Iterable[pluggy.HookCaller]) -> None:
+    """Warn again, at the plugin's own function (pluggy points at the host's adapter of it)."""
+    filename, lineno = warning.filename, warning.lineno
+    for caller in callers:
+        spec = caller.spec
+        if spec is None:
+            continue
+        deprecations = [spec.warn_on_impl, *(spec.warn_on_impl_args or {}).values()]
+        if not any(warning.message is deprecation for deprecation in deprecations):
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not adapted:
+                continue
+            code = getattr(inspect.unwrap(impl.function), "__code__", None)
+            if code is not None:
+                filename, lineno = code.co_filename, code.co_firstlineno
+        break
+    warnings.warn_explicit(warning.message, warning.category, filename, lineno)
 
 
 def _builtins_first(ep: metadata.EntryPoint) -> tuple[bool, str]:

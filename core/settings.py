@@ -61,7 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     block_plugins: str = ""
     """Comma-separated plugins never to load."""
     trace_plugins: bool = False
-    """Log every hook call (plugin, hook, time taken, outcome) at INFO level."""
+    """Log every hook call at INFO level: each implementation's (plugin, hook, time taken, outcome) and each
+    call's (hook, its arguments summarized, plugins in call order, time taken, result)."""
     public_url: str | None = None
     """The URL end users and providers reach this server at (behind a proxy); used for webhook
     signatures and links."""

@@ -78,32 +78,51 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
-    """List installed plugins, what they register, and loading problems."""
+    """List installed plugins: version, supported botloom versions, hooks, what they register, problems."""
     import msgspec
 
     from botloom.core.host import PluginHost
 
     settings = _settings()
-    host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list).collect_sync()
-    infos = [host.infos[name] for name in host.plugin_names]
+    host = PluginHost.discover(
+        allow=settings.plugin_allow_list, block=settings.plugin_block_list, trace=settings.trace_plugins
+    ).collect_sync()
+    infos = sorted([*host.infos.values(), *host.unloaded.values()], key=lambda info: info.name)
+    listed = {info.name for info in infos}
     if args.json:
-        payload = {"plugins": msgspec.to_builtins(infos), "problems": msgspec.to_builtins(host.problems)}
+        plugins = []
+        for info in infos:
+            entry = msgspec.to_builtins(info)
+            schema = host.config_schema(info.name) if info.status == "loaded" else None
+            entry["config_schema"] = msgspec.json.schema(schema) if schema is not None else None
+            entry["problems"] = [msgspec.to_builtins(p) for p in host.problems if p.plugin == info.name]
+            plugins.append(entry)
+        payload = {"botloom": host.botloom_version, "plugins": plugins, "problems": msgspec.to_builtins(host.problems)}
         print(json.dumps(payload, indent=2))
         return EXIT_OK
-    rows = [("NAME", "VERSION", "SOURCE", "KINDS", "PROVIDES")]
+    print(f"botloom {host.botloom_version}")
     for info in infos:
-        provides = ", ".join(
-            [f"channel:{n}" for n in info.channels]
-            + [f"tool:{n}" for n in info.tools]
-            + [f"intent:{n}" for n in info.intents]
-            + [f"graph:{n}" for n in info.graphs]
-        )
-        rows.append((info.name, info.version or "-", info.source, ",".join(info.kinds) or "-", provides or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+        supports = "any botloom" if info.supports == "" else f"botloom{info.supports}" if info.supports else "-"
+        print(f"{info.name}  {info.version or '-'}  {info.source}  {info.status}  supports {supports}")
+        details = [
+            ("hooks", info.hooks),
+            ("channels", info.channels),
+            ("tools", info.tools),
+            ("intents", info.intents),
+            ("graphs", info.graphs),
+            ("migrations", info.migrations),
+            ("config", ["yes"] if info.configurable else []),
+            ("deprecated", info.warnings),
+        ]
+        for label, values in details:
+            if values:
+                print(f"  {label}: {', '.join(values)}")
+        for problem in host.problems:
+            if problem.plugin == info.name:
+                print(f"  problem: {problem.stage}: {problem.message}")
     for problem in host.problems:
-        print(f"problem: plugin {problem.plugin}: {problem.stage}: {problem.message}", file=sys.stderr)
+        if problem.plugin not in listed:
+            print(f"problem: plugin {problem.plugin}: {problem.stage}: {problem.message}")
     return EXIT_OK
 
 

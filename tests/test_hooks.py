@@ -414,7 +414,8 @@ async def test_tracing_logs_every_implementation_and_every_call(caplog: pytest.L
         rf"plugin masker: hook moderate_message: returned InboundMessage{took}",
         rf"plugin raiser: hook moderate_message: raised ValueError: moderation exploded{took}",
         rf"plugin hanger: hook moderate_message: timed out{took}",
-        rf"hook moderate_message: called hanger, raiser, masker{took}: returned 1 result",
+        rf"hook moderate_message\(message=InboundMessage\(.*\), bot=Bot\(.*\)\): called hanger, raiser, masker{took}: "
+        r"returned 1 result",
     ]:
         assert any(re.fullmatch(expected, line) for line in lines), (expected, lines)
 
@@ -438,7 +439,7 @@ async def test_tracing_covers_the_start_up_hooks_and_wrappers(caplog: pytest.Log
     lines = traced(caplog)
     assert any(re.match(r"plugin good: hook register_tools: returned 1 result in ", line) for line in lines), lines
     assert any(re.match(r"plugin watch: hook register_tools: wrapped the call in ", line) for line in lines), lines
-    assert any(line.startswith("hook plugin_config_schema: called no implementation") for line in lines), lines
+    assert any(line.startswith("hook plugin_config_schema(): called no implementation") for line in lines), lines
 
 
 def test_the_trace_setting_is_read_and_handed_to_discovery() -> None:

@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,11 +127,19 @@ class FakeSite:
         (self.root / f"{module}.py").write_text(source, encoding="utf-8")
         return module
 
-    def distribution(self, name: str, entry_points: Mapping[str, str], version: str = "1.0") -> None:
-        """Declare a distribution with ``[botloom]`` entry points ``plugin name -> module``."""
+    def distribution(
+        self, name: str, entry_points: Mapping[str, str], version: str = "1.0", requires: Sequence[str] = ()
+    ) -> None:
+        """Declare a distribution with ``[botloom]`` entry points ``plugin name -> module``.
+
+        ``requires`` are its ``Requires-Dist`` lines (``botloom>=0.1,<1``), as pip writes them.
+        """
         info = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+        requirements = "".join(f"Requires-Dist: {line}\n" for line in requires)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requirements}", encoding="utf-8"
+        )
         lines = "".join(f"{plugin_name} = {target}\n" for plugin_name, target in entry_points.items())
         (info / "entry_points.txt").write_text(f"[botloom]\n{lines}", encoding="utf-8")
 
@@ -194,11 +202,15 @@ def test_plugins_list_table_shows_kinds_and_honours_the_allow_list(tmp_path: Pat
     env = botloom_env({"BOTLOOM_PLUGINS": "smalltalk, demo_shop", "BOTLOOM_BLOCK_PLUGINS": "demo_shop"})
     result = run_botloom("plugins", "list", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:] if line.strip()}
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("botloom ")
+    rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip() and not line.startswith(" ")}
     assert set(rows) == {"smalltalk", "turn"}
-    assert rows["smalltalk"][2:4] == ["builtin", "intent"]
-    assert rows["turn"][2:4] == ["builtin", "graph,migration"]
-    assert "intent:greeting" in result.stdout
+    assert rows["smalltalk"][2:4] == ["builtin", "loaded"]
+    assert rows["turn"][2:4] == ["builtin", "loaded"]
+    block = "\n".join(lines[lines.index(next(line for line in lines if line.startswith("smalltalk "))) :])
+    assert "\n  hooks: register_intents\n  intents: greeting, thanks, goodbye" in block
+    assert "  graphs: turn" in result.stdout
 
 
 async def test_a_pip_plugin_is_discovered_with_its_distribution(site: FakeSite) -> None:
