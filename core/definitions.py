@@ -73,6 +73,10 @@ class ToolContext(msgspec.Struct, frozen=True, kw_only=True):
     search_knowledge: Callable[[str, int], Awaitable[list[Any]]] | None = None
     """Search the calling bot's knowledge base: ``await context.search_knowledge(query, limit)``
     returns passages (``document``, ``title``, ``text``, ``score``), best first."""
+    dry_run: bool = False
+    """True when the turn is a debug run (a fork or a replay of a conversation, see ``docs/debugger-actions.md``):
+    nothing it produces reaches the end user, so a tool with side effects (booking, refunding, e-mailing) should
+    describe what it would do instead of doing it."""
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,6 +43,8 @@ class TurnContext:
     passages: int = 3
     record_usage: UsageFn | None = None
     tool_timeout: float = 10.0
+    dry_run: bool = False
+    """A debug run (a fork or a replay): nothing reaches the end user, and tools see ``ToolContext.dry_run``."""
 
     def config_for_tool(self, tool: str) -> Mapping[str, Any]:
         """The bot's config of the plugin that registered ``tool``."""

@@ -45,6 +45,7 @@ async def run_tool(ctx: TurnContext, name: str, arguments: dict[str, Any], call_
         config=ctx.config_for_tool(name),
         idempotency_key=call_key,
         search_knowledge=ctx.search,
+        dry_run=ctx.dry_run,
     )
     timeout = min(tool.timeout, ctx.tool_timeout)
     try:

@@ -11,6 +11,7 @@ from litestar.types import ControllerRouterHandler
 
 from botloom.server.api.bots import BotController, TenantBotController
 from botloom.server.api.conversations import BotConversationController, ConversationController
+from botloom.server.api.debug import DEBUG_HANDLERS
 from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
 from botloom.server.api.plugins import PluginController
@@ -25,6 +26,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     KnowledgeController,
     BotConversationController,
     ConversationController,
+    *DEBUG_HANDLERS,
 ]
 
 __all__ = ["API_HANDLERS"]

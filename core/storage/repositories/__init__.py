@@ -19,6 +19,7 @@ module                 repositories
 ``usage``              :class:`UsageRepository`
 ``events``             :class:`EventRepository` (the events outbox)
 ``webhooks``           :class:`WebhookRepository`
+``inspection``         :class:`InspectionRepository` (the debugger's reads)
 =====================  ==========================================================
 
 :class:`Store` holds one of each over one database. Every name is importable from
@@ -42,6 +43,7 @@ from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRe
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
 from botloom.core.storage.repositories.events import EventRepository
+from botloom.core.storage.repositories.inspection import InspectionRepository
 from botloom.core.storage.repositories.messages import MessageRepository
 from botloom.core.storage.repositories.polls import ChannelPollRepository
 from botloom.core.storage.repositories.tenants import ApiKeyRepository, TenantRepository
@@ -66,6 +68,7 @@ class Store:
         self.usage = UsageRepository(db)
         self.events = EventRepository(db)
         self.webhooks = WebhookRepository(db, cipher)
+        self.inspection = InspectionRepository(db)
 
 
 __all__ = [
@@ -79,6 +82,7 @@ __all__ = [
     "ConversationRepository",
     "DeliveryRepository",
     "EventRepository",
+    "InspectionRepository",
     "MessageRepository",
     "OutboundState",
     "PluginSettingRepository",
