@@ -57,20 +57,69 @@ class _Edge:
     conditional: bool
 
 
-def draw_svg(graph: Any) -> str:
-    """An SVG document of a LangGraph drawable graph (``compiled.get_graph()``): its nodes, edges and labels."""
+HIGHLIGHT = "#e8590c"
+"""Colour of the nodes and edges of a highlighted path (a turn's)."""
+
+
+def _parts(graph: Any) -> tuple[dict[str, str], list[_Edge]]:
     names = {str(node_id): str(getattr(node, "name", node_id)) for node_id, node in graph.nodes.items()}
     edges = [
         _Edge(str(e.source), str(e.target), "" if e.data is None else str(e.data), bool(e.conditional))
         for e in graph.edges
     ]
-    return _Layout(names, edges).svg()
+    return names, edges
+
+
+def path_edges(path: Sequence[str], names: dict[str, str], edges: Sequence[_Edge]) -> set[tuple[str, str]]:
+    """The edges a run took: from ``__start__`` through ``path`` in order (and on to ``__end__`` if it goes there)."""
+    if not path:
+        return set()
+    taken = {(a, b) for a, b in itertools.pairwise(["__start__", *path])}
+    existing = {(e.source, e.target) for e in edges}
+    if (path[-1], "__end__") in existing and not any(
+        e.source == path[-1] and e.target != "__end__" and not e.conditional for e in edges
+    ):
+        taken.add((path[-1], "__end__"))
+    return {edge for edge in taken if edge in existing and edge[0] in names and edge[1] in names}
+
+
+def draw_svg(graph: Any, path: Sequence[str] = ()) -> str:
+    """An SVG document of a LangGraph drawable graph (``compiled.get_graph()``): its nodes, edges and labels.
+
+    ``path`` (the nodes a turn ran, in order) is drawn highlighted: its nodes and the edges between them
+    get the class ``on-path`` and the colour :data:`HIGHLIGHT`.
+    """
+    names, edges = _parts(graph)
+    return _Layout(names, edges, path).svg()
+
+
+def graph_json(graph: Any, path: Sequence[str] = ()) -> dict[str, Any]:
+    """The graph's nodes and edges as JSON types, each marked whether ``path`` took it."""
+    names, edges = _parts(graph)
+    taken = path_edges(path, names, edges)
+    on = set(path) | ({"__start__"} if path else set()) | {t for _, t in taken}
+    return {
+        "nodes": [{"id": node, "name": name, "on_path": node in on} for node, name in names.items()],
+        "edges": [
+            {
+                "source": e.source,
+                "target": e.target,
+                "label": e.label,
+                "conditional": e.conditional,
+                "on_path": (e.source, e.target) in taken,
+            }
+            for e in edges
+        ],
+        "path": list(path),
+    }
 
 
 class _Layout:
-    def __init__(self, names: dict[str, str], edges: Sequence[_Edge]) -> None:
+    def __init__(self, names: dict[str, str], edges: Sequence[_Edge], path: Sequence[str] = ()) -> None:
         self.names = names
         self.edges = [e for e in edges if e.source in names and e.target in names]
+        self.taken = path_edges(path, names, self.edges)
+        self.on_path = (set(path) | {s for s, _ in self.taken} | {t for _, t in self.taken}) & set(names)
         self.loops = [e for e in self.edges if e.source == e.target]
         self.reversed = _back_edges(list(names), [(e.source, e.target) for e in self.edges if e not in self.loops])
         self.slots: dict[Hashable, _Slot] = {
@@ -182,7 +231,9 @@ class _Layout:
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="{FONT_SIZE}">',
             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-            'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>',
+            'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker>'
+            '<marker id="arrow-on" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" '
+            f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{HIGHLIGHT}"/></marker></defs>',
             '<rect width="100%" height="100%" fill="#fff"/>',
         ]
         parts.extend(self._edge(edge) for edge in self.edges)
@@ -195,16 +246,22 @@ class _Layout:
         x, y = slot.x - slot.width / 2, self._y(node) - NODE_HEIGHT / 2
         radius = NODE_HEIGHT / 2 if node in TERMINALS else 6
         fill = "#bfb6fc" if node == "__end__" else "#fff" if node == "__start__" else "#f2f0ff"
+        on = node in self.on_path
+        stroke = f'stroke="{HIGHLIGHT}" stroke-width="3"' if on else 'stroke="#9370db"'
+        fill = "#ffe8d9" if on and node not in TERMINALS else fill
         return (
-            f'<g class="node" id={quoteattr("node-" + node)}><title>{escape(node)}</title>'
+            f'<g class="node{" on-path" if on else ""}" id={quoteattr("node-" + node)} '
+            f"data-node={quoteattr(node)}><title>{escape(node)}</title>"
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot.width:.1f}" height="{NODE_HEIGHT:.1f}" rx="{radius:.1f}" '
-            f'fill="{fill}" stroke="#9370db"/>'
+            f'fill="{fill}" {stroke}/>'
             f'<text x="{slot.x:.1f}" y="{self._y(node):.1f}" text-anchor="middle" dominant-baseline="central">'
             f"{escape(label)}</text></g>"
         )
 
     def _edge(self, edge: _Edge) -> str:
         dash = ' stroke-dasharray="6 4"' if edge.conditional else ""
+        on = (edge.source, edge.target) in self.taken
+        colour, width, marker = (HIGHLIGHT, "3", "arrow-on") if on else ("#333", "1.4", "arrow")
         title = f"<title>{escape(edge.source)} → {escape(edge.target)}</title>"
         if edge in self.loops:
             slot = self.slots[edge.source]
@@ -230,8 +287,10 @@ class _Layout:
             else ""
         )
         return (
-            f'<g class="edge">{title}<path d="{path}" fill="none" stroke="#333" stroke-width="1.4"{dash} '
-            f'marker-end="url(#arrow)"/>{label}</g>'
+            f'<g class="edge{" on-path" if on else ""}" data-source={quoteattr(edge.source)} '
+            f"data-target={quoteattr(edge.target)}>{title}"
+            f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{width}"{dash} '
+            f'marker-end="url(#{marker})"/>{label}</g>'
         )
 
 

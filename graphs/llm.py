@@ -179,6 +179,9 @@ class LLMEngine:
                 + (json.dumps(r.get("result"), default=str) if r.get("ok") else f"failed: {r.get('error')}")
                 for r in results
             )
+        note = state.get("agent_note")
+        if note:  # the agent desk: the person who handed the conversation back left this for the bot
+            parts.append(f"A human agent handled this conversation and handed it back to you with this note:\n{note}")
         parts.append("If you cannot help, say so briefly and offer to connect the user with a person.")
         return "\n\n".join(parts)
 

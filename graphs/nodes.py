@@ -134,10 +134,12 @@ async def respond(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
 async def escalate(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     """Hand the conversation to a person: pause until an agent answers or hands it back.
 
-    The pause is a LangGraph ``interrupt``; the agent's action resumes it with
-    ``Command(resume={"action": "reply" | "handback", "text": ..., "agent": ...})``.
-    A reply keeps the conversation with the agent (the graph pauses again);
-    a hand-back returns it to the bot.
+    The pause is a LangGraph ``interrupt`` whose value carries the reason, the notice and a
+    :func:`summary` for the agent; the agent's action resumes it with
+    ``Command(resume={"action": "reply" | "handback", "text": ..., "agent": ..., "note": ...})``.
+    A reply keeps the conversation with the agent (the graph pauses again); a hand-back
+    returns it to the bot, keeping the agent's note in the state (``agent_note``) for the
+    turns that follow.
     """
     began = time.perf_counter()
     ctx = runtime.context
@@ -145,16 +147,14 @@ async def escalate(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     notice = (intent.answer if intent is not None and intent.escalate and intent.answer else None) or (
         DEFAULT_ESCALATION_NOTICE
     )
+    reason = state.get("escalation_reason") or "the user asked for a person"
     decision = interrupt(
-        {
-            "reason": state.get("escalation_reason") or "the user asked for a person",
-            "notice": notice,
-            "conversation_id": ctx.conversation_id,
-        }
+        {"reason": reason, "notice": notice, "conversation_id": ctx.conversation_id, "summary": summary(state, reason)}
     )
     action = decision.get("action", "reply") if isinstance(decision, dict) else "reply"
     text = str(decision.get("text") or "") if isinstance(decision, dict) else str(decision)
     agent = decision.get("agent", "agent") if isinstance(decision, dict) else "agent"
+    note = decision.get("note") if isinstance(decision, dict) else None
     update: Update = {
         "replies": [text] if text else [],
         "escalated": action != "handback",
@@ -167,7 +167,32 @@ async def escalate(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     if action == "handback":
         update["escalation_reason"] = None
         update["intent"] = state.get("intent") if state.get("intent") != KNOWLEDGE_INTENT else None
+        update["agent_note"] = str(note)[:NOTE_LIMIT] if note else None
     return update
+
+
+NOTE_LIMIT = 4000
+"""The longest agent's note the state keeps (the desk's API refuses longer ones)."""
+SUMMARY_MESSAGES = 10
+"""How many of the last messages the handover's summary carries."""
+
+
+def summary(state: TurnState, reason: str) -> dict[str, Any]:
+    """What the agent who takes the conversation is told: why, what the user wants, what the bot knew."""
+    return {
+        "reason": reason,
+        "intent": state.get("intent"),
+        "confidence": round(float(state.get("confidence") or 0.0), 3),
+        "slots": dict(state.get("slots") or {}),
+        "last_messages": [dict(m) for m in (state.get("messages") or [])[-SUMMARY_MESSAGES:]],
+        "knowledge": [
+            {"document": p["document"], "title": p["title"], "score": p["score"], "text": p["text"][:500]}
+            for p in state.get("passages") or []
+        ],
+        "tool_results": [
+            {"tool": r.get("tool"), "ok": r.get("ok"), "error": r.get("error")} for r in state.get("tool_results") or []
+        ],
+    }
 
 
 async def after_escalate(state: TurnState) -> Literal["escalate", "__end__"]:

@@ -109,6 +109,9 @@ class TurnState(TypedDict, total=False):
     """Why ``classify`` routed to ``escalate``; the pause hands it to the agent as the handover's reason."""
     failures: int
     """Consecutive turns the bot could not answer."""
+    agent_note: str | None
+    """The note of the agent who last handed the conversation back to the bot (the agent desk's release):
+    the bot answers with it in context (the language-model engine puts it in its system prompt)."""
     errors: list[str]
     """Plugin and model failures of this turn (the end user got the fallback)."""
     trace: Annotated[list[TraceStep], trace_steps]

@@ -17,21 +17,23 @@ graph run to its end. Everything else is derived from it, never set on its own:
   ``escalation_reason`` says why it was entered), read by nobody outside the graph;
   the pause itself carries a :class:`Handover` (reason and notice) in its interrupt.
 
-The agent desk builds on :meth:`Handovers.waiting` (the pause of a conversation with
-a person) and :meth:`Handovers.agent_action` (an agent's reply or hand-back).
+The agent desk (:mod:`botloom.runtime.desk`) is told of each pause (:meth:`Handovers.route`:
+it opens the handover record, routes it to a team and an agent, and words the notice the
+user gets) and of each message held for the agent; it acts through :meth:`Handovers.agent_action`
+(an agent's reply, or handing back with a note, which the graph keeps in ``agent_note``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 from langgraph.types import Command
 
 from botloom.core.domain import Bot, Conversation, ConversationStatus, StoredMessage
-from botloom.core.statuses import TurnStatus
+from botloom.core.statuses import OutboundStatus, TurnStatus
 from botloom.core.storage.repositories import Store
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.locks import ConversationLocks
@@ -55,6 +57,8 @@ class Handover:
     conversation_id: str
     reason: str
     notice: str | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    """What the agent is told (reason, intent, slots, last messages, knowledge found): the graph's summary."""
 
     @classmethod
     def from_interrupt(cls, conversation_id: str, value: Any) -> Handover:
@@ -62,11 +66,29 @@ class Handover:
         if not isinstance(value, Mapping):
             return cls(conversation_id=conversation_id, reason=str(value or "handed to a person"))
         notice = value.get("notice")
+        summary = value.get("summary")
         return cls(
             conversation_id=str(value.get("conversation_id") or conversation_id),
             reason=str(value.get("reason") or "handed to a person"),
             notice=str(notice) if notice else None,
+            summary=dict(summary) if isinstance(summary, Mapping) else {},
         )
+
+    def with_notice(self, notice: str | None) -> Handover:
+        """The same handover with another notice for the user."""
+        return replace(self, notice=notice)
+
+
+class DeskRouting(Protocol):
+    """What the agent desk does when a conversation goes to a person (:class:`botloom.runtime.desk.Desk`)."""
+
+    async def opened(self, bot: Bot, conversation: Conversation, handover: Handover) -> Handover:
+        """Open, route and assign the handover; the handover with the notice its user gets."""
+        ...
+
+    async def held(self, bot: Bot, conversation: Conversation, messages: Sequence[StoredMessage]) -> None:
+        """The user wrote while the conversation is with a person."""
+        ...
 
 
 def with_person(conversation: Conversation) -> bool:
@@ -90,6 +112,14 @@ class Handovers:
         self.graphs = graphs
         self.contexts = contexts
         self.locks = locks
+        self.desk: DeskRouting | None = None
+        """The agent desk, set by the composition root (``None``: pauses are only recorded on the conversation)."""
+
+    async def route(self, bot: Bot, conversation: Conversation, handover: Handover) -> Handover:
+        """A turn's graph paused for ``handover``: the desk opens and routes it; the notice the user gets."""
+        if self.desk is None:
+            return handover
+        return await self.desk.opened(bot, conversation, handover)
 
     async def hold(self, bot: Bot, conversation: Conversation, messages: Sequence[StoredMessage]) -> TurnResult:
         """Keep ``messages`` of a conversation with a person for the agent: no turn, no reply."""
@@ -97,6 +127,8 @@ class Handovers:
             await self.store.messages.finish(
                 bot.tenant_id, message.id, HELD_STATUS, turn_id=None, outcome={"escalated": True}
             )
+        if self.desk is not None and messages:
+            await self.desk.held(bot, conversation, messages)
         return TurnResult(
             conversation_id=conversation.id,
             message_id=messages[0].id if messages else None,
@@ -120,12 +152,23 @@ class Handovers:
         return Handover.from_interrupt(conversation.id, interrupts[0].value) if interrupts else None
 
     async def agent_action(
-        self, bot: Bot, conversation_id: str, *, text: str = "", handback: bool = False, agent: str = "agent"
+        self,
+        bot: Bot,
+        conversation_id: str,
+        *,
+        text: str = "",
+        handback: bool = False,
+        agent: str = "agent",
+        note: str | None = None,
+        reply_status: OutboundStatus = "pending",
+        metadata: Mapping[str, Any] | None = None,
     ) -> TurnResult:
         """Resume a conversation paused in ``escalate``: an agent's reply, and/or handing it back to the bot.
 
-        Raises ``LookupError`` for a conversation the bot does not have, ``ValueError``
-        for one that is not with a person.
+        ``note`` (with ``handback``) stays in the graph's state for the bot's next turns;
+        the replies are stored with ``reply_status`` (``pending``: a delivery job sends them)
+        and ``metadata``. Raises ``LookupError`` for a conversation the bot does not have,
+        ``ValueError`` for one that is not with a person.
         """
         async with self.locks.hold(conversation_id):
             conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
@@ -135,7 +178,9 @@ class Handovers:
                 raise ValueError(f"conversation {conversation_id} is not with a person")
             graph = self.graphs.get(bot.graph)
             ctx = await self.contexts.context(bot, conversation)
-            action: dict[str, str] = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
+            action: dict[str, Any] = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
+            if note:
+                action["note"] = note
             state = await graph.ainvoke(
                 Command(resume=action), thread_config(bot, conversation.id), context=ctx, durability="exit"
             )
@@ -156,7 +201,8 @@ class Handovers:
                     text=reply,
                     turn_id=turn,
                     idempotency_key=f"{turn}:{index:03d}",
-                    metadata={"agent": agent},
+                    status=reply_status,
+                    metadata={"agent": agent, **(metadata or {})},
                 )
                 result.replies.append(stored)
             if not still:
@@ -164,4 +210,14 @@ class Handovers:
             return result
 
 
-__all__ = ["HELD_STATUS", "WITH_BOT", "WITH_PERSON", "AgentAction", "Handover", "Handovers", "paused", "with_person"]
+__all__ = [
+    "HELD_STATUS",
+    "WITH_BOT",
+    "WITH_PERSON",
+    "AgentAction",
+    "DeskRouting",
+    "Handover",
+    "Handovers",
+    "paused",
+    "with_person",
+]

@@ -24,6 +24,7 @@ from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.checkpointers import open_checkpointer
 from botloom.runtime.delivery import Deliveries
+from botloom.runtime.desk import Desk
 from botloom.runtime.events import Events
 from botloom.runtime.inbound import ChannelBindings, Inbound
 from botloom.runtime.locks import ConversationLocks, PostgresLocks, RedisLocks
@@ -58,6 +59,8 @@ class Services:
     """Polls of channels that fetch their messages (IMAP mailboxes)."""
     events: Events
     """Events (stored, published live, sent to webhooks): ``await services.events.emit(...)``."""
+    desk: Desk
+    """The agent desk: handovers routed, answered through their channels and handed back (``runtime/desk.py``)."""
     redis: Any | None = None
 
 
@@ -152,6 +155,8 @@ async def open_services(
             )
             events = Events(store, queue, redis=redis_client)
             closeables += [inbound.close, queue.close, events.close]
+            desk = Desk(store=store, host=host, runner=runner, deliveries=deliveries, events=events, engine=engine)
+            runner.handovers.desk = desk  # told of each pause and each message held for a person
             yield Services(
                 settings=settings,
                 host=host,
@@ -169,6 +174,7 @@ async def open_services(
                 polling=ChannelPolling(inbound),
                 redis=redis_client,
                 events=events,
+                desk=desk,
             )
     finally:
         for closeable in reversed(closeables):

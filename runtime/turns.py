@@ -116,6 +116,8 @@ class Turns:
             if invoked is None:
                 return None
             texts, handover = invoked
+            if handover is not None:  # the agent desk routes it and words its notice
+                handover = await self.handovers.route(bot, conversation, handover)
             if handover is not None and handover.notice:
                 texts.append(handover.notice)
         await self._store_replies(bot, conversation, turn, texts, result)

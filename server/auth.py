@@ -1,4 +1,9 @@
-"""Who is calling: the operator (``BOTLOOM_ADMIN_TOKEN``) or a tenant (one of its API keys)."""
+"""Who is calling: the operator (``BOTLOOM_ADMIN_TOKEN``), a tenant (one of its API keys), or an agent.
+
+An agent's token (its personal token, ``bla_...``, or a desk sign-in's, ``bls_...``) reaches
+only the desk routes of its tenant: routes whose handler (or controller) has ``opt={"desk": True}``.
+Every other route refuses it with 403, before anything else is read.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, NotFoundException, PermissionDeniedException
 
 from botloom.core.domain import Bot
+from botloom.core.storage.repositories.agents import AGENT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX, Agent
 from botloom.runtime.services import Services
 from botloom.server.paths import bot_ref
 
@@ -22,11 +28,18 @@ class Principal:
     tenant_id: str | None
     """The tenant whose key was used; ``None`` for the operator."""
     key_id: str | None = None
+    agent: Agent | None = None
+    """The agent whose token was used (its tenant is ``tenant_id``); ``None`` for a key or the operator."""
 
     @property
     def is_operator(self) -> bool:
         """Whether this is the operator, who may do everything."""
         return self.tenant_id is None
+
+    @property
+    def is_agent(self) -> bool:
+        """Whether an agent calls (it reaches only its tenant's desk routes)."""
+        return self.agent is not None
 
     def sees(self, tenant_id: str) -> bool:
         """Whether the caller may see the tenant's data."""
@@ -52,12 +65,28 @@ async def authenticate(connection: ASGIConnection, services: Services) -> Princi
     admin = services.settings.admin_token
     if admin and hmac.compare_digest(token.encode(), admin.encode()):
         return Principal(tenant_id=None)
+    if token.startswith((AGENT_TOKEN_PREFIX, SESSION_TOKEN_PREFIX)):
+        agent = await services.store.agents.authenticate(token)
+        if agent is None:
+            raise NotAuthorizedException(
+                "invalid agent token", headers={"WWW-Authenticate": 'Bearer realm="botloom", error="invalid_token"'}
+            )
+        if not desk_route(connection):
+            raise PermissionDeniedException("an agent's token reaches only the agent desk's routes (/api/v1/handovers...)")
+        return Principal(tenant_id=agent.tenant_id, agent=agent)
     key = await services.store.api_keys.authenticate(token)
     if key is None:
         raise NotAuthorizedException(
             "invalid or revoked API key", headers={"WWW-Authenticate": 'Bearer realm="botloom", error="invalid_token"'}
         )
     return Principal(tenant_id=key.tenant_id, key_id=key.id)
+
+
+def desk_route(connection: ASGIConnection) -> bool:  # type: ignore[type-arg]
+    """Whether the route called is one of the agent desk's (its handler's ``opt`` has ``desk``)."""
+    handler = connection.scope.get("route_handler")
+    opt = getattr(handler, "opt", None) or {}
+    return bool(opt.get("desk"))
 
 
 def require_operator(principal: Principal) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from botloom.core.settings import Settings
 from botloom.runtime.delivery import RECOVER_CRON
+from botloom.runtime.desk import SWEEP_CRON as DESK_CRON
 from botloom.runtime.events import RECOVER_CRON as WEBHOOKS_RECOVER_CRON
 from botloom.runtime.polling import POLL_CRON
 from botloom.runtime.queue import JobFunction, Kind, QueueOptions
@@ -35,6 +36,8 @@ async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator
     jobs["deliveries"] |= services.events.jobs()  # webhooks (runtime/events.py)
     cron = {"recover": RECOVER_CRON, "poll_channels": POLL_CRON, "retention": RETENTION_CRON}
     cron["webhooks_recover"] = WEBHOOKS_RECOVER_CRON
+    jobs["deliveries"] |= services.desk.jobs()  # handovers' timeouts and SLA alerts (runtime/desk.py)
+    cron["desk_sweep"] = DESK_CRON
     async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:
         yield running
 

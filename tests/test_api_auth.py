@@ -65,9 +65,19 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/bots/{bot:str}/messages"): Call(json={"text": "hello"}),
     ("GET", "/api/v1/bots/{bot:str}/dead-letters"): Call(),
     ("POST", "/api/v1/messages/{message_id:str}/retry"): Call(),
+    ("GET", "/api/v1/tenants/{tenant:str}/webhooks"): Call(),
+    ("POST", "/api/v1/tenants/{tenant:str}/webhooks"): Call(json={"url": "http://127.0.0.1:9/planted"}),
+    ("DELETE", "/api/v1/tenants/{tenant:str}/webhooks/{webhook_id:str}"): Call(),
+    ("GET", "/api/v1/events"): Call(),
+    ("GET", "/api/v1/debug/bots"): Call(),
+    ("GET", "/api/v1/bots/{bot:str}/graph"): Call(),
+    ("GET", "/api/v1/bots/{bot:str}/debug/conversations"): Call(),
+    ("GET", "/api/v1/conversations/{conversation_id:str}/transcript"): Call(),
+    ("GET", "/api/v1/conversations/{conversation_id:str}/turns"): Call(),
+    ("GET", "/api/v1/conversations/{conversation_id:str}/turns/{checkpoint_id:str}"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
-LISTS_OWN = {("GET", "/api/v1/tenants")}
+LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}
 """Routes a tenant may call that answer only the caller's own data."""
 
 
@@ -116,6 +126,10 @@ async def world(client: httpx.AsyncClient) -> World:
     r = await client.post("/api/v1/bots/beta/helper/messages", json={"text": "hello"}, headers=bearer(key_b))
     assert r.status_code == 200, r.text
     conversation, reply = r.json()["conversation_id"], r.json()["replies"][0]["id"]
+    turns = await client.get(f"/api/v1/conversations/{conversation}/turns", headers=bearer(key_b))
+    checkpoint = turns.json()["turns"][0]["checkpoint_id"]
+    hook = await client.post("/api/v1/tenants/beta/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+    assert hook.status_code == 201, hook.text
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
     assert r.status_code == 201, r.text
     refs = {
@@ -126,6 +140,8 @@ async def world(client: httpx.AsyncClient) -> World:
         "document": "faq.md",
         "conversation_id": conversation,
         "message_id": reply,
+        "webhook_id": hook.json()["id"],
+        "checkpoint_id": checkpoint,
     }
     return World(key_a=key_a, key_b=key_b, refs=refs)
 
@@ -167,6 +183,8 @@ def missing(refs: dict[str, str]) -> dict[str, str]:
         "document": "nothing.md",
         "conversation_id": str(uuid.uuid4()),
         "message_id": str(uuid.uuid4()),
+        "webhook_id": str(uuid.uuid4()),
+        "checkpoint_id": str(uuid.uuid4()),
     }
 
 
@@ -186,9 +204,11 @@ async def test_other_tenants_resources_are_invisible(client: httpx.AsyncClient, 
             where = f"{method} {render(template, refs)}"
             if (method, template) in OPERATOR_ONLY:
                 assert r.status_code == 403, where
+            elif (method, template) == ("GET", "/api/v1/events"):  # the caller's own events: none
+                assert r.status_code == 200 and r.json()["events"] == [], where
             elif (method, template) in LISTS_OWN:
                 assert r.status_code == 200, where
-                assert [t["slug"] for t in r.json()] == ["alpha"], where
+                assert [t.get("tenant_slug", t["slug"]) for t in r.json()] == ["alpha"], where
             else:
                 assert r.status_code == 404, f"{where}: {r.status_code} {r.text}"
                 # the same answer as for something that does not exist: no hint that it does

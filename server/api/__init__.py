@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from botloom.server.api.agents import AGENT_HANDLERS
 from botloom.server.api.bots import BotController, TenantBotController
 from botloom.server.api.conversations import BotConversationController, ConversationController
 from botloom.server.api.debug import DEBUG_HANDLERS
+from botloom.server.api.desk import DESK_HANDLERS
 from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
 from botloom.server.api.plugins import PluginController
@@ -26,6 +28,8 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     KnowledgeController,
     BotConversationController,
     ConversationController,
+    *AGENT_HANDLERS,
+    *DESK_HANDLERS,
     *DEBUG_HANDLERS,
 ]
 

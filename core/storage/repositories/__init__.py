@@ -19,6 +19,8 @@ module                 repositories
 ``usage``              :class:`UsageRepository`
 ``events``             :class:`EventRepository` (the events outbox)
 ``webhooks``           :class:`WebhookRepository`
+``agents``             :class:`AgentRepository`, :class:`TeamRepository`, :class:`CannedResponseRepository`
+``handovers``          :class:`HandoverRepository`
 ``inspection``         :class:`InspectionRepository` (the debugger's reads)
 =====================  ==========================================================
 
@@ -39,10 +41,12 @@ from botloom.core.storage.repositories.base import (
     hash_api_key,
     to_struct,
 )
+from botloom.core.storage.repositories.agents import AgentRepository, CannedResponseRepository, TeamRepository
 from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
 from botloom.core.storage.repositories.events import EventRepository
+from botloom.core.storage.repositories.handovers import HandoverRepository
 from botloom.core.storage.repositories.inspection import InspectionRepository
 from botloom.core.storage.repositories.messages import MessageRepository
 from botloom.core.storage.repositories.polls import ChannelPollRepository
@@ -69,25 +73,33 @@ class Store:
         self.events = EventRepository(db)
         self.webhooks = WebhookRepository(db, cipher)
         self.inspection = InspectionRepository(db)
+        self.agents = AgentRepository(db)
+        self.teams = TeamRepository(db)
+        self.canned = CannedResponseRepository(db)
+        self.handovers = HandoverRepository(db)
 
 
 __all__ = [
     "API_KEY_PREFIX",
     "COLUMN_FIELDS",
+    "AgentRepository",
     "ApiKeyRepository",
     "BotRepository",
+    "CannedResponseRepository",
     "ChannelPollRepository",
     "ChannelRouteRepository",
     "Conflict",
     "ConversationRepository",
     "DeliveryRepository",
     "EventRepository",
+    "HandoverRepository",
     "InspectionRepository",
     "MessageRepository",
     "OutboundState",
     "PluginSettingRepository",
     "Repository",
     "Store",
+    "TeamRepository",
     "TenantRepository",
     "UsageRepository",
     "WebhookRepository",
