@@ -156,15 +156,24 @@ def create_app(
     )
     from botloom.server.api.openapi import ExactStructSchemaPlugin
     from botloom.server.channels.routes import plugin_host, register_channel_routes
+    from botloom.server.langgraph_api import langgraph_router
 
     host = services.host if services is not None else plugin_host(settings)  # whose channels' routes to mount
     app = BotloomApp(
-        route_handlers=[api, *public_handlers(), *extra_handlers],
+        route_handlers=[api, langgraph_router(), *public_handlers(), *extra_handlers],  # LangGraph API: /langgraph
         plugins=[ExactStructSchemaPlugin()],  # the schema says what msgspec enforces (botloom.server.api.openapi)
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         openapi_config=openapi,
-        cors_config=CORSConfig(allow_origins=["*"], allow_headers=["authorization", "content-type"]),
+        cors_config=CORSConfig(
+            allow_origins=["*"],
+            # x-api-key, cache-control, last-event-id, x-auth-scheme: what LangGraph clients send (/langgraph)
+            allow_headers=[
+                *("authorization", "content-type"),
+                *("x-api-key", "cache-control", "last-event-id", "x-auth-scheme"),
+            ],
+            expose_headers=["content-location", "x-pagination-next"],
+        ),
         request_max_body_size=MAX_BODY_BYTES,
         middleware=[
             request_context,
