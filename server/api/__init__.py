@@ -18,6 +18,7 @@ from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
 from botloom.server.api.plugins import PluginController
 from botloom.server.api.tenants import TenantController
+from botloom.server.api.webhooks import WEBHOOK_HANDLERS
 
 API_HANDLERS: list[ControllerRouterHandler] = [
     TenantController,
@@ -28,6 +29,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     KnowledgeController,
     BotConversationController,
     ConversationController,
+    *WEBHOOK_HANDLERS,
     *AGENT_HANDLERS,
     *DESK_HANDLERS,
     *DEBUG_HANDLERS,

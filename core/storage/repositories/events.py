@@ -67,6 +67,17 @@ def _event(row: Mapping[str, Any]) -> Event:
     )
 
 
+def storable(value: Any) -> Any:
+    """``value`` as PostgreSQL's ``jsonb`` takes it: NUL characters (which it refuses) become U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, Mapping):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 class EventRepository(Repository):
     """The events outbox (see the module's docstring)."""
 
@@ -111,7 +122,14 @@ class EventRepository(Repository):
             cur = await conn.execute(
                 f"INSERT INTO events (tenant_id, conversation_id, stream, sequence, kind, data) "  # noqa: S608
                 f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (tenant, conversation, stream, seq_row["last_sequence"], kind, json.dumps(dict(data))),
+                (
+                    tenant,
+                    conversation,
+                    stream,
+                    seq_row["last_sequence"],
+                    kind,
+                    json.dumps(storable(dict(data)), default=str),
+                ),
             )
             row = await cur.fetchone()
             assert row is not None
@@ -134,20 +152,20 @@ class EventRepository(Repository):
                 await conn.execute("SELECT pg_notify(%s, %s)", (notify, notice(event)))
         return event, endpoints
 
-    async def after(self, tenant_id: str, position: int, limit: int = 100) -> list[Event]:
-        """The tenant's events after ``position``, oldest first, at most ``limit``.
+    async def after(self, tenant_id: str | None, position: int, limit: int = 100) -> list[Event]:
+        """The tenant's events (every tenant's for ``None``) after ``position``, oldest first, at most ``limit``.
 
         Only events whose transaction is older than every transaction still
         running are listed, so an event committed late never appears behind a
         position a poller has already passed.
         """
         tenant = as_uuid(tenant_id)
-        if tenant is None:
+        if tenant is None and tenant_id is not None:
             return []
         rows = await self._all(
-            f"SELECT {_COLUMNS} FROM events WHERE tenant_id = %s AND position > %s "  # noqa: S608
+            f"SELECT {_COLUMNS} FROM events WHERE (%s::uuid IS NULL OR tenant_id = %s) AND position > %s "  # noqa: S608
             "AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY position LIMIT %s",
-            (tenant, position, limit),
+            (tenant, tenant, position, limit),
         )
         return [_event(r) for r in rows]
 
