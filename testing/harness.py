@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
+    from langchain_core.runnables import RunnableConfig
 
     from botloom.core.domain import Bot, Tenant
     from botloom.core.settings import Settings
@@ -287,7 +288,9 @@ class BotHarness:
         from botloom.runtime.runner import thread_id
 
         graph = self.services.graphs.get(self.bot.graph)
-        config = {"configurable": {"thread_id": thread_id(self.bot.tenant_id, self.bot.id, conversation_id)}}
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id(self.bot.tenant_id, self.bot.id, conversation_id)}
+        }
         snapshot = await graph.aget_state(config)
         return dict(snapshot.values or {})
 

@@ -2,52 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
-import msgspec
 import pytest
 
-from botloom import Intent, Slot, Tool, ToolContext, hookimpl
 from botloom.testing import BotHarness, ScriptedOpenAI, ToolCall, TurnOutcome
-
-
-class WeatherConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    units: str = "metric"
-
-
-async def weather(city: str, context: ToolContext) -> dict[str, Any]:
-    """The weather in a city."""
-    if city == "Atlantis":
-        raise LookupError("no such city")
-    return {"city": city, "units": context.config.get("units", "metric"), "sky": "clear"}
-
-
-def weather_plugin() -> Any:
-    @hookimpl
-    def register_tools() -> list[Tool]:
-        return [Tool.from_function(weather)]
-
-    @hookimpl
-    def register_intents() -> list[Intent]:
-        return [
-            Intent(
-                name="weather_report",
-                description="The user asks for the weather in a city.",
-                examples=("what's the weather in Paris", "weather in Berlin please", "is it sunny in Rome"),
-                slots=(Slot(name="city", pattern=r"in ([A-Z][a-z]+)", required=True, prompt="Which city?"),),
-                tools=("weather",),
-                answer="It is {result} today.",
-            )
-        ]
-
-    @hookimpl
-    def plugin_config_schema() -> type[msgspec.Struct]:
-        return WeatherConfig
-
-    return SimpleNamespace(
-        register_tools=register_tools, register_intents=register_intents, plugin_config_schema=plugin_config_schema
-    )
+from tests.kit_plugins import weather_plugin
 
 
 @pytest.mark.botloom_plugin(weather_plugin(), "weather", config={"units": "imperial"})
@@ -68,7 +26,7 @@ async def test_a_turn_reports_replies_intent_tools_and_path(botloom_harness: Bot
 
 @pytest.mark.botloom_plugin(weather_plugin(), "weather")
 async def test_a_failing_tool_is_a_failed_call_and_the_turn_goes_on(botloom_harness: BotHarness) -> None:
-    result = await botloom_harness.send("weather in Atlantis please")
+    result = await botloom_harness.send("weather in Atlantis")
     assert result.tool_names == ["weather"]
     assert result.tools[0].ok is False
     assert "LookupError: no such city" in (result.tools[0].error or "")
