@@ -275,7 +275,8 @@ def describe(outcome: Outcome) -> str:
     turns = " / ".join(t.replace("\n", " | ") for t in outcome.case.turns)
     return (
         f"{mark} {outcome.case.id:<16} {turns[:60]!r:<62} -> {outcome.label} "
-        f"({outcome.confidence:.2f}{', escalated' if outcome.escalated else ''}) {said!r}"
+        f"({outcome.confidence:.2f}{', escalated' if outcome.escalated else ''}) {said!r} "
+        + " ".join(f"{c['intent']}{':' + c['document'] if 'document' in c else ''}={c['confidence']}" for c in outcome.candidates)
     )
 
 

@@ -9,19 +9,21 @@ interface and falls back to this one when the model fails.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from botloom.core.definitions import Intent
-from botloom.core.embeddings import LocalEmbedder, normalize, tokens
+from botloom.core.embeddings import LocalEmbedder, tokens
+from botloom.core.language import NUMBER, NUMBER_WEIGHT, Analyzer, Teaching, coverage, term_map, words
 from botloom.graphs.context import TurnContext
-from botloom.graphs.state import ToolResult, TurnState, user_text
+from botloom.graphs.state import PassageRef, ToolResult, TurnState, user_text
+
+logger = logging.getLogger(__name__)
 
 KNOWLEDGE_INTENT = "knowledge"
 """The intent name a turn gets when a knowledge passage, not an intent, answers it."""
@@ -37,6 +39,10 @@ class Classification:
     confidence: float
     slots: dict[str, str] = field(default_factory=dict)
     wants_human: bool = False
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    """The top few candidates with their confidences, best first (for the debugger)."""
+    passages: list[PassageRef] | None = None
+    """The passages the answer uses, the chosen one first, when they differ from the turn's ``passages``."""
 
 
 @dataclass
@@ -150,56 +156,230 @@ def extract_answer(question: str, text: str, max_chars: int = 480) -> str:
     return " ".join(sentences[i] for i in sorted(chosen))
 
 
+CandidateScore = dict[str, Any]
+"""One of the top candidates of a turn, as the state records it: ``{"intent", "confidence"}``
+(and ``"document"`` for a knowledge answer)."""
+
+TeachingLoader = Callable[[str, str], Awaitable[Teaching]]
+"""Loads what a tenant taught a bot: ``(tenant_id, bot_id) -> Teaching``."""
+
+FOLLOW_UP_WORDS = 6
+"""A message of at most this many words may lean on the previous one (``and to the UK?``)."""
+FOLLOW_UP_DISCOUNT = 0.9
+"""A follow-up's confidence is that of the two messages read together, times this."""
+CANDIDATES = 3
+"""How many candidates a turn records for the debugger."""
+CLAUSE = re.compile(r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+", re.IGNORECASE)
+
+
+def message_parts(text: str) -> list[str]:
+    """The lines of a message, then their sentences and clauses (``thanks! and how much is express?``)."""
+    parts: list[str] = []
+    for line in message_lines(text):
+        parts.extend(p.strip(" ,") for p in CLAUSE.split(line) if p and p.strip(" ,"))
+    return parts
+
+
+@dataclass
+class _Scored:
+    """A candidate answer to (a part of) a message, on the engine's one confidence scale."""
+
+    confidence: float
+    intent: Intent | None = None
+    passage: PassageRef | None = None
+    position: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.intent.name if self.intent is not None else KNOWLEDGE_INTENT
+
+    @property
+    def rank(self) -> int:
+        """A person first, then anything specific (slots, tools, knowledge), then small talk."""
+        if self.intent is None:
+            return 1
+        return 2 if self.intent.escalate else (1 if specificity(self.intent) > SMALL_TALK else 0)
+
+    def record(self) -> CandidateScore:
+        out: CandidateScore = {"intent": self.name, "confidence": round(self.confidence, 4)}
+        if self.passage is not None:
+            out["document"] = self.passage["document"]
+        return out
+
+
+class _BotModel:
+    """What the engine derives from one bot's intents and teaching: its analyzer and example terms."""
+
+    def __init__(self, intents: Sequence[Intent], teaching: Teaching) -> None:
+        self.intents = {i.name: i for i in intents}
+        self.examples: dict[str, tuple[str, ...]] = {
+            i.name: tuple(i.examples) + tuple(teaching.examples.get(i.name, ())) for i in intents
+        }
+        vocabulary = [e for examples in self.examples.values() for e in examples]
+        vocabulary += [*teaching.synonyms.keys(), *teaching.synonyms.values()]
+        self.analyzer = Analyzer(vocabulary, teaching.synonyms)
+        self.exact: dict[str, frozenset[str]] = {
+            name: frozenset(" ".join(words(e)) for e in examples) for name, examples in self.examples.items()
+        }
+        self.example_terms: dict[str, list[dict[str, float]]] = {
+            name: [m for m in (term_map(self.analyzer.terms(e)) for e in examples) if m]
+            for name, examples in self.examples.items()
+        }
+        self.union: dict[str, set[str]] = {
+            name: {t for m in maps for t in m} for name, maps in self.example_terms.items()
+        }
+        self.passage_terms: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def learn(self, passages: Sequence[PassageRef]) -> None:
+        """Add the words of passages (the bot's own knowledge) to what spelling never corrects."""
+        new = {w for p in passages for w in words(p["title"] + " " + p["text"])} - self.analyzer.vocabulary
+        if new:
+            self.analyzer = Analyzer([*self.analyzer.vocabulary, *new], dict(self.analyzer.synonyms))
+            self.example_terms = {
+                name: [m for m in (term_map(self.analyzer.terms(e)) for e in examples) if m]
+                for name, examples in self.examples.items()
+            }
+            self.union = {name: {t for m in maps for t in m} for name, maps in self.example_terms.items()}
+            self.passage_terms.clear()
+
+    def intent_score(self, name: str, query: dict[str, float], text: str) -> float:
+        """How well the query matches the intent, before :func:`calibrate`; an example itself scores 1.
+
+        Per example, the query's coverage by the example (what of the message it
+        explains) times the example's coverage by the query, square-rooted (a
+        weighted cosine of term sets); the best example counts 0.8, the query's
+        coverage by all the intent's examples together 0.2. A number that one of
+        the intent's slot patterns takes (an order number) counts as covered.
+        """
+        if " ".join(words(text)) in self.exact[name]:
+            return 1.0
+        if not query:
+            return 0.0
+        number = NUMBER in query and bool(fill_slots(self.intents[name], text))
+        best = 0.0
+        for example in self.example_terms[name]:
+            terms = {**example, NUMBER: NUMBER_WEIGHT} if number else example
+            covered = coverage(query, terms)
+            if covered:
+                best = max(best, math.sqrt(covered * coverage(terms, query)))
+        union = self.union[name] | {NUMBER} if number else self.union[name]
+        return (0.8 * best + 0.2 * coverage(query, union)) * information(query)
+
+    def passage_score(self, passage: PassageRef, query: dict[str, float]) -> float:
+        """How much of the query's weight the passage covers (its heading's words count extra), before calibration."""
+        key = passage["id"]
+        terms = self.passage_terms.get(key)
+        if terms is None:
+            title = frozenset(term_map(self.analyzer.terms(passage["title"])))
+            body = frozenset(term_map(self.analyzer.terms(passage["text"])))
+            terms = self.passage_terms[key] = (body | title, title)
+        everything, title = terms
+        return (0.85 * coverage(query, everything) + 0.15 * coverage(query, title)) * information(query)
+
+
+CALIBRATION = 1.5
+"""Raw scores are raised to this power: partial matches fall below the default threshold of 0.35 (raw 0.5)."""
+INFORMATION = 0.6
+"""A query whose terms weigh less than this in all (``and how long is it?``) is too vague to be sure of."""
+KNOWLEDGE_HANDICAP = 0.15
+"""An intent beats a passage whose confidence is at most this much higher: its examples were written for it."""
+
+
+MAX_PART_SEARCHES = 3
+"""At most this many parts of one message get a knowledge search of their own."""
+SMALL_TALK_COVER = 0.35
+"""Small talk answers a message of several parts only if each part that says something scores this much."""
+FOLLOW_UP_OPENINGS = ("and ", "what about", "how about", "also ", "same for", "what if", "and?")
+
+
+def looks_like_follow_up(text: str) -> bool:
+    """Whether a message opens like a follow-up of the previous one (``and to the UK?``, ``what about amex?``)."""
+    plain = " ".join(words(text)) + " "
+    return len(plain) < 60 and plain.startswith(FOLLOW_UP_OPENINGS)
+
+
+def information(query: dict[str, float]) -> float:
+    """How much the query says, in [0, 1]: the weight of its terms over :data:`INFORMATION`, at most 1."""
+    return min(1.0, sum(query.values()) / INFORMATION)
+
+
+def calibrate(raw: float) -> float:
+    """A candidate's confidence from its raw score: intents and passages on one scale (see docs/graphs.md)."""
+    return raw if raw >= 1.0 else raw**CALIBRATION
+
+
+def _top(scored: Sequence[_Scored]) -> list[CandidateScore]:
+    """The best :data:`CANDIDATES` distinct candidates (an intent or a document once each)."""
+    best: dict[str, _Scored] = {}
+    for s in scored:
+        key = s.name if s.passage is None else f"{KNOWLEDGE_INTENT}:{s.passage['document']}"
+        if key not in best or s.confidence > best[key].confidence:
+            best[key] = s
+    return [s.record() for s in sorted(best.values(), key=lambda c: -c.confidence)[:CANDIDATES]]
+
+
 class OfflineEngine:
     """The engine that needs no language model (see the module docstring)."""
 
-    def __init__(self, embedder: LocalEmbedder | None = None, knowledge_min_score: float = 0.3) -> None:
+    def __init__(
+        self,
+        embedder: LocalEmbedder | None = None,
+        knowledge_min_score: float = 0.0,
+        teaching: TeachingLoader | None = None,
+    ) -> None:
+        """``teaching`` loads a bot's taught synonyms and examples (read on every turn; cheap when unchanged)."""
         self.embedder = embedder or LocalEmbedder()
         self.knowledge_min_score = knowledge_min_score
-        self._examples: dict[tuple[str, tuple[str, ...]], tuple[frozenset[str], npt.NDArray[np.float64]]] = {}
+        self.teaching = teaching
+        self._models: dict[tuple[str, int, tuple[tuple[str, tuple[str, ...]], ...]], _BotModel] = {}
 
-    def _example_vectors(self, intent: Intent) -> tuple[frozenset[str], npt.NDArray[np.float64]]:
-        """The intent's examples, normalised, and their unit vectors as the rows of one matrix (cached)."""
-        key = (intent.name, intent.examples)
-        cached = self._examples.get(key)
-        if cached is None:
-            plain = frozenset(normalize(e).strip(" ?!.,") for e in intent.examples)
-            rows = [self.embedder.embed_one(e) for e in intent.examples]
-            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.embedder.dimension)
-            cached = self._examples[key] = (plain, matrix)
-        return cached
+    async def model(self, ctx: TurnContext) -> _BotModel:
+        """The bot's derived model for its enabled intents and current teaching (cached)."""
+        taught = Teaching()
+        if self.teaching is not None:
+            try:
+                taught = await self.teaching(ctx.tenant_id, ctx.bot.id)
+            except Exception as exc:  # noqa: BLE001 - teaching failing to load must not fail the turn
+                logger.warning("loading the bot's teaching failed: %s: %s", type(exc).__name__, exc)
+        key = (ctx.bot.id, taught.revision, tuple((i.name, i.examples) for i in ctx.intents.values()))
+        model = self._models.get(key)
+        if model is None:
+            if len(self._models) > 256:
+                self._models.clear()
+            model = self._models[key] = _BotModel(list(ctx.intents.values()), taught)
+        return model
 
-    def score(self, intent: Intent, text: str, vector: Sequence[float] | npt.NDArray[np.float64]) -> float:
-        """How well ``text`` matches the intent's examples, from 0 to 1 (an example itself scores 1).
+    def candidates(
+        self, model: _BotModel, text: str, passages: Sequence[PassageRef], position: int = 0
+    ) -> list[_Scored]:
+        """Every intent and passage scored for ``text``, best first."""
+        query = term_map(model.analyzer.terms(text))
+        scored = [
+            _Scored(calibrate(model.intent_score(name, query, text)), intent, None, position)
+            for name, intent in model.intents.items()
+        ]
+        scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]
+        scored.sort(key=lambda s: -s.confidence)
+        return scored
 
-        The embedder's vectors are unit vectors (or zero), so the cosine is the dot
-        product: one matrix product per intent.
-        """
-        examples, matrix = self._example_vectors(intent)
-        if normalize(text).strip(" ?!.,") in examples:
-            return 1.0
-        if not len(matrix):
-            return 0.0
-        return max(0.0, float((matrix @ np.asarray(vector, dtype=np.float64)).max()))
-
-    def best_intent(self, text: str, intents: Iterable[Intent]) -> tuple[float, Intent | None]:
-        """The intent whose examples are most like ``text``, with its score."""
-        vector = np.asarray(self.embedder.embed_one(text), dtype=np.float64)
-        best: tuple[float, Intent | None] = (0.0, None)
-        for candidate in intents:
-            value = self.score(candidate, text, vector)
-            if value > best[0]:
-                best = (value, candidate)
-        return best
+    def choose(self, scored: Sequence[_Scored], threshold: float) -> _Scored | None:
+        """The answer among candidates at or above ``threshold``: a person, then specific, then small talk."""
+        eligible = [s for s in scored if s.confidence >= threshold]
+        if not eligible:
+            return None
+        return max(
+            eligible, key=lambda s: (s.rank, s.confidence - (KNOWLEDGE_HANDICAP if s.passage else 0), s.position)
+        )
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
-        """The intent whose examples are most like the message, or the pending one if it fills a slot.
+        """The intent or knowledge passage that best answers the message, on one confidence scale.
 
-        A message of several lines (a burst merged into one turn, an e-mail) is read
-        line by line: the most specific intent any line asks for wins (see
-        :func:`specificity`), the latest line breaking ties, so "hi" followed by
-        "where is my order 1234?" is about the order, not a greeting; small talk
-        around a line no intent explains gives way to a knowledge answer.
+        The message is read whole and part by part (lines, sentences, clauses): a
+        part asking for a person wins, then the most confident specific answer
+        (an intent with slots or tools, or a knowledge passage), then small talk,
+        so "thanks! and how much is express shipping?" is about shipping. A short
+        message nothing answers is read together with the previous user message
+        (``and to the UK?``), with a new knowledge search for the two.
         """
         text = user_text(state)
         pending = ctx.intents.get(state.get("pending_intent") or "")
@@ -207,30 +387,127 @@ class OfflineEngine:
             slots = fill_slots(pending, text)
             if slots:
                 return Classification(intent=pending.name, confidence=1.0, slots=slots)
+        model = await self.model(ctx)
         threshold = ctx.bot.settings.escalation_threshold
-        confidence, intent = self.best_intent(text, ctx.intents.values())
-        small_talk_around_a_question = False
-        lines = message_lines(text)
-        if len(lines) > 1:
-            matches: list[tuple[int, int, float, Intent]] = []
-            unexplained = False
-            for position, line in enumerate(lines):
-                score, found = self.best_intent(line, ctx.intents.values())
-                if found is not None and score >= threshold:
-                    matches.append((specificity(found), position, score, found))
-                else:
-                    unexplained = True
-            if matches:
-                rank, _, confidence, intent = max(matches, key=lambda m: (m[0], m[1]))
-                small_talk_around_a_question = unexplained and rank == SMALL_TALK
-        passages = state.get("passages") or []
-        floor = ctx.bot.settings.knowledge_threshold or self.knowledge_min_score
-        knowledge = bool(passages) and passages[0]["score"] >= floor
-        if intent is not None and confidence >= threshold and not (small_talk_around_a_question and knowledge):
-            return Classification(intent=intent.name, confidence=round(confidence, 4), slots=fill_slots(intent, text))
-        if knowledge:
-            return Classification(intent=KNOWLEDGE_INTENT, confidence=round(passages[0]["score"], 4))
-        return Classification(intent=None, confidence=round(confidence, 4))
+        passages = [p for p in state.get("passages") or [] if p["score"] >= self.knowledge_floor(ctx)]
+        model.learn(passages)
+        scored = self.candidates(model, text, passages)
+        parts = message_parts(text)
+        if len(parts) > 1:
+            for position, part in enumerate(parts, start=1):
+                scored += self.candidates(model, part, passages, position)
+        chosen = self.choose(scored, threshold)
+        if len(parts) > 1 and (chosen is None or chosen.rank == 0) and ctx.search is not None:
+            # Small talk around a question: the search for the whole message is diluted, so search its parts.
+            extra = await self.search_parts(ctx, model, parts, scored)
+            if extra:
+                passages = passages + [p for p in extra if p["id"] not in {q["id"] for q in passages}]
+                chosen = self.choose(scored, threshold)
+        if chosen is not None and chosen.rank == 0 and len(parts) > 1 and self.unexplained(model, parts, scored):
+            chosen = None  # "hello / I ordered a lamp ... when does it ship? / thanks": not a greeting
+        used_passages: list[PassageRef] | None = None
+        slot_text = text
+        if chosen is None or looks_like_follow_up(text):
+            follow = await self.follow_up(state, ctx, model, text, threshold)
+            if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence):
+                chosen, used_passages, slot_text = follow
+                scored = [chosen, *scored]
+        top = _top(scored)
+        if chosen is None:
+            best = top[0]["confidence"] if top else 0.0
+            return Classification(intent=None, confidence=round(best, 4), candidates=top)
+        if chosen.intent is None:
+            assert chosen.passage is not None
+            rest = [p for p in (used_passages or passages) if p["id"] != chosen.passage["id"]]
+            return Classification(
+                intent=KNOWLEDGE_INTENT,
+                confidence=round(chosen.confidence, 4),
+                candidates=top,
+                passages=[chosen.passage, *rest],
+            )
+        slots = fill_slots(chosen.intent, text) or fill_slots(chosen.intent, slot_text)
+        return Classification(
+            intent=chosen.intent.name, confidence=round(chosen.confidence, 4), slots=slots, candidates=top
+        )
+
+    async def search_parts(
+        self, ctx: TurnContext, model: _BotModel, parts: Sequence[str], scored: list[_Scored]
+    ) -> list[PassageRef]:
+        """Search the knowledge base for each part that says something and nothing answers; score what it finds."""
+        assert ctx.search is not None
+        found: list[PassageRef] = []
+        for position, part in list(enumerate(parts, start=1))[:MAX_PART_SEARCHES]:
+            query = term_map(model.analyzer.terms(part))
+            best = max((s.confidence for s in scored if s.position == position), default=0.0)
+            if sum(query.values()) < INFORMATION or best >= SMALL_TALK_COVER:
+                continue
+            try:
+                results = await ctx.search(part, ctx.passages)
+            except Exception as exc:  # noqa: BLE001 - a failed search leaves the part unanswered
+                logger.warning("knowledge search of a message part failed: %s: %s", type(exc).__name__, exc)
+                continue
+            refs = [
+                PassageRef(id=p.chunk_id, document=p.document, title=p.title, text=p.text, score=round(p.score, 4))
+                for p in results
+                if p.score >= self.knowledge_floor(ctx)
+            ]
+            model.learn(refs)
+            scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in refs]
+            found += refs
+        return found
+
+    def unexplained(self, model: _BotModel, parts: Sequence[str], scored: Sequence[_Scored]) -> bool:
+        """Whether a part of the message that says something (terms of weight 0.6 or more) has no answer."""
+        for position, part in enumerate(parts, start=1):
+            query = term_map(model.analyzer.terms(part))
+            if sum(query.values()) < INFORMATION:
+                continue
+            best = max((s.confidence for s in scored if s.position == position), default=0.0)
+            if best < SMALL_TALK_COVER:
+                return True
+        return False
+
+    def knowledge_floor(self, ctx: TurnContext) -> float:
+        """The fused search score a passage needs to be considered at all."""
+        return ctx.bot.settings.knowledge_threshold or self.knowledge_min_score
+
+    async def follow_up(
+        self, state: TurnState, ctx: TurnContext, model: _BotModel, text: str, threshold: float
+    ) -> tuple[_Scored, list[PassageRef] | None, str] | None:
+        """The answer to a short message read with the previous user message, if that finds one."""
+        if len(words(text)) > FOLLOW_UP_WORDS:
+            return None
+        history = [m["content"] for m in state.get("messages") or [] if m["role"] == "user"]
+        if len(history) < 2 or not history[-2].strip():
+            return None
+        previous = history[-2]
+        together = f"{previous}\n{text}"
+        passages: list[PassageRef] | None = None
+        if ctx.search is not None:
+            try:
+                found = await ctx.search(f"{previous} {text}", ctx.passages)
+            except Exception as exc:  # noqa: BLE001 - a failed search leaves the follow-up to intents
+                logger.warning("follow-up search failed: %s: %s", type(exc).__name__, exc)
+                found = []
+            passages = [
+                PassageRef(id=p.chunk_id, document=p.document, title=p.title, text=p.text, score=round(p.score, 4))
+                for p in found
+                if p.score >= self.knowledge_floor(ctx)
+            ]
+            model.learn(passages)
+        current = term_map(model.analyzer.terms(text))
+        scored: list[_Scored] = []
+        for s in self.candidates(model, together, passages or []):
+            if s.intent is not None and specificity(s.intent) == SMALL_TALK:
+                continue  # "thanks" then "and to the UK?" is not thanks again
+            if s.passage is not None and current and not model.passage_score(s.passage, current):
+                continue  # the passage must answer something of this message, not only of the previous one
+            s.confidence *= FOLLOW_UP_DISCOUNT
+            scored.append(s)
+        chosen = self.choose(scored, threshold)
+        if chosen is None:
+            return None
+        return chosen, passages, together
 
     async def respond(self, state: TurnState, ctx: TurnContext) -> Reply:
         """Answer from the intent's template, its tool's reply, or the best passage; else the fallback."""

@@ -58,6 +58,9 @@ async def classify(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     ctx = runtime.context
     result = await ctx.engine.classify(state, ctx)
     update: Update = {"intent": result.intent, "confidence": result.confidence, "slots": result.slots}
+    update["candidates"] = result.candidates
+    if result.passages is not None:  # the engine chose another passage, or searched again (a follow-up)
+        update["passages"] = result.passages
     settings = ctx.bot.settings
     if result.wants_human:
         update["escalation_reason"] = "the user asked for a person"

@@ -96,6 +96,9 @@ class TurnState(TypedDict, total=False):
     """What ``retrieve`` found for this turn, best first."""
     intent: str | None
     confidence: float
+    candidates: list[dict[str, Any]]
+    """The engine's top few candidates of this turn, best first: ``{"intent", "confidence"}`` (and ``"document"``
+    for a knowledge passage), for the debugger."""
     slots: dict[str, str]
     pending_intent: str | None
     """An intent waiting for a required slot the bot asked for in the previous turn."""
@@ -127,6 +130,7 @@ class TurnInput(TypedDict, total=False):
     passages: list[PassageRef]
     intent: str | None
     confidence: float
+    candidates: list[dict[str, Any]]
     slots: dict[str, str]
     tool_results: list[ToolResult]
     replies: list[str]
@@ -159,6 +163,7 @@ def turn_input(turn_id: str, text: str, *, version: int = STATE_VERSION) -> Turn
         passages=[],
         intent=None,
         confidence=0.0,
+        candidates=[],
         slots={},
         tool_results=[],
         replies=[],

@@ -16,6 +16,7 @@ import numpy as np
 from psycopg import sql
 
 from botloom.core.embeddings import Embedder
+from botloom.core.language import default_analyzer
 from botloom.core.knowledge import index as vector_index
 from botloom.core.knowledge.config import KnowledgeConfig
 from botloom.core.knowledge.fusion import Candidate, fuse
@@ -80,6 +81,7 @@ class HybridSearch:
             return [], {}
         tenant, bot = scope
         config = self.config
+        query = expand_query(query)
         vector = await self.embedder.embed([query])
         array = np.asarray(vector[0], dtype=np.float32)
         n = max(config.candidates, 2 * limit)
@@ -103,6 +105,16 @@ class HybridSearch:
             for r in rows
         ]
         return candidates, {str(r["id"]): r for r in rows}
+
+
+def expand_query(query: str) -> str:
+    """``query`` followed by its spelling corrections and canonical synonyms (:mod:`botloom.core.language`).
+
+    The original words stay, so a word the corrector does not know (a product's
+    name) still matches; ``can I send back a jacket?`` also searches for
+    ``return``, ``warrenty`` for ``warranty``.
+    """
+    return default_analyzer().expand(query)[:MAX_QUERY_CHARS]
 
 
 def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:

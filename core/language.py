@@ -1,0 +1,523 @@
+"""Language processing for the offline engine and knowledge search: words to weighted, canonical terms.
+
+A message becomes a list of :class:`Term` in five steps, all offline with data
+shipped inside packages:
+
+1. **words**: lower-cased, accents stripped, split into words (``hasn't`` stays one word);
+2. **spelling**: a word neither in English (the frequency dictionary shipped with
+   ``symspellpy``, 82,765 words) nor in the bot's own vocabulary (its intents'
+   examples, the passages found, its taught synonyms) is corrected to the closest
+   word of the bot's vocabulary, else of English (edit distance 1, 2 for words of
+   six letters or more), so ``ordr`` becomes ``order`` and a product name the bot
+   knows is never "corrected";
+3. **synonyms**: phrases and words mapped to one canonical word (``send back`` →
+   ``return``, ``guarantee`` → ``warranty``): :data:`SYNONYMS`, a curated English
+   list of customer-service vocabulary, plus the synonyms a tenant taught its bot;
+4. **stop words** dropped (articles, pronouns, auxiliaries, prepositions);
+5. **stems** by the Snowball English stemmer (``PyStemmer``): ``refunds``,
+   ``refunded``, ``refunding`` → ``refund``.
+
+Each term carries a **weight** in (0, 1]: how informative the word is, from its
+frequency in English (the same dictionary): ``order`` 0.52, ``paypal`` 0.73,
+``cancel`` 0.86, a word English does not know 1.0. Coverage measures weigh terms
+by it, so the rare words of a message decide what it is about.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import Stemmer
+
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+TOTAL = 2.3e10
+"""About the count of the commonest English word (``the``) in the frequency dictionary."""
+UNKNOWN_WEIGHT = 1.0
+SPELLING_WORDS = 30_000
+"""The commonest English words the spelling corrector suggests (loading all 82,765 takes seconds)."""
+LONG_NUMBER = 4
+"""Numbers of this many digits or more are identifiers (order numbers): one term :data:`NUMBER` for them all."""
+NUMBER = "#number"
+"""The term of an identifier-like number; an intent whose slot pattern matches the message covers it."""
+NUMBER_WEIGHT = 0.8
+
+STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "so",
+        "than",
+        "then",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "with",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "we",
+        "us",
+        "our",
+        "you",
+        "your",
+        "yours",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "am",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "can",
+        "could",
+        "would",
+        "should",
+        "shall",
+        "will",
+        "may",
+        "might",
+        "must",
+        "please",
+        "pls",
+        "plz",
+        "just",
+        "also",
+        "too",
+        "very",
+        "really",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "any",
+        "some",
+        "one",
+        "ok",
+        "okay",
+        "oh",
+        "well",
+        "yes",
+        "no",
+        "question",
+        "questions",
+        "quick",
+        "thing",
+        "things",
+        "know",
+        "wondering",
+        "wonder",
+        "tell",
+        "maybe",
+        "actually",
+    ]
+)
+"""Words dropped from terms. Question words (``where``, ``when``, ``how``) stay: they tell questions apart."""
+
+SYNONYMS: dict[str, str] = {
+    # shipping and delivery
+    "deliver": "ship",
+    "delivers": "ship",
+    "delivered": "ship",
+    "delivering": "ship",
+    "delivery": "shipping",
+    "deliveries": "shipping",
+    "dispatch": "ship",
+    "dispatched": "ship",
+    "sent out": "shipped",
+    "send out": "ship",
+    "on its way": "shipped",
+    "postage": "shipping cost",
+    "abroad": "international",
+    "overseas": "international",
+    "internationally": "international",
+    "uk": "united kingdom",
+    "britain": "united kingdom",
+    "great britain": "united kingdom",
+    "england": "united kingdom",
+    "usa": "united states",
+    "next day": "express",
+    "overnight": "express",
+    "fast shipping": "express",
+    # orders
+    "parcel": "package",
+    "shipment": "package",
+    "purchase": "order",
+    "purchased": "ordered",
+    "bought": "ordered",
+    "tracking": "track",
+    "whereabouts": "where",
+    # money
+    "how much": "cost",
+    "price": "cost",
+    "prices": "costs",
+    "pricing": "cost",
+    "fee": "cost",
+    "fees": "costs",
+    "charge": "cost",
+    "charges": "costs",
+    "costs": "cost",
+    "money back": "refund",
+    "reimburse": "refund",
+    "reimbursement": "refund",
+    "receipt": "invoice",
+    "receipts": "invoices",
+    "bill": "invoice",
+    "amex": "american express",
+    "mc": "mastercard",
+    "master card": "mastercard",
+    "pay pal": "paypal",
+    "wire transfer": "bank transfer",
+    "credit card": "card",
+    "do you take": "accept",
+    "can i pay with": "accept",
+    "ways to pay": "payment",
+    "payment methods": "payment",
+    "payment options": "payment",
+    "debit card": "card",
+    # returns
+    "send back": "return",
+    "send it back": "return it",
+    "sending back": "return",
+    "bring back": "return",
+    "take back": "return",
+    "give back": "return",
+    "exchange": "return",
+    "swap": "return",
+    # warranty
+    "guarantee": "warranty",
+    "guaranteed": "warranty",
+    "guarantees": "warranty",
+    "warranted": "warranty",
+    "broken": "defect",
+    "broke": "defect",
+    "faulty": "defective",
+    "stopped working": "defect",
+    "doesn't work": "defect",
+    "does not work": "defect",
+    "not working": "defect",
+    "fix": "repair",
+    # people
+    "human": "person",
+    "someone": "person",
+    "somebody": "person",
+    "representative": "agent",
+    "operator": "agent",
+    "staff": "team",
+    "customer service": "agent",
+    "customer support": "agent",
+    # small talk
+    "thx": "thanks",
+    "thanx": "thanks",
+    "ty": "thanks",
+    "cheers": "thanks",
+    "hiya": "hello",
+    "howdy": "hello",
+    "hey": "hello",
+    "heya": "hello",
+    "yo": "hello",
+    "good evening": "good morning",
+    "good afternoon": "good morning",
+    "see ya": "see you",
+    "cya": "see you",
+    "have a good one": "have a nice day",
+    "have a great day": "have a nice day",
+    # time
+    "how long": "time",
+    "how many days": "time",
+    "how fast": "time",
+    "how quickly": "time",
+    "how soon": "time",
+    "when will": "time",
+    "duration": "time",
+    "period": "time",
+    "where can i find": "where",
+    "where do i find": "where",
+    "u": "you",
+    "ur": "your",
+    "r": "are",
+}
+"""Curated English synonyms: a phrase or word (lower case) → the canonical words it means."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """One canonical, stemmed word of a text and how much it tells (0 < weight <= 1)."""
+
+    stem: str
+    weight: float
+
+
+# ------------------------------------------------------------------------------ shipped data
+
+
+class _English:
+    """The English frequency dictionary and the spelling corrector over its commonest words (loaded once)."""
+
+    def __init__(self) -> None:
+        path = resources.files("symspellpy") / "frequency_dictionary_en_82_765.txt"
+        self.frequency: dict[str, int] = {}
+        with resources.as_file(path) as file, open(file, encoding="utf-8") as lines:
+            for line in lines:
+                word, _, count = line.partition(" ")
+                self.frequency[word] = int(count)
+        self._speller: Any = None
+        self._lock = threading.Lock()
+
+    def speller(self) -> Any:
+        """The SymSpell corrector over the commonest :data:`SPELLING_WORDS` words (built on first use)."""
+        if self._speller is None:
+            with self._lock:
+                if self._speller is None:
+                    from symspellpy import SymSpell
+
+                    speller = SymSpell(max_dictionary_edit_distance=2, prefix_length=5)
+                    for index, (word, count) in enumerate(self.frequency.items()):
+                        if index >= SPELLING_WORDS:
+                            break
+                        speller.create_dictionary_entry(word, count)
+                    self._speller = speller
+        return self._speller
+
+
+@lru_cache(maxsize=1)
+def english() -> _English:
+    """The shared English data (loaded on first use, about 0.1 s; the corrector on first correction)."""
+    return _English()
+
+
+_stemmer = Stemmer.Stemmer("english")
+_stem_lock = threading.Lock()
+
+
+@lru_cache(maxsize=65_536)
+def stem(word: str) -> str:
+    """The Snowball English stem of ``word`` (``refunding`` → ``refund``)."""
+    with _stem_lock:  # a PyStemmer stemmer is not thread-safe
+        return str(_stemmer.stemWord(word))
+
+
+QUESTION_WORDS = frozenset(["where", "when", "how", "why", "whether"])
+QUESTION_WEIGHT = 0.2
+"""Question words tell questions apart but say little about the topic: they weigh this much."""
+
+
+@lru_cache(maxsize=65_536)
+def weight(word: str) -> float:
+    """How informative ``word`` is, in (0, 1]: from its frequency in English; unknown words 1."""
+    if word in QUESTION_WORDS:
+        return QUESTION_WEIGHT
+    count = english().frequency.get(word)
+    if count is None:
+        return UNKNOWN_WEIGHT
+    return min(1.0, max(0.1, math.log10(TOTAL / count) / 3.5))
+
+
+def normalize(text: str) -> str:
+    """Lower-case ``text``, strip accents, and make apostrophes plain (``Café’s`` → ``cafe's``)."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+CONTRACTIONS = (
+    ("won't", "will not"),
+    ("can't", "can not"),
+    ("n't", " not"),
+    ("'m", " am"),
+    ("'re", " are"),
+    ("'ve", " have"),
+    ("'ll", " will"),
+    ("'d", " would"),
+    ("what's", "what is"),
+    ("where's", "where is"),
+    ("when's", "when is"),
+    ("how's", "how is"),
+    ("who's", "who is"),
+    ("it's", "it is"),
+    ("that's", "that is"),
+    ("there's", "there is"),
+)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``, normalised, contractions spelled out (``what's`` → ``what is``)."""
+    plain = normalize(text)
+    if "'" in plain:
+        for short, full in CONTRACTIONS:
+            plain = plain.replace(short, full)
+    return WORD.findall(plain)
+
+
+# ------------------------------------------------------------------------------ the analyzer
+
+
+class Analyzer:
+    """Turns texts into :class:`Term` lists for one bot: its vocabulary and synonyms on top of English.
+
+    ``vocabulary``: words the bot knows (never corrected, and preferred as
+    corrections); ``synonyms``: the tenant's own phrase → canonical words, applied
+    before (and winning over) :data:`SYNONYMS`.
+    """
+
+    def __init__(self, vocabulary: Iterable[str] = (), synonyms: Mapping[str, str] | None = None) -> None:
+        table = dict(SYNONYMS)
+        for phrase, canonical in (synonyms or {}).items():
+            key = " ".join(words(phrase))
+            if key:
+                table[key] = " ".join(words(canonical))
+        self.synonyms = table
+        self.longest = max((len(k.split()) for k in table), default=1)
+        self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
+        self._domain: Any = None
+        self._cache: dict[str, tuple[Term, ...]] = {}
+
+    def _domain_speller(self) -> Any:
+        if self._domain is None:
+            from symspellpy import SymSpell
+
+            speller = SymSpell(max_dictionary_edit_distance=2, prefix_length=5)
+            for word in self.vocabulary:
+                if len(word) > 2 and not word.isdigit():
+                    speller.create_dictionary_entry(word, english().frequency.get(word, 1000) + 1)
+            self._domain = speller
+        return self._domain
+
+    def correct(self, word: str) -> str:
+        """``word``, or its correction when neither English nor the bot's vocabulary knows it."""
+        if len(word) < 3 or word.isdigit() or any(c.isdigit() for c in word):
+            return word
+        if word in self.vocabulary or word in english().frequency or word in self.synonyms:
+            return word
+        from symspellpy import Verbosity
+
+        distance = 2 if len(word) >= 6 else 1
+        for speller in (self._domain_speller(), english().speller()):
+            found = speller.lookup(word, Verbosity.CLOSEST, max_edit_distance=distance)
+            if found:
+                return str(found[0].term)
+        return word
+
+    def canonical(self, text: str) -> list[str]:
+        """The words of ``text`` spelled right, with synonyms replaced by their canonical words."""
+        tokens = [self.correct(w) for w in words(text)]
+        out: list[str] = []
+        i = 0
+        while i < len(tokens):
+            for size in range(min(self.longest, len(tokens) - i), 0, -1):
+                phrase = " ".join(tokens[i : i + size])
+                canonical = self.synonyms.get(phrase)
+                if canonical is not None:
+                    out.extend(canonical.split())
+                    i += size
+                    break
+            else:
+                out.append(tokens[i])
+                i += 1
+        return out
+
+    def terms(self, text: str) -> tuple[Term, ...]:
+        """The weighted, stemmed content terms of ``text`` (each stem once, with its highest weight)."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        found: dict[str, float] = {}
+        for word in self.canonical(text):
+            if word in STOP_WORDS:
+                continue
+            if word.isdigit() and len(word) >= LONG_NUMBER:
+                found[NUMBER] = NUMBER_WEIGHT
+                continue
+            key = stem(word)
+            value = 0.3 if word.isdigit() else weight(word)
+            if value > found.get(key, 0.0):
+                found[key] = value
+        result = tuple(Term(k, v) for k, v in found.items())
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[text] = result
+        return result
+
+    def expand(self, text: str) -> str:
+        """``text`` followed by its corrected, canonical words that differ: a search query that finds both."""
+        original = words(text)
+        extra = [w for w in self.canonical(text) if w not in original]
+        return text if not extra else f"{text} {' '.join(dict.fromkeys(extra))}"
+
+
+def term_map(terms: Iterable[Term]) -> dict[str, float]:
+    """``{stem: weight}`` of ``terms``."""
+    return {t.stem: t.weight for t in terms}
+
+
+def coverage(query: Mapping[str, float], other: Mapping[str, float] | frozenset[str] | set[str]) -> float:
+    """The share of ``query``'s weight whose stems ``other`` has, in [0, 1] (0 for an empty query)."""
+    total = sum(query.values())
+    if not total:
+        return 0.0
+    return sum(w for s, w in query.items() if s in other) / total
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """What a tenant taught one bot: synonyms and extra examples per intent (``repositories/teaching.py``)."""
+
+    revision: int = 0
+    """Bumped by every change, so an engine rebuilds what it derived from the teaching only then."""
+    synonyms: Mapping[str, str] = field(default_factory=dict)
+    """Phrase (lower case) → the canonical words it means."""
+    examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Intent name → extra example messages."""
+
+
+@lru_cache(maxsize=1)
+def default_analyzer() -> Analyzer:
+    """An analyzer with no bot vocabulary and the curated synonyms only (for knowledge search queries)."""
+    return Analyzer()
