@@ -97,9 +97,10 @@ def public_handlers() -> list[ControllerRouterHandler]:
     the channel declares (:mod:`botloom.server.channels.routes`).
     """
     from botloom.server.channels.push import WEBHOOK_HANDLERS
+    from botloom.server.debugger import DEBUGGER_HANDLERS  # the debugger page and the API docs' assets
     from botloom.server.public import PUBLIC_HANDLERS
 
-    return [*PUBLIC_HANDLERS, *WEBHOOK_HANDLERS]
+    return [*PUBLIC_HANDLERS, *WEBHOOK_HANDLERS, *DEBUGGER_HANDLERS]
 
 
 def create_app(
@@ -144,6 +145,7 @@ def create_app(
     openapi = OpenAPIConfig(
         title="botloom",
         use_handler_docstrings=True,
+        render_plugins=_render_plugins(),  # Swagger UI served locally (botloom.server.debugger)
         version=_version(),
         description="The botloom API: tenants, bots, plugins, knowledge, conversations and chat.",
         components=Components(
@@ -216,6 +218,12 @@ def _rate_limit_store(settings: Settings) -> Any:
     from litestar.stores.memory import MemoryStore
 
     return MemoryStore()
+
+
+def _render_plugins() -> list[Any]:
+    from botloom.server.debugger import render_plugins
+
+    return render_plugins()
 
 
 def _version() -> str:

@@ -1,0 +1,101 @@
+"""The graph debugger's page, ``GET /debug`` (and ``/debug/...``), and the API docs' assets served locally.
+
+The page is plain HTML, CSS and JavaScript written for botloom (``static/``), served
+by botloom itself: no CDN, no build step. It signs in with an API key (kept in the
+tab's ``sessionStorage``, sent as ``Authorization: Bearer``) and reads everything
+through the ``/api/v1`` debugger routes (:mod:`botloom.server.api.debug`), so it sees
+exactly what the key may see.
+
+The API docs (``/schema``, ``/schema/swagger``) load Swagger UI from the
+``swagger-ui-bundle`` package, served at ``/schema-assets/swagger-ui/``; Litestar's
+other renderers (Redoc, Scalar, Stoplight Elements, RapiDoc) load their scripts from
+CDNs and no Python package ships them, so they are left out (:func:`render_plugins`).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from litestar import Response, get
+from litestar.exceptions import NotFoundException
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.types import ControllerRouterHandler
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"debug.js": "text/javascript", "debug.css": "text/css"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SWAGGER_ASSETS = "/schema-assets/swagger-ui"
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
+@get(["/debug", "/debug/{rest:path}"], include_in_schema=False, sync_to_thread=False)
+def debug_page(rest: str = "") -> Response[bytes]:
+    """The debugger page (any ``/debug/...`` path: the page keeps its place itself), or one of its assets."""
+    name = rest.strip("/")
+    if name.startswith("assets/"):
+        asset = name.removeprefix("assets/")
+        if asset not in ASSETS:
+            raise NotFoundException(f"no asset {asset!r}")
+        return Response((STATIC / asset).read_bytes(), media_type=ASSETS[asset], headers=_cache())
+    return Response(
+        (STATIC / "debug.html").read_bytes(),
+        media_type="text/html",
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _cache() -> dict[str, str]:
+    return {"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"}
+
+
+def swagger_ui_folder() -> Path | None:
+    """Where the ``swagger-ui-bundle`` package keeps Swagger UI's files (``None`` if it is not installed)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+@get(f"{SWAGGER_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
+def swagger_asset(name: str) -> Response[bytes]:
+    """One of Swagger UI's files, from the ``swagger-ui-bundle`` package."""
+    folder = swagger_ui_folder()
+    if folder is None or name not in SWAGGER_FILES:
+        raise NotFoundException(f"no asset {name!r}")
+    media_type = SWAGGER_FILES[name] or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response((folder / name).read_bytes(), media_type=media_type, headers=_cache())
+
+
+def render_plugins() -> list[OpenAPIRenderPlugin]:
+    """The API docs' renderers, every one with its assets served by botloom.
+
+    ``/schema`` and ``/schema/swagger``: Swagger UI from the ``swagger-ui-bundle`` package;
+    ``/schema/openapi.json`` and ``/schema/openapi.yaml``: the schema itself.
+    """
+    favicon = f"<link rel='icon' type='image/png' href='{SWAGGER_ASSETS}/favicon-32x32.png'>"
+    return [
+        SwaggerRenderPlugin(
+            path=["/", "/swagger"],
+            js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_ASSETS}/swagger-ui-standalone-preset.js",
+            favicon=favicon,
+        ),
+        JsonRenderPlugin(favicon=favicon),
+        YamlRenderPlugin(favicon=favicon),
+    ]
+
+
+DEBUGGER_HANDLERS: list[ControllerRouterHandler] = [debug_page, swagger_asset]
+
+__all__ = ["DEBUGGER_HANDLERS", "debug_page", "render_plugins", "swagger_asset"]

@@ -1,0 +1,307 @@
+// botloom's graph debugger: plain JS over the /api/v1 debug routes (no framework, no build step).
+"use strict";
+
+const KEY = "botloom.debug.key";
+const $ = (id) => document.getElementById(id);
+const state = { bot: null, conversation: null, turn: null, step: 0, cursors: {} };
+
+function key() { return sessionStorage.getItem(KEY); }
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${key()}`, ...(options.headers || {}) };
+  if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) { signOut("That key was refused."); throw new Error("401"); }
+  return response;
+}
+
+async function json(path, options) {
+  const response = await api(path, options);
+  if (!response.ok) {
+    let detail = `${response.status}`;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return response.json();
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "className") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+function pretty(value) { return el("pre", {}, JSON.stringify(value, null, 2)); }
+
+// -- sign in ---------------------------------------------------------------------------
+
+async function signIn(candidate) {
+  sessionStorage.setItem(KEY, candidate);
+  try {
+    const bots = await json("/api/v1/debug/bots");
+    $("sign-in").hidden = true; $("app").hidden = false; $("sign-out").hidden = false;
+    $("who").textContent = bots.length ? `${new Set(bots.map((b) => b.tenant_slug)).size} tenant(s)` : "no bots";
+    const select = $("bot");
+    select.replaceChildren(...bots.map((b) => el("option", { value: b.id }, `${b.tenant_slug}/${b.slug}`)));
+    if (bots.length) await pickBot(bots[0].id);
+  } catch (error) {
+    if (error.message !== "401") $("sign-in-error").textContent = error.message;
+  }
+}
+
+function signOut(message = "") {
+  sessionStorage.removeItem(KEY);
+  $("app").hidden = true; $("sign-in").hidden = false; $("sign-out").hidden = true; $("who").textContent = "";
+  $("sign-in-error").textContent = message;
+}
+
+// -- bot, graph, conversations -----------------------------------------------------------
+
+async function drawGraph(path = []) {
+  const query = path.length ? `?path=${encodeURIComponent(path.join(","))}` : "";
+  const response = await api(`/api/v1/bots/${state.bot}/graph${query}`);
+  const svg = await response.text();
+  const doc = new DOMParser().parseFromString(svg, "image/svg+xml");
+  $("graph").replaceChildren(document.importNode(doc.documentElement, true));
+}
+
+async function pickBot(botId) {
+  state.bot = botId; state.conversation = null;
+  $("bot").value = botId;
+  await drawGraph();
+  await listConversations(false);
+}
+
+async function listConversations(more) {
+  const params = new URLSearchParams({ limit: "20" });
+  const text = $("f-text").value.trim(), channel = $("f-channel").value.trim(), status = $("f-status").value;
+  if (text) params.set("q", text);
+  if (channel) params.set("channel", channel);
+  if (status) params.set("status", status);
+  if (more && state.cursors.conversations) params.set("cursor", state.cursors.conversations);
+  const page = await json(`/api/v1/bots/${state.bot}/debug/conversations?${params}`);
+  const items = page.items.map((c) => el("li", { dataset: { id: c.id }, tabindex: "0" },
+    el("span", { className: `badge ${c.status}` }, c.status), el("span", { className: "badge" }, c.channel),
+    el("span", {}, c.last_text || "(no messages)"), el("div", { className: "muted" }, `${c.messages} messages · ${new Date(c.updated_at).toLocaleString()}`)));
+  if (more) $("conversations").append(...items); else $("conversations").replaceChildren(...items);
+  if (!more && !items.length) $("conversations").replaceChildren(el("li", { className: "muted" }, "No conversations match."));
+  state.cursors.conversations = page.next_cursor;
+  $("more-conversations").hidden = !page.next_cursor;
+}
+
+async function openConversation(id) {
+  state.conversation = id; state.turn = null; state.cursors.messages = null; state.cursors.turns = null;
+  for (const li of $("conversations").children) li.classList.toggle("selected", li.dataset.id === id);
+  $("transcript").replaceChildren(); $("turns").replaceChildren(); $("turn").hidden = true;
+  await Promise.all([loadMessages(false), loadTurns(false)]);
+}
+
+async function loadMessages(older) {
+  const params = new URLSearchParams({ limit: "50" });
+  if (older && state.cursors.messages) params.set("cursor", state.cursors.messages);
+  const page = await json(`/api/v1/conversations/${state.conversation}/transcript?${params}`);
+  const items = page.messages.map((m) => el("li", { className: m.direction, dataset: { turn: m.turn_id || "" } },
+    m.text, el("div", { className: "muted" }, `${m.status}${m.intent ? " · " + m.intent : ""}`)));
+  if (older) $("transcript").prepend(...items); else $("transcript").replaceChildren(...items);
+  state.cursors.messages = page.next_cursor;
+  $("older-messages").hidden = !page.next_cursor;
+  markTranscript();
+}
+
+async function loadTurns(older) {
+  const params = new URLSearchParams({ limit: "20" });
+  if (older && state.cursors.turns) params.set("cursor", state.cursors.turns);
+  const page = await json(`/api/v1/conversations/${state.conversation}/turns?${params}`);
+  const items = page.turns.map((t) => el("li", { dataset: { checkpoint: t.checkpoint_id }, tabindex: "0" },
+    el("span", {}, t.user_text ?? "(resumed)"), el("div", { className: "muted" },
+      `${t.path.join(" → ")}${t.next.length ? " ⏸ " + t.next.join(",") : ""}${t.intent ? " · " + t.intent : ""}`)));
+  $("turns").append(...items);
+  state.cursors.turns = page.next_cursor;
+  $("older-turns").hidden = !page.next_cursor;
+}
+
+function markTranscript() {
+  const turnId = state.turn && state.turn.turn.turn_id;
+  for (const li of $("transcript").children) li.classList.toggle("current", Boolean(turnId) && li.dataset.turn === turnId);
+}
+
+// -- a turn, node by node ------------------------------------------------------------------
+
+async function openTurn(checkpointId) {
+  for (const li of $("turns").children) li.classList.toggle("selected", li.dataset.checkpoint === checkpointId);
+  state.turn = await json(`/api/v1/conversations/${state.conversation}/turns/${encodeURIComponent(checkpointId)}`);
+  state.step = 0;
+  $("turn").hidden = false;
+  $("turn-title").textContent = `Turn: ${state.turn.turn.user_text ?? "(resumed by an agent)"}`;
+  $("fork-result").hidden = true; $("replay-result").hidden = true; $("actions-error").textContent = "";
+  await drawGraph(state.turn.turn.path);
+  markTranscript();
+  showStep();
+}
+
+function did(step) {
+  const parts = [];
+  const w = step.wrote || {};
+  const section = (title, ...body) => parts.push(el("h4", {}, title), ...body);
+  if (Array.isArray(w.passages)) {
+    section("Passages retrieved", w.passages.length ? el("ul", {}, ...w.passages.map((p) =>
+      el("li", {}, el("b", {}, Number(p.score).toFixed(3)), " ", `${p.document}${p.title ? " — " + p.title : ""}: `,
+        el("span", { className: "muted" }, String(p.text || "").slice(0, 240))))) : el("p", { className: "muted" }, "none"));
+  }
+  if ("intent" in w || "confidence" in w) {
+    section("Intent", el("p", {}, `${w.intent ?? "(none)"} · confidence ${Number(w.confidence ?? 0).toFixed(2)}`));
+  }
+  for (const name of ["candidates", "intent_candidates"]) {
+    if (Array.isArray(w[name])) section("Intent candidates", pretty(w[name]));
+  }
+  if (w.slots && Object.keys(w.slots).length) section("Slots", pretty(w.slots));
+  if (Array.isArray(w.tool_results) && w.tool_results.length) {
+    section("Tools called", el("ul", {}, ...w.tool_results.map((t) => el("li", {},
+      el("b", {}, t.tool), ` ${t.ok ? "ok" : "failed"}${t.ms != null ? ` (${t.ms} ms)` : ""}`,
+      pretty({ arguments: t.arguments, ...(t.ok ? { result: t.result } : { error: t.error }) })))));
+  }
+  for (const name of ["model_calls", "llm_calls"]) {
+    if (Array.isArray(w[name])) section("Model calls (prompt, tokens, cost)", pretty(w[name]));
+  }
+  if (Array.isArray(w.replies) && w.replies.length) section("Replies", el("ul", {}, ...w.replies.map((r) => el("li", {}, r))));
+  if (w.escalation_reason) section("Escalation reason", el("p", {}, w.escalation_reason));
+  if (Array.isArray(w.errors) && w.errors.length) section("Errors", el("ul", { className: "error" }, ...w.errors.map((e) => el("li", {}, e))));
+  const shown = new Set(["passages", "intent", "confidence", "candidates", "intent_candidates", "slots", "tool_results",
+    "model_calls", "llm_calls", "replies", "escalation_reason", "errors"]);
+  const rest = Object.fromEntries(Object.entries(w).filter(([k]) => !shown.has(k)));
+  if (Object.keys(rest).length) section("Also wrote", pretty(rest));
+  if (!parts.length) parts.push(el("p", { className: "muted" }, "It changed no state key."));
+  return parts;
+}
+
+function showStep() {
+  const steps = state.turn.steps;
+  const paused = state.turn.turn.next.length ? ` · paused before ${state.turn.turn.next.join(", ")}` : "";
+  if (!steps.length) {
+    $("step-node").textContent = "(no node ran)"; $("step-meta").textContent = paused; $("step-did").replaceChildren();
+    $("step-position").textContent = ""; $("diff").hidden = true; return;
+  }
+  const step = steps[state.step];
+  $("step-position").textContent = `step ${state.step + 1} of ${steps.length}`;
+  $("prev-step").disabled = state.step === 0;
+  $("next-step").disabled = state.step === steps.length - 1;
+  $("step-node").textContent = step.node;
+  $("step-meta").textContent = `${step.ms != null ? step.ms.toFixed(1) + " ms" : ""} · ${step.summary}${paused}`;
+  $("step-did").replaceChildren(el("div", { className: "did" }, ...did(step)));
+  for (const g of document.querySelectorAll("#graph g.node")) {
+    g.style.filter = g.dataset.node === step.node ? "drop-shadow(0 0 4px #e8590c)" : "";
+  }
+  const rows = step.diff.map((d) => el("tr", { className: d.change }, el("td", {}, d.key),
+    el("td", {}, pretty(d.before)), el("td", {}, pretty(d.after))));
+  $("diff").querySelector("tbody").replaceChildren(...rows);
+}
+
+// -- fork, replay, golden test (the Debug-actions endpoints; hidden when the server has none) --
+
+function nodes(text) { return text.split(",").map((s) => s.trim()).filter(Boolean); }
+
+function actionMissing(response) {
+  if (response.status === 404 || response.status === 405) {
+    $("actions-missing").hidden = false;
+    return true;
+  }
+  return false;
+}
+
+async function actionError(response) {
+  let detail = `${response.status}`;
+  try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+  $("actions-error").textContent = detail;
+}
+
+function showFork(result) {
+  state.fork = result.fork_id;
+  $("fork-result").hidden = false;
+  $("fork-original").replaceChildren(...state.turn.turn.replies.map((r) => el("li", {}, r)));
+  $("fork-replies").replaceChildren(...(result.replies || []).map((r) => el("li", {}, typeof r === "string" ? r : r.text ?? JSON.stringify(r))));
+  $("fork-paused").textContent = result.paused_at ? `paused at ${JSON.stringify(result.paused_at)}` : `path: ${(result.path || []).join(" → ")}`;
+  $("fork-continue").hidden = !result.paused_at;
+}
+
+async function fork(event) {
+  event.preventDefault();
+  $("actions-error").textContent = "";
+  const body = { checkpoint_id: state.turn.turn.checkpoint_id };
+  const text = $("fork-text").value.trim();
+  if (text) body.text = text;
+  const edited = $("fork-state").value.trim();
+  if (edited) {
+    try { body.state = JSON.parse(edited); } catch (_) { $("actions-error").textContent = "The state is not JSON."; return; }
+  }
+  if (nodes($("fork-before").value).length) body.break_before = nodes($("fork-before").value);
+  if (nodes($("fork-after").value).length) body.break_after = nodes($("fork-after").value);
+  const response = await api(`/api/v1/conversations/${state.conversation}/forks`, { method: "POST", body: JSON.stringify(body) });
+  if (actionMissing(response)) return;
+  if (!response.ok) { await actionError(response); return; }
+  showFork(await response.json());
+}
+
+async function continueFork() {
+  const response = await api(`/api/v1/forks/${state.fork}/continue`, { method: "POST", body: "{}" });
+  if (!response.ok) { await actionError(response); return; }
+  showFork(await response.json());
+}
+
+async function replay() {
+  $("actions-error").textContent = "";
+  const response = await api(`/api/v1/conversations/${state.conversation}/replay`, {
+    method: "POST", body: JSON.stringify({ mode: $("replay-mode").value }) });
+  if (actionMissing(response)) return;
+  if (!response.ok) { await actionError(response); return; }
+  const result = await response.json();
+  const show = (v) => (Array.isArray(v) ? v.map((r) => (typeof r === "string" ? r : r.text ?? JSON.stringify(r))).join("\n") : JSON.stringify(v));
+  $("replay-result").querySelector("tbody").replaceChildren(...result.turns.map((t) =>
+    el("tr", { className: t.same ? "" : "changed" }, el("td", {}, t.index), el("td", {}, show(t.input)),
+      el("td", {}, el("pre", {}, show(t.original))), el("td", {}, el("pre", {}, show(t.replayed))))));
+  $("replay-result").hidden = false;
+}
+
+async function golden() {
+  const response = await api(`/api/v1/conversations/${state.conversation}/golden-test`);
+  if (actionMissing(response)) return;
+  if (!response.ok) { await actionError(response); return; }
+  const link = el("a", { href: URL.createObjectURL(await response.blob()), download: `test_conversation_${state.conversation.slice(0, 8)}.py` });
+  document.body.append(link); link.click(); link.remove();
+}
+
+// -- wiring -------------------------------------------------------------------------------
+
+function onPick(list, attribute, handler) {
+  const pick = (event) => {
+    const li = event.target.closest("li");
+    if (li && li.dataset[attribute]) handler(li.dataset[attribute]).catch(report);
+  };
+  list.addEventListener("click", pick);
+  list.addEventListener("keydown", (event) => { if (event.key === "Enter") pick(event); });
+}
+
+function report(error) { if (error.message !== "401") $("actions-error").textContent = error.message; console.error(error); }
+
+$("sign-in-form").addEventListener("submit", (event) => { event.preventDefault(); signIn($("api-key").value.trim()); });
+$("sign-out").addEventListener("click", () => signOut());
+$("bot").addEventListener("change", () => pickBot($("bot").value).catch(report));
+$("filters").addEventListener("submit", (event) => { event.preventDefault(); listConversations(false).catch(report); });
+$("more-conversations").addEventListener("click", () => listConversations(true).catch(report));
+$("older-messages").addEventListener("click", () => loadMessages(true).catch(report));
+$("older-turns").addEventListener("click", () => loadTurns(true).catch(report));
+onPick($("conversations"), "id", openConversation);
+onPick($("turns"), "checkpoint", openTurn);
+$("prev-step").addEventListener("click", () => { state.step = Math.max(0, state.step - 1); showStep(); });
+$("next-step").addEventListener("click", () => { state.step = Math.min(state.turn.steps.length - 1, state.step + 1); showStep(); });
+$("show-diff").addEventListener("click", () => { $("diff").hidden = !$("diff").hidden; });
+$("fork-form").addEventListener("submit", (event) => fork(event).catch(report));
+$("fork-continue").addEventListener("click", () => continueFork().catch(report));
+$("replay").addEventListener("click", () => replay().catch(report));
+$("golden").addEventListener("click", () => golden().catch(report));
+
+if (key()) signIn(key());

@@ -1,0 +1,155 @@
+"""The debugger page and the API docs in real headless Chromium, with the network limited to botloom itself.
+
+Every request the browser makes is routed through :func:`only_botloom`: one to any
+other origin (a CDN, a font service) is aborted and fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.serve_process import Server
+from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.serial,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+]
+ADMIN = {"Authorization": "Bearer admin"}  # tests.serve_process sets BOTLOOM_ADMIN_TOKEN=admin
+
+
+@pytest.fixture
+def server(database_url: str, data_dir: Path) -> Iterator[Server]:
+    running = Server(database_url, data_dir)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Guard:
+    """Lets requests to botloom through and aborts (and remembers) every other one."""
+
+    def __init__(self, allowed: str) -> None:
+        self.allowed = origin(allowed)
+        self.foreign: list[str] = []
+
+    def __call__(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or origin(url) == self.allowed:
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+
+def keep(page: Any, name: str) -> None:
+    """A screenshot in ``BOTLOOM_SCREENSHOTS`` when it is set."""
+    folder = os.environ.get("BOTLOOM_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def test_debug_page_steps_through_a_turn(server: Server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    first = httpx.post(
+        f"{server.url}/api/v1/bots/acme/support/messages", json={"text": "where is my order 1234?"}, headers=ADMIN
+    )
+    assert first.status_code == 200, first.text
+    cid = first.json()["conversation_id"]
+    second = httpx.post(
+        f"{server.url}/api/v1/bots/acme/support/messages",
+        json={"text": "thanks, bye", "conversation_id": cid},
+        headers=ADMIN,
+    )
+    assert second.status_code == 200, second.text
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 950})
+            guard = Guard(server.url)
+            context.route("**/*", guard)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/debug")
+            page.get_by_label("API key").fill("admin")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#bot option", has_text="acme/support")).to_have_count(1, timeout=15_000)
+            expect(page.locator("#graph svg g.node")).to_have_count(7)  # start, five nodes, end
+            expect(page.locator("#conversations li")).to_have_count(1)
+            keep(page, "debug-signed-in.png")
+
+            page.locator("#conversations li").first.click()
+            expect(page.locator("#turns li")).to_have_count(2)
+            expect(page.locator("#transcript li")).to_have_count(4)
+            page.locator("#turns li", has_text="where is my order 1234?").click()
+            expect(page.locator("#step-node")).to_have_text("retrieve", timeout=15_000)
+            expect(page.locator("#step-position")).to_have_text("step 1 of 4")
+            expect(page.locator("#graph svg g.node.on-path")).to_have_count(6)
+            expect(page.locator("#transcript li.current")).to_have_count(2)
+
+            page.get_by_role("button", name="Next ▶").click()
+            expect(page.locator("#step-node")).to_have_text("classify")
+            expect(page.locator("#step-did")).to_contain_text("order_status")
+            expect(page.locator("#step-did")).to_contain_text("order_number")
+            page.get_by_role("button", name="State diff").click()
+            diff = page.get_by_label("State diff")
+            expect(diff).to_be_visible()
+            expect(diff.locator("tr.changed, tr.added").filter(has_text="intent")).to_have_count(1)
+            page.get_by_role("button", name="Next ▶").click()
+            expect(page.locator("#step-node")).to_have_text("act")
+            expect(page.locator("#step-did")).to_contain_text("Tools called")
+            page.get_by_role("button", name="Next ▶").click()
+            expect(page.locator("#step-node")).to_have_text("respond")
+            expect(page.locator("#step-did")).to_contain_text("1234 has shipped")
+            expect(page.get_by_role("button", name="Next ▶")).to_be_disabled()
+            page.get_by_role("button", name="◀ Previous").click()
+            expect(page.locator("#step-node")).to_have_text("act")
+            keep(page, "debug-turn.png")
+
+            page.locator("#f-status").select_option("escalated")
+            page.get_by_role("button", name="Filter").click()
+            expect(page.locator("#conversations li")).to_have_text(["No conversations match."])
+            assert errors == []
+            assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
+        finally:
+            browser.close()
+
+
+def test_api_docs_render_offline(server: Server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            guard = Guard(server.url)
+            context.route("**/*", guard)
+            page = context.new_page()
+            for path in ("/schema", "/schema/swagger"):
+                page.goto(f"{server.url}{path}")
+                expect(page.locator(".swagger-ui .info .title")).to_contain_text("botloom", timeout=15_000)
+                expect(page.locator(".opblock-tag-section").first).to_be_visible()
+            keep(page, "schema-swagger.png")
+            assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
+            assert httpx.get(f"{server.url}/schema/redoc").status_code == 404  # its assets come from CDNs only
+        finally:
+            browser.close()
