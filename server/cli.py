@@ -249,7 +249,7 @@ async def _read_line() -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    """Print a graph as Mermaid, or draw it as SVG (offline)."""
+    """Print a graph as Mermaid, or draw it as SVG or PNG (offline: the PNG is rendered by resvg, in process)."""
     import asyncio
 
     from botloom.core.host import PluginHost
@@ -270,6 +270,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
         graph = GraphRegistry(host, None).get(name)
     except UnknownGraph as exc:
         raise CommandError(str(exc)) from None
+    if args.format == "png":
+        import resvg_py
+
+        from botloom.graphs.drawing import draw_svg
+
+        png = bytes(resvg_py.svg_to_bytes(svg_string=draw_svg(graph.get_graph()), zoom=2.0))
+        if args.output:
+            with open(args.output, "wb") as out:
+                out.write(png)
+        elif sys.stdout.isatty():
+            raise CommandError("a PNG is not for a terminal: pass -o FILE (or redirect standard output)")
+        else:
+            sys.stdout.buffer.write(png)
+        return EXIT_OK
     if args.format == "svg":
         from botloom.graphs.drawing import draw_svg
 
@@ -285,13 +299,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _graph_format(value: str) -> str:
-    """``--format`` of ``botloom graph``: PNG gets a way to make one instead of a bare "invalid choice"."""
-    if value.lower() == "png":
-        raise argparse.ArgumentTypeError(
-            "png is not drawn by botloom (it would need a network service or a system library): "
-            "use --format svg and convert the SVG if you need a PNG (rsvg-convert, Inkscape or a browser)"
-        )
-    return value
+    """``--format`` of ``botloom graph``, in any case."""
+    return value.lower()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -507,9 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument(
         "--format",
         type=_graph_format,
-        choices=["mermaid", "svg"],
+        choices=["mermaid", "svg", "png"],
         default="mermaid",
-        help="mermaid (text, default) or svg (a picture drawn offline)",
+        help="mermaid (text, default), svg or png (pictures drawn offline)",
     )
     graph.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 

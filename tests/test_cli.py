@@ -147,11 +147,15 @@ def test_graph_draws_the_turn_graph_as_svg_offline(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_graph_as_png_says_how_to_get_one(tmp_path: Path) -> None:
-    result = run_botloom("graph", "--format", "png", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "png is not drawn by botloom" in result.stderr
-    assert "--format svg" in result.stderr
+def test_graph_draws_a_png_offline(tmp_path: Path) -> None:
+    out = tmp_path / "turn.png"
+    offline = botloom_env({"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+    result = run_botloom("graph", "--format", "png", "-o", str(out), env=offline, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 200 and height > 400, (width, height)  # the whole graph, drawn at twice the SVG's size
 
 
 @pytest.mark.slow
