@@ -9,14 +9,19 @@ and by rate limits. Frames are JSON:
 * server → client: ``{"type": "ready", "conversation_id": "...", "history": [...]}``,
   ``{"type": "typing"}``, ``{"type": "reply", "text": "...", "id": "..."}``,
   ``{"type": "done", "id": "<client id>", "intent": ..., "escalated": ...}``,
-  ``{"type": "error", "detail": "..."}``.
+  ``{"type": "error", "detail": "..."}``; and live, outside the user's turns (a person took over):
+  ``{"type": "agent_joined", "name": "..."}``, ``{"type": "reply", "from": "agent", "name": "...",
+  "text": "...", "id": "..."}``, ``{"type": "bot_back", "text": null | "..."}``.
 
 A message's client id makes a resend after a dropped connection idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections import deque
 from html import escape
@@ -34,10 +39,12 @@ from botloom import (
     ChannelResponse,
     ChannelRoute,
     ChannelSocket,
+    ConversationUpdate,
     InboundMessage,
     hookimpl,
 )
 
+logger = logging.getLogger(__name__)
 MAX_TEXT = 4000
 MAX_FRAME = 16_384
 PAGE = resources.files("botloom.channels") / "webchat.html"
@@ -182,9 +189,36 @@ class _Session:
         self.sent: deque[float] = deque()
         self.conversation_id: str | None = None
         self.user = "web-user"
+        self.sending = asyncio.Lock()  # the user's turns and live updates send on the same socket
+        self.following: asyncio.Task[None] | None = None
 
     async def send(self, **frame: Any) -> None:
-        await self.socket.send(json.dumps(frame))
+        async with self.sending:
+            await self.socket.send(json.dumps(frame))
+
+    def follow(self, conversation_id: str) -> None:
+        """Show the conversation's live updates (a person joined, their messages, the bot back) from now on."""
+        self.stop_following()
+        self.following = asyncio.create_task(self._follow(conversation_id))
+
+    async def _follow(self, conversation_id: str) -> None:
+        try:
+            await self.host.follow(conversation_id, self.update)
+        except Exception:  # the chat goes on without live updates
+            logger.warning("live updates of conversation %s stopped", conversation_id, exc_info=True)
+
+    def stop_following(self) -> None:
+        if self.following is not None:
+            self.following.cancel()
+            self.following = None
+
+    async def update(self, update: ConversationUpdate) -> None:
+        if update.kind == "agent_message":
+            await self.send(type="reply", id=update.id, text=update.text, name=update.name, **{"from": "agent"})
+        elif update.kind == "agent_joined":
+            await self.send(type="agent_joined", name=update.name)
+        else:
+            await self.send(type="bot_back", text=update.text)
 
     def limited(self) -> bool:
         now = time.monotonic()
@@ -196,6 +230,16 @@ class _Session:
         return False
 
     async def run(self) -> None:
+        try:
+            await self.frames()
+        finally:
+            following, self.following = self.following, None
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await following
+
+    async def frames(self) -> None:
         while True:
             raw = await self.socket.receive()
             try:
@@ -219,6 +263,7 @@ class _Session:
         self.conversation_id = conversation.id
         history = [{"role": m.role, "text": m.text, "id": m.id} for m in conversation.history]
         await self.send(type="ready", conversation_id=conversation.id, history=history)
+        self.follow(conversation.id)
 
     async def message(self, frame: Message) -> None:
         try:

@@ -232,6 +232,19 @@ class ChannelConversation(msgspec.Struct, frozen=True, kw_only=True):
     history: tuple[HistoryMessage, ...] = ()
 
 
+class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """Something that happened in a conversation outside a turn, for a socket channel to show its user live."""
+
+    kind: Literal["agent_joined", "agent_message", "bot_back"]
+    """A person joined (an agent claimed the handover), a person's message, or the bot is back."""
+    text: str | None = None
+    """The agent's message (``agent_message``), or what the user is told when the bot is back, if anything."""
+    name: str | None = None
+    """The agent's display name."""
+    id: str | None = None
+    """The stored message's id (``agent_message``)."""
+
+
 class SocketClosed(Exception):
     """The client closed the socket."""
 
@@ -274,6 +287,16 @@ class ChannelHost(abc.ABC):
         With ``conversations = "id"``, ``message.conversation_key`` is the conversation's id
         (``None`` starts a new one). Raises :class:`ChannelRejected` (404) for a conversation
         the bot does not have.
+        """
+
+    async def follow(  # noqa: B027 - optional: a host without live updates keeps this default
+        self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]
+    ) -> None:
+        """Call ``deliver`` with each :class:`ConversationUpdate` of the conversation until cancelled.
+
+        Updates happen outside the channel's own turns: an agent joined the
+        conversation, an agent's message, the bot is back. A host without live
+        updates returns at once (this default).
         """
 
 

@@ -158,12 +158,22 @@ def create_app(
     )
     from botloom.server.api.openapi import ExactStructSchemaPlugin
     from botloom.server.channels.routes import plugin_host, register_channel_routes
+    from botloom.server.desk import desk_channels, desk_handlers
     from botloom.server.langgraph_api import langgraph_router
 
     host = services.host if services is not None else plugin_host(settings)  # whose channels' routes to mount
     app = BotloomApp(
-        route_handlers=[api, langgraph_router(), *public_handlers(), *extra_handlers],  # LangGraph API: /langgraph
-        plugins=[ExactStructSchemaPlugin()],  # the schema says what msgspec enforces (botloom.server.api.openapi)
+        route_handlers=[  # LangGraph API: /langgraph; the agent desk's page and socket (botloom.server.desk)
+            api,
+            langgraph_router(),
+            *public_handlers(),
+            *desk_handlers(),
+            *extra_handlers,
+        ],
+        plugins=[
+            ExactStructSchemaPlugin(),  # the schema says what msgspec enforces (botloom.server.api.openapi)
+            desk_channels(settings),  # each tenant's live events, for the desk and web chat (botloom.server.desk)
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         openapi_config=openapi,

@@ -30,6 +30,7 @@ from botloom.runtime.inbound import ChannelBinding, channel_call
 from botloom.runtime.services import Services
 from botloom.server.auth import Principal
 from botloom.server.channels.push import channel_request, public_url, rejected
+from botloom.server.desk.live import live_host
 from botloom.server.paths import bot_ref
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ async def handle_socket(
         return
     await socket.accept()
     try:
-        await adapter.converse(_Socket(socket, incoming), services.inbound.channel_host(binding), binding.config)
+        host = live_host(socket, services.inbound.channel_host(binding))  # with live updates (server/desk/live.py)
+        await adapter.converse(_Socket(socket, incoming), host, binding.config)
     except (SocketClosed, WebSocketDisconnect):
         return

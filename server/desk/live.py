@@ -1,0 +1,235 @@
+"""Live updates: Litestar's channels plugin carries each tenant's events to the desk's WebSockets.
+
+Events are published by :class:`botloom.runtime.events.Events` in whichever process
+emits them (a server, a worker): with ``BOTLOOM_REDIS_URL`` as a Redis ``PUBLISH`` on
+the tenant's channel, which :class:`~litestar.channels.backends.redis.RedisChannelsPubSubBackend`
+listens to; without Redis as a PostgreSQL ``NOTIFY``, which
+:class:`~litestar.channels.backends.psycopg.PsycoPgChannelsBackend` listens to. Either
+way every server process's sockets see every event of their tenant.
+
+``WS /api/v1/desk/ws``: browsers cannot set ``Authorization`` on a WebSocket, so
+the client's **first frame** authenticates: ``{"token": "<agent token or tenant API
+key>"}`` (the operator adds ``"tenant": "<slug or id>"``), within 10 seconds. The
+server answers ``{"type": "ready", "tenant_id", "agent_id"}`` and then
+``{"type": "event", "event": <envelope>}`` for each of the tenant's events (the
+envelope of docs/webhooks.md); ``{"type": "ping"}`` is answered ``{"type": "pong"}``.
+A refused token gets ``{"type": "error", "detail"}`` and close code 4401. The token
+never travels in the URL, so it is not written to access logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.base import ChannelsBackend
+from litestar.config.app import AppConfig
+from litestar.exceptions import WebSocketDisconnect
+
+from botloom.core.channels import ChannelConversation, ChannelHost, ConversationUpdate, TurnAnswer
+from botloom.core.domain import is_slug
+from botloom.core.messages import InboundMessage
+from botloom.core.settings import Settings
+from botloom.core.storage.repositories import as_uuid
+from botloom.runtime.events import live_channel
+from botloom.runtime.services import Services
+
+logger = logging.getLogger(__name__)
+
+AUTH_WAIT = 10.0
+"""Seconds a new desk socket has to send its token."""
+MAX_FRAME = 4096
+"""Bytes of a client frame at most (a token, a ping)."""
+REFUSED = 4401
+
+
+class DeskChannels(ChannelsPlugin):
+    """Litestar's channels plugin on Redis (when configured) or PostgreSQL, for each tenant's live events.
+
+    The PostgreSQL backend needs the database's URL, known only once the app's
+    services are open (an embedded database starts then): it is read from the
+    services just before the backend starts.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        backend: ChannelsBackend
+        if settings.redis_url:
+            from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+            from redis.asyncio import Redis
+
+            backend = RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
+        else:
+            from litestar.channels.backends.psycopg import PsycoPgChannelsBackend
+
+            backend = PsycoPgChannelsBackend(pg_dsn="")
+        self.on_redis = bool(settings.redis_url)
+        super().__init__(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=1000)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Register the plugin (a lifespan manager), just after one giving the PostgreSQL backend its URL."""
+        app_config.lifespan.append(self._locate_database)
+        return super().on_app_init(app_config)
+
+    @contextlib.asynccontextmanager
+    async def _locate_database(self, app: Any) -> AsyncIterator[None]:
+        if not self.on_redis:  # the app's services are open: its lifespan managers run in order
+            services: Services = app.state.services
+            self._backend._pg_dsn = services.db.url  # type: ignore[attr-defined]
+        yield
+
+
+async def socket_tenant(services: Services, frame: Any) -> tuple[str, str | None] | None:
+    """``(tenant id, agent id)`` the first frame's token stands for; ``None`` when it stands for nothing."""
+    if not isinstance(frame, dict):
+        return None
+    token, tenant_ref = frame.get("token"), frame.get("tenant")
+    if not isinstance(token, str) or not token or len(token) > 500:
+        return None
+    admin = services.settings.admin_token
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        if not isinstance(tenant_ref, str):
+            return None
+        tenant = None
+        if as_uuid(tenant_ref) is not None:
+            tenant = await services.store.tenants.get(tenant_ref)
+        elif is_slug(tenant_ref):
+            tenant = await services.store.tenants.get_by_slug(tenant_ref)
+        return (tenant.id, None) if tenant else None
+    agents = getattr(services.store, "agents", None)
+    if agents is not None:
+        agent = await agents.authenticate(token)
+        if agent is not None:
+            return agent.tenant_id, agent.id
+    key = await services.store.api_keys.authenticate(token)
+    return (key.tenant_id, None) if key is not None else None
+
+
+@websocket("/api/v1/desk/ws", opt={"desk": True})
+async def desk_socket(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin) -> None:
+    """The desk's live events: authenticate with the first frame, then receive the tenant's events."""
+    services: Services = socket.app.state.services
+    await socket.accept()
+    try:
+        frame = msgspec.json.decode(await asyncio.wait_for(_frame(socket), AUTH_WAIT))
+        who = await socket_tenant(services, frame)
+    except (TimeoutError, msgspec.DecodeError, ValueError):
+        who = None
+    except WebSocketDisconnect:
+        return
+    if who is None:
+        with contextlib.suppress(Exception):
+            await socket.send_json({"type": "error", "detail": 'send {"token": ...} with a valid token first'})
+            await socket.close(code=REFUSED, reason="unauthorized")
+        return
+    tenant_id, agent_id = who
+    async with channels.start_subscription([live_channel(tenant_id)]) as subscriber:
+        await socket.send_json({"type": "ready", "tenant_id": tenant_id, "agent_id": agent_id})
+
+        async def forward() -> None:
+            async for message in subscriber.iter_events():
+                text = message.decode() if isinstance(message, bytes) else str(message)
+                await socket.send_text('{"type":"event","event":' + text + "}")
+
+        forwarding = asyncio.create_task(forward())
+        try:
+            while True:
+                raw = await _frame(socket)
+                try:
+                    kind = msgspec.json.decode(raw).get("type")
+                except (msgspec.DecodeError, AttributeError):
+                    kind = None
+                if kind == "ping":
+                    await socket.send_json({"type": "pong"})
+        except (WebSocketDisconnect, ValueError):  # gone, or a frame too large: the socket ends
+            pass
+        finally:
+            forwarding.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await forwarding
+
+
+# -- the end user's side: a socket channel's host with live updates ---------------------------
+
+JOINED = frozenset({"handover.claimed"})
+BOT_BACK = frozenset({"handover.returned_to_bot", "handover.resolved", "handover.timed_out_to_bot"})
+
+
+def end_user_update(event: dict[str, Any]) -> ConversationUpdate | None:
+    """What an event shows the conversation's end user, if anything (never notes, never who else is queued)."""
+    kind, data = event.get("kind"), event.get("data") or {}
+    if not isinstance(data, dict):
+        return None
+    name = data.get("agent_name") if isinstance(data.get("agent_name"), str) else None
+    if kind in JOINED:
+        return ConversationUpdate(kind="agent_joined", name=name)
+    if kind == "handover.message" and isinstance(data.get("text"), str):
+        message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
+        return ConversationUpdate(kind="agent_message", text=data["text"], name=name, id=message_id)
+    if kind in BOT_BACK:
+        text = data.get("text") if kind == "handover.timed_out_to_bot" and isinstance(data.get("text"), str) else None
+        return ConversationUpdate(kind="bot_back", text=text)
+    return None
+
+
+class LiveHost(ChannelHost):
+    """A socket channel's host (the runtime's), plus :meth:`follow` through the app's channels plugin."""
+
+    def __init__(self, inner: ChannelHost, channels: ChannelsPlugin, services: Services) -> None:
+        self.inner = inner
+        self.bot = inner.bot
+        self.channels = channels
+        self.services = services
+
+    async def open_conversation(self, conversation_id: str | None, user: str) -> ChannelConversation:
+        """As the runtime's host does."""
+        return await self.inner.open_conversation(conversation_id, user)
+
+    async def answer(self, message: InboundMessage) -> TurnAnswer:
+        """As the runtime's host does."""
+        return await self.inner.answer(message)
+
+    async def follow(self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]) -> None:
+        """Hand ``deliver`` what the conversation's user should see of its events, until cancelled."""
+        tenant_id = self.bot.tenant_id
+        async with self.channels.start_subscription([live_channel(tenant_id)]) as subscriber:
+            async for raw in subscriber.iter_events():
+                try:
+                    event = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    continue
+                if not isinstance(event, dict) or event.get("conversation_id") != conversation_id:
+                    continue
+                if event.get("data_omitted") and isinstance(event.get("id"), str):
+                    stored = await self.services.store.events.get(tenant_id, event["id"])
+                    event = stored.envelope() if stored is not None else event
+                update = end_user_update(event)
+                if update is not None:
+                    await deliver(update)
+
+
+def live_host(socket: WebSocket[Any, Any, Any], inner: ChannelHost) -> ChannelHost:
+    """``inner`` with live updates when the app has its channels plugin (else ``inner`` itself)."""
+    try:
+        channels = socket.app.plugins.get(DeskChannels)
+    except KeyError:
+        return inner
+    return LiveHost(inner, channels, socket.app.state.services)
+
+
+async def _frame(socket: WebSocket[Any, Any, Any]) -> str:
+    """The next client frame (text), refused beyond :data:`MAX_FRAME` bytes."""
+    data = await socket.receive_data(mode="text")
+    text = data if isinstance(data, str) else data.decode()
+    if len(text) > MAX_FRAME:
+        raise ValueError("frame too large")
+    return text
+
+
+__all__ = ["DeskChannels", "LiveHost", "desk_socket", "end_user_update", "live_host", "socket_tenant"]
