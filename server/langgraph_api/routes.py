@@ -734,7 +734,8 @@ async def join_stream(request: Request[Any, Any, Any], services: ServicesDep, th
     """The run's events (``?stream_mode=``), when it is over; a run of another process: its final values."""
     held, shown, conversation, bot = await _run(request, services, thread_id, run_id)
     try:
-        modes = run_ops.stream_modes(request.query_params.getall("stream_mode", None) or None)
+        asked = [m for m in request.query_params.getall("stream_mode", []) if m]
+        modes = run_ops.stream_modes(asked or None)
     except ValueError as exc:
         raise refused(422, str(exc)) from None
     if held is None:

@@ -37,6 +37,7 @@ from botloom.runtime.runner import thread_config
 from botloom.runtime.services import Services
 from botloom.server.langgraph_api.shapes import (
     checkpoint_payload,
+    has_checkpoint,
     interrupts_out,
     jsonable,
     now,
@@ -325,8 +326,8 @@ def _changes(run: Run) -> dict[str, Any]:
 
 def _new_messages(run: Run) -> list[dict[str, Any]]:
     """The messages the turn added to the state's window (the user's, then the replies)."""
-    before = values_out(run.before.values, run.thread_id)["messages"] if run.before is not None else []
-    after = values_out(run.after.values, run.thread_id)["messages"] if run.after is not None else []
+    before = values_out(run.before.values, run.thread_id).get("messages", []) if run.before is not None else []
+    after = values_out(run.after.values, run.thread_id).get("messages", []) if run.after is not None else []
     known = {m["id"] for m in before}
     return [m for m in after if m["id"] not in known]
 
@@ -334,7 +335,7 @@ def _new_messages(run: Run) -> list[dict[str, Any]]:
 def _first_values(run: Run, added: list[dict[str, Any]]) -> dict[str, Any]:
     """The state as the turn started: the state before it, with the user's message."""
     values = values_out(run.before.values, run.thread_id) if run.before is not None else {"messages": []}
-    values["messages"] = values["messages"] + [m for m in added if m["type"] == "human"][:1]
+    values["messages"] = values.get("messages", []) + [m for m in added if m["type"] == "human"][:1]
     return values
 
 
@@ -386,7 +387,7 @@ class _Events:
         if trace:
             self.emit("values", _first_values(run, self.added))
         self.graph_event("on_chain_start", {"input": {"messages": human}})
-        if trace and run.before is not None:
+        if trace and run.before is not None and has_checkpoint(run.before):
             self.debug("checkpoint", self.step0, checkpoint_payload(run.before, run.thread_id))
         changes = _changes(run) if trace else {}
         for index, step in enumerate(trace):

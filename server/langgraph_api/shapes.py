@@ -118,6 +118,8 @@ def values_out(values: Any, thread_id: str) -> dict[str, Any]:
     """A state's values: ``messages`` as LangChain message dicts, the other fields as they are."""
     if not isinstance(values, Mapping):
         return {"value": jsonable(values)}
+    if not values:
+        return {}
     out = {str(k): jsonable(v) for k, v in values.items() if k != "messages"}
     out["messages"] = lc_messages(values.get("messages"), thread_id)
     return out
