@@ -113,7 +113,9 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
             page.get_by_role("button", name="State diff").click()
             diff = page.get_by_label("State diff")
             expect(diff).to_be_visible()
-            expect(diff.locator("tr.changed, tr.added").filter(has_text="intent")).to_have_count(1)
+            expect(diff.get_by_role("cell", name="intent", exact=True)).to_have_count(1)
+            expect(diff.get_by_role("cell", name="slots", exact=True)).to_have_count(1)
+            expect(diff.get_by_role("cell", name="passages", exact=True)).to_have_count(0)  # retrieve's, not this
             page.get_by_role("button", name="Next ▶").click()
             expect(page.locator("#step-node")).to_have_text("act")
             expect(page.locator("#step-did")).to_contain_text("Tools called")

@@ -6,15 +6,16 @@ tab's ``sessionStorage``, sent as ``Authorization: Bearer``) and reads everythin
 through the ``/api/v1`` debugger routes (:mod:`botloom.server.api.debug`), so it sees
 exactly what the key may see.
 
-The API docs (``/schema``, ``/schema/swagger``) load Swagger UI from the
-``swagger-ui-bundle`` package, served at ``/schema-assets/swagger-ui/``; Litestar's
+The API docs (``/schema``, ``/schema/swagger``) load Swagger UI 5 (which reads the
+OpenAPI 3.1 schema Litestar writes) from the ``swagger-ui-py`` package, served at
+``/schema-assets/swagger-ui/``; Litestar's
 other renderers (Redoc, Scalar, Stoplight Elements, RapiDoc) load their scripts from
 CDNs and no Python package ships them, so they are left out (:func:`render_plugins`).
 """
 
 from __future__ import annotations
 
-import mimetypes
+import importlib.util
 from pathlib import Path
 
 from litestar import Response, get
@@ -58,28 +59,30 @@ def _cache() -> dict[str, str]:
 
 
 def swagger_ui_folder() -> Path | None:
-    """Where the ``swagger-ui-bundle`` package keeps Swagger UI's files (``None`` if it is not installed)."""
-    try:
-        import swagger_ui_bundle
-    except ImportError:
+    """Where the ``swagger-ui-py`` package keeps Swagger UI's files (``None`` if it is not installed).
+
+    Found without importing the package (its ``__init__`` loads web framework adapters botloom does not use).
+    """
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 @get(f"{SWAGGER_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
 def swagger_asset(name: str) -> Response[bytes]:
-    """One of Swagger UI's files, from the ``swagger-ui-bundle`` package."""
+    """One of Swagger UI's files, from the ``swagger-ui-py`` package."""
     folder = swagger_ui_folder()
     if folder is None or name not in SWAGGER_FILES:
         raise NotFoundException(f"no asset {name!r}")
-    media_type = SWAGGER_FILES[name] or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return Response((folder / name).read_bytes(), media_type=media_type, headers=_cache())
+    return Response((folder / name).read_bytes(), media_type=SWAGGER_FILES[name], headers=_cache())
 
 
 def render_plugins() -> list[OpenAPIRenderPlugin]:
     """The API docs' renderers, every one with its assets served by botloom.
 
-    ``/schema`` and ``/schema/swagger``: Swagger UI from the ``swagger-ui-bundle`` package;
+    ``/schema`` and ``/schema/swagger``: Swagger UI from the ``swagger-ui-py`` package;
     ``/schema/openapi.json`` and ``/schema/openapi.yaml``: the schema itself.
     """
     favicon = f"<link rel='icon' type='image/png' href='{SWAGGER_ASSETS}/favicon-32x32.png'>"

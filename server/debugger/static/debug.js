@@ -162,7 +162,7 @@ function did(step) {
   if (w.slots && Object.keys(w.slots).length) section("Slots", pretty(w.slots));
   if (Array.isArray(w.tool_results) && w.tool_results.length) {
     section("Tools called", el("ul", {}, ...w.tool_results.map((t) => el("li", {},
-      el("b", {}, t.tool), ` ${t.ok ? "ok" : "failed"}${t.ms != null ? ` (${t.ms} ms)` : ""}`,
+      el("b", {}, t.tool), ` ${t.ok ? "ok" : "failed"}${t.ms != null ? ` (${Number(t.ms).toFixed(1)} ms)` : ""}`,
       pretty({ arguments: t.arguments, ...(t.ok ? { result: t.result } : { error: t.error }) })))));
   }
   for (const name of ["model_calls", "llm_calls"]) {
@@ -177,6 +177,16 @@ function did(step) {
   if (Object.keys(rest).length) section("Also wrote", pretty(rest));
   if (!parts.length) parts.push(el("p", { className: "muted" }, "It changed no state key."));
   return parts;
+}
+
+// A list that only grew (the trace, the messages) shows what was appended, not both lists whole.
+function appended(before, after) {
+  if (Array.isArray(before) && Array.isArray(after) && after.length > before.length &&
+      JSON.stringify(after.slice(0, before.length)) === JSON.stringify(before)) {
+    return [el("span", { className: "muted" }, `${before.length} item(s)`),
+      el("div", {}, el("span", { className: "muted" }, `+ ${after.length - before.length} appended:`), pretty(after.slice(before.length)))];
+  }
+  return [pretty(before), pretty(after)];
 }
 
 function showStep() {
@@ -196,8 +206,10 @@ function showStep() {
   for (const g of document.querySelectorAll("#graph g.node")) {
     g.style.filter = g.dataset.node === step.node ? "drop-shadow(0 0 4px #e8590c)" : "";
   }
-  const rows = step.diff.map((d) => el("tr", { className: d.change }, el("td", {}, d.key),
-    el("td", {}, pretty(d.before)), el("td", {}, pretty(d.after))));
+  const rows = step.diff.map((d) => {
+    const [before, after] = appended(d.before, d.after);
+    return el("tr", { className: d.change }, el("td", {}, d.key), el("td", {}, before), el("td", {}, after));
+  });
   $("diff").querySelector("tbody").replaceChildren(...rows);
 }
 
