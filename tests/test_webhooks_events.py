@@ -374,3 +374,68 @@ async def test_live_notices_reach_a_listener(services: Services, client: httpx.A
     published = json.loads(notice.payload)
     assert published["id"] == event.id and published["kind"] == "handover.waiting"
     assert published["data"] == {} and published["data_omitted"] is True, "too large for NOTIFY: data left out"
+
+
+# -- the desk's socket, across processes -----------------------------------------------
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def live_server(request: pytest.FixtureRequest, database_url: str, data_dir: Any) -> Iterator[tuple[Any, str | None]]:
+    """``botloom serve`` in another process, its live events on PostgreSQL or on Redis."""
+    from tests.serve_process import Server
+
+    redis = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    server = Server(database_url, data_dir, **({"BOTLOOM_REDIS_URL": redis} if redis else {}))
+    server.start()
+    try:
+        yield server, redis
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+async def test_desk_socket_gets_events_emitted_by_another_process(
+    live_server: tuple[Any, str | None], settings: Settings, database_url: str
+) -> None:
+    """Events emitted in this process (as a worker would) reach the server process's desk sockets, per tenant."""
+    import aiohttp
+    import msgspec
+
+    from botloom.runtime.services import open_services
+
+    server, redis = live_server
+    admin = {"Authorization": "Bearer admin"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as http:
+        acme_key = (await http.post("/api/v1/tenants/acme/keys", json={"name": "desk"})).json()["key"]
+        made = await http.post("/api/v1/tenants", json={"slug": "globex", "name": "Globex"})
+        globex_key = made.json()["api_key"]["key"]
+        acme_id = (await http.get("/api/v1/tenants/acme")).json()["id"]
+        globex_id = made.json()["tenant"]["id"]
+    socket_url = server.url.replace("http://", "ws://") + "/api/v1/desk/ws"
+    async with aiohttp.ClientSession() as session:
+        for first in ('{"token": "blk_nothing"}', "not json", '{"token": 5}', '{"token": "' + "x" * 5000 + '"}', "[]"):
+            async with session.ws_connect(socket_url) as refused:
+                await refused.send_str(first)
+                frame = await refused.receive_json(timeout=10)
+                assert frame["type"] == "error", first
+                closing = await refused.receive(timeout=10)
+                assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), first
+                assert refused.close_code == 4401, first
+        async with session.ws_connect(socket_url) as mine, session.ws_connect(socket_url) as theirs:
+            await mine.send_str(json.dumps({"token": acme_key}))
+            await theirs.send_str(json.dumps({"token": globex_key}))
+            assert (await mine.receive_json(timeout=10)) == {"type": "ready", "tenant_id": acme_id, "agent_id": None}
+            assert (await theirs.receive_json(timeout=10))["tenant_id"] == globex_id
+            await mine.send_str('{"type": "ping"}')
+            assert (await mine.receive_json(timeout=10)) == {"type": "pong"}
+
+            worker_settings = msgspec.structs.replace(settings, redis_url=redis)
+            async with open_services(worker_settings, url=database_url) as worker:
+                secret = await worker.events.emit(acme_id, "handover.note", data={"text": "acme only"})
+                public = await worker.events.emit(globex_id, "handover.waiting", data={"n": 1})
+            assert secret is not None and public is not None
+            got = await mine.receive_json(timeout=15)
+            assert got["type"] == "event" and got["event"]["id"] == secret.id
+            assert got["event"]["data"] == {"text": "acme only"}
+            other = await theirs.receive_json(timeout=15)
+            assert other["event"]["id"] == public.id, "a socket sees its own tenant's events only"
