@@ -256,7 +256,7 @@ class Desk:
             found = await self.store.handovers.assign_next(tenant_id, away_after=self.away_after)
             if found is None:
                 break
-            record, agent_id = found
+            record, _agent = found
             assigned.append(record)
             HANDOVERS.labels(record.bot_id, record.team or "", "assigned").inc()
             await self.emit(record, "handover.assigned", {**handover_data(record), "by": "routing"})
@@ -266,6 +266,7 @@ class Desk:
 
     async def claim(self, actor: Actor, handover_id: str) -> HandoverRecord:
         """The agent takes the handover (``with_agent``); 409 when another agent holds it or it is closed."""
+        await self.handover(actor.tenant_id, handover_id)  # 404 first: a key learns nothing of others' handovers
         if actor.agent is None:
             raise DeskRefused(403, "only an agent may claim a handover (use an agent's token)")
         moved = await self.store.handovers.move(
@@ -286,9 +287,9 @@ class Desk:
 
     async def send(self, actor: Actor, handover_id: str, text: str) -> list[StoredMessage]:
         """The agent's message to the end user, through the conversation's own channel; the stored replies."""
+        record = await self.handover(actor.tenant_id, handover_id)
         if actor.agent is None:
             raise DeskRefused(403, "only an agent may answer a handover (use an agent's token)")
-        record = await self.handover(actor.tenant_id, handover_id)
         if record.status == "assigned" and record.agent_id == actor.agent_id:
             record = await self.claim(actor, handover_id)
         if record.status != "with_agent" or record.agent_id != actor.agent_id:
@@ -352,7 +353,7 @@ class Desk:
         """A reply the agent can edit, written by the bot's language model; 409 without one."""
         from botloom.graphs.llm import LLMEngine
 
-        record = await self.handover(actor.tenant_id, handover_id)
+        record = await self.handover(actor.tenant_id, handover_id)  # 404 before 409
         if not isinstance(self.engine, LLMEngine):
             raise DeskRefused(409, "no language model is configured (set OPENAI_API_KEY) to suggest a reply")
         bot, conversation = await self._parties(record)
@@ -367,7 +368,7 @@ class Desk:
         for tenant_id, handover_id in await self.store.handovers.timed_out():
             try:
                 timed_out += await self._time_out(tenant_id, handover_id)
-            except Exception:  # noqa: BLE001 - one handover's failure must not stop the others
+            except Exception:
                 logger.exception("handover %s could not be handed back after its wait", handover_id)
         alerts = await self.store.handovers.missed_deadlines()
         for alert in alerts:
@@ -488,7 +489,7 @@ class Desk:
     async def _emit(self, tenant_id: str, kind: str, conversation_id: str | None, data: Mapping[str, Any]) -> None:
         try:
             await self.events.emit(tenant_id, kind, conversation_id=conversation_id, data=dict(data))
-        except Exception:  # noqa: BLE001 - an event lost must not undo what the desk did (it is logged)
+        except Exception:
             logger.exception("event %s of conversation %s could not be emitted", kind, conversation_id)
 
 

@@ -59,8 +59,8 @@ async def make_agent(
     capacity: int = 5,
 ) -> DeskAgent:
     """An agent of ``tenant`` made with the tenant's ``key``."""
-    body = {"email": email, "name": name or email.split("@")[0].title(), "password": "correct horse battery"}
-    body |= {"teams": teams or [], "capacity": capacity}
+    body = {"email": email, "name": name or email.split("@", maxsplit=1)[0].title()}
+    body |= {"password": "correct horse battery", "teams": teams or [], "capacity": capacity}
     r = await client.post(f"/api/v1/tenants/{tenant}/agents", json=body, headers=bearer(key))
     assert r.status_code == 201, r.text
     made = r.json()

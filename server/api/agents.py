@@ -34,13 +34,17 @@ from botloom.server.api.common import (
 from botloom.server.api.schemas import Name, Request
 from botloom.server.deps import PrincipalDep, ServicesDep
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")]
+Email = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
+]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=200, pattern=r"^[^\x00]*$")]
 TeamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Skill = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Teams = Annotated[list[TeamName], msgspec.Meta(max_length=20)]
 Capacity = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Clock = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+Spans = Annotated[list[Annotated[list[Clock], msgspec.Meta(min_length=2, max_length=2)]], msgspec.Meta(max_length=8)]
+"""A day's business hours: ``[["09:00", "12:30"], ["13:30", "17:00"]]``."""
 TimeZone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")]
 
 
@@ -52,8 +56,8 @@ class AgentCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True
     name: Name
     password: Password
     """At least 8 characters; stored as an Argon2id hash only."""
-    teams: Teams = []
-    skills: Annotated[list[Skill], msgspec.Meta(max_length=50)] = []
+    teams: Teams = []  # noqa: RUF012 - msgspec copies defaults
+    skills: Annotated[list[Skill], msgspec.Meta(max_length=50)] = []  # noqa: RUF012 - msgspec copies defaults
     capacity: Capacity = 5
     """How many open handovers the agent takes at most."""
 
@@ -130,7 +134,7 @@ class TeamPut(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A team's business hours: ``{"mon": [["09:00", "17:00"]], ...}`` in ``timezone``; ``{}`` is always open."""
 
     timezone: TimeZone = "UTC"
-    hours: dict[str, Annotated[list[Annotated[list[Clock], msgspec.Meta(min_length=2, max_length=2)]], msgspec.Meta(max_length=8)]] = {}  # noqa: E501
+    hours: dict[str, Spans] = {}  # noqa: RUF012 - msgspec copies defaults
 
 
 class TeamOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -222,7 +226,9 @@ class AgentController(ApiController):
         return AgentOut.of(agent, services.desk.away_after)
 
     @delete("/{agent_id:str}", summary="Delete an agent", raises=READ_ERRORS)
-    async def delete_agent(self, tenant: TenantRef, agent_id: IdRef, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def delete_agent(
+        self, tenant: TenantRef, agent_id: IdRef, principal: PrincipalDep, services: ServicesDep
+    ) -> None:
         """Remove an agent: its token stops working; the handovers assigned to it wait for another agent."""
         found = await visible_tenant(services, principal, tenant)
         await services.store.handovers.unassign(found.id, agent_id)
@@ -258,7 +264,9 @@ class TeamController(ApiController):
         return TeamOut.of(stored)
 
     @delete("/{team:str}", summary="Remove a team's business hours", raises=READ_ERRORS)
-    async def delete_team(self, tenant: TenantRef, team: NameRef, principal: PrincipalDep, services: ServicesDep) -> None:
+    async def delete_team(
+        self, tenant: TenantRef, team: NameRef, principal: PrincipalDep, services: ServicesDep
+    ) -> None:
         """Remove the team's business hours: its handovers are then answered at any hour."""
         found = await visible_tenant(services, principal, tenant)
         if not await services.store.teams.delete(found.id, team):
@@ -285,7 +293,9 @@ async def sign_in(data: JSONBody[SignIn], services: ServicesDep) -> SignedIn:
         tenant = await services.store.tenants.get_by_slug(data.tenant)
     signed = await services.store.agents.sign_in(tenant.id if tenant else "", data.email, data.password)
     if signed is None:
-        raise NotAuthorizedException("wrong tenant, e-mail or password")
+        raise NotAuthorizedException(
+            "wrong tenant, e-mail or password", headers={"WWW-Authenticate": 'Bearer realm="botloom"'}
+        )
     agent, token = signed
     return SignedIn(token=token, agent=AgentOut.of(agent, services.desk.away_after))
 

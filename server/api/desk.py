@@ -230,7 +230,7 @@ class HandoverController(ApiController):
     opt = DESK
 
     @get(summary="List handovers", raises=READ_ERRORS)
-    async def list_handovers(
+    async def list_handovers(  # noqa: PLR0917 - Litestar passes them by name
         self,
         principal: PrincipalDep,
         services: ServicesDep,

@@ -4,6 +4,7 @@ Every method takes the tenant and puts it in its query, except :meth:`AgentRepos
 where the token names its own tenant.
 """
 
+# ruff: noqa: S608 - the only text put into these queries is the constant column list _AGENT_COLUMNS
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,9 @@ from psycopg import errors as pg_errors
 
 from botloom.core.storage.repositories.base import Conflict, Repository, as_uuid, hash_api_key, to_struct
 
-AGENT_TOKEN_PREFIX = "bla_"
+AGENT_TOKEN_PREFIX = "bla_"  # noqa: S105 - a prefix, not a secret
 """An agent's personal API token starts with this (a tenant's API key with ``blk_``)."""
-SESSION_TOKEN_PREFIX = "bls_"
+SESSION_TOKEN_PREFIX = "bls_"  # noqa: S105 - a prefix, not a secret
 """A desk sign-in's token starts with this."""
 Presence = Literal["available", "away"]
 
@@ -92,9 +93,7 @@ class CannedResponse(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-_AGENT_COLUMNS = (
-    "id, tenant_id, email, name, teams, skills, capacity, presence, last_seen_at, token_prefix, created_at"
-)
+_AGENT_COLUMNS = "id, tenant_id, email, name, teams, skills, capacity, presence, last_seen_at, token_prefix, created_at"
 
 
 class AgentRepository(Repository):
@@ -117,7 +116,8 @@ class AgentRepository(Repository):
         try:
             row = await self._one(
                 "INSERT INTO agents (tenant_id, email, name, password_hash, token_prefix, token_hash, teams, skills, "
-                f"capacity) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s FROM tenants WHERE id = %s RETURNING {_AGENT_COLUMNS}",
+                "capacity) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s FROM tenants WHERE id = %s "
+                f"RETURNING {_AGENT_COLUMNS}",
                 (email, name, hashed, token[:10], hash_api_key(token), list(teams), list(skills), capacity,
                  as_uuid(tenant_id)),
             )  # fmt: skip
@@ -142,7 +142,9 @@ class AgentRepository(Repository):
         row = await self._one(sql, (hash_api_key(token),))
         return to_struct(Agent, row) if row else None
 
-    async def sign_in(self, tenant_id: str, email: str, password: str, *, hours: float = 12.0) -> tuple[Agent, str] | None:
+    async def sign_in(
+        self, tenant_id: str, email: str, password: str, *, hours: float = 12.0
+    ) -> tuple[Agent, str] | None:
         """A sign-in token valid for ``hours`` when the e-mail and password match one of the tenant's agents."""
         row = await self._one(
             f"SELECT password_hash, {_AGENT_COLUMNS} FROM agents WHERE tenant_id = %s AND lower(email) = lower(%s)",
@@ -196,7 +198,7 @@ class AgentRepository(Repository):
         if not sets:
             return await self.get(tenant_id, agent_id)
         row = await self._one(
-            f"UPDATE agents SET {', '.join(sets)} WHERE tenant_id = %s AND id = %s RETURNING {_AGENT_COLUMNS}",  # noqa: S608
+            f"UPDATE agents SET {', '.join(sets)} WHERE tenant_id = %s AND id = %s RETURNING {_AGENT_COLUMNS}",
             (*params, as_uuid(tenant_id), as_uuid(agent_id)),
         )
         return to_struct(Agent, row) if row else None
@@ -243,9 +245,7 @@ class TeamRepository(Repository):
 
     async def get(self, tenant_id: str, name: str) -> Team | None:
         """One of the tenant's teams."""
-        row = await self._one(
-            "SELECT * FROM desk_teams WHERE tenant_id = %s AND name = %s", (as_uuid(tenant_id), name)
-        )
+        row = await self._one("SELECT * FROM desk_teams WHERE tenant_id = %s AND name = %s", (as_uuid(tenant_id), name))
         return to_struct(Team, row) if row else None
 
     async def list_all(self, tenant_id: str) -> list[Team]:
@@ -287,7 +287,9 @@ class CannedResponseRepository(Repository):
         )
         return [to_struct(CannedResponse, r) for r in rows]
 
-    async def update(self, tenant_id: str, response_id: str, *, shortcut: str | None, text: str | None) -> CannedResponse | None:
+    async def update(
+        self, tenant_id: str, response_id: str, *, shortcut: str | None, text: str | None
+    ) -> CannedResponse | None:
         """Change a canned response's shortcut or text."""
         try:
             row = await self._one(

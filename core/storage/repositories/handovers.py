@@ -97,7 +97,7 @@ _OPEN = list(OPEN_STATUSES)
 class HandoverRepository(Repository):
     """Handovers, their transitions and notes (see the module docstring)."""
 
-    async def open(
+    async def open(  # noqa: PLR0913 - keyword-only: what a handover starts with
         self,
         tenant_id: str,
         *,
@@ -169,7 +169,7 @@ class HandoverRepository(Repository):
         )  # fmt: skip
         return [to_struct(HandoverRecord, r) for r in rows]
 
-    async def move(
+    async def move(  # noqa: PLR0913 - keyword-only: the conditions of one move
         self,
         tenant_id: str,
         handover_id: str,
@@ -245,7 +245,8 @@ class HandoverRepository(Repository):
                 "  SELECT a.id, a.capacity, a.last_assigned_at, (SELECT count(*) FROM handovers o "
                 "    WHERE o.tenant_id = a.tenant_id AND o.agent_id = a.id AND o.status IN ('assigned', 'with_agent'))"
                 "    AS load FROM agents a WHERE a.tenant_id = h.tenant_id AND a.presence = 'available' "
-                "    AND a.last_seen_at > now() - make_interval(secs => %s) AND (h.team IS NULL OR h.team = ANY(a.teams))"
+                "    AND a.last_seen_at > now() - make_interval(secs => %s) "
+                "    AND (h.team IS NULL OR h.team = ANY(a.teams))"
                 ") a WHERE h.tenant_id = %s AND h.status = 'waiting' AND a.load < a.capacity "
                 "ORDER BY h.created_at, h.id, a.load, a.last_assigned_at NULLS FIRST, a.id LIMIT 1",
                 (away_after, as_uuid(tenant_id)),
