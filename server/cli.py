@@ -469,6 +469,125 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a stored conversation against the bot's current graph, plugins and settings; 1 when it differs."""
+    import asyncio
+
+    from botloom.runtime.replay import replay_conversation
+    from botloom.runtime.services import open_services
+
+    settings = _settings()
+
+    async def run() -> Any:
+        async with open_services(settings) as services:
+            bot = await _find_bot(services, args.bot)
+            conversation = await services.store.conversations.get(bot.tenant_id, args.conversation)
+            if conversation is None or conversation.bot_id != bot.id:
+                raise CommandError(f"bot {args.bot} has no conversation {args.conversation!r}")
+            target = await _find_bot(services, args.against) if args.against else bot
+            if target.tenant_id != bot.tenant_id:
+                raise CommandError(f"bot {args.against} is not a bot of the conversation's tenant")
+            mode = "live" if args.live else "deterministic"
+            return await replay_conversation(services, bot, conversation, mode=mode, target=target)
+
+    report = asyncio.run(run())
+    if args.json:
+        body = {
+            "conversation_id": report.conversation_id,
+            "bot_id": report.bot_id,
+            "mode": report.mode,
+            "turns": report.turns,
+            "differences": report.differences,
+            "truncated": report.truncated,
+        }
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        for turn in report.turns:
+            if turn["same"]:
+                continue
+            print(f"turn {turn['index']}: {turn['input']!r}")
+            for key in turn["differs"]:
+                print(f"  {key}: {turn['original'][key]!r}")
+                print(f"  {' ' * len(key)}  now {turn['replayed'][key]!r}")
+            if turn.get("error"):
+                print(f"  error: {turn['error']}")
+        more = " (the first ones: the conversation has more)" if report.truncated else ""
+        print(f"{len(report.turns)} turns replayed{more} ({report.mode}): {report.differences} differ")
+    return EXIT_ERROR if report.differences else EXIT_OK
+
+
+def cmd_plugins_enable(args: argparse.Namespace) -> int:
+    """Enable (or disable) an installed plugin for a bot, with a config its schema accepts."""
+    import asyncio
+
+    from botloom.core.config import ConfigError, split_secrets, validate_config
+    from botloom.runtime.services import open_services
+
+    settings = _settings()
+    try:
+        config = json.loads(args.config)
+    except ValueError as exc:
+        raise CommandError(f"--config is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise CommandError("--config must be a JSON object, e.g. '{\"greeting\": \"Hi\"}'")
+
+    async def run() -> None:
+        async with open_services(settings) as services:
+            bot = await _find_bot(services, args.bot)
+            if args.plugin not in services.host.infos:
+                installed = ", ".join(sorted(services.host.infos))
+                raise CommandError(
+                    f"no plugin {args.plugin!r} is loaded (installed: {installed}); see 'botloom plugins list'"
+                )
+            schema = services.host.config_schema(args.plugin)
+            try:
+                checked = validate_config(args.plugin, schema, config)
+            except ConfigError as exc:
+                raise CommandError(str(exc)) from None
+            public, secret = split_secrets(schema, checked)
+            await services.store.plugin_settings.put(
+                bot.tenant_id, bot.id, args.plugin, enabled=not args.disable, config=public, secrets=secret
+            )
+
+    asyncio.run(run())
+    print(f"{'disabled' if args.disable else 'enabled'} {args.plugin} for {args.bot}")
+    return EXIT_OK
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Render a new plugin package: pyproject, README, CHANGELOG, CI, hooks and tests of one kind."""
+    from botloom.server.scaffold import TemplateError, render_plugin
+
+    target = Path(args.output) if args.output else Path(args.name)
+    try:
+        render_plugin(args.name, target, kind=args.kind)
+    except TemplateError as exc:
+        print(f"botloom new-plugin: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"created the {args.kind} plugin {args.name} in {target}")
+    print(f"next: pip install -e '{target}[test]' && pytest {target} && botloom plugins list")
+    return EXIT_OK
+
+
+def _add_plugin_kit_commands(
+    add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
+    plugin_commands: Any,
+) -> None:
+    """``botloom new-plugin`` and ``botloom plugins enable`` (the plugin author's kit)."""
+    enabling = plugin_commands.add_parser("enable", help="enable an installed plugin for a bot, with its config")
+    enabling.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
+    enabling.add_argument("plugin", metavar="PLUGIN", help="the plugin's name (see 'botloom plugins list')")
+    enabling.add_argument("--config", default="{}", help="the bot's config of the plugin, as a JSON object")
+    enabling.add_argument("--disable", action="store_true", help="disable the plugin instead")
+    enabling.set_defaults(handler=cmd_plugins_enable)
+    new_plugin = add("new-plugin", cmd_new_plugin, "create a plugin package (tests, CI, changelog) to build on")
+    new_plugin.add_argument("name", metavar="NAME", help="its distribution name, e.g. acme-weather")
+    new_plugin.add_argument(
+        "--kind", choices=["tool", "intent", "channel"], default="tool", help="what it adds to bots (default: tool)"
+    )
+    new_plugin.add_argument("-o", "--output", metavar="DIR", help="the folder to create (default: ./NAME)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -521,6 +640,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="mermaid (text, default), svg or png (pictures drawn offline)",
     )
     graph.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    replay = add(
+        "replay",
+        cmd_replay,
+        "re-run a stored conversation against the bot's current logic and print where it differs (exit 1)",
+    )
+    replay.add_argument("bot", metavar="BOT", help="the conversation's bot: its id or tenant-slug/bot-slug")
+    replay.add_argument("conversation", metavar="CONVERSATION", help="the conversation's id")
+    replay.add_argument("--live", action="store_true", help="call the model and tools again (default: recorded)")
+    replay.add_argument("--against", metavar="BOT", help="replay against another bot of the same tenant")
+    replay.add_argument("--json", action="store_true", help="print the whole comparison as JSON")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins", description="inspect installed plugins")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="COMMAND", required=True)

@@ -13,6 +13,7 @@ from botloom.server.api.agents import AGENT_HANDLERS
 from botloom.server.api.bots import BotController, TenantBotController
 from botloom.server.api.conversations import BotConversationController, ConversationController
 from botloom.server.api.debug import DEBUG_HANDLERS
+from botloom.server.api.debug_actions import DEBUG_ACTION_HANDLERS
 from botloom.server.api.desk import DESK_HANDLERS
 from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
@@ -33,6 +34,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     *AGENT_HANDLERS,
     *DESK_HANDLERS,
     *DEBUG_HANDLERS,
+    *DEBUG_ACTION_HANDLERS,
 ]
 
 __all__ = ["API_HANDLERS"]
