@@ -11,6 +11,7 @@ hostile input (malformed, unknown ids, oversized, no key) is refused with a 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -492,6 +494,10 @@ async def test_a_tenant_never_sees_another_tenants_assistants_or_threads(
         everyone = {a["assistant_id"] for a in await operator.assistants.search(limit=100)}
         assert {a_bot, b_bot, deployment.c.bot_id} <= everyone, "the operator's token sees every tenant"
         assert (await operator.threads.get_state(a_thread))["values"] == a_values
+        assert await status_of(operator.threads.create()) == 422, "two tenants' bots take runs: name one"
+        made = await operator.threads.create(metadata={"assistant_id": b_bot})
+        assert made["metadata"]["assistant_id"] == b_bot
+        assert made["thread_id"] in {t["thread_id"] for t in await client_b.threads.search(limit=100)}
     finally:
         await operator.aclose()
 
@@ -621,3 +627,24 @@ async def test_the_channel_says_where_the_api_is(deployment: Deployment) -> None
         assert where.status_code == 200
         assert where.json() == {"api": "/langgraph", "assistant_id": "alpha/helper"}
         assert (await http.get("/channels/langgraph/gamma/helper")).status_code == 403, "not enabled"
+
+
+async def test_cancel_a_run_waiting_for_its_conversation(client_a: LangGraphClient, deployment: Deployment) -> None:
+    bot = deployment.a.bot_id
+    thread_id = (await client_a.threads.create(metadata={"assistant_id": bot}))["thread_id"]
+    url = deployment.server.env["BOTLOOM_DATABASE_URL"]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as holder:
+        # another turn of the conversation holds its lock (as the runner takes it): the run waits
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
+        run = await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": "hello"}]})
+        while (await client_a.runs.get(thread_id, run["run_id"]))["status"] != "running":
+            await asyncio.sleep(0.05)
+        assert (await client_a.threads.get(thread_id))["status"] == "busy"
+        cancelled = await client_a.runs.cancel(thread_id, run["run_id"], wait=True)
+        assert cancelled["status"] == "interrupted"
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (thread_id,))
+    assert (await client_a.threads.get(thread_id))["status"] == "idle"
+    after = await client_a.runs.wait(thread_id, bot, input={"messages": [{"role": "user", "content": "thanks"}]})
+    assert said(after)[0] == ("human", "thanks"), "the cancelled message is never answered"
+    statuses = [r["status"] for r in await client_a.runs.list(thread_id)]
+    assert statuses == ["success", "interrupted"]

@@ -331,7 +331,10 @@ async def _thread_out(services: Services, conversation: Conversation, bot: Bot) 
 
 
 async def _bot_for_new_thread(services: Services, principal: Principal, body: ThreadCreate) -> Bot:
-    """The bot a new thread is for: named in ``metadata`` (``assistant_id`` or ``graph_id``), else the only one."""
+    """The bot a new thread is for: named in ``metadata`` (``assistant_id`` or ``graph_id``), else the only one.
+
+    "The only one": the caller's only bot, or its only bot that enabled the ``langgraph`` channel.
+    """
     metadata = body.metadata or {}
     hint = metadata.get("assistant_id") or metadata.get("graph_id") or body.graph_id
     if isinstance(hint, str) and hint:
@@ -343,6 +346,8 @@ async def _bot_for_new_thread(services: Services, principal: Principal, body: Th
                 return named[0]
             raise
     bots = await visible_bots(services, principal)
+    if len(bots) > 1:  # the one bot that enabled the langgraph channel, if only one did
+        bots = [b for b in bots if await services.inbound.bindings.of_bot(b, CHANNEL) is not None]
     if len(bots) != 1:
         raise refused(
             422, 'name the thread\'s bot: {"metadata": {"assistant_id": "<bot id>"}} (a thread is a conversation)'
