@@ -286,7 +286,10 @@ async def test_stream_updates(client_a: LangGraphClient, deployment: Deployment)
     updates = [p.data for p in parts if p.event == "updates"]
     assert [next(iter(u)) for u in updates] == ["retrieve", "classify", "respond"]
     assert updates[0]["retrieve"]["trace"][0]["node"] == "retrieve"
+    assert updates[1]["classify"]["intent"] == "greeting", "each node's update holds what it wrote"
+    assert "intent" not in updates[-1]["respond"] and "replies" not in updates[1]["classify"]
     assert updates[-1]["respond"]["replies"] == ["Hello! How can I help you today?"]
+    assert said(updates[-1]["respond"]) == [("ai", "Hello! How can I help you today?")], "its new messages"
 
 
 async def test_stream_messages_tuple(client_a: LangGraphClient, deployment: Deployment) -> None:

@@ -33,6 +33,7 @@ import msgspec
 from botloom.core.channels import ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot, Conversation
 from botloom.runtime.inbound import ChannelBinding
+from botloom.runtime.inspection import writers
 from botloom.runtime.runner import thread_config
 from botloom.runtime.services import Services
 from botloom.server.langgraph_api.shapes import (
@@ -90,6 +91,8 @@ class Run:
     """The thread's state after the turn."""
     answer: dict[str, Any] | None = None
     """The channel's rendering of the turn's answer."""
+    writers: dict[str, str] | None = None
+    """Which node wrote each state key last in the turn (read from the checkpoint's channel versions)."""
     error: str | None = None
     task: asyncio.Task[None] | None = None
 
@@ -239,6 +242,16 @@ async def _turn(services: Services, binding: ChannelBinding, bot: Bot, request: 
         run.updated_at = now()
     with contextlib.suppress(Exception):
         run.after = await services.graphs.get(bot.graph).aget_state(thread_config(bot, run.thread_id))
+        run.writers = await _writers(services, run)
+
+
+async def _writers(services: Services, run: Run) -> dict[str, str] | None:
+    """The node that wrote each state key of the turn's checkpoint (see :func:`botloom.runtime.inspection.writers`)."""
+    saver, path = services.graphs.checkpointer, [s["node"] for s in _trace(run)]
+    if saver is None or not path or run.after is None:
+        return None
+    item = await saver.aget_tuple(run.after.config)
+    return writers(item, path) if item is not None else None
 
 
 async def finished(run: Run) -> None:
@@ -407,11 +420,25 @@ class _Events:
             self.out.append(("error", {"error": "RunError", "message": run.error or "the run failed"}))
         return self.out
 
+    def written(self, node: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """What ``node`` wrote: the keys the checkpoint says it wrote last (its new messages for ``messages``).
+
+        Without that record, the turn's changes go with its last node.
+        """
+        run = self.run
+        if run.writers is None or run.after is None:
+            return changes
+        values = values_out(run.after.values, run.thread_id)
+        out = {k: values[k] for k, w in run.writers.items() if w == node and k in values and k != "trace"}
+        if "messages" in out:
+            out["messages"] = [m for m in self.added if m["type"] == "ai"]
+        return out
+
     def node(self, index: int, step: dict[str, Any], changes: dict[str, Any], last: bool) -> None:
         """The events of one node of the turn: its task, its update, the replies (with the last node), its result."""
         run, node, at = self.run, step["node"], self.step0 + 1 + index
         task_id = str(uuid.uuid5(uuid.UUID(run.run_id), f"{index}:{node}"))
-        update: dict[str, Any] = {"trace": [jsonable(step)], **changes}
+        update: dict[str, Any] = {"trace": [jsonable(step)], **self.written(node, changes)}
         self.debug("task", at, {"id": task_id, "name": node, "input": None, "triggers": [f"branch:to:{node}"]})
         self.emit("events", _chain_event("on_chain_start", node, run, at, {"input": None}))
         self.emit("updates", {node: update})
