@@ -115,12 +115,14 @@ def test_the_specifier_of_botloom_itself_is_none() -> None:
 async def test_the_refusal_is_logged_when_the_server_starts(
     site: FakeSite, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from botloom.server.app import create_app
+    """What ``create_app`` (``botloom serve``) discovers first, to mount the channels' routes."""
+    from botloom.server.channels.routes import plugin_host
 
     site.distribution("fake-future", {"fake_future": site.module("future", BROKEN_MODULE)}, requires=["botloom>=99"])
     settings = load_settings(environ={"BOTLOOM_DATA_DIR": str(tmp_path)})
     with caplog.at_level(logging.INFO, logger="botloom.core.host"):
-        create_app(settings)
+        host = plugin_host(settings)
+    assert "fake_future" in host.unloaded
     errors = [r.getMessage() for r in caplog.records if r.name == "botloom.core.host" and r.levelno == logging.ERROR]
     assert (
         f"plugin fake_future: version: supports botloom>=99, but botloom {running_version()} is running: not loaded"
