@@ -69,6 +69,8 @@ class WebhookPolicy:
     """Seconds for the endpoint to answer one attempt."""
     lock_wait: float = 60.0
     """Seconds a job waits for the job already sending the same stream."""
+    keep_days: int = 30
+    """Days events are kept (for polling and for deliveries still being retried)."""
 
     def retry_in(self, attempts: int) -> float | None:
         """Seconds until the next attempt after ``attempts`` failed ones; ``None``: give up."""
@@ -193,6 +195,7 @@ class Events:
             finally:
                 with contextlib.suppress(Exception):
                     await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock_key,))
+                with contextlib.suppress(Exception):
                     await conn.execute("RESET lock_timeout")
 
     async def _send(self, pending: PendingDelivery) -> str | None:
@@ -229,7 +232,11 @@ class Events:
             return f"connection failed ({type(exc).__name__})"
 
     async def recover(self) -> int:
-        """Cron job: queue again every stream with a delivery overdue by a minute (its job was lost)."""
+        """Cron job: queue again every stream with a delivery overdue by a minute (its job was lost); prune old events.
+
+        Events older than :attr:`WebhookPolicy.keep_days` are deleted (with their deliveries).
+        """
+        await self.store.events.prune(self.policy.keep_days)
         streams = await self.store.webhooks.overdue(60.0)
         minute = int(time.time() // 60)
         for endpoint_id, stream in streams:

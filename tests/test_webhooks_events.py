@@ -439,3 +439,28 @@ async def test_desk_socket_gets_events_emitted_by_another_process(
             assert got["event"]["data"] == {"text": "acme only"}
             other = await theirs.receive_json(timeout=15)
             assert other["event"]["id"] == public.id, "a socket sees its own tenant's events only"
+
+
+async def test_recovery_finds_overdue_streams_and_prunes_old_events(
+    client: httpx.AsyncClient, services: Services, receiver: Receiver
+) -> None:
+    acme = await tenant(client, "acme")
+    receiver.secret = (await add_endpoint(client, acme, receiver.url))["secret"]
+    conv = await conversation(services, acme)
+    old = await services.events.emit(acme.id, "handover.waiting", conversation_id=conv)
+    assert old is not None
+    async with services.store.db.connection() as conn:  # as if its job was lost two minutes ago, a month back
+        await conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '2 minutes'")
+    assert await services.events.recover() == 1, "the overdue stream is queued again"
+    async with services.store.db.connection() as conn:
+        await conn.execute("UPDATE events SET created_at = now() - interval '31 days' WHERE id = %s", (old.id,))
+    new = await services.events.emit(acme.id, "handover.claimed", conversation_id=conv)
+    assert new is not None
+    assert await services.events.recover() == 0, "the old event is pruned; the new one is not overdue"
+    listed = (await client.get("/api/v1/events", headers=bearer(acme.key))).json()["events"]
+    assert [e["id"] for e in listed] == [new.id], "a month-old event is pruned, with its delivery"
+    async with services.store.db.connection() as conn:
+        cur = await conn.execute("SELECT event_id FROM webhook_deliveries")
+        assert [str(r["event_id"]) for r in await cur.fetchall()] == [new.id]
+    async with workers(services):
+        await until(lambda: [a.event_id for a in receiver.accepted()] == [new.id])

@@ -16,6 +16,7 @@ import msgspec
 from litestar import delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody, QueryParameter
+from litestar.types import ControllerRouterHandler
 
 from botloom.core.netguard import EndpointRefused, check_url
 from botloom.core.signing import new_secret
@@ -179,6 +180,6 @@ class EventController(ApiController):
         return EventPage(events=[e.envelope() for e in events], after=events[-1].position if events else after)
 
 
-WEBHOOK_HANDLERS = [WebhookController, EventController]
+WEBHOOK_HANDLERS: list[ControllerRouterHandler] = [WebhookController, EventController]
 
 __all__ = ["WEBHOOK_HANDLERS", "EventController", "WebhookController", "checked_url"]

@@ -70,7 +70,14 @@ class DeskChannels(ChannelsPlugin):
 
             backend = PsycoPgChannelsBackend(pg_dsn="")
         self.on_redis = bool(settings.redis_url)
+        self.redis = getattr(backend, "_redis", None)
         super().__init__(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=1000)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Stop the plugin, then close the Redis client it was given."""
+        await super().__aexit__(*exc_info)
+        if self.redis is not None:
+            await self.redis.aclose()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Register the plugin (a lifespan manager), just after one giving the PostgreSQL backend its URL."""

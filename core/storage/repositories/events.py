@@ -169,6 +169,15 @@ class EventRepository(Repository):
         )
         return [_event(r) for r in rows]
 
+    async def prune(self, days: int, batch: int = 5000) -> int:
+        """Delete up to ``batch`` events older than ``days`` days (their deliveries go with them); how many."""
+        row = await self._one(
+            "WITH old AS (SELECT id FROM events WHERE created_at < now() - %s * interval '1 day' LIMIT %s), "
+            "gone AS (DELETE FROM events e USING old WHERE e.id = old.id RETURNING 1) SELECT count(*) AS n FROM gone",
+            (days, batch),
+        )
+        return int(row["n"]) if row else 0
+
     async def get(self, tenant_id: str, event_id: str) -> Event | None:
         """One event of the tenant."""
         row = await self._one(
