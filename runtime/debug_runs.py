@@ -139,6 +139,18 @@ def turn_summary(values: Mapping[str, Any], interrupts: Sequence[Any] = ()) -> d
     return {"replies": replies, "intent": values.get("intent"), "path": path, "escalated": escalated}
 
 
+TIMINGS = frozenset({"ms"})
+"""Fields of recorded steps that measure time (a tool result's ``ms``): never the same twice, left out of diffs."""
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` as JSON, without timings in the dicts of a list (tool results)."""
+    plain = jsonable(value)
+    if isinstance(plain, list):
+        return [{k: v for k, v in i.items() if k not in TIMINGS} if isinstance(i, dict) else i for i in plain]
+    return plain
+
+
 def state_diff(original: Mapping[str, Any] | None, changed: Mapping[str, Any]) -> dict[str, Any]:
     """Every state field whose value differs, as ``{"field": {"original": ..., "fork": ...}}``."""
     before = original or {}
@@ -146,7 +158,7 @@ def state_diff(original: Mapping[str, Any] | None, changed: Mapping[str, Any]) -
     for key in sorted(set(before) | set(changed)):
         if key in HIDDEN_KEYS:
             continue
-        a, b = jsonable(before.get(key)), jsonable(changed.get(key))
+        a, b = _comparable(before.get(key)), _comparable(changed.get(key))
         if a != b:
             out[key] = {"original": a, "fork": b}
     return out

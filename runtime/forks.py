@@ -237,6 +237,19 @@ class Forks:
         origin = await self._origin_or_none(bot, conversation, fork.checkpoint_id)
         return await self._outcome(graph, bot, fork, origin, [])
 
+    async def turn_of(self, tenant_id: str | None, fork_id: str) -> tuple[Fork, str | None, dict[str, Any], list[Any]]:
+        """A fork, the id of the original turn it re-ran, and the fork's state values and interrupts."""
+        fork = await self.get_fork(tenant_id, fork_id)
+        bot, conversation = await self._parts(fork)
+        graph = self._graph(bot)
+        origin = await self._origin_or_none(bot, conversation, fork.checkpoint_id)
+        turn = origin.turn.checkpoint["channel_values"].get("turn_id") if origin is not None else None
+        snapshot = await graph.aget_state(self._config(bot, fork.thread_id))
+        if snapshot.next and not snapshot.interrupts:
+            raise ForkNotPaused(f"fork {fork_id} is paused at {snapshot.next[0]}: continue it to its end first")
+        values = dict(snapshot.values) if isinstance(snapshot.values, dict) else {}
+        return fork, (str(turn) if turn else None), values, list(snapshot.interrupts or ())
+
     async def delete(self, tenant_id: str | None, fork_id: str) -> None:
         """Forget a fork and delete its thread's checkpoints."""
         fork = await self.get_fork(tenant_id, fork_id)

@@ -315,7 +315,10 @@ def throwaway_graph(host: PluginHost, graph_name: str) -> CompiledStateGraph[Any
     if definition is None:
         known = ", ".join(sorted(host.registry.graphs)) or "none"
         raise DebugNotFound(f"no graph named {graph_name!r} is registered (known: {known})")
-    return definition.build().compile(checkpointer=InMemorySaver(), name=graph_name)
+    compiled: CompiledStateGraph[Any, Any, Any, Any] = definition.build().compile(
+        checkpointer=InMemorySaver(), name=graph_name
+    )
+    return compiled
 
 
 def compare(index: int, turn: RecordedTurn, replayed: dict[str, Any], error: str | None = None) -> dict[str, Any]:
