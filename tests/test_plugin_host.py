@@ -235,6 +235,8 @@ async def test_an_import_error_is_reported_and_the_rest_loads(site: FakeSite, ta
     assert problem.stage == "import"
     assert reason in problem.message
     assert "fake_broken" not in host.infos
+    failed = host.unloaded["fake_broken"]
+    assert (failed.status, failed.distribution, failed.module) == ("failed", "fake-broken", module)
     assert host.registry.owner("tool", "fake_lookup") == "fake_good"
     assert_builtins_listed(msgspec.to_builtins(host.infos), [])
 

@@ -57,6 +57,26 @@ async def test_a_plugin_whose_specifier_excludes_the_running_botloom_is_refused_
     assert_builtins_listed(msgspec.to_builtins(host.infos), [])
 
 
+INVALID_MODULE = """
+from botloom import hookimpl
+
+@hookimpl
+def moderate_message(message, mood):
+    return None
+"""
+
+
+async def test_a_plugin_pluggy_refuses_is_listed_as_failed(site: FakeSite) -> None:
+    site.distribution("fake-invalid", {"fake_invalid": site.module("invalid", INVALID_MODULE)}, requires=["botloom"])
+    host = await PluginHost.discover().collect()
+    [problem] = problems_of(host, "fake_invalid")
+    assert problem.stage == "register"
+    assert "mood" in problem.message
+    failed = host.unloaded["fake_invalid"]
+    assert (failed.status, failed.supports, failed.distribution) == ("failed", "", "fake-invalid")
+    assert "fake_invalid" not in host.infos
+
+
 @pytest.mark.parametrize(
     ("requires", "supports", "loads"),
     [
