@@ -53,6 +53,7 @@ from botloom.core.netguard import (
     resolve_endpoint,
     server_name,
 )
+from botloom.core.signing import sign_request, verify_signature
 
 __version__ = "0.1.0"
 
@@ -142,4 +143,6 @@ __all__ = [
     "open_socket",
     "resolve_endpoint",
     "server_name",
+    "sign_request",
+    "verify_signature",
 ]

@@ -464,3 +464,19 @@ async def test_recovery_finds_overdue_streams_and_prunes_old_events(
         assert [str(r["event_id"]) for r in await cur.fetchall()] == [new.id]
     async with workers(services):
         await until(lambda: [a.event_id for a in receiver.accepted()] == [new.id])
+
+
+def test_public_signer_matches_the_documented_scheme() -> None:
+    """``botloom.sign_request`` (for plugins calling a tenant's API) is the scheme the docs' receiver checks."""
+    from botloom import sign_request, verify_signature
+
+    body = b'{"id": "e1", "text": "h\xc3\xa9"}'
+    header = sign_request("whsec_test", body)["Botloom-Signature"]
+    assert verify(secret="whsec_test", body=body, header=header)
+    assert verify_signature("whsec_test", body, header)
+    assert not verify_signature("whsec_other", body, header)
+    assert not verify_signature("whsec_test", body + b" ", header)
+    stale = sign_request("whsec_test", body, timestamp=int(time.time()) - 301)["Botloom-Signature"]
+    assert not verify(secret="whsec_test", body=body, header=stale) and not verify_signature("whsec_test", body, stale)
+    for garbage in ("", "t=", "v1=abc", "t=abc,v1=abc", "t=1,v1=" + "0" * 64, "x" * 5000, "t=99999999999999,v1=a"):
+        assert not verify_signature("whsec_test", body, garbage), garbage
