@@ -9,6 +9,7 @@ is this session's (``BOTLOOM_DATABASE_URL``), so no second one starts.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "telegram"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("telegram") / "site"
     build = tmp_path_factory.mktemp("telegram-build")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = build / "botloom-telegram"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*"))
     result = subprocess.run(
         [
             sys.executable,
@@ -39,7 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         env=botloom_env({"TMPDIR": str(build)}),
         capture_output=True,
