@@ -76,6 +76,13 @@ def test_two_agents_and_the_web_chat_live(server: Server, tmp_path: Path) -> Non
 
     make_agent(server, "ada@acme.test", "Ada")
     make_agent(server, "bob@acme.test", "Bob")
+    r = httpx.post(
+        f"{server.url}/api/v1/canned?tenant=acme",
+        json={"shortcut": "order", "text": "Let me look at your order right away."},
+        headers={"Authorization": "Bearer admin"},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
     foreign: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -125,6 +132,13 @@ def test_two_agents_and_the_web_chat_live(server: Server, tmp_path: Path) -> Non
             expect(user.locator(".msg.agent")).to_contain_text("Hi, I am here to help with your order.", timeout=WAIT)
             expect(claimer.locator("#history li.outbound").last).to_have_text(
                 "Hi, I am here to help with your order.", timeout=WAIT
+            )
+
+            claimer.get_by_label("Canned response").select_option(label="order")
+            expect(claimer.locator("#reply")).to_have_value("Let me look at your order right away.")
+            claimer.get_by_role("button", name="Send").click()
+            expect(user.locator(".msg.agent").last).to_contain_text(
+                "Let me look at your order right away.", timeout=WAIT
             )
 
             # the user answers: the agent sees it live in the open conversation

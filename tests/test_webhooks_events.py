@@ -426,6 +426,12 @@ async def test_desk_socket_gets_events_emitted_by_another_process(
             await theirs.send_str(json.dumps({"token": globex_key}))
             assert (await mine.receive_json(timeout=10)) == {"type": "ready", "tenant_id": acme_id, "agent_id": None}
             assert (await theirs.receive_json(timeout=10))["tenant_id"] == globex_id
+            async with session.ws_connect(socket_url) as operator:
+                await operator.send_str(json.dumps({"token": "admin", "tenant": "acme"}))
+                assert (await operator.receive_json(timeout=10))["tenant_id"] == acme_id
+            async with session.ws_connect(socket_url) as nameless:
+                await nameless.send_str(json.dumps({"token": "admin"}))  # the operator must name the tenant
+                assert (await nameless.receive_json(timeout=10))["type"] == "error"
             await mine.send_str('{"type": "ping"}')
             assert (await mine.receive_json(timeout=10)) == {"type": "pong"}
 
