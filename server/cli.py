@@ -588,6 +588,78 @@ def _add_plugin_kit_commands(
     new_plugin.add_argument("-o", "--output", metavar="DIR", help="the folder to create (default: ./NAME)")
 
 
+def cmd_plugins_enable(args: argparse.Namespace) -> int:
+    """Enable (or disable) an installed plugin for a bot, with a config its schema accepts."""
+    import asyncio
+
+    from botloom.core.config import ConfigError, split_secrets, validate_config
+    from botloom.runtime.services import open_services
+
+    settings = _settings()
+    try:
+        config = json.loads(args.config)
+    except ValueError as exc:
+        raise CommandError(f"--config is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise CommandError("--config must be a JSON object, e.g. '{\"greeting\": \"Hi\"}'")
+
+    async def run() -> None:
+        async with open_services(settings) as services:
+            bot = await _find_bot(services, args.bot)
+            if args.plugin not in services.host.infos:
+                installed = ", ".join(sorted(services.host.infos))
+                raise CommandError(
+                    f"no plugin {args.plugin!r} is loaded (installed: {installed}); see 'botloom plugins list'"
+                )
+            schema = services.host.config_schema(args.plugin)
+            try:
+                checked = validate_config(args.plugin, schema, config)
+            except ConfigError as exc:
+                raise CommandError(str(exc)) from None
+            public, secret = split_secrets(schema, checked)
+            await services.store.plugin_settings.put(
+                bot.tenant_id, bot.id, args.plugin, enabled=not args.disable, config=public, secrets=secret
+            )
+
+    asyncio.run(run())
+    print(f"{'disabled' if args.disable else 'enabled'} {args.plugin} for {args.bot}")
+    return EXIT_OK
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Render a new plugin package: pyproject, README, CHANGELOG, CI, hooks and tests of one kind."""
+    from botloom.server.scaffold import TemplateError, render_plugin
+
+    target = Path(args.output) if args.output else Path(args.name)
+    try:
+        render_plugin(args.name, target, kind=args.kind)
+    except TemplateError as exc:
+        print(f"botloom new-plugin: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"created the {args.kind} plugin {args.name} in {target}")
+    print(f"next: pip install -e '{target}[test]' && pytest {target} && botloom plugins list")
+    return EXIT_OK
+
+
+def _add_plugin_kit_commands(
+    add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
+    plugin_commands: Any,
+) -> None:
+    """``botloom new-plugin`` and ``botloom plugins enable`` (the plugin author's kit)."""
+    enabling = plugin_commands.add_parser("enable", help="enable an installed plugin for a bot, with its config")
+    enabling.add_argument("bot", metavar="BOT", help="the bot: its id or tenant-slug/bot-slug")
+    enabling.add_argument("plugin", metavar="PLUGIN", help="the plugin's name (see 'botloom plugins list')")
+    enabling.add_argument("--config", default="{}", help="the bot's config of the plugin, as a JSON object")
+    enabling.add_argument("--disable", action="store_true", help="disable the plugin instead")
+    enabling.set_defaults(handler=cmd_plugins_enable)
+    new_plugin = add("new-plugin", cmd_new_plugin, "create a plugin package (tests, CI, changelog) to build on")
+    new_plugin.add_argument("name", metavar="NAME", help="its distribution name, e.g. acme-weather")
+    new_plugin.add_argument(
+        "--kind", choices=["tool", "intent", "channel"], default="tool", help="what it adds to bots (default: tool)"
+    )
+    new_plugin.add_argument("-o", "--output", metavar="DIR", help="the folder to create (default: ./NAME)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -656,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = plugin_commands.add_parser("list", help="list plugins and what they register")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_plugins_list)
+    _add_plugin_kit_commands(add, plugin_commands)
 
     return parser
 

@@ -9,7 +9,8 @@ The names below are imported on first use, so ``import botloom.testing`` stays c
 
 * :class:`BotHarness`, :class:`TurnOutcome`, :class:`ToolCallRecord`: a bot spoken to turn by turn;
 * :class:`ChannelHarness`, :class:`SigningRequest`: a channel driven through its routes over HTTP;
-* :class:`ScriptedOpenAI`, :class:`ToolCall`, :class:`Reply`, :class:`HTTPError`: the scripted model;
+* :class:`ScriptedOpenAI`, :class:`ToolCall`, :class:`Reply`, :class:`HTTPError`, :func:`classification`:
+  the scripted model and what it answers;
 * conformance suites: :class:`ToolContract`, :class:`IntentContract`, :class:`ChannelContract`
   (with :class:`ChannelDriver`, :class:`ContractContext`, :class:`Outcome`), and the checks
   :func:`check_tool` and :func:`check_intent` they run.
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
         test_settings,
     )
     from botloom.testing.intent_contract import IntentContract, check_intent
-    from botloom.testing.openai import HTTPError, Reply, ScriptedOpenAI, ToolCall
+    from botloom.testing.openai import HTTPError, Reply, ScriptedOpenAI, ToolCall, classification
     from botloom.testing.tool_contract import ToolContract, check_tool
 
 _WHERE = {
@@ -52,6 +53,7 @@ _WHERE = {
     "Reply": "openai",
     "ScriptedOpenAI": "openai",
     "ToolCall": "openai",
+    "classification": "openai",
     "GREETING": "channel_contract",
     "ChannelContract": "channel_contract",
     "ChannelDriver": "channel_contract",
@@ -92,6 +94,7 @@ __all__ = [
     "TurnOutcome",
     "check_intent",
     "check_tool",
+    "classification",
     "test_settings",
     "wait_until",
 ]

@@ -167,19 +167,23 @@ class IntentContract:
     async def test_the_examples_are_enough_and_its_own(self) -> None:
         """Enough distinct examples, none shared with another installed intent."""
         loaded, intent = await self._load()
-        assert example_problems(loaded, intent) == []
+        problems = example_problems(loaded, intent)
+        assert problems == [], problems
 
     async def test_the_slots_extract_from_the_examples(self) -> None:
         """Each slot's pattern compiles and extracts a value from an example; required slots can be filled."""
         _, intent = await self._load()
-        assert slot_problems(intent) == []
+        problems = slot_problems(intent)
+        assert problems == [], problems
 
     async def test_the_tools_named_exist_and_the_slots_fill_them(self) -> None:
         """Each tool named is registered, and its required arguments are slots of the intent."""
         loaded, intent = await self._load()
-        assert tool_problems(loaded, intent) == []
+        problems = tool_problems(loaded, intent)
+        assert problems == [], problems
 
     async def test_the_offline_engine_reads_each_example_as_the_intent(self) -> None:
         """With every installed intent, each example is classified as this intent."""
         loaded, intent = await self._load()
-        assert await classification_problems(loaded, intent) == []
+        problems = await classification_problems(loaded, intent)
+        assert problems == [], problems

@@ -37,6 +37,7 @@ __all__ = [
     "Response",
     "ScriptedOpenAI",
     "ToolCall",
+    "classification",
     "echo_last_user_message",
     "embedding_vector",
 ]
@@ -97,6 +98,26 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return ""
+
+
+def classification(
+    intent: str | None,
+    *,
+    confidence: float = 0.9,
+    slots: Mapping[str, str] | None = None,
+    wants_human: bool = False,
+) -> dict[str, Any]:
+    """The model's answer to botloom's classification call (a turn's first model call): script it first.
+
+    ``intent`` ``None`` is no intent (the model then answers with the bot's tools at hand);
+    ``slots`` are the values it found; ``wants_human`` asks for a person.
+    """
+    return {
+        "intent": intent or "none",
+        "confidence": confidence,
+        "slots": dict(slots or {}),
+        "wants_human": wants_human,
+    }
 
 
 def echo_last_user_message(request: dict[str, Any]) -> str:

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 
 DATABASE_URL_VARIABLE = "BOTLOOM_DATABASE_URL"
 
+# The conformance suites are test classes in installed modules: pytest explains their failed asserts too.
+pytest.register_assert_rewrite(
+    "botloom.testing.channel_contract", "botloom.testing.intent_contract", "botloom.testing.tool_contract"
+)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the plugin's marker (``--strict-markers`` projects need it declared)."""

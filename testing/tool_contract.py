@@ -159,7 +159,8 @@ class ToolContract:
 
     async def test_the_schema_description_and_timeout_are_usable(self) -> None:
         """Arguments are a Struct with typed properties, the description says something, the timeout fits."""
-        assert schema_problems(await self._definition()) == []
+        problems = schema_problems(await self._definition())
+        assert problems == [], problems
 
     async def test_a_valid_call_succeeds_with_plain_json(self) -> None:
         """The valid call succeeds within the tool's own timeout, with a JSON result."""

@@ -136,6 +136,29 @@ async def test_another_bot_or_a_bot_without_the_channel_is_refused(botloom_chann
     assert await stored(botloom_channel) == []
 
 
+async def test_one_tenants_secret_opens_no_other_tenants_bot(
+    botloom_channel: ChannelHarness, botloom_demo: Any
+) -> None:
+    """Two tenants' bots on Telegram: each webhook takes its own bot's secret only, each API key its own bot."""
+    other_secret = "the-other-tenants-webhook-secret"
+    enabled = await botloom_channel.client.put(
+        "/api/v1/bots/acme/support/plugins/telegram",
+        json={"enabled": True, "config": {"bot_token": TOKEN, "webhook_secret": other_secret}},
+        headers={"Authorization": f"Bearer {botloom_demo.api_key}"},
+    )
+    assert enabled.status_code == 200, enabled.text
+    crossed = await botloom_channel.post(ROUTE, json=update("hello"), bot="acme/support")  # signed with test/bot's
+    assert crossed.status_code == 403, crossed.text
+    harness = botloom_channel.harness
+    reconfigured = await botloom_channel.client.put(
+        "/api/v1/bots/acme/support/plugins/telegram",
+        json={"enabled": True, "config": {"bot_token": TOKEN, "webhook_secret": SECRET}},
+        headers={"Authorization": f"Bearer {harness.api_key}"},
+    )
+    assert reconfigured.status_code in (403, 404), reconfigured.text
+    assert await stored(botloom_channel) == []
+
+
 # --------------------------------------------------------------------------- configuration
 
 
