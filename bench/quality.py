@@ -72,7 +72,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # for ``tests.servers`` (the embedded PostgreSQL); botloom is installed
 
 from botloom.core.domain import Bot, BotSettings  # noqa: E402
 from botloom.core.settings import Settings  # noqa: E402
@@ -276,8 +276,12 @@ def describe(outcome: Outcome) -> str:
     return (
         f"{mark} {outcome.case.id:<16} {turns[:60]!r:<62} -> {outcome.label} "
         f"({outcome.confidence:.2f}{', escalated' if outcome.escalated else ''}) {said!r} "
-        + " ".join(f"{c['intent']}{':' + c['document'] if 'document' in c else ''}={c['confidence']}" for c in outcome.candidates)
+        + " ".join(_candidate(c) for c in outcome.candidates)
     )
+
+
+def _candidate(c: dict[str, Any]) -> str:
+    return f"{c['intent']}{':' + c['document'] if 'document' in c else ''}={c['confidence']}"
 
 
 # ------------------------------------------------------------------------------ the second bot

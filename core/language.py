@@ -218,7 +218,6 @@ SYNONYMS: dict[str, str] = {
     "wire transfer": "bank transfer",
     "credit card": "card",
     "do you take": "accept",
-    "can i pay with": "accept",
     "ways to pay": "payment",
     "payment methods": "payment",
     "payment options": "payment",
@@ -417,7 +416,7 @@ class Analyzer:
         self.longest = max((len(k.split()) for k in table), default=1)
         self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
         self._domain: Any = None
-        self._cache: dict[str, tuple[Term, ...]] = {}
+        self._cache: dict[tuple[str, bool], tuple[Term, ...]] = {}
 
     def _domain_speller(self) -> Any:
         if self._domain is None:
@@ -430,11 +429,11 @@ class Analyzer:
             self._domain = speller
         return self._domain
 
-    def correct(self, word: str) -> str:
-        """``word``, or its correction when neither English nor the bot's vocabulary knows it."""
+    def correct(self, word: str, keep: frozenset[str] = frozenset()) -> str:
+        """``word``, or its correction when neither English, the bot's vocabulary nor ``keep`` knows it."""
         if len(word) < 3 or word.isdigit() or any(c.isdigit() for c in word):
             return word
-        if word in self.vocabulary or word in english().frequency or word in self.synonyms:
+        if word in self.vocabulary or word in keep or word in english().frequency or word in self.synonyms:
             return word
         from symspellpy import Verbosity
 
@@ -445,9 +444,9 @@ class Analyzer:
                 return str(found[0].term)
         return word
 
-    def canonical(self, text: str) -> list[str]:
-        """The words of ``text`` spelled right, with synonyms replaced by their canonical words."""
-        tokens = [self.correct(w) for w in words(text)]
+    def canonical(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> list[str]:
+        """The words of ``text`` spelled right (unless not ``spell``), synonyms replaced by their canonical words."""
+        tokens = [self.correct(w, keep) for w in words(text)] if spell else words(text)
         out: list[str] = []
         i = 0
         while i < len(tokens):
@@ -463,26 +462,32 @@ class Analyzer:
                 i += 1
         return out
 
-    def terms(self, text: str) -> tuple[Term, ...]:
-        """The weighted, stemmed content terms of ``text`` (each stem once, with its highest weight)."""
-        cached = self._cache.get(text)
+    def terms(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> tuple[Term, ...]:
+        """The weighted, stemmed content terms of ``text`` (each stem once, with its highest weight).
+
+        ``spell``: correct misspelled words (a user's message), not a bot's own text;
+        ``keep``: words never corrected besides the bot's vocabulary (the passages found).
+        """
+        key = (text, spell)
+        cached = None if keep else self._cache.get(key)
         if cached is not None:
             return cached
         found: dict[str, float] = {}
-        for word in self.canonical(text):
+        for word in self.canonical(text, spell=spell, keep=keep):
             if word in STOP_WORDS:
                 continue
             if word.isdigit() and len(word) >= LONG_NUMBER:
                 found[NUMBER] = NUMBER_WEIGHT
                 continue
-            key = stem(word)
+            root = stem(word)
             value = 0.3 if word.isdigit() else weight(word)
-            if value > found.get(key, 0.0):
-                found[key] = value
+            if value > found.get(root, 0.0):
+                found[root] = value
         result = tuple(Term(k, v) for k, v in found.items())
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[text] = result
+        if not keep:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = result
         return result
 
     def expand(self, text: str) -> str:

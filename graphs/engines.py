@@ -19,7 +19,16 @@ from typing import Any, Protocol
 
 from botloom.core.definitions import Intent
 from botloom.core.embeddings import LocalEmbedder, tokens
-from botloom.core.language import NUMBER, NUMBER_WEIGHT, Analyzer, Teaching, coverage, term_map, words
+from botloom.core.language import (
+    NUMBER,
+    NUMBER_WEIGHT,
+    Analyzer,
+    Teaching,
+    coverage,
+    default_analyzer,
+    term_map,
+    words,
+)
 from botloom.graphs.context import TurnContext
 from botloom.graphs.state import PassageRef, ToolResult, TurnState, user_text
 
@@ -222,25 +231,15 @@ class _BotModel:
             name: frozenset(" ".join(words(e)) for e in examples) for name, examples in self.examples.items()
         }
         self.example_terms: dict[str, list[dict[str, float]]] = {
-            name: [m for m in (term_map(self.analyzer.terms(e)) for e in examples) if m]
+            name: [m for m in (term_map(self.analyzer.terms(e, spell=False)) for e in examples) if m]
             for name, examples in self.examples.items()
         }
         self.union: dict[str, set[str]] = {
             name: {t for m in maps for t in m} for name, maps in self.example_terms.items()
         }
         self.passage_terms: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
-
-    def learn(self, passages: Sequence[PassageRef]) -> None:
-        """Add the words of passages (the bot's own knowledge) to what spelling never corrects."""
-        new = {w for p in passages for w in words(p["title"] + " " + p["text"])} - self.analyzer.vocabulary
-        if new:
-            self.analyzer = Analyzer([*self.analyzer.vocabulary, *new], dict(self.analyzer.synonyms))
-            self.example_terms = {
-                name: [m for m in (term_map(self.analyzer.terms(e)) for e in examples) if m]
-                for name, examples in self.examples.items()
-            }
-            self.union = {name: {t for m in maps for t in m} for name, maps in self.example_terms.items()}
-            self.passage_terms.clear()
+        self.taught = bool(teaching.synonyms)
+        """Whether the tenant taught this bot synonyms (its knowledge searches need them too)."""
 
     def intent_score(self, name: str, query: dict[str, float], text: str) -> float:
         """How well the query matches the intent, before :func:`calibrate`; an example itself scores 1.
@@ -270,8 +269,8 @@ class _BotModel:
         key = passage["id"]
         terms = self.passage_terms.get(key)
         if terms is None:
-            title = frozenset(term_map(self.analyzer.terms(passage["title"])))
-            body = frozenset(term_map(self.analyzer.terms(passage["text"])))
+            title = frozenset(term_map(self.analyzer.terms(passage["title"], spell=False)))
+            body = frozenset(term_map(self.analyzer.terms(passage["text"], spell=False)))
             terms = self.passage_terms[key] = (body | title, title)
         everything, title = terms
         return (0.85 * coverage(query, everything) + 0.15 * coverage(query, title)) * information(query)
@@ -296,6 +295,11 @@ def looks_like_follow_up(text: str) -> bool:
     """Whether a message opens like a follow-up of the previous one (``and to the UK?``, ``what about amex?``)."""
     plain = " ".join(words(text)) + " "
     return len(plain) < 60 and plain.startswith(FOLLOW_UP_OPENINGS)
+
+
+def passage_words(passages: Sequence[PassageRef]) -> frozenset[str]:
+    """The words of passages: what spelling correction leaves alone in the user's message."""
+    return frozenset(w for p in passages for w in words(p["title"] + " " + p["text"]))
 
 
 def information(query: dict[str, float]) -> float:
@@ -353,7 +357,7 @@ class OfflineEngine:
         self, model: _BotModel, text: str, passages: Sequence[PassageRef], position: int = 0
     ) -> list[_Scored]:
         """Every intent and passage scored for ``text``, best first."""
-        query = term_map(model.analyzer.terms(text))
+        query = term_map(model.analyzer.terms(text, keep=passage_words(passages)))
         scored = [
             _Scored(calibrate(model.intent_score(name, query, text)), intent, None, position)
             for name, intent in model.intents.items()
@@ -389,8 +393,7 @@ class OfflineEngine:
                 return Classification(intent=pending.name, confidence=1.0, slots=slots)
         model = await self.model(ctx)
         threshold = ctx.bot.settings.escalation_threshold
-        passages = [p for p in state.get("passages") or [] if p["score"] >= self.knowledge_floor(ctx)]
-        model.learn(passages)
+        passages = await self.passages(state, ctx, model, text)
         scored = self.candidates(model, text, passages)
         parts = message_parts(text)
         if len(parts) > 1:
@@ -412,13 +415,19 @@ class OfflineEngine:
             if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence):
                 chosen, used_passages, slot_text = follow
                 scored = [chosen, *scored]
+        return self.result(chosen, scored, used_passages or passages, text, slot_text)
+
+    def result(
+        self, chosen: _Scored | None, scored: Sequence[_Scored], passages: list[PassageRef], text: str, slot_text: str
+    ) -> Classification:
+        """The classification of the chosen candidate (none: the fallback), with the top candidates."""
         top = _top(scored)
         if chosen is None:
             best = top[0]["confidence"] if top else 0.0
             return Classification(intent=None, confidence=round(best, 4), candidates=top)
         if chosen.intent is None:
             assert chosen.passage is not None
-            rest = [p for p in (used_passages or passages) if p["id"] != chosen.passage["id"]]
+            rest = [p for p in passages if p["id"] != chosen.passage["id"]]
             return Classification(
                 intent=KNOWLEDGE_INTENT,
                 confidence=round(chosen.confidence, 4),
@@ -429,6 +438,16 @@ class OfflineEngine:
         return Classification(
             intent=chosen.intent.name, confidence=round(chosen.confidence, 4), slots=slots, candidates=top
         )
+
+    async def passages(self, state: TurnState, ctx: TurnContext, model: _BotModel, text: str) -> list[PassageRef]:
+        """The turn's passages above the floor, and those a search with the tenant's synonyms adds."""
+        passages = [p for p in state.get("passages") or [] if p["score"] >= self.knowledge_floor(ctx)]
+        if model.taught and ctx.search is not None:
+            # The turn's search knew only the curated synonyms: search again with what the tenant taught.
+            taught = model.analyzer.expand(text)
+            if taught != default_analyzer().expand(text):
+                passages = await self.search(ctx, taught, passages)
+        return passages
 
     async def search_parts(
         self, ctx: TurnContext, model: _BotModel, parts: Sequence[str], scored: list[_Scored]
@@ -451,7 +470,7 @@ class OfflineEngine:
                 for p in results
                 if p.score >= self.knowledge_floor(ctx)
             ]
-            model.learn(refs)
+            query = term_map(model.analyzer.terms(part, keep=passage_words(refs)))
             scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in refs]
             found += refs
         return found
@@ -466,6 +485,21 @@ class OfflineEngine:
             if best < SMALL_TALK_COVER:
                 return True
         return False
+
+    async def search(self, ctx: TurnContext, query: str, known: list[PassageRef]) -> list[PassageRef]:
+        """``known`` and what a new search for ``query`` finds (above the floor), each passage once."""
+        assert ctx.search is not None
+        try:
+            found = await ctx.search(query, ctx.passages)
+        except Exception as exc:  # noqa: BLE001 - a failed search leaves the passages the turn had
+            logger.warning("knowledge search failed: %s: %s", type(exc).__name__, exc)
+            return known
+        seen = {p["id"] for p in known}
+        return known + [
+            PassageRef(id=p.chunk_id, document=p.document, title=p.title, text=p.text, score=round(p.score, 4))
+            for p in found
+            if p.score >= self.knowledge_floor(ctx) and p.chunk_id not in seen
+        ]
 
     def knowledge_floor(self, ctx: TurnContext) -> float:
         """The fused search score a passage needs to be considered at all."""
@@ -494,8 +528,7 @@ class OfflineEngine:
                 for p in found
                 if p.score >= self.knowledge_floor(ctx)
             ]
-            model.learn(passages)
-        current = term_map(model.analyzer.terms(text))
+            current = term_map(model.analyzer.terms(text, keep=passage_words(passages or [])))
         scored: list[_Scored] = []
         for s in self.candidates(model, together, passages or []):
             if s.intent is not None and specificity(s.intent) == SMALL_TALK:

@@ -134,6 +134,9 @@ async def open_services(
         async with open_checkpointer(settings, url, cipher=cipher) as checkpointer:
             graphs = GraphRegistry(host, checkpointer)
             engine = make_engine(settings)
+            offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
+            if isinstance(offline, OfflineEngine):  # it reads what tenants taught their bots (#17)
+                offline.teaching = store.teaching.load
             if hasattr(engine, "aclose"):
                 closeables.append(engine.aclose)
             runner = TurnRunner(

@@ -18,6 +18,7 @@ from botloom.server.api.desk import DESK_HANDLERS
 from botloom.server.api.keys import KeyController
 from botloom.server.api.knowledge import KnowledgeController
 from botloom.server.api.plugins import PluginController
+from botloom.server.api.teaching import TEACHING_HANDLERS
 from botloom.server.api.tenants import TenantController
 from botloom.server.api.webhooks import WEBHOOK_HANDLERS
 
@@ -34,6 +35,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     *AGENT_HANDLERS,
     *DESK_HANDLERS,
     *DEBUG_HANDLERS,
+    *TEACHING_HANDLERS,
     *DEBUG_ACTION_HANDLERS,
 ]
 

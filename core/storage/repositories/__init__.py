@@ -50,6 +50,7 @@ from botloom.core.storage.repositories.handovers import HandoverRepository
 from botloom.core.storage.repositories.inspection import InspectionRepository
 from botloom.core.storage.repositories.messages import MessageRepository
 from botloom.core.storage.repositories.polls import ChannelPollRepository
+from botloom.core.storage.repositories.teaching import TeachingRepository
 from botloom.core.storage.repositories.tenants import ApiKeyRepository, TenantRepository
 from botloom.core.storage.repositories.usage import UsageRepository
 from botloom.core.storage.repositories.webhooks import WebhookRepository
@@ -72,6 +73,7 @@ class Store:
         self.usage = UsageRepository(db)
         self.events = EventRepository(db)
         self.webhooks = WebhookRepository(db, cipher)
+        self.teaching = TeachingRepository(db)
         self.inspection = InspectionRepository(db)
         self.agents = AgentRepository(db)
         self.teams = TeamRepository(db)
@@ -100,6 +102,7 @@ __all__ = [
     "Repository",
     "Store",
     "TeamRepository",
+    "TeachingRepository",
     "TenantRepository",
     "UsageRepository",
     "WebhookRepository",

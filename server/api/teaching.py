@@ -1,0 +1,185 @@
+"""Teaching a bot (#17): its synonyms, extra examples per intent, and the questions it could not answer.
+
+* ``GET/PUT /api/v1/bots/{bot}/synonyms``: phrase → the words it means
+  (``{"synonyms": {"hoodie": "sweater", "amex": "american express"}}``);
+* ``GET/POST /api/v1/bots/{bot}/intents/{intent}/examples``, ``DELETE .../examples/{id}``:
+  extra example messages of one of the bot's enabled intents;
+* ``GET /api/v1/bots/{bot}/fallbacks?from=&to=``: what the bot could not answer,
+  similar questions grouped, commonest first: what to teach next.
+
+The offline engine uses what is taught from the bot's next turn on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import delete, get, post, put
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from botloom.core.storage.repositories.teaching import (
+    MAX_EXAMPLES,
+    MAX_SYNONYMS,
+    FallbackGroup,
+    IntentExample,
+    TooMany,
+)
+from botloom.runtime.services import Services
+from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, IdRef, NameRef
+from botloom.server.api.schemas import ONE_LINE, Request
+from botloom.server.auth import Principal, visible_bot
+from botloom.server.deps import PrincipalDep, ServicesDep
+
+Phrase = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=ONE_LINE)]
+"""A synonym's phrase or its meaning: one line, at most 100 characters."""
+ExampleText = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=ONE_LINE)]
+"""An example message: one line, at most 500 characters."""
+
+
+class SynonymsBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bot's synonyms: each phrase (``send back``) and the words it means (``return``)."""
+
+    synonyms: Annotated[dict[Phrase, Phrase], msgspec.Meta(max_length=MAX_SYNONYMS)]
+
+
+class ExampleIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An example message for one of the bot's intents."""
+
+    text: ExampleText
+
+
+class ExampleOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A taught example."""
+
+    id: str
+    intent: str
+    text: str
+    created_at: datetime
+
+
+class FallbackOut(msgspec.Struct, frozen=True, kw_only=True):
+    """Similar questions the bot could not answer."""
+
+    question: str
+    """The latest wording."""
+    count: int
+    last_seen: datetime
+    variants: list[str]
+
+
+def _example(example: IntentExample) -> ExampleOut:
+    return ExampleOut(id=example.id, intent=example.intent, text=example.text, created_at=example.created_at)
+
+
+async def _intent(services: Services, principal: Principal, bot: str, intent: str) -> tuple[str, str]:
+    """The tenant and bot ids, if the caller sees the bot and it has ``intent`` enabled; 404 otherwise."""
+    found = await visible_bot(services, principal, bot)
+    view = await services.runner.bot_view(found)
+    if intent not in view.intents:
+        raise NotFoundException(f"the bot has no intent {intent!r} (intents come from its enabled plugins)")
+    return found.tenant_id, found.id
+
+
+def _blank(value: str) -> bool:
+    return not value.strip()
+
+
+class TeachingController(ApiController):
+    """What a bot is taught, and what it could not answer."""
+
+    path = "/bots/{bot:str}"
+    tags = ("teaching",)
+
+    @get("/synonyms", summary="A bot's synonyms", raises=READ_ERRORS)
+    async def get_synonyms(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> SynonymsBody:
+        """The phrases the offline engine reads as other words for this bot."""
+        found = await visible_bot(services, principal, bot)
+        return SynonymsBody(synonyms=await services.store.teaching.synonyms(found.tenant_id, found.id))
+
+    @put("/synonyms", summary="Replace a bot's synonyms", raises=WRITE_ERRORS)
+    async def put_synonyms(
+        self, bot: BotRef, data: JSONBody[SynonymsBody], principal: PrincipalDep, services: ServicesDep
+    ) -> SynonymsBody:
+        """Replace the bot's synonyms (phrase → the words it means); used from the bot's next turn on."""
+        found = await visible_bot(services, principal, bot)
+        cleaned = {" ".join(k.lower().split()): " ".join(v.lower().split()) for k, v in data.synonyms.items()}
+        if any(_blank(k) or _blank(v) for k, v in cleaned.items()):
+            raise ValidationException("a synonym and its meaning must have visible text")
+        if not await services.store.teaching.put_synonyms(found.tenant_id, found.id, cleaned):
+            raise NotFoundException("the bot was deleted")
+        return SynonymsBody(synonyms=cleaned)
+
+    @get("/intents/{intent:str}/examples", summary="Examples taught to an intent", raises=READ_ERRORS)
+    async def list_examples(
+        self, bot: BotRef, intent: NameRef, principal: PrincipalDep, services: ServicesDep
+    ) -> list[ExampleOut]:
+        """The examples taught to one of the bot's intents (its plugin's own examples are not listed)."""
+        tenant, bot_id = await _intent(services, principal, bot, intent)
+        return [_example(e) for e in await services.store.teaching.examples(tenant, bot_id, intent)]
+
+    @post(
+        "/intents/{intent:str}/examples",
+        summary="Teach an intent an example",
+        raises=WRITE_ERRORS,
+        status_code=HTTP_201_CREATED,
+    )
+    async def add_example(
+        self, bot: BotRef, intent: NameRef, data: JSONBody[ExampleIn], principal: PrincipalDep, services: ServicesDep
+    ) -> ExampleOut:
+        """Add an example message to one of the bot's intents; used from the bot's next turn on."""
+        tenant, bot_id = await _intent(services, principal, bot, intent)
+        text = " ".join(data.text.split())
+        if not text:
+            raise ValidationException("an example must have visible text")
+        try:
+            example = await services.store.teaching.add_example(tenant, bot_id, intent, text)
+        except TooMany:
+            raise ValidationException(f"an intent may have at most {MAX_EXAMPLES} taught examples") from None
+        if example is None:
+            raise NotFoundException("the bot was deleted")
+        return _example(example)
+
+    @delete("/intents/{intent:str}/examples/{example:str}", summary="Forget a taught example", raises=READ_ERRORS)
+    async def delete_example(
+        self, bot: BotRef, intent: NameRef, example: IdRef, principal: PrincipalDep, services: ServicesDep
+    ) -> None:
+        """Remove a taught example by its id."""
+        found = await visible_bot(services, principal, bot)
+        if not await services.store.teaching.delete_example(found.tenant_id, found.id, intent, example):
+            raise NotFoundException(f"no example {example!r} of intent {intent!r}")
+
+    @get("/fallbacks", summary="Questions the bot could not answer", raises=WRITE_ERRORS)
+    async def fallbacks(
+        self,
+        *,
+        bot: BotRef,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        since: Annotated[
+            datetime | None, QueryParameter(name="from", description="From this time on (ISO 8601)")
+        ] = None,
+        until: Annotated[datetime | None, QueryParameter(name="to", description="Before this time (ISO 8601)")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="How many groups at most")] = 50,
+    ) -> list[FallbackOut]:
+        """What end users asked that the bot had no answer for, similar questions grouped: what to teach next."""
+        found = await visible_bot(services, principal, bot)
+        if since is not None and until is not None and since >= until:
+            raise ValidationException("'from' must be before 'to'")
+        for value, name in ((since, "from"), (until, "to")):
+            if value is not None and value.tzinfo is None:
+                raise ValidationException(f"'{name}' needs a time zone (2026-01-31T00:00:00Z)")
+        groups: list[FallbackGroup] = await services.store.teaching.fallbacks(
+            found.tenant_id, found.id, since, until, limit
+        )
+        return [
+            FallbackOut(question=g.question, count=g.count, last_seen=g.last_seen, variants=g.variants) for g in groups
+        ]
+
+
+TEACHING_HANDLERS = [TeachingController]
+
+__all__ = ["MAX_SYNONYMS", "TEACHING_HANDLERS", "TeachingController"]
