@@ -8,6 +8,7 @@ is this session's (``BOTLOOM_DATABASE_URL``), so no second one starts.
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -17,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import botloom_env
-
-pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "telegram"
 
@@ -56,6 +55,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_telegram_example_suite_passes(site: Path, pg_server_url: str) -> None:
     env = botloom_env({"BOTLOOM_DATABASE_URL": pg_server_url, "PYTHONDONTWRITEBYTECODE": "1"}, pythonpath=str(site))
     result = subprocess.run(
@@ -73,3 +73,30 @@ def test_the_telegram_example_suite_passes(site: Path, pg_server_url: str) -> No
     assert passed is not None, output[-3000:]
     assert int(passed[1]) >= 19, output[-3000:]
     assert not re.search(r"\d+ (failed|error|skipped)", result.stdout), output[-3000:]
+
+
+def botloom_imports(path: Path) -> list[str]:
+    """Every module of botloom (``botloom`` or ``botloom.*``) a file imports."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.append(node.module or "")
+    return [name for name in found if name == "botloom" or name.startswith("botloom.")]
+
+
+@pytest.mark.parametrize(
+    ("folder", "allowed"),
+    [("src", ("botloom",)), ("tests", ("botloom", "botloom.testing"))],
+)
+def test_the_example_uses_only_the_public_api(folder: str, allowed: tuple[str, ...]) -> None:
+    """The plugin imports only ``botloom``; its tests add ``botloom.testing``: what any plugin author has."""
+    files = sorted((EXAMPLE / folder).rglob("*.py"))
+    assert files
+    for path in files:
+        for name in botloom_imports(path):
+            assert name in allowed or (name.startswith("botloom.testing.") and "botloom.testing" in allowed), (
+                path,
+                name,
+            )
