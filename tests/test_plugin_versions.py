@@ -161,6 +161,12 @@ def test_plugins_list_shows_the_refused_plugin_with_its_range(site: FakeSite, tm
     running = running_version()
     assert payload["botloom"] == running
     plugins = {info["name"]: info for info in payload["plugins"]}
+    shape = {
+        "name", "status", "version", "source", "distribution", "supports", "module", "hooks", "kinds",
+        "channels", "tools", "intents", "graphs", "migrations", "configurable", "warnings", "config_schema", "problems",
+    }  # fmt: skip
+    assert all(set(info) == shape for info in plugins.values()), plugins
+    assert plugins["demo_shop"]["config_schema"]["$defs"]["DemoShopConfig"]["type"] == "object"
     future = plugins["fake_future"]
     message = f"supports botloom>=99, but botloom {running} is running: not loaded"
     assert (future["status"], future["supports"], future["distribution"], future["hooks"]) == (
