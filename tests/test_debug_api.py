@@ -100,8 +100,9 @@ async def test_conversations_filtered_and_paged(client: httpx.AsyncClient, demo:
     url = "/api/v1/bots/acme/support/debug/conversations"
 
     everything = (await client.get(url, headers=key)).json()
-    assert [c["id"] for c in everything["items"]] == [person, *reversed(plain)]  # newest first
-    assert everything["items"][0]["messages"] == 2 and everything["items"][0]["last_text"]
+    listed = [(c["id"], c["updated_at"], c["messages"], c["last_text"]) for c in everything["items"]]
+    assert [c["id"] for c in everything["items"]] == [person, *reversed(plain)], listed  # newest first
+    assert everything["items"][0]["messages"] == 2 and everything["items"][0]["last_text"], listed
     escalated = (await client.get(url, params={"status": "escalated"}, headers=key)).json()
     assert [c["id"] for c in escalated["items"]] == [person]
     assert (await client.get(url, params={"status": "failed"}, headers=key)).json()["items"] == []
@@ -187,3 +188,17 @@ async def test_malformed_cursors_and_parameters_are_400(client: httpx.AsyncClien
     assert (await client.get(url, params={"q": "x" * 201})).status_code == 400
     assert (await client.get(url, params={"q": "a\x00b"})).status_code == 400
     assert (await client.get("/api/v1/bots/acme/support/graph", params={"format": "gif"})).status_code == 400
+
+
+async def test_checkpoints_page_with_before(client: httpx.AsyncClient, demo: DemoInfo) -> None:
+    cid = await say(client, demo.api_key, "hello 0")
+    for n in range(1, 4):
+        await say(client, demo.api_key, f"hello {n}", cid)
+    url = f"/api/v1/conversations/{cid}/checkpoints"
+    first = (await client.get(url, params={"limit": 2})).json()
+    assert [c["values"]["user"]["text"] for c in first] == ["hello 3", "hello 2"]
+    second = (await client.get(url, params={"limit": 2, "before": first[-1]["checkpoint_id"]})).json()
+    assert [c["values"]["user"]["text"] for c in second] == ["hello 1", "hello 0"]
+    assert (await client.get(url, params={"before": second[-1]["checkpoint_id"]})).json() == []
+    assert (await client.get(url, params={"before": "a\x00b"})).status_code == 400
+    assert (await client.get(url, params={"before": "x" * 101})).status_code == 400

@@ -14,7 +14,14 @@ from botloom.graphs.registry import UnknownGraph
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
-from botloom.server.api.schemas import CheckpointOut, ConversationDetail, ConversationOut, InterruptOut, MessageOut
+from botloom.server.api.schemas import (
+    NO_NUL,
+    CheckpointOut,
+    ConversationDetail,
+    ConversationOut,
+    InterruptOut,
+    MessageOut,
+)
 from botloom.server.auth import Principal, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 
@@ -110,17 +117,30 @@ class ConversationController(ApiController):
         limit: Annotated[
             int, QueryParameter(ge=1, le=MAX_CHECKPOINTS, description="How many checkpoints at most")
         ] = 20,
+        before: Annotated[
+            str | None,
+            QueryParameter(
+                description="Only checkpoints older than this one (a page's last `checkpoint_id`)",
+                max_length=100,
+                pattern=NO_NUL,
+            ),
+        ] = None,
     ) -> list[CheckpointOut]:
-        """The LangGraph checkpoints of the conversation's thread, newest first: step, next nodes, interrupts, state."""
+        """The LangGraph checkpoints of the conversation's thread, newest first: step, next nodes, interrupts, state.
+
+        Page with ``before``: one page is one read of the checkpointer, however long the history.
+        """
         conversation = await visible_conversation(services, principal, conversation_id)
         bot = await services.store.bots.get(conversation.tenant_id, conversation.bot_id)
         if bot is None:
             raise NotFoundException(f"no conversation {conversation_id!r}")
-        return await checkpoints(services, bot, conversation, limit)
+        return await checkpoints(services, bot, conversation, limit, before=before)
 
 
-async def checkpoints(services: Services, bot: Bot, conversation: Conversation, limit: int) -> list[CheckpointOut]:
-    """The newest ``limit`` checkpoints of a conversation's thread."""
+async def checkpoints(
+    services: Services, bot: Bot, conversation: Conversation, limit: int, *, before: str | None = None
+) -> list[CheckpointOut]:
+    """The newest ``limit`` checkpoints of a conversation's thread (older than checkpoint ``before``)."""
     if services.graphs.checkpointer is None:
         return []
     try:
@@ -128,4 +148,5 @@ async def checkpoints(services: Services, bot: Bot, conversation: Conversation, 
     except UnknownGraph as exc:
         raise NotFoundException(str(exc)) from None
     config: Any = {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation.id)}}
-    return [checkpoint_out(snapshot) async for snapshot in graph.aget_state_history(config, limit=limit)]
+    older: Any = {"configurable": {**config["configurable"], "checkpoint_id": before}} if before else None
+    return [checkpoint_out(s) async for s in graph.aget_state_history(config, before=older, limit=limit)]
