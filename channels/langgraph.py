@@ -15,13 +15,15 @@ a string or a list of content blocks (``{"type": "text", "text": "..."}``). The
 user messages of one run become one inbound message (their texts joined), whose
 idempotency key is the run's id: a run is stored once.
 
-The channel also serves ``GET /channels/langgraph/{bot}``: where the LangGraph API
-is, for a bot that enabled this channel (it names nothing the caller did not).
+The channel also serves the page ``GET /channels/langgraph/{bot}``: where the
+LangGraph API is, for a bot that enabled this channel (it names nothing the caller
+did not).
 A bot must enable the ``langgraph`` plugin before runs can be created for it.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -74,11 +76,12 @@ class RunAnswer(msgspec.Struct, frozen=True, kw_only=True):
     replies: list[RunReply]
 
 
-class Where(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer of ``GET /channels/langgraph/{bot}``."""
-
-    api: str
-    assistant_id: str
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>LangGraph API</title></head>
+<body><p>This bot answers the LangGraph Server API at <code>/langgraph</code>
+(<code>get_client(url=BASE + "/langgraph", api_key=KEY)</code>); its assistant id is
+<code data-assistant-id="{ref}">{ref}</code>.</p></body></html>
+"""
 
 
 def content_text(content: Any) -> str:
@@ -189,9 +192,9 @@ class LangGraphChannel(ChannelAdapter[None]):
         return ChannelResponse(status=200, body=msgspec.json.encode(body), media_type="application/json")
 
     def page(self, request: ChannelRequest, config: None) -> ChannelResponse:
-        """Where the LangGraph API is: ``{"api": "/langgraph", "assistant_id": <the bot as the URL names it>}``."""
-        body = Where(api="/langgraph", assistant_id=request.bot_ref)
-        return ChannelResponse(status=200, body=msgspec.json.encode(body), media_type="application/json")
+        """A page saying where the LangGraph API is, and that the bot (as the URL names it) is its assistant id."""
+        body = PAGE.replace("{ref}", html.escape(request.bot_ref, quote=True))
+        return ChannelResponse(status=200, body=body.encode(), media_type="text/html; charset=utf-8")
 
 
 @hookimpl

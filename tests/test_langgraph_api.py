@@ -628,7 +628,8 @@ async def test_the_channel_says_where_the_api_is(deployment: Deployment) -> None
     async with httpx.AsyncClient(base_url=deployment.server.url) as http:
         where = await http.get("/channels/langgraph/alpha/helper")
         assert where.status_code == 200
-        assert where.json() == {"api": "/langgraph", "assistant_id": "alpha/helper"}
+        assert where.headers["content-type"].startswith("text/html")
+        assert "/langgraph" in where.text and 'data-assistant-id="alpha/helper"' in where.text
         assert (await http.get("/channels/langgraph/gamma/helper")).status_code == 403, "not enabled"
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from botloom.core.domain import Bot, Conversation
@@ -234,21 +235,23 @@ async def count_assistants(request: Request[Any, Any, Any], services: ServicesDe
 
 
 @get("/assistants/{assistant_id:str}", **AUTH)
-async def get_assistant(request: Request[Any, Any, Any], services: ServicesDep, assistant_id: str) -> dict[str, Any]:
+async def get_assistant(
+    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: FromPath[str]
+) -> dict[str, Any]:
     """One bot as an assistant."""
     return assistant_out(await find_assistant(services, principal_of(request), assistant_id))
 
 
 @post("/assistants/{assistant_id:str}/versions", status_code=200, **AUTH)
 async def assistant_versions(
-    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: FromPath[str]
 ) -> list[dict[str, Any]]:
     """An assistant's versions: botloom keeps one, the bot as it is."""
     return [assistant_out(await find_assistant(services, principal_of(request), assistant_id))]
 
 
 @get("/assistants/{assistant_id:str}/graph", **AUTH)
-async def assistant_graph(request: Request[Any, Any, Any], services: ServicesDep, assistant_id: str) -> Any:
+async def assistant_graph(request: Request[Any, Any, Any], services: ServicesDep, assistant_id: FromPath[str]) -> Any:
     """The bot's graph drawn from the compiled graph (nodes, edges, conditional edges); ``xray`` as LangGraph's."""
     bot = await find_assistant(services, principal_of(request), assistant_id)
     raw = request.query_params.get("xray", "false").lower()
@@ -263,7 +266,9 @@ async def assistant_graph(request: Request[Any, Any, Any], services: ServicesDep
 
 
 @get("/assistants/{assistant_id:str}/subgraphs", **AUTH)
-async def assistant_subgraphs(request: Request[Any, Any, Any], services: ServicesDep, assistant_id: str) -> Any:
+async def assistant_subgraphs(
+    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: FromPath[str]
+) -> Any:
     """The bot's subgraphs: the ``turn`` graph has none."""
     bot = await find_assistant(services, principal_of(request), assistant_id)
     return {ns: _schemas(bot, g) for ns, g in graph_of(services, bot).get_subgraphs()}
@@ -310,7 +315,7 @@ def _schemas(bot: Bot, graph: Any) -> dict[str, Any]:
 
 @get("/assistants/{assistant_id:str}/schemas", **AUTH)
 async def assistant_schemas(
-    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, assistant_id: FromPath[str]
 ) -> dict[str, Any]:
     """The run input botloom takes (user messages) and the graph's state schema."""
     bot = await find_assistant(services, principal_of(request), assistant_id)
@@ -432,7 +437,9 @@ async def count_threads(request: Request[Any, Any, Any], services: ServicesDep) 
 
 
 @get("/threads/{thread_id:str}", **AUTH)
-async def get_thread(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> dict[str, Any]:
+async def get_thread(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> dict[str, Any]:
     """One conversation as a thread, with its values."""
     conversation, bot = await _thread(request, services, thread_id)
     return await _thread_out(services, conversation, bot)
@@ -453,7 +460,7 @@ async def _state(services: Services, conversation: Conversation, bot: Bot, check
 
 
 @get("/threads/{thread_id:str}/state", **AUTH)
-async def get_state(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> dict[str, Any]:
+async def get_state(request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]) -> dict[str, Any]:
     """The thread's latest state: values, next nodes, checkpoint, pending interrupts."""
     conversation, bot = await _thread(request, services, thread_id)
     return await _state(services, conversation, bot, None)
@@ -461,7 +468,7 @@ async def get_state(request: Request[Any, Any, Any], services: ServicesDep, thre
 
 @get("/threads/{thread_id:str}/state/{checkpoint_id:str}", **AUTH)
 async def get_state_at(
-    request: Request[Any, Any, Any], services: ServicesDep, thread_id: str, checkpoint_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], checkpoint_id: FromPath[str]
 ) -> dict[str, Any]:
     """The thread's state at one of its checkpoints."""
     conversation, bot = await _thread(request, services, thread_id)
@@ -471,7 +478,9 @@ async def get_state_at(
 
 
 @post("/threads/{thread_id:str}/state/checkpoint", status_code=200, **AUTH)
-async def post_state_at(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> dict[str, Any]:
+async def post_state_at(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> dict[str, Any]:
     """The thread's state at the checkpoint the body names."""
     conversation, bot = await _thread(request, services, thread_id)
     body = await body_of(request, StateAt)
@@ -479,7 +488,9 @@ async def post_state_at(request: Request[Any, Any, Any], services: ServicesDep, 
 
 
 @post("/threads/{thread_id:str}/state", status_code=200, **AUTH)
-async def update_state(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> dict[str, Any]:
+async def update_state(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> dict[str, Any]:
     """Change the thread's state as if ``as_node`` had run, from its latest or a given checkpoint (a fork).
 
     ``as_node="__copy__"`` with no values copies the checkpoint as the newest (Studio's
@@ -567,14 +578,18 @@ async def _history(
 
 
 @post("/threads/{thread_id:str}/history", status_code=200, **AUTH)
-async def post_history(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> list[dict[str, Any]]:
+async def post_history(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> list[dict[str, Any]]:
     """The thread's states, newest first: ``limit`` of them, ``before`` a checkpoint to page back."""
     conversation, bot = await _thread(request, services, thread_id)
     return await _history(services, conversation, bot, await body_of(request, HistoryQuery))
 
 
 @get("/threads/{thread_id:str}/history", **AUTH)
-async def get_history(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> list[dict[str, Any]]:
+async def get_history(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> list[dict[str, Any]]:
     """The thread's states, newest first (``?limit=&before=``)."""
     conversation, bot = await _thread(request, services, thread_id)
     params = request.query_params
@@ -642,7 +657,7 @@ async def _stream(request: Request[Any, Any, Any], services: Services, thread_id
 
 
 @post("/threads/{thread_id:str}/runs", status_code=200, **AUTH)
-async def create_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> Response[Any]:
+async def create_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]) -> Response[Any]:
     """Start a run (a turn) in the background; the run."""
     return await _create(request, services, thread_id)
 
@@ -654,7 +669,7 @@ async def create_stateless_run(request: Request[Any, Any, Any], services: Servic
 
 
 @post("/threads/{thread_id:str}/runs/wait", status_code=200, **AUTH)
-async def wait_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> Response[Any]:
+async def wait_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]) -> Response[Any]:
     """Run a turn and answer the thread's values after it."""
     return await _wait(request, services, thread_id)
 
@@ -666,7 +681,7 @@ async def wait_stateless_run(request: Request[Any, Any, Any], services: Services
 
 
 @post("/threads/{thread_id:str}/runs/stream", status_code=200, **AUTH)
-async def stream_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> Stream:
+async def stream_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]) -> Stream:
     """Run a turn and stream its events (server-sent events)."""
     return await _stream(request, services, thread_id)
 
@@ -694,7 +709,9 @@ async def _run(
 
 
 @get("/threads/{thread_id:str}/runs", **AUTH)
-async def list_runs(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str) -> list[dict[str, Any]]:
+async def list_runs(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> list[dict[str, Any]]:
     """The thread's runs, newest first (``?limit=&offset=&status=``)."""
     conversation, bot = await _thread(request, services, thread_id)
     params = request.query_params
@@ -717,7 +734,7 @@ async def list_runs(request: Request[Any, Any, Any], services: ServicesDep, thre
 
 @get("/threads/{thread_id:str}/runs/{run_id:str}", **AUTH)
 async def get_run(
-    request: Request[Any, Any, Any], services: ServicesDep, thread_id: str, run_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], run_id: FromPath[str]
 ) -> dict[str, Any]:
     """One run of the thread."""
     _, shown, _, _ = await _run(request, services, thread_id, run_id)
@@ -725,7 +742,9 @@ async def get_run(
 
 
 @get("/threads/{thread_id:str}/runs/{run_id:str}/join", **AUTH)
-async def join_run(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str, run_id: str) -> Any:
+async def join_run(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], run_id: FromPath[str]
+) -> Any:
     """Wait for the run to finish; the thread's values after it."""
     held, _, conversation, bot = await _run(request, services, thread_id, run_id)
     if held is not None:
@@ -735,7 +754,9 @@ async def join_run(request: Request[Any, Any, Any], services: ServicesDep, threa
 
 
 @get("/threads/{thread_id:str}/runs/{run_id:str}/stream", **AUTH)
-async def join_stream(request: Request[Any, Any, Any], services: ServicesDep, thread_id: str, run_id: str) -> Stream:
+async def join_stream(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], run_id: FromPath[str]
+) -> Stream:
     """The run's events (``?stream_mode=``), when it is over; a run of another process: its final values."""
     held, shown, conversation, bot = await _run(request, services, thread_id, run_id)
     try:
@@ -760,7 +781,7 @@ async def join_stream(request: Request[Any, Any, Any], services: ServicesDep, th
 
 @post("/threads/{thread_id:str}/runs/{run_id:str}/cancel", status_code=200, **AUTH)
 async def cancel_run(
-    request: Request[Any, Any, Any], services: ServicesDep, thread_id: str, run_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], run_id: FromPath[str]
 ) -> dict[str, Any]:
     """Cancel a run still running in this process (its message is not run again); the run."""
     held, shown, _, _ = await _run(request, services, thread_id, run_id)
