@@ -403,7 +403,15 @@ async def test_update_state_and_copy_a_checkpoint(client_a: LangGraphClient, dep
     assert fork["checkpoint"]["checkpoint_id"] == copied["checkpoint"]["checkpoint_id"]
     assert fork["checkpoint"]["checkpoint_id"] != first["checkpoint"]["checkpoint_id"]
     assert said(fork["values"]) == said(first["values"]), "re-run from here: the older state is the newest again"
-    after = await client_a.runs.wait(thread_id, bot, input={"messages": [{"role": "user", "content": "thanks"}]})
+    old = first["checkpoint"]["checkpoint_id"]
+    run = client_a.runs.wait(thread_id, bot, input={"messages": [{"role": "user", "content": "hi"}]}, checkpoint_id=old)
+    assert await status_of(run) == 422, "a run starts from the newest checkpoint only"
+    after = await client_a.runs.wait(
+        thread_id,
+        bot,
+        input={"messages": [{"role": "user", "content": "thanks"}]},
+        checkpoint=copied["checkpoint"],  # what Studio sends after "fork": the checkpoint it made
+    )
     assert said(after)[:-1] == [*said(first["values"]), ("human", "thanks")]
 
 

@@ -170,8 +170,6 @@ def unsupported(body: RunCreate) -> str | None:
         return "command (resuming an interrupt): a person answers an escalated conversation through the agent desk"
     if body.interrupt_before or body.interrupt_after:
         return "interrupt_before/interrupt_after (breakpoints): use the debugger's fork at /debug"
-    if body.checkpoint_id or (body.checkpoint is not None and body.checkpoint.checkpoint_id):
-        return "running from a checkpoint: fork it with POST /threads/{id}/state (as_node '__copy__'), then run"
     if body.webhook:
         return "webhook: botloom does not call URLs a run names"
     if body.after_seconds:
@@ -627,11 +625,30 @@ async def _start(
         assistant = await find_assistant(services, principal, body.assistant_id)
         if assistant.id != bot.id:
             raise refused(409, f"thread {conversation.id} is a conversation of another assistant ({bot.id})")
+    await _from_latest(services, bot, conversation, body)
     try:
         run = await run_ops.start(services, bot, conversation, body.input, metadata=body.metadata)
     except run_ops.RunRefused as exc:
         raise refused(exc.status, exc.detail) from None
     return run, body
+
+
+async def _from_latest(services: Services, bot: Bot, conversation: Conversation, body: RunCreate) -> None:
+    """422 unless the checkpoint a run names (if any) is the thread's newest: a turn runs on the newest state.
+
+    What Studio does after editing a state (``POST /threads/{id}/state`` answers the new
+    checkpoint, the next run names it) works; an older checkpoint is copied first.
+    """
+    wanted = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint is not None else None)
+    if wanted is None:
+        return
+    latest = await graph_of(services, bot).aget_state(thread_config(bot, conversation.id))
+    if (latest.config or {}).get("configurable", {}).get("checkpoint_id") != wanted:
+        raise refused(
+            422,
+            "not supported by botloom: running from a checkpoint that is not the thread's newest; make it the newest "
+            "with POST /threads/{id}/state (as_node '__copy__', checkpoint_id), then run",
+        )
 
 
 def _location(run: run_ops.Run) -> dict[str, str]:
