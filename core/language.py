@@ -202,8 +202,6 @@ SYNONYMS: dict[str, str] = {
     "pricing": "cost",
     "fee": "cost",
     "fees": "costs",
-    "charge": "cost",
-    "charges": "costs",
     "costs": "cost",
     "money back": "refund",
     "reimburse": "refund",
@@ -280,6 +278,11 @@ SYNONYMS: dict[str, str] = {
     "period": "time",
     "where can i find": "where",
     "where do i find": "where",
+    "is it possible to": "",
+    "is it possible": "",
+    "possible": "",
+    "box": "packaging",
+    "packing": "packaging",
     "u": "you",
     "ur": "your",
     "r": "are",
@@ -413,6 +416,8 @@ class Analyzer:
             if key:
                 table[key] = " ".join(words(canonical))
         self.synonyms = table
+        # Phrases match by their words' stems, so one entry covers every inflection (deliver, delivered, delivering).
+        self.stemmed = {" ".join(stem(w) for w in k.split()): v for k, v in table.items()}
         self.longest = max((len(k.split()) for k in table), default=1)
         self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
         self._domain: Any = None
@@ -447,12 +452,13 @@ class Analyzer:
     def canonical(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> list[str]:
         """The words of ``text`` spelled right (unless not ``spell``), synonyms replaced by their canonical words."""
         tokens = [self.correct(w, keep) for w in words(text)] if spell else words(text)
+        stems = [stem(t) for t in tokens]
         out: list[str] = []
         i = 0
         while i < len(tokens):
             for size in range(min(self.longest, len(tokens) - i), 0, -1):
-                phrase = " ".join(tokens[i : i + size])
-                canonical = self.synonyms.get(phrase)
+                phrase = " ".join(stems[i : i + size])
+                canonical = self.stemmed.get(phrase)
                 if canonical is not None:
                     out.extend(canonical.split())
                     i += size

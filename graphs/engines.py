@@ -10,7 +10,6 @@ interface and falls back to this one when the model fails.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import string
 from collections.abc import Awaitable, Callable, Sequence
@@ -197,6 +196,8 @@ class _Scored:
     intent: Intent | None = None
     passage: PassageRef | None = None
     position: int = 0
+    explains: float = 0.0
+    """The share of the message's weight the intent's best example explains (1: all of it)."""
 
     @property
     def name(self) -> str:
@@ -250,19 +251,25 @@ class _BotModel:
         coverage by all the intent's examples together 0.2. A number that one of
         the intent's slot patterns takes (an order number) counts as covered.
         """
+        return self.intent_match(name, query, text)[0]
+
+    def intent_match(self, name: str, query: dict[str, float], text: str) -> tuple[float, float]:
+        """:meth:`intent_score` and the share of the query the best example explains."""
         if " ".join(words(text)) in self.exact[name]:
-            return 1.0
+            return 1.0, 1.0
         if not query:
-            return 0.0
+            return 0.0, 0.0
         number = NUMBER in query and bool(fill_slots(self.intents[name], text))
-        best = 0.0
+        best = explains = 0.0
         for example in self.example_terms[name]:
             terms = {**example, NUMBER: NUMBER_WEIGHT} if number else example
             covered = coverage(query, terms)
             if covered:
-                best = max(best, math.sqrt(covered * coverage(terms, query)))
+                value = covered**QUERY_SHARE * coverage(terms, query) ** (1 - QUERY_SHARE)
+                if value > best:
+                    best, explains = value, covered
         union = self.union[name] | {NUMBER} if number else self.union[name]
-        return (0.8 * best + 0.2 * coverage(query, union)) * information(query)
+        return (0.8 * best + 0.2 * coverage(query, union)) * information(query), explains
 
     def passage_score(self, passage: PassageRef, query: dict[str, float]) -> float:
         """How much of the query's weight the passage covers (its heading's words count extra), before calibration."""
@@ -280,8 +287,9 @@ CALIBRATION = 1.5
 """Raw scores are raised to this power: partial matches fall below the default threshold of 0.35 (raw 0.5)."""
 INFORMATION = 0.6
 """A query whose terms weigh less than this in all (``and how long is it?``) is too vague to be sure of."""
-KNOWLEDGE_HANDICAP = 0.15
-"""An intent beats a passage whose confidence is at most this much higher: its examples were written for it."""
+INTENT_BONUS = 0.15
+"""An intent whose example explains the whole message beats a passage scoring up to this much higher: its
+examples were written for it, while a passage's many words cover short messages easily."""
 
 
 MAX_PART_SEARCHES = 3
@@ -295,6 +303,39 @@ def looks_like_follow_up(text: str) -> bool:
     """Whether a message opens like a follow-up of the previous one (``and to the UK?``, ``what about amex?``)."""
     plain = " ".join(words(text)) + " "
     return len(plain) < 60 and plain.startswith(FOLLOW_UP_OPENINGS)
+
+
+QUERY_SHARE = 0.7
+"""In an intent example's score, the weight of the share of the message it explains (the rest: of itself)."""
+MERGE_MARGIN = 0.3
+"""A passage of the same document scoring this close to the chosen one (and at least :data:`MERGE_FLOOR`)
+is answered from too: the answer's sentences are picked from both."""
+MERGE_FLOOR = 0.35
+
+
+def merged(chosen: _Scored, scored: Sequence[_Scored]) -> PassageRef:
+    """The chosen passage, joined by the next passage of its document that scored about as well.
+
+    Two sections of one document often share the question's words ("return" in
+    both the return policy and how to return): the answer is picked from the
+    sentences of both.
+    """
+    assert chosen.passage is not None
+    first = chosen.passage
+    for s in sorted(scored, key=lambda c: -c.confidence):
+        p = s.passage
+        if p is None or p["id"] == first["id"] or p["document"] != first["document"]:
+            continue
+        if s.confidence >= chosen.confidence - MERGE_MARGIN and s.confidence >= MERGE_FLOOR:
+            return PassageRef(
+                id=first["id"],
+                document=first["document"],
+                title=first["title"],
+                text=f"{first['text']}\n{p['text']}",
+                score=first["score"],
+            )
+        break
+    return first
 
 
 def passage_words(passages: Sequence[PassageRef]) -> frozenset[str]:
@@ -358,10 +399,10 @@ class OfflineEngine:
     ) -> list[_Scored]:
         """Every intent and passage scored for ``text``, best first."""
         query = term_map(model.analyzer.terms(text, keep=passage_words(passages)))
-        scored = [
-            _Scored(calibrate(model.intent_score(name, query, text)), intent, None, position)
-            for name, intent in model.intents.items()
-        ]
+        scored = []
+        for name, intent in model.intents.items():
+            score, explains = model.intent_match(name, query, text)
+            scored.append(_Scored(calibrate(score), intent, None, position, explains))
         scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]
         scored.sort(key=lambda s: -s.confidence)
         return scored
@@ -371,9 +412,7 @@ class OfflineEngine:
         eligible = [s for s in scored if s.confidence >= threshold]
         if not eligible:
             return None
-        return max(
-            eligible, key=lambda s: (s.rank, s.confidence - (KNOWLEDGE_HANDICAP if s.passage else 0), s.position)
-        )
+        return max(eligible, key=lambda s: (s.rank, s.confidence + (INTENT_BONUS * (s.explains >= 0.9)), s.position))
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """The intent or knowledge passage that best answers the message, on one confidence scale.
@@ -432,7 +471,7 @@ class OfflineEngine:
                 intent=KNOWLEDGE_INTENT,
                 confidence=round(chosen.confidence, 4),
                 candidates=top,
-                passages=[chosen.passage, *rest],
+                passages=[merged(chosen, scored), *rest],
             )
         slots = fill_slots(chosen.intent, text) or fill_slots(chosen.intent, slot_text)
         return Classification(
@@ -533,7 +572,8 @@ class OfflineEngine:
         for s in self.candidates(model, together, passages or []):
             if s.intent is not None and specificity(s.intent) == SMALL_TALK:
                 continue  # "thanks" then "and to the UK?" is not thanks again
-            if s.passage is not None and current and not model.passage_score(s.passage, current):
+            vague = sum(current.values()) < INFORMATION
+            if s.passage is not None and current and not vague and not model.passage_score(s.passage, current):
                 continue  # the passage must answer something of this message, not only of the previous one
             s.confidence *= FOLLOW_UP_DISCOUNT
             scored.append(s)
