@@ -660,3 +660,26 @@ async def test_cancel_a_run_waiting_for_its_conversation(client_a: LangGraphClie
     assert said(after)[0] == ("human", "thanks"), "the cancelled message is never answered"
     statuses = [r["status"] for r in await client_a.runs.list(thread_id)]
     assert statuses == ["success", "interrupted"]
+
+
+async def test_a_run_the_burst_policy_rejects_is_an_error(client_b: LangGraphClient, deployment: Deployment) -> None:
+    bot, auth = deployment.b.bot_id, {"Authorization": f"Bearer {deployment.b.key}"}
+    thread_id = (await client_b.threads.create())["thread_id"]
+    url = deployment.server.env["BOTLOOM_DATABASE_URL"]
+    async with httpx.AsyncClient(base_url=deployment.server.url, headers=auth) as http:
+        assert (await http.patch(f"/api/v1/bots/{bot}", json={"burst_policy": "reject"})).status_code == 200
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as holder:
+                # a turn of the thread runs: with the reject policy, the run's message gets the busy reply
+                await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
+                parts = [
+                    p
+                    async for p in client_b.runs.stream(
+                        thread_id, bot, input={"messages": [{"role": "user", "content": "hello"}]}, stream_mode="values"
+                    )
+                ]
+        finally:
+            assert (await http.patch(f"/api/v1/bots/{bot}", json={"burst_policy": "enqueue"})).status_code == 200
+    assert parts[-1].event == "error" and "burst policy" in parts[-1].data["message"]
+    (run,) = await client_b.runs.list(thread_id)
+    assert run["status"] == "error"

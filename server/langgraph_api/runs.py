@@ -55,6 +55,10 @@ HEARTBEAT = 15.0
 STREAM_MODES = frozenset(
     {"values", "updates", "messages", "messages-tuple", "debug", "events", "custom", "checkpoints", "tasks"}
 )
+ERRORS = {
+    "failed": "the turn failed: the bot answered with its fallback reply",
+    "rejected": "a turn of this thread was running: the bot's burst policy (reject) answered with its busy reply",
+}
 RUN_STATUS = {
     "answered": "success",
     "refused": "success",
@@ -230,7 +234,7 @@ async def _turn(services: Services, binding: ChannelBinding, bot: Bot, request: 
             status = "interrupted"
         run.status = status
         if status == "error":
-            run.error = "the turn failed: the bot answered with its fallback"
+            run.error = ERRORS.get(str((run.answer or {}).get("status")), "the run failed")
     except asyncio.CancelledError:
         run.status = "interrupted"
         run.error = "cancelled"
