@@ -144,6 +144,8 @@ async def test_assistants_are_the_tenants_bots(client_a: LangGraphClient, deploy
     assert found[0]["graph_id"] == "turn" and found[0]["name"] == "Helper"
     assert await client_a.assistants.count() == 1
     assert await client_a.assistants.search(graph_id="another") == []
+    system = await client_a.assistants.search(metadata={"created_by": "system"})  # how Studio finds a graph's
+    assert [a["assistant_id"] for a in system] == [bot]
     assert (await client_a.assistants.get(bot))["assistant_id"] == bot
     assert (await client_a.assistants.get("helper"))["assistant_id"] == bot, "the tenant's bot slug names it too"
     versions = await client_a.assistants.get_versions(bot)

@@ -233,7 +233,7 @@ def assistant_out(bot: Bot) -> dict[str, Any]:
         "context": {},
         "created_at": stamp(bot.created_at),
         "updated_at": stamp(bot.updated_at),
-        "metadata": {"tenant_id": bot.tenant_id, "slug": bot.slug},
+        "metadata": {"tenant_id": bot.tenant_id, "slug": bot.slug, "created_by": "system"},
         "version": 1,
         "name": bot.name,
         "description": None,
