@@ -210,7 +210,8 @@ class Desk:
         team_row = await self.store.teams.get(bot.tenant_id, team) if team else None
         now = utcnow()
         open_now = is_open(team_row, now)
-        agents, available = await self.store.agents.count_available(bot.tenant_id, team, self.away_after)
+        counted = await self.store.agents.count_available(bot.tenant_id, team, self.away_after)
+        agents, available = counted["agents"], counted["available"]
         if not open_now:
             availability, notice = "closed", config.closed_notice
         elif agents and not available:

@@ -56,6 +56,8 @@ from botloom.core.storage.repositories import (
     Store,
     hash_api_key,
 )
+from botloom.core.storage.repositories.agents import Agent, CannedResponse
+from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRecord
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
 CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
@@ -212,6 +214,7 @@ class TenantWorld:
     provider_id: str
     turn_id: str
     usage: UsageEvent
+    desk: DeskWorld
 
     @property
     def markers(self) -> set[str]:
@@ -236,7 +239,73 @@ class TenantWorld:
             f"{slug} cannot reach you",
             f"{slug} shop",
             f"{slug}-token",
+            *self.desk.markers,
         }
+
+
+@dataclass(frozen=True)
+class DeskWorld:
+    """A tenant's agent desk: an agent (signed in), a waiting and an assigned handover, a note, a team, canned text."""
+
+    agent: Agent
+    session: str
+    waiting: HandoverRecord
+    assigned: HandoverRecord
+    canned: CannedResponse
+    team: str
+
+    @property
+    def markers(self) -> set[str]:
+        """Strings found only in this tenant's desk rows."""
+        return {
+            self.agent.id,
+            self.agent.email,
+            self.waiting.id,
+            self.assigned.id,
+            self.canned.id,
+            self.canned.text,
+            self.team,
+            f"{self.team} note",
+        }
+
+
+async def build_desk(
+    store: Store, tenant: Tenant, bot: Bot, conversation: Conversation, other: Conversation
+) -> DeskWorld:
+    """The desk rows of one tenant (its agent available, so routing would pick it)."""
+    slug, team = tenant.slug, f"{tenant.slug}-team"
+    agent, _ = await store.agents.create(
+        tenant.id, email=f"{slug}-agent@example.test", name=f"{slug} agent", password="pw-123456", teams=[team]
+    )
+    signed = await store.agents.sign_in(tenant.id, agent.email, "pw-123456")
+    assert signed is not None
+    await store.agents.heartbeat(tenant.id, agent.id, "available")
+    await store.teams.put(tenant.id, team, timezone="UTC", hours={})
+    canned = await store.canned.create(tenant.id, team=team, shortcut="hi", text=f"{slug} canned reply")
+
+    async def open_on(on: Conversation) -> HandoverRecord:
+        made, _ = await store.handovers.open(
+            tenant.id,
+            bot_id=bot.id,
+            conversation_id=on.id,
+            reason="asked",
+            team=team,
+            summary={},
+            wait_until=None,
+            first_response_due=None,
+            resolution_due=None,
+        )
+        return made
+
+    waiting = await open_on(conversation)
+    assigned = (
+        await store.handovers.move(
+            tenant.id, (await open_on(other)).id, "assigned", allowed=["waiting"], actor=agent.id, take=True
+        )
+    ).handover
+    assert assigned is not None
+    await store.handovers.add_note(tenant.id, waiting.id, agent.id, f"{team} note")
+    return DeskWorld(agent, signed[1], waiting, assigned, canned, team)
 
 
 SENDER = "+15550100"
@@ -293,9 +362,10 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     )
     await store.usage.record(usage)
     await store.channel_polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
+    desk = await build_desk(store, tenant, bot, conversation, closed)
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
-        turn_id, usage,
+        turn_id, usage, desk,
     )  # fmt: skip
 
 
@@ -579,6 +649,98 @@ PROBES: list[Probe] = [
     ),
 ]
 
+async def moved_handover(call: Awaitable[Any]) -> Any:
+    """The handover a move found (``None``: none of the caller's)."""
+    return (await call).handover
+
+
+def open_handover(s: Store, a: TenantWorld, b: TenantWorld) -> Awaitable[Any]:
+    return s.handovers.open(
+        a.tenant.id,
+        bot_id=b.bot.id,
+        conversation_id=b.conversation.id,
+        reason="hijack",
+        team=None,
+        summary={},
+        wait_until=None,
+        first_response_due=None,
+        resolution_due=None,
+    )
+
+
+PROBES += [
+    Probe(
+        "agents",
+        "create",
+        lambda s, a, b: s.agents.create(a.tenant.id, email="x@alpha.test", name="X", password="p"),
+        "own",
+    ),
+    Probe(
+        "agents", "sign_in", lambda s, a, b: s.agents.sign_in(a.tenant.id, b.desk.agent.email, "pw-123456"), "nothing"
+    ),
+    Probe("agents", "sign_out", lambda s, a, b: s.agents.sign_out(a.tenant.id, b.desk.session), "nothing"),
+    Probe("agents", "get", lambda s, a, b: s.agents.get(a.tenant.id, b.desk.agent.id), "nothing"),
+    Probe("agents", "list_all", lambda s, a, b: s.agents.list_all(a.tenant.id), "own"),
+    Probe(
+        "agents",
+        "update",
+        lambda s, a, b: s.agents.update(a.tenant.id, b.desk.agent.id, {"name": "hijacked"}),
+        "nothing",
+    ),
+    Probe("agents", "delete", lambda s, a, b: s.agents.delete(a.tenant.id, b.desk.agent.id), "nothing"),
+    Probe("agents", "heartbeat", lambda s, a, b: s.agents.heartbeat(a.tenant.id, b.desk.agent.id, "away"), "nothing"),
+    Probe(
+        "agents", "count_available", lambda s, a, b: s.agents.count_available(a.tenant.id, b.desk.team, 90), "nothing"
+    ),
+    Probe("teams", "put", lambda s, a, b: s.teams.put(a.tenant.id, "probe", timezone="UTC", hours={}), "own"),
+    Probe("teams", "get", lambda s, a, b: s.teams.get(a.tenant.id, b.desk.team), "nothing"),
+    Probe("teams", "list_all", lambda s, a, b: s.teams.list_all(a.tenant.id), "own"),
+    Probe("teams", "delete", lambda s, a, b: s.teams.delete(a.tenant.id, b.desk.team), "nothing"),
+    Probe("canned", "create", lambda s, a, b: s.canned.create(a.tenant.id, team="", shortcut="x", text="y"), "own"),
+    Probe("canned", "list_all", lambda s, a, b: s.canned.list_all(a.tenant.id), "own"),
+    Probe(
+        "canned",
+        "update",
+        lambda s, a, b: s.canned.update(a.tenant.id, b.desk.canned.id, shortcut=None, text="z"),
+        "nothing",
+    ),
+    Probe("canned", "delete", lambda s, a, b: s.canned.delete(a.tenant.id, b.desk.canned.id), "nothing"),
+    Probe("handovers", "open", open_handover, "nothing"),
+    Probe("handovers", "get", lambda s, a, b: s.handovers.get(a.tenant.id, b.desk.waiting.id), "nothing"),
+    Probe("handovers", "open_of", lambda s, a, b: s.handovers.open_of(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("handovers", "list_all", lambda s, a, b: s.handovers.list_all(a.tenant.id), "own"),
+    Probe(
+        "handovers",
+        "move",
+        lambda s, a, b: moved_handover(
+            s.handovers.move(a.tenant.id, b.desk.waiting.id, "resolved", allowed=OPEN_STATUSES, actor=a.desk.agent.id)
+        ),
+        "nothing",
+    ),
+    Probe("handovers", "assign_next", lambda s, a, b: s.handovers.assign_next(a.tenant.id, away_after=90), "own"),
+    Probe("handovers", "unassign", lambda s, a, b: s.handovers.unassign(a.tenant.id, b.desk.agent.id), "nothing"),
+    Probe("handovers", "responded", lambda s, a, b: s.handovers.responded(a.tenant.id, b.desk.assigned.id), "nothing"),
+    Probe(
+        "handovers", "transitions", lambda s, a, b: s.handovers.transitions(a.tenant.id, b.desk.assigned.id), "nothing"
+    ),
+    Probe(
+        "handovers",
+        "add_note",
+        lambda s, a, b: s.handovers.add_note(a.tenant.id, b.desk.waiting.id, None, "x"),
+        "nothing",
+    ),
+    Probe("handovers", "notes", lambda s, a, b: s.handovers.notes(a.tenant.id, b.desk.waiting.id), "nothing"),
+    Probe(
+        "handovers",
+        "last_inbound_at",
+        lambda s, a, b: s.handovers.last_inbound_at(a.tenant.id, b.conversation.id),
+        "nothing",
+    ),
+    Probe("handovers", "stats", lambda s, a, b: s.handovers.stats(a.tenant.id, bot_id=b.bot.id), "nothing", "B's bot"),
+    Probe("handovers", "stats", lambda s, a, b: s.handovers.stats(a.tenant.id), "own", "all"),
+]
+
+
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
 NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("TenantRepository", "create"): OPERATOR_LEVEL,
@@ -594,6 +756,10 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("DeliveryRepository", "tenant_of"): "operator-level: finds the tenant of a message named by id alone",
     ("DeliveryRepository", "unfinished"): "the recovery sweep over every tenant; answers tenant ids",
     ("ChannelPollRepository", "enabled_bots"): "the polling sweep over every tenant; answers tenant ids",
+    ("AgentRepository", "authenticate"): "the agent's token names its own tenant (tests/test_desk_auth.py)",
+    ("HandoverRepository", "timed_out"): "the desk's sweep over every tenant; answers tenant ids",
+    ("HandoverRepository", "missed_deadlines"): "the desk's sweep over every tenant; answers tenant ids",
+    ("HandoverRepository", "waiting_counts"): "the metrics gauge over every tenant: counts per bot and team",
 }
 """``(repository class, method)`` that take no tenant on purpose, with the reason."""
 

@@ -219,7 +219,7 @@ class AgentRepository(Repository):
         )
         return to_struct(Agent, row) if row else None
 
-    async def count_available(self, tenant_id: str, team: str | None, away_after: float) -> tuple[int, int]:
+    async def count_available(self, tenant_id: str, team: str | None, away_after: float) -> dict[str, int]:
         """How many agents the tenant has (of ``team``, when given), and how many are available now."""
         row = await self._one(
             "SELECT count(*) AS agents, count(*) FILTER (WHERE presence = 'available' "
@@ -227,7 +227,9 @@ class AgentRepository(Repository):
             "FROM agents WHERE tenant_id = %s AND (%s::text IS NULL OR %s = ANY(teams))",
             (away_after, as_uuid(tenant_id), team, team),
         )
-        return (int(row["agents"]), int(row["available"])) if row else (0, 0)
+        return (
+            {"agents": int(row["agents"]), "available": int(row["available"])} if row else {"agents": 0, "available": 0}
+        )
 
 
 class TeamRepository(Repository):
