@@ -67,6 +67,8 @@ SEMANTIC_400 = {
     "PUT /api/v1/bots/{bot}/plugins/{plugin}": "config is checked against the schema of the plugin the path names "
     "(GET shows it as config_schema), and endpoints against the operator's policy",
     "PATCH /api/v1/bots/{bot}": "a setting may be given at the top level or under settings, not both",
+    "POST /api/v1/tenants/{tenant}/webhooks": "the url must be http(s) with a host that resolves to an address "
+    "the operator allows (botloom.core.netguard), without credentials or a fragment",
 }
 """Operations that may answer 400 to a request the schema allows, and why no JSON schema can say it."""
 

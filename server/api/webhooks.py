@@ -161,7 +161,7 @@ class EventController(ApiController):
         principal: PrincipalDep,
         services: ServicesDep,
         after: Annotated[
-            int, QueryParameter(ge=0, le=2**62, description="The last position seen (0: from the start)")
+            int, QueryParameter(ge=0, le=2**53 - 1, description="The last position seen (0: from the start)")
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="Events at most")] = 100,
         tenant: Annotated[
