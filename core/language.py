@@ -410,14 +410,12 @@ class Analyzer:
     """
 
     def __init__(self, vocabulary: Iterable[str] = (), synonyms: Mapping[str, str] | None = None) -> None:
-        table = dict(SYNONYMS)
-        for phrase, canonical in (synonyms or {}).items():
-            key = " ".join(words(phrase))
-            if key:
-                table[key] = " ".join(words(canonical))
-        self.synonyms = table
-        # Phrases match by their words' stems, so one entry covers every inflection (deliver, delivered, delivering).
-        self.stemmed = {" ".join(stem(w) for w in k.split()): v for k, v in table.items()}
+        taught = {" ".join(words(k)): " ".join(words(v)) for k, v in (synonyms or {}).items() if words(k)}
+        self.synonyms = {**SYNONYMS, **taught}
+        # Phrases match by their words' stems, so one entry covers every inflection (deliver, delivered,
+        # delivering); the tenant's own entries come last, so they win over curated ones of the same stems.
+        self.stemmed = {" ".join(stem(w) for w in k.split()): v for k, v in [*SYNONYMS.items(), *taught.items()]}
+        table = self.synonyms
         self.longest = max((len(k.split()) for k in table), default=1)
         self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
         self._domain: Any = None

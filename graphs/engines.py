@@ -180,11 +180,17 @@ CANDIDATES = 3
 CLAUSE = re.compile(r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+", re.IGNORECASE)
 
 
+LEADING = re.compile(r"^(?:and|also|but|so|oh wait|btw)\b[\s,]*", re.IGNORECASE)
+
+
 def message_parts(text: str) -> list[str]:
     """The lines of a message, then their sentences and clauses (``thanks! and how much is express?``)."""
     parts: list[str] = []
     for line in message_lines(text):
-        parts.extend(p.strip(" ,") for p in CLAUSE.split(line) if p and p.strip(" ,"))
+        for piece in CLAUSE.split(line):
+            part = LEADING.sub("", piece.strip(" ,")) if piece else ""
+            if part:
+                parts.append(part)
     return parts
 
 

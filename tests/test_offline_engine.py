@@ -1,10 +1,11 @@
-"""The offline engine on messages of several lines: a merged burst answers what the burst asks."""
+"""The offline engine: merged bursts, typos, synonyms, two requests, follow-ups, honest fallbacks (#12, #17)."""
 
 from __future__ import annotations
 
 import pytest
 
-from botloom.graphs.engines import KNOWLEDGE_INTENT, SMALL_TALK, message_lines, specificity
+from botloom.core.language import Analyzer, default_analyzer
+from botloom.graphs.engines import KNOWLEDGE_INTENT, SMALL_TALK, message_lines, message_parts, specificity
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat
@@ -42,3 +43,68 @@ def test_specificity_ranks_a_person_over_slots_over_tools_over_small_talk(servic
 
 def test_message_lines_drop_blank_lines() -> None:
     assert message_lines(" hi \n\n  where is my order?\r\n") == ["hi", "where is my order?"]
+
+
+# -- #17: vocabulary, typos, two requests, follow-ups, honest fallbacks, candidates ---------------
+
+
+@pytest.mark.parametrize(
+    ("turns", "intent", "says"),
+    [
+        (["wher is my ordr 1234"], "order_status", "1234 has shipped"),  # typos
+        (["how long is the guarantee"], KNOWLEDGE_INTENT, "two-year"),  # a synonym of warranty
+        (["can I send it back?"], KNOWLEDGE_INTENT, "30 days"),  # "send back" is return
+        (["do you deliver to switzerland?"], KNOWLEDGE_INTENT, "Switzerland"),  # deliver is ship
+        (["thanks! and how much is express shipping?"], KNOWLEDGE_INTENT, "9.90"),  # two requests
+        (["do you ship to switzerland?", "and to the UK?"], KNOWLEDGE_INTENT, "United Kingdom"),  # a follow-up
+        (["where is my order 1234", "and 1235?"], "order_status", "1235"),  # a follow-up with a new slot
+    ],
+)
+async def test_how_people_write_is_understood(
+    services: Services, demo: DemoInfo, turns: list[str], intent: str, says: str
+) -> None:
+    chat = Chat(services, demo.bot)
+    for text in turns:
+        result = await chat.say(text)
+    assert result.intent == intent
+    assert says in " ".join(r.text for r in result.replies)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["can I get cash for my gift card?", "can I cancel my order?", "what's the weather tomorrow?", "tell me a joke"],
+)
+async def test_what_the_bot_does_not_know_gets_the_fallback(services: Services, demo: DemoInfo, text: str) -> None:
+    result = await Chat(services, demo.bot).say(text)
+    assert result.intent is None
+    assert [r.text for r in result.replies] == [demo.bot.settings.fallback_reply]
+
+
+async def test_the_turn_records_its_top_candidates(services: Services, demo: DemoInfo) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("how much does express shipping cost?")
+    candidates = (await chat.state())["candidates"]
+    assert 1 <= len(candidates) <= 3
+    assert candidates[0]["intent"] == KNOWLEDGE_INTENT
+    assert candidates[0]["document"] == "shipping.md"
+    assert [c["confidence"] for c in candidates] == sorted((c["confidence"] for c in candidates), reverse=True)
+
+
+def test_spelling_keeps_the_bots_own_words_and_fixes_english() -> None:
+    analyzer = Analyzer(vocabulary=["the zorblax blender", "acme"])
+    assert analyzer.correct("zorblax") == "zorblax"
+    assert analyzer.correct("zorblux") == "zorblax"  # the bot's own word comes first
+    assert analyzer.correct("ordr") == "order"
+    assert analyzer.correct("paypal") == "paypal"
+    assert analyzer.canonical("I can't send it back", spell=False) == ["i", "can", "not", "return", "it"]
+
+
+def test_synonyms_match_every_inflection_and_tenant_synonyms_win() -> None:
+    analyzer = Analyzer(synonyms={"hoodie": "sweater", "deliver": "bring"})
+    assert analyzer.canonical("delivered hoodies") == ["bring", "sweater"]  # a taught word's stem too
+    assert default_analyzer().canonical("delivering") == ["ship"]
+    assert [t.stem for t in analyzer.terms("the hoodie")] == ["sweater"]
+
+
+def test_message_parts_split_lines_sentences_and_clauses() -> None:
+    assert message_parts("thanks! and how much is express?\nbye") == ["thanks!", "how much is express?", "bye"]
