@@ -685,3 +685,31 @@ async def test_a_run_the_burst_policy_rejects_is_an_error(client_b: LangGraphCli
     assert parts[-1].event == "error" and "burst policy" in parts[-1].data["message"]
     (run,) = await client_b.runs.list(thread_id)
     assert run["status"] == "error"
+
+
+async def test_a_run_of_another_server_process_is_joined(
+    client_a: LangGraphClient, deployment: Deployment, tmp_path: Any
+) -> None:
+    bot = deployment.a.bot_id
+    thread_id = (await client_a.threads.create())["thread_id"]
+    second = Server(deployment.server.env["BOTLOOM_DATABASE_URL"], tmp_path, demo=False)
+    second.start()
+    other = get_client(url=second.url + "/langgraph", api_key=deployment.a.key)
+    try:
+        async with await psycopg.AsyncConnection.connect(second.env["BOTLOOM_DATABASE_URL"], autocommit=True) as holder:
+            await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
+            run = await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": "hi"}]})
+            while not [r for r in await other.runs.list(thread_id) if r["run_id"] == run["run_id"]]:
+                await asyncio.sleep(0.1)  # the other process reads the run from its stored message
+            assert (await other.runs.get(thread_id, run["run_id"]))["status"] == "pending", "waiting for the lock"
+            assert await status_of(other.runs.cancel(thread_id, run["run_id"])) == 409, "it runs elsewhere"
+            joining = asyncio.ensure_future(other.runs.join(thread_id, run["run_id"]))
+            await holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (thread_id,))
+            joined = await joining
+        assert said(joined)[-1] == ("ai", "Hello! How can I help you today?"), "the join waited for the turn"
+        assert (await other.runs.get(thread_id, run["run_id"]))["status"] == "success"
+        parts = [p async for p in other.runs.join_stream(thread_id, run["run_id"])]
+        assert [p.event for p in parts] == ["metadata", "values"] and parts[-1].data == joined
+    finally:
+        await other.aclose()
+        second.stop()

@@ -9,6 +9,7 @@ reads is the key's tenant's.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -763,11 +764,27 @@ async def join_run(
     request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str], run_id: FromPath[str]
 ) -> Any:
     """Wait for the run to finish; the thread's values after it."""
-    held, _, conversation, bot = await _run(request, services, thread_id, run_id)
+    held, shown, conversation, bot = await _run(request, services, thread_id, run_id)
     if held is not None:
         await run_ops.finished(held)
         return run_ops.final_values(held)
+    await _settled(services, bot, conversation, run_id, shown)
     return (await _state(services, conversation, bot, None))["values"]
+
+
+async def _settled(
+    services: Services, bot: Bot, conversation: Conversation, run_id: str, shown: dict[str, Any]
+) -> None:
+    """Wait until a run another process runs is over: its stored message settles (or the turn's time is up)."""
+    deadline = asyncio.get_running_loop().time() + 2 * services.settings.turn_timeout
+    wait = 0.05
+    while shown["status"] in ("pending", "running") and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, 1.0)
+        stored = await services.store.messages.find(bot.tenant_id, bot.id, CHANNEL, "inbound", run_id)
+        if stored is None or stored.conversation_id != conversation.id:
+            return
+        shown = run_from_message(stored, bot.id)
 
 
 @get("/threads/{thread_id:str}/runs/{run_id:str}/stream", **AUTH)
@@ -805,6 +822,8 @@ async def cancel_run(
     if request.query_params.get("action", "interrupt") != "interrupt":
         raise refused(422, "not supported by botloom: action rollback (a turn's stored messages are kept)")
     if held is None:
+        if shown["status"] in ("pending", "running"):
+            raise refused(409, f"run {run_id} runs in another botloom process: cancel it there")
         return shown
     await run_ops.cancel(services, held)
     return held.out()
