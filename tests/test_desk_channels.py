@@ -133,11 +133,15 @@ def test_web_chat_round_trip_on_its_socket(socket_app: Litestar) -> None:
             assert handover["conversation_id"] == conversation
             path = f"/api/v1/handovers/{handover['id']}"
             assert client.post(f"{path}/claim", headers=sam).status_code == 200
+            assert frames_until(socket, "agent_joined")[-1]["name"] == "Sam", "live: a person joined"
             r = client.post(f"{path}/messages", json={"text": "Hi Ada, Sam here."}, headers=sam)
             assert r.status_code == 201, r.text
             assert r.json()["messages"][0]["status"] == "sent", "a socket channel's message is handed over at once"
+            live = frames_until(socket, "reply")[-1]
+            assert (live["text"], live["from"], live["name"]) == ("Hi Ada, Sam here.", "agent", "Sam"), "live"
             r = client.post(f"{path}/release", json={"note": NOTE}, headers=sam)
             assert r.status_code == 200, r.text
+            assert frames_until(socket, "bot_back")[-1]["type"] == "bot_back"
             socket.send_text(json.dumps({"type": "message", "id": "m2", "text": "where is my order 1236"}))
             replies = [f.get("text", "") for f in frames_until(socket, "done") if f["type"] == "reply"]
             assert any("1236" in text for text in replies), "the bot answers again on the same socket"
@@ -153,5 +157,5 @@ def frames_until(socket: Any, kind: str) -> list[dict[str, Any]]:
     """Frames of the socket up to the first of type ``kind`` (others, live updates included, kept in order)."""
     frames: list[dict[str, Any]] = []
     while not frames or frames[-1]["type"] != kind:
-        frames.append(json.loads(socket.receive_text()))
+        frames.append(json.loads(socket.receive_text(timeout=30)))
     return frames
