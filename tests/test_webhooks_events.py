@@ -446,6 +446,34 @@ async def test_desk_socket_gets_events_emitted_by_another_process(
             other = await theirs.receive_json(timeout=15)
             assert other["event"]["id"] == public.id, "a socket sees its own tenant's events only"
 
+            if redis is None:  # the server's listener loses its connection (a database restart): it listens again
+                await terminate_listeners(database_url)
+                async with open_services(worker_settings, url=database_url) as worker:
+                    emitted: list[str] = []
+                    received = None
+                    for _ in range(40):  # events sent while it reconnects are lost (live is best effort)
+                        event = await worker.events.emit(acme_id, "handover.waiting", data={})
+                        assert event is not None
+                        emitted.append(event.id)
+                        try:
+                            received = await mine.receive_json(timeout=0.5)
+                            break
+                        except TimeoutError:
+                            continue
+                assert received is not None and received["event"]["id"] in emitted, "live again after the outage"
+
+
+async def terminate_listeners(database_url: str) -> None:
+    """End the connections listening for live events (as a database restart would)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN %%botloom_live_%%' AND pid <> pg_backend_pid()"
+        )
+        assert await cur.fetchall(), "the server listens"
+
 
 async def test_recovery_finds_overdue_streams_and_prunes_old_events(
     client: httpx.AsyncClient, services: Services, receiver: Receiver

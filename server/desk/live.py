@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -66,9 +66,7 @@ class DeskChannels(ChannelsPlugin):
 
             backend = RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
         else:
-            from litestar.channels.backends.psycopg import PsycoPgChannelsBackend
-
-            backend = PsycoPgChannelsBackend(pg_dsn="")
+            backend = _postgres_backend()
         self.on_redis = bool(settings.redis_url)
         self.redis = getattr(backend, "_redis", None)
         super().__init__(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=1000)
@@ -90,6 +88,40 @@ class DeskChannels(ChannelsPlugin):
             services: Services = app.state.services
             self._backend._pg_dsn = services.db.url  # type: ignore[attr-defined]
         yield
+
+
+def _postgres_backend() -> ChannelsBackend:
+    """Litestar's PostgreSQL backend, listening again on a new connection when its connection is lost."""
+    from litestar.channels.backends.psycopg import PsycoPgChannelsBackend
+
+    class ResilientPostgres(PsycoPgChannelsBackend):
+        async def stream_events(self) -> AsyncGenerator[tuple[str, bytes], None]:
+            while True:
+                try:
+                    async for item in super().stream_events():
+                        yield item
+                except Exception:  # the listener's connection died (a database restart): listen again
+                    logger.warning("live events: the PostgreSQL listener failed; listening again", exc_info=True)
+                    await self._listen_again()
+
+        async def _listen_again(self) -> None:
+            channels = set(self._subscribed_channels)
+            with contextlib.suppress(Exception):
+                await self.on_shutdown()
+            wait = 0.5
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    await self.on_startup()
+                    await self.subscribe(channels)
+                    return
+                except Exception:
+                    logger.warning("live events: PostgreSQL unreachable; trying again in %.0f s", wait, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        await self.on_shutdown()
+                    wait = min(wait * 2, 10.0)
+
+    return ResilientPostgres(pg_dsn="")
 
 
 async def socket_tenant(services: Services, frame: Any) -> tuple[str, str | None] | None:
