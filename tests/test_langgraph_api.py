@@ -713,3 +713,25 @@ async def test_a_run_of_another_server_process_is_joined(
     finally:
         await other.aclose()
         second.stop()
+
+
+async def test_a_bot_whose_graph_is_not_installed(client_a: LangGraphClient, deployment: Deployment) -> None:
+    with httpx.Client(base_url=deployment.server.url, timeout=30) as http:
+        delta = make_tenant(http, "delta", "langgraph")
+    client = get_client(url=deployment.base, api_key=delta.key)
+    try:
+        thread_id = (await client.threads.create())["thread_id"]
+        await client.runs.wait(thread_id, delta.bot_id, input={"messages": [{"role": "user", "content": "hello"}]})
+        async with await psycopg.AsyncConnection.connect(deployment.server.env["BOTLOOM_DATABASE_URL"]) as db:
+            await db.execute("UPDATE bots SET graph = 'uninstalled' WHERE id = %s", (delta.bot_id,))
+            await db.commit()
+        (listed,) = await client.threads.search()
+        assert listed["thread_id"] == thread_id and listed["values"] == {}, "listed, without the state it cannot read"
+        assert await status_of(client.assistants.get_graph(delta.bot_id)) == 404
+        assert await status_of(client.threads.get_state(thread_id)) == 404
+        message = {"messages": [{"role": "user", "content": "hi"}]}
+        assert await status_of(client.runs.wait(thread_id, delta.bot_id, input=message)) == 404
+        assert await status_of(client.runs.wait(None, delta.bot_id, input=message)) == 404
+        assert [t["thread_id"] for t in await client.threads.search()] == [thread_id], "no thread was made"
+    finally:
+        await client.aclose()

@@ -329,8 +329,12 @@ async def _thread(request: Request[Any, Any, Any], services: Services, thread_id
 
 
 async def _thread_out(services: Services, conversation: Conversation, bot: Bot) -> dict[str, Any]:
-    snapshot = await graph_of(services, bot).aget_state(thread_config(bot, conversation.id))
     busy = run_ops.registry(services).busy(conversation.id)
+    try:
+        graph = services.graphs.get(bot.graph)
+    except UnknownGraph:  # its bot's graph is not installed here: the thread without its values
+        return thread_out(conversation, bot, busy=busy)
+    snapshot = await graph.aget_state(thread_config(bot, conversation.id))
     return thread_out(conversation, bot, busy=busy, snapshot=snapshot)
 
 
@@ -618,6 +622,7 @@ async def _start(
     if thread_id is None:
         bot = await find_assistant(services, principal, body.assistant_id)
         await _binding(services, bot)
+        graph_of(services, bot)  # 404 before a conversation is made for a bot whose graph is not installed
         conversation = await services.store.conversations.create(
             bot.tenant_id, bot.id, CHANNEL, "langgraph-user", state_version=services.runner.state_version(bot)
         )

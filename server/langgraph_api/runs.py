@@ -32,6 +32,7 @@ import msgspec
 
 from botloom.core.channels import ChannelRejected, ChannelRequest
 from botloom.core.domain import Bot, Conversation
+from botloom.graphs.registry import UnknownGraph
 from botloom.runtime.inbound import ChannelBinding
 from botloom.runtime.inspection import writers
 from botloom.runtime.runner import thread_config
@@ -208,7 +209,10 @@ async def start(
         services.inbound.read(binding, request)
     except ChannelRejected as exc:
         raise RunRefused(exc.status, exc.detail) from None
-    graph = services.graphs.get(bot.graph)
+    try:
+        graph = services.graphs.get(bot.graph)
+    except UnknownGraph as exc:
+        raise RunRefused(404, str(exc)) from None
     run = Run(
         run_id=run_id,
         thread_id=conversation.id,
