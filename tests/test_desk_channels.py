@@ -25,9 +25,11 @@ from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import configure_twilio, fast_app
+from botloom.testing.channel_contract import GREETING, configure_twilio, fast_app
 from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
+from tests.email_client import USER, email_config, post_mail, raw_mail
 from tests.helpers import api_client
+from tests.mailservers import RunningSmtp
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 WEBHOOK = "/channels/twilio/acme/support"
@@ -159,3 +161,38 @@ def frames_until(socket: Any, kind: str) -> list[dict[str, Any]]:
     while not frames or frames[-1]["type"] != kind:
         frames.append(json.loads(socket.receive_text(timeout=30)))
     return frames
+
+
+async def test_email_round_trip_in_the_thread(
+    settings: Settings, services: Services, demo: DemoInfo, smtp: RunningSmtp
+) -> None:
+    async with api_client(fast_app(settings, services)) as client, workers(services):
+        r = await client.put(
+            "/api/v1/bots/acme/support/plugins/email",
+            json={"enabled": True, "config": email_config(smtp)},
+            headers=bearer(demo.api_key),
+        )
+        assert r.status_code == 200, r.text
+        sam = await make_agent(client, "acme", demo.api_key, "sam@acme.test", name="Sam")
+        await sam.available()
+        first = raw_mail("I want to talk to a person", message_id="t1@example.org", subject="Broken kettle")
+        assert (await post_mail(client, first)).status_code == 200
+        [notice] = await asyncio.to_thread(smtp.wait_for, 1, 30)
+        assert "connecting you with a person" in str(notice.message.get_body(preferencelist=("plain",)).get_content())
+        handover = await claimed(sam)
+        r = await sam.call("POST", f"/api/v1/handovers/{handover['id']}/messages", {"text": "Hi, Sam here. Photo?"})
+        assert r.status_code == 201, r.text
+        _, answer = await asyncio.to_thread(smtp.wait_for, 2, 30)
+        mail = answer.message
+        assert "Hi, Sam here. Photo?" in str(mail.get_body(preferencelist=("plain",)).get_content())
+        assert mail["Subject"] == "Re: Broken kettle" and "<t1@example.org>" in mail["References"], "in the thread"
+        assert answer.rcpt_tos == (USER,)
+        r = await sam.call("POST", f"/api/v1/handovers/{handover['id']}/release", {"note": NOTE})
+        assert r.status_code == 200, r.text
+        again = raw_mail("hello", message_id="t2@example.org", in_reply_to=mail["Message-ID"].strip("<>"))
+        assert (await post_mail(client, again)).status_code == 200
+        third = (await asyncio.to_thread(smtp.wait_for, 3, 30))[2].message
+        assert str(third.get_body(preferencelist=("plain",)).get_content()).strip() == GREETING, "the bot is back"
+    conversations = await services.store.conversations.list_all(demo.tenant.id, demo.bot.id)
+    assert len(conversations) == 1, "one thread, one conversation, through the handover"
+    assert await agent_note(services, demo, conversations[0].id) == NOTE
