@@ -55,7 +55,7 @@ def state_of(item: CheckpointTuple | None) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not k.startswith(INTERNAL_PREFIXES)}
 
 
-def _trace(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _trace(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     trace = state.get("trace")
     return [s for s in trace if isinstance(s, Mapping)] if isinstance(trace, list) else []
 

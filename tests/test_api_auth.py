@@ -75,6 +75,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/events"): Call(),
     ("GET", "/api/v1/debug/bots"): Call(),
     ("GET", "/api/v1/bots/{bot:str}/graph"): Call(),
+    ("GET", "/api/v1/bots/{bot:str}/graph/json"): Call(),
     ("GET", "/api/v1/bots/{bot:str}/debug/conversations"): Call(),
     ("GET", "/api/v1/conversations/{conversation_id:str}/transcript"): Call(),
     ("GET", "/api/v1/conversations/{conversation_id:str}/turns"): Call(),

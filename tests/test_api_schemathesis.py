@@ -69,6 +69,14 @@ SEMANTIC_400 = {
     "PATCH /api/v1/bots/{bot}": "a setting may be given at the top level or under settings, not both",
     "POST /api/v1/tenants/{tenant}/webhooks": "the url must be http(s) with a host that resolves to an address "
     "the operator allows (botloom.core.netguard), without credentials or a fragment",
+    **dict.fromkeys(
+        (
+            "GET /api/v1/bots/{bot}/debug/conversations",
+            "GET /api/v1/conversations/{conversation_id}/transcript",
+            "GET /api/v1/conversations/{conversation_id}/turns",
+        ),
+        "cursor must be a next_cursor the route answered (an opaque token; any other is a 400)",
+    ),
 }
 """Operations that may answer 400 to a request the schema allows, and why no JSON schema can say it."""
 

@@ -132,7 +132,7 @@ async def test_graph_svg_and_json_with_a_path(client: httpx.AsyncClient, demo: D
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert r.text.count('class="node on-path"') == 6  # start, four nodes, end
     assert 'data-source="classify" data-target="act"' in r.text
-    drawn = (await client.get("/api/v1/bots/acme/support/graph?format=json&path=retrieve,classify", headers=key)).json()
+    drawn = (await client.get("/api/v1/bots/acme/support/graph/json?path=retrieve,classify", headers=key)).json()
     edges = {(e["source"], e["target"]): e for e in drawn["edges"]}
     assert edges[("classify", "act")]["conditional"] is True and not edges[("classify", "act")]["on_path"]
     assert edges[("retrieve", "classify")]["on_path"] and not edges[("retrieve", "classify")]["conditional"]
@@ -154,6 +154,7 @@ async def test_tenants_see_only_their_own(client: httpx.AsyncClient, demo: DemoI
         f"/api/v1/conversations/{cid}/transcript",
         "/api/v1/bots/acme/support/debug/conversations",
         "/api/v1/bots/acme/support/graph",
+        "/api/v1/bots/acme/support/graph/json",
     ):
         assert (await client.get(path, headers=stranger)).status_code == 404, path
         assert (await client.get(path, headers={"Authorization": ""})).status_code == 401, path
@@ -187,7 +188,7 @@ async def test_malformed_cursors_and_parameters_are_400(client: httpx.AsyncClien
     assert (await client.get(url, params={"limit": 101})).status_code == 400
     assert (await client.get(url, params={"q": "x" * 201})).status_code == 400
     assert (await client.get(url, params={"q": "a\x00b"})).status_code == 400
-    assert (await client.get("/api/v1/bots/acme/support/graph", params={"format": "gif"})).status_code == 400
+    assert (await client.get("/api/v1/bots/acme/support/graph", params={"path": "a\x00b"})).status_code == 400
 
 
 async def test_checkpoints_page_with_before(client: httpx.AsyncClient, demo: DemoInfo) -> None:

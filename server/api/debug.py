@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Response, get
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from botloom.core.domain import Bot, Conversation
@@ -29,10 +30,11 @@ from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
 from botloom.server.api.conversations import visible_conversation
 from botloom.server.api.schemas import NO_NUL, ConversationOut, MessageOut
-from botloom.server.auth import visible_bot
+from botloom.server.auth import Principal, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 PAGE_ERRORS = [*READ_ERRORS, ValidationException]
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 MAX_PAGE = 100
 StatusFilter = Literal[
     "open",
@@ -54,7 +56,19 @@ StatusFilter = Literal[
 ]
 Cursor = Annotated[
     str | None,
-    QueryParameter(description="The `next_cursor` of the previous page", max_length=400, pattern=NO_NUL),
+    QueryParameter(
+        description="The `next_cursor` of the previous page (an opaque token: any other value is a 400)",
+        max_length=400,
+        pattern=CURSOR_PATTERN,
+    ),
+]
+PathNodes = Annotated[
+    str | None,
+    QueryParameter(
+        description="Nodes to highlight, comma-separated, in the order they ran (a turn's `path`)",
+        max_length=2000,
+        pattern=NO_NUL,
+    ),
 ]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="How many at most")]
 CheckpointRef = Annotated[str, PathParameter(description="A checkpoint's id", max_length=100, pattern=NO_NUL)]
@@ -201,6 +215,19 @@ def _stamped_cursor(cursor: str) -> tuple[datetime, str]:
         ) from None
 
 
+async def _drawable(services: Services, principal: Principal, ref: str) -> Any:
+    """The drawable graph (``compiled.get_graph()``) of a bot the caller may see."""
+    found = await visible_bot(services, principal, ref)
+    try:
+        return services.graphs.get(found.graph).get_graph()
+    except UnknownGraph as exc:
+        raise NotFoundException(str(exc)) from None
+
+
+def _nodes(path: str | None) -> list[str]:
+    return [n for n in (path or "").split(",") if n]
+
+
 async def _bot_of(services: Services, conversation: Conversation) -> Bot:
     bot = await services.store.bots.get(conversation.tenant_id, conversation.bot_id)
     if bot is None:
@@ -244,37 +271,23 @@ class BotDebugController(ApiController):
 
     @get(
         "/graph",
-        summary="Draw a bot's graph",
+        summary="Draw a bot's graph as SVG",
         raises=READ_ERRORS,
-        media_type="image/svg+xml",
+        responses={200: ResponseSpec(data_container=str, media_type="image/svg+xml", description="An SVG document")},
     )
     async def bot_graph(
-        self,
-        bot: BotRef,
-        principal: PrincipalDep,
-        services: ServicesDep,
-        format: Annotated[
-            Literal["svg", "json"], QueryParameter(description="`svg` (a picture) or `json` (nodes and edges)")
-        ] = "svg",
-        path: Annotated[
-            str | None,
-            QueryParameter(
-                description="Nodes to highlight, comma-separated, in the order they ran (a turn's `path`)",
-                max_length=2000,
-                pattern=NO_NUL,
-            ),
-        ] = None,
-    ) -> Response[Any]:
-        """The bot's compiled graph with its conditional edges dashed and labelled; ``path`` drawn highlighted."""
-        found = await visible_bot(services, principal, bot)
-        try:
-            drawable = services.graphs.get(found.graph).get_graph()
-        except UnknownGraph as exc:
-            raise NotFoundException(str(exc)) from None
-        nodes = [n for n in (path or "").split(",") if n]
-        if format == "json":
-            return Response(graph_json(drawable, nodes), media_type="application/json")
-        return Response(draw_svg(drawable, path=nodes), media_type="image/svg+xml")
+        self, bot: BotRef, principal: PrincipalDep, services: ServicesDep, path: PathNodes = None
+    ) -> Response[str]:
+        """The bot's compiled graph, conditional edges dashed and labelled; ``path`` drawn highlighted."""
+        drawable = await _drawable(services, principal, bot)
+        return Response(draw_svg(drawable, path=_nodes(path)), media_type="image/svg+xml")
+
+    @get("/graph/json", summary="A bot's graph as nodes and edges", raises=READ_ERRORS)
+    async def bot_graph_json(
+        self, bot: BotRef, principal: PrincipalDep, services: ServicesDep, path: PathNodes = None
+    ) -> dict[str, Any]:
+        """The compiled graph's nodes and edges (conditional or not, with labels), each marked if ``path`` took it."""
+        return graph_json(await _drawable(services, principal, bot), _nodes(path))
 
     @get("/debug/conversations", summary="Find a bot's conversations", raises=PAGE_ERRORS)
     async def find_conversations(
