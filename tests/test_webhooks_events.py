@@ -446,21 +446,32 @@ async def test_desk_socket_gets_events_emitted_by_another_process(
             other = await theirs.receive_json(timeout=15)
             assert other["event"]["id"] == public.id, "a socket sees its own tenant's events only"
 
-            if redis is None:  # the server's listener loses its connection (a database restart): it listens again
-                await terminate_listeners(database_url)
-                async with open_services(worker_settings, url=database_url) as worker:
-                    emitted: list[str] = []
-                    received = None
-                    for _ in range(40):  # events sent while it reconnects are lost (live is best effort)
-                        event = await worker.events.emit(acme_id, "handover.waiting", data={})
-                        assert event is not None
-                        emitted.append(event.id)
-                        try:
-                            received = await mine.receive_json(timeout=0.5)
-                            break
-                        except TimeoutError:
-                            continue
-                assert received is not None and received["event"]["id"] in emitted, "live again after the outage"
+            # the server's listener loses its connection (a database or Redis restart): it listens again
+            await (terminate_listeners(database_url) if redis is None else kill_subscribers(redis))
+            async with open_services(worker_settings, url=database_url) as worker:
+                emitted: list[str] = []
+                received = None
+                for _ in range(40):  # events sent while it reconnects are lost (live is best effort)
+                    event = await worker.events.emit(acme_id, "handover.waiting", data={})
+                    assert event is not None
+                    emitted.append(event.id)
+                    try:
+                        received = await mine.receive_json(timeout=0.5)
+                        break
+                    except TimeoutError:
+                        continue
+            assert received is not None and received["event"]["id"] in emitted, "live again after the outage"
+
+
+async def kill_subscribers(redis_url: str) -> None:
+    """End Redis' pub/sub connections (as a Redis restart would)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        assert await client.client_kill_filter(_type="pubsub") >= 1, "the server listens"
+    finally:
+        await client.aclose()
 
 
 async def terminate_listeners(database_url: str) -> None:

@@ -59,14 +59,7 @@ class DeskChannels(ChannelsPlugin):
     """
 
     def __init__(self, settings: Settings) -> None:
-        backend: ChannelsBackend
-        if settings.redis_url:
-            from litestar.channels.backends.redis import RedisChannelsPubSubBackend
-            from redis.asyncio import Redis
-
-            backend = RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
-        else:
-            backend = _postgres_backend()
+        backend = _redis_backend(settings.redis_url) if settings.redis_url else _postgres_backend()
         self.on_redis = bool(settings.redis_url)
         self.redis = getattr(backend, "_redis", None)
         super().__init__(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=1000)
@@ -88,6 +81,41 @@ class DeskChannels(ChannelsPlugin):
             services: Services = app.state.services
             self._backend._pg_dsn = services.db.url  # type: ignore[attr-defined]
         yield
+
+
+def _redis_backend(url: str) -> ChannelsBackend:
+    """Litestar's Redis pub/sub backend, subscribing again on a new connection when its connection is lost."""
+    from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+    from redis.asyncio import Redis
+
+    class ResilientRedis(RedisChannelsPubSubBackend):
+        async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+            while True:
+                try:
+                    async for item in super().stream_events():
+                        yield item
+                except Exception:  # the pub/sub connection died (a Redis restart): subscribe again
+                    logger.warning("live events: the Redis subscription failed; subscribing again", exc_info=True)
+                    await self._subscribe_again()
+
+        async def _subscribe_again(self) -> None:
+            old = self._pub_sub
+            channels = [c.decode() if isinstance(c, bytes) else str(c) for c in old.channels]
+            with contextlib.suppress(Exception):
+                await old.aclose()
+            self._RedisChannelsPubSubBackend__pub_sub = None  # the base class makes a new one on first use
+            wait = 0.5
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    if channels:
+                        await self.subscribe(channels)
+                    return
+                except Exception:
+                    logger.warning("live events: Redis unreachable; trying again in %.0f s", wait, exc_info=True)
+                    wait = min(wait * 2, 10.0)
+
+    return ResilientRedis(redis=Redis.from_url(url))
 
 
 def _postgres_backend() -> ChannelsBackend:
