@@ -155,3 +155,62 @@ def test_api_docs_render_offline(server: Server) -> None:
             assert httpx.get(f"{server.url}/schema/redoc").status_code == 404  # its assets come from CDNs only
         finally:
             browser.close()
+
+
+def test_fork_breakpoint_and_replay_from_the_page(server: Server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    first = httpx.post(
+        f"{server.url}/api/v1/bots/acme/support/messages", json={"text": "where is my order 1234?"}, headers=ADMIN
+    )
+    assert first.status_code == 200, first.text
+    cid = first.json()["conversation_id"]
+
+    def transcript() -> list[str]:
+        page = httpx.get(f"{server.url}/api/v1/conversations/{cid}/transcript", headers=ADMIN).json()
+        return [m["text"] for m in page["messages"]]
+
+    sent = transcript()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 1100})
+            guard = Guard(server.url)
+            context.route("**/*", guard)
+            page = context.new_page()
+            page.goto(f"{server.url}/debug")
+            page.get_by_label("API key").fill("admin")
+            page.get_by_role("button", name="Sign in").click()
+            page.locator("#conversations li").first.click()
+            page.locator("#turns li", has_text="where is my order 1234?").click()
+            expect(page.locator("#step-node")).to_have_text("retrieve", timeout=15_000)
+            page.get_by_text("Fork, replay, golden test").click()
+
+            page.get_by_label("Message").fill("where is my order 5678?")
+            page.get_by_role("button", name="Fork from this turn").click()
+            expect(page.locator("#fork-replies .fork-reply").first).to_contain_text("5678", timeout=15_000)
+            expect(page.locator("#fork-original")).to_contain_text("1234")
+            expect(page.locator("#fork-paused")).to_contain_text("nothing was sent")
+            expect(page.get_by_label("Fork diff")).to_be_visible()
+
+            page.get_by_label("Message").fill("")
+            page.get_by_label("Pause before").fill("respond")
+            page.get_by_role("button", name="Fork from this turn").click()
+            expect(page.locator("#fork-paused")).to_contain_text("respond", timeout=15_000)
+            expect(page.locator("#fork-replies .fork-reply")).to_have_count(0)
+            page.get_by_role("button", name="Continue").click()
+            expect(page.locator("#fork-replies .fork-reply").first).to_contain_text("1234", timeout=15_000)
+            keep(page, "debug-fork.png")
+
+            page.get_by_role("button", name="Replay the conversation").click()
+            expect(page.get_by_label("Replay", exact=True)).to_be_visible(timeout=15_000)
+            expect(page.get_by_label("Replay", exact=True).locator("tbody tr")).to_have_count(1)
+            expect(page.locator("#replay-summary")).to_have_text("0 turn(s) differ")
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download golden test").click()
+            assert "def test_" in Path(download.value.path()).read_text(encoding="utf-8")
+            keep(page, "debug-replay.png")
+            assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
+        finally:
+            browser.close()
+    assert transcript() == sent, "a fork or a replay sent something to the end user"

@@ -138,7 +138,8 @@ async function openTurn(checkpointId) {
   state.step = 0;
   $("turn").hidden = false;
   $("turn-title").textContent = `Turn: ${state.turn.turn.user_text ?? "(resumed by an agent)"}`;
-  $("fork-result").hidden = true; $("replay-result").hidden = true; $("actions-error").textContent = "";
+  $("fork-result").hidden = true; $("fork-diff").hidden = true; $("replay-result").hidden = true;
+  $("replay-summary").textContent = ""; $("actions-error").textContent = ""; $("actions-missing").hidden = true;
   await drawGraph(state.turn.turn.path);
   markTranscript();
   showStep();
@@ -231,13 +232,24 @@ async function actionError(response) {
   $("actions-error").textContent = detail;
 }
 
+function text(reply) { return typeof reply === "string" ? reply : reply.text ?? JSON.stringify(reply); }
+
 function showFork(result) {
   state.fork = result.fork_id;
   $("fork-result").hidden = false;
-  $("fork-original").replaceChildren(...state.turn.turn.replies.map((r) => el("li", {}, r)));
-  $("fork-replies").replaceChildren(...(result.replies || []).map((r) => el("li", {}, typeof r === "string" ? r : r.text ?? JSON.stringify(r))));
-  $("fork-paused").textContent = result.paused_at ? `paused at ${JSON.stringify(result.paused_at)}` : `path: ${(result.path || []).join(" → ")}`;
+  const original = result.original || state.turn.turn;
+  $("fork-original").replaceChildren(...(original.replies || []).map((r) => el("li", {}, text(r))),
+    el("li", { className: "muted" }, `path: ${(original.path || []).join(" → ")}`));
+  $("fork-replies").replaceChildren(...(result.replies || []).map((r) => el("li", { className: "fork-reply" }, text(r))),
+    el("li", { className: "muted" }, `path: ${(result.path || []).join(" → ")}`));
+  $("fork-paused").textContent = result.paused_at ? `paused ${result.pause || "at"} ${result.paused_at}` : "ran to its end (nothing was sent to the user)";
   $("fork-continue").hidden = !result.paused_at;
+  $("fork-continue-state").hidden = !result.paused_at;
+  const rows = Object.entries(result.diff || {}).map(([field, change]) => el("tr", { className: "changed" },
+    el("td", {}, field), el("td", {}, pretty(change && change.original)), el("td", {}, pretty(change && change.fork))));
+  $("fork-diff").querySelector("tbody").replaceChildren(...rows);
+  $("fork-diff").hidden = !rows.length;
+  $("fork-state-view").replaceChildren(pretty(result.state || {}));
 }
 
 async function fork(event) {
@@ -259,7 +271,13 @@ async function fork(event) {
 }
 
 async function continueFork() {
-  const response = await api(`/api/v1/forks/${state.fork}/continue`, { method: "POST", body: "{}" });
+  $("actions-error").textContent = "";
+  const body = {};
+  const edited = $("fork-continue-state").value.trim();
+  if (edited) {
+    try { body.state = JSON.parse(edited); } catch (_) { $("actions-error").textContent = "The state is not JSON."; return; }
+  }
+  const response = await api(`/api/v1/forks/${state.fork}/continue`, { method: "POST", body: JSON.stringify(body) });
   if (!response.ok) { await actionError(response); return; }
   showFork(await response.json());
 }
@@ -271,10 +289,20 @@ async function replay() {
   if (actionMissing(response)) return;
   if (!response.ok) { await actionError(response); return; }
   const result = await response.json();
-  const show = (v) => (Array.isArray(v) ? v.map((r) => (typeof r === "string" ? r : r.text ?? JSON.stringify(r))).join("\n") : JSON.stringify(v));
+  const show = (v) => {
+    if (v == null) return "";
+    if (typeof v === "string") return v;
+    if (Array.isArray(v)) return v.map(text).join("\n");
+    const lines = (v.replies || []).map(text);
+    if (v.intent) lines.push(`(intent ${v.intent})`);
+    return lines.join("\n");
+  };
   $("replay-result").querySelector("tbody").replaceChildren(...result.turns.map((t) =>
-    el("tr", { className: t.same ? "" : "changed" }, el("td", {}, t.index), el("td", {}, show(t.input)),
-      el("td", {}, el("pre", {}, show(t.original))), el("td", {}, el("pre", {}, show(t.replayed))))));
+    el("tr", { className: t.same ? "same" : "changed" }, el("td", {}, t.index), el("td", {}, show(t.input)),
+      el("td", {}, el("pre", {}, show(t.original))),
+      el("td", {}, el("pre", {}, show(t.replayed)), t.same ? "" : el("div", { className: "muted" },
+        `differs: ${(t.differs || []).join(", ") || "yes"}${t.error ? " · " + t.error : ""}`)))));
+  $("replay-summary").textContent = `${result.differences} turn(s) differ${result.truncated ? " (the newest turns only)" : ""}`;
   $("replay-result").hidden = false;
 }
 
