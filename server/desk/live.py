@@ -102,7 +102,7 @@ def _redis_backend(url: str) -> ChannelsBackend:
             old = self._pub_sub
             channels = [c.decode() if isinstance(c, bytes) else str(c) for c in old.channels]
             with contextlib.suppress(Exception):
-                await old.aclose()
+                await old.aclose()  # type: ignore[no-untyped-call]
             self._RedisChannelsPubSubBackend__pub_sub = None  # the base class makes a new one on first use
             wait = 0.5
             while True:
