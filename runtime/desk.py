@@ -212,6 +212,7 @@ class Desk:
         open_now = is_open(team_row, now)
         counted = await self.store.agents.count_available(bot.tenant_id, team, self.away_after)
         agents, available = counted["agents"], counted["available"]
+        notice: str | None
         if not open_now:
             availability, notice = "closed", config.closed_notice
         elif agents and not available:

@@ -15,6 +15,7 @@ import msgspec
 from litestar import delete, get, patch, post, put
 from litestar.exceptions import NotAuthorizedException, NotFoundException, ValidationException
 from litestar.params import JSONBody
+from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict
@@ -300,6 +301,6 @@ async def sign_in(data: JSONBody[SignIn], services: ServicesDep) -> SignedIn:
     return SignedIn(token=token, agent=AgentOut.of(agent, services.desk.away_after))
 
 
-AGENT_HANDLERS = [AgentController, TeamController, sign_in]
+AGENT_HANDLERS: list[ControllerRouterHandler] = [AgentController, TeamController, sign_in]
 
 __all__ = ["AGENT_HANDLERS", "AgentController", "AgentOut", "TeamController", "sign_in"]

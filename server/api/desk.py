@@ -19,6 +19,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.params import JSONBody, QueryParameter
+from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict
@@ -518,6 +519,6 @@ class DeskAgentController(ApiController):
         return AgentOut.of(agent, services.desk.away_after)
 
 
-DESK_HANDLERS = [HandoverController, CannedController, DeskAgentController]
+DESK_HANDLERS: list[ControllerRouterHandler] = [HandoverController, CannedController, DeskAgentController]
 
 __all__ = ["DESK_HANDLERS", "HandoverController", "HandoverOut", "effective_presence"]

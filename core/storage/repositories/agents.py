@@ -187,7 +187,8 @@ class AgentRepository(Repository):
     async def update(self, tenant_id: str, agent_id: str, changes: Mapping[str, Any]) -> Agent | None:
         """Change an agent's ``name``, ``teams``, ``skills``, ``capacity`` or ``password``."""
         allowed = {"name", "teams", "skills", "capacity"}
-        sets, params = [], []
+        sets: list[str] = []
+        params: list[Any] = []
         for field, value in changes.items():
             if field == "password":
                 sets.append("password_hash = %s")

@@ -402,7 +402,7 @@ def statuses_of(values: Sequence[str]) -> list[HandoverStatus]:
     for value in values:
         if value not in HANDOVER_STATUSES:
             raise ValueError(f"unknown handover status {value!r} (one of {', '.join(HANDOVER_STATUSES)})")
-    return [v for v in values if v in HANDOVER_STATUSES]  # type: ignore[misc]
+    return [v for v in HANDOVER_STATUSES if v in values]
 
 
 __all__ = [
