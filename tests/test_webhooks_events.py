@@ -216,6 +216,19 @@ async def test_given_up_event_lets_the_next_one_go_and_errors_never_quote_the_re
         row = await cur.fetchone()
     assert row is not None and row["status"] == "failed"
     assert row["last_error"] == "HTTP 500" and "REMOTE" not in row["last_error"]
+    endpoint = (await client.get("/api/v1/tenants/acme/webhooks", headers=bearer(acme.key))).json()[0]["id"]
+    r = await client.get(f"/api/v1/tenants/acme/webhooks/{endpoint}/deliveries", headers=bearer(acme.key))
+    assert r.status_code == 200, r.text
+    shown = [(d["event_id"], d["kind"], d["status"], d["attempts"], d["last_error"]) for d in r.json()]
+    assert shown == [
+        (after.id, "handover.timed_out", "delivered", 1, None),
+        (doomed.id, "handover.waiting", "failed", 3, "HTTP 500"),
+    ]
+    globex = await tenant(client, "globex")
+    for path in (f"/api/v1/tenants/acme/webhooks/{endpoint}", f"/api/v1/tenants/globex/webhooks/{endpoint}"):
+        assert (await client.get(f"{path}/deliveries", headers=bearer(globex.key))).status_code == 404
+    r = await client.get(f"/api/v1/tenants/acme/webhooks/{uuid.uuid4()}/deliveries", headers=bearer(acme.key))
+    assert r.status_code == 404
 
 
 async def test_order_per_conversation_with_many_events(

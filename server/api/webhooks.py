@@ -74,6 +74,22 @@ class WebhookCreated(WebhookOut, frozen=True, kw_only=True):
     """The key of the ``Botloom-Signature`` HMAC (docs/webhooks.md); botloom keeps it encrypted."""
 
 
+class DeliveryOut(msgspec.Struct, frozen=True, kw_only=True):
+    """One event's delivery to an endpoint."""
+
+    event_id: str
+    kind: str
+    conversation_id: str | None
+    sequence: int
+    status: str
+    """``pending`` (being tried), ``delivered`` (accepted) or ``failed`` (given up)."""
+    attempts: int
+    last_error: str | None
+    """Why the last attempt failed (a status code, a timeout; never the endpoint's answer)."""
+    next_attempt_at: datetime
+    finished_at: datetime | None
+
+
 class EventPage(msgspec.Struct, frozen=True, kw_only=True):
     """Events after a position, oldest first."""
 
@@ -138,6 +154,22 @@ class WebhookController(ApiController):
             raise NotFoundException(f"no tenant {tenant!r}")
         out = WebhookOut.of(endpoint)
         return WebhookCreated(**msgspec.structs.asdict(out), secret=secret)
+
+    @get("/{webhook_id:str}/deliveries", summary="Recent deliveries to a webhook endpoint", raises=READ_ERRORS)
+    async def list_deliveries(
+        self,
+        tenant: TenantRef,
+        webhook_id: IdRef,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Deliveries at most")] = 100,
+    ) -> list[DeliveryOut]:
+        """The endpoint's deliveries, newest event first: status, attempts and the last error. 404 when unknown."""
+        found = await visible_tenant(services, principal, tenant)
+        if await services.store.webhooks.get(found.id, webhook_id) is None:
+            raise NotFoundException(f"no webhook endpoint {webhook_id!r}")
+        rows = await services.store.webhooks.deliveries(found.id, webhook_id, limit)
+        return [msgspec.convert(row, DeliveryOut) for row in rows]
 
     @delete("/{webhook_id:str}", summary="Remove a webhook endpoint", raises=READ_ERRORS)
     async def delete_webhook(

@@ -80,6 +80,14 @@ class WebhookRepository(Repository):
         )
         return [_endpoint(r) for r in rows]
 
+    async def get(self, tenant_id: str, endpoint_id: str) -> WebhookEndpoint | None:
+        """One of the tenant's endpoints."""
+        row = await self._one(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = %s AND id = %s",  # noqa: S608
+            (as_uuid(tenant_id), as_uuid(endpoint_id)),
+        )
+        return None if row is None else _endpoint(row)
+
     async def count(self, tenant_id: str) -> int:
         """How many endpoints the tenant has."""
         row = await self._one("SELECT count(*) AS n FROM webhook_endpoints WHERE tenant_id = %s", (as_uuid(tenant_id),))
@@ -161,9 +169,16 @@ class WebhookRepository(Repository):
     async def deliveries(self, tenant_id: str, endpoint_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The latest deliveries to one of the tenant's endpoints (status, attempts, last error)."""
         rows = await self._all(
-            "SELECT event_id, sequence, status, attempts, last_error, next_attempt_at, finished_at "
-            "FROM webhook_deliveries WHERE tenant_id = %s AND endpoint_id = %s "
-            "ORDER BY next_attempt_at DESC LIMIT %s",
+            "SELECT d.event_id, e.kind, e.conversation_id, d.sequence, d.status, d.attempts, d.last_error, "
+            "d.next_attempt_at, d.finished_at FROM webhook_deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.tenant_id = %s AND d.endpoint_id = %s ORDER BY e.position DESC LIMIT %s",
             (as_uuid(tenant_id), as_uuid(endpoint_id), limit),
         )
-        return [{**r, "event_id": str(r["event_id"])} for r in rows]
+        return [
+            {
+                **r,
+                "event_id": str(r["event_id"]),
+                "conversation_id": None if r["conversation_id"] is None else str(r["conversation_id"]),
+            }
+            for r in rows
+        ]
