@@ -735,3 +735,37 @@ async def test_a_bot_whose_graph_is_not_installed(client_a: LangGraphClient, dep
         assert [t["thread_id"] for t in await client.threads.search()] == [thread_id], "no thread was made"
     finally:
         await client.aclose()
+
+
+async def test_two_runs_of_one_thread_each_tell_their_own_turn(
+    client_a: LangGraphClient, deployment: Deployment
+) -> None:
+    bot = deployment.a.bot_id
+    thread_id = (await client_a.threads.create())["thread_id"]
+    url = deployment.server.env["BOTLOOM_DATABASE_URL"]
+    runs = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as holder:
+        # both messages wait for the conversation; the first run's turn job then answers both, in order
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
+        for text in ("hello", "thanks"):
+            runs.append(
+                await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": text}]})
+            )
+            while (
+                len(await client_a.runs.list(thread_id)) < len(runs)
+                or (await status_of_run(client_a, thread_id, runs[-1]["run_id"])) != "running"
+            ):
+                await asyncio.sleep(0.05)
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (thread_id,))
+    first, second = [await client_a.runs.join(thread_id, r["run_id"]) for r in runs]
+    assert said(first) == [("human", "hello"), ("ai", "Hello! How can I help you today?")]
+    assert said(second)[:2] == said(first) and said(second)[2] == ("human", "thanks")
+    assert first["intent"] == "greeting" and second["intent"] == "thanks"
+    parts = [p.data async for p in client_a.runs.join_stream(thread_id, runs[0]["run_id"], stream_mode="updates")]
+    assert parts[-1]["respond"]["replies"] == ["Hello! How can I help you today?"], "the first run's own nodes"
+
+
+async def status_of_run(client: LangGraphClient, thread_id: str, run_id: str) -> str:
+    """A run's status."""
+    status: str = (await client.runs.get(thread_id, run_id))["status"]
+    return status

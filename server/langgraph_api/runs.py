@@ -35,6 +35,7 @@ from botloom.core.domain import Bot, Conversation
 from botloom.graphs.registry import UnknownGraph
 from botloom.runtime.inbound import ChannelBinding
 from botloom.runtime.inspection import writers
+from botloom.runtime.results import turn_id_for
 from botloom.runtime.runner import thread_config
 from botloom.runtime.services import Services
 from botloom.server.langgraph_api.shapes import (
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "langgraph"
 KEEP_RUNS = 1000
 """Finished runs this process remembers (older ones are read from their stored messages)."""
+RECENT = 20
+"""Checkpoints of a thread searched for a run's own turn when later turns ran after it."""
 HEARTBEAT = 15.0
 """Seconds between two keep-alive comments of a stream waiting for its turn."""
 STREAM_MODES = frozenset(
@@ -96,6 +99,8 @@ class Run:
     """The thread's state after the turn."""
     answer: dict[str, Any] | None = None
     """The channel's rendering of the turn's answer."""
+    turn_id: str | None = None
+    """The id of the turn that answered the run's message."""
     writers: dict[str, str] | None = None
     """Which node wrote each state key last in the turn (read from the checkpoint's channel versions)."""
     error: str | None = None
@@ -249,8 +254,30 @@ async def _turn(services: Services, binding: ChannelBinding, bot: Bot, request: 
     finally:
         run.updated_at = now()
     with contextlib.suppress(Exception):
-        run.after = await services.graphs.get(bot.graph).aget_state(thread_config(bot, run.thread_id))
+        await _states(services, bot, run)
         run.writers = await _writers(services, run)
+
+
+async def _states(services: Services, bot: Bot, run: Run) -> None:
+    """The states before and after the run's own turn.
+
+    Another run's turn of the thread may have run after it (the bot's burst policy runs
+    every waiting message of a conversation in one go): the state after this run is the
+    checkpoint of its own turn, and the state before is that checkpoint's parent.
+    """
+    graph, config = services.graphs.get(bot.graph), thread_config(bot, run.thread_id)
+    message_id = (run.answer or {}).get("message_id")
+    run.turn_id = turn_id_for(message_id) if isinstance(message_id, str) else None
+    after = await graph.aget_state(config)
+    if run.turn_id is not None and after.values.get("turn_id") != run.turn_id:
+        async for snapshot in graph.aget_state_history(config, limit=RECENT):
+            if snapshot.values.get("turn_id") == run.turn_id:
+                after = snapshot
+                break
+    run.after = after
+    own = after.values.get("turn_id") == run.turn_id
+    if own and after.parent_config is not None and after.parent_config != getattr(run.before, "config", None):
+        run.before = await graph.aget_state(after.parent_config)
 
 
 async def _writers(services: Services, run: Run) -> dict[str, str] | None:
@@ -334,6 +361,8 @@ def _trace(run: Run) -> list[dict[str, Any]]:
         return []
     if before is not None and getattr(before, "config", None) == getattr(after, "config", None):
         return []  # no new checkpoint: the graph did not run (a person has the conversation, or it failed)
+    if run.turn_id is not None and after.values.get("turn_id") != run.turn_id:
+        return []  # the newest checkpoint is another run's turn: this run's graph did not run
     steps = after.values.get("trace") or []
     return [s for s in steps if isinstance(s, dict) and isinstance(s.get("node"), str)]
 
