@@ -553,6 +553,14 @@ async def test_studio_sends_json_as_text_plain(deployment: Deployment) -> None:
         values = await http.post("/runs/wait", content=json.dumps(body))
         assert values.status_code == 200, values.text
         assert values.json()["messages"][-1]["type"] == "ai"
+        body["stream_mode"] = ["values", "updates"]
+        streamed = await http.post("/runs/stream", content=json.dumps(body))
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        blocks = [b for b in streamed.text.split("\n\n") if b]
+        assert blocks[0].startswith("event: metadata\ndata: {"), "server-sent events: event, then data as JSON"
+        names = [b.split("\n")[0].removeprefix("event: ") for b in blocks]
+        assert names == ["metadata", "values", "updates", "updates", "updates", "values"]
+        assert all(json.loads(b.split("\n", 1)[1].removeprefix("data: ")) for b in blocks)
 
 
 async def test_cors_lets_browser_clients_call(deployment: Deployment) -> None:
