@@ -16,11 +16,13 @@ CDNs and no Python package ships them, so they are left out (:func:`render_plugi
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.params import PathParameter
 from litestar.types import ControllerRouterHandler
 
 STATIC = Path(__file__).parent / "static"
@@ -38,15 +40,27 @@ SWAGGER_FILES = {
 }
 
 
-@get(["/debug", "/debug/{rest:path}"], include_in_schema=False, sync_to_thread=False)
-def debug_page(rest: str = "") -> Response[bytes]:
-    """The debugger page (any ``/debug/...`` path: the page keeps its place itself), or one of its assets."""
-    name = rest.strip("/")
+@get("/debug", include_in_schema=False, sync_to_thread=False)
+def debug_page() -> Response[bytes]:
+    """The debugger page."""
+    return _page()
+
+
+@get("/debug/{rest:path}", include_in_schema=False, sync_to_thread=False)
+def debug_subpage(
+    rest: Annotated[PurePosixPath, PathParameter(description="Anything under /debug")],
+) -> Response[bytes]:
+    """One of the page's assets (``/debug/assets/NAME``), or the page itself for any other ``/debug/...`` path."""
+    name = str(rest).strip("/")
     if name.startswith("assets/"):
         asset = name.removeprefix("assets/")
         if asset not in ASSETS:
             raise NotFoundException(f"no asset {asset!r}")
         return Response((STATIC / asset).read_bytes(), media_type=ASSETS[asset], headers=_cache())
+    return _page()
+
+
+def _page() -> Response[bytes]:
     return Response(
         (STATIC / "debug.html").read_bytes(),
         media_type="text/html",
@@ -71,7 +85,7 @@ def swagger_ui_folder() -> Path | None:
 
 
 @get(f"{SWAGGER_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
-def swagger_asset(name: str) -> Response[bytes]:
+def swagger_asset(name: Annotated[str, PathParameter(description="A file of Swagger UI")]) -> Response[bytes]:
     """One of Swagger UI's files, from the ``swagger-ui-py`` package."""
     folder = swagger_ui_folder()
     if folder is None or name not in SWAGGER_FILES:
@@ -99,6 +113,6 @@ def render_plugins() -> list[OpenAPIRenderPlugin]:
     ]
 
 
-DEBUGGER_HANDLERS: list[ControllerRouterHandler] = [debug_page, swagger_asset]
+DEBUGGER_HANDLERS: list[ControllerRouterHandler] = [debug_page, debug_subpage, swagger_asset]
 
-__all__ = ["DEBUGGER_HANDLERS", "debug_page", "render_plugins", "swagger_asset"]
+__all__ = ["DEBUGGER_HANDLERS", "debug_page", "debug_subpage", "render_plugins", "swagger_asset"]
