@@ -163,7 +163,7 @@ async def record_conversation(
     if saver is not None:
         config: Any = {"configurable": {**thread_config(bot, conversation.id)["configurable"], "checkpoint_ns": ""}}
         wanted = set(order)
-        async for item in saver.alist(config, limit=limit * 4 + 20):
+        async for item in saver.alist(config):  # newest first: the first turns come last
             values = item.checkpoint["channel_values"]
             turn = values.get("turn_id")
             if turn in wanted:  # newest first: the last one seen of a turn is its first

@@ -77,6 +77,13 @@ SEMANTIC_400 = {
         ),
         "cursor must be a next_cursor the route answered (an opaque token; any other is a 400)",
     ),
+    "POST /api/v1/conversations/{conversation_id}/forks": "break_before and break_after must name nodes of the "
+    "bot's graph, state the fields of its state with their types (docs/debugger-actions.md)",
+    "POST /api/v1/forks/{fork_id}/continue": "state must name fields of the bot's graph's state with their types",
+    **dict.fromkeys(
+        ("GET /api/v1/conversations/{conversation_id}/golden-test", "GET /api/v1/forks/{fork_id}/golden-test"),
+        "a fork exported must have run to its end, with its state unedited",
+    ),
 }
 """Operations that may answer 400 to a request the schema allows, and why no JSON schema can say it."""
 

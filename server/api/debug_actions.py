@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Response, delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from litestar.types import ControllerRouterHandler
@@ -26,6 +27,12 @@ from botloom.server.api.conversations import visible_conversation
 from botloom.server.api.schemas import ONE_LINE, VISIBLE_TEXT
 from botloom.server.auth import Principal, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
+
+GOLDEN_RESPONSE = ResponseSpec(
+    data_container=str,
+    media_type="text/x-python",
+    description="A pytest file (an attachment: Content-Disposition names it)",
+)
 
 MAX_TEXT = 4000
 """The longest message a fork runs (as REST chat's)."""
@@ -239,7 +246,12 @@ class ConversationDebugController(ApiController):
             for f in forks
         ]
 
-    @post("/replay", summary="Replay a conversation against a bot's current logic", status_code=HTTP_200_OK)
+    @post(
+        "/replay",
+        summary="Replay a conversation against a bot's current logic",
+        status_code=HTTP_200_OK,
+        raises=WRITE_ERRORS,
+    )
     async def replay(
         self, conversation_id: IdRef, data: JSONBody[ReplayIn], principal: PrincipalDep, services: ServicesDep
     ) -> ReplayOut:
@@ -271,8 +283,8 @@ class ConversationDebugController(ApiController):
     @get(
         "/golden-test",
         summary="Export the conversation (or a fork of it) as a pytest golden test",
-        media_type="text/x-python",
         raises=WRITE_ERRORS,
+        responses={200: GOLDEN_RESPONSE},
     )
     async def golden_test(
         self,
@@ -343,8 +355,8 @@ class ForkController(ApiController):
     @get(
         "/golden-test",
         summary="Export a fork as a pytest golden test",
-        media_type="text/x-python",
         raises=WRITE_ERRORS,
+        responses={200: GOLDEN_RESPONSE},
     )
     async def fork_golden_test(self, fork_id: IdRef, principal: PrincipalDep, services: ServicesDep) -> Response[str]:
         """The conversation's turns before the forked one, then the fork's turn, as a golden test."""
