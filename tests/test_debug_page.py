@@ -127,6 +127,12 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
             expect(page.locator("#step-node")).to_have_text("act")
             keep(page, "debug-turn.png")
 
+            assert page.url.startswith(f"{server.url}/debug/"), page.url  # the page keeps its place in its address
+            page.reload()
+            expect(page.locator("#step-node")).to_have_text("retrieve", timeout=15_000)  # signed in still (the tab)
+            expect(page.locator("#turn-title")).to_have_text("Turn: where is my order 1234?")
+            expect(page.locator("#turns li.selected")).to_have_count(1)
+
             page.locator("#f-status").select_option("escalated")
             page.get_by_role("button", name="Filter").click()
             expect(page.locator("#conversations li")).to_have_text(["No conversations match."])

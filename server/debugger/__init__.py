@@ -50,7 +50,7 @@ def debug_page() -> Response[bytes]:
 def debug_subpage(
     rest: Annotated[PurePosixPath, PathParameter(description="Anything under /debug")],
 ) -> Response[bytes]:
-    """One of the page's assets (``/debug/assets/NAME``), or the page itself for any other ``/debug/...`` path."""
+    """One of the page's assets (``/debug/assets/NAME``), or the page at a place (``/debug/BOT/CONVERSATION/TURN``)."""
     name = str(rest).strip("/")
     if name.startswith("assets/"):
         asset = name.removeprefix("assets/")

@@ -48,7 +48,13 @@ async function signIn(candidate) {
     $("who").textContent = bots.length ? `${new Set(bots.map((b) => b.tenant_slug)).size} tenant(s)` : "no bots";
     const select = $("bot");
     select.replaceChildren(...bots.map((b) => el("option", { value: b.id }, `${b.tenant_slug}/${b.slug}`)));
-    if (bots.length) await pickBot(bots[0].id);
+    const [botId, conversationId, checkpointId] = place();
+    const start = bots.find((b) => b.id === botId) ? botId : bots.length ? bots[0].id : null;
+    if (start) await pickBot(start, start === botId);
+    if (start && start === botId && conversationId) {
+      await openConversation(conversationId);
+      if (checkpointId) await openTurn(checkpointId);
+    }
   } catch (error) {
     if (error.message !== "401") $("sign-in-error").textContent = error.message;
   }
@@ -70,9 +76,19 @@ async function drawGraph(path = []) {
   $("graph").replaceChildren(document.importNode(doc.documentElement, true));
 }
 
-async function pickBot(botId) {
+// The page keeps its place in its address: /debug/BOT/CONVERSATION/CHECKPOINT (reload or share it).
+function place() {
+  return location.pathname.replace(/^\/debug\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+}
+
+function remember(...parts) {
+  history.replaceState(null, "", ["/debug", ...parts.map(encodeURIComponent)].join("/"));
+}
+
+async function pickBot(botId, keepPlace = false) {
   state.bot = botId; state.conversation = null;
   $("bot").value = botId;
+  if (!keepPlace) remember(botId);
   await drawGraph();
   await listConversations(false);
 }
@@ -96,6 +112,7 @@ async function listConversations(more) {
 
 async function openConversation(id) {
   state.conversation = id; state.turn = null; state.cursors.messages = null; state.cursors.turns = null;
+  remember(state.bot, id);
   for (const li of $("conversations").children) li.classList.toggle("selected", li.dataset.id === id);
   $("transcript").replaceChildren(); $("turns").replaceChildren(); $("turn").hidden = true;
   await Promise.all([loadMessages(false), loadTurns(false)]);
@@ -135,6 +152,7 @@ function markTranscript() {
 async function openTurn(checkpointId) {
   for (const li of $("turns").children) li.classList.toggle("selected", li.dataset.checkpoint === checkpointId);
   state.turn = await json(`/api/v1/conversations/${state.conversation}/turns/${encodeURIComponent(checkpointId)}`);
+  remember(state.bot, state.conversation, checkpointId);
   state.step = 0;
   $("turn").hidden = false;
   $("turn-title").textContent = `Turn: ${state.turn.turn.user_text ?? "(resumed by an agent)"}`;
