@@ -275,7 +275,7 @@ class Desk:
             actor.tenant_id,
             handover_id,
             "with_agent",
-            allowed=("waiting", "assigned"),
+            allowed=("waiting", "assigned", "with_agent"),  # with_agent: one whose agent was deleted
             actor=actor.agent_id,
             own=True,
             take=True,

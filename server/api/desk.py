@@ -42,7 +42,10 @@ TenantQuery = Annotated[
     str | None, QueryParameter(description="The operator names the tenant (slug or id)", max_length=200)
 ]
 DESK = {"desk": True}
-CONFLICT_ERRORS: list[type[HTTPException]] = [*WRITE_ERRORS, ConflictException, PermissionDeniedException]
+DESK_READ_ERRORS: list[type[HTTPException]] = [*READ_ERRORS, PermissionDeniedException, ValidationException]
+"""A desk route also answers 403 (an agent's route called with a key; the operator without ``?tenant=``)."""
+DESK_WRITE_ERRORS: list[type[HTTPException]] = [*WRITE_ERRORS, PermissionDeniedException]
+CONFLICT_ERRORS: list[type[HTTPException]] = [*DESK_WRITE_ERRORS, ConflictException]
 
 
 class MessageIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -208,7 +211,7 @@ async def actor_of(services: Services, principal: Principal, tenant: str | None)
     if principal.tenant_id is not None:
         return Actor(tenant_id=principal.tenant_id)
     if not tenant:
-        raise ValidationException("the operator names the tenant: add ?tenant=<slug or id>")
+        raise PermissionDeniedException("the operator acts on the desk of one tenant: add ?tenant=<slug or id>")
     return Actor(tenant_id=(await visible_tenant(services, principal, tenant)).id)
 
 
@@ -230,7 +233,7 @@ class HandoverController(ApiController):
     tags = ("desk",)
     opt = DESK
 
-    @get(summary="List handovers", raises=READ_ERRORS)
+    @get(summary="List handovers", raises=DESK_READ_ERRORS)
     async def list_handovers(  # noqa: PLR0917 - Litestar passes them by name
         self,
         principal: PrincipalDep,
@@ -261,7 +264,7 @@ class HandoverController(ApiController):
         )
         return [HandoverOut.of(r) for r in rows]
 
-    @get("/stats", summary="Handover figures", raises=READ_ERRORS)
+    @get("/stats", summary="Handover figures", raises=DESK_READ_ERRORS)
     async def stats(
         self,
         principal: PrincipalDep,
@@ -280,7 +283,7 @@ class HandoverController(ApiController):
             for row in rows
         ]
 
-    @get("/{handover_id:str}", summary="Get a handover", raises=READ_ERRORS)
+    @get("/{handover_id:str}", summary="Get a handover", raises=DESK_READ_ERRORS)
     async def get_handover(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> HandoverDetail:
@@ -358,7 +361,7 @@ class HandoverController(ApiController):
         except DeskRefused as exc:
             raise refused(exc) from None
 
-    @get("/{handover_id:str}/notes", summary="List a handover's notes", raises=READ_ERRORS)
+    @get("/{handover_id:str}/notes", summary="List a handover's notes", raises=DESK_READ_ERRORS)
     async def list_notes(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> list[NoteOut]:
@@ -370,7 +373,7 @@ class HandoverController(ApiController):
             raise refused(exc) from None
         return [NoteOut.of(n) for n in await services.store.handovers.notes(actor.tenant_id, record.id)]
 
-    @post("/{handover_id:str}/notes", summary="Add a private note", raises=WRITE_ERRORS, status_code=201)
+    @post("/{handover_id:str}/notes", summary="Add a private note", raises=DESK_WRITE_ERRORS, status_code=201)
     async def add_note(
         self,
         handover_id: IdRef,
@@ -410,7 +413,7 @@ class CannedController(ApiController):
     tags = ("desk",)
     opt = DESK
 
-    @get(summary="List canned responses", raises=READ_ERRORS)
+    @get(summary="List canned responses", raises=DESK_READ_ERRORS)
     async def list_canned(
         self,
         principal: PrincipalDep,
@@ -422,7 +425,7 @@ class CannedController(ApiController):
         actor = await actor_of(services, principal, tenant)
         return [CannedOut.of(c) for c in await services.store.canned.list_all(actor.tenant_id, team)]
 
-    @post(summary="Create a canned response", raises=[*WRITE_ERRORS, ConflictException])
+    @post(summary="Create a canned response", raises=[*DESK_WRITE_ERRORS, ConflictException])
     async def create_canned(
         self, data: JSONBody[CannedIn], principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> CannedOut:
@@ -436,7 +439,7 @@ class CannedController(ApiController):
             raise ConflictException(str(exc)) from None
         return CannedOut.of(made)
 
-    @patch("/{response_id:str}", summary="Change a canned response", raises=[*WRITE_ERRORS, ConflictException])
+    @patch("/{response_id:str}", summary="Change a canned response", raises=[*DESK_WRITE_ERRORS, ConflictException])
     async def update_canned(
         self,
         response_id: IdRef,
@@ -460,7 +463,7 @@ class CannedController(ApiController):
             raise NotFoundException(f"no canned response {response_id!r}")
         return CannedOut.of(changed)
 
-    @delete("/{response_id:str}", summary="Delete a canned response", raises=READ_ERRORS)
+    @delete("/{response_id:str}", summary="Delete a canned response", raises=DESK_READ_ERRORS)
     async def delete_canned(
         self, response_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> None:
@@ -477,7 +480,7 @@ class DeskAgentController(ApiController):
     tags = ("desk",)
     opt = DESK
 
-    @get(summary="List the desk's agents", raises=READ_ERRORS)
+    @get(summary="List the desk's agents", raises=DESK_READ_ERRORS)
     async def list_agents(
         self, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> list[DeskAgentOut]:
@@ -496,7 +499,7 @@ class DeskAgentController(ApiController):
             for a in await services.store.agents.list_all(actor.tenant_id)
         ]
 
-    @get("/me", summary="The calling agent", raises=[*READ_ERRORS, PermissionDeniedException])
+    @get("/me", summary="The calling agent", raises=DESK_READ_ERRORS)
     async def me(self, principal: PrincipalDep, services: ServicesDep) -> AgentOut:
         """The agent whose token calls (403 for a tenant's key)."""
         if principal.agent is None:
@@ -506,7 +509,7 @@ class DeskAgentController(ApiController):
             raise NotFoundException("no such agent")
         return AgentOut.of(agent, services.desk.away_after)
 
-    @post("/me/presence", summary="Desk heartbeat", raises=[*WRITE_ERRORS, PermissionDeniedException], status_code=200)
+    @post("/me/presence", summary="Desk heartbeat", raises=DESK_WRITE_ERRORS, status_code=200)
     async def presence(self, data: JSONBody[PresenceIn], principal: PrincipalDep, services: ServicesDep) -> AgentOut:
         """``available`` (waiting handovers get assigned) or ``away``; away by itself after a while without one."""
         actor = await actor_of(services, principal, None) if principal.agent is not None else None
