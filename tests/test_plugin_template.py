@@ -183,6 +183,7 @@ def test_botloom_lists_the_installed_plugins(venv: Venv, rendered: dict[str, Pat
     assert all(names.plugin in plain.stdout for names in NAMES.values()), plain.stdout
 
 
+@pytest.mark.timeout(900)  # two whole plugin suites in subprocesses, each starting botloom's services per test
 @pytest.mark.parametrize("kinds", [("tool", "channel")])
 def test_the_rendered_suites_pass(
     venv: Venv, rendered: dict[str, Path], pg_server_url: str, kinds: tuple[str, ...]
@@ -279,6 +280,7 @@ def test_the_tutorial_has_steps() -> None:
     assert any("botloom chat" in c for c in commands), commands
 
 
+@pytest.mark.timeout(900)  # a plugin's whole suite and four botloom commands, each starting the embedded PostgreSQL
 def test_the_tutorial_runs(tutorial_venv: Venv, tmp_path: Path) -> None:
     """Every command of the tutorial, in order, in one folder; each shown output line appears in its output.
 
