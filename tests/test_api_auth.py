@@ -77,6 +77,14 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/conversations/{conversation_id:str}/transcript"): Call(),
     ("GET", "/api/v1/conversations/{conversation_id:str}/turns"): Call(),
     ("GET", "/api/v1/conversations/{conversation_id:str}/turns/{checkpoint_id:str}"): Call(),
+    ("POST", "/api/v1/conversations/{conversation_id:str}/forks"): Call(json={"checkpoint_id": "x", "text": "planted"}),
+    ("GET", "/api/v1/conversations/{conversation_id:str}/forks"): Call(),
+    ("POST", "/api/v1/conversations/{conversation_id:str}/replay"): Call(json={}),
+    ("GET", "/api/v1/conversations/{conversation_id:str}/golden-test"): Call(),
+    ("GET", "/api/v1/forks/{fork_id:str}"): Call(),
+    ("POST", "/api/v1/forks/{fork_id:str}/continue"): Call(json={}),
+    ("DELETE", "/api/v1/forks/{fork_id:str}"): Call(),
+    ("GET", "/api/v1/forks/{fork_id:str}/golden-test"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}
@@ -132,6 +140,10 @@ async def world(client: httpx.AsyncClient) -> World:
     conversation, reply = r.json()["conversation_id"], r.json()["replies"][0]["id"]
     turns = await client.get(f"/api/v1/conversations/{conversation}/turns", headers=bearer(key_b))
     checkpoint = turns.json()["turns"][0]["checkpoint_id"]
+    fork = await client.post(
+        f"/api/v1/conversations/{conversation}/forks", json={"checkpoint_id": checkpoint}, headers=bearer(key_b)
+    )
+    assert fork.status_code == 201, fork.text
     hook = await client.post("/api/v1/tenants/beta/webhooks", json={"url": "http://127.0.0.1:9/hook"})
     assert hook.status_code == 201, hook.text
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
@@ -146,6 +158,7 @@ async def world(client: httpx.AsyncClient) -> World:
         "message_id": reply,
         "webhook_id": hook.json()["id"],
         "checkpoint_id": checkpoint,
+        "fork_id": fork.json()["fork_id"],
     }
     return World(key_a=key_a, key_b=key_b, refs=refs)
 
@@ -189,6 +202,7 @@ def missing(refs: dict[str, str]) -> dict[str, str]:
         "message_id": str(uuid.uuid4()),
         "webhook_id": str(uuid.uuid4()),
         "checkpoint_id": str(uuid.uuid4()),
+        "fork_id": str(uuid.uuid4()),
     }
 
 
