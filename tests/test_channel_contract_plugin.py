@@ -65,7 +65,13 @@ class FaxChannel(ChannelAdapter[FaxConfig]):
     configs_seen: ClassVar[list[Any]] = []
 
     def routes(self) -> tuple[ChannelRoute, ...]:
-        return (ChannelRoute(path="/api/v1/bots/{bot}/fax", summary="A fax arrives"),)
+        return (
+            ChannelRoute(path="/api/v1/bots/{bot}/fax", summary="A fax arrives"),
+            ChannelRoute(path="/api/v1/bots/{bot}/fax/status", method="GET", auth="api_key", summary="Fax status"),
+        )
+
+    def page(self, request: ChannelRequest, config: FaxConfig) -> ChannelResponse:
+        return ChannelResponse(status=200, body=f"fax line of {request.bot_ref}".encode(), media_type="text/plain")
 
     def verify(self, request: ChannelRequest, config: FaxConfig) -> None:
         self.configs_seen.append(config)
@@ -197,6 +203,24 @@ async def test_a_hostile_identifier_is_a_400_naming_it_and_nothing_is_stored(
     assert answer.status_code == 400, answer.text
     assert "NUL character" in answer.json()["detail"]
     assert await services.store.conversations.list_all(demo.tenant.id) == []
+
+
+async def test_a_page_that_needs_an_api_key_shows_only_the_callers_own_bots(
+    settings: Settings, services: Services, demo: DemoInfo
+) -> None:
+    other = await services.store.tenants.create("other", "Other")
+    _, other_key = await services.store.api_keys.create(other.id)
+    async with api_client(create_app(settings, services=services)) as client:
+        await FaxDriver().enable(ContractContext(services=services, demo=demo, client=client, app=None))
+        path = "/api/v1/bots/acme/support/fax/status"
+        owner = await client.get(path, headers={"Authorization": f"Bearer {demo.api_key}"})
+        stranger = await client.get(path, headers={"Authorization": f"Bearer {other_key}"})
+        anonymous = await client.get(path)
+    assert owner.status_code == 200, owner.text
+    assert owner.text == "fax line of acme/support"
+    assert stranger.status_code == 404, "another tenant's key must not reach the bot's page"
+    assert "fax line" not in stranger.text
+    assert anonymous.status_code == 401
 
 
 def _inbound_message_refuses_nul() -> bool:

@@ -73,10 +73,17 @@ async def handle_response(
 
 
 async def handle_page(
-    request: Request[Any, Any, Any], services: Services, *, channel: str, route: ChannelRoute, bot: str, subpath: str
+    request: Request[Any, Any, Any],
+    services: Services,
+    *,
+    channel: str,
+    route: ChannelRoute,
+    bot: str,
+    subpath: str,
+    principal: Principal | None = None,
 ) -> Response[bytes]:
-    """A channel's page (``GET``)."""
-    binding = await binding_for(services, channel, bot, None)
+    """A channel's page (``GET``); with a ``principal`` (an ``api_key`` route), only of a bot it sees."""
+    binding = await binding_for(services, channel, bot, principal)
     incoming = await channel_request(request, request.app.state.settings, route, bot_ref(bot), subpath, bot=binding.bot)
     try:
         return http_answer(channel_call(binding.adapter, binding.adapter.page, incoming, binding.config))
@@ -108,12 +115,23 @@ class _Socket(ChannelSocket):
 
 
 async def handle_socket(
-    socket: WebSocket[Any, Any, Any], services: Services, *, channel: str, route: ChannelRoute, bot: str, subpath: str
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    *,
+    channel: str,
+    route: ChannelRoute,
+    bot: str,
+    subpath: str,
+    principal: Principal | None = None,
 ) -> None:
-    """A socket channel's WebSocket: look up, verify the opening request, accept, converse."""
+    """A socket channel's WebSocket: look up, verify the opening request, accept, converse.
+
+    With a ``principal`` (an ``api_key`` route) only a bot the caller sees is found.
+    """
     ref = bot_ref(bot)
     try:
-        binding = await services.inbound.bindings.find(ref, channel)
+        visible = principal.sees if principal is not None else None
+        binding = await services.inbound.bindings.find(ref, channel, visible=visible)
     except ChannelRejected as exc:
         await socket.close(code=4404, reason=exc.detail[:120])
         return

@@ -119,7 +119,10 @@ def _handler(
 
         async def socket_handler(socket: WebSocket[Any, Any, Any], bot: FromPath[str], services: ServicesDep) -> None:
             subpath = socket.path_params.get("subpath", fixed)
-            await handle_socket(socket, services, channel=name, route=route, bot=bot, subpath=subpath)
+            caller: Principal | None = socket.state.principal if api_key else None
+            await handle_socket(
+                socket, services, channel=name, route=route, bot=bot, subpath=subpath, principal=caller
+            )
 
         del options["tags"], options["summary"], options["description"]
         return websocket(litestar_path(route), **options)(socket_handler)
@@ -129,7 +132,10 @@ def _handler(
             request: Request[Any, Any, Any], bot: FromPath[str], services: ServicesDep
         ) -> Response[bytes]:
             subpath = request.path_params.get("subpath", fixed)
-            return await handle_page(request, services, channel=name, route=route, bot=bot, subpath=subpath)
+            caller: Principal | None = request.state.principal if api_key else None
+            return await handle_page(
+                request, services, channel=name, route=route, bot=bot, subpath=subpath, principal=caller
+            )
 
         page_errors: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException, *LIMITED]
         # a page is HTML (the channel's answer sets its type; this is what the API schema says); errors are JSON

@@ -179,9 +179,10 @@ async def socket_tenant(services: Services, frame: Any) -> tuple[str, str | None
 
 
 @websocket("/api/v1/desk/ws", opt={"desk": True})
-async def desk_socket(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin) -> None:
+async def desk_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """The desk's live events: authenticate with the first frame, then receive the tenant's events."""
     services: Services = socket.app.state.services
+    channels = socket.app.plugins.get(ChannelsPlugin)  # not an inferred dependency: Litestar 3 drops those
     await socket.accept()
     try:
         frame = msgspec.json.decode(await asyncio.wait_for(_frame(socket), AUTH_WAIT))

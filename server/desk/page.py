@@ -11,6 +11,7 @@ from importlib import resources
 
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 STATIC = resources.files("botloom.server.desk") / "static"
 ASSETS = {"desk.js": "text/javascript; charset=utf-8", "desk.css": "text/css; charset=utf-8"}
@@ -34,7 +35,7 @@ def desk_page() -> Response[bytes]:
 
 
 @get("/desk/assets/{name:str}", include_in_schema=False, sync_to_thread=False)
-def desk_asset(name: str) -> Response[bytes]:
+def desk_asset(name: FromPath[str]) -> Response[bytes]:
     """The page's script and style sheet (only those two names)."""
     media_type = ASSETS.get(name)
     if media_type is None:
