@@ -120,9 +120,7 @@ def _handler(
         async def socket_handler(socket: WebSocket[Any, Any, Any], bot: FromPath[str], services: ServicesDep) -> None:
             subpath = socket.path_params.get("subpath", fixed)
             caller: Principal | None = socket.state.principal if api_key else None
-            await handle_socket(
-                socket, services, channel=name, route=route, bot=bot, subpath=subpath, principal=caller
-            )
+            await handle_socket(socket, services, channel=name, route=route, bot=bot, subpath=subpath, principal=caller)
 
         del options["tags"], options["summary"], options["description"]
         return websocket(litestar_path(route), **options)(socket_handler)
