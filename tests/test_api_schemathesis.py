@@ -67,6 +67,8 @@ SEMANTIC_400 = {
     "PUT /api/v1/bots/{bot}/plugins/{plugin}": "config is checked against the schema of the plugin the path names "
     "(GET shows it as config_schema), and endpoints against the operator's policy",
     "PATCH /api/v1/bots/{bot}": "a setting may be given at the top level or under settings, not both",
+    "PUT /api/v1/tenants/{tenant}/teams/{team}": "timezone must be an IANA time zone the server knows, "
+    "and each span of hours must end after it starts (docs/desk.md)",
     "POST /api/v1/tenants/{tenant}/webhooks": "the url must be http(s) with a host that resolves to an address "
     "the operator allows (botloom.core.netguard), without credentials or a fragment",
     **dict.fromkeys(

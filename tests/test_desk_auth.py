@@ -276,15 +276,15 @@ ADMIN_HOSTILE: list[tuple[str, str, Any, str]] = [
         "/api/v1/tenants/beta/agents",
         {"email": "a@b.c", "name": "X", "password": "long enough", "capacity": 0},
         "capacity",
-    ),  # fmt: skip
+    ),
     (
         "POST",
         "/api/v1/tenants/beta/agents",
         {"email": "a@b.c", "name": "X", "password": "long enough", "teams": ["x"] * 21},
         "teams",
-    ),  # fmt: skip
+    ),
     ("PUT", "/api/v1/tenants/beta/teams/vip", {"hours": {"mon": [["25:00", "26:00"]]}}, "hours"),
-    ("PUT", "/api/v1/tenants/beta/teams/vip", {"hours": {"someday": [["09:00", "10:00"]]}}, "hours"),
+    ("PUT", "/api/v1/tenants/beta/teams/vip", {"hours": {"someday": [["09:00", "10:00"]]}}, "someday"),
     ("PUT", "/api/v1/tenants/beta/teams/vip", {"hours": {"mon": [["17:00", "09:00"]]}}, "hours"),
     ("PUT", "/api/v1/tenants/beta/teams/vip", {"timezone": "Mars/Olympus"}, "timezone"),
 ]

@@ -131,11 +131,24 @@ class SignedIn(msgspec.Struct, frozen=True, kw_only=True):
     agent: AgentOut
 
 
+class Week(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Each day's opening spans; a day left out is closed."""
+
+    mon: Spans | UnsetType = UNSET
+    tue: Spans | UnsetType = UNSET
+    wed: Spans | UnsetType = UNSET
+    thu: Spans | UnsetType = UNSET
+    fri: Spans | UnsetType = UNSET
+    sat: Spans | UnsetType = UNSET
+    sun: Spans | UnsetType = UNSET
+
+
 class TeamPut(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A team's business hours: ``{"mon": [["09:00", "17:00"]], ...}`` in ``timezone``; ``{}`` is always open."""
 
     timezone: TimeZone = "UTC"
-    hours: dict[str, Spans] = {}  # noqa: RUF012 - msgspec copies defaults
+    """An IANA time zone (``Europe/Berlin``)."""
+    hours: Week = Week()
 
 
 class TeamOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,18 +175,18 @@ def _check_hours(data: TeamPut) -> None:
             f"invalid timezone: {data.timezone!r} is not an IANA time zone (Europe/Berlin, UTC)",
             extra=[{"key": "timezone", "message": "not an IANA time zone", "source": "body"}],
         ) from None
-    for day, spans in data.hours.items():
-        if day not in DAYS:
-            raise ValidationException(
-                f"invalid hours: {day!r} is not a day ({', '.join(DAYS)})",
-                extra=[{"key": f"hours.{day}", "message": "not a day", "source": "body"}],
-            )
+    for day, spans in week(data.hours).items():
         for start, end in spans:
             if start >= end:
                 raise ValidationException(
                     f"invalid hours.{day}: {start}-{end} ends before it starts",
                     extra=[{"key": f"hours.{day}", "message": "a span ends before it starts", "source": "body"}],
                 )
+
+
+def week(hours: Week) -> dict[str, list[list[str]]]:
+    """The days given, as the team's stored hours."""
+    return {day: list(spans) for day in DAYS if isinstance(spans := getattr(hours, day), list)}
 
 
 class AgentController(ApiController):
@@ -259,7 +272,7 @@ class TeamController(ApiController):
         _check_hours(data)
         if not team or len(team) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in team):
             raise ValidationException("invalid team name: 1 to 64 characters, no control characters")
-        stored = await services.store.teams.put(found.id, team, timezone=data.timezone, hours=data.hours)
+        stored = await services.store.teams.put(found.id, team, timezone=data.timezone, hours=week(data.hours))
         if stored is None:
             raise NotFoundException(f"no tenant {tenant!r}")
         return TeamOut.of(stored)
