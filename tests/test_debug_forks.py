@@ -328,3 +328,24 @@ async def test_forks_belong_to_their_tenant(
     thread = f"fork:{conversation_id}:{fork_id}"
     assert services.graphs.checkpointer is not None
     assert await services.graphs.checkpointer.aget_tuple({"configurable": {"thread_id": thread}}) is None
+
+
+async def test_a_fork_that_asks_for_a_person_hands_nothing_over(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("hi")
+    assert chat.conversation_id is not None
+    turn = (await turn_checkpoints(client, chat.conversation_id))[0]["checkpoint_id"]
+    forked = await fork(client, chat.conversation_id, checkpoint_id=turn, text="I want to talk to a human")
+    assert forked["escalated"] is True
+    assert forked["path"][-1] == "escalate"
+    assert forked["paused_at"] is None, "a pause for a person is not a breakpoint"
+    assert forked["replies"], "the handover notice the end user would have got"
+    assert forked["diff"]["path"]["original"] == ["retrieve", "classify", "respond"]
+    refused = await client.post(f"/api/v1/forks/{forked['fork_id']}/continue", json={})
+    assert refused.status_code == 409
+    assert "paused for a person" in refused.json()["detail"]
+    conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id)
+    assert conversation is not None and conversation.status == "open", "no handover was made"
+    assert len(await chat.transcript()) == 2
