@@ -7,8 +7,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from botloom.core.storage.repositories.agents import Agent
-from botloom.runtime.desk import CLOSED_NOTICE, TIMEOUT_MESSAGE, TIMEOUT_NOTE, UNAVAILABLE_NOTICE, Actor
+from botloom.runtime.desk import CLOSED_NOTICE, TIMEOUT_MESSAGE, TIMEOUT_NOTE, UNAVAILABLE_NOTICE, Actor, DeskRefused
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat
@@ -143,3 +145,11 @@ async def test_the_wait_ends_and_the_bot_takes_the_conversation_back(services: S
     kinds = [e.kind for e in await services.store.events.after(demo.tenant.id, 0)]
     assert "handover.sla_missed" in kinds and kinds[-1] == "handover.timed_out_to_bot"
     assert (await services.desk.sweep())["timed_out"] == 0, "once"
+
+
+async def test_a_suggested_reply_needs_a_language_model(services: Services, demo: DemoInfo) -> None:
+    ann = await agent(services, demo, "ann")
+    _, (record, _) = await escalate(services, demo, "user-1")
+    with pytest.raises(DeskRefused) as refused:
+        await services.desk.suggest(Actor(demo.tenant.id, ann), record.id)
+    assert refused.value.status == 409 and "OPENAI_API_KEY" in refused.value.detail
