@@ -43,6 +43,12 @@ TOTAL = 2.3e10
 UNKNOWN_WEIGHT = 1.0
 SPELLING_WORDS = 30_000
 """The commonest English words the spelling corrector suggests (loading all 82,765 takes seconds)."""
+MAX_SPELLED = 200
+"""Only the first words of a text this long are spell-checked (a pasted document is not a question)."""
+MAX_WORDS = 2000
+"""A user's message is read up to this many words."""
+MAX_WORD = 30
+"""Longer "words" are never corrected."""
 LONG_NUMBER = 4
 """Numbers of this many digits or more are identifiers (order numbers): one term :data:`NUMBER` for them all."""
 NUMBER = "#number"
@@ -448,6 +454,7 @@ class Analyzer:
         self.longest = max((len(k.split()) for k in table), default=1)
         self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
         self._domain: Any = None
+        self._corrections: dict[str, str] = {}
         self._cache: dict[tuple[str, bool], tuple[Term, ...]] = {}
 
     def _domain_speller(self) -> Any:
@@ -467,18 +474,29 @@ class Analyzer:
             return word
         if word in self.vocabulary or word in keep or word in english().frequency or word in self.synonyms:
             return word
+        known = self._corrections.get(word)
+        if known is not None:
+            return known
         from symspellpy import Verbosity
 
+        if len(word) > MAX_WORD:  # no word is this long: leave it (and spare the corrector)
+            return word
         distance = 2 if len(word) >= 6 else 1
+        corrected = word
         for speller in (self._domain_speller(), english().speller()):
             found = speller.lookup(word, Verbosity.CLOSEST, max_edit_distance=distance)
             if found:
-                return str(found[0].term)
-        return word
+                corrected = str(found[0].term)
+                break
+        if len(self._corrections) > 10_000:
+            self._corrections.clear()
+        self._corrections[word] = corrected
+        return corrected
 
     def canonical(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> list[str]:
         """The words of ``text`` spelled right (unless not ``spell``), synonyms replaced by their canonical words."""
-        tokens = [self.correct(w, keep) for w in words(text)] if spell else words(text)
+        found = words(text)[:MAX_WORDS] if spell else words(text)
+        tokens = [self.correct(w, keep) for w in found[:MAX_SPELLED]] + found[MAX_SPELLED:] if spell else found
         stems = [stem(t) for t in tokens]
         out: list[str] = []
         i = 0

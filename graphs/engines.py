@@ -180,6 +180,8 @@ CANDIDATES = 3
 CLAUSE = re.compile(r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+", re.IGNORECASE)
 
 
+MAX_PARTS = 12
+"""A message is read in at most this many parts (an e-mail's first ones): each costs a scoring pass."""
 LEADING = re.compile(r"^(?:and|also|but|so|oh wait|btw)\b[\s,]*", re.IGNORECASE)
 
 
@@ -191,7 +193,7 @@ def message_parts(text: str) -> list[str]:
             part = LEADING.sub("", piece.strip(" ,")) if piece else ""
             if part:
                 parts.append(part)
-    return parts
+    return parts[:MAX_PARTS]
 
 
 @dataclass
@@ -309,6 +311,15 @@ def looks_like_follow_up(text: str) -> bool:
     """Whether a message opens like a follow-up of the previous one (``and to the UK?``, ``what about amex?``)."""
     plain = " ".join(words(text)) + " "
     return len(plain) < 60 and plain.startswith(FOLLOW_UP_OPENINGS)
+
+
+ANAPHORA = frozenset(["that", "it", "this", "those", "them", "there"])
+
+
+def refers_back(text: str) -> bool:
+    """Whether a short message points at what was said before (``how long does that take?``)."""
+    found = words(text)
+    return len(found) <= FOLLOW_UP_WORDS and any(w in ANAPHORA for w in found)
 
 
 QUERY_SHARE = 0.7
@@ -455,9 +466,9 @@ class OfflineEngine:
             chosen = None  # "hello / I ordered a lamp ... when does it ship? / thanks": not a greeting
         used_passages: list[PassageRef] | None = None
         slot_text = text
-        if chosen is None or looks_like_follow_up(text):
+        if chosen is None or looks_like_follow_up(text) or refers_back(text):
             follow = await self.follow_up(state, ctx, model, text, threshold)
-            if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence):
+            if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence or refers_back(text)):
                 chosen, used_passages, slot_text = follow
                 scored = [chosen, *scored]
         return self.result(chosen, scored, used_passages or passages, text, slot_text)

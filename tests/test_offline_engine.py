@@ -108,3 +108,11 @@ def test_synonyms_match_every_inflection_and_tenant_synonyms_win() -> None:
 
 def test_message_parts_split_lines_sentences_and_clauses() -> None:
     assert message_parts("thanks! and how much is express?\nbye") == ["thanks!", "how much is express?", "bye"]
+
+
+async def test_a_short_message_pointing_back_is_read_with_the_previous_one(services: Services, demo: DemoInfo) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("do you deliver to germany?")
+    result = await chat.say("how long does that take?")
+    assert result.intent == KNOWLEDGE_INTENT
+    assert "5 to 10 business days" in " ".join(r.text for r in result.replies)
