@@ -182,7 +182,7 @@ async def socket_tenant(services: Services, frame: Any) -> tuple[str, str | None
 async def desk_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """The desk's live events: authenticate with the first frame, then receive the tenant's events."""
     services: Services = socket.app.state.services
-    channels = socket.app.plugins.get(ChannelsPlugin)  # not an inferred dependency: Litestar 3 drops those
+    channels = socket.app.plugins.get(DeskChannels)  # exactly this type (not an inferred dependency: deprecated)
     await socket.accept()
     try:
         frame = msgspec.json.decode(await asyncio.wait_for(_frame(socket), AUTH_WAIT))
