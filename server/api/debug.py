@@ -273,7 +273,11 @@ class BotDebugController(ApiController):
         "/graph",
         summary="Draw a bot's graph as SVG",
         raises=READ_ERRORS,
-        responses={200: ResponseSpec(data_container=str, media_type="image/svg+xml", description="An SVG document")},
+        responses={
+            200: ResponseSpec(
+                data_container=str, media_type="image/svg+xml", description="An SVG document", generate_examples=False
+            )
+        },
     )
     async def bot_graph(
         self, bot: BotRef, principal: PrincipalDep, services: ServicesDep, path: PathNodes = None
