@@ -189,6 +189,10 @@ async def test_malformed_cursors_and_parameters_are_400(client: httpx.AsyncClien
     assert (await client.get(url, params={"q": "x" * 201})).status_code == 400
     assert (await client.get(url, params={"q": "a\x00b"})).status_code == 400
     assert (await client.get("/api/v1/bots/acme/support/graph", params={"path": "a\x00b"})).status_code == 400
+    assert (await client.get("/api/v1/bots/acme/support/graph", params={"path": "n," * 1001})).status_code == 400
+    assert (await client.get(f"/api/v1/conversations/{cid}/turns/{'c' * 101}")).status_code == 400
+    assert (await client.get(f"/api/v1/conversations/{cid}/turns", params={"limit": 101})).status_code == 400
+    assert (await client.get(f"/api/v1/conversations/{cid}/transcript", params={"limit": 0})).status_code == 400
 
 
 async def test_checkpoints_page_with_before(client: httpx.AsyncClient, demo: DemoInfo) -> None:
