@@ -71,15 +71,11 @@ def _parts(graph: Any) -> tuple[dict[str, str], list[_Edge]]:
 
 
 def path_edges(path: Sequence[str], names: dict[str, str], edges: Sequence[_Edge]) -> set[tuple[str, str]]:
-    """The edges a run took: from ``__start__`` through ``path`` in order (and on to ``__end__`` if it goes there)."""
+    """The edges a run took: from ``__start__`` through ``path`` in order (end it with ``__end__`` if the run did)."""
     if not path:
         return set()
-    taken = {(a, b) for a, b in itertools.pairwise(["__start__", *path])}
+    taken = set(itertools.pairwise(["__start__", *path]))
     existing = {(e.source, e.target) for e in edges}
-    if (path[-1], "__end__") in existing and not any(
-        e.source == path[-1] and e.target != "__end__" and not e.conditional for e in edges
-    ):
-        taken.add((path[-1], "__end__"))
     return {edge for edge in taken if edge in existing and edge[0] in names and edge[1] in names}
 
 

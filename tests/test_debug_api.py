@@ -127,7 +127,7 @@ async def test_conversations_filtered_and_paged(client: httpx.AsyncClient, demo:
 async def test_graph_svg_and_json_with_a_path(client: httpx.AsyncClient, demo: DemoInfo) -> None:
     key = bearer(demo.api_key)
     r = await client.get(
-        "/api/v1/bots/acme/support/graph", params={"path": "retrieve,classify,act,respond"}, headers=key
+        "/api/v1/bots/acme/support/graph", params={"path": "retrieve,classify,act,respond,__end__"}, headers=key
     )
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert r.text.count('class="node on-path"') == 6  # start, four nodes, end
@@ -207,3 +207,46 @@ async def test_checkpoints_page_with_before(client: httpx.AsyncClient, demo: Dem
     assert (await client.get(url, params={"before": second[-1]["checkpoint_id"]})).json() == []
     assert (await client.get(url, params={"before": "a\x00b"})).status_code == 400
     assert (await client.get(url, params={"before": "x" * 101})).status_code == 400
+
+
+def test_drawing_labels_conditional_edges_and_highlights_a_path() -> None:
+    from typing import TypedDict
+    from xml.etree import ElementTree
+
+    from langgraph.graph import END, START, StateGraph
+
+    from botloom.graphs.drawing import draw_svg, graph_json
+
+    class S(TypedDict, total=False):
+        n: int
+
+    def step(state: S) -> S:
+        return {"n": state.get("n", 0) + 1}
+
+    builder: StateGraph[S, None, S, S] = StateGraph(S)
+    builder.add_node("check", step)
+    builder.add_node("fix", step)
+    builder.add_edge(START, "check")
+    builder.add_conditional_edges(
+        "check", lambda s: "ok" if s.get("n", 0) > 1 else "broken", {"broken": "fix", "ok": END}
+    )
+    builder.add_edge("fix", "check")
+    drawable = builder.compile().get_graph()
+
+    svg = ElementTree.fromstring(draw_svg(drawable, path=["check", "fix", "check"]))
+    ns = "{http://www.w3.org/2000/svg}"
+    edges = {
+        (g.get("data-source"), g.get("data-target")): g for g in svg.iter(f"{ns}g") if "edge" in g.get("class", "")
+    }
+    labels = {key: "".join("".join(t.itertext()) for t in g.iter(f"{ns}text")) for key, g in edges.items()}
+    assert labels[("check", "fix")] == "broken" and labels[("check", "__end__")] == "ok"
+    assert edges[("check", "fix")].find(f"{ns}path").get("stroke-dasharray")  # conditional: dashed
+    assert not edges[("fix", "check")].find(f"{ns}path").get("stroke-dasharray")
+    on_path = {key for key, g in edges.items() if "on-path" in g.get("class", "")}
+    assert on_path == {("__start__", "check"), ("check", "fix"), ("fix", "check")}  # not yet on to the end
+
+    drawn = graph_json(drawable, ["check"])
+    assert {(e["source"], e["target"], e["label"], e["conditional"]) for e in drawn["edges"]} >= {
+        ("check", "fix", "broken", True),
+        ("check", "__end__", "ok", True),
+    }

@@ -65,7 +65,8 @@ Cursor = Annotated[
 PathNodes = Annotated[
     str | None,
     QueryParameter(
-        description="Nodes to highlight, comma-separated, in the order they ran (a turn's `path`)",
+        description="Nodes to highlight, comma-separated, in the order they ran (a turn's `path`, then `__end__` "
+        "if it ran to the end)",
         max_length=2000,
         pattern=NO_NUL,
     ),

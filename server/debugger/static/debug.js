@@ -158,7 +158,8 @@ async function openTurn(checkpointId) {
   $("turn-title").textContent = `Turn: ${state.turn.turn.user_text ?? "(resumed by an agent)"}`;
   $("fork-result").hidden = true; $("fork-diff").hidden = true; $("replay-result").hidden = true;
   $("replay-summary").textContent = ""; $("actions-error").textContent = ""; $("actions-missing").hidden = true;
-  await drawGraph(state.turn.turn.path);
+  const finished = !state.turn.turn.next.length;  // the run went on to the end: so does its drawn path
+  await drawGraph(finished ? [...state.turn.turn.path, "__end__"] : state.turn.turn.path);
   markTranscript();
   showStep();
 }
