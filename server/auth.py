@@ -72,7 +72,9 @@ async def authenticate(connection: ASGIConnection, services: Services) -> Princi
                 "invalid agent token", headers={"WWW-Authenticate": 'Bearer realm="botloom", error="invalid_token"'}
             )
         if not desk_route(connection):
-            raise PermissionDeniedException("an agent's token reaches only the agent desk's routes (/api/v1/handovers...)")
+            raise PermissionDeniedException(
+                "an agent's token reaches only the agent desk's routes (/api/v1/handovers...)"
+            )
         return Principal(tenant_id=agent.tenant_id, agent=agent)
     key = await services.store.api_keys.authenticate(token)
     if key is None:
