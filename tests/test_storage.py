@@ -33,6 +33,7 @@ import pytest
 from botloom.core import statuses
 from botloom.core.crypto import Cipher, InvalidToken
 from botloom.core.domain import ApiKey, Bot, BotSettings, Conversation, StoredMessage, Tenant, UsageEvent
+from botloom.core.language import Teaching
 from botloom.core.messages import InboundMessage
 from botloom.core.statuses import (
     CONVERSATION_STATUSES,
@@ -363,6 +364,12 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     await store.usage.record(usage)
     await store.channel_polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
     desk = await build_desk(store, tenant, bot, conversation, closed)
+    # What the tenant taught its bot, and a question the bot could not answer (#17).
+    await store.teaching.put_synonyms(tenant.id, bot.id, {f"{slug} synonym": f"{slug} meaning"})
+    await store.teaching.add_example(tenant.id, bot.id, "greeting", f"{slug} taught hello")
+    unanswered = InboundMessage(channel="sms", text=f"{slug} unanswered", sender=SENDER, idempotency_key="fallback-1")
+    fallback, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, unanswered)
+    await store.messages.finish(tenant.id, fallback.id, "answered", turn_id=None, outcome={"intent": None})
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
         turn_id, usage, desk,
@@ -668,6 +675,37 @@ def open_handover(s: Store, a: TenantWorld, b: TenantWorld) -> Awaitable[Any]:
     )
 
 
+async def teaching_of(call: Awaitable[Teaching]) -> list[Any] | None:
+    """What a bot was taught, or ``None`` when nothing (an empty ``Teaching`` is still an object)."""
+    taught = await call
+    return [dict(taught.synonyms), dict(taught.examples)] if taught.revision else None
+
+
+async def delete_foreign_example(store: Store, a: TenantWorld, b: TenantWorld) -> bool:
+    """Tenant A deletes the example B taught (looked up as B)."""
+    (example,) = await store.teaching.examples(b.tenant.id, b.bot.id, "greeting")
+    return await store.teaching.delete_example(a.tenant.id, b.bot.id, "greeting", example.id)
+
+
+PROBES += [
+    Probe("teaching", "load", lambda s, a, b: teaching_of(s.teaching.load(a.tenant.id, b.bot.id)), "nothing"),
+    Probe("teaching", "synonyms", lambda s, a, b: s.teaching.synonyms(a.tenant.id, b.bot.id), "nothing"),
+    Probe(
+        "teaching",
+        "put_synonyms",
+        lambda s, a, b: s.teaching.put_synonyms(a.tenant.id, b.bot.id, {"x": "y"}),
+        "nothing",
+    ),
+    Probe("teaching", "examples", lambda s, a, b: s.teaching.examples(a.tenant.id, b.bot.id, "greeting"), "nothing"),
+    Probe(
+        "teaching",
+        "add_example",
+        lambda s, a, b: s.teaching.add_example(a.tenant.id, b.bot.id, "greeting", "x"),
+        "nothing",
+    ),
+    Probe("teaching", "delete_example", delete_foreign_example, "nothing"),
+    Probe("teaching", "fallbacks", lambda s, a, b: s.teaching.fallbacks(a.tenant.id, b.bot.id, None, None), "nothing"),
+]
 PROBES += [
     Probe(
         "agents",
@@ -969,6 +1007,7 @@ def test_the_repositories_name_only_known_statuses_in_their_sql() -> None:
         *get_args(PartVia),
         *get_args(MessageDirection),
         "outcome",  # a JSON key, not a status
+        "intent",  # a JSON key of the outcome (fallbacks: repositories/teaching.py)
     }
     spelled: dict[str, set[str]] = {}
     for module in pkgutil.iter_modules(repositories.__path__, f"{repositories.__name__}."):
