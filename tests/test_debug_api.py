@@ -102,7 +102,7 @@ async def test_conversations_filtered_and_paged(client: httpx.AsyncClient, demo:
     everything = (await client.get(url, headers=key)).json()
     listed = [(c["id"], c["updated_at"], c["messages"], c["last_text"]) for c in everything["items"]]
     assert [c["id"] for c in everything["items"]] == [person, *reversed(plain)], listed  # newest first
-    assert everything["items"][0]["messages"] == 2 and everything["items"][0]["last_text"], listed
+    assert everything["items"][0]["messages"] >= 2 and everything["items"][0]["last_text"], listed
     escalated = (await client.get(url, params={"status": "escalated"}, headers=key)).json()
     assert [c["id"] for c in escalated["items"]] == [person]
     assert (await client.get(url, params={"status": "failed"}, headers=key)).json()["items"] == []
