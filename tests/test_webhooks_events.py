@@ -538,3 +538,17 @@ def test_public_signer_matches_the_documented_scheme() -> None:
     assert not verify(secret="whsec_test", body=body, header=stale) and not verify_signature("whsec_test", body, stale)
     for garbage in ("", "t=", "v1=abc", "t=abc,v1=abc", "t=1,v1=" + "0" * 64, "x" * 5000, "t=99999999999999,v1=a"):
         assert not verify_signature("whsec_test", body, garbage), garbage
+
+
+async def test_delivery_checks_the_address_again(client: httpx.AsyncClient, services: Services) -> None:
+    """A URL that passed when added but reaches a refused address now (its DNS changed) is not connected to."""
+    acme = await tenant(client, "acme")
+    endpoint = await services.store.webhooks.create(acme.id, "http://10.255.255.1/hook", "whsec_x")  # as if rebound
+    assert endpoint is not None
+    event = await services.events.emit(acme.id, "handover.waiting")
+    assert event is not None
+    assert await services.events.send_webhooks(endpoint.id, "") == 0
+    r = await client.get(f"/api/v1/tenants/acme/webhooks/{endpoint.id}/deliveries", headers=bearer(acme.key))
+    [delivery] = r.json()
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1, "tried again later (allowed by then?)"
+    assert delivery["last_error"].startswith("refused: 10.255.255.1"), delivery["last_error"]
