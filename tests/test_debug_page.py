@@ -136,6 +136,18 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
             page.locator("#f-status").select_option("escalated")
             page.get_by_role("button", name="Filter").click()
             expect(page.locator("#conversations li")).to_have_text(["No conversations match."])
+            person = httpx.post(
+                f"{server.url}/api/v1/bots/acme/support/messages",
+                json={"text": "I want to talk to a person"},
+                headers=ADMIN,
+            )
+            assert person.status_code == 200 and person.json()["escalated"], person.text
+            page.get_by_role("button", name="Filter").click()
+            expect(page.locator("#conversations li .badge.escalated")).to_have_count(1)
+            page.locator("#conversations li").first.click()
+            page.locator("#turns li").first.click()
+            expect(page.locator("#step-meta")).to_contain_text("paused before escalate", timeout=15_000)
+            expect(page.locator("#step-meta")).to_contain_text("for a person")
             assert errors == []
             assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
         finally:

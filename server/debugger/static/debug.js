@@ -211,7 +211,10 @@ function appended(before, after) {
 
 function showStep() {
   const steps = state.turn.steps;
-  const paused = state.turn.turn.next.length ? ` · paused before ${state.turn.turn.next.join(", ")}` : "";
+  const waiting = (state.turn.turn.interrupts || []).map((i) => (i && i.reason) || "").filter(Boolean);
+  const paused = state.turn.turn.next.length
+    ? ` · paused before ${state.turn.turn.next.join(", ")}${waiting.length ? ` (for a person: ${waiting.join("; ")})` : ""}`
+    : "";
   if (!steps.length) {
     $("step-node").textContent = "(no node ran)"; $("step-meta").textContent = paused; $("step-did").replaceChildren();
     $("step-position").textContent = ""; $("diff").hidden = true; return;
