@@ -21,7 +21,7 @@ from dataclasses import replace
 from botloom.core.settings import load_settings
 from botloom.runtime.queue import QueueOptions
 from botloom.server.worker import run_worker
-from tests.channel_contract import FAST_QUEUE, FAST_RETRIES
+from botloom.testing.channel_contract import FAST_QUEUE, FAST_RETRIES
 from tests.helpers import LOCAL_ENDPOINTS, host_with
 from tests.turn_process import SLOWPOKE
 

@@ -26,7 +26,7 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import configure_twilio
+from botloom.testing.channel_contract import configure_twilio
 from tests.helpers import api_client, enable, host_with
 from tests.serve_process import Server
 from tests.test_channel_contract_webchat import AsgiSocket

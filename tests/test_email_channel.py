@@ -22,7 +22,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from tests.channel_contract import GREETING, fast_app, transcript
+from botloom.testing.channel_contract import GREETING, fast_app, transcript
 from tests.email_client import BOT_ADDRESS, INBOUND_SECRET, USER, email_config, post_mail, raw_mail
 from tests.helpers import api_client
 from tests.mailservers import RunningImap, RunningSmtp, start_imap, start_smtp

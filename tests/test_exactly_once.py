@@ -27,7 +27,7 @@ from botloom.runtime.delivery import RetryPolicy
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client
 from tests.twilio_peer import BOT_NUMBER, TwilioPeer, inbound_form, post_signed, twilio_config
 

@@ -21,7 +21,7 @@ from botloom.core.messages import Attachment, InboundMessage, InvalidMessage, cl
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
-from tests.channel_contract import configure_twilio, fast_app, transcript
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import api_client
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config

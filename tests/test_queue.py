@@ -17,7 +17,7 @@ from botloom.runtime.delivery import RetryPolicy, split_text, utf16_length
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import FAST_RETRIES, configure_twilio, fast_app, transcript, wait_until
+from botloom.testing.channel_contract import FAST_RETRIES, configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 

@@ -18,7 +18,7 @@ import pytest
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
-from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import LOCAL_ENDPOINTS, api_client, enable
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 

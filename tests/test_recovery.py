@@ -25,7 +25,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.queue import QueueOptions
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
-from tests.channel_contract import configure_twilio, fast_app, transcript, wait_until
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript, wait_until
 from tests.helpers import api_client, enable
 from tests.test_queue_processes import WEBHOOK, running, start
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config

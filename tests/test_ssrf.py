@@ -37,7 +37,7 @@ from botloom.core.settings import Settings, SettingsError, load_settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import GREETING, fast_app, wait_until
+from botloom.testing.channel_contract import GREETING, fast_app, wait_until
 from tests.conftest import ADMIN_TOKEN
 from tests.email_client import BOT_ADDRESS, INBOUND_SECRET, email_config, post_mail, raw_mail
 from tests.helpers import api_client

@@ -28,8 +28,8 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
+from botloom.testing.channel_contract import configure_twilio
 from tests import servers
-from tests.channel_contract import configure_twilio
 from tests.helpers import api_client, enable, host_with
 from tests.servers import LOOPBACK, free_port
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config

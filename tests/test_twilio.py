@@ -19,7 +19,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from tests.channel_contract import configure_twilio, fast_app, transcript
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript
 from tests.helpers import api_client, disable, enable, host_with
 from tests.turn_process import SLOWPOKE
 from tests.twilio_peer import (
