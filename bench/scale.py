@@ -54,15 +54,19 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from common import ROOT, Summary, add_server_arguments, machine, markdown_table, ms, servers
-from webhooks import SECRET_KEY, cpu_seconds, prepare, process, reply_latencies
+from webhooks import SECRET_KEY, cpu_seconds, prepare, reply_latencies
 
 os.environ.pop("OPENAI_API_KEY", None)  # the offline engine, always
 
@@ -106,11 +110,17 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
         form = inbound_form("hello", sender=sender)
         headers = {"X-Twilio-Signature": sign(spec["public"] + WEBHOOK_ROUTE, form, spec["token"])}
         began = time.monotonic()
-        async with session.post(bases[counter % len(bases)] + WEBHOOK_ROUTE, data=form, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                errors[str(response.status)] += 1
-                return
+        try:
+            async with session.post(
+                bases[counter % len(bases)] + WEBHOOK_ROUTE, data=form, headers=headers
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    errors[str(response.status)] += 1
+                    return
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            errors[type(exc).__name__] += 1
+            return
         latencies.append((time.monotonic() - began) * 1000)
         sent[sender] = began
 
@@ -120,11 +130,15 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
         body = {"text": "hi", "conversation_id": conversation[0]}
         headers = {"Authorization": f"Bearer {spec['token']}"}
         began = time.monotonic()
-        async with session.post(bases[client % len(bases)] + REST_ROUTE, json=body, headers=headers) as response:
-            data = await response.json(content_type=None)
-            if response.status != 200:
-                errors[str(response.status)] += 1
-                return
+        try:
+            async with session.post(bases[client % len(bases)] + REST_ROUTE, json=body, headers=headers) as response:
+                data = await response.json(content_type=None)
+                if response.status != 200:
+                    errors[str(response.status)] += 1
+                    return
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            errors[type(exc).__name__] += 1
+            return
         latencies.append((time.monotonic() - began) * 1000)
         conversation[0] = data["conversation_id"]
         if not data.get("replies"):
@@ -177,6 +191,47 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     if done.returncode:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     return dict(json.loads(done.stdout))
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: dict[str, str], log: Path, ready_url: str | None = None) -> Iterator[int]:
+    """A botloom process writing to ``log``, answering ``ready_url`` (or printing a line); SIGTERM on exit.
+
+    Unlike ``webhooks.process`` its output goes to a file, not to a pipe nobody
+    reads: a process that logs much under load would otherwise block on a full pipe.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{args} did not start: {log.read_text(errors='replace')[-2000:]}")
+            if ready_url is None:
+                if log.stat().st_size:
+                    break
+            else:
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(ready_url, timeout=2).read()
+                    break
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def problems(log: Path) -> int:
+    """Lines of a process's log at WARNING or above (the processes log at WARNING)."""
+    text = log.read_text(errors="replace")
+    return sum(1 for line in text.splitlines() if any(level in line for level in ("WARNING", "ERROR", "CRITICAL")))
 
 
 # ------------------------------------------------------------------------------ CPU accounting
@@ -272,6 +327,8 @@ class Result:
     """How many senders got how many replies (exactly once: only the key 1)."""
     cpu_webhooks: dict[str, float] = field(default_factory=dict)
     cpu_rest: dict[str, float] = field(default_factory=dict)
+    log_problems: int = 0
+    """Lines logged at WARNING or above by the servers and workers."""
 
     @property
     def ack_rate(self) -> float:
@@ -325,20 +382,25 @@ def run_config(
     tag = f"+1{'7' if backend == 'redis' else '8'}{s}{w}"
     with contextlib.ExitStack() as stack:
         say(f"[{backend} S={s} W={w}] starting {s} server(s) and {w} worker(s) ...")
-        server_procs = [
+        logs = Path(args.logs) / f"{backend}-{s}-{w}"
+        logs.mkdir(parents=True, exist_ok=True)
+        server_pids = [
             stack.enter_context(
-                process(
+                started(
                     [sys.executable, "-m", "botloom", "serve", "--port", str(port), "--no-workers"],
                     env,
+                    logs / f"serve-{i}.log",
                     f"http://127.0.0.1:{port}/health",
                 )
             )
-            for port in ports
+            for i, port in enumerate(ports)
         ]
-        worker_procs = [
-            stack.enter_context(process([sys.executable, "-m", "botloom", "worker"], env)) for _ in range(w)
+        worker_pids = [
+            stack.enter_context(started([sys.executable, "-m", "botloom", "worker"], env, logs / f"worker-{i}.log"))
+            for i in range(w)
         ]
-        groups = {"servers": [p.pid for p in server_procs], "workers": [p.pid for p in worker_procs], **db_pids}
+        stack.callback(lambda: setattr(result, "log_problems", sum(problems(f) for f in logs.glob("*.log"))))
+        groups = {"servers": server_pids, "workers": worker_pids, **db_pids}
         meter = Meter(groups, trees=set(db_pids))
         webhook_spec = {"bases": bases, "public": public, "token": peer.auth_token, "mode": "webhooks"}
 
@@ -415,6 +477,7 @@ def report(args: argparse.Namespace, results: list[Result], load_before: str) ->
                 ms(reply.p99),
                 f"{once}/{total}" + (f" (missing {r.sends.get(0, 0)}, twice+ {total - once - r.sends.get(0, 0)})"),
                 f"{errors} / {rest_errors}",
+                r.log_problems,
             ]
         )
         db = "postgres" if r.backend == "postgres" else "postgres+valkey"
@@ -453,6 +516,7 @@ def report(args: argparse.Namespace, results: list[Result], load_before: str) ->
                     "reply p99 ms",
                     "replied exactly once",
                     "errors webhooks / REST",
+                    "warnings logged",
                 ],
                 throughput,
             ),
@@ -506,6 +570,9 @@ def main() -> None:
         help="(servers,workers) pairs, e.g. 1,1 1,2 2,2",
     )
     parser.add_argument("--backends", default="postgres,redis", help="postgres, redis or both (comma-separated)")
+    parser.add_argument(
+        "--logs", default=str(Path(tempfile.gettempdir()) / "botloom-bench-scale"), help="where processes log"
+    )
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke test")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -516,9 +583,14 @@ def main() -> None:
         args.seconds, args.warmup = 3.0, 1.0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    with servers(args, redis="redis" in backends, say=say) as found, TwilioPeer() as peer:
+    with (
+        contextlib.ExitStack() as stack,
+        servers(args, redis="redis" in backends, say=say) as found,
+        TwilioPeer() as peer,
+    ):
         assert found.database_url is not None
         data_dir = tempfile.mkdtemp(prefix="botloom-bench-scale-")
+        stack.callback(shutil.rmtree, data_dir, True)
         public = f"http://127.0.0.1:{free_port()}"  # the load balancer's address (signatures); nothing listens there
         asyncio.run(prepare(found.database_url, data_dir, peer, public))
         args.api_key = asyncio.run(api_key(found.database_url, data_dir))
@@ -545,6 +617,7 @@ def main() -> None:
                     pids["valkey"] = [pid]
             for s, w in args.configs:
                 results.append(run_config(args, backend, s, w, env, peer, pids))
+                say(report(args, results, load_before))  # so far: a run cut short keeps what it measured
         print(report(args, results, load_before))
 
 

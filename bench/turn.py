@@ -916,6 +916,8 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers.wrap(messages, "add_inbound", "  runner query: messages.add_inbound (+ _touch)")
         timers.wrap_context(runner.locks, "hold", f"  conversation lock, {type(runner.locks).__name__}")
         timers.wrap(messages, "pending_inbound", "  runner query: messages.pending_inbound")
+        if hasattr(messages, "pending_with_conversation"):
+            timers.wrap(messages, "pending_with_conversation", "  runner query: messages.pending_with_conversation")
         timers.wrap(messages, "set_status", "  runner query: messages.set_status")
         timers.wrap(runner.host, "moderate", "  moderation hooks (in + out)")
         timers.wrap(runner.turns, "_invoke", "  graph: context + ainvoke")
@@ -924,13 +926,19 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers.wrap(services.knowledge, "search", "    retrieve: KnowledgeBase.search")
         timers.wrap(services.knowledge.embedder, "embed", "      embed the query (local embedder)")
         timers.wrap(services.engine, "classify", "    classify: OfflineEngine.classify")
-        timers.wrap_sync(services.engine.embedder, "embed_one", "      embed the text again (local embedder)")
-        timers.wrap_sync(services.engine, "score", "      score intents (pure-Python cosine)")
+        for owner, attribute, label in (
+            (getattr(services.engine, "embedder", None), "embed_one", "      embed the text again (local embedder)"),
+            (services.engine, "score", "      score intents"),
+        ):
+            if owner is not None and hasattr(owner, attribute):  # parts an engine of another version may lack
+                timers.wrap_sync(owner, attribute, label)
         timers.wrap(services.engine, "respond", "    respond: OfflineEngine.respond")
         for attribute in ("aput", "aput_writes"):
             timers.wrap(saver, attribute, f"    checkpointer.{attribute}")
         timers.wrap(messages, "add_outbound", "  runner query: messages.add_outbound (+ _touch)")
         timers.wrap(messages, "finish", "  runner query: messages.finish")
+        if hasattr(messages, "store_turn"):
+            timers.wrap(messages, "store_turn", "  runner query: messages.store_turn (replies + finish + what waits)")
         timers.wrap(runner.host, "notify_turn_end", "  on_turn_end hooks")
         timers.seconds[f"  conversation lock, {type(runner.locks).__name__} (release)"] += 0.0
         timers.wrap(runner.bursts, "result_of", "  result_of (reads the stored outcome back)")

@@ -33,7 +33,7 @@ from botloom.core.statuses import InboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.runtime.locks import ConversationLocks
 from botloom.runtime.results import TurnResult, turn_id_for
-from botloom.runtime.turns import Turns, Watch
+from botloom.runtime.turns import Lookahead, Turns, Watch
 
 MERGE_WINDOWS = 5
 """``merge`` waits for quiet at most this many burst windows."""
@@ -128,22 +128,31 @@ class Bursts:
         """Run the pending messages with the lock held; ``only`` restricts it to one message."""
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
+        ahead = Lookahead()
         while True:
-            pending = await self.store.messages.pending_inbound(bot.tenant_id, conversation_id)
+            if ahead.pending is None:  # the conversation and what waits, in one round trip
+                conversation, pending = await self.store.messages.pending_with_conversation(
+                    bot.tenant_id, conversation_id
+                )
+            else:  # what the previous turn's last statement saw after it
+                conversation, pending = ahead.conversation, ahead.pending
+            ahead = Lookahead()
             if only is not None:
                 pending = [m for m in pending if m.id == only]
-            if not pending:
+            if not pending or conversation is None:
                 break
             if policy == "merge":
-                pending = await self._settle(bot, conversation_id, pending)
+                settled = await self._settle(bot, conversation_id, pending)
+                if settled is not pending:  # it waited for quiet: read the conversation again
+                    conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+                    if conversation is None:
+                        break
+                pending = settled
             batch = pending if policy in ("merge", "interrupt") else pending[:1]
             if policy == "reject" and not await self._take(bot, batch[0]):
                 continue  # a concurrent job answered it busy
-            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
-            if conversation is None:
-                break
             watch = self._newer_than(bot, conversation_id, batch[-1].id) if policy == "interrupt" else None
-            result = await self.turns.run(bot, conversation, batch, watch=watch)
+            result = await self.turns.run(bot, conversation, batch, watch=watch, lookahead=ahead)
             if result is not None:
                 results.append(result)
         return results

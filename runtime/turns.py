@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from botloom.core.definitions import TurnSummary
@@ -43,6 +44,18 @@ logger = logging.getLogger(__name__)
 
 Watch = Callable[[], Awaitable[bool]]
 """Asked while a turn's graph runs: ``True`` cancels the turn (the ``interrupt`` burst policy)."""
+
+
+@dataclass
+class Lookahead:
+    """What a turn's last statement saw after the turn: its conversation and the inbound messages still pending.
+
+    Saves the turn loop (:mod:`botloom.runtime.bursts`) a round trip to ask again;
+    ``pending`` stays ``None`` when the turn did not end with that statement.
+    """
+
+    conversation: Conversation | None = None
+    pending: list[StoredMessage] | None = None
 
 
 class Turns:
@@ -74,11 +87,14 @@ class Turns:
         messages: Sequence[StoredMessage],
         *,
         watch: Watch | None = None,
+        lookahead: Lookahead | None = None,
     ) -> TurnResult | None:
         """One turn answering ``messages`` (one, or a merged burst); ``None`` if ``watch`` cancelled it.
 
         ``watch`` is a callable returning an awaitable ``bool``, asked while the graph
         runs: ``True`` cancels the turn (nothing of it is checkpointed or stored).
+        ``lookahead``, when given, is filled with what the turn's last statement saw
+        after it (the conversation and its messages still pending), when it saw it.
         Raises :class:`TurnOutage` when PostgreSQL or Redis went away meanwhile.
         """
         if with_person(conversation):
@@ -120,15 +136,48 @@ class Turns:
                 handover = await self.handovers.route(bot, conversation, handover)
             if handover is not None and handover.notice:
                 texts.append(handover.notice)
-        await self._store_replies(bot, conversation, turn, texts, result)
-        if handover is not None:  # after the replies: a re-run of this turn still stores the notice
+        if handover is None:  # replies stored and messages finished in one statement
+            await self._store_turn(
+                bot, conversation, turn, texts=texts, messages=messages, result=result, lookahead=lookahead
+            )
+        else:
+            await self._store_replies(bot, conversation, turn, texts, result)
+            # after the replies, before the messages are finished: a re-run of this turn still stores the notice
             result.conversation_status = await self.handovers.hand_over(bot, conversation, handover)
-        outcome = result.outcome()
-        for message in messages:
-            status = result.status if message is first else "merged"
-            await self.store.messages.finish(tenant, message.id, status, turn_id=turn, outcome=outcome)
+            outcome = result.outcome()
+            for message in messages:
+                status = result.status if message is first else "merged"
+                await self.store.messages.finish(tenant, message.id, status, turn_id=turn, outcome=outcome)
         await self._report(bot, conversation, turn, result, began)
         return result
+
+    async def _store_turn(
+        self,
+        bot: Bot,
+        conversation: Conversation,
+        turn: str,
+        *,
+        texts: list[str],
+        messages: Sequence[StoredMessage],
+        result: TurnResult,
+        lookahead: Lookahead | None,
+    ) -> None:
+        """Moderate the replies, then store them and finish ``messages`` together (one round trip)."""
+        outbound = [await self._moderate_out(bot, conversation, text, result) for text in texts]
+        first = messages[0]
+        replies, after, pending = await self.store.messages.store_turn(
+            bot.tenant_id,
+            conversation.id,
+            channel=conversation.channel,
+            turn_id=turn,
+            replies=outbound,
+            status=self.reply_status(conversation.channel),
+            finished=[(m.id, result.status if m is first else "merged") for m in messages],
+            outcome=result.outcome(),
+        )
+        result.replies.extend(replies)
+        if lookahead is not None:
+            lookahead.conversation, lookahead.pending = after, pending
 
     async def _store_replies(
         self, bot: Bot, conversation: Conversation, turn: str, texts: list[str], result: TurnResult
@@ -262,4 +311,4 @@ class Turns:
         return "sent" if adapter is not None and adapter.kind != "push" else "pending"
 
 
-__all__ = ["TurnOutage", "TurnResult", "Turns", "Watch", "turn_id_for"]
+__all__ = ["Lookahead", "TurnOutage", "TurnResult", "Turns", "Watch", "turn_id_for"]

@@ -440,6 +440,12 @@ async def received_after_foreign(store: Store, a: TenantWorld, b: TenantWorld) -
     return await store.messages.received_after(a.tenant.id, a.conversation.id, b.inbound.id)
 
 
+async def flattened(call: Awaitable[tuple[Any, list[Any]]]) -> list[Any]:
+    """A ``(conversation, messages)`` answer as one list (empty when nothing was found)."""
+    conversation, messages = await call
+    return [conversation, *messages] if conversation is not None else list(messages)
+
+
 PROBES: list[Probe] = [
     Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
     Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
@@ -573,6 +579,43 @@ PROBES: list[Probe] = [
         "nothing",
     ),
     Probe("messages", "received_after", received_after_foreign, "nothing"),
+    Probe(
+        "messages",
+        "pending_with_conversation",
+        lambda s, a, b: flattened(s.messages.pending_with_conversation(a.tenant.id, b.conversation.id)),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "store_turn",
+        lambda s, a, b: s.messages.store_turn(
+            a.tenant.id,
+            b.conversation.id,
+            channel="sms",
+            turn_id=str(uuid.uuid4()),
+            replies=["injected"],
+            status="pending",
+            finished=[(b.inbound.id, "answered")],
+            outcome={"x": 1},
+        ),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "store_turn",
+        lambda s, a, b: s.messages.store_turn(
+            a.tenant.id,
+            a.conversation.id,
+            channel="sms",
+            turn_id=str(uuid.uuid4()),
+            replies=["own"],
+            status="pending",
+            finished=[(b.inbound.id, "answered")],
+            outcome={"x": 1},
+        ),
+        "own",
+        "B's message in A's turn",
+    ),
     Probe("messages", "replies_of_turn", lambda s, a, b: s.messages.replies_of_turn(a.tenant.id, b.turn_id), "nothing"),
     Probe(
         "usage",

@@ -243,3 +243,83 @@ class MessageRepository(Repository):
         if existing is None:  # pragma: no cover - the message that conflicted was deleted meanwhile
             raise LookupError(f"message {message.idempotency_key!r} not found")
         return conversation, existing, False
+
+    async def pending_with_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> tuple[Conversation | None, list[StoredMessage]]:
+        """The conversation and its pending inbound messages (as :meth:`pending_inbound`), in one round trip."""
+        row = await self._one(
+            "SELECT (SELECT row_to_json(c) FROM conversations c WHERE c.tenant_id = %(tenant)s "
+            "AND c.id = %(conversation)s) AS conversation, "
+            "(SELECT json_agg(row_to_json(m) ORDER BY m.created_at, m.id) FROM messages m "
+            "WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s AND m.direction = 'inbound' "
+            "AND m.status IN ('received', 'processing')) AS pending",
+            {"tenant": as_uuid(tenant_id), "conversation": as_uuid(conversation_id)},
+        )
+        if row is None or row["conversation"] is None:
+            return None, []
+        pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
+        return to_struct(Conversation, row["conversation"]), pending
+
+    async def store_turn(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        channel: str,
+        turn_id: str,
+        replies: Sequence[str],
+        status: OutboundStatus,
+        finished: Sequence[tuple[str, InboundStatus]],
+        outcome: Mapping[str, Any],
+    ) -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
+        """A turn's end in one statement: its replies stored, its inbound messages finished, what waits next.
+
+        The replies are keyed ``{turn_id}:{index:03d}`` and idempotent as
+        :meth:`add_outbound` (a re-run of the turn gets the stored ones back); each
+        ``(message id, status)`` of ``finished`` is finished as :meth:`finish` does,
+        with ``outcome``; the conversation is touched. Returns the replies in order,
+        the conversation, and its inbound messages still pending after this turn
+        (:meth:`pending_inbound` but for ``finished``). All of it commits together.
+        Raises ``LookupError`` when the tenant has no such conversation.
+        """
+        keys = [f"{turn_id}:{index:03d}" for index in range(len(replies))]
+        row = await self._one(
+            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %(tenant)s "
+            "AND id = %(conversation)s RETURNING *), "
+            "r AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+            "idempotency_key, metadata, turn_id) SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %(channel)s, "
+            "t.text, %(status)s, t.key, '{}'::jsonb, %(turn)s FROM c, "
+            "unnest(%(texts)s::text[], %(keys)s::text[]) WITH ORDINALITY AS t(text, key, n) ORDER BY t.n "
+            "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *), "
+            "f AS (UPDATE messages SET status = u.status, turn_id = %(turn)s, "
+            "metadata = messages.metadata || jsonb_build_object('outcome', %(outcome)s::jsonb), updated_at = now() "
+            "FROM unnest(%(ids)s::uuid[], %(statuses)s::text[]) AS u(id, status), c "
+            "WHERE messages.tenant_id = c.tenant_id AND messages.id = u.id RETURNING messages.id), "
+            "existing AS (SELECT m.* FROM messages m, c WHERE m.tenant_id = c.tenant_id AND m.bot_id = c.bot_id "
+            "AND m.channel = %(channel)s AND m.direction = 'outbound' AND m.idempotency_key = ANY(%(keys)s::text[])) "
+            "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
+            "(SELECT json_agg(row_to_json(x) ORDER BY x.idempotency_key) FROM "
+            "(SELECT * FROM r UNION ALL SELECT * FROM existing) x) AS replies, "
+            "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM messages p, c "
+            "WHERE p.tenant_id = c.tenant_id AND p.conversation_id = c.id AND p.direction = 'inbound' "
+            "AND p.status IN ('received', 'processing') AND p.id <> ALL(%(ids)s::uuid[])) AS pending, "
+            "(SELECT count(*) FROM f) AS finished",
+            {
+                "tenant": as_uuid(tenant_id),
+                "conversation": as_uuid(conversation_id),
+                "channel": channel,
+                "status": status,
+                "turn": as_uuid(turn_id),
+                "texts": list(replies),
+                "keys": keys,
+                "ids": [as_uuid(message_id) for message_id, _ in finished],
+                "statuses": [finished_status for _, finished_status in finished],
+                "outcome": json.dumps(dict(outcome)),
+            },
+        )
+        if row is None or row["conversation"] is None:
+            raise LookupError(f"conversation {conversation_id} not found")
+        stored = [to_struct(StoredMessage, m) for m in row["replies"] or []]
+        pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
+        return stored, to_struct(Conversation, row["conversation"]), pending
