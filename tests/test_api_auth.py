@@ -85,6 +85,12 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/forks/{fork_id:str}/continue"): Call(json={}),
     ("DELETE", "/api/v1/forks/{fork_id:str}"): Call(),
     ("GET", "/api/v1/forks/{fork_id:str}/golden-test"): Call(),
+    ("GET", "/api/v1/bots/{bot:str}/synonyms"): Call(),
+    ("PUT", "/api/v1/bots/{bot:str}/synonyms"): Call(json={"synonyms": {"planted": "refund"}}),
+    ("GET", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples"): Call(),
+    ("POST", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples"): Call(json={"text": "planted example"}),
+    ("DELETE", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples/{example:str}"): Call(),
+    ("GET", "/api/v1/bots/{bot:str}/fallbacks"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}
@@ -146,6 +152,8 @@ async def world(client: httpx.AsyncClient) -> World:
     assert fork.status_code == 201, fork.text
     hook = await client.post("/api/v1/tenants/beta/webhooks", json={"url": "http://127.0.0.1:9/hook"})
     assert hook.status_code == 201, hook.text
+    example = await client.post("/api/v1/bots/beta/helper/intents/greeting/examples", json={"text": "howdy partner"})
+    assert example.status_code == 201, example.text
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
     assert r.status_code == 201, r.text
     refs = {
@@ -159,6 +167,8 @@ async def world(client: httpx.AsyncClient) -> World:
         "webhook_id": hook.json()["id"],
         "checkpoint_id": checkpoint,
         "fork_id": fork.json()["fork_id"],
+        "intent": "greeting",
+        "example": example.json()["id"],
     }
     return World(key_a=key_a, key_b=key_b, refs=refs)
 
@@ -203,6 +213,8 @@ def missing(refs: dict[str, str]) -> dict[str, str]:
         "webhook_id": str(uuid.uuid4()),
         "checkpoint_id": str(uuid.uuid4()),
         "fork_id": str(uuid.uuid4()),
+        "intent": refs["intent"],
+        "example": str(uuid.uuid4()),
     }
 
 
