@@ -152,6 +152,8 @@ async def test_an_example_taught_to_one_bot_is_not_used_by_another(
         ("GET", "/fallbacks?from=yesterday", None),
         ("GET", "/fallbacks?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", None),
         ("GET", "/fallbacks?from=2026-01-02T00:00:00", None),
+        ("GET", "/fallbacks?to=0.5", None),
+        ("GET", "/fallbacks?from=2026-13-40T00:00:00Z", None),
         ("GET", "/fallbacks?limit=0", None),
         ("GET", "/fallbacks?limit=100000", None),
     ],

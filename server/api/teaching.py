@@ -84,6 +84,20 @@ async def _intent(services: Services, principal: Principal, bot: str, intent: st
     return found.tenant_id, found.id
 
 
+TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+"""An ISO 8601 time with its zone (``2026-01-31T00:00:00Z``): a bare number or a local time is refused."""
+
+
+def timestamp(value: str | None, name: str) -> datetime | None:
+    """``value`` as an aware datetime; 400 naming the parameter when it is no real time."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationException(f"'{name}' is not a valid time: {value!r}") from None
+
+
 def _blank(value: str) -> bool:
     return not value.strip()
 
@@ -160,20 +174,22 @@ class TeachingController(ApiController):
         principal: PrincipalDep,
         services: ServicesDep,
         since: Annotated[
-            datetime | None, QueryParameter(name="from", description="From this time on (ISO 8601)")
+            str | None,
+            QueryParameter(name="from", pattern=TIMESTAMP, description="From this time on (ISO 8601 with a zone)"),
         ] = None,
-        until: Annotated[datetime | None, QueryParameter(name="to", description="Before this time (ISO 8601)")] = None,
+        until: Annotated[
+            str | None,
+            QueryParameter(name="to", pattern=TIMESTAMP, description="Before this time (ISO 8601 with a zone)"),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="How many groups at most")] = 50,
     ) -> list[FallbackOut]:
         """What end users asked that the bot had no answer for, similar questions grouped: what to teach next."""
         found = await visible_bot(services, principal, bot)
-        if since is not None and until is not None and since >= until:
+        start, end = timestamp(since, "from"), timestamp(until, "to")
+        if start is not None and end is not None and start >= end:
             raise ValidationException("'from' must be before 'to'")
-        for value, name in ((since, "from"), (until, "to")):
-            if value is not None and value.tzinfo is None:
-                raise ValidationException(f"'{name}' needs a time zone (2026-01-31T00:00:00Z)")
         groups: list[FallbackGroup] = await services.store.teaching.fallbacks(
-            found.tenant_id, found.id, since, until, limit
+            found.tenant_id, found.id, start, end, limit
         )
         return [
             FallbackOut(question=g.question, count=g.count, last_seen=g.last_seen, variants=g.variants) for g in groups
