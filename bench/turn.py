@@ -79,6 +79,7 @@ sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).r
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -1064,6 +1065,12 @@ def main() -> None:
         default=1.0,
         help="seconds over which the conversations' first messages are spread (default 1)",
     )
+    parser.add_argument(
+        "--length-turns", type=int, help="turns of the conversation-length series (default 1000; --quick 200)"
+    )
+    parser.add_argument(
+        "--length-budget", type=float, help="seconds each length series may take (default 150; --quick 20)"
+    )
     parser.add_argument("--profile-turns", type=int, default=300)
     parser.add_argument("--profile-checkpointer", default="postgres", choices=CHECKPOINTERS)
     parser.add_argument("--profile-html", default=str(Path(tempfile.gettempdir()) / "botloom-turn-profile.html"))
@@ -1098,6 +1105,10 @@ def main() -> None:
             db_pool_size=args.db_pool_size,
         )
     )
+    if args.length_turns is not None:
+        plan = dataclasses.replace(plan, length_turns=args.length_turns)
+    if args.length_budget is not None:
+        plan = dataclasses.replace(plan, length_budget=args.length_budget)
     burst_plan = BurstPlan(
         conversations=(16 if args.quick else 64) if args.burst_conversations is None else args.burst_conversations,
         spread=args.burst_spread,
