@@ -89,6 +89,8 @@ async def test_fallbacks_are_grouped_counted_and_filtered_by_time(
     assert (await client.get(f"{BOT}/fallbacks", params={"to": past})).json() == []
     assert len((await client.get(f"{BOT}/fallbacks", params={"from": past})).json()) == 2
     assert len((await client.get(f"{BOT}/fallbacks", params={"limit": 1})).json()) == 1
+    empty = {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00+00:00"}
+    assert (await client.get(f"{BOT}/fallbacks", params=empty)).json() == []
 
 
 async def test_another_tenant_can_neither_see_nor_teach_the_bot(
@@ -150,7 +152,6 @@ async def test_an_example_taught_to_one_bot_is_not_used_by_another(
         ("POST", "/intents/greeting/examples", {"text": ["hi"]}),
         ("POST", "/intents/greeting/examples", {"text": "hi", "intent": "goodbye"}),
         ("GET", "/fallbacks?from=yesterday", None),
-        ("GET", "/fallbacks?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", None),
         ("GET", "/fallbacks?from=2026-01-02T00:00:00", None),
         ("GET", "/fallbacks?to=0.5", None),
         ("GET", "/fallbacks?from=2026-13-40T00:00:00Z", None),

@@ -86,6 +86,8 @@ async def _intent(services: Services, principal: Principal, bot: str, intent: st
 
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 """An ISO 8601 time with its zone (``2026-01-31T00:00:00Z``): a bare number or a local time is refused."""
+DATE_TIME = {"format": "date-time"}
+"""The schema says so too: a string of the pattern that is no real time (month 13) is a 400."""
 
 
 def timestamp(value: str | None, name: str) -> datetime | None:
@@ -175,11 +177,15 @@ class TeachingController(ApiController):
         services: ServicesDep,
         since: Annotated[
             str | None,
-            QueryParameter(name="from", pattern=TIMESTAMP, description="From this time on (ISO 8601 with a zone)"),
+            QueryParameter(
+                name="from", pattern=TIMESTAMP, schema_extra=DATE_TIME, description="From this time on (ISO 8601)"
+            ),
         ] = None,
         until: Annotated[
             str | None,
-            QueryParameter(name="to", pattern=TIMESTAMP, description="Before this time (ISO 8601 with a zone)"),
+            QueryParameter(
+                name="to", pattern=TIMESTAMP, schema_extra=DATE_TIME, description="Before this time (ISO 8601)"
+            ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="How many groups at most")] = 50,
     ) -> list[FallbackOut]:
@@ -187,7 +193,7 @@ class TeachingController(ApiController):
         found = await visible_bot(services, principal, bot)
         start, end = timestamp(since, "from"), timestamp(until, "to")
         if start is not None and end is not None and start >= end:
-            raise ValidationException("'from' must be before 'to'")
+            return []  # an empty period holds no fallbacks
         groups: list[FallbackGroup] = await services.store.teaching.fallbacks(
             found.tenant_id, found.id, start, end, limit
         )
