@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -487,7 +487,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             target = await _find_bot(services, args.against) if args.against else bot
             if target.tenant_id != bot.tenant_id:
                 raise CommandError(f"bot {args.against} is not a bot of the conversation's tenant")
-            mode = "live" if args.live else "deterministic"
+            mode: Literal["deterministic", "live"] = "live" if args.live else "deterministic"
             return await replay_conversation(services, bot, conversation, mode=mode, target=target)
 
     report = asyncio.run(run())
@@ -529,7 +529,7 @@ def cmd_plugins_enable(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--config is not JSON: {exc}") from None
     if not isinstance(config, dict):
-        raise CommandError("--config must be a JSON object, e.g. '{\"greeting\": \"Hi\"}'")
+        raise CommandError('--config must be a JSON object, e.g. \'{"greeting": "Hi"}\'')
 
     async def run() -> None:
         async with open_services(settings) as services:
