@@ -18,6 +18,53 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_POOL_WAIT = 10.0
 """Seconds a turn waits for a connection of the checkpointer's pool (then ``PoolTimeout``, a transient error)."""
 
+# LangGraph's stock read joins ``jsonb_each_text(channel_versions)`` to ``checkpoint_blobs``: the planner
+# estimates 100 rows for the function and, on a long conversation, hash-joins an index scan of ALL the
+# thread's blobs. This one looks each blob up by its primary key (``LATERAL ... LIMIT 1``): the same rows.
+POSTGRES_SELECT_SQL = """
+select
+    thread_id,
+    checkpoint,
+    checkpoint_ns,
+    checkpoint_id,
+    parent_checkpoint_id,
+    metadata,
+    (
+        select array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+        from jsonb_each_text(checkpoint -> 'channel_versions') as cv(key, value)
+        cross join lateral (
+            select b.channel, b.type, b.blob
+            from checkpoint_blobs b
+            where b.thread_id = checkpoints.thread_id
+                and b.checkpoint_ns = checkpoints.checkpoint_ns
+                and b.channel = cv.key
+                and b.version = cv.value
+            limit 1
+        ) as bl
+    ) as channel_values,
+    (
+        select
+        array_agg(array[cw.task_id::text::bytea, cw.channel::bytea, cw.type::bytea, cw.blob, convert_to(cw.task_path, 'UTF8'), cw.idx::text::bytea])
+        from checkpoint_writes cw
+        where cw.thread_id = checkpoints.thread_id
+            and cw.checkpoint_ns = checkpoints.checkpoint_ns
+            and cw.checkpoint_id = checkpoints.checkpoint_id
+    ) as pending_writes
+from checkpoints """  # noqa: E501
+"""``AsyncPostgresSaver.SELECT_SQL`` (langgraph-checkpoint-postgres 3.2) with primary-key blob lookups."""
+
+
+def postgres_saver_class() -> type[Any]:
+    """``AsyncPostgresSaver`` reading a checkpoint's blobs by primary key (``POSTGRES_SELECT_SQL``)."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    class KeyedBlobPostgresSaver(AsyncPostgresSaver):
+        """``AsyncPostgresSaver`` whose reads (``aget_tuple``, ``alist``) fetch blobs by primary key."""
+
+        SELECT_SQL = POSTGRES_SELECT_SQL
+
+    return KeyedBlobPostgresSaver
+
 
 @asynccontextmanager
 async def open_checkpointer(
@@ -67,7 +114,6 @@ async def _open_saver(
             await client.aclose()
             await pool.disconnect()
         return
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
 
     from botloom.core.storage.database import checked_pool
@@ -81,7 +127,7 @@ async def _open_saver(
     )
     await cp_pool.open(wait=True, timeout=30)
     try:
-        pg_saver = AsyncPostgresSaver(conn=cp_pool)
+        pg_saver = postgres_saver_class()(conn=cp_pool)
         await pg_saver.setup()
         yield pg_saver
     finally:
