@@ -58,7 +58,10 @@ from botloom.core.storage.repositories import (
     hash_api_key,
 )
 from botloom.core.storage.repositories.agents import Agent, CannedResponse
+from botloom.core.storage.repositories.events import Event
+from botloom.core.storage.repositories.forks import Fork, ForkRepository
 from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRecord
+from botloom.core.storage.repositories.webhooks import WebhookEndpoint
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
 CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
@@ -216,6 +219,7 @@ class TenantWorld:
     turn_id: str
     usage: UsageEvent
     desk: DeskWorld
+    outbox: OutboxWorld
 
     @property
     def markers(self) -> set[str]:
@@ -241,7 +245,58 @@ class TenantWorld:
             f"{slug} shop",
             f"{slug}-token",
             *self.desk.markers,
+            *self.outbox.markers,
         }
+
+
+@dataclass(frozen=True)
+class OutboxWorld:
+    """A tenant's webhook endpoint, an event of its conversation (with a pending delivery to it) and a debug fork."""
+
+    endpoint: WebhookEndpoint
+    event: Event
+    fork: Fork
+
+    @property
+    def markers(self) -> set[str]:
+        """Strings found only in this tenant's events, webhook and fork rows."""
+        return {
+            self.endpoint.id,
+            self.endpoint.url,
+            self.event.id,
+            str(self.event.data["note"]),
+            self.fork.id,
+            self.fork.thread_id,
+        }
+
+
+def forks_of(store: Store) -> ForkRepository:
+    """The store's fork repository (``runtime/forks.py`` makes its own while ``Store`` does not hold one)."""
+    held = getattr(store, "forks", None)
+    return held if isinstance(held, ForkRepository) else ForkRepository(store.db)
+
+
+async def build_outbox(store: Store, tenant: Tenant, bot: Bot, conversation: Conversation) -> OutboxWorld:
+    """The events, webhook and fork rows of one tenant (the endpoint first, so the event is due to it)."""
+    slug = tenant.slug
+    endpoint = await store.webhooks.create(tenant.id, f"https://{slug}.example.test/hook", f"{slug}-webhook-secret")
+    assert endpoint is not None
+    appended = await store.events.append(
+        tenant.id, "handover.opened", {"note": f"{slug} event"}, conversation_id=conversation.id
+    )
+    assert appended is not None and appended[1] == [endpoint.id]
+    fork_id = str(uuid.uuid4())
+    fork = await forks_of(store).create(
+        tenant.id,
+        fork_id=fork_id,
+        bot_id=bot.id,
+        conversation_id=conversation.id,
+        checkpoint_id=f"{slug}-checkpoint",
+        thread_id=f"{slug}-fork-thread",
+        break_before=[],
+        break_after=[],
+    )
+    return OutboxWorld(endpoint, appended[0], fork)
 
 
 @dataclass(frozen=True)
@@ -370,9 +425,10 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     unanswered = InboundMessage(channel="sms", text=f"{slug} unanswered", sender=SENDER, idempotency_key="fallback-1")
     fallback, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, unanswered)
     await store.messages.finish(tenant.id, fallback.id, "answered", turn_id=None, outcome={"intent": None})
+    outbox = await build_outbox(store, tenant, bot, conversation)
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
-        turn_id, usage, desk,
+        turn_id, usage, desk, outbox,
     )  # fmt: skip
 
 
@@ -699,6 +755,7 @@ PROBES: list[Probe] = [
     ),
 ]
 
+
 async def moved_handover(call: Awaitable[Any]) -> Any:
     """The handover a move found (``None``: none of the caller's)."""
     return (await call).handover
@@ -822,7 +879,100 @@ PROBES += [
 ]
 
 
+async def new_fork_on(store: Store, a: TenantWorld, b: TenantWorld) -> Fork:
+    """Tenant A records a fork of B's conversation (of B's bot)."""
+    return await forks_of(store).create(
+        a.tenant.id,
+        fork_id=str(uuid.uuid4()),
+        bot_id=b.bot.id,
+        conversation_id=b.conversation.id,
+        checkpoint_id="forged",
+        thread_id=f"forged-{uuid.uuid4()}",
+        break_before=[],
+        break_after=[],
+    )
+
+
+PROBES += [
+    Probe(
+        "events",
+        "append",
+        lambda s, a, b: s.events.append(a.tenant.id, "probe.kind", {}, conversation_id=b.conversation.id),
+        "nothing",
+        "B's conversation",
+    ),
+    Probe(
+        "events",
+        "append",
+        lambda s, a, b: s.events.append(a.tenant.id, "handover.opened", {"note": "own"}),
+        "own",
+        "tenant stream, A's endpoints only",
+    ),
+    Probe("events", "get", lambda s, a, b: s.events.get(a.tenant.id, b.outbox.event.id), "nothing"),
+    Probe(
+        "events",
+        "after",
+        lambda s, a, b: s.events.after(a.tenant.id, 0),
+        "own",
+        expected=lambda a: [a.outbox.event],
+    ),
+    Probe(
+        "webhooks",
+        "create",
+        lambda s, a, b: s.webhooks.create(a.tenant.id, "https://probe.example.test/hook", "secret"),
+        "own",
+    ),
+    Probe("webhooks", "of_tenant", lambda s, a, b: s.webhooks.of_tenant(a.tenant.id), "own"),
+    Probe("webhooks", "get", lambda s, a, b: s.webhooks.get(a.tenant.id, b.outbox.endpoint.id), "nothing"),
+    Probe("webhooks", "count", lambda s, a, b: s.webhooks.count(a.tenant.id), "own", expected=lambda a: 1),
+    Probe("webhooks", "delete", lambda s, a, b: s.webhooks.delete(a.tenant.id, b.outbox.endpoint.id), "nothing"),
+    Probe(
+        "webhooks",
+        "deliveries",
+        lambda s, a, b: s.webhooks.deliveries(a.tenant.id, b.outbox.endpoint.id),
+        "nothing",
+    ),
+    Probe("forks", "create", new_fork_on, "nothing"),
+    Probe("forks", "get", lambda s, a, b: forks_of(s).get(a.tenant.id, b.outbox.fork.id), "nothing"),
+    Probe("forks", "touch", lambda s, a, b: forks_of(s).touch(a.tenant.id, b.outbox.fork.id, edited=True), "nothing"),
+    Probe("forks", "delete", lambda s, a, b: forks_of(s).delete(a.tenant.id, b.outbox.fork.id), "nothing"),
+    Probe(
+        "forks",
+        "of_conversation",
+        lambda s, a, b: forks_of(s).of_conversation(a.tenant.id, b.conversation.id),
+        "nothing",
+    ),
+    Probe(
+        "inspection",
+        "find_conversations",
+        lambda s, a, b: s.inspection.find_conversations(a.tenant.id, b.bot.id),
+        "nothing",
+        "B's bot",
+    ),
+    Probe(
+        "inspection",
+        "find_conversations",
+        lambda s, a, b: s.inspection.find_conversations(a.tenant.id, a.bot.id, text="says hi"),
+        "own",
+        "text search",
+    ),
+    Probe(
+        "inspection",
+        "transcript_page",
+        lambda s, a, b: s.inspection.transcript_page(a.tenant.id, b.conversation.id),
+        "nothing",
+    ),
+    Probe(
+        "inspection",
+        "turn_messages",
+        lambda s, a, b: s.inspection.turn_messages(a.tenant.id, b.conversation.id, b.turn_id),
+        "nothing",
+    ),
+]
+
+
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
+WEBHOOK_JOB = "the webhook delivery job over every tenant, by endpoint id (tests/test_webhooks_events.py)"
 NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("TenantRepository", "create"): OPERATOR_LEVEL,
     ("TenantRepository", "get"): OPERATOR_LEVEL,
@@ -841,6 +991,12 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("HandoverRepository", "timed_out"): "the desk's sweep over every tenant; answers tenant ids",
     ("HandoverRepository", "missed_deadlines"): "the desk's sweep over every tenant; answers tenant ids",
     ("HandoverRepository", "waiting_counts"): "the metrics gauge over every tenant: counts per bot and team",
+    ("EventRepository", "prune"): "the retention job over every tenant: deletes events older than N days",
+    ("WebhookRepository", "next_pending"): WEBHOOK_JOB,
+    ("WebhookRepository", "delivered"): WEBHOOK_JOB,
+    ("WebhookRepository", "failed"): WEBHOOK_JOB,
+    ("WebhookRepository", "overdue"): "the webhook sweep over every tenant; answers endpoint ids",
+    ("ForkRepository", "tenant_of"): "operator-level: finds the tenant of a fork named by id alone",
 }
 """``(repository class, method)`` that take no tenant on purpose, with the reason."""
 
@@ -867,7 +1023,9 @@ def public_repository_methods() -> set[tuple[str, str]]:
 def probed_methods() -> set[tuple[str, str]]:
     """``(repository class, method)`` that a probe of ``PROBES`` calls."""
     store = Store(cast(Database, None), cast(Cipher, None))
-    return {(type(getattr(store, probe.repo)).__name__, probe.method) for probe in PROBES}
+    repository = {probe.repo: getattr(store, probe.repo, None) for probe in PROBES}
+    repository["forks"] = forks_of(store)
+    return {(type(repository[probe.repo]).__name__, probe.method) for probe in PROBES}
 
 
 def test_the_store_holds_one_of_every_repository() -> None:
