@@ -57,10 +57,10 @@ from botloom.core.storage.repositories import (
     Store,
     hash_api_key,
 )
-from botloom.core.storage.repositories.agents import Agent, CannedResponse
+from botloom.core.storage.repositories.agents import Agent, CannedResponse, Presence
 from botloom.core.storage.repositories.events import Event
 from botloom.core.storage.repositories.forks import Fork, ForkRepository
-from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRecord
+from botloom.core.storage.repositories.handovers import HANDOVER_STATUSES, OPEN_STATUSES, HandoverRecord
 from botloom.core.storage.repositories.webhooks import WebhookEndpoint
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
@@ -1207,6 +1207,8 @@ def test_the_repositories_name_only_known_statuses_in_their_sql() -> None:
         *DELIVERY_STATUSES,
         *get_args(PartVia),
         *get_args(MessageDirection),
+        *HANDOVER_STATUSES,  # the agent desk's own statuses (repositories/handovers.py)
+        *get_args(Presence),  # an agent's presence (repositories/agents.py)
         "outcome",  # a JSON key, not a status
         "intent",  # a JSON key of the outcome (fallbacks: repositories/teaching.py)
     }
