@@ -21,7 +21,9 @@ HANDOVERS = Counter(
     "Handovers by what happened: opened, assigned, resolved, returned_to_bot, timed_out_to_bot",
     ["bot", "team", "outcome"],
 )
-HANDOVERS_WAITING = Gauge("botloom_handovers_waiting", "Handovers waiting for an agent (from the database)", ["bot", "team"])
+HANDOVERS_WAITING = Gauge(
+    "botloom_handovers_waiting", "Handovers waiting for an agent (from the database)", ["bot", "team"]
+)
 HANDOVER_FIRST_RESPONSE = Histogram(
     "botloom_handover_first_response_seconds",
     "Time from a handover's opening to its agent's first message",

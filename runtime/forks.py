@@ -35,7 +35,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from botloom.core.domain import Bot, Conversation
-from botloom.core.storage.repositories.forks import Fork, ForkRepository
+from botloom.core.storage.repositories.forks import Fork
 from botloom.graphs.registry import UnknownGraph
 from botloom.graphs.state import turn_input
 from botloom.runtime.debug_runs import (
@@ -103,7 +103,7 @@ class Forks:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.repo = ForkRepository(services.db)
+        self.repo = services.store.forks
 
     # -- look-ups -----------------------------------------------------------------
 

@@ -87,6 +87,39 @@ async def _restore_policy(previous: EndpointPolicy | None) -> None:
     install_policy(previous)
 
 
+def _redis_client(settings: Settings) -> Any:
+    """The process's Redis client when ``BOTLOOM_REDIS_URL`` is set (locks, live events), else ``None``."""
+    if not settings.redis_url:
+        return None
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    return Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=50))
+
+
+async def _open_locks(
+    settings: Settings, url: str, redis_client: Any, closeables: list[Callable[[], Any]]
+) -> ConversationLocks:
+    """Conversation locks: Redis leases with Redis, else PostgreSQL advisory locks on a pool of their own."""
+    if redis_client is not None:
+        return RedisLocks(redis_client, expire=settings.turn_timeout * 2)
+    # Locks get their own pool: a turn holds its lock's connection while its queries use the
+    # main pool, so the two can never starve each other.
+    lock_db = await Database.open(url, max_size=settings.db_pool_size, migrate=False)
+    closeables.append(lock_db.close)
+    return PostgresLocks(lock_db)
+
+
+def _open_engine(settings: Settings, store: Store, closeables: list[Callable[[], Any]]) -> Engine:
+    """The configured engine; its offline part reads what tenants taught their bots (#17)."""
+    engine = make_engine(settings)
+    offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
+    if isinstance(offline, OfflineEngine):
+        offline.teaching = store.teaching.load
+    if hasattr(engine, "aclose"):
+        closeables.append(engine.aclose)
+    return engine
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings,
@@ -101,7 +134,7 @@ async def open_services(
     if url is None:
         url = await asyncio.to_thread(database_url, settings)
     db = await Database.open(url, max_size=settings.db_pool_size, progress=progress)
-    redis_client = None
+    redis_client: Any = None
     closeables: list[Callable[[], Any]] = []
     previous_policy = install_policy(settings.endpoint_policy)  # where tenants' endpoints may connect
     closeables.append(lambda: _restore_policy(previous_policy))
@@ -117,28 +150,11 @@ async def open_services(
         if hasattr(embedder, "aclose"):
             closeables.append(embedder.aclose)
         knowledge = KnowledgeBase(db, embedder)
-        locks: ConversationLocks
-        if settings.redis_url:
-            from redis.asyncio import BlockingConnectionPool, Redis
-
-            redis_client = Redis(
-                connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=50)
-            )
-            locks = RedisLocks(redis_client, expire=settings.turn_timeout * 2)
-        else:
-            # Locks get their own pool: a turn holds its lock's connection while its queries use the
-            # main pool, so the two can never starve each other.
-            lock_db = await Database.open(url, max_size=settings.db_pool_size, migrate=False)
-            closeables.append(lock_db.close)
-            locks = PostgresLocks(lock_db)
+        redis_client = _redis_client(settings)
+        locks = await _open_locks(settings, url, redis_client, closeables)
         async with open_checkpointer(settings, url, cipher=cipher) as checkpointer:
             graphs = GraphRegistry(host, checkpointer)
-            engine = make_engine(settings)
-            offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
-            if isinstance(offline, OfflineEngine):  # it reads what tenants taught their bots (#17)
-                offline.teaching = store.teaching.load
-            if hasattr(engine, "aclose"):
-                closeables.append(engine.aclose)
+            engine = _open_engine(settings, store, closeables)
             runner = TurnRunner(
                 host=host,
                 store=store,

@@ -271,9 +271,8 @@ class OutboxWorld:
 
 
 def forks_of(store: Store) -> ForkRepository:
-    """The store's fork repository (``runtime/forks.py`` makes its own while ``Store`` does not hold one)."""
-    held = getattr(store, "forks", None)
-    return held if isinstance(held, ForkRepository) else ForkRepository(store.db)
+    """The store's fork repository."""
+    return store.forks
 
 
 async def build_outbox(store: Store, tenant: Tenant, bot: Bot, conversation: Conversation) -> OutboxWorld:

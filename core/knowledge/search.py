@@ -16,12 +16,12 @@ import numpy as np
 from psycopg import sql
 
 from botloom.core.embeddings import Embedder
-from botloom.core.language import default_analyzer
 from botloom.core.knowledge import index as vector_index
 from botloom.core.knowledge.config import KnowledgeConfig
 from botloom.core.knowledge.fusion import Candidate, fuse
 from botloom.core.knowledge.scope import parse_scope
 from botloom.core.knowledge.types import Passage
+from botloom.core.language import default_analyzer
 from botloom.core.storage.database import Database
 
 TEXT_SEARCH_CONFIG = "english"

@@ -22,6 +22,8 @@ module                 repositories
 ``agents``             :class:`AgentRepository`, :class:`TeamRepository`, :class:`CannedResponseRepository`
 ``handovers``          :class:`HandoverRepository`
 ``inspection``         :class:`InspectionRepository` (the debugger's reads)
+``forks``              :class:`ForkRepository` (the debugger's forks)
+``teaching``           :class:`TeachingRepository` (synonyms, taught examples, fallbacks)
 =====================  ==========================================================
 
 :class:`Store` holds one of each over one database. Every name is importable from
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from botloom.core.crypto import Cipher
 from botloom.core.storage.database import Database
+from botloom.core.storage.repositories.agents import AgentRepository, CannedResponseRepository, TeamRepository
 from botloom.core.storage.repositories.base import (
     API_KEY_PREFIX,
     COLUMN_FIELDS,
@@ -41,11 +44,11 @@ from botloom.core.storage.repositories.base import (
     hash_api_key,
     to_struct,
 )
-from botloom.core.storage.repositories.agents import AgentRepository, CannedResponseRepository, TeamRepository
 from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
 from botloom.core.storage.repositories.events import EventRepository
+from botloom.core.storage.repositories.forks import ForkRepository
 from botloom.core.storage.repositories.handovers import HandoverRepository
 from botloom.core.storage.repositories.inspection import InspectionRepository
 from botloom.core.storage.repositories.messages import MessageRepository
@@ -75,6 +78,7 @@ class Store:
         self.webhooks = WebhookRepository(db, cipher)
         self.teaching = TeachingRepository(db)
         self.inspection = InspectionRepository(db)
+        self.forks = ForkRepository(db)
         self.agents = AgentRepository(db)
         self.teams = TeamRepository(db)
         self.canned = CannedResponseRepository(db)
@@ -94,6 +98,7 @@ __all__ = [
     "ConversationRepository",
     "DeliveryRepository",
     "EventRepository",
+    "ForkRepository",
     "HandoverRepository",
     "InspectionRepository",
     "MessageRepository",
@@ -101,8 +106,8 @@ __all__ = [
     "PluginSettingRepository",
     "Repository",
     "Store",
-    "TeamRepository",
     "TeachingRepository",
+    "TeamRepository",
     "TenantRepository",
     "UsageRepository",
     "WebhookRepository",
