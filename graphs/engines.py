@@ -51,6 +51,8 @@ class Classification:
     """The top few candidates with their confidences, best first (for the debugger)."""
     passages: list[PassageRef] | None = None
     """The passages the answer uses, the chosen one first, when they differ from the turn's ``passages``."""
+    model_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The language model's calls that made this classification (none for the offline engine)."""
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Reply:
     pending_intent: str | None = None
     tool_results: list[ToolResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    model_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The language model's calls that wrote this reply (none for the offline engine)."""
 
 
 class Engine(Protocol):

@@ -36,6 +36,14 @@ from botloom.graphs.tools import run_tool
 logger = logging.getLogger(__name__)
 
 NONE_INTENT = "none"
+PROMPT_TEXT_LIMIT = 2000
+"""Characters of each prompt message kept in a turn's ``model_calls`` (the debugger's view of a call)."""
+
+
+def _cut(content: Any) -> str:
+    """A prompt message's text as the debugger keeps it: a string, cut at :data:`PROMPT_TEXT_LIMIT`."""
+    text = content if isinstance(content, str) else json.dumps(content, default=str)
+    return text if len(text) <= PROMPT_TEXT_LIMIT else text[:PROMPT_TEXT_LIMIT] + "…"
 
 
 class LLMEngine:
@@ -79,22 +87,35 @@ class LLMEngine:
             self._clients[key] = client
         return client
 
-    async def _usage(self, ctx: TurnContext, message: BaseMessage, model: str, began: float) -> None:
+    async def _usage(
+        self, ctx: TurnContext, message: BaseMessage, model: str, began: float, *, node: str, prompt: list[BaseMessage]
+    ) -> dict[str, Any]:
+        """Record one model call's usage; the call as the debugger shows it (``TurnState.model_calls``)."""
         usage = getattr(message, "usage_metadata", None) or {}
-        if ctx.record_usage is None:
-            return
-        await ctx.record_usage(
-            UsageEvent(
-                tenant_id=ctx.tenant_id,
-                bot_id=ctx.bot.id,
-                conversation_id=ctx.conversation_id,
-                kind="chat",
-                model=model,
-                prompt_tokens=int(usage.get("input_tokens", 0)),
-                completion_tokens=int(usage.get("output_tokens", 0)),
-                latency_ms=(time.perf_counter() - began) * 1000,
+        latency_ms = (time.perf_counter() - began) * 1000
+        prompt_tokens = int(usage.get("input_tokens", 0))
+        completion_tokens = int(usage.get("output_tokens", 0))
+        if ctx.record_usage is not None:
+            await ctx.record_usage(
+                UsageEvent(
+                    tenant_id=ctx.tenant_id,
+                    bot_id=ctx.bot.id,
+                    conversation_id=ctx.conversation_id,
+                    kind="chat",
+                    model=model,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    latency_ms=latency_ms,
+                )
             )
-        )
+        return {
+            "node": node,
+            "model": model,
+            "prompt": [{"role": m.type, "content": _cut(m.content)} for m in prompt],
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "ms": round(latency_ms, 3),
+        }
 
     @staticmethod
     def _history(state: TurnState) -> list[BaseMessage]:
@@ -142,11 +163,12 @@ class LLMEngine:
         began = time.perf_counter()
         try:
             structured = client.with_structured_output(schema, method="json_schema", include_raw=True)
-            out = await structured.ainvoke([SystemMessage(content=system), *self._history(state)[-6:]])
+            prompt = [SystemMessage(content=system), *self._history(state)[-6:]]
+            out = await structured.ainvoke(prompt)
         except Exception as exc:  # noqa: BLE001 - degrade to the offline engine
             logger.warning("classification by model failed, using the offline engine: %s", exc)
             return await self.offline.classify(state, ctx)
-        await self._usage(ctx, out["raw"], client.model_name, began)
+        calls = [await self._usage(ctx, out["raw"], client.model_name, began, node="classify", prompt=prompt)]
         parsed = out.get("parsed") or {}
         if not isinstance(parsed, dict):
             return await self.offline.classify(state, ctx)
@@ -160,9 +182,13 @@ class LLMEngine:
         if wants_human:
             handoff = next((i.name for i in ctx.intents.values() if i.escalate), None)
             if handoff is not None:
-                return Classification(intent=handoff, confidence=max(confidence, 0.9), slots={})
+                return Classification(intent=handoff, confidence=max(confidence, 0.9), slots={}, model_calls=calls)
         return Classification(
-            intent=intent_name, confidence=min(max(confidence, 0.0), 1.0), slots=filled, wants_human=wants_human
+            intent=intent_name,
+            confidence=min(max(confidence, 0.0), 1.0),
+            slots=filled,
+            wants_human=wants_human,
+            model_calls=calls,
         )
 
     def _system_prompt(self, state: TurnState, ctx: TurnContext) -> str:
@@ -203,17 +229,21 @@ class LLMEngine:
         steps = ctx.bot.settings.model.max_tool_steps if tools else 0
         messages: list[BaseMessage] = [SystemMessage(content=self._system_prompt(state, ctx)), *self._history(state)]
         results: list[ToolResult] = []
+        made: list[dict[str, Any]] = []
         for step in range(steps + 1):
             model: Any = client.bind_tools(tools) if tools and step < steps else client
             began = time.perf_counter()
+            sent = list(messages)
             answer = await model.ainvoke(messages)
-            await self._usage(ctx, answer, client.model_name, began)
+            made.append(await self._usage(ctx, answer, client.model_name, began, node="respond", prompt=sent))
             calls = getattr(answer, "tool_calls", None) or []
             if not calls:
                 text = answer.content if isinstance(answer.content, str) else str(answer.content)
                 if not text.strip():
-                    return Reply(text=ctx.bot.settings.fallback_reply, answered=False, tool_results=results)
-                return Reply(text=text.strip(), answered=True, tool_results=results)
+                    return Reply(
+                        text=ctx.bot.settings.fallback_reply, answered=False, tool_results=results, model_calls=made
+                    )
+                return Reply(text=text.strip(), answered=True, tool_results=results, model_calls=made)
             messages.append(answer)
             for index, call in enumerate(calls):
                 result = await run_tool(
@@ -229,4 +259,5 @@ class LLMEngine:
             answered=False,
             tool_results=results,
             errors=[f"the model asked for tools more than {steps} times"],
+            model_calls=made,
         )

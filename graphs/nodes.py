@@ -59,6 +59,7 @@ async def classify(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     result = await ctx.engine.classify(state, ctx)
     update: Update = {"intent": result.intent, "confidence": result.confidence, "slots": result.slots}
     update["candidates"] = result.candidates
+    update["model_calls"] = list(result.model_calls)
     if result.passages is not None:  # the engine chose another passage, or searched again (a follow-up)
         update["passages"] = result.passages
     settings = ctx.bot.settings
@@ -111,6 +112,7 @@ async def respond(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     began = time.perf_counter()
     ctx = runtime.context
     errors = list(state.get("errors") or [])
+    calls: list[dict[str, Any]] = []
     try:
         reply = await ctx.engine.respond(state, ctx)
     except Exception as exc:  # noqa: BLE001 - a failing model or plugin gets the fallback
@@ -120,6 +122,7 @@ async def respond(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     else:
         text, answered, pending, extra = reply.text, reply.answered, reply.pending_intent, reply.tool_results
         errors.extend(reply.errors)
+        calls = reply.model_calls
     update: Update = {
         "replies": [text],
         "messages": [ChatMessage(role="assistant", content=text)],
@@ -131,6 +134,8 @@ async def respond(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
     }
     if extra:
         update["tool_results"] = list(state.get("tool_results") or []) + extra
+    if calls:
+        update["model_calls"] = list(state.get("model_calls") or []) + calls
     return update
 
 

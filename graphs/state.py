@@ -117,6 +117,9 @@ class TurnState(TypedDict, total=False):
     the bot answers with it in context (the language-model engine puts it in its system prompt)."""
     errors: list[str]
     """Plugin and model failures of this turn (the end user got the fallback)."""
+    model_calls: list[dict[str, Any]]
+    """The language model's calls of this turn, in order, for the debugger: ``node``, ``model``, ``prompt``
+    (the messages sent, each text cut at 2,000 characters), ``prompt_tokens``, ``completion_tokens``, ``ms``."""
     trace: Annotated[list[TraceStep], trace_steps]
 
 
@@ -135,6 +138,7 @@ class TurnInput(TypedDict, total=False):
     tool_results: list[ToolResult]
     replies: list[str]
     errors: list[str]
+    model_calls: list[dict[str, Any]]
     escalation_reason: str | None
     trace: list[TraceStep] | None
 
@@ -168,6 +172,7 @@ def turn_input(turn_id: str, text: str, *, version: int = STATE_VERSION) -> Turn
         tool_results=[],
         replies=[],
         errors=[],
+        model_calls=[],
         escalation_reason=None,
         trace=None,
     )

@@ -87,6 +87,28 @@ async def test_model_calls_a_tool(llm_services: Services, llm_demo: DemoInfo, op
     assert state["tool_results"][0]["tool"] == "search_knowledge" and state["tool_results"][0]["ok"]
 
 
+async def test_each_model_call_is_kept_in_the_turns_state_for_the_debugger(
+    llm_services: Services, llm_demo: DemoInfo, openai: ScriptedOpenAI
+) -> None:
+    openai.script(
+        classification("none", confidence=0.2),
+        ToolCall("search_knowledge", {"query": "express shipping price"}),
+        "Express shipping costs 9.90 euros.",
+    )
+    chat = Chat(llm_services, llm_demo.bot)
+    await chat.say("what do you charge for fast delivery")
+    calls = (await chat.state())["model_calls"]
+    assert [c["node"] for c in calls] == ["classify", "respond", "respond"], "every call, in order"
+    assert all(c["model"] == "gpt-4o-mini" and c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in calls)
+    assert calls[0]["prompt"][-1] == {"role": "human", "content": "what do you charge for fast delivery"}
+    assert calls[1]["prompt"][0]["role"] == "system" and llm_demo.bot.settings.persona in calls[1]["prompt"][0]["content"]
+    assert any(m["role"] == "tool" and "9.90" in m["content"] for m in calls[2]["prompt"]), "the tool result sent"
+
+    await chat.say("hello")  # the offline greeting or a scripted answer: a new turn starts with no calls of its own
+    later = (await chat.state())["model_calls"]
+    assert all(c not in later for c in calls), "a turn's calls are its own"
+
+
 async def test_model_cannot_call_a_disabled_tool(
     llm_services: Services, llm_demo: DemoInfo, openai: ScriptedOpenAI
 ) -> None:
