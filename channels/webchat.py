@@ -45,6 +45,10 @@ from botloom import (
 )
 
 logger = logging.getLogger(__name__)
+
+FOLLOW_RETRY_FIRST = 0.2
+"""Seconds before following a conversation's live updates again after its subscription failed (doubling)."""
+FOLLOW_RETRY_MAX = 5.0
 MAX_TEXT = 4000
 MAX_FRAME = 16_384
 PAGE = resources.files("botloom.channels") / "webchat.html"
@@ -202,10 +206,22 @@ class _Session:
         self.following = asyncio.create_task(self._follow(conversation_id))
 
     async def _follow(self, conversation_id: str) -> None:
-        try:
-            await self.host.follow(conversation_id, self.update)
-        except Exception:  # the chat goes on without live updates
-            logger.warning("live updates of conversation %s stopped", conversation_id, exc_info=True)
+        """Follow the conversation until the socket closes; a failed subscription is tried again, backing off."""
+        wait = FOLLOW_RETRY_FIRST
+        while True:
+            try:
+                await self.host.follow(conversation_id, self.update)
+            except Exception:  # the chat goes on meanwhile; live updates resume once the subscription does
+                logger.warning(
+                    "live updates of conversation %s failed; following again in %.1f s",
+                    conversation_id,
+                    wait,
+                    exc_info=True,
+                )
+            else:
+                return  # a host without live updates, or its subscription ended
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, FOLLOW_RETRY_MAX)
 
     def stop_following(self) -> None:
         if self.following is not None:
