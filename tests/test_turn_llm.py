@@ -101,7 +101,8 @@ async def test_each_model_call_is_kept_in_the_turns_state_for_the_debugger(
     assert [c["node"] for c in calls] == ["classify", "respond", "respond"], "every call, in order"
     assert all(c["model"] == "gpt-4o-mini" and c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in calls)
     assert calls[0]["prompt"][-1] == {"role": "human", "content": "what do you charge for fast delivery"}
-    assert calls[1]["prompt"][0]["role"] == "system" and llm_demo.bot.settings.persona in calls[1]["prompt"][0]["content"]
+    system = calls[1]["prompt"][0]
+    assert system["role"] == "system" and llm_demo.bot.settings.persona in system["content"]
     assert any(m["role"] == "tool" and "9.90" in m["content"] for m in calls[2]["prompt"]), "the tool result sent"
 
     await chat.say("hello")  # the offline greeting or a scripted answer: a new turn starts with no calls of its own
