@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
+from litestar import Litestar
 
 from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings, load_settings
@@ -25,6 +27,7 @@ from botloom.core.storage.database import Database
 from botloom.core.storage.migrations import apply_migrations
 from botloom.core.storage.repositories import Store
 from botloom.runtime.services import Services, open_services
+from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.helpers import LOCAL_ENDPOINTS
 from tests.mailservers import RunningSmtp, start_smtp
@@ -194,6 +197,12 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
     """botloom's services (plugins from entry points, runner, knowledge) on the test's database."""
     async with open_services(settings, url=database_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def socket_app(settings: Settings, database_url: str) -> Litestar:
+    """An app (with the demo) that opens its own services on the test client's event loop: for WebSockets."""
+    return create_app(msgspec.structs.replace(settings, database_url=database_url), demo=True)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +66,11 @@ async def make_agent(
     assert r.status_code == 201, r.text
     made = r.json()
     return DeskAgent(id=made["agent"]["id"], name=made["agent"]["name"], token=made["token"], client=client)
+
+
+def frames_until(socket: Any, kind: str) -> list[dict[str, Any]]:
+    """Frames of a web chat socket up to the first of type ``kind`` (others, live updates included, in order)."""
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1]["type"] != kind:
+        frames.append(json.loads(socket.receive_text(timeout=30)))
+    return frames

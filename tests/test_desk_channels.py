@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -22,11 +21,10 @@ from litestar.testing import TestClient
 from botloom.core.settings import Settings
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
-from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
 from botloom.testing.channel_contract import GREETING, configure_twilio, fast_app
-from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
+from tests.desk import OPERATOR, DeskAgent, bearer, frames_until, make_agent
 from tests.email_client import USER, email_config, post_mail, raw_mail
 from tests.helpers import api_client
 from tests.mailservers import RunningSmtp
@@ -114,12 +112,6 @@ async def test_whatsapp_outside_the_24_hour_window_needs_a_template(
     assert all(m.body != "Still there?" for m in peer.sent)
 
 
-@pytest.fixture
-def socket_app(settings: Settings, database_url: str) -> Litestar:
-    """An app that opens its own services (on the test client's event loop) and creates the demo."""
-    return create_app(msgspec.structs.replace(settings, database_url=database_url), demo=True)
-
-
 def test_web_chat_round_trip_on_its_socket(socket_app: Litestar) -> None:
     with TestClient(app=socket_app) as client:
         body = {"email": "sam@acme.test", "name": "Sam", "password": "correct horse battery"}
@@ -153,14 +145,6 @@ def test_web_chat_round_trip_on_its_socket(socket_app: Litestar) -> None:
         assert ("bot", "Hi Ada, Sam here.") in [(m["role"], m["text"]) for m in history]
         checkpoints = client.get(f"/api/v1/conversations/{conversation}/checkpoints", headers=OPERATOR).json()
         assert checkpoints[0]["values"]["agent_note"] == NOTE
-
-
-def frames_until(socket: Any, kind: str) -> list[dict[str, Any]]:
-    """Frames of the socket up to the first of type ``kind`` (others, live updates included, kept in order)."""
-    frames: list[dict[str, Any]] = []
-    while not frames or frames[-1]["type"] != kind:
-        frames.append(json.loads(socket.receive_text(timeout=30)))
-    return frames
 
 
 async def test_email_round_trip_in_the_thread(

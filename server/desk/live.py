@@ -246,40 +246,115 @@ def end_user_update(event: dict[str, Any]) -> ConversationUpdate | None:
     return None
 
 
+CATCH_UP_EVERY = 10.0
+"""Seconds between reads of the stored events while a person is involved, in case a live notice was lost."""
+WITH_PERSON = frozenset({"handover.waiting", "handover.assigned", "handover.claimed", "handover.message"})
+
+
 class LiveHost(ChannelHost):
-    """A socket channel's host (the runtime's), plus :meth:`follow` through the app's channels plugin."""
+    """A socket channel's host (the runtime's), plus :meth:`follow` through the app's channels plugin.
+
+    Live notices are the fast path, the stored events the truth: each conversation
+    keeps the sequence of the last event it showed, reads what it missed from the
+    store when its subscription starts (or starts again), when a notice skips a
+    sequence, and every :data:`CATCH_UP_EVERY` seconds while a person is involved;
+    so a lost or late notice delays an update but never loses it, and none is shown
+    twice or out of order.
+    """
 
     def __init__(self, inner: ChannelHost, channels: ChannelsPlugin, services: Services) -> None:
         self.inner = inner
         self.bot = inner.bot
         self.channels = channels
         self.services = services
+        self._shown: dict[str, int] = {}
+        """Per conversation: the sequence of the last event shown (or passed over) for its user."""
+        self._with_person: set[str] = set()
+        self._showing = asyncio.Lock()
 
     async def open_conversation(self, conversation_id: str | None, user: str) -> ChannelConversation:
-        """As the runtime's host does."""
-        return await self.inner.open_conversation(conversation_id, user)
+        """As the runtime's host does; live updates will start after the conversation's latest event."""
+        conversation = await self.inner.open_conversation(conversation_id, user)
+        if conversation.id not in self._shown:
+            last = await self.services.store.events.last_in_conversation(self.bot.tenant_id, conversation.id)
+            self._shown[conversation.id] = last.sequence if last is not None else 0
+            if last is not None and last.kind in WITH_PERSON:
+                self._with_person.add(conversation.id)
+        return conversation
 
     async def answer(self, message: InboundMessage) -> TurnAnswer:
-        """As the runtime's host does."""
-        return await self.inner.answer(message)
+        """As the runtime's host does (a turn that escalates starts the periodic catch-up)."""
+        answer = await self.inner.answer(message)
+        if answer.escalated or answer.status == "for_agent":
+            self._with_person.add(answer.conversation_id)
+        return answer
 
     async def follow(self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]) -> None:
-        """Hand ``deliver`` what the conversation's user should see of its events, until cancelled."""
+        """Hand ``deliver`` what the conversation's user should see of its events, in order, until cancelled."""
         tenant_id = self.bot.tenant_id
         async with self.channels.start_subscription([live_channel(tenant_id)]) as subscriber:
-            async for raw in subscriber.iter_events():
+            await self._catch_up(conversation_id, deliver)  # what happened before the subscription held
+            poller = asyncio.create_task(self._poll(conversation_id, deliver))
+            try:
+                async for raw in subscriber.iter_events():
+                    try:
+                        event = msgspec.json.decode(raw)
+                    except msgspec.DecodeError:
+                        continue
+                    if not isinstance(event, dict) or event.get("conversation_id") != conversation_id:
+                        continue
+                    async with self._showing:
+                        sequence, shown = event.get("sequence"), self._shown.get(conversation_id, 0)
+                        if isinstance(sequence, int) and sequence <= shown:
+                            continue  # shown already (read from the store)
+                        if sequence == shown + 1 and not event.get("data_omitted"):
+                            await self._show(conversation_id, event, deliver)
+                        else:  # a gap (a notice was lost), or data left out of the notice: the store has it
+                            await self._read_stored(conversation_id, deliver)
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+
+    async def _poll(self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(CATCH_UP_EVERY)
+            if conversation_id in self._with_person:
                 try:
-                    event = msgspec.json.decode(raw)
-                except msgspec.DecodeError:
-                    continue
-                if not isinstance(event, dict) or event.get("conversation_id") != conversation_id:
-                    continue
-                if event.get("data_omitted") and isinstance(event.get("id"), str):
-                    stored = await self.services.store.events.get(tenant_id, event["id"])
-                    event = stored.envelope() if stored is not None else event
-                update = end_user_update(event)
-                if update is not None:
-                    await deliver(update)
+                    await self._catch_up(conversation_id, deliver)
+                except Exception:  # the database is away: the next round tries again
+                    logger.warning("live updates of conversation %s: catch-up failed", conversation_id, exc_info=True)
+
+    async def _catch_up(self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]) -> None:
+        """Show the stored events after the last one shown."""
+        async with self._showing:
+            await self._read_stored(conversation_id, deliver)
+
+    async def _read_stored(
+        self, conversation_id: str, deliver: Callable[[ConversationUpdate], Awaitable[object]]
+    ) -> None:
+        while True:
+            after = self._shown.get(conversation_id, 0)
+            events = await self.services.store.events.in_conversation(self.bot.tenant_id, conversation_id, after)
+            for stored in events:
+                await self._show(conversation_id, stored.envelope(), deliver)
+            if len(events) < 100:
+                return
+
+    async def _show(
+        self, conversation_id: str, event: dict[str, Any], deliver: Callable[[ConversationUpdate], Awaitable[object]]
+    ) -> None:
+        sequence = event.get("sequence")
+        if isinstance(sequence, int):
+            self._shown[conversation_id] = max(sequence, self._shown.get(conversation_id, 0))
+        kind = event.get("kind")
+        if kind in WITH_PERSON:
+            self._with_person.add(conversation_id)
+        elif kind in BOT_BACK:
+            self._with_person.discard(conversation_id)
+        update = end_user_update(event)
+        if update is not None:
+            await deliver(update)
 
 
 def live_host(socket: WebSocket[Any, Any, Any], inner: ChannelHost) -> ChannelHost:

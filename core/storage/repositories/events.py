@@ -169,6 +169,35 @@ class EventRepository(Repository):
         )
         return [_event(r) for r in rows]
 
+    async def in_conversation(self, tenant_id: str, conversation_id: str, after: int, limit: int = 100) -> list[Event]:
+        """The conversation's events with a sequence above ``after``, oldest first, at most ``limit``.
+
+        Events of one conversation commit in the order of their sequence (its
+        counter row is locked until commit), so a reader that keeps the last
+        sequence it saw never skips one.
+        """
+        tenant, conversation = as_uuid(tenant_id), as_uuid(conversation_id)
+        if tenant is None or conversation is None:
+            return []
+        rows = await self._all(
+            f"SELECT {_COLUMNS} FROM events WHERE tenant_id = %s AND stream = %s AND sequence > %s "  # noqa: S608
+            "ORDER BY sequence LIMIT %s",
+            (tenant, str(conversation), after, limit),
+        )
+        return [_event(r) for r in rows]
+
+    async def last_in_conversation(self, tenant_id: str, conversation_id: str) -> Event | None:
+        """The conversation's latest committed event, if any."""
+        tenant, conversation = as_uuid(tenant_id), as_uuid(conversation_id)
+        if tenant is None or conversation is None:
+            return None
+        row = await self._one(
+            f"SELECT {_COLUMNS} FROM events WHERE tenant_id = %s AND stream = %s "  # noqa: S608
+            "ORDER BY sequence DESC LIMIT 1",
+            (tenant, str(conversation)),
+        )
+        return None if row is None else _event(row)
+
     async def prune(self, days: int, batch: int = 5000) -> int:
         """Delete up to ``batch`` events older than ``days`` days (their deliveries go with them); how many."""
         row = await self._one(
