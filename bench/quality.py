@@ -35,10 +35,17 @@ knowledge base's hybrid search), one conversation per case. Reported:
 * **needless escalations**: in-scope cases handed to a person;
 * **calibration**: of the answers given at confidence >= x, the share right.
 
+**Tuning split.** Each set's cases are split in two halves by a hash of their id
+(:func:`split`): ``tune`` and ``held-out``. Work on the engine looks only at the
+demo set's ``tune`` half (``--split tune --verbose``); the ``held-out`` half and the
+whole library set are reported, never tuned on. The figures are printed for each
+half too, so a gain that does not carry over to the held-out half shows.
+
 Usage::
 
     python bench/quality.py                         # both sets, embedded PostgreSQL
     python bench/quality.py --set demo --verbose    # one set, every case's outcome
+    python bench/quality.py --set demo --split tune --verbose   # only the half tuned on
     python bench/quality.py --database-url postgresql://...
     python bench/quality.py --cpu                   # also CPU per turn of classification + retrieval
                                                     # at 50 intents and 10,000 chunks
@@ -66,6 +73,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,13 +172,22 @@ def _coarse_expected(expect: dict[str, Any]) -> str | None:
     return "knowledge" if "document" in expect else str(expect["intent"])
 
 
-def load_cases(name: str) -> list[Case]:
-    """The cases of the evaluation set ``name`` (``demo`` or ``library``)."""
+SPLITS = ("tune", "held-out")
+
+
+def split(case_id: str) -> str:
+    """The half of its set a case belongs to: ``tune`` (looked at while improving the engine) or ``held-out``."""
+    return SPLITS[zlib.crc32(case_id.encode()) % 2]
+
+
+def load_cases(name: str, half: str | None = None) -> list[Case]:
+    """The cases of the evaluation set ``name`` (``demo`` or ``library``), only those of ``half`` if given."""
     cases = []
     for line in (DATA / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             raw = json.loads(line)
-            cases.append(Case(id=raw["id"], kind=raw["kind"], turns=tuple(raw["turns"]), expect=raw["expect"]))
+            if half is None or split(raw["id"]) == half:
+                cases.append(Case(id=raw["id"], kind=raw["kind"], turns=tuple(raw["turns"]), expect=raw["expect"]))
     return cases
 
 
@@ -207,8 +224,8 @@ async def evaluate(services: Services, bot: Bot, cases: Sequence[Case]) -> list[
     return [await run_case(services, bot, case) for case in cases]
 
 
-def figures(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """The set's figures: shares in [0, 1] and counts."""
+def figures(outcomes: Sequence[Outcome], *, halves: bool = True) -> dict[str, Any]:
+    """The set's figures: shares in [0, 1] and counts (``halves``: also those of each half of :func:`split`)."""
     total = len(outcomes)
     scope = [o for o in outcomes if o.case.in_scope]
     out = [o for o in outcomes if not o.case.in_scope]
@@ -223,7 +240,7 @@ def figures(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         entry = kinds.setdefault(o.case.kind, {"cases": 0, "right": 0})
         entry["cases"] += 1
         entry["right"] += int(o.right)
-    return {
+    result: dict[str, Any] = {
         "cases": total,
         "in_scope": len(scope),
         "out_of_scope": len(out),
@@ -238,6 +255,13 @@ def figures(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "calibration": calibration,
         "kinds": kinds,
     }
+    if halves:
+        result["halves"] = {}
+        for half in SPLITS:
+            part = [o for o in outcomes if split(o.case.id) == half]
+            if part:
+                result["halves"][half] = figures(part, halves=False)
+    return result
 
 
 def report(name: str, result: dict[str, Any]) -> str:
@@ -262,6 +286,13 @@ def report(name: str, result: dict[str, Any]) -> str:
     for row in result["calibration"]:
         share = pct(row["right"] / row["answers"]) if row["answers"] else "-"
         lines.append(f"| {row['at_least']:.1f} | {row['answers']} | {share} |")
+    if result.get("halves"):
+        lines += ["", "| half | cases | right, in scope | wrong confident |", "| --- | --- | --- | --- |"]
+        for half, part in result["halves"].items():
+            lines.append(
+                f"| {half} | {part['cases']} | {pct(part['right_in_scope'])} | "
+                f"{pct(part['wrong_confident'])} ({part['wrong_confident_count']}) |"
+            )
     lines += ["", "| kind | cases | right |", "| --- | --- | --- |"]
     for kind, entry in sorted(result["kinds"].items()):
         lines.append(f"| {kind} | {entry['cases']} | {pct(entry['right'] / entry['cases'])} |")
@@ -436,7 +467,9 @@ def _settings(data_dir: Path, url: str) -> Settings:
     )
 
 
-async def run(url: str, names: Sequence[str], *, verbose: bool, cpu: bool, data_dir: Path) -> dict[str, Any]:
+async def run(
+    url: str, names: Sequence[str], *, verbose: bool, cpu: bool, data_dir: Path, half: str | None = None
+) -> dict[str, Any]:
     """Evaluate the sets ``names`` on the database at ``url``; return their figures."""
     from botloom.core.host import PluginHost
     from botloom.runtime.services import open_services
@@ -450,7 +483,7 @@ async def run(url: str, names: Sequence[str], *, verbose: bool, cpu: bool, data_
         bots = {"demo": (await ensure_demo(services)).bot, "library": await ensure_library(services)}
         for name in names:
             began = time.perf_counter()
-            outcomes = await evaluate(services, bots[name], load_cases(name))
+            outcomes = await evaluate(services, bots[name], load_cases(name, half))
             result = figures(outcomes)
             result["seconds"] = round(time.perf_counter() - began, 1)
             results[name] = result
@@ -480,6 +513,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print every case's outcome")
     parser.add_argument("--cpu", action="store_true", help="also measure CPU per turn at 50 intents, 10k chunks")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="run only this half of each set")
     args = parser.parse_args()
     names = SETS if args.set == "both" else (args.set,)
     base = Path(tempfile.mkdtemp(prefix="botloom-quality-"))
@@ -494,7 +528,8 @@ def main() -> None:
             url = server.create_database("quality")
         (base / "data").mkdir()
         began = time.perf_counter()
-        results = asyncio.run(run(url, names, verbose=args.verbose, cpu=args.cpu, data_dir=base / "data"))
+        half = None if args.split == "all" else args.split
+        results = asyncio.run(run(url, names, verbose=args.verbose, cpu=args.cpu, data_dir=base / "data", half=half))
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
