@@ -28,13 +28,19 @@ Each configuration gets a warm-up, then a measured window (``--seconds``, 20 by
 default; ``--quick``: 3). The servers are measured alternately (botloom, bare,
 botloom, bare...) so drift on a shared machine hits both. botloom's per-key rate
 limit (``BOTLOOM_RATE_LIMIT_PER_MINUTE``, 600 by default) is raised so it does not
-cap the run. Throughput is printed as a ratio botloom/bare; the issue's goal is
-≥ 0.75. Nothing asserts a timing.
+cap the run. Throughput is printed as a ratio botloom/bare; #16's goal is
+≥ 2. Each server's own CPU time per turn (user + system, ``/proc``) is printed
+too: on a shared machine it moves less than turns/s. ``--variant NAME=DIR`` adds
+a botloom server imported from another tree (e.g. a symlink tree of the commit
+before a change), alternated with the others: an A/B in one run. ``--py-spy DIR``
+records each botloom server's first round (samples holding the GIL). Nothing
+asserts a timing.
 
 Usage::
 
     python bench/http.py            # ~3 minutes
     python bench/http.py --quick    # smoke test, under a minute
+    python bench/http.py --only-new --variant before=/tmp/before-tree --py-spy /tmp/spy
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ SERVER_CORE = 0
 CLIENT_CORE = 1
 CONCURRENCY = 16
 FIXED_CONVERSATIONS = 8
-GOAL = 0.75
+GOAL = 2.0
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 
 
 def say(line: str) -> None:
@@ -170,11 +177,16 @@ def wait_until(check: Any, process: subprocess.Popen[bytes], log: Path, what: st
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def start_botloom(port: int, database_url: str, base: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_botloom(
+    port: int, database_url: str, base: Path, name: str = "botloom", tree: str | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``botloom serve --demo``; with ``tree``, botloom imported from that folder (``PYTHONPATH``) instead."""
     import httpx
 
-    log = base / "botloom.log"
+    log = base / f"{name}.log"
     env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
     env.update(
         BOTLOOM_DATABASE_URL=database_url,
         BOTLOOM_SECRET_KEY="bench-secret-key-" + uuid.uuid4().hex,
@@ -237,6 +249,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc/PID/stat``), its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ------------------------------------------------------------------------------ wrk
 
 WRK_SCRIPT = """
@@ -290,6 +308,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per configuration")
     parser.add_argument("--rounds", type=int, default=1, help="alternating botloom/bare rounds per workload")
     parser.add_argument("--database-url", help="a PostgreSQL server (default: start one with tests/servers.py)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also measure botloom imported from DIR (a folder holding a 'botloom' package, e.g. a symlink tree of "
+        "another commit), alternated with the others: an A/B of two versions in one run",
+    )
+    parser.add_argument("--only-new", action="store_true", help="only the new-conversation-per-request workload")
+    parser.add_argument("--py-spy", metavar="DIR", help="record each botloom server with py-spy in its first round")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -318,8 +346,9 @@ def main() -> int:
             pg = stack.enter_context(start_postgres(base / "postgres"))
             server_url = pg.url
             say(f"started PostgreSQL in {time.perf_counter() - began:.1f} s")
+        variants = dict(v.split("=", 1) for v in args.variant)
         urls = {}
-        for name in ("bench_http_botloom", "bench_http_bare"):
+        for name in ("bench_http_botloom", "bench_http_bare", *(f"bench_http_{v}" for v in variants)):
             db = f"{name}_{uuid.uuid4().hex[:6]}"
             with psycopg.connect(server_url, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{db}"')
@@ -334,6 +363,14 @@ def main() -> int:
         say(f"servers ready in {time.perf_counter() - began:.1f} s (botloom :{botloom_port}, bare :{bare_port})")
 
         targets = {"botloom": (botloom_port, api_key), "bare": (bare_port, BARE_KEY)}
+        pids = {"botloom": botloom.pid}
+        for variant, tree in variants.items():
+            port = free_port()
+            process, key, _ = start_botloom(port, urls[f"bench_http_{variant}"], base, variant, tree)
+            stack.callback(stop, process)
+            targets[variant] = (port, key)
+            pids[variant] = process.pid
+            say(f"{variant} ready (:{port}, botloom from {tree})")
         # Check each answers a turn, and create the fixed conversations.
         fixed: dict[str, list[str]] = {}
         for name, (port, key) in targets.items():
@@ -346,23 +383,41 @@ def main() -> int:
             say(f"{name} answers: {json.dumps(body)[:160]}")
 
         workloads = [("new conversation per request", False), (f"{FIXED_CONVERSATIONS} fixed conversations", True)]
+        if args.only_new:
+            workloads = workloads[:1]
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for label, use_fixed in workloads:
             for name, (port, key) in targets.items():
                 run_wrk(port, key, fixed[name] if use_fixed else [], warmup, base)
             for round_ in range(args.rounds):
                 for name, (port, key) in targets.items():
+                    spy = None
+                    if args.py_spy and round_ == 0 and name in pids:
+                        out = Path(args.py_spy) / f"{name}-{'fixed' if use_fixed else 'new'}.txt"
+                        spy = subprocess.Popen(
+                            [PY_SPY, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "200", "--gil",
+                             "--duration", str(max(1, round(seconds))), "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    pid = pids.get(name, bare.pid)
+                    cpu_before = process_cpu(pid)
                     found = run_wrk(port, key, fixed[name] if use_fixed else [], seconds, base)
+                    found["cpu_ms"] = (process_cpu(pid) - cpu_before) * 1000 / max(1, found["requests"])
+                    if spy is not None:
+                        spy.wait(60)
                     results.setdefault((label, name), []).append(found)
                     say(
                         f"[{label}] {name} round {round_ + 1}: {found['rps']:.1f} turns/s, "
                         f"p50 {found['p50_us'] / 1000:.1f} ms, p99 {found['p99_us'] / 1000:.1f} ms, "
-                        f"non-2xx {found['non2xx']}, errors {found['errors']}"
+                        f"non-2xx {found['non2xx']}, errors {found['errors']}, server CPU {found['cpu_ms']:.2f} ms/turn"
                     )
 
         from bench.common import machine, markdown_table
 
-        header = ["workload", "server", "turns/s", "p50 ms", "p99 ms", "non-2xx/errors", "botloom/bare turns/s"]
+        header = [
+            "workload", "server", "turns/s", "p50 ms", "p99 ms", "non-2xx/errors", "server CPU ms/turn",
+            "vs bare turns/s", "vs bare CPU/turn",
+        ]  # fmt: skip
         rows = []
         ratios = []
         for label, _ in workloads:
@@ -376,14 +431,17 @@ def main() -> int:
                     "p50": sorted(r["p50_us"] for r in runs)[len(runs) // 2] / 1000,
                     "p99": max(r["p99_us"] for r in runs) / 1000,
                     "bad": f"{sum(r['non2xx'] for r in runs)}/{sum(r['errors'] for r in runs)}",
+                    "cpu": sum(r["cpu_ms"] * r["requests"] for r in runs) / max(1, requests),
                 }
             r = summary["botloom"]["rps"] / summary["bare"]["rps"]
             ratios.append((label, r))
             for name in targets:
                 s = summary[name]
+                ratio = "" if name == "bare" else f"{s['rps'] / summary['bare']['rps']:.2f}"
+                cpu_ratio = "" if name == "bare" else f"{summary['bare']['cpu'] / s['cpu']:.2f}"
                 rows.append(
-                    [label, name, f"{s['rps']:.1f}", f"{s['p50']:.1f}", f"{s['p99']:.1f}", s["bad"],
-                     f"{r:.2f}" if name == "botloom" else ""]
+                    [label, name, f"{s['rps']:.1f}", f"{s['p50']:.1f}", f"{s['p99']:.1f}", s["bad"], f"{s['cpu']:.2f}",
+                     ratio, cpu_ratio]
                 )  # fmt: skip
 
         info = machine()
