@@ -23,7 +23,8 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from tests.conftest import ADMIN_TOKEN
-from tests.test_api_resources import api_client, bearer, make_bot, make_tenant
+from tests.test_api_resources import api_client, bearer
+from tests.worlds import World, two_tenants
 
 
 @dataclass(frozen=True)
@@ -114,16 +115,6 @@ def test_route_table_covers_every_api_route(settings: Settings) -> None:
     assert api_routes(settings) == set(ROUTES) | set(DESK_ROUTES)
 
 
-@dataclass
-class World:
-    """Two tenants made through the API: A attacks, B owns everything the routes name."""
-
-    key_a: str
-    key_b: str
-    refs: dict[str, str]
-    """Path values naming B's resources."""
-
-
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
     async for c in api_client(settings, services):
@@ -132,45 +123,25 @@ async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.
 
 @pytest.fixture
 async def world(client: httpx.AsyncClient) -> World:
-    _, key_a = await make_tenant(client, "alpha")
-    tenant_b, key_b = await make_tenant(client, "beta")
-    await make_bot(client, "alpha", "helper")
-    bot_b = await make_bot(client, "beta", "helper")
-    for plugin in ("rest", "smalltalk"):
-        r = await client.put(f"/api/v1/bots/beta/helper/plugins/{plugin}", json={"enabled": True})
-        assert r.status_code == 200, r.text
+    world = await two_tenants(client, plugins=("rest", "smalltalk"))
+    key_b, conversation, checkpoint = world.key_b, world.refs["conversation_id"], world.refs["checkpoint_id"]
     r = await client.post("/api/v1/bots/beta/helper/knowledge", json={"name": "faq.md", "content": "# FAQ\n\nRefunds."})
     assert r.status_code == 201, r.text
-    r = await client.post("/api/v1/bots/beta/helper/messages", json={"text": "hello"}, headers=bearer(key_b))
-    assert r.status_code == 200, r.text
-    conversation, reply = r.json()["conversation_id"], r.json()["replies"][0]["id"]
-    turns = await client.get(f"/api/v1/conversations/{conversation}/turns", headers=bearer(key_b))
-    checkpoint = turns.json()["turns"][0]["checkpoint_id"]
     fork = await client.post(
         f"/api/v1/conversations/{conversation}/forks", json={"checkpoint_id": checkpoint}, headers=bearer(key_b)
     )
     assert fork.status_code == 201, fork.text
-    hook = await client.post("/api/v1/tenants/beta/webhooks", json={"url": "http://127.0.0.1:9/hook"})
-    assert hook.status_code == 201, hook.text
     example = await client.post("/api/v1/bots/beta/helper/intents/greeting/examples", json={"text": "howdy partner"})
     assert example.status_code == 201, example.text
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
     assert r.status_code == 201, r.text
-    refs = {
-        "tenant": tenant_b["id"],
-        "bot": bot_b["id"],
+    world.refs |= {
         "key_id": r.json()["id"],
-        "plugin": "smalltalk",
-        "document": "faq.md",
-        "conversation_id": conversation,
-        "message_id": reply,
-        "webhook_id": hook.json()["id"],
-        "checkpoint_id": checkpoint,
         "fork_id": fork.json()["fork_id"],
         "intent": "greeting",
         "example": example.json()["id"],
     }
-    return World(key_a=key_a, key_b=key_b, refs=refs)
+    return world
 
 
 def render(template: str, refs: dict[str, str]) -> str:

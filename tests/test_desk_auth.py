@@ -22,7 +22,8 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
 from tests.test_api_auth import MALFORMED, ROUTES, Call, render
-from tests.test_api_resources import api_client, make_bot, make_tenant
+from tests.test_api_resources import api_client
+from tests.worlds import two_tenants
 
 NOTE = Call(json={"text": "planted note"})
 DESK_ROUTES: dict[tuple[str, str], Call] = {
@@ -88,16 +89,8 @@ async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.
 
 @pytest.fixture
 async def world(client: httpx.AsyncClient) -> DeskWorld:
-    _, key_a = await make_tenant(client, "alpha")
-    tenant_b, key_b = await make_tenant(client, "beta")
-    await make_bot(client, "alpha", "helper")
-    bot_b = await make_bot(client, "beta", "helper")
-    for plugin in ("rest", "smalltalk", "handoff"):
-        r = await client.put(f"/api/v1/bots/beta/helper/plugins/{plugin}", json={"enabled": True})
-        assert r.status_code == 200, r.text
-    r = await client.post("/api/v1/bots/beta/helper/messages", json={"text": "agent"}, headers=bearer(key_b))
-    assert r.status_code == 200 and r.json()["escalated"], r.text
-    conversation, reply = r.json()["conversation_id"], r.json()["replies"][0]["id"]
+    world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
+    key_a, key_b = world.key_a, world.key_b
     agent_a = await make_agent(client, "alpha", key_a, "al@alpha.test")
     agent_b = await make_agent(client, "beta", key_b, "bo@beta.test", teams=["vip"])
     [handover] = await agent_b.queue()
@@ -107,25 +100,12 @@ async def world(client: httpx.AsyncClient) -> DeskWorld:
     assert r.status_code == 200, r.text
     r = await agent_b.call("POST", "/api/v1/canned", {"team": "vip", "shortcut": "hi", "text": "beta's canned"})
     assert r.status_code == 201, r.text
-    canned = r.json()["id"]
-    r = await client.post("/api/v1/tenants/beta/webhooks", json={"url": "http://127.0.0.1:9/hook"})
-    assert r.status_code == 201, r.text
-    webhook = r.json()["id"]
-    turns = await client.get(f"/api/v1/conversations/{conversation}/turns", headers=bearer(key_b))
-    refs = {
-        "tenant": tenant_b["id"],
-        "bot": bot_b["id"],
+    refs = world.refs | {
         "key_id": str(uuid.uuid4()),
-        "plugin": "smalltalk",
-        "document": "faq.md",
-        "conversation_id": conversation,
-        "message_id": reply,
-        "webhook_id": webhook,
-        "checkpoint_id": turns.json()["turns"][0]["checkpoint_id"] if turns.status_code == 200 else "x",
         "handover_id": handover["id"],
         "agent_id": agent_b.id,
         "team": "vip",
-        "response_id": canned,
+        "response_id": r.json()["id"],
     }
     return DeskWorld(key_a=key_a, key_b=key_b, agent_a=agent_a, agent_b=agent_b, refs=refs)
 
