@@ -56,6 +56,23 @@ from botloom.runtime.turn_context import thread_config
 FORK_THREAD_PREFIX = "fork:"
 
 
+async def erase_forks(services: Services, tenant_id: str, conversation_ids: Sequence[str]) -> int:
+    """Delete the forks of these conversations with their threads' checkpoints; the number of forks deleted.
+
+    Called wherever a conversation's checkpoints are erased (retention's archive and prune): a fork's
+    thread holds a copy of the conversation's state, the user's words included. The threads go first,
+    then the rows, so a pass cut short leaves rows that the next erasure finds again, never a thread
+    that nothing names.
+    """
+    threads = await services.store.forks.threads_of(tenant_id, conversation_ids)
+    if not threads:
+        return 0
+    saver = services.graphs.checkpointer
+    if saver is not None:
+        await saver.aprune(threads, strategy="delete")
+    return await services.store.forks.delete_threads(tenant_id, threads)
+
+
 class ForkNotPaused(RuntimeError):
     """``continue`` on a fork that is not paused at a breakpoint (the API answers 409)."""
 
@@ -188,7 +205,7 @@ class Forks:
         fork_id = str(uuid.uuid4())
         thread = f"{FORK_THREAD_PREFIX}{conversation.id}:{fork_id}"
         config = self._config(bot, thread)
-        await self._seed(config, origin.before, edits)
+        # The row first, then the thread: a thread is never left without the row that erasure finds it by.
         fork = await self.repo.create(
             bot.tenant_id,
             fork_id=fork_id,
@@ -200,6 +217,7 @@ class Forks:
             break_after=after_nodes,
             edited=bool(edits),
         )
+        await self._seed(config, origin.before, edits)
         version = self.services.runner.state_version(bot)
         payload = turn_input(f"fork:{fork_id}", text, version=version)
         errors = await self._run(graph, bot, conversation, fork, payload=payload, config=config)

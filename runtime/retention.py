@@ -10,6 +10,10 @@ One pass, per bot, by two bot settings:
 - ``retention_days``: every conversation idle longer than this keeps only its newest
   checkpoint (so it can continue; the debugger's history of it is gone).
 
+An archived or pruned conversation's debug forks go too, rows and threads
+(:func:`~botloom.runtime.forks.erase_forks`): a fork's thread is a copy of the
+conversation's state, and outliving it would keep what retention removed.
+
 ``botloom prune`` runs a pass at once. The job workers run one every hour as the
 ``retention`` cron job of the deliveries queue (:data:`RETENTION_CRON`): every
 worker process schedules it under the same job key, so each hour's pass runs once
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
+from botloom.runtime.forks import erase_forks
 from botloom.runtime.queue import JobFunction
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
@@ -44,6 +49,8 @@ class PruneReport:
     """Closed conversations whose checkpoints were removed."""
     closed: int = 0
     """Open conversations closed for being idle longer than their bot's ``close_after_days``."""
+    forks: int = 0
+    """Debug forks of archived or pruned conversations deleted with their threads."""
 
 
 async def prune(
@@ -66,6 +73,7 @@ async def prune(
             continue
         closed = await conversations.closed_unarchived(bot.tenant_id, bot.id)
         if closed:
+            report.forks += await erase_forks(services, bot.tenant_id, closed)
             await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in closed], strategy="delete")
             await conversations.mark(bot.tenant_id, closed, "archived")
             report.archived += len(closed)
@@ -74,6 +82,7 @@ async def prune(
         if days is not None:
             idle = await conversations.idle_unpruned(bot.tenant_id, bot.id, moment - timedelta(days=days))
         if idle:
+            report.forks += await erase_forks(services, bot.tenant_id, idle)
             await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in idle], strategy="keep_latest")
             await conversations.mark(bot.tenant_id, idle, "pruned")
             report.pruned += len(idle)

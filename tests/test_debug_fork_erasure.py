@@ -1,0 +1,122 @@
+"""Debug forks go with their conversation's erasure, and a fork never names another tenant's bot.
+
+Real PostgreSQL throughout: the retention pass archives and prunes conversations, and the
+fork's row and its checkpoint thread must both be gone afterwards (``docs/debugger-actions.md``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import msgspec
+import psycopg
+import pytest
+
+from botloom.core.domain import Bot
+from botloom.core.messages import utcnow
+from botloom.runtime.forks import Forks, erase_forks
+from botloom.runtime.retention import prune
+from botloom.runtime.services import Services
+from botloom.server.demo import DemoInfo
+from tests.helpers import Chat
+
+
+def checkpoints_of(database_url: str, thread: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (thread,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def forked_conversation(services: Services, bot: Bot) -> tuple[str, str, str]:
+    """A two-turn conversation with one fork of its last turn: conversation id, fork id, fork thread."""
+    chat = Chat(services, bot)
+    await chat.say("hi")
+    await chat.say("where is my order 1234?")
+    assert chat.conversation_id is not None
+    conversation = await services.store.conversations.get(bot.tenant_id, chat.conversation_id)
+    assert conversation is not None
+    snapshot = await services.graphs.get(bot.graph).aget_state(
+        {"configurable": {"thread_id": f"{bot.tenant_id}:{bot.id}:{conversation.id}"}}
+    )
+    checkpoint = str(snapshot.config["configurable"]["checkpoint_id"])
+    outcome = await Forks(services).create(bot, conversation, checkpoint, text="thanks")
+    fork = await services.store.forks.get(bot.tenant_id, outcome.fork_id)
+    assert fork is not None
+    return conversation.id, fork.id, fork.thread_id
+
+
+async def test_archiving_a_conversation_erases_its_forks_and_their_threads(
+    services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    conversation_id, fork_id, thread = await forked_conversation(services, demo.bot)
+    kept_id, kept_fork, kept_thread = await forked_conversation(services, demo.bot)
+    assert checkpoints_of(database_url, thread) > 0
+    await services.store.conversations.set_status(demo.tenant.id, conversation_id, "closed")
+
+    report = await prune(services)
+
+    assert (report.archived, report.forks) == (1, 1)
+    assert await services.store.forks.get(demo.tenant.id, fork_id) is None, "the fork's row went"
+    assert checkpoints_of(database_url, thread) == 0, "the fork's thread went"
+    assert await services.store.forks.get(demo.tenant.id, kept_fork) is not None, "another conversation's fork stays"
+    assert checkpoints_of(database_url, kept_thread) > 0
+    assert kept_id != conversation_id
+
+
+async def test_pruning_an_idle_conversation_erases_its_forks(
+    services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    bot = await services.store.bots.update(
+        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=7)
+    )
+    assert bot is not None
+    _, fork_id, thread = await forked_conversation(services, bot)
+    assert (await prune(services)).forks == 0, "an active conversation keeps its forks"
+    assert await services.store.forks.get(bot.tenant_id, fork_id) is not None
+
+    report = await prune(services, now=utcnow() + timedelta(days=8))
+
+    assert (report.pruned, report.forks) == (1, 1)
+    assert await services.store.forks.get(bot.tenant_id, fork_id) is None
+    assert checkpoints_of(database_url, thread) == 0
+
+
+async def test_erase_forks_is_scoped_to_its_tenant(services: Services, demo: DemoInfo, database_url: str) -> None:
+    conversation_id, fork_id, thread = await forked_conversation(services, demo.bot)
+    other = await services.store.tenants.create("globex", "Globex")
+    assert await erase_forks(services, other.id, [conversation_id]) == 0
+    assert await services.store.forks.get(demo.tenant.id, fork_id) is not None
+    assert checkpoints_of(database_url, thread) > 0
+    assert await erase_forks(services, demo.tenant.id, [conversation_id, "not-a-uuid"]) == 1
+    assert checkpoints_of(database_url, thread) == 0
+
+
+async def test_a_fork_cannot_name_another_tenants_bot(services: Services, demo: DemoInfo) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("hi")
+    assert chat.conversation_id is not None
+    other = await services.store.tenants.create("globex", "Globex")
+    foreign = await services.store.bots.create(other.id, "helper", "Helper")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        await services.store.forks.create(
+            demo.tenant.id,
+            fork_id=str(uuid.uuid4()),
+            bot_id=foreign.id,
+            conversation_id=chat.conversation_id,
+            checkpoint_id="1f000000-0000-6000-8000-000000000000",
+            thread_id=f"fork:{chat.conversation_id}:x",
+            break_before=[],
+            break_after=[],
+        )
+    assert await services.store.forks.of_conversation(demo.tenant.id, chat.conversation_id) == []
+
+
+async def test_deleting_a_bot_deletes_its_fork_rows(services: Services, demo: DemoInfo) -> None:
+    _, fork_id, _ = await forked_conversation(services, demo.bot)
+    async with services.db.connection() as conn:
+        # Without the conversation's cascade: only the (tenant, bot) key can take the row away.
+        await conn.execute("ALTER TABLE debug_forks DROP CONSTRAINT debug_forks_tenant_id_conversation_id_fkey")
+    assert await services.store.bots.delete(demo.tenant.id, demo.bot.id)
+    assert await services.store.forks.get(demo.tenant.id, fork_id) is None
