@@ -321,8 +321,53 @@ SYNONYMS: dict[str, str] = {
     "u": "you",
     "ur": "your",
     "r": "are",
+    # something did not arrive: the words of an order that is late
+    "not come": "not received",
+    "not came": "not received",
+    "never came": "not received",
+    "not arrived": "not received",
+    "never arrived": "not received",
+    "not shown up": "not received",
+    "not showed up": "not received",
+    "not turned up": "not received",
+    "still waiting for": "not received",
+    "waiting for": "not received",
 }
 """Curated English synonyms: a phrase or word (lower case) → the canonical words it means."""
+
+
+def _word_list(text: str) -> list[str]:
+    return text.split()
+
+
+GOODS = _word_list(
+    "jacket coat shirt tshirt blouse sweater jumper hoodie cardigan dress skirt trousers pants jeans shorts "
+    "suit socks shoes shoe sneakers trainers boots sandals hat cap scarf gloves belt bag backpack handbag wallet purse "
+    "watch ring necklace bracelet earrings sunglasses glasses umbrella lamp chair table desk sofa couch bed mattress "
+    "pillow blanket towel curtain rug carpet shelf cabinet mirror vase mug cup plate bowl glass pan pot knife "
+    "blender toaster kettle mixer microwave oven fridge freezer dishwasher vacuum iron heater fan grill "
+    "phone smartphone laptop computer tablet monitor keyboard mouse printer headphones earphones earbuds speaker "
+    "charger cable camera tv television console controller router drone toy puzzle doll bike bicycle helmet "
+    "tent stroller"
+)
+"""Common goods: a message naming one speaks of an ``item``, a ``product`` (``can I send back a jacket?``)."""
+for _good in dict.fromkeys(GOODS):
+    SYNONYMS.setdefault(_good, f"{_good} item product")
+
+COUNTRIES = _word_list(
+    "norway switzerland iceland liechtenstein serbia albania bosnia montenegro macedonia moldova ukraine belarus "
+    "russia turkey georgia armenia israel canada mexico brazil argentina chile colombia peru australia japan china "
+    "india korea singapore thailand vietnam indonesia philippines malaysia egypt morocco nigeria kenya"
+)
+"""Countries outside the European Union, by their English names: a message naming one asks about a country."""
+for _country in COUNTRIES:
+    SYNONYMS.setdefault(_country, f"{_country} country")
+KINDS = frozenset(["item", "product", "country"])
+"""The words of what a thing is (a jacket is an item): they score a message, but a search is not widened by them
+(a question about Australia's capital must not find every passage naming a country)."""
+for _phrase, _canonical in list(SYNONYMS.items()):
+    if _canonical.endswith("european union") and "country" not in _canonical:
+        SYNONYMS[_phrase] = f"{_canonical} country"
 
 
 @dataclass(frozen=True)
@@ -385,6 +430,34 @@ def stem(word: str) -> str:
 QUESTION_WORDS = frozenset(["where", "when", "how", "why", "whether"])
 QUESTION_WEIGHT = 0.2
 """Question words tell questions apart but say little about the topic: they weigh this much."""
+REQUEST_WORDS = frozenset(
+    [
+        "need",
+        "needs",
+        "want",
+        "wants",
+        "wanted",
+        "like",
+        "get",
+        "got",
+        "getting",
+        "help",
+        "something",
+        "anything",
+        "able",
+        "try",
+        "trying",
+        "wanna",
+        "let",
+        "still",
+        "yet",
+        "now",
+        "ask",
+        "asking",
+    ]
+)
+"""The words of asking (``I need``, ``I'd like to``, ``something``): common in requests, saying nothing of the topic."""
+REQUEST_WEIGHT = 0.15
 
 
 @lru_cache(maxsize=65_536)
@@ -392,6 +465,8 @@ def weight(word: str) -> float:
     """How informative ``word`` is, in (0, 1]: from its frequency in English; unknown words 1."""
     if word in QUESTION_WORDS:
         return QUESTION_WEIGHT
+    if word in REQUEST_WORDS:
+        return REQUEST_WEIGHT
     count = english().frequency.get(word)
     if count is None:
         return UNKNOWN_WEIGHT
@@ -424,13 +499,40 @@ CONTRACTIONS = (
 )
 
 
+BARE_CONTRACTIONS = {
+    "dont": "do not",
+    "doesnt": "does not",
+    "didnt": "did not",
+    "hasnt": "has not",
+    "havent": "have not",
+    "hadnt": "had not",
+    "isnt": "is not",
+    "arent": "are not",
+    "wasnt": "was not",
+    "werent": "were not",
+    "cant": "can not",
+    "couldnt": "could not",
+    "wont": "will not",
+    "wouldnt": "would not",
+    "shouldnt": "should not",
+    "im": "i am",
+    "ive": "i have",
+    "whats": "what is",
+    "wheres": "where is",
+}
+"""Contractions written without their apostrophe (``hasnt``), as people type them."""
+
+
 def words(text: str) -> list[str]:
-    """The words of ``text``, normalised, contractions spelled out (``what's`` → ``what is``)."""
+    """The words of ``text``, normalised, contractions spelled out (``what's``, ``whats`` → ``what is``)."""
     plain = normalize(text)
     if "'" in plain:
         for short, full in CONTRACTIONS:
             plain = plain.replace(short, full)
-    return WORD.findall(plain)
+    found = WORD.findall(plain)
+    if any(w in BARE_CONTRACTIONS for w in found):
+        found = [part for w in found for part in BARE_CONTRACTIONS.get(w, w).split()]
+    return found
 
 
 # ------------------------------------------------------------------------------ the analyzer
@@ -544,7 +646,7 @@ class Analyzer:
     def expand(self, text: str) -> str:
         """``text`` followed by its corrected, canonical words that differ: a search query that finds both."""
         original = words(text)
-        extra = [w for w in self.canonical(text) if w not in original]
+        extra = [w for w in self.canonical(text) if w not in original and w not in KINDS]
         return text if not extra else f"{text} {' '.join(dict.fromkeys(extra))}"
 
 

@@ -181,7 +181,12 @@ FOLLOW_UP_DISCOUNT = 0.9
 """A follow-up's confidence is that of the two messages read together, times this."""
 CANDIDATES = 3
 """How many candidates a turn records for the debugger."""
-CLAUSE = re.compile(r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+", re.IGNORECASE)
+CLAUSE = re.compile(
+    r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+"
+    r"|,?\s+or\s+(?=(?:is|are|can|could|do|does|should|will|would)\b)",
+    re.IGNORECASE,
+)
+"""Where a line splits into clauses: sentence ends, ``and``/``but``/``btw``, and ``or`` before a new question."""
 
 
 MAX_PARTS = 12
@@ -210,6 +215,8 @@ class _Scored:
     position: int = 0
     explains: float = 0.0
     """The share of the message's weight the intent's best example explains (1: all of it)."""
+    filled: bool = False
+    """One of the intent's slots takes a value from the message (an order number): evidence for the intent."""
 
     @property
     def name(self) -> str:
@@ -300,8 +307,9 @@ CALIBRATION = 1.5
 INFORMATION = 0.6
 """A query whose terms weigh less than this in all (``and how long is it?``) is too vague to be sure of."""
 INTENT_BONUS = 0.15
-"""An intent whose example explains the whole message beats a passage scoring up to this much higher: its
-examples were written for it, while a passage's many words cover short messages easily."""
+"""An intent whose example explains the whole message, or one of whose slots the message fills (``card 2222``),
+beats a passage scoring up to this much higher: its examples were written for it, while a passage's many words
+cover short messages easily."""
 
 
 MAX_PART_SEARCHES = 3
@@ -423,7 +431,8 @@ class OfflineEngine:
         scored = []
         for name, intent in model.intents.items():
             score, explains = model.intent_match(name, query, text)
-            scored.append(_Scored(calibrate(score), intent, None, position, explains))
+            filled = bool(intent.slots) and score > 0 and bool(fill_slots(intent, text))
+            scored.append(_Scored(calibrate(score), intent, None, position, explains, filled))
         scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]
         scored.sort(key=lambda s: -s.confidence)
         return scored
@@ -433,7 +442,9 @@ class OfflineEngine:
         eligible = [s for s in scored if s.confidence >= threshold]
         if not eligible:
             return None
-        return max(eligible, key=lambda s: (s.rank, s.confidence + (INTENT_BONUS * (s.explains >= 0.9)), s.position))
+        return max(
+            eligible, key=lambda s: (s.rank, s.confidence + INTENT_BONUS * (s.explains >= 0.9 or s.filled), s.position)
+        )
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """The intent or knowledge passage that best answers the message, on one confidence scale.
