@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Literal, cast
 
 from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.messages import utcnow
 from botloom.core.statuses import InboundStatus
 from botloom.core.storage.repositories import Store
+from botloom.runtime.handover import WITH_PERSON
 from botloom.runtime.locks import ConversationLocks
 from botloom.runtime.results import TurnResult, turn_id_for
 from botloom.runtime.turns import Lookahead, Turns, Watch
@@ -129,11 +130,16 @@ class Bursts:
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
         ahead = Lookahead()
+        # what enqueue and interrupt run is known before reading it: the oldest pending message, or all of
+        # them; that read claims it for the turn (``processing``) in the same statement
+        claim: int | Literal["all"] = {"enqueue": 1, "interrupt": "all"}.get(policy, 0) if only is None else 0
         while True:
+            claimed = False
             if ahead.pending is None:  # the conversation and what waits, in one round trip
                 conversation, pending = await self.store.messages.pending_with_conversation(
-                    bot.tenant_id, conversation_id
+                    bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
                 )
+                claimed = bool(claim)
             else:  # what the previous turn's last statement saw after it
                 conversation, pending = ahead.conversation, ahead.pending
             ahead = Lookahead()
@@ -152,7 +158,7 @@ class Bursts:
             if policy == "reject" and not await self._take(bot, batch[0]):
                 continue  # a concurrent job answered it busy
             watch = self._newer_than(bot, conversation_id, batch[-1].id) if policy == "interrupt" else None
-            result = await self.turns.run(bot, conversation, batch, watch=watch, lookahead=ahead)
+            result = await self.turns.run(bot, conversation, batch, watch=watch, lookahead=ahead, claimed=claimed)
             if result is not None:
                 results.append(result)
         return results

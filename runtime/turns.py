@@ -88,8 +88,12 @@ class Turns:
         *,
         watch: Watch | None = None,
         lookahead: Lookahead | None = None,
+        claimed: bool = False,
     ) -> TurnResult | None:
         """One turn answering ``messages`` (one, or a merged burst); ``None`` if ``watch`` cancelled it.
+
+        ``claimed``: the statement that read ``messages`` already marked them
+        ``processing`` (their statuses are those from before it); otherwise this does.
 
         ``watch`` is a callable returning an awaitable ``bool``, asked while the graph
         runs: ``True`` cancels the turn (nothing of it is checkpointed or stored).
@@ -109,8 +113,9 @@ class Turns:
         )
         began = time.perf_counter()
         rerun = any(m.status == "processing" for m in messages)
-        for message in messages:
-            await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
+        if not claimed:
+            for message in messages:
+                await self.store.messages.set_status(tenant, message.id, "processing", turn_id=turn)
         inbound = InboundMessage(
             channel=first.channel,
             text="\n".join(m.text for m in messages),

@@ -81,3 +81,22 @@ async def test_store_turn_of_no_such_conversation_raises_and_changes_nothing(sto
         )
     message = await store.messages.get(tenant, ids[0])
     assert message is not None and message.status == "received"
+
+
+async def test_pending_with_conversation_claims_the_oldest_in_the_same_statement(store: Store) -> None:
+    tenant, conversation_id, ids = await conversation_with(store, ["one", "two", "three"])
+    _, pending = await store.messages.pending_with_conversation(tenant, conversation_id, claim=1)
+    assert [(m.id, m.status) for m in pending] == [(i, "received") for i in ids], "as they were before the claim"
+    statuses = [m.status for m in await store.messages.pending_inbound(tenant, conversation_id)]
+    assert statuses == ["processing", "received", "received"]
+    _, again = await store.messages.pending_with_conversation(tenant, conversation_id, claim=1)
+    assert [m.status for m in again] == ["processing", "received", "received"], "a turn that died is seen as such"
+    await store.messages.pending_with_conversation(tenant, conversation_id, claim="all")
+    assert {m.status for m in await store.messages.pending_inbound(tenant, conversation_id)} == {"processing"}
+
+
+async def test_pending_with_conversation_claims_nothing_unless_asked_or_in_the_status_given(store: Store) -> None:
+    tenant, conversation_id, _ = await conversation_with(store, ["one", "two"])
+    await store.messages.pending_with_conversation(tenant, conversation_id)
+    await store.messages.pending_with_conversation(tenant, conversation_id, claim="all", unless_status="open")
+    assert {m.status for m in await store.messages.pending_inbound(tenant, conversation_id)} == {"received"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -245,16 +245,37 @@ class MessageRepository(Repository):
         return conversation, existing, False
 
     async def pending_with_conversation(
-        self, tenant_id: str, conversation_id: str
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        claim: int | Literal["all"] = 0,
+        unless_status: str | None = None,
     ) -> tuple[Conversation | None, list[StoredMessage]]:
-        """The conversation and its pending inbound messages (as :meth:`pending_inbound`), in one round trip."""
+        """The conversation and its pending inbound messages (as :meth:`pending_inbound`), in one round trip.
+
+        With ``claim`` (a number, or ``"all"``), the same statement also marks that many
+        of the oldest pending messages ``processing`` (what a turn does before its graph
+        runs), unless the conversation's status is ``unless_status``. The messages are
+        returned as they were before the claim: a ``processing`` one was claimed by a
+        turn that did not finish (its process died), which the caller runs again.
+        """
         row = await self._one(
-            "SELECT (SELECT row_to_json(c) FROM conversations c WHERE c.tenant_id = %(tenant)s "
-            "AND c.id = %(conversation)s) AS conversation, "
-            "(SELECT json_agg(row_to_json(m) ORDER BY m.created_at, m.id) FROM messages m "
-            "WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s AND m.direction = 'inbound' "
-            "AND m.status IN ('received', 'processing')) AS pending",
-            {"tenant": as_uuid(tenant_id), "conversation": as_uuid(conversation_id)},
+            "WITH c AS (SELECT * FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s), "
+            "p AS (SELECT m.* FROM messages m WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s "
+            "AND m.direction = 'inbound' AND m.status IN ('received', 'processing')), "
+            "k AS (UPDATE messages SET status = 'processing', updated_at = now() "
+            "WHERE tenant_id = %(tenant)s AND id IN (SELECT id FROM p ORDER BY created_at, id LIMIT %(claim)s) "
+            "AND EXISTS (SELECT 1 FROM c WHERE c.status IS DISTINCT FROM %(unless)s) RETURNING id) "
+            "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
+            "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM p) AS pending, "
+            "(SELECT count(*) FROM k) AS claimed",
+            {
+                "tenant": as_uuid(tenant_id),
+                "conversation": as_uuid(conversation_id),
+                "claim": None if claim == "all" else claim,
+                "unless": unless_status,
+            },
         )
         if row is None or row["conversation"] is None:
             return None, []
