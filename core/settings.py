@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Seconds each part of a request's body may take to arrive before the request is answered 408."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
     """Requests a minute per API key (or per client address without one)."""
+    desk_away_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 90.0
+    """Seconds without a desk heartbeat after which an agent counts as away (docs/desk.md#routing)."""
     allowed_endpoints: str = ""
     """Comma-separated hosts, addresses or networks (each with an optional ``:port``) that endpoints a tenant
     configures (an SMTP host, an API base URL) may reach even when they are not public addresses."""

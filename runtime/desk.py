@@ -47,7 +47,7 @@ from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.core.storage.repositories.agents import Agent, Presence, Team
 from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRecord, HandoverStatus, Moved
-from botloom.runtime.handover import Handover
+from botloom.runtime.handover import Handover, KeyReused, NotWithPerson
 from botloom.runtime.queue import JobFunction
 
 if TYPE_CHECKING:
@@ -63,7 +63,9 @@ HANDOFF_PLUGIN = "handoff"
 SWEEP_CRON = "* * * * *"
 """When ``desk_sweep`` runs (every minute)."""
 AWAY_AFTER = 90.0
-"""Seconds without a heartbeat after which an agent counts as away."""
+"""Seconds without a heartbeat after which an agent counts as away (the default of ``BOTLOOM_DESK_AWAY_SECONDS``)."""
+RESUME_ATTEMPTS = 5
+"""Failed resumes of a closed handover's graph after which the conversation is given back to the bot without one."""
 WHATSAPP_WINDOW = timedelta(hours=24)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -163,7 +165,7 @@ class Desk:
         deliveries: Deliveries,
         events: Events,
         engine: Engine,
-        away_after: float = AWAY_AFTER,
+        away_after: float | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -171,7 +173,11 @@ class Desk:
         self.deliveries = deliveries
         self.events = events
         self.engine = engine
-        self.away_after = away_after
+        settings = getattr(runner, "settings", None)
+        self.away_after: float = (
+            away_after if away_after is not None else float(getattr(settings, "desk_away_seconds", AWAY_AFTER))
+        )
+        """Seconds without a heartbeat after which an agent counts as away (``BOTLOOM_DESK_AWAY_SECONDS``)."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -211,14 +217,14 @@ class Desk:
         now = utcnow()
         open_now = is_open(team_row, now)
         counted = await self.store.agents.count_available(bot.tenant_id, team, self.away_after)
-        agents, available = counted["agents"], counted["available"]
+        agents, free = counted["agents"], counted["free"]  # free: available, with room below their capacity
         notice: str | None
         if not open_now:
             availability, notice = "closed", config.closed_notice
-        elif agents and not available:
+        elif agents and not free:
             availability, notice = "nobody_available", config.unavailable_notice
         else:
-            availability, notice = ("available" if available else "no_agents"), handover.notice
+            availability, notice = ("available" if free else "no_agents"), handover.notice
         summary |= {"channel": conversation.channel, "user": conversation.user, "availability": availability}
         record, new = await self.store.handovers.open(
             bot.tenant_id,
@@ -287,11 +293,23 @@ class Desk:
             await self.refresh_gauge()
         return record
 
-    async def send(self, actor: Actor, handover_id: str, text: str) -> list[StoredMessage]:
-        """The agent's message to the end user, through the conversation's own channel; the stored replies."""
+    async def send(self, actor: Actor, handover_id: str, text: str, key: str | None = None) -> list[StoredMessage]:
+        """The agent's message to the end user, through the conversation's own channel; the stored replies.
+
+        With an idempotency ``key`` (per handover), a message sent again with the same key is
+        neither stored, resumed nor delivered again: the first one is answered (409 for another text).
+        """
         record = await self.handover(actor.tenant_id, handover_id)
         if actor.agent is None:
             raise DeskRefused(403, "only an agent may answer a handover (use an agent's token)")
+        keyed = f"{record.id}:{key}" if key else None
+        if keyed is not None:
+            bot, conversation = await self._parties(record)
+            sent = await self.runner.handovers.sent_with_key(bot, conversation, keyed)
+            if sent is not None:
+                if sent.text != text:
+                    raise DeskRefused(409, f"the idempotency key {key!r} was used for another message")
+                return [sent]
         if record.status == "assigned" and record.agent_id == actor.agent_id:
             record = await self.claim(actor, handover_id)
         if record.status != "with_agent" or record.agent_id != actor.agent_id:
@@ -304,11 +322,16 @@ class Desk:
                 conversation.id,
                 text=text,
                 agent=actor.name,
+                key=keyed,
                 reply_status=self.reply_status(conversation.channel),
                 metadata={"agent_id": actor.agent_id, "handover_id": record.id},
             )
+        except KeyReused:
+            raise DeskRefused(409, f"the idempotency key {key!r} was used for another message") from None
         except (LookupError, ValueError) as exc:
             raise DeskRefused(409, f"the conversation cannot take an agent's message: {exc}") from None
+        if result.duplicate:  # sent at once twice: the other call stored, delivered and announced it
+            return result.replies
         await self._deliver(conversation, result.turn_id or record.id)
         if await self.store.handovers.responded(actor.tenant_id, record.id):
             seconds = (utcnow() - record.created_at).total_seconds()
@@ -319,11 +342,18 @@ class Desk:
         return result.replies
 
     async def release(self, actor: Actor, handover_id: str, note: str | None) -> HandoverRecord:
-        """Back to the bot with the agent's note: the graph resumes and the bot answers the next message."""
+        """Back to the bot with the agent's note (``returned_to_bot``): the graph resumes.
+
+        The bot answers the next message with the conversation's history and the note in context.
+        """
         return await self._close(actor, handover_id, "returned_to_bot", note)
 
     async def resolve(self, actor: Actor, handover_id: str, note: str | None = None) -> HandoverRecord:
-        """The agent is done: the handover is resolved and the conversation is the bot's again."""
+        """The matter is closed (``resolved``): the next message starts afresh with the bot.
+
+        The handover keeps its summary and the resolution (``note``); the graph resumes and is left
+        with no history, slots or note.
+        """
         return await self._close(actor, handover_id, "resolved", note)
 
     async def add_note(self, actor: Actor, handover_id: str, text: str) -> Any:
@@ -365,13 +395,23 @@ class Desk:
     # -- the cron job -------------------------------------------------------------------------------
 
     async def sweep(self) -> dict[str, int]:
-        """Cron job: hand back handovers whose wait ended, report missed SLA deadlines, refresh the gauge."""
-        timed_out = 0
+        """Cron job: hand back handovers whose wait ended, retry failed resumes, report missed SLAs, set the gauge."""
+        timed_out = resumed = 0
         for tenant_id, handover_id in await self.store.handovers.timed_out():
             try:
                 timed_out += await self._time_out(tenant_id, handover_id)
             except Exception:
                 logger.exception("handover %s could not be handed back after its wait", handover_id)
+        for record in await self.store.handovers.resume_pending():
+            try:
+                failure = await self._resume(record, await self._closer(record))
+            except Exception:
+                logger.exception("handover %s: its resume could not be retried", record.id)
+                continue
+            if failure is None:
+                resumed += 1
+            else:
+                await self.emit(record, "handover.resume_failed", failure)
         alerts = await self.store.handovers.missed_deadlines()
         for alert in alerts:
             HANDOVER_SLA_MISSED.labels(alert.bot_id, alert.team or "", alert.kind).inc()
@@ -379,7 +419,7 @@ class Desk:
             data |= {"sla": alert.kind, "due": alert.due.isoformat()}
             await self._emit(alert.tenant_id, "handover.sla_missed", alert.conversation_id, data)
         await self.refresh_gauge()
-        return {"timed_out": timed_out, "sla_missed": len(alerts)}
+        return {"timed_out": timed_out, "resumed": resumed, "sla_missed": len(alerts)}
 
     def jobs(self) -> dict[str, JobFunction]:
         """The desk's job functions (``desk_sweep``, a cron job of the deliveries queue)."""
@@ -406,21 +446,13 @@ class Desk:
         if not moved.moved or moved.handover is None:
             return 0
         record = moved.handover
-        bot, conversation = await self._parties(record)
+        bot, _ = await self._parties(record)
         config = await self.config(bot)
-        result = await self.runner.handovers.agent_action(
-            bot,
-            conversation.id,
-            text=config.timeout_message,
-            handback=True,
-            agent="botloom",
-            note=TIMEOUT_NOTE,
-            reply_status=self.reply_status(conversation.channel),
-            metadata={"handover_id": record.id},
-        )
-        await self._deliver(conversation, result.turn_id or record.id)
+        failure = await self._resume(record, "botloom")
         HANDOVERS.labels(record.bot_id, record.team or "", "timed_out_to_bot").inc()
         await self.emit(record, "handover.timed_out_to_bot", {**handover_data(record), "text": config.timeout_message})
+        if failure is not None:
+            await self.emit(record, "handover.resume_failed", failure)
         return 1
 
     async def _close(self, actor: Actor, handover_id: str, to: HandoverStatus, note: str | None) -> HandoverRecord:
@@ -439,18 +471,66 @@ class Desk:
         if not moved.moved:
             raise DeskRefused(409, _not_yours(moved.handover, "claim it first"))
         record = moved.handover
-        bot, conversation = await self._parties(record)
-        try:
-            await self.runner.handovers.agent_action(
-                bot, conversation.id, handback=True, agent=actor.name, note=note, metadata={"handover_id": record.id}
-            )
-        except ValueError:
-            logger.warning("handover %s closed, but its conversation was not with a person", record.id)
+        failure = await self._resume(record, actor.name)
         HANDOVERS.labels(record.bot_id, record.team or "", to).inc()
         await self.emit(record, f"handover.{to}", {**handover_data(record), "agent_name": actor.name, "note": note})
+        if failure is not None:
+            await self.emit(record, "handover.resume_failed", failure)
         await self.assign_waiting(actor.tenant_id)  # the agent has room for the next one
         await self.refresh_gauge()
-        return record
+        return await self.store.handovers.get(actor.tenant_id, record.id) or record
+
+    async def _resume(self, record: HandoverRecord, agent: str) -> dict[str, Any] | None:
+        """Give a closed handover's conversation back to the bot; ``None`` when done, else what failed.
+
+        The graph resumes (see :meth:`release`, :meth:`resolve`; a timed-out one's user gets the
+        timeout message). When it fails, the answer is the
+        ``handover.resume_failed`` event's data: the desk's sweep retries it, and after
+        :data:`RESUME_ATTEMPTS` failures the conversation is given back to the bot without the resume,
+        so the user is never left with nobody answering.
+        """
+        try:
+            bot, conversation = await self._parties(record)
+        except DeskRefused:  # the conversation is gone: nothing to give back
+            await self.store.handovers.resumed(record.tenant_id, record.id)
+            return None
+        timed_out = record.status == "timed_out_to_bot"
+        try:
+            result = await self.runner.handovers.agent_action(
+                bot,
+                conversation.id,
+                text=(await self.config(bot)).timeout_message if timed_out else "",
+                handback=True,
+                fresh=record.status == "resolved",
+                closing=True,
+                agent=agent,
+                note=None if record.status == "resolved" else record.note,
+                reply_status=self.reply_status(conversation.channel),
+                metadata={"handover_id": record.id},
+            )
+        except (LookupError, NotWithPerson):
+            pass  # the bot has it already (another process resumed it), or a new handover holds its pause
+        except Exception as exc:
+            attempts = await self.store.handovers.resume_failed(record.tenant_id, record.id)
+            logger.exception("handover %s: the bot could not take its conversation back (%d)", record.id, attempts)
+            failure = {**handover_data(record), "attempt": attempts, "error": type(exc).__name__, "given_back": False}
+            if attempts < RESUME_ATTEMPTS:
+                return failure
+            failure["given_back"] = await self.runner.handovers.give_back(bot, conversation.id)
+            await self.store.handovers.resumed(record.tenant_id, record.id)
+            return failure
+        else:
+            if result.replies:
+                await self._deliver(conversation, result.turn_id or record.id)
+        await self.store.handovers.resumed(record.tenant_id, record.id)
+        return None
+
+    async def _closer(self, record: HandoverRecord) -> str:
+        """Who closed the handover, as the conversation names them (its agent, or botloom for a timeout)."""
+        if record.status == "timed_out_to_bot":
+            return "botloom"
+        agent = await self.store.agents.get(record.tenant_id, record.agent_id) if record.agent_id else None
+        return agent.name if agent is not None else "supervisor"
 
     def _settled(self, moved: Moved, handover_id: str, actor: Actor, to: HandoverStatus) -> HandoverRecord:
         record = moved.handover
@@ -547,6 +627,7 @@ async def suggest_reply(engine: Any, bot: Bot, record: HandoverRecord, messages:
 __all__ = [
     "AWAY_AFTER",
     "HANDOFF_PLUGIN",
+    "RESUME_ATTEMPTS",
     "SWEEP_CRON",
     "Actor",
     "Desk",

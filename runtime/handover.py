@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from langgraph.types import Command
+from langgraph.types import Command, Overwrite
 
 from botloom.core.domain import Bot, Conversation, ConversationStatus, StoredMessage
 from botloom.core.statuses import OutboundStatus, TurnStatus
@@ -48,6 +48,33 @@ HELD_STATUS: TurnStatus = "for_agent"
 """The status of an inbound message that arrived while its conversation was with a person."""
 
 AgentAction = Literal["reply", "handback"]
+
+AGENT_MESSAGES = uuid.UUID("5b0e1c2a-9d4f-4c1e-8a57-3f6d2b9e7a10")
+"""The namespace of the turn ids of agents' messages sent with an idempotency key (``uuid5`` of the key)."""
+
+FRESH_START: dict[str, Any] = {
+    "messages": Overwrite([]),
+    "slots": {},
+    "intent": None,
+    "confidence": 0.0,
+    "candidates": [],
+    "pending_intent": None,
+    "passages": [],
+    "tool_results": [],
+    "escalated": False,
+    "escalation_reason": None,
+    "failures": 0,
+    "agent_note": None,
+}
+"""The state a resolved conversation's graph is left in: the bot starts its next message with no history."""
+
+
+class NotWithPerson(ValueError):
+    """The conversation is not with a person (any more), or a closed handover's conversation is with one again."""
+
+
+class KeyReused(ValueError):
+    """An agent's idempotency key already names a message with another text."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,11 @@ class DeskRouting(Protocol):
 def with_person(conversation: Conversation) -> bool:
     """Whether ``conversation`` is with a person (the one reading of the one source of truth)."""
     return conversation.status == WITH_PERSON
+
+
+def keyed_turn(conversation_id: str, key: str) -> str:
+    """The turn id of the agent's message sent with the idempotency ``key`` in the conversation."""
+    return str(uuid.uuid5(AGENT_MESSAGES, f"{conversation_id}:{key}"))
 
 
 def paused(state: Mapping[str, Any], conversation_id: str) -> Handover | None:
@@ -151,41 +183,66 @@ class Handovers:
         interrupts = getattr(snapshot, "interrupts", ()) or ()
         return Handover.from_interrupt(conversation.id, interrupts[0].value) if interrupts else None
 
-    async def agent_action(
+    async def agent_action(  # noqa: PLR0913 - keyword-only: what an agent's action carries
         self,
         bot: Bot,
         conversation_id: str,
         *,
         text: str = "",
         handback: bool = False,
+        fresh: bool = False,
+        closing: bool = False,
         agent: str = "agent",
         note: str | None = None,
+        key: str | None = None,
         reply_status: OutboundStatus = "pending",
         metadata: Mapping[str, Any] | None = None,
     ) -> TurnResult:
         """Resume a conversation paused in ``escalate``: an agent's reply, and/or handing it back to the bot.
 
-        ``note`` (with ``handback``) stays in the graph's state for the bot's next turns;
-        the replies are stored with ``reply_status`` (``pending``: a delivery job sends them)
+        ``note`` (with ``handback``) stays in the graph's state for the bot's next turns; ``fresh``
+        (with ``handback``: the matter is resolved) leaves the state with no history, slots or note,
+        so the bot starts the next message afresh. ``closing``: the resume of a handover already
+        closed, refused (:class:`NotWithPerson`) when the conversation has an open handover again (its pause
+        is that one's). ``key``: an idempotency key; a second action with it stores and resumes
+        nothing and answers the stored reply (``duplicate``), or raises :class:`KeyReused` for another
+        text. The replies are stored with ``reply_status`` (``pending``: a delivery job sends them)
         and ``metadata``. Raises ``LookupError`` for a conversation the bot does not have,
-        ``ValueError`` for one that is not with a person.
+        :class:`NotWithPerson` for one that is not with a person.
         """
         async with self.locks.hold(conversation_id):
             conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
             if conversation is None or conversation.bot_id != bot.id:
                 raise LookupError(f"conversation {conversation_id} not found")
+            turn = keyed_turn(conversation.id, key) if key else str(uuid.uuid4())
+            if key:
+                sent = await self.sent_with_key(bot, conversation, key)
+                if sent is not None:
+                    if sent.text != text:
+                        raise KeyReused(f"the idempotency key {key!r} was used for another message")
+                    return TurnResult(
+                        conversation_id=conversation.id,
+                        message_id=None,
+                        turn_id=turn,
+                        replies=[sent],
+                        duplicate=True,
+                        conversation_status=conversation.status,
+                    )
             if not with_person(conversation):
-                raise ValueError(f"conversation {conversation_id} is not with a person")
+                raise NotWithPerson(f"conversation {conversation_id} is not with a person")
+            if closing and await self.store.handovers.open_of(bot.tenant_id, conversation.id) is not None:
+                raise NotWithPerson(f"conversation {conversation_id} is with a person again")
             graph = self.graphs.get(bot.graph)
+            config = thread_config(bot, conversation.id)
             ctx = await self.contexts.context(bot, conversation)
             action: dict[str, Any] = {"action": "handback" if handback else "reply", "text": text, "agent": agent}
             if note:
                 action["note"] = note
-            state = await graph.ainvoke(
-                Command(resume=action), thread_config(bot, conversation.id), context=ctx, durability="exit"
-            )
+            state = await graph.ainvoke(Command(resume=action), config, context=ctx, durability="exit")
             still = paused(state, conversation.id) is not None
-            turn = str(uuid.uuid4())
+            if fresh and not still:
+                channels = getattr(graph, "channels", {})
+                await graph.aupdate_state(config, {k: v for k, v in FRESH_START.items() if k in channels})
             result = TurnResult(
                 conversation_id=conversation.id,
                 message_id=None,
@@ -209,8 +266,31 @@ class Handovers:
                 await self.store.conversations.set_status(bot.tenant_id, conversation.id, WITH_BOT)
             return result
 
+    async def sent_with_key(self, bot: Bot, conversation: Conversation, key: str) -> StoredMessage | None:
+        """The agent's message stored with the idempotency ``key``, if any."""
+        stored_key = f"{keyed_turn(conversation.id, key)}:000"
+        return await self.store.messages.find(bot.tenant_id, bot.id, conversation.channel, "outbound", stored_key)
+
+    async def give_back(self, bot: Bot, conversation_id: str) -> bool:
+        """The conversation of a closed handover is the bot's again without the graph's resume (it kept failing).
+
+        The graph's pause stays in its checkpoint; the next message starts a new run from its
+        input. Nothing happens when the conversation has an open handover again or is not with a
+        person; whether it was given back.
+        """
+        async with self.locks.hold(conversation_id):
+            conversation = await self.store.conversations.get(bot.tenant_id, conversation_id)
+            if conversation is None or not with_person(conversation):
+                return False
+            if await self.store.handovers.open_of(bot.tenant_id, conversation.id) is not None:
+                return False
+            await self.store.conversations.set_status(bot.tenant_id, conversation.id, WITH_BOT)
+            return True
+
 
 __all__ = [
+    "AGENT_MESSAGES",
+    "FRESH_START",
     "HELD_STATUS",
     "WITH_BOT",
     "WITH_PERSON",
@@ -218,6 +298,9 @@ __all__ = [
     "DeskRouting",
     "Handover",
     "Handovers",
+    "KeyReused",
+    "NotWithPerson",
+    "keyed_turn",
     "paused",
     "with_person",
 ]

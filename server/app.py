@@ -208,15 +208,18 @@ def create_app(
 
 async def _start_demo(services: Services, settings: Settings) -> None:
     """Create the demo when its tenant is missing, and say how to reach it."""
-    from botloom.server.demo import DEMO_BOT, DEMO_TENANT, ensure_demo
+    from botloom.server.demo import DEMO_BOT, DEMO_TENANT, demo_agent_lines, ensure_demo
 
     if await services.store.tenants.get_by_slug(DEMO_TENANT) is not None:
-        print(f"demo bot {DEMO_TENANT}/{DEMO_BOT} is ready (run 'botloom demo' for a new API key)", flush=True)
+        ready = f"demo bot {DEMO_TENANT}/{DEMO_BOT} is ready"
+        print(f"{ready} (run 'botloom demo' for a new API key and desk password)", flush=True)
         return
-    info = await ensure_demo(services, progress=lambda line: print(f"  {line}", flush=True))
+    info = await ensure_demo(services, progress=lambda line: print(f"  {line}", flush=True), agent=True)
     base = (settings.public_url or "").rstrip("/")
     print(f"demo bot {DEMO_TENANT}/{DEMO_BOT} created; API key of tenant {DEMO_TENANT} (shown once): {info.api_key}")
     print(f"chat page: {base}/chat/{DEMO_TENANT}/{DEMO_BOT}", flush=True)
+    for line in demo_agent_lines(info, base):
+        print(line, flush=True)
 
 
 def _rate_limit_store(settings: Settings) -> Any:

@@ -168,13 +168,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
     from botloom.runtime.services import open_services
-    from botloom.server.demo import ensure_demo
+    from botloom.server.demo import demo_agent_lines, ensure_demo
 
     settings = _settings()
 
     async def run() -> Any:
         async with open_services(settings, progress=_progress) as services:
-            return await ensure_demo(services, progress=_progress)
+            return await ensure_demo(services, progress=_progress, agent=True)
 
     info = asyncio.run(run())
     base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
@@ -182,6 +182,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"API key of tenant {info.tenant.slug} (shown once): {info.api_key}")
     print(f"chat page: {base}/chat/{info.tenant.slug}/{info.bot.slug}")
     print(f"talk in the terminal: botloom chat {info.tenant.slug}/{info.bot.slug}")
+    for line in demo_agent_lines(info, base):
+        print(line)
     return EXIT_OK
 
 

@@ -857,6 +857,10 @@ PROBES += [
     Probe("handovers", "assign_next", lambda s, a, b: s.handovers.assign_next(a.tenant.id, away_after=90), "own"),
     Probe("handovers", "unassign", lambda s, a, b: s.handovers.unassign(a.tenant.id, b.desk.agent.id), "nothing"),
     Probe("handovers", "responded", lambda s, a, b: s.handovers.responded(a.tenant.id, b.desk.assigned.id), "nothing"),
+    Probe("handovers", "resumed", lambda s, a, b: s.handovers.resumed(a.tenant.id, b.desk.assigned.id), "nothing"),
+    Probe(
+        "handovers", "resume_failed", lambda s, a, b: s.handovers.resume_failed(a.tenant.id, b.desk.waiting.id), "nothing"
+    ),
     Probe(
         "handovers", "transitions", lambda s, a, b: s.handovers.transitions(a.tenant.id, b.desk.assigned.id), "nothing"
     ),
@@ -990,6 +994,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("HandoverRepository", "timed_out"): "the desk's sweep over every tenant; answers tenant ids",
     ("HandoverRepository", "missed_deadlines"): "the desk's sweep over every tenant; answers tenant ids",
     ("HandoverRepository", "waiting_counts"): "the metrics gauge over every tenant: counts per bot and team",
+    ("HandoverRepository", "resume_pending"): "the desk's sweep over every tenant: closed handovers to resume",
     ("EventRepository", "prune"): "the retention job over every tenant: deletes events older than N days",
     ("WebhookRepository", "next_pending"): WEBHOOK_JOB,
     ("WebhookRepository", "delivered"): WEBHOOK_JOB,

@@ -7,8 +7,9 @@ release and resolve, not claim or answer); the operator names the tenant with ``
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import delete, get, patch, post
@@ -18,12 +19,12 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict
-from botloom.core.storage.repositories.agents import CannedResponse
+from botloom.core.storage.repositories.agents import CannedResponse, Presence
 from botloom.core.storage.repositories.handovers import HandoverRecord, Note, Transition, statuses_of
 from botloom.runtime.desk import Actor, DeskRefused, effective_presence
 from botloom.runtime.services import Services
@@ -38,6 +39,19 @@ NoteText = Annotated[str, msgspec.Meta(max_length=4000, pattern=MULTI_LINE)]
 TeamName = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Shortcut = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f\s]+$")]
 CannedText = Annotated[str, msgspec.Meta(min_length=1, max_length=5000, pattern=MULTI_LINE)]
+KEY_PATTERN = r"^[\x21-\x7e]+$"
+"""An idempotency key: 1 to 200 printable ASCII characters, no spaces."""
+ClientKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=KEY_PATTERN)]
+IdempotencyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="The message sent once per key and handover: a retried send answers the first one",
+        min_length=1,
+        max_length=200,
+        pattern=KEY_PATTERN,
+    ),
+]
 TenantQuery = Annotated[
     str | None, QueryParameter(description="The operator names the tenant (slug or id)", max_length=200)
 ]
@@ -52,10 +66,18 @@ class MessageIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An agent's message to the end user."""
 
     text: Text
+    client_message_id: ClientKey | None = None
+    """The client's id of the message: an idempotency key like the ``Idempotency-Key`` header."""
 
 
 class ReleaseIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Handing the conversation back to the bot, with a note the bot answers with in context."""
+
+    note: NoteText | None = None
+
+
+class ResolveIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Closing the matter, with the resolution kept on the handover (the bot starts afresh)."""
 
     note: NoteText | None = None
 
@@ -108,12 +130,15 @@ class HandoverOut(msgspec.Struct, frozen=True, kw_only=True):
     wait_until: datetime | None
     first_response_due: datetime | None
     resolution_due: datetime | None
+    resumed_at: datetime | None = None
+    """When the bot took the closed handover's conversation back; ``null`` while a failed resume is retried."""
 
     @classmethod
     def of(cls, record: HandoverRecord) -> HandoverOut:
         """The answer for a stored handover."""
         data = msgspec.structs.asdict(record)
         data.pop("tenant_id")
+        data.pop("resume_attempts")
         return cls(**data)
 
 
@@ -215,6 +240,27 @@ async def actor_of(services: Services, principal: Principal, tenant: str | None)
     return Actor(tenant_id=(await visible_tenant(services, principal, tenant)).id)
 
 
+Result = TypeVar("Result")
+
+
+async def on_desk(
+    services: Services, principal: Principal, tenant: str | None, act: Callable[[Actor], Awaitable[Result]]
+) -> Result:
+    """Run ``act`` as the caller (:func:`actor_of`); the desk's refusals become the HTTP errors they name."""
+    actor = await actor_of(services, principal, tenant)
+    try:
+        return await act(actor)
+    except DeskRefused as exc:
+        raise refused(exc) from None
+
+
+def one_key(header: str | None, body: str | None) -> str | None:
+    """The message's idempotency key, from the header or the body (400 when they differ)."""
+    if header is not None and body is not None and header != body:
+        raise ValidationException("the Idempotency-Key header and client_message_id differ: send one key")
+    return header if header is not None else body
+
+
 def refused(exc: DeskRefused) -> HTTPException:
     """The desk's refusal as the HTTP error it names."""
     if exc.status == 404:
@@ -288,51 +334,38 @@ class HandoverController(ApiController):
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> HandoverDetail:
         """The handover with its summary, the conversation's transcript, private notes and transitions."""
-        actor = await actor_of(services, principal, tenant)
-        store = services.store
-        try:
-            record = await services.desk.handover(actor.tenant_id, handover_id)
-        except DeskRefused as exc:
-            raise refused(exc) from None
-        conversation = await store.conversations.get(actor.tenant_id, record.conversation_id)
-        messages = await store.messages.list_all(actor.tenant_id, record.conversation_id, limit=500)
-        return HandoverDetail(
-            **msgspec.structs.asdict(HandoverOut.of(record)),
-            channel=conversation.channel if conversation else "",
-            user=conversation.user if conversation else None,
-            messages=[MessageOut.of(m) for m in messages],
-            notes=[NoteOut.of(n) for n in await store.handovers.notes(actor.tenant_id, record.id)],
-            transitions=[TransitionOut.of(t) for t in await store.handovers.transitions(actor.tenant_id, record.id)],
-        )
+        return await on_desk(services, principal, tenant, lambda actor: detail(services, actor, handover_id))
 
     @post("/{handover_id:str}/claim", summary="Claim a handover", raises=CONFLICT_ERRORS, status_code=200)
     async def claim(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> HandoverOut:
         """The calling agent takes the handover (``with_agent``); 409 when another agent holds it."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            return HandoverOut.of(await services.desk.claim(actor, handover_id))
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        return HandoverOut.of(await on_desk(services, principal, tenant, lambda a: services.desk.claim(a, handover_id)))
 
     @post("/{handover_id:str}/messages", summary="Answer the end user", raises=CONFLICT_ERRORS, status_code=201)
-    async def send(
+    async def send(  # noqa: PLR0917 - Litestar passes them by name
         self,
         handover_id: IdRef,
         data: JSONBody[MessageIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: IdempotencyHeader = None,
         tenant: TenantQuery = None,
     ) -> SentOut:
-        """The agent's message, sent through the conversation's own channel (409 outside WhatsApp's 24 hours)."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            sent = await services.desk.send(actor, handover_id, data.text)
+        """The agent's message, sent through the conversation's own channel (409 outside WhatsApp's 24 hours).
+
+        With an ``Idempotency-Key`` header (or ``client_message_id``), the message is stored and
+        delivered once: sent again with the same key, the first one is answered (409 for another text).
+        """
+        key = one_key(idempotency_key, data.client_message_id)
+
+        async def send(actor: Actor) -> SentOut:
+            sent = await services.desk.send(actor, handover_id, data.text, key)
             record = await services.desk.handover(actor.tenant_id, handover_id)
-        except DeskRefused as exc:
-            raise refused(exc) from None
-        return SentOut(handover=HandoverOut.of(record), messages=[MessageOut.of(m) for m in sent])
+            return SentOut(handover=HandoverOut.of(record), messages=[MessageOut.of(m) for m in sent])
+
+        return await on_desk(services, principal, tenant, send)
 
     @post("/{handover_id:str}/release", summary="Hand back to the bot", raises=CONFLICT_ERRORS, status_code=200)
     async def release(
@@ -344,34 +377,37 @@ class HandoverController(ApiController):
         tenant: TenantQuery = None,
     ) -> HandoverOut:
         """Back to the bot (``returned_to_bot``): the graph resumes with the note, which the bot keeps in context."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            return HandoverOut.of(await services.desk.release(actor, handover_id, data.note or None))
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        note = data.note or None
+        return HandoverOut.of(
+            await on_desk(services, principal, tenant, lambda a: services.desk.release(a, handover_id, note))
+        )
 
     @post("/{handover_id:str}/resolve", summary="Resolve a handover", raises=CONFLICT_ERRORS, status_code=200)
     async def resolve(
-        self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
+        self,
+        handover_id: IdRef,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        data: JSONBody[ResolveIn | None] = None,
+        tenant: TenantQuery = None,
     ) -> HandoverOut:
-        """Done (``resolved``): the conversation is the bot's again."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            return HandoverOut.of(await services.desk.resolve(actor, handover_id))
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        """The matter is closed (``resolved``): the resolution (``note``) is kept, the bot starts afresh."""
+        note = (data.note if data is not None else None) or None
+        return HandoverOut.of(
+            await on_desk(services, principal, tenant, lambda a: services.desk.resolve(a, handover_id, note))
+        )
 
     @get("/{handover_id:str}/notes", summary="List a handover's notes", raises=DESK_READ_ERRORS)
     async def list_notes(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> list[NoteOut]:
         """The handover's private notes, oldest first."""
-        actor = await actor_of(services, principal, tenant)
-        try:
+
+        async def notes(actor: Actor) -> list[Note]:
             record = await services.desk.handover(actor.tenant_id, handover_id)
-        except DeskRefused as exc:
-            raise refused(exc) from None
-        return [NoteOut.of(n) for n in await services.store.handovers.notes(actor.tenant_id, record.id)]
+            return await services.store.handovers.notes(actor.tenant_id, record.id)
+
+        return [NoteOut.of(n) for n in await on_desk(services, principal, tenant, notes)]
 
     @post("/{handover_id:str}/notes", summary="Add a private note", raises=DESK_WRITE_ERRORS, status_code=201)
     async def add_note(
@@ -383,27 +419,34 @@ class HandoverController(ApiController):
         tenant: TenantQuery = None,
     ) -> NoteOut:
         """A note for the other agents; the end user never sees it."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            return NoteOut.of(await services.desk.add_note(actor, handover_id, data.text))
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        return NoteOut.of(
+            await on_desk(services, principal, tenant, lambda a: services.desk.add_note(a, handover_id, data.text))
+        )
 
-    @post(
-        "/{handover_id:str}/suggestion",
-        summary="Suggest a reply",
-        raises=[*CONFLICT_ERRORS],
-        status_code=200,
-    )
+    @post("/{handover_id:str}/suggestion", summary="Suggest a reply", raises=CONFLICT_ERRORS, status_code=200)
     async def suggestion(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> SuggestionOut:
         """A reply written by the bot's language model for the agent to edit; 409 when no model is configured."""
-        actor = await actor_of(services, principal, tenant)
-        try:
-            return SuggestionOut(text=await services.desk.suggest(actor, handover_id))
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        return SuggestionOut(
+            text=await on_desk(services, principal, tenant, lambda a: services.desk.suggest(a, handover_id))
+        )
+
+
+async def detail(services: Services, actor: Actor, handover_id: str) -> HandoverDetail:
+    """One of the actor's tenant's handovers with its transcript, notes and transitions."""
+    store = services.store
+    record = await services.desk.handover(actor.tenant_id, handover_id)
+    conversation = await store.conversations.get(actor.tenant_id, record.conversation_id)
+    messages = await store.messages.list_all(actor.tenant_id, record.conversation_id, limit=500)
+    return HandoverDetail(
+        **msgspec.structs.asdict(HandoverOut.of(record)),
+        channel=conversation.channel if conversation else "",
+        user=conversation.user if conversation else None,
+        messages=[MessageOut.of(m) for m in messages],
+        notes=[NoteOut.of(n) for n in await store.handovers.notes(actor.tenant_id, record.id)],
+        transitions=[TransitionOut.of(t) for t in await store.handovers.transitions(actor.tenant_id, record.id)],
+    )
 
 
 class CannedController(ApiController):
@@ -512,13 +555,10 @@ class DeskAgentController(ApiController):
     @post("/me/presence", summary="Desk heartbeat", raises=DESK_WRITE_ERRORS, status_code=200)
     async def presence(self, data: JSONBody[PresenceIn], principal: PrincipalDep, services: ServicesDep) -> AgentOut:
         """``available`` (waiting handovers get assigned) or ``away``; away by itself after a while without one."""
-        actor = await actor_of(services, principal, None) if principal.agent is not None else None
-        if actor is None:
+        if principal.agent is None:
             raise PermissionDeniedException("presence is an agent's (use an agent's token)")
-        try:
-            agent = await services.desk.presence(actor, "available" if data.status == "available" else "away")
-        except DeskRefused as exc:
-            raise refused(exc) from None
+        status: Presence = "available" if data.status == "available" else "away"
+        agent = await on_desk(services, principal, None, lambda actor: services.desk.presence(actor, status))
         return AgentOut.of(agent, services.desk.away_after)
 
 

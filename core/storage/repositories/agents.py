@@ -221,16 +221,22 @@ class AgentRepository(Repository):
         return to_struct(Agent, row) if row else None
 
     async def count_available(self, tenant_id: str, team: str | None, away_after: float) -> dict[str, int]:
-        """How many agents the tenant has (of ``team``, when given), and how many are available now."""
+        """How many agents the tenant has (of ``team``, when given), are available, and have room.
+
+        Available: a heartbeat within ``away_after`` seconds; room: fewer open handovers than its capacity.
+        """
         row = await self._one(
-            "SELECT count(*) AS agents, count(*) FILTER (WHERE presence = 'available' "
-            "AND last_seen_at > now() - make_interval(secs => %s)) AS available "
-            "FROM agents WHERE tenant_id = %s AND (%s::text IS NULL OR %s = ANY(teams))",
+            "SELECT count(*) AS agents, count(*) FILTER (WHERE online) AS available, "
+            "count(*) FILTER (WHERE online AND load < capacity) AS free FROM ("
+            "  SELECT a.capacity, a.presence = 'available' AND a.last_seen_at > now() - make_interval(secs => %s) "
+            "  AS online, (SELECT count(*) FROM handovers h WHERE h.tenant_id = a.tenant_id AND h.agent_id = a.id "
+            "  AND h.status IN ('assigned', 'with_agent')) AS load "
+            "  FROM agents a WHERE a.tenant_id = %s AND (%s::text IS NULL OR %s = ANY(a.teams))) counted",
             (away_after, as_uuid(tenant_id), team, team),
         )
-        return (
-            {"agents": int(row["agents"]), "available": int(row["available"])} if row else {"agents": 0, "available": 0}
-        )
+        if row is None:
+            return {"agents": 0, "available": 0, "free": 0}
+        return {"agents": int(row["agents"]), "available": int(row["available"]), "free": int(row["free"])}
 
 
 class TeamRepository(Repository):

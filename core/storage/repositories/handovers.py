@@ -46,6 +46,10 @@ class HandoverRecord(msgspec.Struct, frozen=True, kw_only=True):
     wait_until: datetime | None = None
     first_response_due: datetime | None = None
     resolution_due: datetime | None = None
+    resumed_at: datetime | None = None
+    """When the bot took the conversation back (the graph resumed); ``None`` on a closed handover: still to do."""
+    resume_attempts: int = 0
+    """Resumes of a closed handover that failed (the desk's sweep retries them)."""
 
 
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,9 +211,10 @@ class HandoverRepository(Repository):
             cur = await conn.execute(
                 "UPDATE handovers SET status = %s, agent_id = CASE WHEN %s THEN %s::uuid ELSE agent_id END, "
                 "assigned_at = CASE WHEN %s THEN now() ELSE assigned_at END, "
-                "closed_at = CASE WHEN %s THEN now() ELSE closed_at END, note = coalesce(%s, note) "
+                "closed_at = CASE WHEN %s THEN now() ELSE closed_at END, note = coalesce(%s, note), "
+                "resumed_at = CASE WHEN %s THEN NULL ELSE resumed_at END "
                 "WHERE tenant_id = %s AND id = %s RETURNING *",
-                (to, take, as_uuid(actor), take and not mine, closing, note, as_uuid(tenant_id),
+                (to, take, as_uuid(actor), take and not mine, closing, note, closing, as_uuid(tenant_id),
                  as_uuid(handover_id)),
             )  # fmt: skip
             updated = await cur.fetchone()
@@ -299,6 +304,24 @@ class HandoverRepository(Repository):
         )
         return row is not None
 
+    async def resumed(self, tenant_id: str, handover_id: str) -> bool:
+        """Record that the bot took the closed handover's conversation back (once); whether this was it."""
+        row = await self._one(
+            "UPDATE handovers SET resumed_at = now() WHERE tenant_id = %s AND id = %s AND resumed_at IS NULL "
+            "RETURNING id",
+            (as_uuid(tenant_id), as_uuid(handover_id)),
+        )
+        return row is not None
+
+    async def resume_failed(self, tenant_id: str, handover_id: str) -> int:
+        """Count a failed resume of the closed handover; how many have failed so far."""
+        row = await self._one(
+            "UPDATE handovers SET resume_attempts = resume_attempts + 1 WHERE tenant_id = %s AND id = %s "
+            "RETURNING resume_attempts",
+            (as_uuid(tenant_id), as_uuid(handover_id)),
+        )
+        return int(row["resume_attempts"]) if row else 0
+
     async def transitions(self, tenant_id: str, handover_id: str) -> list[Transition]:
         """The handover's audited transitions, in order."""
         rows = await self._all(
@@ -360,6 +383,14 @@ class HandoverRepository(Repository):
             (limit,),
         )
         return [(str(r["tenant_id"]), str(r["id"])) for r in rows]
+
+    async def resume_pending(self, limit: int = 100) -> list[HandoverRecord]:
+        """Closed handovers whose conversation the bot has not taken back yet (a resume failed), oldest first."""
+        rows = await self._all(
+            "SELECT * FROM handovers WHERE resumed_at IS NULL AND status = ANY(%s) ORDER BY closed_at LIMIT %s",
+            (list(CLOSED_STATUSES), limit),
+        )
+        return [to_struct(HandoverRecord, r) for r in rows]
 
     async def missed_deadlines(self) -> list[Alert]:
         """Open handovers past a first-response or resolution deadline, each reported once (every tenant)."""
