@@ -174,14 +174,14 @@ UNSETTLED = frozenset({"received", "processing", "pending", "sending"})
 """Statuses of a message whose turn or delivery is still to come (botloom.core.statuses)."""
 
 
-async def settled(ctx: ContractContext) -> bool:
+async def settled(services: Services, demo: DemoInfo) -> bool:
     """Whether every message of the demo bot is settled: each inbound one's turn ran, each reply was handed over.
 
     Once true, every reply a turn would send has reached the provider: the end user's
     copies can be counted without waiting any longer.
     """
-    transcript = await ctx.transcript()
-    return bool(transcript) and all(status not in UNSETTLED for _, _, status in transcript)
+    rows = await transcript(services, demo)
+    return bool(rows) and all(status not in UNSETTLED for _, _, status in rows)
 
 
 class ChannelContract:
@@ -270,7 +270,7 @@ class ChannelContract:
             assert 200 <= second.status < 300, second
             assert second.replies == first.replies, "a retried request is answered like the first"
             if driver.push:
-                await wait_until(lambda: settled(ctx), what="every turn and delivery to settle")
+                await wait_until(lambda: settled(ctx.services, ctx.demo), what="every turn and delivery to settle")
                 assert await driver.delivered(ctx, 1) == [GREETING], "the end user got one reply, not two"
         transcript = await ctx.transcript()
         assert [(d, t) for d, t, _ in transcript] == [("inbound", "hello"), ("outbound", GREETING)]
@@ -285,7 +285,7 @@ class ChannelContract:
             assert 200 <= outcome.status < 300, outcome
             assert outcome.replies == [], outcome
             assert await driver.delivered(ctx, 1) == [GREETING]
-            await wait_until(lambda: settled(ctx), what="every turn and delivery to settle")
+            await wait_until(lambda: settled(ctx.services, ctx.demo), what="every turn and delivery to settle")
             assert await driver.delivered(ctx, 1) == [GREETING], "exactly one copy reached the end user"
         transcript = await ctx.transcript()
         assert transcript[-1] == ("outbound", GREETING, "sent")

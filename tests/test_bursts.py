@@ -26,7 +26,7 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import configure_twilio
+from botloom.testing.channel_contract import configure_twilio, transcript, wait_until
 from tests.helpers import api_client, enable, host_with
 from tests.serve_process import Server
 from tests.test_channel_contract_webchat import AsgiSocket
@@ -182,17 +182,27 @@ async def settled(services: Services, demo: DemoInfo, timeout: float = 60) -> li
         await asyncio.sleep(0.05)
 
 
+async def turn_running(services: Services, demo: DemoInfo) -> bool:
+    """Whether a turn of the demo bot runs (one of its messages is ``processing``)."""
+    return any(status == "processing" for _, _, status in await transcript(services, demo))
+
+
 async def push_burst(
     settings: Settings, services: Services, peer: TwilioPeer, policy: str, replies: int, **extra: object
 ) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """Three webhooks of one sender, 200 ms apart, under ``policy``; the texts sent and the stored messages."""
+    """Three webhooks of one sender under ``policy``, the later ones while the first turn runs (merge: 200 ms apart).
+
+    The texts sent and the stored messages.
+    """
     demo = await ensure_demo(services)
     await set_policy(services, demo, policy, **extra)
     async with api_client(create_app(settings, services=services)) as client, workers(services):
         assert (await configure_twilio(client, demo, twilio_config(peer, "rest"))).status_code == 200
         for index, text in enumerate(PARCELS):
-            if index:
-                await asyncio.sleep(0.2)  # the first turn is running (its lookup takes a second)
+            if index and policy == "merge":
+                await asyncio.sleep(0.2)  # arriving 200 ms apart, within the burst window, is what merge is tried on
+            elif index:  # the first turn is running (its lookup takes a second)
+                await wait_until(lambda: turn_running(services, demo), what="the first turn to run")
             assert (await post_signed(client, WEBHOOK, inbound_form(text))).status_code == 200
         sent = await asyncio.to_thread(peer.wait_for, replies, 60)
         rows = await settled(services, demo)
@@ -247,7 +257,8 @@ async def two_sockets(settings: Settings, services: Services, policy: str) -> li
         assert (await second.frame())["conversation_id"] == conversation
 
         async def say(socket: AsgiSocket, index: int) -> list[dict[str, Any]]:
-            await asyncio.sleep(0.2 * index)  # the first turn is running (its lookup takes a second)
+            if index:  # the first turn is running (its lookup takes a second)
+                await wait_until(lambda: turn_running(services, demo), what="the first turn to run")
             await socket.send(type="message", id=f"m-{index}", text=f"parcel P{index + 1}")
             return await socket.frames_until("done", "error")
 

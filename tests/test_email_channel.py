@@ -22,7 +22,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import GREETING, fast_app, transcript
+from botloom.testing.channel_contract import GREETING, fast_app, settled, transcript, wait_until
 from tests.email_client import BOT_ADDRESS, INBOUND_SECRET, USER, email_config, post_mail, raw_mail
 from tests.helpers import api_client
 from tests.mailservers import RunningImap, RunningSmtp, start_imap, start_smtp
@@ -207,7 +207,7 @@ async def test_the_same_message_twice_runs_once(
         assert (await post_mail(client, raw)).status_code == 200
         await asyncio.to_thread(smtp.wait_for, 1, 30)
         assert (await post_mail(client, raw)).status_code == 200
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: settled(services, demo), what="the turn and its reply to settle")
     assert len(smtp.received) == 1
     assert [d for d, _, _ in await transcript(services, demo)] == ["inbound", "outbound"]
 
@@ -220,7 +220,7 @@ async def test_auto_replies_and_bounces_are_accepted_but_never_answered(
     async with email_app(settings, services, demo, email_config(smtp)) as client, workers(services):
         for raw in (vacation, bounce):
             assert (await post_mail(client, raw)).status_code == 200
-        await asyncio.sleep(1.0)
+        assert await services.queue.pending("turns") == 0, "stored nothing and queued no turn: nothing can answer"
     assert smtp.received == []
     assert await transcript(services, demo) == []
 
@@ -231,7 +231,7 @@ async def test_a_bounce_marks_the_reply_it_reports_as_failed(
     async with email_app(settings, services, demo, email_config(smtp)) as client, workers(services):
         assert (await post_mail(client, raw_mail("hello", message_id="b@example.org"))).status_code == 200
         [reply] = await asyncio.to_thread(smtp.wait_for, 1, 30)
-        await asyncio.sleep(0.5)  # the delivery records the part it handed over
+        await wait_until(lambda: settled(services, demo), what="the delivery to record the part it handed over")
         template = (Path(__file__).parent / "data" / "mail" / "bounce-dsn.eml").read_text()
         bounced_id = "botloom.4b1f0c2a9d3e8f7a6b5c4d3e2f1a0b9c.bounced-0@acme.test"
         dsn = template.replace(f"<{bounced_id}>", reply.message["Message-ID"]).encode()
@@ -504,7 +504,7 @@ async def test_a_bounce_in_the_mailbox_marks_the_reply_it_reports_as_failed(
         async with workers(services):
             assert await services.polling.poll(demo.tenant.id, demo.bot.id, "email") == 1
             [reply] = await asyncio.to_thread(smtp.wait_for, 1, 30)
-            await asyncio.sleep(0.5)  # the delivery records the part it handed over
+            await wait_until(lambda: settled(services, demo), what="the delivery to record the part it handed over")
         template = (Path(__file__).parent / "data" / "mail" / "bounce-dsn.eml").read_text()
         bounced_id = "botloom.4b1f0c2a9d3e8f7a6b5c4d3e2f1a0b9c.bounced-0@acme.test"
         imap.append(user, template.replace(f"<{bounced_id}>", reply.message["Message-ID"]).encode())

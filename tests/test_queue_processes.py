@@ -18,7 +18,7 @@ import pytest
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
-from botloom.testing.channel_contract import configure_twilio, fast_app, transcript, wait_until
+from botloom.testing.channel_contract import configure_twilio, fast_app, settled, transcript, wait_until
 from tests.helpers import LOCAL_ENDPOINTS, api_client, enable
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
@@ -84,7 +84,11 @@ async def test_a_worker_killed_mid_turn_loses_nothing_and_the_user_gets_one_answ
 
     async with running(worker, SLOWPOKE_SECONDS="0"):
         sent = await asyncio.to_thread(peer.wait_for, 1, 90)
-        await asyncio.sleep(2)  # a second copy would have arrived by now
+
+        async def finished() -> bool:  # no job left that could send a second copy
+            return await settled(services, demo) and await services.queue.pending("turns") == 0
+
+        await wait_until(finished, 60, "the turn's jobs and the reply's delivery to finish")
     assert [m.body for m in sent] == [m.body for m in peer.sent] == ["Parcel 77 is in the depot."]
     assert await transcript(services, demo) == [
         ("inbound", "parcel P77", "answered"),

@@ -19,7 +19,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import configure_twilio, fast_app, transcript
+from botloom.testing.channel_contract import configure_twilio, fast_app, settled, transcript, wait_until
 from tests.helpers import api_client, disable, enable, host_with
 from tests.turn_process import SLOWPOKE
 from tests.twilio_peer import (
@@ -333,7 +333,7 @@ async def test_a_turn_slower_than_the_twiml_window_is_sent_through_the_rest_api(
             assert await wait_sent(peer, 1) == ["Parcel 7 is in the depot."]
             retried = await post_signed(client, WEBHOOK, form)
             assert twiml_replies(retried.text) == [], "the retried webhook does not send the reply again"
-            await asyncio.sleep(1)
+            await wait_until(lambda: settled(services, demo), what="the turn and its reply to settle")
     assert [m.body for m in peer.sent] == ["Parcel 7 is in the depot."]
     assert peer.sent[0].from_ == BOT_NUMBER, "the reply comes from the number the user wrote to"
 
