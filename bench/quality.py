@@ -357,7 +357,14 @@ def register_library(host: Any) -> None:
 
 
 async def cpu_per_turn(
-    services: Services, intents: int = 50, chunks: int = 10_000, turns: int = 200
+    services: Services,
+    intents: int = 50,
+    chunks: int = 10_000,
+    turns: int = 200,
+    *,
+    reuse: str | None = None,
+    profile: str | None = None,
+    explain: bool = False,
 ) -> dict[str, float]:
     """CPU milliseconds per turn of classification + retrieval at ``intents`` intents and ``chunks`` chunks.
 
@@ -365,6 +372,9 @@ async def cpu_per_turn(
     its knowledge base, ``intents`` intents of eight examples each; each turn runs
     the offline engine's ``classify`` after the hybrid search, as the graph does.
     CPU is this process's plus the PostgreSQL backend's (read from /proc).
+    ``reuse``: a tenant slug whose bot is kept between runs (made once);
+    ``profile``: write a cProfile of the measured turns to this path; ``explain``:
+    print the plan of one search.
     """
     import random
 
@@ -378,15 +388,22 @@ async def cpu_per_turn(
     words += [w for w in (ROOT / "server" / "demo_data" / "shipping.md").read_text().split() if w.isalpha()]
     vocab = sorted(set(words)) + [f"term{i}" for i in range(3000)]
     store = services.store
-    tenant = await store.tenants.create(f"cpu-{uuid.uuid4().hex[:6]}", "CPU")
-    bot = await store.bots.create(tenant.id, "cpu", "CPU", BotSettings())
+    slug = reuse or f"cpu-{uuid.uuid4().hex[:6]}"
+    tenant = await store.tenants.get_by_slug(slug)
+    bot = await store.bots.get_by_slug(tenant.id, "cpu") if tenant is not None else None
+    fresh = bot is None
+    if tenant is None:
+        tenant = await store.tenants.create(slug, "CPU")
+    if bot is None:
+        bot = await store.bots.create(tenant.id, "cpu", "CPU", BotSettings())
     per_doc = 50
     for d in range(chunks // per_doc):
         sections = []
         for s in range(per_doc):
             body = " ".join(rng.choice(vocab) for _ in range(60))
             sections.append(f"## Section {d}-{s} {rng.choice(vocab)}\n\n{body}.")
-        await services.knowledge.ingest(tenant.id, bot.id, f"doc-{d}.md", "# Doc\n\n" + "\n\n".join(sections))
+        if fresh:
+            await services.knowledge.ingest(tenant.id, bot.id, f"doc-{d}.md", "# Doc\n\n" + "\n\n".join(sections))
     await services.knowledge.ensure_index(tenant.id, bot.id)
     made = {
         f"intent_{i}": Intent(
@@ -424,6 +441,14 @@ async def cpu_per_turn(
 
         for q in queries[:20]:
             await pinned(q, 3)
+        if explain:
+            await _explain(qdb, kb, tenant.id, bot.id, queries[0])
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         server_before, client_before = _process_cpu(backend), time.process_time()
         classify_cpu = 0.0
         for q in queries:
@@ -436,6 +461,9 @@ async def cpu_per_turn(
             await engine.classify(state, ctx)
             classify_cpu += time.process_time() - began
         server_after, client = _process_cpu(backend), time.process_time() - client_before
+        if profiler is not None and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
     finally:
         await qdb.close()
     server = (server_after - server_before) if server_before is not None and server_after is not None else float("nan")
@@ -446,6 +474,28 @@ async def cpu_per_turn(
         "retrieval_server_ms": server * 1000 / turns,
         "total_ms": (server + client) * 1000 / turns,
     }
+
+
+async def _explain(db: Any, kb: Any, tenant_id: str, bot_id: str, query: str) -> None:
+    """Print the plan (EXPLAIN ANALYZE) of one hybrid search."""
+    import numpy as np
+
+    from botloom.core.knowledge.scope import parse_scope
+    from botloom.core.knowledge.search import expand_query, search_sql
+
+    search = kb.searcher
+    scope = parse_scope(tenant_id, bot_id)
+    assert scope is not None
+    expanded = expand_query(query)
+    vector = np.asarray((await search.embedder.embed([expanded]))[0], dtype=np.float32)
+    statement = search_sql(scope[1], search.embedder.name, search.embedder.dimension, exact=search.config.exact)
+    budget = search.config.max_text_matches
+    params = {"tenant": scope[0], "vector": vector, "query": expanded, "n": 20, "budget": budget}
+    async with db.connection() as conn:
+        await conn.execute("SELECT set_config('hnsw.ef_search', '100', false)")
+        cur = await conn.execute(b"EXPLAIN (ANALYZE, BUFFERS) " + statement.as_bytes(conn), params)
+        for row in await cur.fetchall():
+            print(next(iter(row.values())))
 
 
 def _process_cpu(pid: int) -> float | None:

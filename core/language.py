@@ -475,6 +475,8 @@ def weight(word: str) -> float:
 
 def normalize(text: str) -> str:
     """Lower-case ``text``, strip accents, and make apostrophes plain (``Café’s`` → ``cafe's``)."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -554,6 +556,11 @@ class Analyzer:
         self.stemmed = {" ".join(stem(w) for w in k.split()): v for k, v in [*SYNONYMS.items(), *taught.items()]}
         table = self.synonyms
         self.longest = max((len(k.split()) for k in table), default=1)
+        self.starts: dict[str, int] = {}
+        """The first stem of each synonym phrase → the most words a phrase starting with it has."""
+        for phrase in self.stemmed:
+            first, *rest = phrase.split() or [""]
+            self.starts[first] = max(self.starts.get(first, 0), 1 + len(rest))
         self.vocabulary = frozenset(w for text in vocabulary for w in words(text))
         self._domain: Any = None
         self._corrections: dict[str, str] = {}
@@ -603,7 +610,7 @@ class Analyzer:
         out: list[str] = []
         i = 0
         while i < len(tokens):
-            for size in range(min(self.longest, len(tokens) - i), 0, -1):
+            for size in range(min(self.starts.get(stems[i], 0), len(tokens) - i), 0, -1):
                 phrase = " ".join(stems[i : i + size])
                 canonical = self.stemmed.get(phrase)
                 if canonical is not None:

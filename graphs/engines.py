@@ -250,14 +250,15 @@ class _BotModel:
         self.exact: dict[str, frozenset[str]] = {
             name: frozenset(" ".join(words(e)) for e in examples) for name, examples in self.examples.items()
         }
-        self.example_terms: dict[str, list[dict[str, float]]] = {
-            name: [m for m in (term_map(self.analyzer.terms(e, spell=False)) for e in examples) if m]
+        self.example_terms: dict[str, list[tuple[dict[str, float], float]]] = {
+            name: [(m, sum(m.values())) for m in (term_map(self.analyzer.terms(e, spell=False)) for e in examples) if m]
             for name, examples in self.examples.items()
         }
         self.union: dict[str, set[str]] = {
-            name: {t for m in maps for t in m} for name, maps in self.example_terms.items()
+            name: {t for m, _ in maps for t in m} for name, maps in self.example_terms.items()
         }
         self.passage_terms: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self.passage_vocabulary: dict[str, frozenset[str]] = {}
         self.taught = bool(teaching.synonyms)
         """Whether the tenant taught this bot synonyms (its knowledge searches need them too)."""
 
@@ -272,29 +273,61 @@ class _BotModel:
         """
         return self.intent_match(name, query, text)[0]
 
-    def intent_match(self, name: str, query: dict[str, float], text: str) -> tuple[float, float]:
-        """:meth:`intent_score` and the share of the query the best example explains."""
-        if " ".join(words(text)) in self.exact[name]:
+    def intent_match(
+        self, name: str, query: dict[str, float], text: str, plain: str | None = None
+    ) -> tuple[float, float]:
+        """:meth:`intent_score` and the share of the query the best example explains.
+
+        ``plain``: the message's words joined by spaces, when the caller has them already.
+        """
+        if (" ".join(words(text)) if plain is None else plain) in self.exact[name]:
             return 1.0, 1.0
         if not query:
             return 0.0, 0.0
+        total = sum(query.values())
         number = NUMBER in query and bool(fill_slots(self.intents[name], text))
         best = explains = 0.0
-        for example in self.example_terms[name]:
-            terms = {**example, NUMBER: NUMBER_WEIGHT} if number else example
-            covered = coverage(query, terms)
-            if covered:
-                value = covered**QUERY_SHARE * coverage(terms, query) ** (1 - QUERY_SHARE)
+        for example, example_total in self.example_terms[name]:
+            # The query's weight the example has, and the example's weight the query has (one pass).
+            mine = theirs = 0.0
+            for stem_, value in query.items():
+                other = example.get(stem_)
+                if other is not None:
+                    mine += value
+                    theirs += other
+            size = example_total
+            if number and NUMBER not in example:
+                mine += query[NUMBER]
+                theirs += NUMBER_WEIGHT
+                size += NUMBER_WEIGHT
+            if mine:
+                covered = mine / total
+                value = covered**QUERY_SHARE * (theirs / size) ** (1 - QUERY_SHARE)
                 if value > best:
                     best, explains = value, covered
-        union = self.union[name] | {NUMBER} if number else self.union[name]
-        return (0.8 * best + 0.2 * coverage(query, union)) * information(query), explains
+        union = self.union[name]
+        together = sum(w for t, w in query.items() if t in union or (number and t == NUMBER)) / total
+        return (0.8 * best + 0.2 * together) * information(query), explains
+
+    def words_of(self, passages: Sequence[PassageRef]) -> frozenset[str]:
+        """:func:`passage_words` of ``passages``, each passage's words computed once."""
+        found: set[str] = set()
+        for p in passages:
+            vocabulary = self.passage_vocabulary.get(p["id"])
+            if vocabulary is None:
+                if len(self.passage_vocabulary) > 20_000:
+                    self.passage_vocabulary.clear()
+                vocabulary = self.passage_vocabulary[p["id"]] = passage_words([p])
+            found |= vocabulary
+        return frozenset(found)
 
     def passage_score(self, passage: PassageRef, query: dict[str, float]) -> float:
         """How much of the query's weight the passage covers (its heading's words count extra), before calibration."""
         key = passage["id"]
         terms = self.passage_terms.get(key)
         if terms is None:
+            if len(self.passage_terms) > 20_000:
+                self.passage_terms.clear()
             title = frozenset(term_map(self.analyzer.terms(passage["title"], spell=False)))
             body = frozenset(term_map(self.analyzer.terms(passage["text"], spell=False)))
             terms = self.passage_terms[key] = (body | title, title)
@@ -427,10 +460,11 @@ class OfflineEngine:
         self, model: _BotModel, text: str, passages: Sequence[PassageRef], position: int = 0
     ) -> list[_Scored]:
         """Every intent and passage scored for ``text``, best first."""
-        query = term_map(model.analyzer.terms(text, keep=passage_words(passages)))
+        query = term_map(model.analyzer.terms(text, keep=model.words_of(passages)))
+        plain = " ".join(words(text))
         scored = []
         for name, intent in model.intents.items():
-            score, explains = model.intent_match(name, query, text)
+            score, explains = model.intent_match(name, query, text, plain)
             filled = bool(intent.slots) and score > 0 and bool(fill_slots(intent, text))
             scored.append(_Scored(calibrate(score), intent, None, position, explains, filled))
         scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]
@@ -541,7 +575,7 @@ class OfflineEngine:
                 for p in results
                 if p.score >= self.knowledge_floor(ctx)
             ]
-            query = term_map(model.analyzer.terms(part, keep=passage_words(refs)))
+            query = term_map(model.analyzer.terms(part, keep=model.words_of(refs)))
             scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in refs]
             found += refs
         return found
@@ -599,7 +633,7 @@ class OfflineEngine:
                 for p in found
                 if p.score >= self.knowledge_floor(ctx)
             ]
-            current = term_map(model.analyzer.terms(text, keep=passage_words(passages or [])))
+            current = term_map(model.analyzer.terms(text, keep=model.words_of(passages or [])))
         scored: list[_Scored] = []
         for s in self.candidates(model, together, passages or []):
             if s.intent is not None and specificity(s.intent) == SMALL_TALK:
