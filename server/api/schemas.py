@@ -7,22 +7,19 @@ secret except the one place an API key is shown, once, on creation.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from botloom.core.domain import (
     ApiKey,
-    Bot,
     BotSettings,
     BurstPolicy,
-    Conversation,
     ConversationStatus,
     MessageDirection,
     Slug,
     StoredMessage,
-    Tenant,
 )
 
 NO_NUL = r"^[^\x00]*$"
@@ -45,6 +42,15 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of request bodies: unknown fields are an error, not silently dropped."""
 
 
+class Shown(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of response bodies that show a stored record: :meth:`of` copies the record's fields of the same names."""
+
+    @classmethod
+    def of(cls, stored: object) -> Self:
+        """The answer for a stored record (a domain Struct whose attributes include every field of this body)."""
+        return msgspec.convert(stored, cls, from_attributes=True)
+
+
 # -- tenants and keys -------------------------------------------------------------------
 
 
@@ -56,18 +62,13 @@ class TenantCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     name: Name
 
 
-class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
+class TenantOut(Shown, frozen=True, kw_only=True):
     """A tenant."""
 
     id: str
     slug: str
     name: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, tenant: Tenant) -> TenantOut:
-        """The answer for a stored tenant."""
-        return cls(id=tenant.id, slug=tenant.slug, name=tenant.name, created_at=tenant.created_at)
 
 
 class KeyCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -180,7 +181,7 @@ class BotPatch(BotSettingsPatch, frozen=True, kw_only=True, forbid_unknown_field
     settings: BotSettingsPatch | UnsetType = UNSET
 
 
-class BotOut(msgspec.Struct, frozen=True, kw_only=True):
+class BotOut(Shown, frozen=True, kw_only=True):
     """A bot with its settings."""
 
     id: str
@@ -191,20 +192,6 @@ class BotOut(msgspec.Struct, frozen=True, kw_only=True):
     settings: BotSettings
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, bot: Bot) -> BotOut:
-        """The answer for a stored bot."""
-        return cls(
-            id=bot.id,
-            tenant_id=bot.tenant_id,
-            slug=bot.slug,
-            name=bot.name,
-            graph=bot.graph,
-            settings=bot.settings,
-            created_at=bot.created_at,
-            updated_at=bot.updated_at,
-        )
 
 
 # -- plugins ----------------------------------------------------------------------------
@@ -308,7 +295,7 @@ class SearchOut(msgspec.Struct, frozen=True, kw_only=True):
 # -- conversations ----------------------------------------------------------------------
 
 
-class ConversationOut(msgspec.Struct, frozen=True, kw_only=True):
+class ConversationOut(Shown, frozen=True, kw_only=True):
     """A conversation between one end user and a bot."""
 
     id: str
@@ -319,20 +306,6 @@ class ConversationOut(msgspec.Struct, frozen=True, kw_only=True):
     status: ConversationStatus
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, conversation: Conversation) -> ConversationOut:
-        """The answer for a stored conversation."""
-        return cls(
-            id=conversation.id,
-            bot_id=conversation.bot_id,
-            channel=conversation.channel,
-            external_key=conversation.external_key,
-            user=conversation.user,
-            status=conversation.status,
-            created_at=conversation.created_at,
-            updated_at=conversation.updated_at,
-        )
 
 
 class MessageOut(msgspec.Struct, frozen=True, kw_only=True):

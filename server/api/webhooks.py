@@ -20,10 +20,9 @@ from litestar.types import ControllerRouterHandler
 
 from botloom.core.netguard import EndpointRefused, check_url
 from botloom.core.signing import new_secret
-from botloom.core.storage.repositories.webhooks import WebhookEndpoint
 from botloom.runtime.events import KIND_PATTERN
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, IdRef, TenantRef, visible_tenant
-from botloom.server.api.schemas import ONE_LINE, Request
+from botloom.server.api.schemas import ONE_LINE, Request, Shown
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 MAX_ENDPOINTS = 20
@@ -44,7 +43,7 @@ class WebhookCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     description: Annotated[str, msgspec.Meta(max_length=200, pattern=ONE_LINE)] = ""
 
 
-class WebhookOut(msgspec.Struct, frozen=True, kw_only=True):
+class WebhookOut(Shown, frozen=True, kw_only=True):
     """A webhook endpoint (never its secret)."""
 
     id: str
@@ -53,18 +52,6 @@ class WebhookOut(msgspec.Struct, frozen=True, kw_only=True):
     description: str
     active: bool
     created_at: datetime
-
-    @classmethod
-    def of(cls, endpoint: WebhookEndpoint) -> WebhookOut:
-        """The answer for a stored endpoint."""
-        return cls(
-            id=endpoint.id,
-            url=endpoint.url,
-            kinds=endpoint.kinds,
-            description=endpoint.description,
-            active=endpoint.active,
-            created_at=endpoint.created_at,
-        )
 
 
 class WebhookCreated(WebhookOut, frozen=True, kw_only=True):
