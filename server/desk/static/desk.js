@@ -234,16 +234,30 @@ async function act(path, body, after) {
 }
 
 $("claim").addEventListener("click", () => act("/claim"));
+// Each reply carries a client_message_id: sending the same draft again (a double click, a retry after a
+// network error) is stored and delivered once; a new text gets a new id.
+let draft = { text: null, id: null };
+function messageId(text) {
+  if (draft.text !== text) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    draft = { text, id: Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") };
+  }
+  return draft.id;
+}
 $("reply-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("reply").value.trim();
-  if (text) act("/messages", { text }, () => { $("reply").value = ""; $("canned").value = ""; });
+  if (text) act("/messages", { text, client_message_id: messageId(text) }, () => {
+    $("reply").value = ""; $("canned").value = ""; draft = { text: null, id: null };
+  });
 });
 $("handback-form").addEventListener("submit", (event) => {
   event.preventDefault();
   act("/release", { note: $("handback-note").value.trim() || null }, () => { $("handback-note").value = ""; });
 });
-$("resolve").addEventListener("click", () => act("/resolve"));
+$("resolve").addEventListener("click", () => {
+  act("/resolve", { note: $("handback-note").value.trim() || null }, () => { $("handback-note").value = ""; });
+});
 $("note-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("note").value.trim();
