@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from botloom.core.definitions import Intent
 from botloom.core.embeddings import LocalEmbedder, tokens
 from botloom.core.language import (
@@ -261,6 +263,98 @@ class _BotModel:
         self.passage_vocabulary: dict[str, frozenset[str]] = {}
         self.taught = bool(teaching.synonyms)
         """Whether the tenant taught this bot synonyms (its knowledge searches need them too)."""
+        self._matrices()
+
+    def _matrices(self) -> None:
+        """The examples' terms as arrays, for :meth:`intent_matches` (one row per example, one column per stem)."""
+        self.order = list(self.intents)
+        columns: dict[str, int] = {}
+        rows: list[dict[str, float]] = []
+        starts: list[int] = []
+        for name in self.order:
+            starts.append(len(rows))
+            rows += [example for example, _ in self.example_terms[name]]
+        for example in rows:
+            for stem_ in example:
+                columns.setdefault(stem_, len(columns))
+        self.columns = columns
+        self.weights = np.zeros((len(rows), max(1, len(columns))))
+        for r, example in enumerate(rows):
+            for stem_, value in example.items():
+                self.weights[r, columns[stem_]] = value
+        self.present = (self.weights > 0).astype(np.float64)
+        self.sizes = self.weights.sum(axis=1)
+        self.bounds = [*zip(starts, [*starts[1:], len(rows)], strict=True)]
+        number = columns.get(NUMBER)
+        self.row_number = self.present[:, number] > 0 if number is not None else np.zeros(len(rows), dtype=bool)
+        self.union_present = np.zeros((len(self.order), max(1, len(columns))))
+        for i, name in enumerate(self.order):
+            for stem_ in self.union[name]:
+                self.union_present[i, columns[stem_]] = 1.0
+        self.with_slots = [bool(self.intents[name].slots) for name in self.order]
+        nonempty = [i for i, (start, end) in enumerate(self.bounds) if end > start]
+        self.nonempty = np.array(nonempty, dtype=np.intp)
+        """The intents that have examples with terms, in order; their rows are consecutive."""
+        self.row_starts = np.array([self.bounds[i][0] for i in nonempty], dtype=np.intp)
+        self.row_group = np.repeat(
+            np.arange(len(nonempty)), [self.bounds[i][1] - self.bounds[i][0] for i in nonempty]
+        ).astype(np.intp)
+        """For each example row, the index (among :attr:`nonempty`) of its intent."""
+
+    def intent_matches(self, query: dict[str, float], text: str, plain: str) -> list[tuple[float, float]]:
+        """:meth:`intent_match` of every intent (in :attr:`order`) at once, with arrays: the same scores."""
+        out: list[tuple[float, float]] = [(0.0, 0.0)] * len(self.order)
+        if not query:
+            return [(1.0, 1.0) if plain in self.exact[name] else (0.0, 0.0) for name in self.order]
+        total = sum(query.values())
+        known = [(self.columns[t], w) for t, w in query.items() if t in self.columns]
+        cols = [c for c, _ in known]
+        weights = np.array([w for _, w in known])
+        mine = self.present[:, cols] @ weights if cols else np.zeros(len(self.sizes))
+        theirs = self.weights[:, cols].sum(axis=1) if cols else np.zeros(len(self.sizes))
+        size = self.sizes
+        together = self.union_present[:, cols] @ weights if cols else np.zeros(len(self.order))
+        has_number = NUMBER in query
+        numbered = [
+            has_number and slots and bool(fill_slots(self.intents[name], text))
+            for name, slots in zip(self.order, self.with_slots, strict=True)
+        ]
+        if any(numbered):
+            rows = np.zeros(len(self.sizes), dtype=bool)
+            for i, flag in enumerate(numbered):
+                if flag:
+                    start, end = self.bounds[i]
+                    rows[start:end] = True
+            add = rows & ~self.row_number
+            mine = mine + add * query[NUMBER]
+            theirs = theirs + add * NUMBER_WEIGHT
+            size = size + add * NUMBER_WEIGHT
+            number = self.columns.get(NUMBER)
+            for i, flag in enumerate(numbered):
+                if flag and (number is None or not self.union_present[i, number]):
+                    together[i] += query[NUMBER]
+        covered = mine / total
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(
+                mine > 0, covered**QUERY_SHARE * (theirs / np.where(size > 0, size, 1.0)) ** (1 - QUERY_SHARE), 0.0
+            )
+        info = information(query)
+        # Each intent's best example (the first of equals, as a loop would pick) and the share it explains.
+        best = np.zeros(len(self.order))
+        explains = np.zeros(len(self.order))
+        if len(value):
+            group = self.row_group
+            peak = np.maximum.reduceat(value, self.row_starts)
+            at_peak = np.flatnonzero(value == peak[group])
+            first_groups, first = np.unique(group[at_peak], return_index=True)
+            rows_at = at_peak[first]
+            targets = self.nonempty[first_groups]
+            best[targets] = value[rows_at]
+            explains[targets] = np.where(value[rows_at] > 0, covered[rows_at], 0.0)
+        scores = (0.8 * best + 0.2 * together / total) * info
+        for i, name in enumerate(self.order):
+            out[i] = (1.0, 1.0) if plain in self.exact[name] else (float(scores[i]), float(explains[i]))
+        return out
 
     def intent_score(self, name: str, query: dict[str, float], text: str) -> float:
         """How well the query matches the intent, before :func:`calibrate`; an example itself scores 1.
@@ -463,8 +557,9 @@ class OfflineEngine:
         query = term_map(model.analyzer.terms(text, keep=model.words_of(passages)))
         plain = " ".join(words(text))
         scored = []
-        for name, intent in model.intents.items():
-            score, explains = model.intent_match(name, query, text, plain)
+        for (score, explains), intent in zip(
+            model.intent_matches(query, text, plain), model.intents.values(), strict=True
+        ):
             filled = bool(intent.slots) and score > 0 and bool(fill_slots(intent, text))
             scored.append(_Scored(calibrate(score), intent, None, position, explains, filled))
         scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from botloom.core.language import Analyzer, default_analyzer
-from botloom.graphs.engines import KNOWLEDGE_INTENT, SMALL_TALK, message_lines, message_parts, specificity
+from botloom.core.definitions import Intent, Slot
+from botloom.core.language import Analyzer, Teaching, default_analyzer, term_map, words
+from botloom.graphs.engines import (
+    KNOWLEDGE_INTENT,
+    SMALL_TALK,
+    _BotModel,
+    message_lines,
+    message_parts,
+    specificity,
+)
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat
@@ -116,3 +126,60 @@ async def test_a_short_message_pointing_back_is_read_with_the_previous_one(servi
     result = await chat.say("how long does that take?")
     assert result.intent == KNOWLEDGE_INTENT
     assert "5 to 10 business days" in " ".join(r.text for r in result.replies)
+
+
+# -- #17, second round: request words, bare contractions, kinds of things, "or", arrays ------------
+
+
+def test_request_words_weigh_little_and_bare_contractions_are_spelled_out() -> None:
+    weights = {t.stem: t.weight for t in default_analyzer().terms("I need something returned")}
+    assert weights["need"] < 0.2
+    assert weights["someth"] < 0.2
+    assert weights["return"] > 0.5
+    assert words("it hasnt come, I cant wait") == ["it", "has", "not", "come", "i", "can", "not", "wait"]
+
+
+def test_goods_are_items_and_countries_are_countries_but_searches_stay_narrow() -> None:
+    analyzer = default_analyzer()
+    assert analyzer.canonical("my kettle", spell=False) == ["my", "kettle", "item", "product"]
+    assert "country" in analyzer.canonical("to norway", spell=False)
+    assert "country" in analyzer.canonical("to germany", spell=False)  # a member of the union too
+    assert "country" not in analyzer.expand("what is the capital of australia")
+    assert "item" not in analyzer.expand("do you sell kettles")
+
+
+def test_or_before_a_new_question_splits_a_message() -> None:
+    assert message_parts("can I return it or is it under warranty?") == ["can I return it", "is it under warranty?"]
+    assert message_parts("visa or mastercard?") == ["visa or mastercard?"]
+
+
+def test_the_intents_scored_with_arrays_score_as_one_by_one() -> None:
+    rng = random.Random(17)
+    vocabulary = "order ship refund card renew book room item lost wallet return cost time 1234".split()  # noqa: SIM905
+    intents = [
+        Intent(
+            name=f"intent_{i}",
+            description="synthetic",
+            examples=tuple(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 5))) for _ in range(6)),
+            slots=(Slot(name="number", pattern=r"\b(\d{4,})\b"),) if i % 3 == 0 else (),
+        )
+        for i in range(12)
+    ]
+    intents.append(Intent(name="empty", description="no terms", examples=("the", "a")))
+    model = _BotModel(intents, Teaching())
+    messages = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 6))) for _ in range(300)]
+    messages += [intents[0].examples[0], "order 98765", "the"]
+    for text in messages:
+        query = term_map(model.analyzer.terms(text))
+        plain = " ".join(words(text))
+        one_by_one = [model.intent_match(name, query, text, plain) for name in model.order]
+        at_once = model.intent_matches(query, text, plain)
+        flat = [value for pair in at_once for value in pair]
+        assert flat == pytest.approx([value for pair in one_by_one for value in pair], abs=1e-12), text
+
+
+async def test_a_late_parcel_written_without_apostrophes_is_an_order_question(
+    services: Services, demo: DemoInfo
+) -> None:
+    result = await Chat(services, demo.bot).say("my parcel hasnt arrived")
+    assert result.intent == "order_status"
