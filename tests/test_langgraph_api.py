@@ -234,7 +234,7 @@ async def test_a_background_run_joined_and_listed(client_a: LangGraphClient, dep
     assert said(joined)[-1] == ("ai", "Hello! How can I help you today?")
     assert (await client_a.runs.get(thread_id, run["run_id"]))["status"] == "success"
     parts = [p async for p in client_a.runs.join_stream(thread_id, run["run_id"], stream_mode="values")]
-    assert [p.event for p in parts] == ["metadata", "values", "values"]
+    assert [p.event for p in parts] == ["metadata"] + ["values"] * 4, "as it was streamed: after each step"
     assert parts[-1].data == joined
     listed = await client_a.runs.list(thread_id, status="success")
     assert [r["run_id"] for r in listed] == [run["run_id"]]
@@ -276,10 +276,11 @@ async def stream(client: LangGraphClient, bot: str, text: str, modes: list[str])
 
 async def test_stream_values(client_a: LangGraphClient, deployment: Deployment) -> None:
     parts, thread_id = await stream(client_a, deployment.a.bot_id, "hello", ["values"])
-    assert events_of(parts) == ["metadata", "values", "values"]
+    assert events_of(parts) == ["metadata"] + ["values"] * 4, "the input, after retrieve, after classify, the end"
     assert said(parts[1].data) == [("human", "hello")], "the state as the turn starts: the user's message"
+    assert parts[3].data["intent"] == "greeting" and said(parts[3].data) == [("human", "hello")], "after classify"
     state = await client_a.threads.get_state(thread_id)
-    assert parts[2].data == state["values"]
+    assert parts[-1].data == state["values"]
     assert parts[1].data["messages"][0]["id"] == state["values"]["messages"][0]["id"]
 
 
@@ -559,7 +560,7 @@ async def test_studio_sends_json_as_text_plain(deployment: Deployment) -> None:
         blocks = [b for b in streamed.text.split("\n\n") if b]
         assert blocks[0].startswith("event: metadata\ndata: {"), "server-sent events: event, then data as JSON"
         names = [b.split("\n")[0].removeprefix("event: ") for b in blocks]
-        assert names == ["metadata", "values", "updates", "updates", "updates", "values"]
+        assert names == ["metadata", "values"] + ["updates", "values"] * 3, "each step's update, then its values"
         assert all(json.loads(b.split("\n", 1)[1].removeprefix("data: ")) for b in blocks)
 
 

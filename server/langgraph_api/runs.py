@@ -7,14 +7,15 @@ the conversation's lock, the bot's burst policy, storage and replies are those o
 every channel. The task is shielded from the caller: a client that goes away does
 not cancel a turn.
 
-botloom checkpoints a turn once, when it ends, so the events of a stream are
-told from the states before and after the turn and the turn's ``trace`` (each node
-in order with its duration and summary), once the turn is over: ``values`` (the
-state with the user's message, then the state after the turn), ``updates`` (one
-per node, the turn's state changes with its last node), ``messages`` and
-``messages-tuple`` (each reply whole, no tokens), ``debug``, ``checkpoints`` and
-``tasks`` (the checkpoints before and after, a task and its result per node),
-``events`` (chain start and end of the graph and of each node).
+A stream of a run this process is running is told as the graph runs: the run's task
+listens to the graph's callbacks (:mod:`botloom.server.langgraph_api.live`, nothing in
+the runner changes), so each node's ``updates``, ``debug``/``tasks``, ``events`` and
+replies (``messages``, ``messages-tuple``, whole: no tokens) are sent as the node ends,
+and ``values`` after each node. What the checkpoint says (the final state, the
+checkpoint, an interrupt) is told when the turn is over. A finished run, another
+process's, or a turn the observer did not see is told from the states before and
+after the turn and the turn's ``trace`` (each node in order with its summary) once it
+is over, in the same shapes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from botloom.runtime.inspection import writers
 from botloom.runtime.results import turn_id_for
 from botloom.runtime.runner import thread_config
 from botloom.runtime.services import Services
+from botloom.server.langgraph_api.live import OBSERVING, Observed, TurnObserver, fold, reducers
 from botloom.server.langgraph_api.shapes import (
     checkpoint_payload,
     has_checkpoint,
@@ -105,6 +107,8 @@ class Run:
     """Which node wrote each state key last in the turn (read from the checkpoint's channel versions)."""
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    observer: TurnObserver | None = None
+    """What the run's turn did so far, as its graph runs (streams tell it live)."""
 
     def out(self) -> dict[str, Any]:
         """As the API's ``Run``."""
@@ -227,12 +231,20 @@ async def start(
         before=await graph.aget_state(thread_config(bot, conversation.id)),
     )
     registry(services).add(run)
+
+    async def turn_of() -> str | None:
+        stored = await services.store.messages.find(bot.tenant_id, bot.id, CHANNEL, "inbound", run_id)
+        return turn_id_for(stored.id) if stored is not None else None
+
+    observer = run.observer = TurnObserver(turn_of, reducers(graph.channels))
     run.task = asyncio.create_task(_turn(services, binding, bot, request, run))
+    run.task.add_done_callback(lambda _: observer.close())
     return run
 
 
 async def _turn(services: Services, binding: ChannelBinding, bot: Bot, request: ChannelRequest, run: Run) -> None:
     """The run's turn, through the inbound path of response channels; settles the run's status."""
+    OBSERVING.set(run.observer)  # this task's context only: the graph's callbacks tell the run's streams
     run.status = "running"
     try:
         response = await services.inbound.respond(binding, request)
@@ -339,9 +351,20 @@ def sse(event: str, data: Any) -> bytes:
 
 
 async def stream(run: Run, modes: Sequence[str]) -> AsyncIterator[bytes]:
-    """The run's events in the requested modes: ``metadata`` at once, the rest when its turn is over."""
+    """The run's events in the requested modes: ``metadata`` at once, each node's as it finishes, the rest at the end.
+
+    A run this process is running is told live from its :class:`~.live.TurnObserver`
+    (several streams of one run each get every event); a finished run, a run of another
+    process, or a turn the observer did not see (another message's burst ran it) is told
+    from its checkpoints once it is over.
+    """
     yield sse("metadata", {"run_id": run.run_id, "attempt": 1})
-    if run.task is not None and not run.task.done():
+    told = _Events(run, modes)
+    live = _Live(run, told) if run.observer is not None and run.task is not None else None
+    if live is not None:
+        async for chunk in live.follow():
+            yield chunk
+    elif run.task is not None and not run.task.done():
         waiter = asyncio.ensure_future(finished(run))
         try:
             while not waiter.done():
@@ -350,8 +373,78 @@ async def stream(run: Run, modes: Sequence[str]) -> AsyncIterator[bytes]:
                     yield b": heartbeat\n\n"
         finally:
             waiter.cancel()
-    for event, data in events(run, modes):
+    await finished(run)
+    rest = told.rest() if live is not None and live.followed else told.all()
+    for event, data in rest:
         yield sse(event, data)
+
+
+class _Live:
+    """A stream of a run running here: its turn's graph events as the observer hears them."""
+
+    def __init__(self, run: Run, told: _Events) -> None:
+        assert run.observer is not None
+        self.run, self.told, self.observer = run, told, run.observer
+        self.graph: uuid.UUID | None = None
+        self.values: dict[str, Any] = {}
+        self.index = 0
+        self.pending: dict[str, Any] | None = None
+        """The state after the last node, told as ``values`` when the next node starts (the last one's is the
+        checkpoint's, told at the end)."""
+
+    @property
+    def followed(self) -> bool:
+        """Whether the run's own graph run was heard (its head and nodes were told)."""
+        return self.graph is not None
+
+    async def follow(self) -> AsyncIterator[bytes]:
+        """Every event heard, as stream chunks, until the run's task is over (keep-alive comments meanwhile)."""
+        seen = 0
+        while True:
+            for item in self.observer.events[seen:]:
+                seen += 1
+                await self.feed(item)
+                for event, data in self.told.take():
+                    yield sse(event, data)
+            if self.observer.closed and seen >= len(self.observer.events):
+                return
+            if not await self.observer.wait(seen, HEARTBEAT):
+                yield b": heartbeat\n\n"
+
+    async def feed(self, item: Observed) -> None:
+        """Tell one observed event (only those of the run's own graph run)."""
+        run, told = self.run, self.told
+        if item.kind == "graph_start" and self.graph is None:
+            own = await self.observer.own_turn()
+            if own is None or not isinstance(item.data, dict) or item.data.get("turn_id") != own:
+                return
+            self.graph = item.graph
+            before = run.before.values if run.before is not None and isinstance(run.before.values, dict) else {}
+            known = {m["id"] for m in values_out(before, run.thread_id).get("messages", [])} if before else set()
+            self.values = fold(before, item.data, self.observer.folds)
+            first = values_out(self.values, run.thread_id)
+            human = [m for m in first.get("messages", []) if m["type"] == "human" and m["id"] not in known]
+            told.head(first, human, has_checkpoint(run.before) if run.before is not None else False)
+        elif item.graph != self.graph or self.graph is None:
+            return
+        elif item.kind == "node_start" and item.node is not None:
+            if self.pending is not None:
+                told.emit("values", self.pending)
+                self.pending = None
+            told.task(self.index, item.node)
+        elif item.kind == "node_end" and item.node is not None:
+            known = {m["id"] for m in values_out(self.values, run.thread_id).get("messages", [])}
+            self.values = fold(self.values, item.data, self.observer.folds)
+            now_values = values_out(self.values, run.thread_id)
+            update: dict[str, Any] = {}
+            if isinstance(item.data, dict):
+                update = {str(k): jsonable(v) for k, v in item.data.items() if k != "messages"}
+                if "messages" in item.data:
+                    update["messages"] = [m for m in now_values.get("messages", []) if m["id"] not in known]
+            replies = [m for m in update.get("messages", []) if m["type"] == "ai"]
+            told.result(self.index, item.node, update, replies)
+            self.pending = now_values
+            self.index += 1
 
 
 def _trace(run: Run) -> list[dict[str, Any]]:
@@ -395,14 +488,18 @@ def events(run: Run, modes: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 class _Events:
-    """Builds a finished run's events (see the module docstring)."""
+    """Builds a run's events: from its checkpoints once it is over (:meth:`all`), or piece by piece as it runs."""
 
     def __init__(self, run: Run, modes: Sequence[str]) -> None:
         self.run, self.modes = run, set(modes)
-        self.trace, self.added = _trace(run), _new_messages(run)
         self.out: list[tuple[str, Any]] = []
         before = getattr(run.before, "metadata", None) or {}
         self.step0 = int(before.get("step", -1)) if isinstance(before.get("step", -1), int) else -1
+
+    def take(self) -> list[tuple[str, Any]]:
+        """The events built since the last call."""
+        out, self.out = self.out, []
+        return out
 
     def emit(self, mode: str, data: Any, *, event: str | None = None) -> None:
         """Add an event of ``mode`` if it was asked for (named ``event`` when that differs from the mode)."""
@@ -431,22 +528,36 @@ class _Events:
         )
 
     def all(self) -> list[tuple[str, Any]]:
-        """Every event of the run, in order."""
-        run, trace = self.run, self.trace
-        human = [m for m in self.added if m["type"] == "human"]
-        if trace:
-            self.emit("values", _first_values(run, self.added))
-        self.graph_event("on_chain_start", {"input": {"messages": human}})
-        if trace and run.before is not None and has_checkpoint(run.before):
-            self.debug("checkpoint", self.step0, checkpoint_payload(run.before, run.thread_id))
+        """Every event of a finished run, in order, told from its checkpoints and its turn's trace."""
+        run, trace, added = self.run, _trace(self.run), _new_messages(self.run)
+        human = [m for m in added if m["type"] == "human"]
+        self.head(_first_values(run, added) if trace else None, human, bool(trace) and run.before is not None)
         changes = _changes(run) if trace else {}
+        replies = [m for m in added if m["type"] == "ai"]
         for index, step in enumerate(trace):
             last = index == len(trace) - 1
-            self.node(index, step, changes if last else {}, last)
-        interrupts = interrupts_out(run.after) if run.after is not None and trace else []
+            node = step["node"]
+            self.task(index, node)
+            update: dict[str, Any] = {"trace": [jsonable(step)], **self.written(node, changes if last else {}, added)}
+            self.result(index, node, update, replies if last else [])
+        return self.rest()
+
+    def head(self, first: dict[str, Any] | None, human: list[dict[str, Any]], checkpoint: bool) -> None:
+        """The graph starts: the state with the user's message, and the checkpoint it starts from."""
+        run = self.run
+        if first is not None:
+            self.emit("values", first)
+        self.graph_event("on_chain_start", {"input": {"messages": human}})
+        if first is not None and checkpoint and run.before is not None and has_checkpoint(run.before):
+            self.debug("checkpoint", self.step0, checkpoint_payload(run.before, run.thread_id))
+
+    def rest(self) -> list[tuple[str, Any]]:
+        """The end of a finished run: its interrupt, its checkpoint, its final values, its error."""
+        run, ran = self.run, bool(_trace(self.run))
+        interrupts = interrupts_out(run.after) if run.after is not None and ran else []
         if interrupts:
             self.emit("updates", {"__interrupt__": interrupts})
-        if run.after is not None and trace:
+        if run.after is not None and ran:
             written = (getattr(run.after, "metadata", None) or {}).get("step")
             at = written if isinstance(written, int) else self.step0 + 1
             self.debug("checkpoint", at, checkpoint_payload(run.after, run.thread_id))
@@ -455,9 +566,9 @@ class _Events:
         self.graph_event("on_chain_end", {"output": values})
         if run.status == "error":
             self.out.append(("error", {"error": "RunError", "message": run.error or "the run failed"}))
-        return self.out
+        return self.take()
 
-    def written(self, node: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def written(self, node: str, changes: dict[str, Any], added: list[dict[str, Any]]) -> dict[str, Any]:
         """What ``node`` wrote: the keys the checkpoint says it wrote last (its new messages for ``messages``).
 
         Without that record, the turn's changes go with its last node.
@@ -468,25 +579,36 @@ class _Events:
         values = values_out(run.after.values, run.thread_id)
         out = {k: values[k] for k, w in run.writers.items() if w == node and k in values and k != "trace"}
         if "messages" in out:
-            out["messages"] = [m for m in self.added if m["type"] == "ai"]
+            out["messages"] = [m for m in added if m["type"] == "ai"]
         return out
 
-    def node(self, index: int, step: dict[str, Any], changes: dict[str, Any], last: bool) -> None:
-        """The events of one node of the turn: its task, its update, the replies (with the last node), its result."""
-        run, node, at = self.run, step["node"], self.step0 + 1 + index
-        task_id = str(uuid.uuid5(uuid.UUID(run.run_id), f"{index}:{node}"))
-        update: dict[str, Any] = {"trace": [jsonable(step)], **self.written(node, changes)}
-        self.debug("task", at, {"id": task_id, "name": node, "input": None, "triggers": [f"branch:to:{node}"]})
-        self.emit("events", _chain_event("on_chain_start", node, run, at, {"input": None}))
+    def _task_id(self, index: int, node: str) -> str:
+        return str(uuid.uuid5(uuid.UUID(self.run.run_id), f"{index}:{node}"))
+
+    def task(self, index: int, node: str) -> None:
+        """A node starts: its task and its chain start."""
+        at = self.step0 + 1 + index
+        task = {"id": self._task_id(index, node), "name": node, "input": None, "triggers": [f"branch:to:{node}"]}
+        self.debug("task", at, task)
+        self.emit("events", _chain_event("on_chain_start", node, self.run, at, {"input": None}))
+
+    def result(self, index: int, node: str, update: dict[str, Any], replies: list[dict[str, Any]]) -> None:
+        """A node ended: its update, the replies it wrote, its chain end and its task's result."""
+        run, at = self.run, self.step0 + 1 + index
         self.emit("updates", {node: update})
-        if last:
-            meta = {"run_id": run.run_id, "thread_id": run.thread_id, "langgraph_node": node, "langgraph_step": at}
-            for reply in (m for m in self.added if m["type"] == "ai"):
-                self.emit("messages-tuple", [{**reply, "type": "AIMessageChunk"}, meta], event="messages")
-                self.emit("messages", {reply["id"]: {"metadata": meta}}, event="messages/metadata")
-                self.emit("messages", [reply], event="messages/complete")
+        meta = {"run_id": run.run_id, "thread_id": run.thread_id, "langgraph_node": node, "langgraph_step": at}
+        for reply in replies:
+            self.emit("messages-tuple", [{**reply, "type": "AIMessageChunk"}, meta], event="messages")
+            self.emit("messages", {reply["id"]: {"metadata": meta}}, event="messages/metadata")
+            self.emit("messages", [reply], event="messages/complete")
         self.emit("events", _chain_event("on_chain_end", node, run, at, {"output": update}))
-        result = {"id": task_id, "name": node, "error": None, "interrupts": [], "result": update}
+        result: dict[str, Any] = {
+            "id": self._task_id(index, node),
+            "name": node,
+            "error": None,
+            "interrupts": [],
+            "result": update,
+        }
         self.debug("task_result", at, result)
 
 
