@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import ROOT, Summary, add_server_arguments, machine, markdown_table, ms, servers
-from webhooks import SECRET_KEY, cpu_seconds, prepare, reply_latencies
+from webhooks import SECRET_KEY, cpu_seconds, postmaster_pid, prepare, reply_latencies, tree_cpu_seconds
 
 os.environ.pop("OPENAI_API_KEY", None)  # the offline engine, always
 
@@ -235,38 +235,6 @@ def problems(log: Path) -> int:
 
 
 # ------------------------------------------------------------------------------ CPU accounting
-
-
-def _proc_stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process, its exited (reaped) children, and its live children (PostgreSQL's backends)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    fields = _proc_stat(pid)
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime stime cutime cstime
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or entry.name == str(pid):
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            child = _proc_stat(int(entry.name))
-            if int(child[1]) == pid:  # ppid
-                total += (int(child[11]) + int(child[12])) / tick
-    return total
-
-
-def postmaster_pid(database_url: str) -> int | None:
-    """The PostgreSQL server's main process, when it runs on this machine (the parent of a backend)."""
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    try:
-        return int(_proc_stat(int(row[0]))[1])
-    except OSError:
-        return None
 
 
 def redis_pid(redis_url: str) -> int | None:

@@ -80,7 +80,7 @@ def say(line: str) -> None:
 
 
 def bare_app(database_url: str, public_url: str, auth_token: str) -> Any:
-    """The two bare routes: ``/bare/work/{tenant}/{bot}`` (same work) and ``/bare/form/...`` (form only)."""
+    """The bare routes: ``/bare/row/{tenant}/{bot}`` (one row), ``/bare/work/...`` (same work), ``/bare/form/...``."""
     from psycopg_pool import AsyncConnectionPool
     from saq.queue.postgres import PostgresQueue
     from twilio.request_validator import RequestValidator
@@ -104,6 +104,10 @@ def bare_app(database_url: str, public_url: str, auth_token: str) -> Any:
                 "sid text UNIQUE NOT NULL, sender text NOT NULL, body text NOT NULL, "
                 "created_at timestamptz NOT NULL DEFAULT now())"
             )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS bare_forms (id bigserial PRIMARY KEY, sid text UNIQUE NOT NULL, "
+                "form jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+            )
         await queue.connect()
 
     async def shutdown() -> None:
@@ -126,6 +130,18 @@ def bare_app(database_url: str, public_url: str, auth_token: str) -> Any:
             await queue.enqueue("turn", key=f"turn:{row[0]}", message_id=str(row[0]))
         return Response(TWIML, media_type="application/xml")
 
+    @post("/bare/row/{tenant:str}/{bot:str}", status_code=200)
+    async def one_row(request: Request[Any, Any, Any]) -> Response[bytes]:
+        form = dict(await request.form())
+        if not validator.validate(public_url + request.url.path, form, request.headers.get("x-twilio-signature", "")):
+            return Response(b"forged", status_code=403)
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO bare_forms (sid, form) VALUES (%s, %s) ON CONFLICT (sid) DO NOTHING",
+                (form["MessageSid"], json.dumps(form)),
+            )
+        return Response(TWIML, media_type="application/xml")
+
     @post("/bare/form/{tenant:str}/{bot:str}", status_code=200)
     async def form_only(request: Request[Any, Any, Any]) -> Response[bytes]:
         await request.form()
@@ -135,7 +151,7 @@ def bare_app(database_url: str, public_url: str, auth_token: str) -> Any:
     def health() -> str:
         return "ok"
 
-    return Litestar([work, form_only, health], on_startup=[startup], on_shutdown=[shutdown])
+    return Litestar([work, one_row, form_only, health], on_startup=[startup], on_shutdown=[shutdown])
 
 
 def serve_bare(port: int, database_url: str, public_url: str, auth_token: str) -> None:
@@ -240,6 +256,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _proc_stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process, its exited (reaped) children, and its live children (PostgreSQL's backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = _proc_stat(pid)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime stime cutime cstime
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            child = _proc_stat(int(entry.name))
+            if int(child[1]) == pid:  # ppid
+                total += (int(child[11]) + int(child[12])) / tick
+    return total
+
+
+def postmaster_pid(database_url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine (the parent of a backend)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        return int(_proc_stat(int(row[0]))[1])
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], ready_url: str | None = None) -> Iterator[subprocess.Popen[str]]:
     """A server process, started and (with ``ready_url``) answering, then stopped with SIGTERM."""
@@ -272,24 +320,30 @@ def process(args: list[str], env: dict[str, str], ready_url: str | None = None) 
             proc.communicate()
 
 
-def measure(routes: dict[str, tuple[str, int]], args: argparse.Namespace, token: str) -> dict[str, dict[str, Any]]:
+def measure(
+    routes: dict[str, tuple[str, int]], args: argparse.Namespace, token: str, postmaster: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Closed-loop runs of each route (name → URL and server pid), in alternating rounds after a warm-up each.
 
     Alternating rounds spread a noisy machine's slow moments over every route.
     Returns, per route: webhooks acknowledged, per second, latencies, and the
-    server's CPU milliseconds per webhook (what the server process alone spent).
+    server's CPU milliseconds per webhook (what the server process alone spent), and
+    PostgreSQL's (``postmaster`` and its backends) when it runs on this machine.
     """
     results = {
-        name: {"count": 0, "seconds": 0.0, "latencies_ms": [], "errors": {}, "cpu": 0.0, "total": 0} for name in routes
+        name: {"count": 0, "seconds": 0.0, "latencies_ms": [], "errors": {}, "cpu": 0.0, "db_cpu": 0.0, "total": 0}
+        for name in routes
     }
+    db_cpu = (lambda: tree_cpu_seconds(postmaster)) if postmaster else (lambda: 0.0)
     for index, (name, (url, _)) in enumerate(routes.items()):
         results[name]["total"] += run_load(url, args.warmup, args.concurrency, token, prefix=f"+19{index}")["count"]
     for round_ in range(args.rounds):
         for index, (name, (url, pid)) in enumerate(routes.items()):
-            cpu = cpu_seconds(pid)
+            cpu, db = cpu_seconds(pid), db_cpu()
             report = run_load(url, args.seconds, args.concurrency, token, prefix=f"+1{index}{round_}")
             result = results[name]
             result["cpu"] += cpu_seconds(pid) - cpu
+            result["db_cpu"] += db_cpu() - db
             result["count"] += report["count"]
             result["total"] += report["count"]
             result["seconds"] += report["seconds"]
@@ -299,6 +353,7 @@ def measure(routes: dict[str, tuple[str, int]], args: argparse.Namespace, token:
     for result in results.values():
         result["rate"] = result["count"] / result["seconds"]
         result["cpu_ms"] = result["cpu"] * 1000 / max(1, result["count"])
+        result["db_cpu_ms"] = result["db_cpu"] * 1000 / max(1, result["count"]) if postmaster else float("nan")
     return results
 
 
@@ -357,6 +412,7 @@ def main() -> None:
         help="the open loops' rates, as shares of the queue's measured throughput (comma-separated)",
     )
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
+    parser.add_argument("--acks-only", action="store_true", help="only the closed loops (no worker, no open loops)")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="+1555", help=argparse.SUPPRESS)
@@ -401,12 +457,16 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
         results = measure(
             {
                 "bare, form only": (f"{bare_base}/bare/form/acme/support", bare_proc.pid),
+                "bare, one row": (f"{bare_base}/bare/row/acme/support", bare_proc.pid),
                 "bare, same work": (f"{bare_base}/bare/work/acme/support", bare_proc.pid),
                 "botloom": (webhook, proc.pid),
             },
             args,
             token,
+            postmaster_pid(database_url),
         )
+        if args.acks_only:
+            return report_markdown(args, results, float("nan"), [])
         peer.reset()
         say("botloom worker drains the queue ...")
         queued = results["botloom"]["total"]
@@ -433,7 +493,7 @@ def report_markdown(
     open_loops: list[tuple[float, float, dict[str, Any], list[float]]],
 ) -> str:
     """The figures as Markdown."""
-    baseline = results["bare, same work"]
+    baseline, work = results["bare, one row"], results["bare, same work"]
     rows = []
     for name, r in results.items():
         lat = Summary.of(r["latencies_ms"])
@@ -442,10 +502,12 @@ def report_markdown(
                 name,
                 f"{r['rate']:.0f}",
                 ratio(r["rate"], baseline["rate"]),
+                ratio(r["rate"], work["rate"]),
                 ms(lat.p50),
                 ms(lat.p99),
                 f"{r['cpu_ms']:.2f}",
                 ratio(r["cpu_ms"], baseline["cpu_ms"]),
+                f"{r['db_cpu_ms']:.2f}",
                 sum(r["errors"].values()),
             ]
         )
@@ -467,24 +529,29 @@ def report_markdown(
     info = machine()
     where = f"{info['nproc']} cores, {info['cpu']}, Python {info['python']}, load average {info['load average']}"
     loop = f"{args.concurrency} in flight, {args.rounds} alternating rounds of {args.seconds:g} s per route"
+    header = f"machine: {where}\nclosed loop: {loop}, after {args.warmup:g} s of warm-up"
+    acks_table = markdown_table(
+        [
+            "route",
+            "webhooks/s",
+            "vs bare (one row)",
+            "vs bare (same work)",
+            "ack p50 ms",
+            "ack p99 ms",
+            "server CPU ms/webhook",
+            "CPU vs one row",
+            "PostgreSQL CPU ms/webhook",
+            "errors",
+        ],
+        rows,
+    )
+    if not open_loops:
+        return f"{header}\n\n{acks_table}"
     return "\n".join(
         [
-            f"machine: {where}",
-            f"closed loop: {loop}, after {args.warmup:g} s of warm-up",
+            header,
             "",
-            markdown_table(
-                [
-                    "route",
-                    "webhooks/s",
-                    "vs bare (same work)",
-                    "ack p50 ms",
-                    "ack p99 ms",
-                    "server CPU ms/webhook",
-                    "CPU vs bare",
-                    "errors",
-                ],
-                rows,
-            ),
+            acks_table,
             "",
             f"queue throughput (one botloom worker process, turn + delivery, serve idle): {drained:.1f} replies/s",
             "",

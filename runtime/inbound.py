@@ -47,6 +47,7 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
 from botloom.core.statuses import UNFINISHED_INBOUND
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
+from botloom.core.storage.repositories.inbound import InboundRepository
 from botloom.runtime.queue import JobFunction, JobQueue
 from botloom.runtime.results import TurnResult
 from botloom.runtime.runner import TurnRunner
@@ -199,6 +200,7 @@ class Inbound:
         self.queue = queue
         self.deliveries = deliveries
         self.bindings = bindings
+        self.queued = InboundRepository(store.db)
         self._inline = asyncio.Semaphore(inline_turns)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -250,13 +252,28 @@ class Inbound:
         """Store an inbound message and queue its turn; returns the stored message and whether it is new.
 
         ``hold`` delays the queued turn while the webhook tries to answer in its
-        response. A retried message whose turn has not finished is queued again
+        response. On the PostgreSQL queue a new message and its turn's job are
+        stored in one statement (:class:`InboundRepository`): both commit or
+        neither. A retried message whose turn has not finished is queued again
         (a no-op while its job waits), so a crash between storing and queueing
-        loses nothing.
+        (Redis queue) loses nothing.
         """
-        _, stored, new = await self.receive(bot, message)
+        delay = hold + HOLD_GRACE if hold else 0.0
+        # on PostgreSQL, a new message and its turn's job in one statement (one round trip, one commit)
+        job = await self.queue.job_row(
+            "turns", "turn", key="", delay=delay, tenant_id=bot.tenant_id, bot_id=bot.id, conversation_id=""
+        )
+        if job is not None:
+            version = self.runner.state_version(bot)
+            done = await self.queued.receive_and_queue(bot.tenant_id, bot.id, message, state_version=version, job=job)
+            if done is not None:
+                stored, queued = done
+                if not queued:  # pragma: no cover - a new message's id is a new job key
+                    await self.queue_turn(bot, stored.conversation_id, stored.id, delay=delay)
+                return stored, True
+        _, stored, new = await self.receive(bot, message)  # a retried delivery (or the Redis queue)
         if stored.status in UNFINISHED:
-            await self.queue_turn(bot, stored.conversation_id, stored.id, delay=hold + HOLD_GRACE if hold else 0.0)
+            await self.queue_turn(bot, stored.conversation_id, stored.id, delay=delay)
         return stored, new
 
     async def queue_turn(self, bot: Bot, conversation_id: str, key: str, *, delay: float = 0.0) -> None:

@@ -179,6 +179,50 @@ class JobQueue:
         )
         return job is not None
 
+    async def job_row(
+        self, kind: Kind, function: str, *, key: str, delay: float = 0.0, **kwargs: str
+    ) -> dict[str, Any] | None:
+        """The row :meth:`enqueue` would insert, for a statement that stores something else too; ``None`` on Redis.
+
+        Keys: ``table`` (quoted, as SQL), ``key``, ``job`` (SAQ's serialized job, bytes), ``queue``,
+        ``status``, ``priority``, ``scheduled``, and ``channel``/``event`` of the
+        ``pg_notify`` that wakes the workers. The caller inserts it in the same
+        transaction as what the job is about (a webhook's message), so both commit
+        or neither does.
+        """
+        if self.backend != "postgres":
+            return None
+        from saq.job import Job, Status
+        from saq.queue.postgres import CHANNEL, ENQUEUE
+        from saq.utils import now
+
+        await self.connect()
+        options, queue = self.options, self.queues[kind]
+        job = Job(
+            function=function,
+            kwargs=dict(kwargs),
+            queue=queue,
+            key=f"{kind}:{key}",
+            scheduled=math.ceil(time.time() + delay) if delay > 0 else 0,
+            heartbeat=options.heartbeat,
+            timeout=options.job_timeout,
+            retries=options.retries,
+            retry_delay=1.0,
+            retry_backoff=60,
+        )
+        job.queued, job.status = now(), Status.QUEUED
+        return {
+            "table": queue.jobs_table.as_string(),  # quoted
+            "key": job.key,
+            "job": queue.serialize(job),
+            "queue": queue.name,
+            "status": Status.QUEUED.value,
+            "priority": job.priority,
+            "scheduled": job.scheduled or int(time.time()),
+            "channel": CHANNEL.format(queue.name),
+            "event": ENQUEUE,
+        }
+
     async def pending(self, kind: Kind) -> int:
         """How many jobs of ``kind`` wait or run (for tests and ``/metrics``)."""
         await self.connect()

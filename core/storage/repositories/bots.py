@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -169,6 +170,7 @@ class ChannelRouteRepository(Repository):
         self.settings = settings
         self._open = functools.lru_cache(maxsize=256)(self._open_secrets)
         self._recent: dict[tuple[str, str], tuple[float, tuple[Bot, PluginSetting | None] | None]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Future[tuple[Bot, PluginSetting | None] | None]] = {}
 
     def _open_secrets(self, sealed: bytes) -> dict[str, Any]:
         opened: dict[str, Any] = json.loads(self.settings.cipher.decrypt(sealed))
@@ -185,10 +187,26 @@ class ChannelRouteRepository(Repository):
         recent = self._recent.get(key)
         if recent is not None and time.monotonic() - recent[0] <= max_age:
             return recent[1]
-        found = await self._find(ref, plugin)
+        if max_age <= 0:
+            return await self._read(key)
+        # one query for all the requests that find the answer too old at once (a busy webhook's every second)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read(key))
+            reading.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, key: tuple[str, str], reading: asyncio.Future[Any]) -> None:
+        self._reading.pop(key, None)
+        if not reading.cancelled():
+            reading.exception()  # retrieved: each waiter gets it raised, even if none is left
+
+    async def _read(self, key: tuple[str, str]) -> tuple[Bot, PluginSetting | None] | None:
+        began = time.monotonic()
+        found = await self._find(*key)
         if len(self._recent) >= 10_000:
             self._recent.clear()
-        self._recent[key] = (time.monotonic(), found)
+        self._recent[key] = (began, found)
         return found
 
     async def _find(self, ref: str, plugin: str) -> tuple[Bot, PluginSetting | None] | None:

@@ -1,0 +1,89 @@
+"""A push channel's message stored and its turn queued in one statement (the webhook's acknowledgement path)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from psycopg import sql
+
+from botloom.core.domain import StoredMessage
+from botloom.core.messages import InboundMessage
+from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
+
+# The conversation and message parts are MessageRepository.receive's statement (the same rows:
+# tests/test_inbound_store.py compares them); the job is the queue's own row (JobQueue.job_row), keyed by
+# the new message's id and naming its conversation, inserted only when the message is new; pg_notify wakes
+# the workers when the transaction commits.
+_RECEIVE_AND_QUEUE = (
+    "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
+    "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
+    "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
+    "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
+    "DO UPDATE SET updated_at = now() RETURNING *), "
+    "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+    "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
+    "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
+    "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *), "
+    "job AS (INSERT INTO {jobs} (key, job, queue, status, priority, scheduled) "
+    "SELECT %(job_key)s || m.id::text, convert_to(jsonb_set(jsonb_set(convert_from(%(job)s, 'UTF8')::jsonb, "
+    "'{{key}}', to_jsonb(%(job_key)s || m.id::text)), '{{kwargs,conversation_id}}', "
+    "to_jsonb(m.conversation_id::text))::text, 'UTF8'), %(queue)s, %(status)s, %(priority)s, %(scheduled)s "
+    "FROM message m ON CONFLICT (key) DO NOTHING RETURNING 1), "
+    "notified AS (SELECT pg_notify(%(notify_channel)s, %(notify_event)s) FROM job) "
+    "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued"
+)
+
+
+@functools.cache
+def _statement(jobs_table: str) -> sql.Composed:
+    """The statement for the queue's jobs table (``jobs_table`` quoted already: ``JobQueue.job_row``'s)."""
+    return sql.SQL(_RECEIVE_AND_QUEUE).format(jobs=sql.SQL(jobs_table))  # quoted by JobQueue.job_row
+
+
+class InboundRepository(Repository):
+    """Stores a push channel's new message together with its turn's job (PostgreSQL queue only)."""
+
+    async def receive_and_queue(
+        self, tenant_id: str, bot_id: str, message: InboundMessage, *, state_version: int, job: Mapping[str, Any]
+    ) -> tuple[StoredMessage, bool] | None:
+        """Store ``message`` as ``MessageRepository.receive`` does and, when it is new, queue ``job`` with it.
+
+        ``job`` is :meth:`~botloom.runtime.queue.JobQueue.job_row`'s row with an empty key
+        (its key prefix) and an empty ``conversation_id`` argument: the statement keys it
+        by the new message's id and names the message's conversation. Both commit
+        together, or neither. Returns the stored message and whether its job was queued,
+        or ``None`` when the message was not new (its idempotency key was seen before) or
+        the bot does not exist: the caller takes the general path then.
+        """
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                _statement(job["table"]),
+                {
+                    "tenant": as_uuid(tenant_id),
+                    "bot": as_uuid(bot_id),
+                    "channel": message.channel,
+                    "key": message.conversation_key or message.sender,
+                    "user": message.sender,
+                    "version": state_version,
+                    "text": message.text,
+                    "idempotency": message.idempotency_key,
+                    "attachments": msgspec.json.encode(message.attachments).decode(),
+                    "metadata": msgspec.json.encode(message.metadata).decode(),
+                    "at": message.received_at,
+                    "job_key": job["key"],
+                    "job": job["job"],
+                    "queue": job["queue"],
+                    "status": job["status"],
+                    "priority": job["priority"],
+                    "scheduled": job["scheduled"],
+                    "notify_channel": job["channel"],
+                    "notify_event": job["event"],
+                },
+            )
+            row = await cur.fetchone()
+        if row is None or row["message"] is None:
+            return None
+        return to_struct(StoredMessage, row["message"]), bool(row["queued"])
