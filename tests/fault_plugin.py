@@ -19,9 +19,8 @@ import json
 import os
 import time
 
-from botloom import Intent, Slot, Tool, hookimpl
-
-ANSWER = "Parcel {number} is in the depot."
+from botloom import Intent, Tool, hookimpl
+from tests.parcels import ANSWER, PARCEL
 
 
 def _log(event: str, number: str) -> None:
@@ -51,15 +50,7 @@ class FaultProbe:
     @hookimpl
     def register_intents(self) -> list[Intent]:
         """The ``parcel`` intent: ``parcel P<n>``."""
-        return [
-            Intent(
-                name="parcel",
-                description="parcel lookup",
-                examples=("parcel", "where is parcel", "parcel status"),
-                slots=(Slot(name="number", pattern=r"P(\d+)", required=True),),
-                tools=("parcel_status",),
-            )
-        ]
+        return [PARCEL]
 
 
 PLUGIN = FaultProbe()

@@ -56,13 +56,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import redis
 
 from tests import servers
+from tests.parcels import ANSWER
 from tests.servers import LOOPBACK, RunningPostgres, free_port, start_postgres
 from tests.twilio_peer import PUBLIC_URL, SentMessage, TwilioPeer, _Handler, inbound_form, sign
 
@@ -70,7 +70,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "fault-campaign-secret-key"
 WEBHOOK_PATH = "/channels/twilio/acme/support"
 PLUGIN_NAME = "fault_probe"
-ANSWER = "Parcel {number} is in the depot."
 UNFINISHED = ("received", "processing", "pending", "sending")
 
 Backend = Literal["postgres", "redis"]
@@ -447,24 +446,9 @@ class Postgres:
 
     def start(self) -> None:
         """Start the server again on its data directory and port; wait until it accepts connections."""
-        old = self.server
-        assert old.data_dir is not None and old.log_path is not None
-        port, log_path = urlsplit(old.url).port, old.log_path
-        bin_dir = servers._package_dir("pgserver") / "pginstall" / "bin"
-        settings = [arg for key, value in servers._PG_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
-        account = servers._postgres_account()
-        run_as: dict[str, Any] = {}
-        if account is not None:
-            run_as = {"user": account.uid, "group": account.gid, "extra_groups": [], "cwd": "/"}
-        with old.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [str(bin_dir / "postgres"), "-D", str(old.data_dir), "-p", str(port), *settings],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **run_as,
-            )
-        self.server = RunningPostgres(old.url, old.data_dir, old.log_path, process)
+        self.server = servers.respawn_postgres(self.server)
+        process, log_path = self.server._process, self.server.log_path
+        assert process is not None and log_path is not None
 
         def accepting() -> bool:
             if process.poll() is not None:

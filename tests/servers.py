@@ -325,6 +325,31 @@ def start_postgres(base_dir: Path) -> RunningPostgres:
     return server
 
 
+def respawn_postgres(server: RunningPostgres) -> RunningPostgres:
+    """Start ``server`` again on its data directory and port, after :meth:`RunningPostgres.stop`.
+
+    Returns at once: the caller waits until it accepts connections (the process may
+    exit when it cannot start; its log is at ``log_path``).
+    """
+    assert server.data_dir is not None and server.log_path is not None
+    port = urlsplit(server.url).port
+    bin_dir = _package_dir("pgserver") / "pginstall" / "bin"
+    settings = [arg for key, value in _PG_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+    account = _postgres_account()
+    run_as: dict[str, Any] = {}
+    if account is not None:
+        run_as = {"user": account.uid, "group": account.gid, "extra_groups": [], "cwd": "/"}
+    with server.log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(server.data_dir), "-p", str(port), *settings],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **run_as,
+        )
+    return RunningPostgres(server.url, server.data_dir, server.log_path, process)
+
+
 def _pg_url(port: int, database: str = "postgres") -> str:
     return f"postgresql://postgres@{LOOPBACK}:{port}/{database}"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -194,23 +193,9 @@ async def test_idle_connections_are_checked_without_a_round_trip(db: Database) -
 
 def restart(server: RunningPostgres) -> RunningPostgres:
     """Start ``server`` again on its data directory and port, after :meth:`RunningPostgres.stop`."""
-    assert server.data_dir is not None and server.log_path is not None
-    port = urlsplit(server.url).port
-    bin_dir = servers._package_dir("pgserver") / "pginstall" / "bin"
-    settings = [arg for key, value in servers._PG_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
-    account = servers._postgres_account()
-    run_as: dict[str, Any] = {}
-    if account is not None:
-        run_as = {"user": account.uid, "group": account.gid, "extra_groups": [], "cwd": "/"}
-    with server.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(server.data_dir), "-p", str(port), *settings],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            **run_as,
-        )
-    restarted = RunningPostgres(server.url, server.data_dir, server.log_path, process)
+    restarted = servers.respawn_postgres(server)
+    process = restarted._process
+    assert process is not None and server.log_path is not None
     deadline = time.monotonic() + 30
     while True:
         assert process.poll() is None, servers._log_tail(server.log_path)

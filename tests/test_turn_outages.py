@@ -22,7 +22,7 @@ import msgspec
 import pytest
 import redis
 
-from botloom import Intent, Slot, Tool, hookimpl
+from botloom import Intent, Tool, hookimpl
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
@@ -31,13 +31,15 @@ from botloom.server.worker import workers
 from botloom.testing.channel_contract import configure_twilio
 from tests import servers
 from tests.helpers import api_client, enable, host_with
+from tests.parcels import ANSWER as PARCEL_ANSWER
+from tests.parcels import PARCEL
 from tests.servers import LOOPBACK, free_port
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 pytestmark = [pytest.mark.slow]
 
 WEBHOOK = "/channels/twilio/acme/support"
-ANSWER = "Parcel 7 is in the depot."
+ANSWER = PARCEL_ANSWER.format(number=7)
 
 
 class RestartableValkey:
@@ -99,7 +101,7 @@ class Gate:
             gate.started.set()
             if gate.calls == 1:
                 await gate.release.wait()
-            return {"reply": f"Parcel {number} is in the depot."}
+            return {"reply": PARCEL_ANSWER.format(number=number)}
 
         self.tool = Tool.from_function(parcel_status, timeout=60)
 
@@ -109,15 +111,7 @@ class Gate:
 
     @hookimpl
     def register_intents(self) -> list[Intent]:
-        return [
-            Intent(
-                name="parcel",
-                description="parcel lookup",
-                examples=("parcel", "where is parcel", "parcel status"),
-                slots=(Slot(name="number", pattern=r"P(\d+)", required=True),),
-                tools=("parcel_status",),
-            )
-        ]
+        return [PARCEL]
 
 
 @pytest.fixture

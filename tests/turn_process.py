@@ -15,11 +15,12 @@ import os
 import sys
 import time
 
-from botloom import Intent, Slot, Tool, hookimpl
+from botloom import Intent, Tool, hookimpl
 from botloom.core.messages import InboundMessage
 from botloom.core.settings import load_settings
 from botloom.runtime.services import open_services
 from tests.helpers import host_with
+from tests.parcels import ANSWER, PARCEL
 
 
 async def parcel_status(number: str) -> dict[str, str]:
@@ -30,7 +31,7 @@ async def parcel_status(number: str) -> dict[str, str]:
     if log:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"number": number, "start": began, "end": time.time(), "pid": os.getpid()}) + "\n")
-    return {"reply": f"Parcel {number} is in the depot."}
+    return {"reply": ANSWER.format(number=number)}
 
 
 class Slowpoke:
@@ -40,15 +41,7 @@ class Slowpoke:
 
     @hookimpl
     def register_intents(self) -> list[Intent]:
-        return [
-            Intent(
-                name="parcel",
-                description="parcel lookup",
-                examples=("parcel", "where is parcel", "parcel status"),
-                slots=(Slot(name="number", pattern=r"P(\d+)", required=True),),
-                tools=("parcel_status",),
-            )
-        ]
+        return [PARCEL]
 
 
 async def main(database_url: str, data_dir: str, bot_ref: str, conversation_id: str, text: str | None) -> None:
