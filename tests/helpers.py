@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -11,8 +12,12 @@ import httpx
 from botloom.core.domain import Bot
 from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage
+from botloom.core.settings import Settings
 from botloom.runtime.runner import TurnResult
 from botloom.runtime.services import Services
+from botloom.server.demo import DemoInfo
+from botloom.testing.channel_contract import configure_twilio, fast_app, transcript
+from tests.twilio_peer import TwilioPeer, twilio_config
 
 LOCAL_ENDPOINTS = "127.0.0.1,localhost"
 """``BOTLOOM_ALLOWED_ENDPOINTS`` of the test deployments: the Twilio peer, SMTP and IMAP servers run on loopback."""
@@ -25,6 +30,26 @@ def api_client(app: Any) -> httpx.AsyncClient:
     where the test's connection pools cannot be used.
     """
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+@contextlib.asynccontextmanager
+async def twilio_client(
+    settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app (no workers) whose demo bot takes Twilio webhooks in ``rest`` mode, replying to ``peer``.
+
+    Its requests carry the demo bot's API key.
+    """
+    async with api_client(fast_app(settings, services)) as client:
+        response = await configure_twilio(client, demo, twilio_config(peer))
+        assert response.status_code == 200, response.text
+        client.headers["Authorization"] = f"Bearer {demo.api_key}"
+        yield client
+
+
+async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
+    """``(text, status)`` of the demo bot's outbound messages."""
+    return [(text, status) for direction, text, status in await transcript(services, demo) if direction == "outbound"]
 
 
 def host_with(*plugins: tuple[str, object]) -> PluginHost:

@@ -27,8 +27,8 @@ from botloom.runtime.delivery import RetryPolicy
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import configure_twilio, fast_app, transcript, wait_until
-from tests.helpers import api_client
+from botloom.testing.channel_contract import wait_until
+from tests.helpers import outbound, twilio_client
 from tests.twilio_peer import BOT_NUMBER, TwilioPeer, inbound_form, post_signed, twilio_config
 
 WEBHOOK = "/channels/twilio/acme/support"
@@ -41,16 +41,8 @@ async def client(
     settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An app client; the demo bot takes Twilio webhooks in ``rest`` mode, replies go to ``peer``."""
-    async with api_client(fast_app(settings, services)) as test_client:
-        response = await configure_twilio(test_client, demo, twilio_config(peer))
-        assert response.status_code == 200, response.text
-        test_client.headers["Authorization"] = f"Bearer {demo.api_key}"
+    async with twilio_client(settings, services, demo, peer) as test_client:
         yield test_client
-
-
-async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
-    """``(text, status)`` of the bot's outbound messages."""
-    return [(text, status) for direction, text, status in await transcript(services, demo) if direction == "outbound"]
 
 
 async def recorded_parts(services: Services) -> list[tuple[int, str | None]]:

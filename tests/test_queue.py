@@ -17,8 +17,8 @@ from botloom.runtime.delivery import RetryPolicy, split_text, utf16_length
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import FAST_RETRIES, configure_twilio, fast_app, transcript, wait_until
-from tests.helpers import api_client
+from botloom.testing.channel_contract import FAST_RETRIES, configure_twilio, fast_app, wait_until
+from tests.helpers import api_client, outbound, twilio_client
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
 
 WEBHOOK = "/channels/twilio/acme/support"
@@ -30,16 +30,8 @@ async def client(
     settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An app client; the demo bot takes Twilio webhooks in ``rest`` mode, replies go to ``peer``."""
-    async with api_client(fast_app(settings, services)) as test_client:
-        response = await configure_twilio(test_client, demo, twilio_config(peer))
-        assert response.status_code == 200, response.text
-        test_client.headers["Authorization"] = f"Bearer {demo.api_key}"
+    async with twilio_client(settings, services, demo, peer) as test_client:
         yield test_client
-
-
-async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
-    """``(text, status)`` of the bot's outbound messages."""
-    return [(text, status) for direction, text, status in await transcript(services, demo) if direction == "outbound"]
 
 
 async def test_a_reply_failing_for_good_is_a_dead_letter_until_retried_by_hand(

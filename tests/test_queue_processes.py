@@ -18,9 +18,9 @@ import pytest
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
-from botloom.testing.channel_contract import configure_twilio, fast_app, settled, transcript, wait_until
-from tests.helpers import LOCAL_ENDPOINTS, api_client, enable
-from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
+from botloom.testing.channel_contract import settled, transcript, wait_until
+from tests.helpers import LOCAL_ENDPOINTS, enable, twilio_client
+from tests.twilio_peer import TwilioPeer, inbound_form, post_signed
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +32,7 @@ async def client(
     settings: Settings, services: Services, demo: DemoInfo, peer: TwilioPeer
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app (no workers of its own) with the demo bot on Twilio in ``rest`` mode."""
-    async with api_client(fast_app(settings, services)) as test_client:
-        response = await configure_twilio(test_client, demo, twilio_config(peer))
-        assert response.status_code == 200, response.text
+    async with twilio_client(settings, services, demo, peer) as test_client:
         yield test_client
 
 
