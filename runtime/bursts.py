@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.messages import utcnow
@@ -38,6 +38,10 @@ from botloom.runtime.turns import Lookahead, Turns, Watch
 
 MERGE_WINDOWS = 5
 """``merge`` waits for quiet at most this many burst windows."""
+CLAIMS: dict[str, int | Literal["all"]] = {"enqueue": 1, "interrupt": "all"}
+"""What a turn of each policy runs is known when the pending messages are read: ``enqueue`` the oldest,
+``interrupt`` all of them; that read marks them ``processing`` in the same statement (``merge`` waits for
+quiet first, and ``reject`` takes its message by compare-and-set)."""
 
 
 class Bursts:
@@ -62,8 +66,16 @@ class Bursts:
                 rejected = await self._reject_during_turn(bot, conversation_id)
             if rejected is not None:
                 return rejected
-        async with self.locks.hold(conversation_id):
-            return await self._run_pending(bot, conversation_id)
+        claim = CLAIMS.get(bot.settings.burst_policy, 0)
+
+        async def first(conn: Any) -> tuple[Conversation | None, list[StoredMessage]]:
+            return await self.store.messages.pending_with_conversation(
+                bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON, conn=conn
+            )
+
+        # the lock, the conversation, its pending messages and the claim of the first turn's: one round trip
+        async with self.locks.hold_then(conversation_id, first) as found:
+            return await self._run_pending(bot, conversation_id, first=found)
 
     async def run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
         """``reject`` for a response or socket channel: run ``message`` if no turn of its conversation runs, else busy.
@@ -125,17 +137,29 @@ class Bursts:
 
     # -- the policies ------------------------------------------------------------------
 
-    async def _run_pending(self, bot: Bot, conversation_id: str, *, only: str | None = None) -> list[TurnResult]:
-        """Run the pending messages with the lock held; ``only`` restricts it to one message."""
+    async def _run_pending(
+        self,
+        bot: Bot,
+        conversation_id: str,
+        *,
+        only: str | None = None,
+        first: tuple[Conversation | None, list[StoredMessage]] | None = None,
+    ) -> list[TurnResult]:
+        """Run the pending messages with the lock held; ``only`` restricts it to one message.
+
+        ``first``: the conversation and its pending messages as read (and claimed, see
+        :data:`CLAIMS`) with the lock.
+        """
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
         ahead = Lookahead()
-        # what enqueue and interrupt run is known before reading it: the oldest pending message, or all of
-        # them; that read claims it for the turn (``processing``) in the same statement
-        claim: int | Literal["all"] = {"enqueue": 1, "interrupt": "all"}.get(policy, 0) if only is None else 0
+        claim = CLAIMS.get(policy, 0) if only is None else 0
         while True:
             claimed = False
-            if ahead.pending is None:  # the conversation and what waits, in one round trip
+            if first is not None:  # read with the lock
+                (conversation, pending), first = first, None
+                claimed = bool(claim)
+            elif ahead.pending is None:  # the conversation and what waits, in one round trip
                 conversation, pending = await self.store.messages.pending_with_conversation(
                     bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
                 )

@@ -13,13 +13,21 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from botloom.core.storage.database import Database
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+First = Callable[[Any], Awaitable[T]]
+"""What runs first under a lock: called with the lock's PostgreSQL connection, or ``None`` (use the pool)."""
+
+LOCK_SQL = "SELECT pg_advisory_lock(hashtextextended(%s, 7))"
+UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtextextended(%s, 7))"
 
 
 class ConversationLocks(Protocol):
@@ -27,6 +35,15 @@ class ConversationLocks(Protocol):
 
     def hold(self, key: str) -> Any:
         """An async context manager that holds the lock for ``key``."""
+        ...
+
+    def hold_then(self, key: str, first: First[T]) -> Any:
+        """:meth:`hold`, yielding what ``first`` returned, run first thing under the lock.
+
+        ``first`` gets the connection that holds a PostgreSQL lock (``None`` for other
+        locks): run on it, its statement goes to the server with the lock's, in one
+        round trip, and starts once the lock is taken.
+        """
         ...
 
     def try_hold(self, key: str) -> Any:
@@ -52,6 +69,12 @@ class LocalLocks:
         """Hold the in-process lock for ``key``."""
         async with self._lock(key):
             yield
+
+    @asynccontextmanager
+    async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
+        """Hold the lock for ``key`` and yield ``await first(None)``."""
+        async with self._lock(key):
+            yield await first(None)
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
@@ -82,11 +105,36 @@ class PostgresLocks:
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Hold the advisory lock for ``key`` on a connection of the pool."""
         async with self.db.connection(wait=self.wait) as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (key,))
+            await conn.execute(LOCK_SQL, (key,))
             try:
                 yield
             finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
+                await conn.execute(UNLOCK_SQL, (key,))
+
+    @asynccontextmanager
+    async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
+        """Hold the advisory lock for ``key`` and yield ``await first(conn)``, sent with the lock in one round trip.
+
+        The lock and ``first``'s statements go out in one pipeline: the server runs
+        them in order, so they start (and take their snapshot) once the lock is held.
+        """
+        async with self.db.connection(wait=self.wait) as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute(LOCK_SQL, (key,))
+                    found = await first(conn)
+            except BaseException:
+                # the lock may be held (``first`` failed after it): a session lock outlives the failed statement
+                try:
+                    await conn.execute(UNLOCK_SQL, (key,))
+                except Exception:  # noqa: BLE001 - closed, the connection's locks go with it
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                raise
+            try:
+                yield found
+            finally:
+                await conn.execute(UNLOCK_SQL, (key,))
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
@@ -135,6 +183,12 @@ class RedisLocks:
             raise TimeoutError(f"conversation {key} stayed locked for {self.wait:g}s")
         async with _Lease(lock, key, self.lease, self.expire).kept():
             yield
+
+    @asynccontextmanager
+    async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
+        """Hold the Redis lock for ``key`` and yield ``await first(None)``."""
+        async with self.hold(key):
+            yield await first(None)
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -12,6 +13,13 @@ from botloom.core.domain import Conversation, StoredMessage
 from botloom.core.messages import InboundMessage
 from botloom.core.statuses import InboundStatus, MessageDirection, MessageStatus, OutboundStatus
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
+
+
+async def _one_on(conn: Any, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first row of ``sql`` run on ``conn`` (rows as dicts)."""
+    cur = await conn.execute(sql, params)
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
 
 
 class MessageRepository(Repository):
@@ -251,6 +259,7 @@ class MessageRepository(Repository):
         *,
         claim: int | Literal["all"] = 0,
         unless_status: str | None = None,
+        conn: Any | None = None,
     ) -> tuple[Conversation | None, list[StoredMessage]]:
         """The conversation and its pending inbound messages (as :meth:`pending_inbound`), in one round trip.
 
@@ -259,8 +268,10 @@ class MessageRepository(Repository):
         runs), unless the conversation's status is ``unless_status``. The messages are
         returned as they were before the claim: a ``processing`` one was claimed by a
         turn that did not finish (its process died), which the caller runs again.
+        ``conn``: run on this connection (e.g. the one holding the conversation's lock,
+        in the same pipeline) instead of one of the pool's.
         """
-        row = await self._one(
+        row = await (self._one if conn is None else partial(_one_on, conn))(
             "WITH c AS (SELECT * FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s), "
             "p AS (SELECT m.* FROM messages m WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s "
             "AND m.direction = 'inbound' AND m.status IN ('received', 'processing')), "

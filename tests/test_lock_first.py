@@ -1,0 +1,92 @@
+"""``hold_then`` (#16): the lock and the first statement under it in one round trip, that statement after the lock.
+
+On PostgreSQL the lock statement and ``first``'s go out in one pipeline; the server
+runs them in order, so ``first`` must see what the previous holder committed before
+letting go (it reads after the lock is taken, not when it was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from botloom.core.storage.database import Database
+from botloom.runtime.locks import LocalLocks, PostgresLocks
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A small pool of the test database, as the locks' own pool is."""
+    opened = await Database.open(database_url, max_size=3, migrate=False)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_first_runs_after_the_lock_and_sees_what_the_last_holder_committed(db: Database) -> None:
+    table, key = f"probe_{uuid.uuid4().hex[:8]}", f"conversation-{uuid.uuid4()}"
+    async with db.connection() as conn:
+        await conn.execute(f"CREATE TABLE {table} (value text)")
+        await conn.execute(f"INSERT INTO {table} VALUES ('before')")
+    locks = PostgresLocks(db)
+
+    async def first(conn: Any) -> str:
+        assert conn is not None, "the lock's connection"
+        cur = await conn.execute(f"SELECT value FROM {table}")
+        row = await cur.fetchone()
+        return str(row["value"])
+
+    async with locks.hold(key):
+        waiting = asyncio.create_task(_enter(locks, key, first))
+        for _ in range(600):  # until it waits for the lock (its statement sent behind it)
+            if await _waits_for_advisory_lock(db):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("hold_then never waited for the lock")
+        assert not waiting.done()
+        async with db.connection() as conn:
+            await conn.execute(f"UPDATE {table} SET value = 'after'")
+    assert await asyncio.wait_for(waiting, 30) == "after"
+    async with db.connection() as conn:
+        await conn.execute(f"DROP TABLE {table}")
+
+
+async def _enter(locks: PostgresLocks, key: str, first: Any) -> str:
+    async with locks.hold_then(key, first) as found:
+        return str(found)
+
+
+async def _waits_for_advisory_lock(db: Database) -> bool:
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        )
+        row = await cur.fetchone()
+        return bool(row and row["n"])
+
+
+async def test_a_failing_first_leaves_the_lock_free(db: Database) -> None:
+    locks, key = PostgresLocks(db), f"conversation-{uuid.uuid4()}"
+
+    async def broken(conn: Any) -> None:
+        await conn.execute("SELECT * FROM no_such_table_here")
+
+    with pytest.raises(Exception, match="no_such_table_here"):
+        async with locks.hold_then(key, broken):
+            pass
+    async with locks.try_hold(key) as free:
+        assert free, "the lock was let go"
+
+
+async def test_local_locks_run_first_without_a_connection() -> None:
+    async def first(conn: Any) -> str:
+        return "pool" if conn is None else "connection"
+
+    async with LocalLocks().hold_then("k", first) as found:
+        assert found == "pool"
