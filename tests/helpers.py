@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+import io
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from botloom.core.domain import Bot
 from botloom.core.host import PluginHost
@@ -16,6 +19,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.runner import TurnResult
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
+from botloom.server.logs import configure_logging
 from botloom.testing.channel_contract import configure_twilio, fast_app, transcript
 from tests.twilio_peer import TwilioPeer, twilio_config
 
@@ -50,6 +54,26 @@ async def twilio_client(
 async def outbound(services: Services, demo: DemoInfo) -> list[tuple[str, str]]:
     """``(text, status)`` of the demo bot's outbound messages."""
     return [(text, status) for direction, text, status in await transcript(services, demo) if direction == "outbound"]
+
+
+@contextlib.contextmanager
+def captured_logs(settings: Settings, log_format: str) -> Iterator[io.StringIO]:
+    """What botloom's configured logging writes (``log_format``, level INFO), in a string; the root logger after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(msgspec.structs.replace(settings, log_format=log_format, log_level="INFO"))
+    output = io.StringIO()
+    (handler,) = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(output)
+    try:
+        yield output
+    finally:
+        for configured in list(root.handlers):
+            root.removeHandler(configured)
+        for previous in saved[0]:
+            root.addHandler(previous)
+        root.setLevel(saved[1])
 
 
 def host_with(*plugins: tuple[str, object]) -> PluginHost:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from litestar import Request, WebSocket, get, websocket
 from litestar.exceptions import NotFoundException
@@ -23,8 +21,7 @@ from psycopg_pool import PoolTimeout
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.app import create_app
-from botloom.server.logs import configure_logging
-from tests.helpers import api_client
+from tests.helpers import api_client, captured_logs
 
 
 @get("/test/boom/{item:str}", sync_to_thread=False)
@@ -62,21 +59,8 @@ async def broken_socket(socket: WebSocket[Any, Any, Any]) -> None:
 @pytest.fixture(params=["json", "text"])
 def log_output(request: pytest.FixtureRequest, settings: Settings) -> Iterator[io.StringIO]:
     """What botloom's configured logging (``BOTLOOM_LOG_FORMAT``) writes, in a string."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    configure_logging(msgspec.structs.replace(settings, log_format=request.param, log_level="INFO"))
-    output = io.StringIO()
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(output)
-    try:
+    with captured_logs(settings, request.param) as output:
         yield output
-    finally:
-        for configured in list(root.handlers):
-            root.removeHandler(configured)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
 
 
 @pytest.fixture

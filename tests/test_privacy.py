@@ -15,8 +15,8 @@ from botloom import Intent, Slot, hookimpl
 from botloom.core.settings import Settings
 from botloom.runtime.services import open_services
 from botloom.server.demo import ensure_demo
-from botloom.server.logs import RedactingFilter, configure_logging
-from tests.helpers import Chat, enable, host_with
+from botloom.server.logs import RedactingFilter
+from tests.helpers import Chat, captured_logs, enable, host_with
 
 PHONE = "+49 170 1234567"
 
@@ -130,22 +130,9 @@ PERSONAL = [
 
 @pytest.fixture
 def log_stream(settings: Settings, request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
-    """botloom's configured logging (text format), written to a string."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    configure_logging(msgspec.structs.replace(settings, log_format=request.param, log_level="INFO"))
-    stream = io.StringIO()
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
-    try:
+    """botloom's configured logging (the format the test names), written to a string."""
+    with captured_logs(settings, request.param) as stream:
         yield stream
-    finally:
-        for configured in list(root.handlers):
-            root.removeHandler(configured)
-        for previous in saved[0]:
-            root.addHandler(previous)
-        root.setLevel(saved[1])
 
 
 @pytest.mark.parametrize("log_stream", ["text", "json"], indirect=True)

@@ -16,7 +16,6 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -28,7 +27,7 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
-from botloom.testing.channel_contract import configure_twilio
+from botloom.testing.channel_contract import configure_twilio, wait_until
 from tests import servers
 from tests.helpers import api_client, enable, host_with
 from tests.parcels import ANSWER as PARCEL_ANSWER
@@ -135,13 +134,6 @@ async def redis_services(
     on_redis = msgspec.structs.replace(settings, redis_url=valkey.url, checkpointer="redis")
     async with open_services(on_redis, url=database_url, host=host_with(("gate", gate))) as opened:
         yield opened
-
-
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_turn_cut_by_a_redis_restart_is_answered_once_soon_after(
