@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from botloom.core.netguard import EndpointPolicy
+from botloom.core.pricing import ModelPrice, parse_prices, price_table
 
 Checkpointer = Literal["postgres", "redis", "memory"]
 Embedder = Literal["local", "openai"]
@@ -83,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     configures (an SMTP host, an API base URL) may reach even when they are not public addresses."""
     allow_private_endpoints: bool = False
     """Let tenant-configured endpoints reach any address, private and loopback ones included."""
+    model_prices: str = ""
+    """Model prices for the debugger's cost of each model call: comma-separated ``model=input/output`` in US dollars
+    per million tokens (``model=unknown`` removes a default); added to ``botloom.core.pricing.DEFAULT_PRICES``."""
 
     def __repr__(self) -> str:
         """The settings with secrets masked: tokens, keys, and passwords inside URLs."""
@@ -109,6 +113,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.endpoint_policy  # noqa: B018 - parsed once here, so a bad entry stops start-up
         except ValueError as exc:
             raise SettingsError(f"BOTLOOM_ALLOWED_ENDPOINTS: {exc}") from None
+        try:
+            parse_prices(self.model_prices)
+        except ValueError as exc:
+            raise SettingsError(f"BOTLOOM_MODEL_PRICES: {exc}") from None
 
     @property
     def llm_enabled(self) -> bool:
@@ -124,6 +132,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def endpoint_policy(self) -> EndpointPolicy:
         """Where tenant-configured endpoints may connect besides public addresses (see ``core/netguard.py``)."""
         return EndpointPolicy.parse(self.allowed_endpoints, allow_private=self.allow_private_endpoints)
+
+    @property
+    def model_price_table(self) -> dict[str, ModelPrice]:
+        """The price of each model the debugger can cost (the defaults with ``model_prices`` applied)."""
+        return price_table(self.model_prices)
 
     @property
     def plugin_allow_list(self) -> list[str] | None:

@@ -28,6 +28,8 @@ import msgspec
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
+from botloom.core.pricing import ModelPrice, call_cost, total_cost
+
 INPUT_STEP = "__input__"
 """Who wrote a key the turn's input set (and no node wrote after)."""
 INTERNAL_PREFIXES = ("branch:", "__")
@@ -87,6 +89,8 @@ class TurnRow:
     errors: list[str]
     interrupts: list[Any] = field(default_factory=list)
     """What a paused run waits with (the handover's reason and notice)."""
+    model_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The run's model calls as ``graphs/llm.py`` recorded them (``model``, ``node``, tokens, ``ms``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON types."""
@@ -120,7 +124,56 @@ def turn_row(item: CheckpointTuple) -> TurnRow:
             if channel_name == "__interrupt__"
             for i in (value if isinstance(value, (list, tuple)) else [value])
         ],
+        model_calls=recorded_calls(state),
     )
+
+
+def recorded_calls(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model calls a state recorded (``TurnState.model_calls``), as JSON types."""
+    calls = state.get("model_calls")
+    return [plain(c) for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
+
+
+@dataclass(frozen=True)
+class Costed:
+    """A run's model calls with their cost, by the operator's price table (``botloom.core.pricing``)."""
+
+    calls: list[dict[str, Any]]
+    """Each call: ``node``, ``model``, ``prompt_tokens``, ``completion_tokens``, ``ms`` and ``cost_usd``
+    (``None`` for a model the table does not price)."""
+    tokens: int
+    cost_usd: float | None
+    """The run's cost; ``None`` when a call's model has no price (never a guess)."""
+    unpriced_models: list[str]
+
+
+def cost_of(calls: Sequence[Mapping[str, Any]], table: Mapping[str, ModelPrice]) -> Costed:
+    """The cost of each recorded model call and of them all."""
+    out: list[dict[str, Any]] = []
+    costs: list[float | None] = []
+    tokens = 0
+    unpriced: set[str] = set()
+    for call in calls:
+        prompt, completion, ms = call.get("prompt_tokens"), call.get("completion_tokens"), call.get("ms")
+        prompt_tokens = prompt if isinstance(prompt, int) else 0
+        completion_tokens = completion if isinstance(completion, int) else 0
+        cost = call_cost(call, table)
+        model = str(call["model"]) if call.get("model") is not None else None
+        if cost is None:
+            unpriced.add(model or "")
+        costs.append(cost)
+        tokens += prompt_tokens + completion_tokens
+        out.append(
+            {
+                "node": str(call["node"]) if call.get("node") is not None else None,
+                "model": model,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "ms": float(ms) if isinstance(ms, (int, float)) else None,
+                "cost_usd": cost,
+            }
+        )
+    return Costed(out, tokens, total_cost(costs), sorted(unpriced))
 
 
 def _pending(item: CheckpointTuple) -> list[tuple[str, Any]]:

@@ -131,6 +131,7 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
             page.reload()
             expect(page.locator("#step-node")).to_have_text("retrieve", timeout=15_000)  # signed in still (the tab)
             expect(page.locator("#turn-title")).to_have_text("Turn: where is my order 1234?")
+            expect(page.locator("#turn-cost")).to_have_text("No model call.")  # the demo runs offline
             expect(page.locator("#turns li.selected")).to_have_count(1)
 
             page.locator("#f-status").select_option("escalated")

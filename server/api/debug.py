@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,9 +23,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from botloom.core.domain import Bot, Conversation
+from botloom.core.pricing import ModelPrice
 from botloom.graphs.drawing import draw_svg, graph_json
 from botloom.graphs.registry import UnknownGraph
-from botloom.runtime.inspection import TurnRow, turn_detail, turn_page
+from botloom.runtime.inspection import TurnRow, cost_of, turn_detail, turn_page
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
@@ -118,6 +120,18 @@ class TranscriptPage(msgspec.Struct, frozen=True, kw_only=True):
     """The cursor of the page of older messages."""
 
 
+class ModelCallOut(msgspec.Struct, frozen=True, kw_only=True):
+    """One model call of a turn: its node, model, tokens, latency and price."""
+
+    node: str | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    ms: float | None
+    cost_usd: float | None
+    """Its tokens at the model's list price (``BOTLOOM_MODEL_PRICES``); ``null`` for a model without a price."""
+
+
 class TurnOut(msgspec.Struct, frozen=True, kw_only=True):
     """One run of the conversation's graph (a turn, or an agent's action resuming a paused one)."""
 
@@ -136,11 +150,29 @@ class TurnOut(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[str]
     interrupts: list[Any]
     """What a paused run waits with (a handover's reason and notice)."""
+    model_calls: list[ModelCallOut] = []
+    """Its model calls in order, each with its cost."""
+    tokens: int = 0
+    """Tokens of all its model calls (prompt and completion)."""
+    cost_usd: float | None = 0.0
+    """What its model calls cost; ``null`` when one of them used a model without a price."""
+    unpriced_models: list[str] = []
+    """The models of its calls that have no price (their cost is unknown, not zero)."""
 
     @classmethod
-    def of(cls, row: TurnRow) -> TurnOut:
-        """The answer for a turn row."""
-        return msgspec.convert(row.as_dict(), cls)
+    def of(cls, row: TurnRow, prices: Mapping[str, ModelPrice]) -> TurnOut:
+        """The answer for a turn row, its model calls costed with ``prices``."""
+        costed = cost_of(row.model_calls, prices)
+        return msgspec.convert(
+            {
+                **row.as_dict(),
+                "model_calls": costed.calls,
+                "tokens": costed.tokens,
+                "cost_usd": costed.cost_usd,
+                "unpriced_models": costed.unpriced_models,
+            },
+            cls,
+        )
 
 
 class TurnPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -377,7 +409,9 @@ class ConversationDebugController(ApiController):
         rows, last = await turn_page(
             saver, thread_id(bot.tenant_id, bot.id, conversation.id), before=before, limit=limit
         )
-        return TurnPage(turns=[TurnOut.of(r) for r in rows], next_cursor=encode_cursor(last) if last else None)
+        prices = services.settings.model_price_table
+        turns = [TurnOut.of(r, prices) for r in rows]
+        return TurnPage(turns=turns, next_cursor=encode_cursor(last) if last else None)
 
     @get("/turns/{checkpoint_id:str}", summary="Step through one turn", raises=READ_ERRORS)
     async def turn(
@@ -403,7 +437,8 @@ class ConversationDebugController(ApiController):
             if detail.row.turn_id
             else []
         )
-        answer = msgspec.convert({**detail.as_dict(), "messages": []}, TurnDetailOut)
+        turn = TurnOut.of(detail.row, services.settings.model_price_table)
+        answer = msgspec.convert({**detail.as_dict(), "turn": msgspec.to_builtins(turn), "messages": []}, TurnDetailOut)
         return msgspec.structs.replace(answer, messages=[MessageOut.of(m) for m in messages])
 
 

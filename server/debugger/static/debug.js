@@ -38,6 +38,18 @@ function el(tag, attrs = {}, ...children) {
 
 function pretty(value) { return el("pre", {}, JSON.stringify(value, null, 2)); }
 
+// A cost in US dollars as the API gives it: null is a model without a price (unknown, never a guess).
+function usd(value) {
+  if (value === null || value === undefined) return "cost unknown";
+  return value > 0 && value < 0.01 ? `$${value.toFixed(6)}` : `$${value.toFixed(4)}`;
+}
+
+function callsText(turn) {
+  if (!turn.model_calls || !turn.model_calls.length) return "";
+  const unknown = turn.unpriced_models && turn.unpriced_models.length ? ` (no price for ${turn.unpriced_models.join(", ")})` : "";
+  return `${turn.model_calls.length} model call(s) · ${turn.tokens} tokens · ${usd(turn.cost_usd)}${unknown}`;
+}
+
 // -- sign in ---------------------------------------------------------------------------
 
 async function signIn(candidate) {
@@ -136,7 +148,8 @@ async function loadTurns(older) {
   const page = await json(`/api/v1/conversations/${state.conversation}/turns?${params}`);
   const items = page.turns.map((t) => el("li", { dataset: { checkpoint: t.checkpoint_id }, tabindex: "0" },
     el("span", {}, t.user_text ?? "(resumed)"), el("div", { className: "muted" },
-      `${t.path.join(" → ")}${t.next.length ? " ⏸ " + t.next.join(",") : ""}${t.intent ? " · " + t.intent : ""}`)));
+      `${t.path.join(" → ")}${t.next.length ? " ⏸ " + t.next.join(",") : ""}${t.intent ? " · " + t.intent : ""}` +
+      (t.model_calls && t.model_calls.length ? ` · ${t.tokens} tokens · ${usd(t.cost_usd)}` : ""))));
   $("turns").append(...items);
   state.cursors.turns = page.next_cursor;
   $("older-turns").hidden = !page.next_cursor;
@@ -156,6 +169,7 @@ async function openTurn(checkpointId) {
   state.step = 0;
   $("turn").hidden = false;
   $("turn-title").textContent = `Turn: ${state.turn.turn.user_text ?? "(resumed by an agent)"}`;
+  $("turn-cost").textContent = callsText(state.turn.turn) || "No model call.";
   $("fork-result").hidden = true; $("fork-diff").hidden = true; $("replay-result").hidden = true;
   $("replay-summary").textContent = ""; $("actions-error").textContent = ""; $("actions-missing").hidden = true;
   const finished = !state.turn.turn.next.length;  // the run went on to the end: so does its drawn path
@@ -185,8 +199,15 @@ function did(step) {
       el("b", {}, t.tool), ` ${t.ok ? "ok" : "failed"}${t.ms != null ? ` (${Number(t.ms).toFixed(1)} ms)` : ""}`,
       pretty({ arguments: t.arguments, ...(t.ok ? { result: t.result } : { error: t.error }) })))));
   }
+  const calls = (state.turn.turn.model_calls || []).filter((c) => c.node === step.node);
+  if (calls.length) {
+    section("Model calls", el("ul", { className: "model-calls" }, ...calls.map((c) => el("li", {},
+      el("b", {}, c.model ?? "(model)"), ` · ${c.prompt_tokens} in / ${c.completion_tokens} out`,
+      c.ms != null ? ` · ${Number(c.ms).toFixed(0)} ms` : "", " · ", el("span", { className: "cost" }, usd(c.cost_usd))))));
+  }
   for (const name of ["model_calls", "llm_calls"]) {
-    if (Array.isArray(w[name])) section("Model calls (prompt, tokens, cost)", pretty(w[name]));
+    const mine = Array.isArray(w[name]) ? w[name].filter((c) => !c || !c.node || c.node === step.node) : [];
+    if (mine.length) section("Prompts", pretty(mine.map((c) => (c && c.prompt) || c)));
   }
   if (Array.isArray(w.replies) && w.replies.length) section("Replies", el("ul", {}, ...w.replies.map((r) => el("li", {}, r))));
   if (w.escalation_reason) section("Escalation reason", el("p", {}, w.escalation_reason));
