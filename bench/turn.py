@@ -916,6 +916,9 @@ async def profile(urls: Any, kind: str, turns: int, data_dir: Path, html: Path |
         timers.wrap(conversations, "get", "  runner query: conversations.get (receive, process)")
         timers.wrap(messages, "add_inbound", "  runner query: messages.add_inbound (+ _touch)")
         timers.wrap_context(runner.locks, "hold", f"  conversation lock, {type(runner.locks).__name__}")
+        if hasattr(runner.locks, "hold_then"):  # the lock and the first read in one round trip (#16)
+            label = f"  conversation lock + first read (one round trip), {type(runner.locks).__name__}"
+            timers.wrap_context(runner.locks, "hold_then", label)
         timers.wrap(messages, "pending_inbound", "  runner query: messages.pending_inbound")
         if hasattr(messages, "pending_with_conversation"):
             timers.wrap(messages, "pending_with_conversation", "  runner query: messages.pending_with_conversation")
