@@ -39,10 +39,8 @@ from botloom import (
     TurnAnswer,
     hookimpl,
 )
+from botloom.channels.bodies import IDENTIFIER, Reply, checked_text, decode_json
 
-MAX_TEXT = 4000
-"""Longest user text of one run (as REST chat)."""
-IDENTIFIER = r"^[^\x00-\x1f\x7f]*$"
 USER_TYPES = frozenset({"user", "human"})
 """A message's ``role`` (OpenAI form) or ``type`` (LangChain form) that says it is the end user's."""
 
@@ -56,13 +54,6 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     user: Annotated[str, msgspec.Meta(max_length=200, pattern=IDENTIFIER)] | None = None
 
 
-class RunReply(msgspec.Struct, frozen=True, kw_only=True):
-    """One reply of the run's turn."""
-
-    id: str
-    text: str
-
-
 class RunAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """How the host answered a run (this channel's rendering of a :class:`~botloom.TurnAnswer`)."""
 
@@ -73,7 +64,7 @@ class RunAnswer(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool
     intent: str | None
     confidence: float
-    replies: list[RunReply]
+    replies: list[Reply]
 
 
 PAGE = """<!doctype html>
@@ -124,12 +115,7 @@ def user_text(run_input: dict[str, Any] | None) -> str:
         if kind not in USER_TYPES:
             raise ChannelRejected(422, f"invalid input: only user messages can be sent, not {str(kind)[:40]!r}")
         texts.append(content_text(message.get("content")))
-    text = "\n".join(t.strip() for t in texts if t.strip())
-    if not text:
-        raise ChannelRejected(422, "invalid input: the user message is blank")
-    if len(text) > MAX_TEXT:
-        raise ChannelRejected(422, f"invalid input: the user message is longer than {MAX_TEXT} characters")
-    return text
+    return checked_text("\n".join(t.strip() for t in texts if t.strip()), what="input", status=422)
 
 
 class LangGraphChannel(ChannelAdapter[None]):
@@ -155,12 +141,7 @@ class LangGraphChannel(ChannelAdapter[None]):
 
     def decode(self, body: bytes) -> RunRequest:
         """The validated run request; raises :class:`ChannelRejected` (422) naming what is wrong."""
-        try:
-            return msgspec.json.decode(body, type=RunRequest)
-        except msgspec.ValidationError as exc:
-            raise ChannelRejected(422, f"invalid run: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise ChannelRejected(400, f"malformed JSON: {exc}") from None
+        return decode_json(body, RunRequest, what="run", invalid=422)
 
     def parse(self, request: ChannelRequest, config: None) -> list[InboundMessage]:
         """One inbound message: the run's user text on the run's thread, keyed by the run's id."""
@@ -187,7 +168,7 @@ class LangGraphChannel(ChannelAdapter[None]):
             duplicate=answer.duplicate,
             intent=answer.intent,
             confidence=answer.confidence,
-            replies=[RunReply(id=r.id, text=r.text) for r in answer.replies],
+            replies=[Reply(id=r.id, text=r.text) for r in answer.replies],
         )
         return ChannelResponse(status=200, body=msgspec.json.encode(body), media_type="application/json")
 

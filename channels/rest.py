@@ -14,7 +14,6 @@ import msgspec
 from botloom import (
     ChannelAdapter,
     ChannelKind,
-    ChannelRejected,
     ChannelRequest,
     ChannelResponse,
     ChannelRoute,
@@ -22,12 +21,10 @@ from botloom import (
     TurnAnswer,
     hookimpl,
 )
+from botloom.channels.bodies import IDENTIFIER, MAX_TEXT, Reply, checked_text, decode_json
 
-MAX_TEXT = 4000
 NOT_BLANK = r"\S"
 """A message's text has a character that is not white space (blank text is refused)."""
-IDENTIFIER = r"^[^\x00-\x1f\x7f]*$"
-"""Ids name things: no control characters (refused, naming the field)."""
 
 
 class RestMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,13 +37,6 @@ class RestMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The end user's id in the caller's system."""
     message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=IDENTIFIER)] | None = None
     """The caller's id for this message: a retried request with the same id is answered, not run twice."""
-
-
-class Reply(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of the bot's answer."""
-
-    id: str
-    text: str
 
 
 class ChatAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,26 +84,18 @@ class RestChannel(ChannelAdapter[None]):
         """REST chat is authenticated by the API key on the route, before the channel sees it."""
 
     def decode(self, body: bytes) -> RestMessage:
-        """The validated body; raises :class:`ChannelRejected` (400) naming what is wrong."""
-        try:
-            return msgspec.json.decode(body, type=RestMessage)
-        except msgspec.ValidationError as exc:
-            raise ChannelRejected(400, f"invalid message: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise ChannelRejected(400, f"malformed JSON: {exc}") from None
+        """The validated body; raises :class:`~botloom.ChannelRejected` (400) naming what is wrong."""
+        return decode_json(body, RestMessage, what="message")
 
     def parse(self, request: ChannelRequest, config: None) -> list[InboundMessage]:
         """One inbound message from the JSON body."""
         return [self.message(self.decode(request.body))]
 
     def message(self, body: RestMessage) -> InboundMessage:
-        """The inbound message of a validated body; raises :class:`ChannelRejected` for blank text."""
-        text = body.text.strip()
-        if not text:
-            raise ChannelRejected(400, "invalid message: text is blank")
+        """The inbound message of a validated body; raises :class:`~botloom.ChannelRejected` for blank text."""
         return InboundMessage(
             channel=self.name,
-            text=text,
+            text=checked_text(body.text, what="message"),
             sender=body.user or "rest-user",
             conversation_key=body.conversation_id,
             idempotency_key=body.message_id,

@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from litestar.types import ControllerRouterHandler
 
 from botloom.core.domain import Bot, Conversation
+from botloom.core.storage.repositories.forks import Fork
 from botloom.runtime.debug_runs import MAX_BREAKPOINTS, DebugInputError, DebugNotFound
 from botloom.runtime.forks import ForkNotPaused, ForkOutcome, Forks
 from botloom.runtime.golden import export_golden_test
@@ -112,29 +113,8 @@ class ForkOut(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def of(cls, outcome: ForkOutcome) -> ForkOut:
-        """The API form of a fork's outcome."""
-        pause: Literal["before", "after"] | None = "before" if outcome.pause == "before" else None
-        if outcome.pause == "after":
-            pause = "after"
-        return cls(
-            fork_id=outcome.fork_id,
-            conversation_id=outcome.conversation_id,
-            checkpoint_id=outcome.checkpoint_id,
-            fork_checkpoint_id=outcome.fork_checkpoint_id,
-            replies=outcome.replies,
-            intent=outcome.intent,
-            path=outcome.path,
-            paused_at=outcome.paused_at,
-            pause=pause,
-            next=outcome.next,
-            escalated=outcome.escalated,
-            state=outcome.state,
-            original=outcome.original,
-            diff=outcome.diff,
-            break_before=outcome.break_before,
-            break_after=outcome.break_after,
-            errors=outcome.errors,
-        )
+        """The API form of a fork's outcome (the same fields, read from it)."""
+        return msgspec.convert(outcome, cls, from_attributes=True)
 
 
 class ForkSummaryOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,6 +125,17 @@ class ForkSummaryOut(msgspec.Struct, frozen=True, kw_only=True):
     edited: bool
     created_at: str
     updated_at: str
+
+    @classmethod
+    def of(cls, fork: Fork) -> ForkSummaryOut:
+        """The list's entry for a fork."""
+        return cls(
+            fork_id=fork.id,
+            checkpoint_id=fork.checkpoint_id,
+            edited=fork.edited,
+            created_at=fork.created_at.isoformat(),
+            updated_at=fork.updated_at.isoformat(),
+        )
 
 
 class ReplayTurnOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,17 +226,7 @@ class ConversationDebugController(ApiController):
     ) -> list[ForkSummaryOut]:
         """The conversation's forks, newest first."""
         _, conversation = await _conversation_bot(services, principal, conversation_id)
-        forks = await Forks(services).list_forks(conversation, limit)
-        return [
-            ForkSummaryOut(
-                fork_id=f.id,
-                checkpoint_id=f.checkpoint_id,
-                edited=f.edited,
-                created_at=f.created_at.isoformat(),
-                updated_at=f.updated_at.isoformat(),
-            )
-            for f in forks
-        ]
+        return [ForkSummaryOut.of(f) for f in await Forks(services).list_forks(conversation, limit)]
 
     @post(
         "/replay",
