@@ -53,6 +53,9 @@ class KnowledgeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The default minimum score of a passage."""
     exact: bool = False
     """Search without the approximate index (for measuring its recall)."""
+    memory_vectors: int = 256 * 1024 * 1024
+    """Bytes of bots' chunk vectors a process keeps in memory to search them itself (exactly, with numpy) instead of
+    in PostgreSQL (:mod:`botloom.core.knowledge.vectors`); 0 searches them in PostgreSQL (HNSW or exact)."""
 
     # -- vector index
     index_threshold: int = INDEX_THRESHOLD
@@ -69,7 +72,7 @@ class KnowledgeConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("max_bytes", "max_chars", "batch_size", "candidates", "ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("overlap", "text_scale", "max_text_matches", "index_threshold"):
+        for name in ("overlap", "text_scale", "max_text_matches", "index_threshold", "memory_vectors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from botloom.core.embeddings import Embedder
 from botloom.core.knowledge import index as vector_index
+from botloom.core.knowledge import vectors as memory
 from botloom.core.knowledge.config import KnowledgeConfig
 from botloom.core.knowledge.fusion import Candidate, fuse
 from botloom.core.knowledge.scope import parse_scope
@@ -39,6 +40,8 @@ class HybridSearch:
         self.db = db
         self.embedder = embedder
         self.config = config
+        self.vectors = memory.VectorCache(config.memory_vectors)
+        """Bots' vectors kept in this process (see :mod:`botloom.core.knowledge.vectors`)."""
 
     async def search(
         self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5, threshold: float | None = None
@@ -85,15 +88,11 @@ class HybridSearch:
         vector = await self.embedder.embed([query])
         array = np.asarray(vector[0], dtype=np.float32)
         n = max(config.candidates, 2 * limit)
-        statement = search_sql(bot, self.embedder.name, self.embedder.dimension, exact=config.exact)
         params = {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": config.max_text_matches}
-        async with self.db.connection() as conn:
-            # One round trip for both. The setting is per session: only this search scans HNSW indexes,
-            # and it always sets the value it needs first.
-            async with conn.pipeline():
-                await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(max(config.ef_search, n)),))
-                cur = await conn.execute(statement, params)
-            rows = await cur.fetchall()
+        if config.memory_vectors > 0 and not config.exact:
+            rows = await self._in_memory(tenant, bot, params)
+        else:
+            rows = await self._in_database(tenant, bot, params)
         candidates = [
             Candidate(
                 chunk_id=str(r["id"]),
@@ -106,6 +105,47 @@ class HybridSearch:
         ]
         return candidates, {str(r["id"]): r for r in rows}
 
+    async def _in_database(self, tenant: uuid.UUID, bot: uuid.UUID, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Both halves of the search in one statement (the vector half through the bot's HNSW index or exact)."""
+        config = self.config
+        n = params["n"]
+        statement = search_sql(bot, self.embedder.name, self.embedder.dimension, exact=config.exact)
+        async with self.db.connection() as conn:
+            # One round trip for both. The setting is per session: only this search scans HNSW indexes,
+            # and it always sets the value it needs first.
+            async with conn.pipeline():
+                await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(max(config.ef_search, n)),))
+                cur = await conn.execute(statement, params)
+            return list(await cur.fetchall())
+
+    async def _in_memory(self, tenant: uuid.UUID, bot: uuid.UUID, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The vector half with the bot's vectors in memory, the full-text half in PostgreSQL (one round trip).
+
+        The bot's document fingerprint is read in the same round trip: when it
+        differs from that of the vectors used, they are loaded again and the search
+        is run once more.
+        """
+        name, dims = self.embedder.name, self.embedder.dimension
+        key = (str(tenant), str(bot), name, dims)
+        statement = search_sql(bot, name, dims, given=True)
+        rows: list[dict[str, Any]] = []
+        for _ in range(2):
+            async with self.db.connection() as conn:
+                entry = self.vectors.get(key)
+                if entry is None:
+                    entry = await memory.load(conn, tenant, bot, name, dims)
+                    self.vectors.put(key, entry)
+                ids, distances = entry.nearest(np.asarray(params["vector"], dtype=np.float32), params["n"])
+                async with conn.pipeline():
+                    current = await conn.execute(memory.FINGERPRINT, {"tenant": tenant, "bot": bot})
+                    cur = await conn.execute(statement, {**params, "ids": ids, "distances": distances})
+                fingerprint = memory.fingerprint_of(await current.fetchone())
+                rows = list(await cur.fetchall())
+            if fingerprint == entry.fingerprint:
+                return rows
+            self.vectors.drop(key)  # a document changed since the vectors were loaded: load them again
+        return rows
+
 
 def expand_query(query: str) -> str:
     """``query`` followed by its spelling corrections and canonical synonyms (:mod:`botloom.core.language`).
@@ -117,8 +157,26 @@ def expand_query(query: str) -> str:
     return default_analyzer().expand(query)[:MAX_QUERY_CHARS]
 
 
-def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:
+VECTOR_SEARCH = """vec AS (
+    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+        SELECT c.id, c.embedding::vector({dims}) <=> %(vector)s::vector({dims}) AS distance
+        FROM knowledge_chunks c
+        WHERE {scope} AND c.tenant_id = %(tenant)s
+        ORDER BY (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})){exact}
+        LIMIT %(n)s
+    ) v
+)"""
+GIVEN_VECTORS = """vec AS (
+    SELECT v.id, v.distance, v.rank
+    FROM unnest(%(ids)s::uuid[], %(distances)s::float8[]) WITH ORDINALITY AS v(id, distance, rank)
+)"""
+
+
+def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False, given: bool = False) -> sql.Composed:
     """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies).
+
+    ``given``: the vector half's candidates are parameters (``%(ids)s`` and
+    ``%(distances)s``, nearest first), found in memory (:mod:`botloom.core.knowledge.vectors`).
 
     The full-text query ORs the query's lexemes, leaving out the commonest
     (by the bot's document frequencies) until the rest match at most
@@ -139,15 +197,7 @@ tq AS (
         AS q
     FROM terms WHERE running <= %(budget)s
 ),
-vec AS (
-    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank FROM (
-        SELECT c.id, c.embedding::vector({dims}) <=> %(vector)s::vector({dims}) AS distance
-        FROM knowledge_chunks c
-        WHERE {scope} AND c.tenant_id = %(tenant)s
-        ORDER BY (c.embedding::vector({dims}) <=> %(vector)s::vector({dims})){exact}
-        LIMIT %(n)s
-    ) v
-),
+{vec},
 txt AS (
     SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank FROM (
         SELECT c.id, ts_rank({weights}, c.search, tq.q) AS score
@@ -162,15 +212,19 @@ SELECT c.id, c.document_id, d.name AS document, c.title, c.text, c.position,
        1 - coalesce(vec.distance, c.embedding::vector({dims}) <=> %(vector)s::vector({dims})) AS similarity,
        coalesce(txt.score, ts_rank({weights}, c.search, tq.q), 0) AS text_score
 FROM vec FULL JOIN txt ON txt.id = vec.id
-JOIN knowledge_chunks c ON c.id = coalesce(vec.id, txt.id)
+JOIN knowledge_chunks c ON c.id = coalesce(vec.id, txt.id) AND c.tenant_id = %(tenant)s AND c.bot_id = {bot}::uuid
 JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
 CROSS JOIN tq
 """
     ).format(
+        vec=sql.SQL(GIVEN_VECTORS if given else VECTOR_SEARCH).format(
+            dims=sql.Literal(dims),
+            exact=sql.SQL(" + 0" if exact else ""),
+            scope=vector_index.scope(bot, embedder, dims, "c"),
+        ),
         config=sql.Literal(TEXT_SEARCH_CONFIG),
         weights=sql.SQL("{}::float4[]").format(sql.Literal(TEXT_RANK_WEIGHTS)),
         dims=sql.Literal(dims),
         bot=sql.Literal(str(bot)),
-        exact=sql.SQL(" + 0" if exact else ""),
         scope=vector_index.scope(bot, embedder, dims, "c"),
     )
