@@ -81,6 +81,8 @@ SEMANTIC_400 = {
     ),
     "POST /api/v1/conversations/{conversation_id}/forks": "break_before and break_after must name nodes of the "
     "bot's graph, state the fields of its state with their types (docs/debugger-actions.md)",
+    "POST /api/v1/handovers/{handover_id}/messages": "the Idempotency-Key header and client_message_id, when both "
+    "are given, must be the same key (docs/desk.md)",
     "POST /api/v1/forks/{fork_id}/continue": "state must name fields of the bot's graph's state with their types",
     **dict.fromkeys(
         ("GET /api/v1/conversations/{conversation_id}/golden-test", "GET /api/v1/forks/{fork_id}/golden-test"),
