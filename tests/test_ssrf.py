@@ -12,7 +12,6 @@ import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -38,7 +37,6 @@ from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
 from botloom.testing.channel_contract import GREETING, fast_app, wait_until
-from tests.conftest import ADMIN_TOKEN
 from tests.email_client import BOT_ADDRESS, INBOUND_SECRET, email_config, post_mail, raw_mail
 from tests.helpers import api_client
 from tests.mailservers import RunningSmtp
@@ -357,15 +355,9 @@ DEAD_LETTERS = "/api/v1/bots/acme/support/dead-letters"
 
 
 @pytest.fixture
-def strict_settings(data_dir: Path) -> Settings:
+def strict_settings(settings: Settings) -> Settings:
     """A deployment whose operator allowed no private endpoint (the tests' usual settings allow loopback)."""
-    return load_settings(
-        environ={},
-        data_dir=str(data_dir),
-        admin_token=ADMIN_TOKEN,
-        secret_key="test-secret-key",
-        checkpointer="postgres",
-    )
+    return msgspec.structs.replace(settings, allowed_endpoints="")
 
 
 @pytest.fixture

@@ -147,19 +147,33 @@ class TwilioPeer:
 
     # On the server's threads.
 
-    def _answer(self, path: str, authorization: str, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    def _refusal(self, path: str, authorization: str) -> tuple[int, dict[str, Any]] | None:
+        """Twilio's answer to a request for another path or account, or with wrong credentials; None when right."""
         match = MESSAGES.match(path)
         if match is None:
             return 404, _error(404, 20404, f"The requested resource {path} was not found")
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         if match["sid"] != self.account_sid or authorization != f"Basic {expected}":
             return 401, _error(401, 20003, "Authenticate")
+        return None
+
+    def _scripted_failure(self) -> tuple[int, dict[str, Any]] | None:
+        """The scripted failure this request gets (counting it down), if any; the caller holds the lock."""
+        script = self._script
+        if script.always or script.failures > 0:
+            script.failures -= 1
+            return script.status, _error(script.status, script.code, "scripted failure")
+        return None
+
+    def _answer(self, path: str, authorization: str, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        refused = self._refusal(path, authorization)
+        if refused is not None:
+            return refused
         with self._lock:
             self.requests += 1
-            script = self._script
-            if script.always or script.failures > 0:
-                script.failures -= 1
-                return script.status, _error(script.status, script.code, "scripted failure")
+            failure = self._scripted_failure()
+            if failure is not None:
+                return failure
         to, sender = form.get("To", [""])[-1], form.get("From", [""])[-1]
         if not to or not sender:
             return 400, _error(400, 21604, "A 'To' and a 'From' phone number are required")
@@ -178,18 +192,14 @@ class TwilioPeer:
 
     def _list(self, path: str, authorization: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         """A page of the message list, as Twilio's ``GET .../Messages.json`` answers it."""
-        match = MESSAGES.match(path)
-        if match is None:
-            return 404, _error(404, 20404, f"The requested resource {path} was not found")
-        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        if match["sid"] != self.account_sid or authorization != f"Basic {expected}":
-            return 401, _error(401, 20003, "Authenticate")
+        refused = self._refusal(path, authorization)
+        if refused is not None:
+            return refused
         with self._lock:
             self.lists += 1
-            script = self._script
-            if script.always or script.failures > 0:
-                script.failures -= 1
-                return script.status, _error(script.status, script.code, "scripted failure")
+            failure = self._scripted_failure()
+            if failure is not None:
+                return failure
             messages = list(self._sent)
         filters = {name: values[-1] for name, values in query.items() if values and name not in ("Page", "PageSize")}
         try:
