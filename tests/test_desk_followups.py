@@ -17,7 +17,7 @@ from botloom.runtime.handover import Handovers
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
-from tests.desk import bearer, make_agent
+from tests.desk import OPERATOR, bearer, make_agent
 from tests.helpers import Chat, api_client
 from tests.test_desk_routing import agent, escalate, online
 
@@ -64,7 +64,7 @@ async def test_resolve_starts_the_next_message_fresh_and_keeps_the_resolution(
     result = await chat.say("hi")
     assert not result.escalated and result.replies, "the bot answers the next message"
     after = await chat.state()
-    assert [m["content"] for m in after["messages"]][0] == "hi", "a fresh start: nothing before the new message"
+    assert after["messages"][0]["content"] == "hi", "a fresh start: nothing before the new message"
     assert not after.get("agent_note")
 
 
@@ -179,9 +179,7 @@ async def test_a_retried_agent_message_is_stored_and_sent_once(
     again = await client.post(path, json={"text": "On it."}, headers=headers)
     assert again.status_code == 201 and again.json()["messages"][0]["id"] == first.json()["messages"][0]["id"]
 
-    by_body = [
-        await ann.call("POST", path, {"text": "Found it.", "client_message_id": "msg-2"}) for _ in range(2)
-    ]
+    by_body = [await ann.call("POST", path, {"text": "Found it.", "client_message_id": "msg-2"}) for _ in range(2)]
     assert [r.status_code for r in by_body] == [201, 201]
     assert by_body[0].json()["messages"][0]["id"] == by_body[1].json()["messages"][0]["id"]
 
@@ -207,9 +205,7 @@ async def test_a_retried_agent_message_is_stored_and_sent_once(
     assert r.status_code == 401
 
 
-async def test_idempotency_keys_are_per_handover(
-    client: httpx.AsyncClient, services: Services, demo: DemoInfo
-) -> None:
+async def test_idempotency_keys_are_per_handover(client: httpx.AsyncClient, services: Services, demo: DemoInfo) -> None:
     ann = await make_agent(client, "acme", demo.api_key, "ann@acme.test", name="Ann")
     sent = []
     for user in ("user-a", "user-b"):
@@ -223,6 +219,16 @@ async def test_idempotency_keys_are_per_handover(
         assert r.status_code == 201, r.text
         sent.append(r.json()["messages"][0])
     assert sent[0]["id"] != sent[1]["id"], "the same key on two handovers: two messages"
+
+    r = await client.post("/api/v1/tenants", json={"slug": "beta", "name": "Beta"}, headers=OPERATOR)
+    assert r.status_code == 201, r.text
+    mole = await make_agent(client, "beta", r.json()["api_key"]["key"], "mole@beta.test", name="Mole")
+    r = await client.post(
+        f"/api/v1/handovers/{record.id}/messages",
+        json={"text": "Hello!"},
+        headers=mole.headers | {"Idempotency-Key": "same"},
+    )
+    assert r.status_code == 404, "another tenant's agent learns nothing of the handover or its keys"
 
 
 # -- 4. the away timeout is a setting; capacity decides "nobody is available" --------------------------------
@@ -245,7 +251,7 @@ async def test_the_desk_uses_the_away_setting(settings: Settings, database_url: 
         await online(services, ann)
         async with services.db.connection() as conn:
             await conn.execute("UPDATE agents SET last_seen_at = now() - interval '5 minutes' WHERE id = %s", (ann.id,))
-        _, (record, result) = await escalate(services, demo, "user-1")
+        _, (record, _) = await escalate(services, demo, "user-1")
         assert record.summary["availability"] == "available", "5 minutes without a heartbeat is within 600 s"
         assigned = await services.store.handovers.get(demo.tenant.id, record.id)
         assert assigned is not None and assigned.agent_id == ann.id
@@ -294,4 +300,3 @@ async def test_the_demo_makes_an_agent_who_can_sign_in(
     assert (await client.post("/api/v1/agents/sign-in", json=old)).status_code == 401, "a new password each run"
     agents = await services.store.agents.list_all(info.tenant.id)
     assert len(agents) == 1
-
