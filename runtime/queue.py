@@ -196,7 +196,8 @@ class JobQueue:
         from saq.queue.postgres import CHANNEL, ENQUEUE
         from saq.utils import now
 
-        await self.connect()
+        if not self._connected:
+            await self.connect()
         options, queue = self.options, self.queues[kind]
         job = Job(
             function=function,

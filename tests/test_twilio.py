@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
@@ -354,3 +356,19 @@ async def test_twiml_replies_report_their_status_through_the_action_url(
     report = await post_signed(client, action.removeprefix(PUBLIC_URL), status_form("SM" + "1" * 32, "delivered"))
     assert report.status_code == 200
     assert (await transcript(services, demo))[-1] == ("outbound", "Hello! How can I help you today?", "delivered")
+
+
+@given(
+    url=st.sampled_from(["https://bots.example/channels/twilio/acme/support", "http://127.0.0.1:8000/c/t/a?x=1"]),
+    form=st.dictionaries(st.text(max_size=8), st.lists(st.text(max_size=12), min_size=1, max_size=3), max_size=6),
+    token=st.text(min_size=1, max_size=32),
+)
+def test_the_one_hmac_check_agrees_with_twilios_validator(url: str, form: dict[str, list[str]], token: str) -> None:
+    from twilio.request_validator import RequestValidator
+
+    from botloom.channels.twilio import _MultiDict, _signed
+
+    fields = _MultiDict(form)
+    good = RequestValidator(token).compute_signature(url, fields)
+    assert _signed(token, url, fields, good)
+    assert not _signed(token, url + "/", fields, good) and not _signed(token, url, fields, good[:-2] + "é=")

@@ -56,7 +56,8 @@ async def channel_request(
     it is not valid in its charset, 415 for a charset Python does not know).
     """
     body = await request.body()
-    headers = {name.lower(): value for name, value in request.headers.items()}
+    # ASGI gives header names in lower case (the last of repeated ones wins, as before)
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.scope["headers"]}
     media_type, options = request.content_type
     form: dict[str, str] = {}
     if media_type == FORM:
