@@ -7,11 +7,12 @@ When a turn's graph pauses in ``escalate`` (:mod:`botloom.runtime.handover`), :m
 2. picks its team: the bot's ``handoff`` plugin config maps intents to teams (``teams_by_intent``),
    else its ``default_team``, else none (any agent);
 3. assigns it when the team is within its business hours: to the available agent of the team
-   (a heartbeat within :attr:`Desk.away_after` seconds) with the fewest open handovers, within
-   each agent's capacity, oldest waiting handover first (:meth:`HandoverRepository.assign_next`);
+   (a heartbeat within :attr:`Desk.away_after` seconds, ``BOTLOOM_DESK_AWAY_SECONDS``) with the
+   fewest open handovers, within each agent's capacity, oldest waiting handover first
+   (:meth:`HandoverRepository.assign_next`);
 4. words the notice the user gets: the intent's own ("I'm connecting you with a person"), or,
-   when the team is closed or the tenant has agents but none is available, a notice that says
-   so, asks for the details an agent will need and offers a follow-up by e-mail.
+   when the team is closed or the tenant has agents but none is available with room, a notice
+   that says so, asks for the details an agent will need and offers a follow-up by e-mail.
 
 Agents then claim (:meth:`Desk.claim`: one conditional update under the row's lock, so of two
 agents claiming at once in two processes one wins and the other is told who holds it), answer
@@ -19,12 +20,18 @@ agents claiming at once in two processes one wins and the other is told who hold
 message and leaves through the conversation's own channel: a push channel's delivery job with its
 retries and dead letters, web chat's socket, REST's transcript), and hand back with a note
 (:meth:`Desk.release`: the graph resumes with ``Command(resume={"action": "handback", "note": ...})``
-and the bot answers the next message with the note in context) or resolve.
+and the bot answers the next message with the history and the note in context) or resolve
+(:meth:`Desk.resolve`: the matter is closed, the resolution kept on the handover, and the bot
+starts the next message afresh). A close is recorded first and the graph resumed after; a resume
+that fails is reported (``handover.resume_failed``) and retried by the sweep, then given back to
+the bot without it. Messages may carry an idempotency key: sent twice, one is stored, delivered
+and announced.
 
 The ``desk_sweep`` cron job (:meth:`Desk.sweep`, every minute) hands back the handovers no agent
-took within the bot's ``wait_minutes`` (``timed_out_to_bot``, with a message to the user), reports
-missed SLA deadlines (first response, resolution) as ``handover.sla_missed`` events, and refreshes
-the waiting gauge. Every transition is an event (:mod:`botloom.runtime.events`).
+took within the bot's ``wait_minutes`` (``timed_out_to_bot``, with a message to the user), retries
+the failed resumes of closed handovers, reports missed SLA deadlines (first response, resolution)
+as ``handover.sla_missed`` events, and refreshes the waiting gauge. Every transition is an event
+(:mod:`botloom.runtime.events`).
 """
 
 from __future__ import annotations
