@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any, Literal, cast
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 from botloom.core.domain import Bot, Conversation, StoredMessage
 from botloom.core.messages import utcnow
@@ -35,6 +36,8 @@ from botloom.runtime.handover import WITH_PERSON
 from botloom.runtime.locks import ConversationLocks
 from botloom.runtime.results import TurnResult, turn_id_for
 from botloom.runtime.turns import Lookahead, Turns, Watch
+
+T = TypeVar("T")
 
 MERGE_WINDOWS = 5
 """``merge`` waits for quiet at most this many burst windows."""
@@ -68,10 +71,16 @@ class Bursts:
                 return rejected
         claim = CLAIMS.get(bot.settings.burst_policy, 0)
 
-        async def first(conn: Any) -> tuple[Conversation | None, list[StoredMessage]]:
-            return await self.store.messages.pending_with_conversation(
-                bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON, conn=conn
+        async def first(conn: Any) -> Callable[[], Awaitable[tuple[Conversation | None, list[StoredMessage]]]]:
+            messages = self.store.messages
+            if conn is not None:  # queued behind the lock on its connection: one round trip
+                return await messages.queue_pending_with_conversation(
+                    conn, bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
+                )
+            found = await messages.pending_with_conversation(
+                bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
             )
+            return partial(_value, found)
 
         # the lock, the conversation, its pending messages and the claim of the first turn's: one round trip
         async with self.locks.hold_then(conversation_id, first) as found:
@@ -233,4 +242,8 @@ class Bursts:
         return [r for r in results if r is not None]
 
 
-__all__ = ["MERGE_WINDOWS", "Bursts"]
+async def _value(value: T) -> T:
+    return value
+
+
+__all__ = ["CLAIMS", "MERGE_WINDOWS", "Bursts"]

@@ -23,8 +23,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-First = Callable[[Any], Awaitable[T]]
-"""What runs first under a lock: called with the lock's PostgreSQL connection, or ``None`` (use the pool)."""
+Read = Callable[[], Awaitable[T]]
+First = Callable[[Any], Awaitable[Read[T]]]
+"""What runs first under a lock. Called with the lock's PostgreSQL connection, it queues its statements on it
+(pipeline mode) and returns how to read their result once they are sent; called with ``None`` (other locks), it
+uses the pool."""
 
 LOCK_SQL = "SELECT pg_advisory_lock(hashtextextended(%s, 7))"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtextextended(%s, 7))"
@@ -38,10 +41,10 @@ class ConversationLocks(Protocol):
         ...
 
     def hold_then(self, key: str, first: First[T]) -> Any:
-        """:meth:`hold`, yielding what ``first`` returned, run first thing under the lock.
+        """:meth:`hold`, yielding the result of ``first``, run first thing under the lock.
 
         ``first`` gets the connection that holds a PostgreSQL lock (``None`` for other
-        locks): run on it, its statement goes to the server with the lock's, in one
+        locks): queued on it, its statement goes to the server with the lock's, in one
         round trip, and starts once the lock is taken.
         """
         ...
@@ -72,9 +75,9 @@ class LocalLocks:
 
     @asynccontextmanager
     async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
-        """Hold the lock for ``key`` and yield ``await first(None)``."""
+        """Hold the lock for ``key`` and yield the result of ``first(None)``."""
         async with self._lock(key):
-            yield await first(None)
+            yield await (await first(None))()
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
@@ -113,16 +116,18 @@ class PostgresLocks:
 
     @asynccontextmanager
     async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
-        """Hold the advisory lock for ``key`` and yield ``await first(conn)``, sent with the lock in one round trip.
+        """Hold the advisory lock for ``key`` and yield the result of ``first(conn)``, sent with the lock.
 
-        The lock and ``first``'s statements go out in one pipeline: the server runs
-        them in order, so they start (and take their snapshot) once the lock is held.
+        The lock and ``first``'s statements go out in one pipeline, one round trip (its
+        sync as the pipeline ends): the server runs them in order, so they start (and
+        take their snapshot) once the lock is held.
         """
         async with self.db.connection(wait=self.wait) as conn:
             try:
                 async with conn.pipeline():
                     await conn.execute(LOCK_SQL, (key,))
-                    found = await first(conn)
+                    read = await first(conn)
+                found = await read()
             except BaseException:
                 # the lock may be held (``first`` failed after it): a session lock outlives the failed statement
                 try:
@@ -186,9 +191,9 @@ class RedisLocks:
 
     @asynccontextmanager
     async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
-        """Hold the Redis lock for ``key`` and yield ``await first(None)``."""
+        """Hold the Redis lock for ``key`` and yield the result of ``first(None)``."""
         async with self.hold(key):
-            yield await first(None)
+            yield await (await first(None))()
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:

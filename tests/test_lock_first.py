@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,11 +35,15 @@ async def test_first_runs_after_the_lock_and_sees_what_the_last_holder_committed
         await conn.execute(f"INSERT INTO {table} VALUES ('before')")
     locks = PostgresLocks(db)
 
-    async def first(conn: Any) -> str:
+    async def first(conn: Any) -> Callable[[], Awaitable[str]]:
         assert conn is not None, "the lock's connection"
-        cur = await conn.execute(f"SELECT value FROM {table}")
-        row = await cur.fetchone()
-        return str(row["value"])
+        cur = await conn.execute(f"SELECT value FROM {table}")  # queued behind the lock
+
+        async def read() -> str:
+            row = await cur.fetchone()
+            return str(row["value"])
+
+        return read
 
     async with locks.hold(key):
         waiting = asyncio.create_task(_enter(locks, key, first))
@@ -74,8 +78,13 @@ async def _waits_for_advisory_lock(db: Database) -> bool:
 async def test_a_failing_first_leaves_the_lock_free(db: Database) -> None:
     locks, key = PostgresLocks(db), f"conversation-{uuid.uuid4()}"
 
-    async def broken(conn: Any) -> None:
+    async def broken(conn: Any) -> Callable[[], Awaitable[None]]:
         await conn.execute("SELECT * FROM no_such_table_here")
+
+        async def read() -> None:
+            return None
+
+        return read
 
     with pytest.raises(Exception, match="no_such_table_here"):
         async with locks.hold_then(key, broken):
@@ -85,8 +94,32 @@ async def test_a_failing_first_leaves_the_lock_free(db: Database) -> None:
 
 
 async def test_local_locks_run_first_without_a_connection() -> None:
-    async def first(conn: Any) -> str:
-        return "pool" if conn is None else "connection"
+    async def first(conn: Any) -> Callable[[], Awaitable[str]]:
+        async def read() -> str:
+            return "pool" if conn is None else "connection"
+
+        return read
 
     async with LocalLocks().hold_then("k", first) as found:
         assert found == "pool"
+
+
+async def test_the_first_statement_is_read_once_the_pipeline_has_ended(db: Database) -> None:
+    """Read inside the pipeline, the result would cost a round trip of its own before the pipeline's closing sync."""
+    locks, key = PostgresLocks(db), f"conversation-{uuid.uuid4()}"
+    seen: list[Any] = []
+
+    async def first(conn: Any) -> Callable[[], Awaitable[int]]:
+        assert conn._pipeline is not None, "queued in the lock's pipeline"
+        cur = await conn.execute("SELECT 41 + 1 AS answer")
+
+        async def read() -> int:
+            seen.append(conn._pipeline)
+            row = await cur.fetchone()
+            return int(row["answer"])
+
+        return read
+
+    async with locks.hold_then(key, first) as found:
+        assert found == 42
+    assert seen == [None], "read after the pipeline's one sync"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -14,12 +13,36 @@ from botloom.core.messages import InboundMessage
 from botloom.core.statuses import InboundStatus, MessageDirection, MessageStatus, OutboundStatus
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
 
+PENDING_SQL = (
+    "WITH c AS (SELECT * FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s), "
+    "p AS (SELECT m.* FROM messages m WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s "
+    "AND m.direction = 'inbound' AND m.status IN ('received', 'processing')), "
+    "k AS (UPDATE messages SET status = 'processing', updated_at = now() "
+    "WHERE tenant_id = %(tenant)s AND id IN (SELECT id FROM p ORDER BY created_at, id LIMIT %(claim)s) "
+    "AND EXISTS (SELECT 1 FROM c WHERE c.status IS DISTINCT FROM %(unless)s) RETURNING id) "
+    "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
+    "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM p) AS pending, "
+    "(SELECT count(*) FROM k) AS claimed"
+)
+"""A conversation, its pending inbound messages as they were, and the claim of the oldest ``claim`` of them."""
 
-async def _one_on(conn: Any, sql: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The first row of ``sql`` run on ``conn`` (rows as dicts)."""
-    cur = await conn.execute(sql, params)
-    row: dict[str, Any] | None = await cur.fetchone()
-    return row
+
+def _pending_params(
+    tenant_id: str, conversation_id: str, claim: int | Literal["all"], unless_status: str | None
+) -> dict[str, Any]:
+    return {
+        "tenant": as_uuid(tenant_id),
+        "conversation": as_uuid(conversation_id),
+        "claim": None if claim == "all" else claim,
+        "unless": unless_status,
+    }
+
+
+def _pending_of(row: Mapping[str, Any] | None) -> tuple[Conversation | None, list[StoredMessage]]:
+    if row is None or row["conversation"] is None:
+        return None, []
+    pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
+    return to_struct(Conversation, row["conversation"]), pending
 
 
 class MessageRepository(Repository):
@@ -259,7 +282,6 @@ class MessageRepository(Repository):
         *,
         claim: int | Literal["all"] = 0,
         unless_status: str | None = None,
-        conn: Any | None = None,
     ) -> tuple[Conversation | None, list[StoredMessage]]:
         """The conversation and its pending inbound messages (as :meth:`pending_inbound`), in one round trip.
 
@@ -268,30 +290,31 @@ class MessageRepository(Repository):
         runs), unless the conversation's status is ``unless_status``. The messages are
         returned as they were before the claim: a ``processing`` one was claimed by a
         turn that did not finish (its process died), which the caller runs again.
-        ``conn``: run on this connection (e.g. the one holding the conversation's lock,
-        in the same pipeline) instead of one of the pool's.
         """
-        row = await (self._one if conn is None else partial(_one_on, conn))(
-            "WITH c AS (SELECT * FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s), "
-            "p AS (SELECT m.* FROM messages m WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s "
-            "AND m.direction = 'inbound' AND m.status IN ('received', 'processing')), "
-            "k AS (UPDATE messages SET status = 'processing', updated_at = now() "
-            "WHERE tenant_id = %(tenant)s AND id IN (SELECT id FROM p ORDER BY created_at, id LIMIT %(claim)s) "
-            "AND EXISTS (SELECT 1 FROM c WHERE c.status IS DISTINCT FROM %(unless)s) RETURNING id) "
-            "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
-            "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM p) AS pending, "
-            "(SELECT count(*) FROM k) AS claimed",
-            {
-                "tenant": as_uuid(tenant_id),
-                "conversation": as_uuid(conversation_id),
-                "claim": None if claim == "all" else claim,
-                "unless": unless_status,
-            },
-        )
-        if row is None or row["conversation"] is None:
-            return None, []
-        pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
-        return to_struct(Conversation, row["conversation"]), pending
+        row = await self._one(PENDING_SQL, _pending_params(tenant_id, conversation_id, claim, unless_status))
+        return _pending_of(row)
+
+    async def queue_pending_with_conversation(
+        self,
+        conn: Any,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        claim: int | Literal["all"] = 0,
+        unless_status: str | None = None,
+    ) -> Callable[[], Awaitable[tuple[Conversation | None, list[StoredMessage]]]]:
+        """:meth:`pending_with_conversation` sent on ``conn`` in pipeline mode; returns how to read it once synced.
+
+        So a statement queued before it on the same connection (the conversation's
+        lock) goes out with it in one round trip, and runs first.
+        """
+        cur = await conn.execute(PENDING_SQL, _pending_params(tenant_id, conversation_id, claim, unless_status))
+
+        async def read() -> tuple[Conversation | None, list[StoredMessage]]:
+            row: dict[str, Any] | None = await cur.fetchone()
+            return _pending_of(row)
+
+        return read
 
     async def store_turn(
         self,
