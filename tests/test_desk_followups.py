@@ -17,7 +17,7 @@ from botloom.runtime.handover import Handovers
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
-from tests.desk import OPERATOR, bearer, make_agent
+from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
 from tests.helpers import Chat, api_client
 from tests.test_desk_routing import agent, escalate, online
 
@@ -42,6 +42,16 @@ async def with_agent(services: Services, demo: DemoInfo, user: str) -> tuple[Cha
     await services.desk.claim(actor, record.id)
     await services.desk.send(actor, record.id, "Hi, Ann here.")
     return chat, record.id, actor
+
+
+async def claimed_over_api(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, user: str
+) -> tuple[DeskAgent, Chat, Any]:
+    """Agent Ann (made over the API) and ``user``'s conversation with a person, whose handover Ann claimed."""
+    ann = await make_agent(client, "acme", demo.api_key, "ann@acme.test", name="Ann")
+    chat, (record, _) = await escalate(services, demo, user)
+    assert (await ann.call("POST", f"/api/v1/handovers/{record.id}/claim")).status_code == 200
+    return ann, chat, record
 
 
 # -- 1. resolve closes the matter; release hands back with the note in context ----------------------------
@@ -84,9 +94,7 @@ async def test_release_keeps_the_history_and_the_note(services: Services, demo: 
 async def test_resolve_takes_a_resolution_through_the_api(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo
 ) -> None:
-    ann = await make_agent(client, "acme", demo.api_key, "ann@acme.test", name="Ann")
-    _, (record, _) = await escalate(services, demo, "user-api")
-    assert (await ann.call("POST", f"/api/v1/handovers/{record.id}/claim")).status_code == 200
+    ann, _, record = await claimed_over_api(client, services, demo, "user-api")
     r = await ann.call("POST", f"/api/v1/handovers/{record.id}/resolve", {"note": "x" * 4001})
     assert r.status_code == 400, "a resolution is at most 4000 characters"
     r = await ann.call("POST", f"/api/v1/handovers/{record.id}/resolve", {"note": NOTE})
@@ -164,9 +172,7 @@ async def test_a_resume_that_keeps_failing_still_gives_the_conversation_back(
 async def test_a_retried_agent_message_is_stored_and_sent_once(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo
 ) -> None:
-    ann = await make_agent(client, "acme", demo.api_key, "ann@acme.test", name="Ann")
-    chat, (record, _) = await escalate(services, demo, "user-idem")
-    assert (await ann.call("POST", f"/api/v1/handovers/{record.id}/claim")).status_code == 200
+    ann, chat, record = await claimed_over_api(client, services, demo, "user-idem")
     path = f"/api/v1/handovers/{record.id}/messages"
     headers = ann.headers | {"Idempotency-Key": "click-1"}
 
