@@ -9,6 +9,7 @@ own bound, and the test then fails on what it saw).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +123,38 @@ async def test_node_updates_arrive_while_the_turn_runs(served: tuple[Server, str
     assert [m["content"] for m in respond["messages"]] == ["Express shipping costs 9.90 euros."]
     assert respond["messages"][0]["id"] == state["values"]["messages"][-1]["id"], "ids as the stored state's"
     assert model.errors == []
+
+
+async def test_two_streams_of_one_run_each_get_every_event_live(
+    served: tuple[Server, str, str], model: ScriptedOpenAI
+) -> None:
+    """A background run joined by two streams: both see classify's update while the model is still held."""
+    server, key, bot = served
+    held = Held("It arrives on Thursday.")
+    model.script(classification(None, confidence=0.2), held)
+    client = get_client(url=server.url + "/langgraph", api_key=key)
+    saw = [asyncio.Event(), asyncio.Event()]
+
+    async def joined(which: int, run_id: str, thread: str) -> tuple[list[str], bool | None]:
+        updates: list[str] = []
+        answered_then: bool | None = None
+        async for part in client.runs.join_stream(thread, run_id, stream_mode=["updates"]):
+            if part.event == "updates" and isinstance(part.data, dict):
+                updates.append(next(iter(part.data)))
+                if "classify" in part.data:
+                    answered_then = held.answered.is_set()
+                    saw[which].set()
+                    if all(e.is_set() for e in saw):
+                        held.release()
+        return updates, answered_then
+
+    try:
+        thread = (await client.threads.create(metadata={"assistant_id": bot}))["thread_id"]
+        run = await client.runs.create(thread, bot, input={"messages": [{"role": "user", "content": "when?"}]})
+        results = await asyncio.gather(joined(0, run["run_id"], thread), joined(1, run["run_id"], thread))
+    finally:
+        held.release()
+        await client.aclose()
+    for updates, answered_then in results:
+        assert updates == ["retrieve", "classify", "respond"]
+        assert answered_then is False, "each stream saw classify's update while the model was still answering"

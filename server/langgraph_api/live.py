@@ -22,6 +22,7 @@ that wrote it finishes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +32,8 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
+
+logger = logging.getLogger(__name__)
 
 MAX_EVENTS = 2000
 """Events one observer keeps (a turn runs a handful of nodes; a runaway graph is cut off, then told at its end)."""
@@ -159,7 +162,11 @@ class TurnObserver(AsyncCallbackHandler):
     async def own_turn(self) -> str | None:
         """The id of the run's own turn (read once, when its graph started: its message is stored by then)."""
         if self._turn is None and self._turn_of is not None:
-            self._turn = await self._turn_of()
+            try:
+                self._turn = await self._turn_of()
+            except Exception:  # noqa: BLE001 - the database away: the stream tells the run from its checkpoints
+                logger.warning("a LangGraph stream could not read its run's message; told after the turn")
+                self._turn_of = None
         return self._turn
 
 
