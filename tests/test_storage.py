@@ -859,7 +859,10 @@ PROBES += [
     Probe("handovers", "responded", lambda s, a, b: s.handovers.responded(a.tenant.id, b.desk.assigned.id), "nothing"),
     Probe("handovers", "resumed", lambda s, a, b: s.handovers.resumed(a.tenant.id, b.desk.assigned.id), "nothing"),
     Probe(
-        "handovers", "resume_failed", lambda s, a, b: s.handovers.resume_failed(a.tenant.id, b.desk.waiting.id), "nothing"
+        "handovers",
+        "resume_failed",
+        lambda s, a, b: s.handovers.resume_failed(a.tenant.id, b.desk.waiting.id),
+        "nothing",
     ),
     Probe(
         "handovers", "transitions", lambda s, a, b: s.handovers.transitions(a.tenant.id, b.desk.assigned.id), "nothing"
@@ -914,6 +917,18 @@ PROBES += [
     Probe("events", "get", lambda s, a, b: s.events.get(a.tenant.id, b.outbox.event.id), "nothing"),
     Probe(
         "events",
+        "in_conversation",
+        lambda s, a, b: s.events.in_conversation(a.tenant.id, b.conversation.id, 0),
+        "nothing",
+    ),
+    Probe(
+        "events",
+        "last_in_conversation",
+        lambda s, a, b: s.events.last_in_conversation(a.tenant.id, b.conversation.id),
+        "nothing",
+    ),
+    Probe(
+        "events",
         "after",
         lambda s, a, b: s.events.after(a.tenant.id, 0),
         "own",
@@ -939,6 +954,20 @@ PROBES += [
     Probe("forks", "get", lambda s, a, b: forks_of(s).get(a.tenant.id, b.outbox.fork.id), "nothing"),
     Probe("forks", "touch", lambda s, a, b: forks_of(s).touch(a.tenant.id, b.outbox.fork.id, edited=True), "nothing"),
     Probe("forks", "delete", lambda s, a, b: forks_of(s).delete(a.tenant.id, b.outbox.fork.id), "nothing"),
+    Probe(
+        "forks",
+        "threads_of",
+        lambda s, a, b: forks_of(s).threads_of(a.tenant.id, [b.conversation.id]),
+        "nothing",
+        "B's conversation",
+    ),
+    Probe(
+        "forks",
+        "delete_threads",
+        lambda s, a, b: forks_of(s).delete_threads(a.tenant.id, [b.outbox.fork.thread_id]),
+        "nothing",
+        "B's fork thread",
+    ),
     Probe(
         "forks",
         "of_conversation",
