@@ -8,6 +8,7 @@ migrated template, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -197,6 +199,29 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
     """botloom's services (plugins from entry points, runner, knowledge) on the test's database."""
     async with open_services(settings, url=database_url) as opened:
         yield opened
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test stopped by pytest-timeout also shows its event loop's tasks (where an ``await`` hangs)."""
+    try:
+        import pytest_timeout
+    except ImportError:  # pragma: no cover - the test extra installs it
+        return
+    dump_threads = pytest_timeout.dump_stacks
+
+    def dump_stacks(terminal: Any) -> None:
+        dump_threads(terminal)
+        loop = asyncio._get_running_loop()  # the signal interrupts the test's loop in this thread
+        for task in asyncio.all_tasks(loop) if loop is not None else ():
+            terminal.sep("~", title=f"asyncio task {task.get_name()}")
+            awaited: Any = task.get_coro()
+            while awaited is not None:  # the chain of awaits, outermost first
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+                if frame is not None:
+                    terminal.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+                awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+
+    pytest_timeout.dump_stacks = dump_stacks
 
 
 @pytest.fixture
