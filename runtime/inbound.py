@@ -47,7 +47,6 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
 from botloom.core.statuses import UNFINISHED_INBOUND
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
-from botloom.core.storage.repositories.inbound import InboundRepository
 from botloom.runtime.queue import JobFunction, JobQueue
 from botloom.runtime.results import TurnResult
 from botloom.runtime.runner import TurnRunner
@@ -200,7 +199,6 @@ class Inbound:
         self.queue = queue
         self.deliveries = deliveries
         self.bindings = bindings
-        self.queued = InboundRepository(store.db)
         self._inline = asyncio.Semaphore(inline_turns)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -253,7 +251,7 @@ class Inbound:
 
         ``hold`` delays the queued turn while the webhook tries to answer in its
         response. On the PostgreSQL queue a new message and its turn's job are
-        stored in one statement (:class:`InboundRepository`): both commit or
+        stored in one statement (``store.inbound``): both commit or
         neither. A retried message whose turn has not finished is queued again
         (a no-op while its job waits), so a crash between storing and queueing
         (Redis queue) loses nothing.
@@ -265,7 +263,9 @@ class Inbound:
         )
         if job is not None:
             version = self.runner.state_version(bot)
-            done = await self.queued.receive_and_queue(bot.tenant_id, bot.id, message, state_version=version, job=job)
+            done = await self.store.inbound.receive_and_queue(
+                bot.tenant_id, bot.id, message, state_version=version, job=job
+            )
             if done is not None:
                 stored, queued = done
                 if not queued:  # pragma: no cover - a new message's id is a new job key

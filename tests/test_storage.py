@@ -1012,6 +1012,8 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("TenantRepository", "list_all"): OPERATOR_LEVEL,
     ("TenantRepository", "delete"): OPERATOR_LEVEL,
     ("ApiKeyRepository", "authenticate"): "the key names its own tenant (test_api_keys_*)",
+    ("InboundRepository", "receive_and_queue"): "messages.receive's statement (probed) with the queue's job row, which "
+    "needs SAQ's jobs table (not created here); tests/test_inbound_store.py",
     ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
     ("BotRepository", "all_tenants_bots"): "operator-level jobs (retention) over every tenant",
     ("ConversationRepository", "tenant_of"): "operator-level: finds the tenant of a conversation named by id alone",

@@ -50,6 +50,7 @@ from botloom.core.storage.repositories.deliveries import DeliveryRepository, Out
 from botloom.core.storage.repositories.events import EventRepository
 from botloom.core.storage.repositories.forks import ForkRepository
 from botloom.core.storage.repositories.handovers import HandoverRepository
+from botloom.core.storage.repositories.inbound import InboundRepository
 from botloom.core.storage.repositories.inspection import InspectionRepository
 from botloom.core.storage.repositories.messages import MessageRepository
 from botloom.core.storage.repositories.polls import ChannelPollRepository
@@ -78,6 +79,7 @@ class Store:
         self.webhooks = WebhookRepository(db, cipher)
         self.teaching = TeachingRepository(db)
         self.inspection = InspectionRepository(db)
+        self.inbound = InboundRepository(db)
         self.forks = ForkRepository(db)
         self.agents = AgentRepository(db)
         self.teams = TeamRepository(db)
@@ -100,6 +102,7 @@ __all__ = [
     "EventRepository",
     "ForkRepository",
     "HandoverRepository",
+    "InboundRepository",
     "InspectionRepository",
     "MessageRepository",
     "OutboundState",
