@@ -290,7 +290,7 @@ class JobQueue:
             yield workers
         finally:
             await self._let_jobs_finish(workers)
-            await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+            await asyncio.gather(*(stop_worker(w) for w in workers), return_exceptions=True)
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _let_jobs_finish(self, workers: list[Any]) -> None:
@@ -609,6 +609,33 @@ async def _still_unsettled(queue: Any, unsettled: dict[bytes, bytes]) -> list[An
         if job_id in listed and blob == unsettled[job_id] and (job := queue.deserialize(blob)):
             found.append(job)
     return found
+
+
+STOP_NUDGE = 1.0
+"""Seconds between cancellations of a stopping worker's tasks (see :func:`stop_worker`)."""
+
+
+async def stop_worker(worker: Any) -> None:
+    """Stop a SAQ worker, cancelling its tasks again while the stop waits for them.
+
+    SAQ's ``Worker.stop`` cancels its tasks once and waits for them without a limit.
+    On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that arrives just
+    as the awaited value does (fixed in 3.12), and SAQ's PostgreSQL listener loop
+    then never ends: a server's shutdown hung for ever (seen under load in the
+    channel contract's tests). Cancelling again every :data:`STOP_NUDGE` seconds
+    ends it.
+    """
+    worker.event.set()  # no new tasks from here on
+    tasks = set(worker.tasks)
+    stopping = asyncio.ensure_future(worker.stop())
+    while not (await asyncio.wait({stopping}, timeout=STOP_NUDGE))[0]:
+        lingering = [task for task in tasks if not task.done()]
+        logger.warning(
+            "a %s worker's %d task(s) still run after its stop: cancelling again", worker.queue.name, len(lingering)
+        )
+        for task in lingering:
+            task.cancel()
+    stopping.result()
 
 
 @functools.cache
