@@ -501,6 +501,14 @@ async def flattened(call: Awaitable[tuple[Any, list[Any]]]) -> list[Any]:
     return [conversation, *messages] if conversation is not None else list(messages)
 
 
+async def pending_in_pipeline(store: Store, tenant_id: str, conversation_id: str) -> list[Any]:
+    """``messages.queue_pending_with_conversation`` as the runner sends it: in a pipeline, claiming every message."""
+    async with store.messages.db.connection() as conn, conn.pipeline() as pipeline:
+        read = await store.messages.queue_pending_with_conversation(conn, tenant_id, conversation_id, claim="all")
+        await pipeline.sync()
+        return await flattened(read())
+
+
 PROBES: list[Probe] = [
     Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
     Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
@@ -638,6 +646,12 @@ PROBES: list[Probe] = [
         "messages",
         "pending_with_conversation",
         lambda s, a, b: flattened(s.messages.pending_with_conversation(a.tenant.id, b.conversation.id)),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "queue_pending_with_conversation",
+        lambda s, a, b: pending_in_pipeline(s, a.tenant.id, b.conversation.id),
         "nothing",
     ),
     Probe(
