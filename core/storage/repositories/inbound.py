@@ -6,34 +6,28 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from psycopg import sql
 
 from botloom.core.domain import StoredMessage
 from botloom.core.messages import InboundMessage
-from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
+from botloom.core.storage.repositories.base import Repository, to_struct
+from botloom.core.storage.repositories.messages import RECEIVE_CTES, receive_params
 
-# The conversation and message parts are MessageRepository.receive's statement (the same rows:
+# The conversation and message parts are MessageRepository.receive's (RECEIVE_CTES: the same rows,
 # tests/test_inbound_store.py compares them); the job is the queue's own row (JobQueue.job_row), keyed by
 # the new message's id and naming its conversation, inserted only when the message is new; pg_notify wakes
 # the workers when the transaction commits.
-_RECEIVE_AND_QUEUE = (
-    "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
-    "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
-    "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
-    "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
-    "DO UPDATE SET updated_at = now() RETURNING *), "
-    "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
-    "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
-    "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
-    "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *), "
-    "job AS (INSERT INTO {jobs} (key, job, queue, status, priority, scheduled) "
-    "SELECT %(job_key)s || m.id::text, convert_to(jsonb_set(jsonb_set(convert_from(%(job)s, 'UTF8')::jsonb, "
-    "'{{key}}', to_jsonb(%(job_key)s || m.id::text)), '{{kwargs,conversation_id}}', "
-    "to_jsonb(m.conversation_id::text))::text, 'UTF8'), %(queue)s, %(status)s, %(priority)s, %(scheduled)s "
-    "FROM message m ON CONFLICT (key) DO NOTHING RETURNING 1), "
-    "notified AS (SELECT pg_notify(%(notify_channel)s, %(notify_event)s) FROM job) "
-    "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued"
+_RECEIVE_AND_QUEUE = ", ".join(
+    (
+        RECEIVE_CTES,
+        "job AS (INSERT INTO {jobs} (key, job, queue, status, priority, scheduled) "
+        "SELECT %(job_key)s || m.id::text, convert_to(jsonb_set(jsonb_set(convert_from(%(job)s, 'UTF8')::jsonb, "
+        "'{{key}}', to_jsonb(%(job_key)s || m.id::text)), '{{kwargs,conversation_id}}', "
+        "to_jsonb(m.conversation_id::text))::text, 'UTF8'), %(queue)s, %(status)s, %(priority)s, %(scheduled)s "
+        "FROM message m ON CONFLICT (key) DO NOTHING RETURNING 1), "
+        "notified AS (SELECT pg_notify(%(notify_channel)s, %(notify_event)s) FROM job) "
+        "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued",
+    )
 )
 
 
@@ -62,17 +56,7 @@ class InboundRepository(Repository):
             cur = await conn.execute(
                 _statement(job["table"]),
                 {
-                    "tenant": as_uuid(tenant_id),
-                    "bot": as_uuid(bot_id),
-                    "channel": message.channel,
-                    "key": message.conversation_key or message.sender,
-                    "user": message.sender,
-                    "version": state_version,
-                    "text": message.text,
-                    "idempotency": message.idempotency_key,
-                    "attachments": msgspec.json.encode(message.attachments).decode(),
-                    "metadata": msgspec.json.encode(message.metadata).decode(),
-                    "at": message.received_at,
+                    **receive_params(tenant_id, bot_id, message, state_version),
                     "job_key": job["key"],
                     "job": job["job"],
                     "queue": job["queue"],

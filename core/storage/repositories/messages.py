@@ -45,6 +45,40 @@ def _pending_of(row: Mapping[str, Any] | None) -> tuple[Conversation | None, lis
     return to_struct(Conversation, row["conversation"]), pending
 
 
+RECEIVE_CTES = (
+    "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
+    "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
+    "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
+    "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
+    "DO UPDATE SET updated_at = now() RETURNING *), "
+    "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+    "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
+    "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
+    "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *)"
+)
+"""The conversation (created, or touched) and the new message of :meth:`MessageRepository.receive`.
+
+``InboundRepository.receive_and_queue`` adds the turn's job to the same statement.
+"""
+
+
+def receive_params(tenant_id: str, bot_id: str, message: InboundMessage, state_version: int) -> dict[str, Any]:
+    """The parameters of :data:`RECEIVE_CTES`."""
+    return {
+        "tenant": as_uuid(tenant_id),
+        "bot": as_uuid(bot_id),
+        "channel": message.channel,
+        "key": message.conversation_key or message.sender,
+        "user": message.sender,
+        "version": state_version,
+        "text": message.text,
+        "idempotency": message.idempotency_key,
+        "attachments": msgspec.json.encode(message.attachments).decode(),
+        "metadata": msgspec.json.encode(message.metadata).decode(),
+        "at": message.received_at,
+    }
+
+
 class MessageRepository(Repository):
     """The transcript: every inbound and outbound message, with its delivery state."""
 
@@ -239,30 +273,10 @@ class MessageRepository(Repository):
         before is not stored again. Raises ``LookupError`` for no such bot.
         """
         row = await self._one(
-            "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
-            "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
-            "WHERE b.tenant_id = %(tenant)s AND b.id = %(bot)s "
-            "ON CONFLICT (bot_id, channel, external_key) WHERE status <> 'closed' "
-            "DO UPDATE SET updated_at = now() RETURNING *), "
-            "message AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
-            "idempotency_key, attachments, metadata, created_at) SELECT c.tenant_id, c.bot_id, c.id, 'inbound', "
-            "%(channel)s, %(text)s, 'received', %(idempotency)s, %(attachments)s, %(metadata)s, %(at)s "
-            "FROM conversation c ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *) "
+            RECEIVE_CTES + " "  # noqa: S608 - constant SQL, values are parameters
             "SELECT (SELECT row_to_json(c) FROM conversation c) AS conversation, "
             "(SELECT row_to_json(m) FROM message m) AS message",
-            {
-                "tenant": as_uuid(tenant_id),
-                "bot": as_uuid(bot_id),
-                "channel": message.channel,
-                "key": message.conversation_key or message.sender,
-                "user": message.sender,
-                "version": state_version,
-                "text": message.text,
-                "idempotency": message.idempotency_key,
-                "attachments": msgspec.json.encode(message.attachments).decode(),
-                "metadata": msgspec.json.encode(message.metadata).decode(),
-                "at": message.received_at,
-            },
+            receive_params(tenant_id, bot_id, message, state_version),
         )
         if row is None or row["conversation"] is None:
             raise LookupError(f"bot {bot_id} not found")
