@@ -525,12 +525,27 @@ class Desk:
                 return failure
             failure["given_back"] = await self.runner.handovers.give_back(bot, conversation.id)
             await self.store.handovers.resumed(record.tenant_id, record.id)
+            await self._answer_held(bot, conversation, record)
             return failure
         else:
             if result.replies:
                 await self._deliver(conversation, result.turn_id or record.id)
         await self.store.handovers.resumed(record.tenant_id, record.id)
+        await self._answer_held(bot, conversation, record)
         return None
+
+    async def _answer_held(self, bot: Bot, conversation: Conversation, record: HandoverRecord) -> None:
+        """Let the bot answer what the user wrote between the handover's close and the bot taking it back.
+
+        Those messages were held for a person who had gone.
+        """
+        if record.closed_at is None:
+            return
+        if not await self.store.messages.release_held(bot.tenant_id, conversation.id, record.closed_at):
+            return
+        for result in await self.runner.process(bot, conversation.id, wait=True):
+            if result.replies:
+                await self._deliver(conversation, result.turn_id or record.id)
 
     async def _closer(self, record: HandoverRecord) -> str:
         """Who closed the handover, as the conversation names them (its agent, or botloom for a timeout)."""

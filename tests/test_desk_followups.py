@@ -147,6 +147,24 @@ async def test_a_failed_resume_on_release_is_reported_and_retried(
     assert (await services.desk.sweep())["resumed"] == 0, "nothing is resumed twice"
 
 
+async def test_what_the_user_wrote_while_the_resume_was_pending_is_answered_once_the_bot_is_back(
+    services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat, handover_id, actor = await with_agent(services, demo, "user-waiting")
+    failing_resume(monkeypatch, times=1)
+    await services.desk.release(actor, handover_id, NOTE)
+    held = await chat.say("hello? is anybody there?")
+    assert held.status == "for_agent" and not held.replies, "the conversation is not the bot's yet: held"
+
+    assert (await services.desk.sweep())["resumed"] == 1
+    messages = await services.store.messages.list_all(demo.tenant.id, chat.conversation_id or "")
+    [inbound] = [m for m in messages if m.text == "hello? is anybody there?"]
+    assert inbound.status != "for_agent", "no longer held for a person who has gone"
+    after = [m for m in messages if m.direction == "outbound" and m.created_at > inbound.created_at]
+    assert after, "the bot answered it once it had the conversation back"
+    assert (await services.desk.sweep())["resumed"] == 0
+
+
 async def test_a_resume_that_keeps_failing_still_gives_the_conversation_back(
     services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -424,6 +424,9 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     unanswered = InboundMessage(channel="sms", text=f"{slug} unanswered", sender=SENDER, idempotency_key="fallback-1")
     fallback, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, unanswered)
     await store.messages.finish(tenant.id, fallback.id, "answered", turn_id=None, outcome={"intent": None})
+    held = InboundMessage(channel="sms", text=f"{slug} held for a person", sender=SENDER, idempotency_key="held-1")
+    held_message, _ = await store.messages.add_inbound(tenant.id, bot.id, conversation.id, held)
+    await store.messages.finish(tenant.id, held_message.id, "for_agent", turn_id=None, outcome={"escalated": True})
     outbox = await build_outbox(store, tenant, bot, conversation)
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
@@ -646,6 +649,12 @@ PROBES: list[Probe] = [
         "messages",
         "pending_with_conversation",
         lambda s, a, b: flattened(s.messages.pending_with_conversation(a.tenant.id, b.conversation.id)),
+        "nothing",
+    ),
+    Probe(
+        "messages",
+        "release_held",
+        lambda s, a, b: s.messages.release_held(a.tenant.id, b.conversation.id, datetime(2000, 1, 1, tzinfo=UTC)),
         "nothing",
     ),
     Probe(

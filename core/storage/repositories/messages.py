@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -329,6 +330,19 @@ class MessageRepository(Repository):
             return _pending_of(row)
 
         return read
+
+    async def release_held(self, tenant_id: str, conversation_id: str, since: datetime) -> int:
+        """Inbound messages held for a person (``for_agent``) after ``since`` are the bot's to run again; how many.
+
+        For a conversation whose handover closed at ``since`` but whose bot took it back
+        only later: what the user wrote meanwhile was held for nobody.
+        """
+        rows = await self._all(
+            "UPDATE messages SET status = 'received' WHERE tenant_id = %s AND conversation_id = %s "
+            "AND direction = 'inbound' AND status = 'for_agent' AND created_at > %s RETURNING id",
+            (as_uuid(tenant_id), as_uuid(conversation_id), since),
+        )
+        return len(rows)
 
     async def store_turn(
         self,
