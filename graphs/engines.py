@@ -433,6 +433,9 @@ CALIBRATION = 1.5
 """Raw scores are raised to this power: partial matches fall below the default threshold of 0.35 (raw 0.5)."""
 INFORMATION = 0.6
 """A query whose terms weigh less than this in all (``and how long is it?``) is too vague to be sure of."""
+PERSON_MARGIN = 0.5
+"""A call for a person wins over other answers unless it scores this much below the best one: a faint echo
+(``this is Barbara speaking`` of ``I want to speak to a human``) never overrides a clear answer."""
 INTENT_BONUS = 0.15
 """An intent whose example explains the whole message, or one of whose slots the message fills (``card 2222``),
 beats a passage scoring up to this much higher: its examples were written for it, while a passage's many words
@@ -453,6 +456,9 @@ def looks_like_follow_up(text: str) -> bool:
 
 
 ANAPHORA = frozenset(["that", "it", "this", "those", "them", "there"])
+EXPLAINED = 0.9
+"""An intent example explaining this share of a message matches it as written: a word like ``this`` in it
+(``this is Barbara speaking``) does not make it a follow-up of the previous turn."""
 
 
 def refers_back(text: str) -> bool:
@@ -571,8 +577,13 @@ class OfflineEngine:
         eligible = [s for s in scored if s.confidence >= threshold]
         if not eligible:
             return None
+        best = max(s.confidence for s in eligible)
+
+        def rank(s: _Scored) -> int:
+            return 1 if s.rank == 2 and s.confidence < best - PERSON_MARGIN else s.rank
+
         return max(
-            eligible, key=lambda s: (s.rank, s.confidence + INTENT_BONUS * (s.explains >= 0.9 or s.filled), s.position)
+            eligible, key=lambda s: (rank(s), s.confidence + INTENT_BONUS * (s.explains >= 0.9 or s.filled), s.position)
         )
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
@@ -612,7 +623,8 @@ class OfflineEngine:
         slot_text = text
         if chosen is None or looks_like_follow_up(text) or refers_back(text):
             follow = await self.follow_up(state, ctx, model, text, threshold)
-            if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence or refers_back(text)):
+            pointing = refers_back(text) and (chosen is None or chosen.explains < EXPLAINED)
+            if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence or pointing):
                 chosen, used_passages, slot_text = follow
                 scored = [chosen, *scored]
         return self.result(chosen, scored, used_passages or passages, text, slot_text)
