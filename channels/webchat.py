@@ -11,7 +11,9 @@ and by rate limits. Frames are JSON:
   ``{"type": "done", "id": "<client id>", "intent": ..., "escalated": ...}``,
   ``{"type": "error", "detail": "..."}``; and live, outside the user's turns (a person took over):
   ``{"type": "agent_joined", "name": "..."}``, ``{"type": "reply", "from": "agent", "name": "...",
-  "text": "...", "id": "..."}``, ``{"type": "bot_back", "text": null | "..."}``.
+  "text": "...", "id": "..."}``, ``{"type": "bot_back", "text": null | "..."}`` (only once the bot has really
+  taken the conversation back: a hand-back whose resume is being retried shows nothing until it is done), then
+  ``{"type": "reply", "text": "...", "id": "..."}`` for each answer to what the user wrote meanwhile.
 
 A message's client id makes a resend after a dropped connection idempotent.
 """
@@ -233,7 +235,9 @@ class _Session:
             await self.send(type="reply", id=update.id, text=update.text, name=update.name, **{"from": "agent"})
         elif update.kind == "agent_joined":
             await self.send(type="agent_joined", name=update.name)
-        else:
+        elif update.kind == "bot_message":  # the bot's answer to a message written while it was taking over
+            await self.send(type="reply", id=update.id, text=update.text)
+        elif update.kind == "bot_back":
             await self.send(type="bot_back", text=update.text)
 
     def limited(self) -> bool:

@@ -235,14 +235,15 @@ class ChannelConversation(msgspec.Struct, frozen=True, kw_only=True):
 class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """Something that happened in a conversation outside a turn, for a socket channel to show its user live."""
 
-    kind: Literal["agent_joined", "agent_message", "bot_back"]
-    """A person joined (an agent claimed the handover), a person's message, or the bot is back."""
+    kind: Literal["agent_joined", "agent_message", "bot_back", "bot_message"]
+    """A person joined (an agent claimed the handover), a person's message, the bot is back, or the bot's answer
+    to what the user wrote while the bot was taking the conversation back (``bot_message``)."""
     text: str | None = None
-    """The agent's message (``agent_message``), or what the user is told when the bot is back, if anything."""
+    """The message (``agent_message``, ``bot_message``), or what the user is told when the bot is back, if anything."""
     name: str | None = None
     """The agent's display name."""
     id: str | None = None
-    """The stored message's id (``agent_message``)."""
+    """The stored message's id (``agent_message``, ``bot_message``)."""
 
 
 class SocketClosed(Exception):

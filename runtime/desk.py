@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -137,6 +137,20 @@ class Actor:
     def name(self) -> str:
         """How the conversation names who acted."""
         return self.agent.name if self.agent is not None else "supervisor"
+
+
+@dataclass
+class Resumed:
+    """What :meth:`Desk._resume` did with a closed handover's conversation."""
+
+    back: bool = False
+    """The bot has the conversation (the graph resumed, or the conversation was given back without it)."""
+    first: bool = False
+    """This call recorded it (the handover's ``resumed_at``): whoever gets ``first`` tells the user."""
+    failure: dict[str, Any] | None = None
+    """The ``handover.resume_failed`` event's data, when the resume failed."""
+    answers: list[StoredMessage] = field(default_factory=list)
+    """The bot's answers to what the user wrote while the resume was pending."""
 
 
 def is_open(team: Team | None, moment: datetime) -> bool:
@@ -411,14 +425,11 @@ class Desk:
                 logger.exception("handover %s could not be handed back after its wait", handover_id)
         for record in await self.store.handovers.resume_pending():
             try:
-                failure = await self._resume(record, await self._closer(record))
+                done = await self._retry(record)
             except Exception:
                 logger.exception("handover %s: its resume could not be retried", record.id)
                 continue
-            if failure is None:
-                resumed += 1
-            else:
-                await self.emit(record, "handover.resume_failed", failure)
+            resumed += done.failure is None
         alerts = await self.store.handovers.missed_deadlines()
         for alert in alerts:
             HANDOVER_SLA_MISSED.labels(alert.bot_id, alert.team or "", alert.kind).inc()
@@ -427,6 +438,31 @@ class Desk:
             await self._emit(alert.tenant_id, "handover.sla_missed", alert.conversation_id, data)
         await self.refresh_gauge()
         return {"timed_out": timed_out, "resumed": resumed, "sla_missed": len(alerts)}
+
+    async def retry_resume(self, actor: Actor, handover_id: str) -> HandoverRecord:
+        """Retry now the resume of a closed handover the bot has not taken back (as the sweep would); 409 otherwise."""
+        record = await self.handover(actor.tenant_id, handover_id)
+        if record.status in OPEN_STATUSES or record.resumed_at is not None:
+            raise DeskRefused(409, f"handover {record.id} has no resume pending ({record.status})")
+        await self._retry(record)
+        return await self.handover(actor.tenant_id, record.id)
+
+    async def _retry(self, record: HandoverRecord) -> Resumed:
+        """Resume a closed handover's conversation again; its events (a failure, and the bot back late)."""
+        done = await self._resume(record, await self._closer(record))
+        if done.failure is not None:
+            await self.emit(record, "handover.resume_failed", done.failure)
+        if done.first:
+            await self.emit(record, "handover.resumed", await self._back_data(record, done))
+        return done
+
+    async def _back_data(self, record: HandoverRecord, done: Resumed) -> dict[str, Any]:
+        """The ``handover.resumed`` event's data: the bot has the conversation back after a failed resume."""
+        data = {**handover_data(record), "given_back": done.failure is not None, **_answers(done)}
+        if record.status == "timed_out_to_bot":
+            bot, _ = await self._parties(record)
+            data["text"] = (await self.config(bot)).timeout_message
+        return data
 
     def jobs(self) -> dict[str, JobFunction]:
         """The desk's job functions (``desk_sweep``, a cron job of the deliveries queue)."""
@@ -455,11 +491,12 @@ class Desk:
         record = moved.handover
         bot, _ = await self._parties(record)
         config = await self.config(bot)
-        failure = await self._resume(record, "botloom")
+        done = await self._resume(record, "botloom")
         HANDOVERS.labels(record.bot_id, record.team or "", "timed_out_to_bot").inc()
-        await self.emit(record, "handover.timed_out_to_bot", {**handover_data(record), "text": config.timeout_message})
-        if failure is not None:
-            await self.emit(record, "handover.resume_failed", failure)
+        data = {**handover_data(record), "text": config.timeout_message, "resumed": done.back, **_answers(done)}
+        await self.emit(record, "handover.timed_out_to_bot", data)
+        if done.failure is not None:
+            await self.emit(record, "handover.resume_failed", done.failure)
         return 1
 
     async def _close(self, actor: Actor, handover_id: str, to: HandoverStatus, note: str | None) -> HandoverRecord:
@@ -478,29 +515,31 @@ class Desk:
         if not moved.moved:
             raise DeskRefused(409, _not_yours(moved.handover, "claim it first"))
         record = moved.handover
-        failure = await self._resume(record, actor.name)
+        done = await self._resume(record, actor.name)
         HANDOVERS.labels(record.bot_id, record.team or "", to).inc()
-        await self.emit(record, f"handover.{to}", {**handover_data(record), "agent_name": actor.name, "note": note})
-        if failure is not None:
-            await self.emit(record, "handover.resume_failed", failure)
+        data = {**handover_data(record), "agent_name": actor.name, "note": note, "resumed": done.back, **_answers(done)}
+        await self.emit(record, f"handover.{to}", data)
+        if done.failure is not None:
+            await self.emit(record, "handover.resume_failed", done.failure)
         await self.assign_waiting(actor.tenant_id)  # the agent has room for the next one
         await self.refresh_gauge()
         return await self.store.handovers.get(actor.tenant_id, record.id) or record
 
-    async def _resume(self, record: HandoverRecord, agent: str) -> dict[str, Any] | None:
-        """Give a closed handover's conversation back to the bot; ``None`` when done, else what failed.
+    async def _resume(self, record: HandoverRecord, agent: str) -> Resumed:
+        """Give a closed handover's conversation back to the bot; what happened (:class:`Resumed`).
 
         The graph resumes (see :meth:`release`, :meth:`resolve`; a timed-out one's user gets the
-        timeout message). When it fails, the answer is the
-        ``handover.resume_failed`` event's data: the desk's sweep retries it, and after
+        timeout message). When it fails, ``failure`` is the ``handover.resume_failed`` event's data
+        (with the error's type name, never its text): the desk's sweep retries it, and after
         :data:`RESUME_ATTEMPTS` failures the conversation is given back to the bot without the resume,
-        so the user is never left with nobody answering.
+        so the user is never left with nobody answering. Once the bot has it, what the user wrote
+        meanwhile is answered (``answers``).
         """
         try:
             bot, conversation = await self._parties(record)
         except DeskRefused:  # the conversation is gone: nothing to give back
-            await self.store.handovers.resumed(record.tenant_id, record.id)
-            return None
+            first = await self.store.handovers.resumed(record.tenant_id, record.id)
+            return Resumed(back=True, first=first)
         timed_out = record.status == "timed_out_to_bot"
         try:
             result = await self.runner.handovers.agent_action(
@@ -518,34 +557,37 @@ class Desk:
         except (LookupError, NotWithPerson):
             pass  # the bot has it already (another process resumed it), or a new handover holds its pause
         except Exception as exc:
-            attempts = await self.store.handovers.resume_failed(record.tenant_id, record.id)
+            error = type(exc).__name__
+            attempts = await self.store.handovers.resume_failed(record.tenant_id, record.id, error)
             logger.exception("handover %s: the bot could not take its conversation back (%d)", record.id, attempts)
-            failure = {**handover_data(record), "attempt": attempts, "error": type(exc).__name__, "given_back": False}
+            failure = {**handover_data(record), "attempt": attempts, "error": error, "given_back": False}
             if attempts < RESUME_ATTEMPTS:
-                return failure
+                return Resumed(failure=failure)
             failure["given_back"] = await self.runner.handovers.give_back(bot, conversation.id)
-            await self.store.handovers.resumed(record.tenant_id, record.id)
-            await self._answer_held(bot, conversation, record)
-            return failure
+            first = await self.store.handovers.resumed(record.tenant_id, record.id)
+            answers = await self._answer_held(bot, conversation, record)
+            return Resumed(back=True, first=first, failure=failure, answers=answers)
         else:
             if result.replies:
                 await self._deliver(conversation, result.turn_id or record.id)
-        await self.store.handovers.resumed(record.tenant_id, record.id)
-        await self._answer_held(bot, conversation, record)
-        return None
+        first = await self.store.handovers.resumed(record.tenant_id, record.id)
+        return Resumed(back=True, first=first, answers=await self._answer_held(bot, conversation, record))
 
-    async def _answer_held(self, bot: Bot, conversation: Conversation, record: HandoverRecord) -> None:
+    async def _answer_held(self, bot: Bot, conversation: Conversation, record: HandoverRecord) -> list[StoredMessage]:
         """Let the bot answer what the user wrote between the handover's close and the bot taking it back.
 
-        Those messages were held for a person who had gone.
+        Those messages were held for a person who had gone; the bot's answers.
         """
         if record.closed_at is None:
-            return
+            return []
         if not await self.store.messages.release_held(bot.tenant_id, conversation.id, record.closed_at):
-            return
+            return []
+        answers: list[StoredMessage] = []
         for result in await self.runner.process(bot, conversation.id, wait=True):
             if result.replies:
+                answers += result.replies
                 await self._deliver(conversation, result.turn_id or record.id)
+        return answers
 
     async def _closer(self, record: HandoverRecord) -> str:
         """Who closed the handover, as the conversation names them (its agent, or botloom for a timeout)."""
@@ -609,6 +651,13 @@ def handover_data(record: HandoverRecord) -> dict[str, Any]:
     }
 
 
+def _answers(done: Resumed) -> dict[str, Any]:
+    """The bot's answers to the messages held while the resume was pending, for the event that says it is back."""
+    if not done.answers:
+        return {}
+    return {"answers": [{"message_id": m.id, "text": m.text} for m in done.answers]}
+
+
 def _after(moment: datetime, minutes: float | None) -> datetime | None:
     return moment + timedelta(minutes=minutes) if minutes is not None else None
 
@@ -655,6 +704,7 @@ __all__ = [
     "Desk",
     "DeskConfig",
     "DeskRefused",
+    "Resumed",
     "effective_presence",
     "handover_data",
     "is_open",

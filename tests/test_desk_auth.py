@@ -44,6 +44,7 @@ DESK_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/handovers/{handover_id:str}/messages"): Call(json={"text": "planted"}),
     ("POST", "/api/v1/handovers/{handover_id:str}/release"): Call(json={"note": "planted"}),
     ("POST", "/api/v1/handovers/{handover_id:str}/resolve"): Call(),
+    ("POST", "/api/v1/handovers/{handover_id:str}/resume"): Call(),
     ("GET", "/api/v1/handovers/{handover_id:str}/notes"): Call(),
     ("POST", "/api/v1/handovers/{handover_id:str}/notes"): NOTE,
     ("POST", "/api/v1/handovers/{handover_id:str}/suggestion"): Call(),

@@ -25,7 +25,13 @@ from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict
 from botloom.core.storage.repositories.agents import CannedResponse, Presence
-from botloom.core.storage.repositories.handovers import HandoverRecord, Note, Transition, statuses_of
+from botloom.core.storage.repositories.handovers import (
+    CLOSED_STATUSES,
+    HandoverRecord,
+    Note,
+    Transition,
+    statuses_of,
+)
 from botloom.runtime.desk import Actor, DeskRefused, effective_presence
 from botloom.runtime.services import Services
 from botloom.server.api.agents import AgentOut
@@ -132,13 +138,16 @@ class HandoverOut(msgspec.Struct, frozen=True, kw_only=True):
     resolution_due: datetime | None
     resumed_at: datetime | None = None
     """When the bot took the closed handover's conversation back; ``null`` while a failed resume is retried."""
+    resume_attempts: int = 0
+    """How many resumes of the closed handover failed (the desk's sweep retries them; 5 give it back)."""
+    resume_error: str | None = None
+    """The last failed resume's error code (the error's type, e.g. ``OperationalError``; never its text)."""
 
     @classmethod
     def of(cls, record: HandoverRecord) -> HandoverOut:
         """The answer for a stored handover."""
         data = msgspec.structs.asdict(record)
         data.pop("tenant_id")
-        data.pop("resume_attempts")
         return cls(**data)
 
 
@@ -280,7 +289,7 @@ class HandoverController(ApiController):
     opt = DESK
 
     @get(summary="List handovers", raises=DESK_READ_ERRORS)
-    async def list_handovers(  # noqa: PLR0917 - Litestar passes them by name
+    async def list_handovers(  # noqa: PLR0913, PLR0917 - Litestar passes them by name
         self,
         principal: PrincipalDep,
         services: ServicesDep,
@@ -291,10 +300,20 @@ class HandoverController(ApiController):
         team: Annotated[str | None, QueryParameter(max_length=64)] = None,
         mine: Annotated[bool, QueryParameter(description="Only the calling agent's")] = False,
         bot: Annotated[str | None, QueryParameter(description="Only this bot's (its id)", max_length=200)] = None,
+        resume: Annotated[
+            str | None,
+            QueryParameter(
+                description="pending: closed handovers whose conversation the bot has not taken back yet",
+                pattern="^pending$",
+            ),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
         tenant: TenantQuery = None,
     ) -> list[HandoverOut]:
-        """The tenant's handovers, oldest first (the queue's order); open ones when no status is given."""
+        """The tenant's handovers, oldest first (the queue's order); open ones when no status is given.
+
+        ``resume=pending``: the closed ones whose resume failed and is retried (any closed status unless given).
+        """
         actor = await actor_of(services, principal, tenant)
         try:
             statuses = statuses_of([s.strip() for s in status.split(",") if s.strip()]) if status else []
@@ -302,10 +321,11 @@ class HandoverController(ApiController):
             raise ValidationException(str(exc)) from None
         rows = await services.store.handovers.list_all(
             actor.tenant_id,
-            statuses=statuses or ["waiting", "assigned", "with_agent"],
+            statuses=statuses or (list(CLOSED_STATUSES) if resume else ["waiting", "assigned", "with_agent"]),
             team=team,
             agent_id=actor.agent_id if mine else None,
             bot_id=bot,
+            resume_pending=resume == "pending",
             limit=limit,
         )
         return [HandoverOut.of(r) for r in rows]
@@ -395,6 +415,19 @@ class HandoverController(ApiController):
         note = (data.note if data is not None else None) or None
         return HandoverOut.of(
             await on_desk(services, principal, tenant, lambda a: services.desk.resolve(a, handover_id, note))
+        )
+
+    @post("/{handover_id:str}/resume", summary="Retry a pending resume now", raises=CONFLICT_ERRORS, status_code=200)
+    async def resume(
+        self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
+    ) -> HandoverOut:
+        """Retry now the bot's resume of a closed handover whose resume failed (409 when none is pending).
+
+        The answer says how it went: ``resumed_at`` set (the bot has the conversation), or one more
+        ``resume_attempts`` with its ``resume_error``.
+        """
+        return HandoverOut.of(
+            await on_desk(services, principal, tenant, lambda a: services.desk.retry_resume(a, handover_id))
         )
 
     @get("/{handover_id:str}/notes", summary="List a handover's notes", raises=DESK_READ_ERRORS)

@@ -226,29 +226,62 @@ async def desk_socket(socket: WebSocket[Any, Any, Any]) -> None:
 # -- the end user's side: a socket channel's host with live updates ---------------------------
 
 JOINED = frozenset({"handover.claimed"})
-BOT_BACK = frozenset({"handover.returned_to_bot", "handover.resolved", "handover.timed_out_to_bot"})
+CLOSED = frozenset({"handover.returned_to_bot", "handover.resolved", "handover.timed_out_to_bot"})
+"""A handover closed: the bot is back, unless the event says its resume failed (``"resumed": false``)."""
+BOT_BACK_LATE = "handover.resumed"
+"""The bot took the conversation back after failed resumes (retried, or given back)."""
+
+
+def bot_back(event: dict[str, Any]) -> bool:
+    """Whether the event says the bot really has the conversation back (a close whose resume failed does not)."""
+    kind, data = event.get("kind"), event.get("data")
+    if kind == BOT_BACK_LATE:
+        return True
+    return kind in CLOSED and not (isinstance(data, dict) and data.get("resumed") is False)
+
+
+def end_user_updates(event: dict[str, Any]) -> list[ConversationUpdate]:
+    """What an event shows the conversation's end user, in order (never notes, never who else is queued).
+
+    "The bot is back" only once the bot has taken the conversation back: a handover closed while
+    its resume fails shows nothing until the resume is done (``handover.resumed``); then the bot's
+    answers to what the user wrote meanwhile follow.
+    """
+    kind, data = event.get("kind"), event.get("data") or {}
+    if not isinstance(data, dict):
+        return []
+    name = data.get("agent_name") if isinstance(data.get("agent_name"), str) else None
+    if kind in JOINED:
+        return [ConversationUpdate(kind="agent_joined", name=name)]
+    if kind == "handover.message" and isinstance(data.get("text"), str):
+        message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
+        return [ConversationUpdate(kind="agent_message", text=data["text"], name=name, id=message_id)]
+    if not bot_back(event):
+        return []
+    told = kind in {"handover.timed_out_to_bot", BOT_BACK_LATE} and isinstance(data.get("text"), str)
+    updates = [ConversationUpdate(kind="bot_back", text=data["text"] if told else None)]
+    for answer in data.get("answers") or []:
+        if isinstance(answer, dict) and isinstance(answer.get("text"), str):
+            message_id = answer.get("message_id") if isinstance(answer.get("message_id"), str) else None
+            updates.append(ConversationUpdate(kind="bot_message", text=answer["text"], id=message_id))
+    return updates
 
 
 def end_user_update(event: dict[str, Any]) -> ConversationUpdate | None:
-    """What an event shows the conversation's end user, if anything (never notes, never who else is queued)."""
-    kind, data = event.get("kind"), event.get("data") or {}
-    if not isinstance(data, dict):
-        return None
-    name = data.get("agent_name") if isinstance(data.get("agent_name"), str) else None
-    if kind in JOINED:
-        return ConversationUpdate(kind="agent_joined", name=name)
-    if kind == "handover.message" and isinstance(data.get("text"), str):
-        message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
-        return ConversationUpdate(kind="agent_message", text=data["text"], name=name, id=message_id)
-    if kind in BOT_BACK:
-        text = data.get("text") if kind == "handover.timed_out_to_bot" and isinstance(data.get("text"), str) else None
-        return ConversationUpdate(kind="bot_back", text=text)
-    return None
+    """The first of :func:`end_user_updates`, if any."""
+    updates = end_user_updates(event)
+    return updates[0] if updates else None
 
 
 CATCH_UP_EVERY = 10.0
 """Seconds between reads of the stored events while a person is involved, in case a live notice was lost."""
 WITH_PERSON = frozenset({"handover.waiting", "handover.assigned", "handover.claimed", "handover.message"})
+
+
+def involves_person(event: dict[str, Any]) -> bool:
+    """Whether the conversation is not the bot's after the event (a person has it, or its resume is pending)."""
+    kind = event.get("kind")
+    return kind in WITH_PERSON or kind == "handover.resume_failed" or (kind in CLOSED and not bot_back(event))
 
 
 class LiveHost(ChannelHost):
@@ -278,7 +311,7 @@ class LiveHost(ChannelHost):
         if conversation.id not in self._shown:
             last = await self.services.store.events.last_in_conversation(self.bot.tenant_id, conversation.id)
             self._shown[conversation.id] = last.sequence if last is not None else 0
-            if last is not None and last.kind in WITH_PERSON:
+            if last is not None and involves_person(last.envelope()):
                 self._with_person.add(conversation.id)
         return conversation
 
@@ -347,13 +380,11 @@ class LiveHost(ChannelHost):
         sequence = event.get("sequence")
         if isinstance(sequence, int):
             self._shown[conversation_id] = max(sequence, self._shown.get(conversation_id, 0))
-        kind = event.get("kind")
-        if kind in WITH_PERSON:
-            self._with_person.add(conversation_id)
-        elif kind in BOT_BACK:
+        if involves_person(event):
+            self._with_person.add(conversation_id)  # a pending resume too: its end must not be missed
+        elif bot_back(event):
             self._with_person.discard(conversation_id)
-        update = end_user_update(event)
-        if update is not None:
+        for update in end_user_updates(event):
             await deliver(update)
 
 
@@ -375,4 +406,13 @@ async def _frame(socket: WebSocket[Any, Any, Any]) -> str:
     return text
 
 
-__all__ = ["DeskChannels", "LiveHost", "desk_socket", "end_user_update", "live_host", "socket_tenant"]
+__all__ = [
+    "DeskChannels",
+    "LiveHost",
+    "bot_back",
+    "desk_socket",
+    "end_user_update",
+    "end_user_updates",
+    "live_host",
+    "socket_tenant",
+]

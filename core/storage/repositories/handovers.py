@@ -50,6 +50,8 @@ class HandoverRecord(msgspec.Struct, frozen=True, kw_only=True):
     """When the bot took the conversation back (the graph resumed); ``None`` on a closed handover: still to do."""
     resume_attempts: int = 0
     """Resumes of a closed handover that failed (the desk's sweep retries them)."""
+    resume_error: str | None = None
+    """The last failed resume's error code (the exception's type name; never a remote server's text)."""
 
 
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,15 +163,20 @@ class HandoverRepository(Repository):
         team: str | None = None,
         agent_id: str | None = None,
         bot_id: str | None = None,
+        resume_pending: bool = False,
         limit: int = 100,
     ) -> list[HandoverRecord]:
-        """The tenant's handovers, oldest first (the queue's order), filtered by status, team, agent and bot."""
+        """The tenant's handovers, oldest first (the queue's order), filtered by status, team, agent and bot.
+
+        ``resume_pending``: only closed ones whose conversation the bot has not taken back yet.
+        """
         rows = await self._all(
             "SELECT * FROM handovers WHERE tenant_id = %s AND (cardinality(%s::text[]) = 0 OR status = ANY(%s)) "
             "AND (%s::text IS NULL OR team = %s) AND (%s::uuid IS NULL OR agent_id = %s) "
-            "AND (%s::uuid IS NULL OR bot_id = %s) ORDER BY created_at, id LIMIT %s",
+            "AND (%s::uuid IS NULL OR bot_id = %s) "
+            "AND (NOT %s OR (resumed_at IS NULL AND status = ANY(%s))) ORDER BY created_at, id LIMIT %s",
             (as_uuid(tenant_id), list(statuses), list(statuses), team, team, as_uuid(agent_id), as_uuid(agent_id),
-             as_uuid(bot_id), as_uuid(bot_id), limit),
+             as_uuid(bot_id), as_uuid(bot_id), resume_pending, list(CLOSED_STATUSES), limit),
         )  # fmt: skip
         return [to_struct(HandoverRecord, r) for r in rows]
 
@@ -313,12 +320,12 @@ class HandoverRepository(Repository):
         )
         return row is not None
 
-    async def resume_failed(self, tenant_id: str, handover_id: str) -> int:
-        """Count a failed resume of the closed handover; how many have failed so far."""
+    async def resume_failed(self, tenant_id: str, handover_id: str, error: str | None = None) -> int:
+        """Count a failed resume of the closed handover, with its error code; how many have failed so far."""
         row = await self._one(
-            "UPDATE handovers SET resume_attempts = resume_attempts + 1 WHERE tenant_id = %s AND id = %s "
-            "RETURNING resume_attempts",
-            (as_uuid(tenant_id), as_uuid(handover_id)),
+            "UPDATE handovers SET resume_attempts = resume_attempts + 1, resume_error = %s "
+            "WHERE tenant_id = %s AND id = %s RETURNING resume_attempts",
+            (error, as_uuid(tenant_id), as_uuid(handover_id)),
         )
         return int(row["resume_attempts"]) if row else 0
 
