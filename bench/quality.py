@@ -8,7 +8,11 @@ Two sets, each a JSON-lines file in ``bench/quality/``:
   documents (``bench/quality/library/*.md``) and intents
   (``bench/quality/library_plugin.py``), written apart from the first and never
   tuned on: it shows whether the figures carry over to a domain the engine has not
-  seen.
+  seen;
+* ``gym.jsonl``: a third bot, the front desk of a gym (``bench/quality/gym/*.md``,
+  ``bench/quality/gym_plugin.py``), written for the generalisation work of #17:
+  its ``tune`` half may be looked at with the demo's, its ``held-out`` half is only
+  counted.
 
 Each line is one case: a short conversation (``turns``, each a user message; a
 message of several lines is a burst or an e-mail) and what the bot's answer to its
@@ -87,9 +91,26 @@ from botloom.core.settings import Settings  # noqa: E402
 from botloom.runtime.services import Services  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "quality"
-SETS = ("demo", "library")
-LIBRARY_PLUGIN = "library_desk"
-LIBRARY_PLUGINS = ("smalltalk", "handoff", "knowledge", LIBRARY_PLUGIN)
+SETS = ("demo", "library", "gym")
+
+
+@dataclass(frozen=True)
+class SecondBot:
+    """An evaluation bot besides the demo: its tenant and bot slugs, its plugin file and its documents' folder."""
+
+    tenant: str
+    title: str
+    slug: str
+    plugin: str
+    """The plugin's name; its module is ``bench/quality/{set}_plugin.py``, its documents ``bench/quality/{set}/``."""
+
+
+BOTS = {
+    "library": SecondBot(tenant="riverside", title="Riverside Library", slug="desk", plugin="library_desk"),
+    "gym": SecondBot(tenant="northside", title="Northside Fitness", slug="frontdesk", plugin="gym_desk"),
+}
+"""The evaluation bots other than the demo, by set name."""
+BASE_PLUGINS = ("smalltalk", "handoff", "knowledge")
 CALIBRATION_STEPS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FLOOR = DATA / "floor.json"
 """The demo set's recorded figures that ``tests/test_quality.py`` keeps from getting worse."""
@@ -315,12 +336,12 @@ def _candidate(c: dict[str, Any]) -> str:
     return f"{c['intent']}{':' + c['document'] if 'document' in c else ''}={c['confidence']}"
 
 
-# ------------------------------------------------------------------------------ the second bot
+# ------------------------------------------------------------------------------ the other bots
 
 
-def library_plugin() -> Any:
-    """The library bot's intents plugin (a module loaded from ``bench/quality/library_plugin.py``)."""
-    spec = importlib.util.spec_from_file_location("botloom_quality_library", DATA / "library_plugin.py")
+def bot_plugin(name: str = "library") -> Any:
+    """The intents plugin of the evaluation bot ``name`` (a module loaded from ``bench/quality/{name}_plugin.py``)."""
+    spec = importlib.util.spec_from_file_location(f"botloom_quality_{name}", DATA / f"{name}_plugin.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -328,29 +349,31 @@ def library_plugin() -> Any:
     return module
 
 
-async def ensure_library(services: Services) -> Bot:
-    """The second evaluation bot (tenant ``riverside``, bot ``desk``): its plugins and documents."""
+async def ensure_bot(services: Services, name: str) -> Bot:
+    """The evaluation bot of the set ``name`` (not the demo): its plugins and documents."""
     from botloom.core.config import split_secrets, validate_config
 
+    spec = BOTS[name]
     store = services.store
-    tenant = await store.tenants.get_by_slug("riverside") or await store.tenants.create("riverside", "Riverside")
-    bot = await store.bots.get_by_slug(tenant.id, "desk")
+    tenant = await store.tenants.get_by_slug(spec.tenant) or await store.tenants.create(spec.tenant, spec.title)
+    bot = await store.bots.get_by_slug(tenant.id, spec.slug)
     if bot is None:
-        bot = await store.bots.create(tenant.id, "desk", "Riverside Library", BotSettings())
-        for plugin in LIBRARY_PLUGINS:
+        bot = await store.bots.create(tenant.id, spec.slug, spec.title, BotSettings())
+        for plugin in (*BASE_PLUGINS, spec.plugin):
             schema = services.host.config_schema(plugin)
             config = validate_config(plugin, schema, {})
             public, secret = split_secrets(schema, config)
             await store.plugin_settings.put(tenant.id, bot.id, plugin, enabled=True, config=public, secrets=secret)
-    paths = sorted((DATA / "library").glob("*.md"))
+    paths = sorted((DATA / name).glob("*.md"))
     await services.knowledge.ingest_paths(tenant.id, bot.id, paths)
     return bot
 
 
-def register_library(host: Any) -> None:
-    """Register the library bot's plugin with ``host`` (before ``collect``)."""
-    if LIBRARY_PLUGIN not in host.infos:
-        host.register(library_plugin(), LIBRARY_PLUGIN, source="bench")
+def register_bots(host: Any) -> None:
+    """Register the evaluation bots' plugins with ``host`` (before ``collect``)."""
+    for name, spec in BOTS.items():
+        if spec.plugin not in host.infos:
+            host.register(bot_plugin(name), spec.plugin, source="bench")
 
 
 # ------------------------------------------------------------------------------ CPU per turn
@@ -527,10 +550,13 @@ async def run(
 
     settings = _settings(data_dir, url)
     host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
-    register_library(host)
+    register_bots(host)
     results: dict[str, Any] = {}
     async with open_services(settings, host=host, url=url) as services:
-        bots = {"demo": (await ensure_demo(services)).bot, "library": await ensure_library(services)}
+        bots = {"demo": (await ensure_demo(services)).bot}
+        for name in BOTS:
+            if name in names:
+                bots[name] = await ensure_bot(services, name)
         for name in names:
             began = time.perf_counter()
             outcomes = await evaluate(services, bots[name], load_cases(name, half))

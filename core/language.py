@@ -332,8 +332,41 @@ SYNONYMS: dict[str, str] = {
     "not turned up": "not received",
     "still waiting for": "not received",
     "waiting for": "not received",
+    # money, subscriptions and opening times (round 3: general service vocabulary)
+    "rate": "cost",
+    "rates": "costs",
+    "cheap": "cost",
+    "cheaper": "cost",
+    "cheapest": "cost",
+    "expensive": "cost",
+    "quit": "cancel",
+    "terminate": "cancel",
+    "termination": "cancellation",
+    "suspend": "pause",
+    "on hold": "pause",
+    "how late": "close time",
+    "how early": "open time",
+    "newbie": "beginner",
+    "newbies": "beginners",
+    "novice": "beginner",
+    "novices": "beginners",
+    "first timer": "beginner",
+    "first timers": "beginners",
 }
 """Curated English synonyms: a phrase or word (lower case) → the canonical words it means."""
+
+EQUIVALENTS: tuple[tuple[str, ...], ...] = (
+    ("schedule", "timetable"),
+    ("weekend", "saturday", "sunday"),
+    ("weekday", "monday", "friday"),
+)
+"""Words that each stand for the whole group, in a message and in a bot's text alike: ``weekend`` finds
+``Saturday and Sunday``, ``timetable`` finds ``schedule`` and the other way round (the search query gets the
+group's words too)."""
+for _group in EQUIVALENTS:
+    for _member in _group:
+        SYNONYMS.setdefault(_member, " ".join(_group))
+        SYNONYMS.setdefault(f"{_member}s", " ".join(_group))
 
 
 def _word_list(text: str) -> list[str]:
@@ -525,9 +558,19 @@ BARE_CONTRACTIONS = {
 """Contractions written without their apostrophe (``hasnt``), as people type them."""
 
 
+HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+"""A hyphen inside a compound of letters (``wi-fi``, ``no-show``, ``e-mail``): the compound is one word."""
+
+
 def words(text: str) -> list[str]:
-    """The words of ``text``, normalised, contractions spelled out (``what's``, ``whats`` → ``what is``)."""
+    """The words of ``text``, normalised, contractions spelled out (``what's``, ``whats`` → ``what is``).
+
+    A hyphenated compound is one word written together (``Wi-Fi`` → ``wifi``), as people often type it;
+    :meth:`Analyzer.canonical` also joins two words the bot knows as one (``wi fi``).
+    """
     plain = normalize(text)
+    if "-" in plain:
+        plain = HYPHEN.sub("", plain)
     if "'" in plain:
         for short, full in CONTRACTIONS:
             plain = plain.replace(short, full)
@@ -602,9 +645,30 @@ class Analyzer:
         self._corrections[word] = corrected
         return corrected
 
+    def join_compounds(self, found: list[str], keep: frozenset[str]) -> list[str]:
+        """``found`` with two neighbouring words written as one where the bot knows them so (``wi fi`` → ``wifi``).
+
+        Only compounds of the bot's own vocabulary and ``keep`` (its passages' words) are joined, never
+        English at large: ``any time`` stays two words unless the bot writes ``anytime``.
+        """
+        out: list[str] = []
+        i = 0
+        while i < len(found):
+            if i + 1 < len(found) and found[i].isalpha() and found[i + 1].isalpha():
+                joined = found[i] + found[i + 1]
+                if joined in self.vocabulary or joined in keep:
+                    out.append(joined)
+                    i += 2
+                    continue
+            out.append(found[i])
+            i += 1
+        return out
+
     def canonical(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> list[str]:
         """The words of ``text`` spelled right (unless not ``spell``), synonyms replaced by their canonical words."""
         found = words(text)[:MAX_WORDS] if spell else words(text)
+        if spell and len(found) > 1:
+            found = self.join_compounds(found, keep)
         tokens = [self.correct(w, keep) for w in found[:MAX_SPELLED]] + found[MAX_SPELLED:] if spell else found
         stems = [stem(t) for t in tokens]
         out: list[str] = []
@@ -652,7 +716,7 @@ class Analyzer:
 
     def expand(self, text: str) -> str:
         """``text`` followed by its corrected, canonical words that differ: a search query that finds both."""
-        original = words(text)
+        original = WORD.findall(normalize(text))  # as written: a compound's joined form (wifi) is new
         extra = [w for w in self.canonical(text) if w not in original and w not in KINDS]
         return text if not extra else f"{text} {' '.join(dict.fromkeys(extra))}"
 

@@ -14,6 +14,7 @@ import re
 import string
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -99,15 +100,33 @@ SMALL_TALK = 0
 """The :func:`specificity` of an intent answered from a template alone (greetings, thanks)."""
 
 
+TEMPLATE = 1
+"""The :func:`specificity` of an intent answered from a template whose examples are about something."""
+SMALL_TALK_INFORMATION = 1.35
+"""An intent answered from a template alone is small talk when its examples' terms weigh less than this on
+average (``hi``, ``thanks a lot``, ``see you``: 0.4-1.3); one whose examples name a topic (``I lost my key
+fob``: 2 or more) is a specific answer that competes with passages on confidence."""
+
+
 def specificity(intent: Intent) -> int:
-    """How much an intent asks of the bot: a person (3), then slots (2), tools (1), small talk (0)."""
+    """How much an intent asks of the bot: a person (3), then slots (2), tools or a topic (1), small talk (0)."""
     if intent.escalate:
         return 3
     if intent.slots:
         return 2
     if intent.tools:
         return 1
-    return SMALL_TALK
+    return SMALL_TALK if _social(intent.examples) else TEMPLATE
+
+
+@lru_cache(maxsize=4096)
+def _social(examples: tuple[str, ...]) -> bool:
+    """Whether examples say little about a topic: their terms weigh under :data:`SMALL_TALK_INFORMATION`."""
+    if not examples:
+        return True
+    analyzer = default_analyzer()
+    total = sum(sum(t.weight for t in analyzer.terms(e, spell=False)) for e in examples)
+    return total / len(examples) < SMALL_TALK_INFORMATION
 
 
 def message_lines(text: str) -> list[str]:

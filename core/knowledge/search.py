@@ -178,7 +178,9 @@ def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False,
     ``given``: the vector half's candidates are parameters (``%(ids)s`` and
     ``%(distances)s``, nearest first), found in memory (:mod:`botloom.core.knowledge.vectors`).
 
-    The full-text query ORs the query's lexemes, leaving out the commonest
+    The full-text query ORs the query's lexemes, a lexeme the bot writes hyphenated replaced by its
+    hyphenated form (``wifi`` → ``wi-fi``, through the ``knowledge_terms_compounds`` index) and a hyphenated
+    one joined by the joined form when the bot writes it so (``e-mail`` → ``email``), leaving out the commonest
     (by the bot's document frequencies) until the rest match at most
     ``%(budget)s`` chunks. Lexemes absent from the knowledge base stay in the
     query: ``ts_rank`` averages over the query's terms, so they keep a partial
@@ -187,9 +189,20 @@ def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False,
     """
     return sql.SQL(
         """
-WITH terms AS (
+WITH asked AS (
+    SELECT unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS lexeme
+),
+words AS (
+    SELECT coalesce(k.lexeme, a.lexeme) AS lexeme FROM asked a
+    LEFT JOIN knowledge_terms k
+        ON k.bot_id = {bot}::uuid AND strpos(k.lexeme, '-') > 0 AND replace(k.lexeme, '-', '') = a.lexeme
+    UNION
+    SELECT t.lexeme FROM asked a JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = replace(a.lexeme, '-', '')
+    WHERE strpos(a.lexeme, '-') > 0
+),
+terms AS (
     SELECT l.lexeme, sum(coalesce(t.df, 0)) OVER (ORDER BY coalesce(t.df, 0), l.lexeme) AS running
-    FROM unnest(tsvector_to_array(to_tsvector({config}, %(query)s))) AS l(lexeme)
+    FROM words AS l
     LEFT JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = l.lexeme
 ),
 tq AS (
