@@ -9,9 +9,12 @@ to another origin fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,12 +22,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from botloom.core.storage.database import Database
+from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRepository
 from tests.serve_process import Server
 from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 PASSWORD = "correct horse battery"
 WAIT = 20_000
+ADMIN = {"Authorization": "Bearer admin"}
 
 
 @pytest.fixture
@@ -163,4 +169,63 @@ def test_two_agents_and_the_web_chat_live(server: Server, tmp_path: Path) -> Non
                 shutil.copy(tmp_path / "desk.png", Path(keep) / "desk.png")
         finally:
             browser.close()
+    assert foreign == [], f"requests to other origins: {foreign}"
+
+
+async def fail_resume(database_url: str, tenant_id: str, handover_id: str, attempts: int) -> None:
+    """Close the handover as a hand-back whose resume failed ``attempts`` times leaves it (an unreachable database).
+
+    Through botloom's own repository: closed (``returned_to_bot``), ``resumed_at`` empty, the failures
+    counted with the error's code; the conversation stays with a person and its graph paused.
+    """
+    db = await Database.open(database_url, migrate=False, max_size=1)
+    try:
+        handovers = HandoverRepository(db)
+        moved = await handovers.move(tenant_id, handover_id, "returned_to_bot", allowed=OPEN_STATUSES)
+        assert moved.moved
+        for _ in range(attempts):
+            await handovers.resume_failed(tenant_id, handover_id, "OperationalError")
+    finally:
+        await db.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    make_agent(server, "cy@acme.test", "Cy")
+    r = httpx.post(
+        f"{server.url}/api/v1/bots/acme/support/messages",
+        json={"text": "I want to talk to a person", "user": "resume-user"},
+        headers={"Authorization": "Bearer admin"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["escalated"], r.text
+    [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
+    # the server's desk_sweep retries pending resumes at each minute: start well inside one
+    while datetime.now(UTC).second >= 40:
+        time.sleep(0.2)
+    tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
+    asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 2))
+    foreign: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            same_origin_only(context, server.url, foreign)
+            desk = context.new_page()
+            sign_in(desk, server, "cy@acme.test")
+            expect(desk.locator("#queue-empty")).to_be_visible(timeout=WAIT)
+            pending = desk.locator("#resumes li")
+            expect(pending).to_have_count(1, timeout=WAIT)
+            expect(pending.locator(".state")).to_have_text(
+                "returned to bot · resume failed 2× (OperationalError) · retrying"
+            )
+            pending.get_by_role("button", name="Retry now").click()
+            expect(desk.locator("#resumes-box")).to_be_hidden(timeout=WAIT)
+            expect(desk.locator("#resume-error")).to_have_text("")
+        finally:
+            browser.close()
+    r = httpx.get(f"{server.url}/api/v1/handovers/{handover['id']}?tenant=acme", headers=ADMIN, timeout=30)
+    assert r.json()["resumed_at"] is not None, "the bot has the conversation back"
     assert foreign == [], f"requests to other origins: {foreign}"

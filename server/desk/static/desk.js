@@ -178,6 +178,43 @@ async function refreshQueue() {
     list.append(item);
   }
   $("queue-empty").hidden = rows.length > 0;
+  await refreshResumes();
+}
+
+// -- closed handovers the bot has not taken back yet (its resume failed and is retried) ----------
+
+function resumeText(h) {
+  const closed = h.status.replaceAll("_", " ");
+  if (!h.resume_attempts) return closed + " · the bot is taking over";
+  return closed + " · resume failed " + h.resume_attempts + "× (" + (h.resume_error || "error") + ") · retrying";
+}
+
+async function refreshResumes() {
+  let rows;
+  try { rows = await api("GET", "/api/v1/handovers?resume=pending"); } catch (error) { return; }
+  const list = $("resumes");
+  list.replaceChildren();
+  for (const h of rows) {
+    const summary = h.summary || {};
+    const retry = el("button", { type: "button", class: "retry" }, "Retry now");
+    retry.addEventListener("click", async (event) => {
+      event.stopPropagation();
+      retry.disabled = true;
+      showError("resume-error", null);
+      try {
+        const after = await api("POST", "/api/v1/handovers/" + encodeURIComponent(h.id) + "/resume");
+        if (!after.resumed_at) showError("resume-error", "Still failing: " + (after.resume_error || "error") + ".");
+      } catch (error) { showError("resume-error", error); }
+      await refreshQueue();
+    });
+    const item = el("li", { "data-id": h.id, "data-status": h.status, tabIndex: 0 },
+      el("span", { class: "reason" }, summary.reason || h.reason || "handover"),
+      el("span", { class: "state" }, resumeText(h)), retry);
+    item.addEventListener("click", () => select(h.id, true));
+    item.addEventListener("keydown", (event) => { if (event.key === "Enter" && event.target === item) select(h.id, true); });
+    list.append(item);
+  }
+  $("resumes-box").hidden = rows.length === 0;
 }
 
 // -- one handover ------------------------------------------------------------------------------
