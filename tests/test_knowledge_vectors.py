@@ -6,6 +6,7 @@ import numpy as np
 
 from botloom.core.embeddings import LocalEmbedder
 from botloom.core.knowledge import KnowledgeBase, KnowledgeConfig
+from botloom.core.knowledge.fusion import Candidate
 from botloom.core.knowledge.vectors import BotVectors, VectorCache
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories import Store
@@ -92,3 +93,87 @@ def test_the_cache_keeps_the_most_recently_used_within_its_budget() -> None:
     cache.put(("t", "d", "e", 10), entry(100))  # larger than the whole budget: not kept
     assert cache.get(("t", "d", "e", 10)) is None
     assert VectorCache(max_bytes=0).get(("t", "a", "e", 10)) is None
+
+
+TEXTS = {
+    "club.md": (
+        "# Club\n\n## Extras\nFree Wi-Fi everywhere. Wi-Fi, wifi and e-mail: the club's e-mail desk answers "
+        "every e-mail. Towels, towels and more towels: towel rental costs 2 euros.\n\n"
+        "## Classes\nYoga, pilates and spinning classes; a no-show counts after three no-shows a month.\n\n"
+        "## Yoga\nYoga yoga yoga: yoga mats are free. It's O'Brien's favourite class.\n"
+    ),
+    "hours.md": "# Hours\n\n## Week\nOpen Monday to Friday 6 am to 10 pm, weekends 8 am to 8 pm.\n",
+    "more.md": "# More\n\n" + "\n\n".join(f"## Part {i}\nTowels and yoga for group {i}, email us." for i in range(30)),
+}
+TEXT_QUESTIONS = [
+    "is there wifi",
+    "is there wi-fi",
+    "what's the no-show policy",
+    "noshow",
+    "towels yoga",
+    "yoga",
+    "O'Brien's class",
+    "email",
+    "weekend hours",
+    "zzz nothing matches",
+]
+
+
+async def test_the_text_half_in_memory_ranks_as_postgresql(store: Store, db: Database) -> None:
+    """The in-memory full-text index: the same candidates, ranks and ts_rank scores as PostgreSQL's statement."""
+    tenant = await store.tenants.create("lexical", "Lexical")
+    bot = await store.bots.create(tenant.id, "bot", "Bot")
+    for budget in (1000, 12):  # 12: the commonest lexemes leave the query (the bounded full-text cost)
+        memory = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(max_text_matches=budget, candidates=8))
+        in_database = KnowledgeBase(
+            db, memory.embedder, KnowledgeConfig(memory_vectors=0, max_text_matches=budget, candidates=8)
+        )
+        if budget == 1000:
+            for name, text in TEXTS.items():
+                await memory.ingest(tenant.id, bot.id, name, text)
+        for question in TEXT_QUESTIONS:
+            mine, mine_rows = await memory.candidates_for(tenant.id, bot.id, question, limit=5)
+            theirs, their_rows = await in_database.candidates_for(tenant.id, bot.id, question, limit=5)
+
+            # The text half alike: the same score at each rank (PostgreSQL's scan may break a tie of equal scores at
+            # the cut for other chunks; memory takes the smallest ids), and chunks both found score alike.
+            assert text_half(mine) == text_half(theirs), question
+            assert text_half(mine) or budget < 1000 or question.startswith("zzz"), question
+            scores = {c.chunk_id: (round(c.text_score, 6), round(c.similarity, 5)) for c in theirs}
+            both = [c for c in mine if c.chunk_id in scores]
+            assert both, question
+            for c in both:
+                assert (round(c.text_score, 6), round(c.similarity, 5)) == scores[c.chunk_id], question
+                row, other = mine_rows[c.chunk_id], their_rows[c.chunk_id]
+                assert [row[k] for k in ("document", "title", "text", "position")] == [
+                    other[k] for k in ("document", "title", "text", "position")
+                ]
+        entry = memory.searcher.vectors.get((tenant.id, bot.id, memory.embedder.name, memory.embedder.dimension))
+        assert entry is not None
+        assert entry.lexicon is not None
+    found = await memory.search(tenant.id, bot.id, "is there wifi", threshold=0)
+    assert "Wi-Fi" in found[0].text  # the joined word finds the hyphenated one
+
+
+def text_half(found: list[Candidate]) -> list[float]:
+    """The full-text candidates' ts_rank (to 6 places), best first."""
+    return [round(c.text_score, 6) for c in sorted(found, key=lambda c: c.text_rank or 0) if c.text_rank is not None]
+
+
+def test_a_lexeme_adds_to_the_rank_as_postgresql_counts_it() -> None:
+    from botloom.core.knowledge.lexical import Lexicon, lexeme_share, parse_tsvector
+
+    assert parse_tsvector("'fi':3B 'it''s':1A,7 'wi-fi':2,9C") == [
+        ("fi", ["B"]),
+        ("it's", ["A", "D"]),
+        ("wi-fi", ["D", "C"]),
+    ]
+    assert round(lexeme_share(["B"]), 6) == round(1.0 / 1.64493406685, 6)
+    # The largest weight counts whole, the others by 1/j^2 of their place: (1 + 0.1/4) / (pi^2/6).
+    assert round(lexeme_share(["A", "D"]), 6) == round(1.025 / 1.64493406685, 6)
+    lexicon = Lexicon(["'wi-fi':1B 'free':2B", "'free':1B"])
+    assert lexicon.query_terms(["wifi", "free"], budget=10) == ["wi-fi", "free"]
+    assert lexicon.query_terms(["wifi", "free"], budget=1) == ["wi-fi"]  # free (2 chunks) over the budget
+    scores, matched = lexicon.rank(["wi-fi", "free"])
+    assert matched.tolist() == [True, True]
+    assert scores[0] > scores[1] > 0

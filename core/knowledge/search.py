@@ -119,32 +119,77 @@ class HybridSearch:
             return list(await cur.fetchall())
 
     async def _in_memory(self, tenant: uuid.UUID, bot: uuid.UUID, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The vector half with the bot's vectors in memory, the full-text half in PostgreSQL (one round trip).
+        """Both halves of the search with the bot's chunks in memory; PostgreSQL only parses the query.
 
-        The bot's document fingerprint is read in the same round trip: when it
-        differs from that of the vectors used, they are loaded again and the search
-        is run once more.
+        One light statement a search: the query's lexemes (PostgreSQL's own
+        ``to_tsvector``) and the bot's document fingerprint. When the fingerprint
+        differs from that of the chunks in memory, they are loaded again and the
+        search is run once more.
         """
         name, dims = self.embedder.name, self.embedder.dimension
         key = (str(tenant), str(bot), name, dims)
-        statement = search_sql(bot, name, dims, given=True)
+        statement = sql.SQL(LEXEMES).format(
+            fingerprint=sql.SQL(memory.FINGERPRINT), config=sql.Literal(TEXT_SEARCH_CONFIG)
+        )
+        vector = np.asarray(params["vector"], dtype=np.float32)
         rows: list[dict[str, Any]] = []
         for _ in range(2):
             async with self.db.connection() as conn:
                 entry = self.vectors.get(key)
-                if entry is None:
+                if entry is None or entry.lexicon is None:
                     entry = await memory.load(conn, tenant, bot, name, dims)
                     self.vectors.put(key, entry)
-                ids, distances = entry.nearest(np.asarray(params["vector"], dtype=np.float32), params["n"])
-                async with conn.pipeline():
-                    current = await conn.execute(memory.FINGERPRINT, {"tenant": tenant, "bot": bot})
-                    cur = await conn.execute(statement, {**params, "ids": ids, "distances": distances})
-                fingerprint = memory.fingerprint_of(await current.fetchone())
-                rows = list(await cur.fetchall())
-            if fingerprint == entry.fingerprint:
+                cur = await conn.execute(statement, {"tenant": tenant, "bot": bot, "query": params["query"]})
+                row = await cur.fetchone()
+            lexemes = list(row["lexemes"] or []) if row else []
+            rows = rank_in_memory(entry, vector, lexemes, params["n"], params["budget"])
+            if memory.fingerprint_of(row) == entry.fingerprint:
                 return rows
-            self.vectors.drop(key)  # a document changed since the vectors were loaded: load them again
+            self.vectors.drop(key)  # a document changed since the chunks were loaded: load them again
         return rows
+
+
+LEXEMES = """WITH fp AS ({fingerprint})
+SELECT fp.documents, fp.digest, tsvector_to_array(to_tsvector({config}, %(query)s)) AS lexemes FROM fp"""
+"""The query's lexemes and the bot's document fingerprint: all a search with the bot in memory asks PostgreSQL."""
+
+
+def rank_in_memory(
+    entry: memory.BotVectors, vector: np.ndarray, lexemes: list[str], n: int, budget: int
+) -> list[dict[str, Any]]:
+    """The rows :func:`search_sql` returns, computed from a bot's chunks in memory (same candidates and scores)."""
+    lexicon = entry.lexicon
+    assert lexicon is not None
+    near, distances = entry.nearest(vector, n)
+    scores, matched = lexicon.rank(lexicon.query_terms(lexemes, budget))
+    found = np.flatnonzero(matched)
+    best = found[np.lexsort((entry.order[found], -scores[found]))][:n]  # score descending, then id
+    text_ranks = {int(i): rank for rank, i in enumerate(best, start=1)}
+    index = entry.index()
+    out: list[dict[str, Any]] = []
+    for rank, (chunk, distance) in enumerate(zip(near, distances, strict=True), start=1):
+        i = index[chunk]
+        out.append(_row(entry, i, (rank, text_ranks.pop(i, None)), 1.0 - distance, float(scores[i])))
+    if text_ranks:
+        norm = float(np.linalg.norm(vector))
+        query = vector / norm if norm > 0 else np.zeros_like(vector)
+        for i, rank in text_ranks.items():
+            similarity = float(np.dot(entry.matrix[i], query))
+            out.append(_row(entry, i, (None, rank), similarity, float(scores[i])))
+    return out
+
+
+def _row(
+    entry: memory.BotVectors, i: int, ranks: tuple[int | None, int | None], similarity: float, text: float
+) -> dict[str, Any]:
+    """Chunk ``i``'s row with its (vector, text) ranks and scores, as :func:`search_sql` returns it."""
+    return {
+        **entry.rows[i],
+        "vector_rank": ranks[0],
+        "text_rank": ranks[1],
+        "similarity": similarity,
+        "text_score": text,
+    }
 
 
 def expand_query(query: str) -> str:
@@ -166,17 +211,10 @@ VECTOR_SEARCH = """vec AS (
         LIMIT %(n)s
     ) v
 )"""
-GIVEN_VECTORS = """vec AS (
-    SELECT v.id, v.distance, v.rank
-    FROM unnest(%(ids)s::uuid[], %(distances)s::float8[]) WITH ORDINALITY AS v(id, distance, rank)
-)"""
 
 
-def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False, given: bool = False) -> sql.Composed:
+def search_sql(bot: uuid.UUID, embedder: str, dims: int, *, exact: bool = False) -> sql.Composed:
     """The hybrid search statement for one bot and embedder (literal values, so the bot's index applies).
-
-    ``given``: the vector half's candidates are parameters (``%(ids)s`` and
-    ``%(distances)s``, nearest first), found in memory (:mod:`botloom.core.knowledge.vectors`).
 
     The full-text query ORs the query's lexemes, a lexeme the bot writes hyphenated replaced by its
     hyphenated form (``wifi`` → ``wi-fi``, through the ``knowledge_terms_compounds`` index) and a hyphenated
@@ -197,7 +235,8 @@ words AS (
     LEFT JOIN knowledge_terms k
         ON k.bot_id = {bot}::uuid AND strpos(k.lexeme, '-') > 0 AND replace(k.lexeme, '-', '') = a.lexeme
     UNION
-    SELECT t.lexeme FROM asked a JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = replace(a.lexeme, '-', '')
+    SELECT t.lexeme FROM asked a
+    JOIN knowledge_terms t ON t.bot_id = {bot}::uuid AND t.lexeme = replace(a.lexeme, '-', '')
     WHERE strpos(a.lexeme, '-') > 0
 ),
 terms AS (
@@ -230,7 +269,7 @@ JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
 CROSS JOIN tq
 """
     ).format(
-        vec=sql.SQL(GIVEN_VECTORS if given else VECTOR_SEARCH).format(
+        vec=sql.SQL(VECTOR_SEARCH).format(
             dims=sql.Literal(dims),
             exact=sql.SQL(" + 0" if exact else ""),
             scope=vector_index.scope(bot, embedder, dims, "c"),

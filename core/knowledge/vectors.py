@@ -1,25 +1,29 @@
-"""Each bot's chunk vectors in this process's memory: the vector half of a hybrid search without PostgreSQL.
+"""Each bot's chunks in this process's memory: a hybrid search without ranking in PostgreSQL.
 
 A bot's vectors (of one embedder) are loaded once into a normalised numpy
-matrix; a search takes the nearest chunks with one matrix-vector product (exact,
-so no recall is lost to an approximate index) and sends only their ids to
-PostgreSQL, which does the full-text half. Every search also reads the bot's
-document *fingerprint* (count and a hash of each document row's id, content,
-pipeline, embedder and update time) in the same round trip: when another
-process ingested or deleted a document, the fingerprint differs and the matrix
-is loaded again before the answer is used. Matrices are kept least recently
-used first out, up to a memory budget (``KnowledgeConfig.memory_vectors``).
+matrix, with its chunks' rows and their full-text index
+(:mod:`botloom.core.knowledge.lexical`); a search takes the nearest chunks with
+one matrix-vector product (exact, so no recall is lost to an approximate index)
+and ranks the full-text matches itself. PostgreSQL is asked only for the
+query's lexemes and the bot's document *fingerprint* (count and a hash of each
+document row's id, content, pipeline, embedder and update time) in one light
+statement: when another process ingested or deleted a document, the fingerprint
+differs and the bot is loaded again before the answer is used. Bots are kept
+least recently used first out, up to a memory budget
+(``KnowledgeConfig.memory_vectors``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from psycopg import AsyncConnection, sql
+
+from botloom.core.knowledge.lexical import Lexicon
 
 FINGERPRINT = """
 SELECT count(*) AS documents,
@@ -39,11 +43,26 @@ class BotVectors:
     ids: list[str]
     matrix: np.ndarray
     """One row per chunk, each normalised to length 1 (rows of zeros stay zero), stored column by column."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Each chunk's row (``id``, ``document_id``, ``document``, ``title``, ``text``, ``position``), in ``ids`` order."""
+    lexicon: Lexicon | None = None
+    """The chunks' full-text index (``None``: search the text half in PostgreSQL)."""
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Each chunk's place in the order of ids (ties of equal scores go to the smaller id, as in PostgreSQL)."""
 
     @property
     def nbytes(self) -> int:
-        """The memory the vectors take."""
-        return int(self.matrix.nbytes) + 64 * len(self.ids)
+        """The memory the chunks take (vectors, rows and full-text index)."""
+        text = sum(len(r["text"]) + len(r["title"]) + 200 for r in self.rows)
+        return int(self.matrix.nbytes) + 64 * len(self.ids) + text + (self.lexicon.nbytes if self.lexicon else 0)
+
+    def index(self) -> dict[str, int]:
+        """Chunk id → its row in :attr:`matrix` (built once)."""
+        found: dict[str, int] | None = self.__dict__.get("_index")
+        if found is None:
+            found = {chunk: i for i, chunk in enumerate(self.ids)}
+            object.__setattr__(self, "_index", found)
+        return found
 
     def nearest(self, vector: np.ndarray, n: int) -> tuple[list[str], list[float]]:
         """The ``n`` chunks nearest ``vector`` by cosine distance, nearest first (ties by id), and their distances."""
@@ -111,11 +130,13 @@ def fingerprint_of(row: dict[str, Any] | None) -> tuple[int, str]:
 
 
 async def load(conn: AsyncConnection[Any], tenant: uuid.UUID, bot: uuid.UUID, embedder: str, dims: int) -> BotVectors:
-    """A bot's vectors and their fingerprint, read in one statement (one snapshot)."""
+    """A bot's vectors, chunk rows, full-text index and their fingerprint, read in one statement (one snapshot)."""
     statement = sql.SQL(
-        "WITH fp AS ({fingerprint}) SELECT fp.documents, fp.digest, c.id, c.embedding::vector({dims}) AS embedding"
+        "WITH fp AS ({fingerprint}) SELECT fp.documents, fp.digest, c.id, c.embedding::vector({dims}) AS embedding,"
+        " c.search::text AS search, c.document_id, d.name AS document, c.title, c.text, c.position"
         " FROM fp LEFT JOIN knowledge_chunks c ON c.tenant_id = %(tenant)s AND c.bot_id = %(bot)s"
-        " AND c.embedder = %(embedder)s AND c.dims = %(dims)s ORDER BY c.id"
+        " AND c.embedder = %(embedder)s AND c.dims = %(dims)s"
+        " LEFT JOIN knowledge_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id ORDER BY c.id"
     ).format(fingerprint=sql.SQL(FINGERPRINT), dims=sql.Literal(dims))
     cur = await conn.execute(statement, {"tenant": tenant, "bot": bot, "embedder": embedder, "dims": dims})
     rows = await cur.fetchall()
@@ -128,4 +149,19 @@ async def load(conn: AsyncConnection[Any], tenant: uuid.UUID, bot: uuid.UUID, em
     norms = np.linalg.norm(matrix, axis=1)
     matrix /= np.where(norms > 0, norms, 1.0)[:, None]
     columns = np.asfortranarray(matrix)
-    return BotVectors(fingerprint=fingerprint, ids=[str(r["id"]) for r in present], matrix=columns)
+    ids = [str(r["id"]) for r in present]
+    rows = [
+        {
+            "id": r["id"],
+            "document_id": r["document_id"],
+            "document": r["document"],
+            "title": r["title"],
+            "text": r["text"],
+            "position": r["position"],
+        }
+        for r in present
+    ]
+    order = np.empty(len(ids), dtype=np.int64)
+    order[np.array(sorted(range(len(ids)), key=lambda i: ids[i]), dtype=np.int64)] = np.arange(len(ids))
+    lexicon = Lexicon(str(r["search"] or "") for r in present)
+    return BotVectors(fingerprint=fingerprint, ids=ids, matrix=columns, rows=rows, lexicon=lexicon, order=order)
