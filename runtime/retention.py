@@ -14,6 +14,11 @@ An archived or pruned conversation's debug forks go too, rows and threads
 (:func:`~botloom.runtime.forks.erase_forks`): a fork's thread is a copy of the
 conversation's state, and outliving it would keep what retention removed.
 
+Each pass also deletes the checkpoint threads that deleted conversations left
+(a contact's erasure, a bot's or a tenant's deletion:
+:func:`~botloom.runtime.erasure.erase_threads`), a second time once every run that
+could still have written to them has ended.
+
 ``botloom prune`` runs a pass at once. The job workers run one every hour as the
 ``retention`` cron job of the deliveries queue (:data:`RETENTION_CRON`): every
 worker process schedules it under the same job key, so each hour's pass runs once
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
+from botloom.runtime.erasure import erase_threads
 from botloom.runtime.forks import erase_forks
 from botloom.runtime.queue import JobFunction
 from botloom.runtime.runner import thread_id
@@ -51,6 +57,8 @@ class PruneReport:
     """Open conversations closed for being idle longer than their bot's ``close_after_days``."""
     forks: int = 0
     """Debug forks of archived or pruned conversations deleted with their threads."""
+    threads: int = 0
+    """Checkpoint threads of deleted conversations (and their forks) deleted (``checkpoint_erasures``)."""
 
 
 async def prune(
@@ -60,6 +68,7 @@ async def prune(
     report = PruneReport()
     saver = services.graphs.checkpointer
     moment = now or utcnow()
+    report.threads = await erase_threads(services, now=moment)
     conversations = services.store.conversations
     for bot in await services.store.bots.all_tenants_bots():
         close_after = bot.settings.close_after_days
@@ -96,8 +105,19 @@ def retention_jobs(services: Services) -> dict[str, JobFunction]:
 
     async def retention() -> dict[str, int]:
         report = await prune(services)
-        if report.closed or report.archived or report.pruned:
-            logger.info("retention: closed %d, archived %d, pruned %d", report.closed, report.archived, report.pruned)
-        return {"closed": report.closed, "archived": report.archived, "pruned": report.pruned}
+        if report.closed or report.archived or report.pruned or report.threads:
+            logger.info(
+                "retention: closed %d, archived %d, pruned %d, erased threads %d",
+                report.closed,
+                report.archived,
+                report.pruned,
+                report.threads,
+            )
+        return {
+            "closed": report.closed,
+            "archived": report.archived,
+            "pruned": report.pruned,
+            "threads": report.threads,
+        }
 
     return {"retention": retention}

@@ -1026,6 +1026,27 @@ PROBES += [
 ]
 
 
+async def conversation_ids(call: Awaitable[list[Conversation]]) -> list[str]:
+    """The ids of the conversations a call found."""
+    return [c.id for c in await call]
+
+
+PROBES += [
+    Probe(
+        "contacts",
+        "conversations",
+        lambda s, a, b: conversation_ids(s.contacts.conversations(a.tenant.id, "sms", SENDER)),
+        "own",
+        "the same address in both tenants",
+        expected=lambda a: [a.conversation.id],
+    ),
+    Probe("contacts", "messages", lambda s, a, b: s.contacts.messages(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("contacts", "handovers", lambda s, a, b: s.contacts.handovers(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("contacts", "usage", lambda s, a, b: s.contacts.usage(a.tenant.id, b.conversation.id), "nothing"),
+    Probe("contacts", "erase", lambda s, a, b: s.contacts.erase(a.tenant.id, b.conversation.id), "nothing"),
+]
+
+
 OPERATOR_LEVEL = "operator-level: the tenants table itself"
 WEBHOOK_JOB = "the webhook delivery job over every tenant, by endpoint id (tests/test_webhooks_events.py)"
 NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
@@ -1055,6 +1076,10 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("WebhookRepository", "failed"): WEBHOOK_JOB,
     ("WebhookRepository", "overdue"): "the webhook sweep over every tenant; answers endpoint ids",
     ("ForkRepository", "tenant_of"): "operator-level: finds the tenant of a fork named by id alone",
+    ("CheckpointErasureRepository", "due"): "the erasure sweep over every tenant (tenant_id only narrows it); "
+    "tests/test_data_rights.py",
+    ("CheckpointErasureRepository", "erased"): "the erasure sweep, by the row ids due() listed",
+    ("CheckpointErasureRepository", "forget"): "the erasure sweep, by the row ids due() listed",
 }
 """``(repository class, method)`` that take no tenant on purpose, with the reason."""
 

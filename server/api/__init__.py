@@ -11,6 +11,7 @@ from litestar.types import ControllerRouterHandler
 
 from botloom.server.api.agents import AGENT_HANDLERS
 from botloom.server.api.bots import BotController, TenantBotController
+from botloom.server.api.contacts import CONTACT_HANDLERS
 from botloom.server.api.conversations import BotConversationController, ConversationController
 from botloom.server.api.debug import DEBUG_HANDLERS
 from botloom.server.api.debug_actions import DEBUG_ACTION_HANDLERS
@@ -37,6 +38,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     *DEBUG_HANDLERS,
     *TEACHING_HANDLERS,
     *DEBUG_ACTION_HANDLERS,
+    *CONTACT_HANDLERS,
 ]
 
 __all__ = ["API_HANDLERS"]

@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 
 from botloom.core.domain import BotSettings
 from botloom.core.storage.repositories import Conflict
+from botloom.runtime.erasure import REQUEST_THREADS, erase_threads
 from botloom.server.api.common import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -111,7 +112,13 @@ class BotController(ApiController):
 
     @delete(summary="Delete a bot", raises=READ_ERRORS)
     async def delete_bot(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> None:
-        """Delete the bot with its plugin settings, conversations, messages and knowledge."""
+        """Delete the bot with its plugin settings, conversations, messages, knowledge and checkpoint threads.
+
+        The checkpoint threads of its conversations and their debug forks are deleted before
+        this answers (up to 10,000; the hourly retention pass deletes any more), and once more
+        by that pass after any turn still running for them has ended (docs/data-rights.md).
+        """
         found = await visible_bot(services, principal, bot)
         if not await services.store.bots.delete(found.tenant_id, found.id):
             raise NotFoundException(f"no bot {bot_ref(bot)!r}")
+        await erase_threads(services, tenant_id=found.tenant_id, limit=REQUEST_THREADS)

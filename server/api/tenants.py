@@ -7,6 +7,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
 from botloom.core.storage.repositories import Conflict
+from botloom.runtime.erasure import REQUEST_THREADS, erase_threads
 from botloom.server.api.common import (
     AUTH_ERRORS,
     OPERATOR_ERRORS,
@@ -63,8 +64,14 @@ class TenantController(ApiController):
 
     @delete("/{tenant:str}", summary="Delete a tenant", raises=[*OPERATOR_ERRORS, NotFoundException])
     async def delete_tenant(self, tenant: TenantRef, principal: PrincipalDep, services: ServicesDep) -> None:
-        """Operator only. Deletes the tenant with its keys, bots, conversations and knowledge."""
+        """Operator only. Deletes the tenant with its keys, bots, conversations, knowledge and checkpoint threads.
+
+        The checkpoint threads of its conversations and their debug forks are deleted before
+        this answers (up to 10,000; the hourly retention pass deletes any more), and once more
+        by that pass after any turn still running for them has ended (docs/data-rights.md).
+        """
         require_operator(principal)
         found = await visible_tenant(services, principal, tenant)
         if not await services.store.tenants.delete(found.id):
             raise NotFoundException(f"no tenant {tenant!r}")
+        await erase_threads(services, tenant_id=found.id, limit=REQUEST_THREADS)

@@ -24,6 +24,8 @@ module                 repositories
 ``inspection``         :class:`InspectionRepository` (the debugger's reads)
 ``forks``              :class:`ForkRepository` (the debugger's forks)
 ``teaching``           :class:`TeachingRepository` (synonyms, taught examples, fallbacks)
+``contacts``           :class:`ContactRepository` (one end user's rows: export, erasure),
+                       :class:`CheckpointErasureRepository` (checkpoint threads still to erase)
 =====================  ==========================================================
 
 :class:`Store` holds one of each over one database. Every name is importable from
@@ -45,6 +47,7 @@ from botloom.core.storage.repositories.base import (
     to_struct,
 )
 from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
+from botloom.core.storage.repositories.contacts import CheckpointErasureRepository, ContactRepository
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
 from botloom.core.storage.repositories.events import EventRepository
@@ -85,6 +88,8 @@ class Store:
         self.teams = TeamRepository(db)
         self.canned = CannedResponseRepository(db)
         self.handovers = HandoverRepository(db)
+        self.contacts = ContactRepository(db)
+        self.checkpoint_erasures = CheckpointErasureRepository(db)
 
 
 __all__ = [
@@ -96,7 +101,9 @@ __all__ = [
     "CannedResponseRepository",
     "ChannelPollRepository",
     "ChannelRouteRepository",
+    "CheckpointErasureRepository",
     "Conflict",
+    "ContactRepository",
     "ConversationRepository",
     "DeliveryRepository",
     "EventRepository",

@@ -16,6 +16,7 @@ from botloom.core.crypto import Cipher
 from botloom.core.domain import Bot, BotSettings, PluginSetting
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories.base import Conflict, Repository, as_uuid, to_struct
+from botloom.core.storage.repositories.contacts import RECORD_THREADS_SQL, thread_params
 
 
 class BotRepository(Repository):
@@ -96,11 +97,24 @@ class BotRepository(Repository):
         return [self._bot(r) for r in await self._all("SELECT * FROM bots ORDER BY created_at", ())]
 
     async def delete(self, tenant_id: str, bot_id: str) -> bool:
-        """Delete a bot with its plugin settings, conversations and messages."""
-        row = await self._one(
-            "DELETE FROM bots WHERE tenant_id = %s AND id = %s RETURNING id", (as_uuid(tenant_id), as_uuid(bot_id))
-        )
-        return row is not None
+        """Delete a bot with its plugin settings, conversations and messages.
+
+        Its conversations' checkpoint threads (and their debug forks') are recorded in
+        ``checkpoint_erasures`` in the same transaction, for ``runtime/erasure.py`` to
+        delete: the bot's row is locked first, so no conversation or fork of it can be
+        added meanwhile (their foreign keys wait for the lock), and every thread the
+        deletion orphans is listed.
+        """
+        tenant, bot = as_uuid(tenant_id), as_uuid(bot_id)
+        if tenant is None or bot is None:
+            return False
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT id FROM bots WHERE tenant_id = %s AND id = %s FOR UPDATE", (tenant, bot))
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(RECORD_THREADS_SQL, thread_params(tenant_id, "bot", bot_id=bot_id))
+            await conn.execute("DELETE FROM bots WHERE tenant_id = %s AND id = %s", (tenant, bot))
+        return True
 
 
 class PluginSettingRepository(Repository):

@@ -15,6 +15,7 @@ from botloom.core.storage.repositories.base import (
     hash_api_key,
     to_struct,
 )
+from botloom.core.storage.repositories.contacts import RECORD_THREADS_SQL, thread_params
 
 
 class TenantRepository(Repository):
@@ -44,9 +45,25 @@ class TenantRepository(Repository):
         return [to_struct(Tenant, r) for r in await self._all("SELECT * FROM tenants ORDER BY created_at", ())]
 
     async def delete(self, tenant_id: str) -> bool:
-        """Delete a tenant and everything it owns."""
-        row = await self._one("DELETE FROM tenants WHERE id = %s RETURNING id", (as_uuid(tenant_id),))
-        return row is not None
+        """Delete a tenant and everything it owns.
+
+        Its conversations' checkpoint threads (and their debug forks') are recorded in
+        ``checkpoint_erasures`` in the same transaction, for ``runtime/erasure.py`` to
+        delete: the tenant's row and its bots' rows are locked first, so no bot,
+        conversation or fork can be added meanwhile, and every thread the deletion
+        orphans is listed.
+        """
+        tenant = as_uuid(tenant_id)
+        if tenant is None:
+            return False
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT id FROM tenants WHERE id = %s FOR UPDATE", (tenant,))
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute("SELECT id FROM bots WHERE tenant_id = %s FOR UPDATE", (tenant,))
+            await conn.execute(RECORD_THREADS_SQL, thread_params(tenant_id, "tenant"))
+            await conn.execute("DELETE FROM tenants WHERE id = %s", (tenant,))
+        return True
 
 
 class ApiKeyRepository(Repository):

@@ -1,0 +1,301 @@
+"""End users' data rights: export everything stored about one contact, erase it, and erase orphaned checkpoints.
+
+A *contact* is one end user of a tenant on one channel, named by an address
+(:class:`~botloom.core.storage.repositories.contacts.ContactRepository` says which
+conversations that finds). ``docs/data-rights.md`` is the operators' and tenants' page.
+
+**Export** (:func:`export_contact`) is a stream of one JSON document, written as it is
+read: a contact of years on WhatsApp can have tens of thousands of messages and
+checkpoints, so nothing holds them all in memory, and the client gets one complete
+document rather than pages to stitch (with no snapshot across pages to promise). The
+document's last key is ``"complete": true``: a stream cut short (the client or the
+server went away) is invalid JSON, never a shorter document that looks whole.
+
+**Erasure** (:func:`erase_contact`) goes conversation by conversation, each while
+holding the conversation's lock (the one its turns hold): a turn running for the
+contact finishes first, and a turn queued behind the lock then finds no conversation
+and does nothing. Under the lock, its debug forks go (:func:`~botloom.runtime.forks.erase_forks`:
+threads, then rows), then its rows in one transaction, which records its checkpoint
+thread (and any fork's made meanwhile) in ``checkpoint_erasures``.
+
+**Orphaned threads** (:func:`erase_threads`): a contact's erasure and a bot's or a
+tenant's deletion record the checkpoint threads of the conversations they delete in
+``checkpoint_erasures``, in the transaction that deletes the rows. Each thread is
+deleted at once, then once more after :func:`settle_seconds` (a turn or a debug fork
+run still at work on it when its rows went is bounded by ``BOTLOOM_TURN_TIMEOUT``),
+by the hourly retention pass (``runtime/retention.py``), which also finishes any
+first deletion a crash cut short. Deleting works the same on PostgreSQL and Redis
+checkpointers (``aprune(..., strategy="delete")``).
+
+**Audit.** Each export and erasure is recorded as an event of its tenant
+(:data:`AUDIT_KINDS`, in the tenant's stream: ``GET /api/v1/events``, webhooks) that
+says who asked, the channel, how many conversations and what was erased, never the
+address or anything erased. ``GET /api/v1/audit`` (DESIGN.md) is not built yet: it
+will list the events of :data:`AUDIT_KINDS` (and later kinds) from the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from botloom.core.domain import Conversation, Tenant
+from botloom.core.messages import utcnow
+from botloom.core.storage.repositories.contacts import ERASED_COUNTS
+from botloom.runtime.forks import erase_forks
+from botloom.runtime.inspection import plain, state_of, thread_of, turn_page
+from botloom.runtime.services import Services
+from botloom.runtime.turn_context import thread_id
+
+logger = logging.getLogger(__name__)
+
+AUDIT_KINDS = ("contact.exported", "contact.erased")
+"""Event kinds that record a data-rights action (what ``GET /api/v1/audit`` will list)."""
+EXPORT_FORMAT = 1
+"""The version of the export document's shape."""
+PAGE = 500
+"""Rows read at once while exporting (messages, events, usage)."""
+TURN_PAGE = 100
+"""Checkpoints read at once while exporting."""
+THREAD_BATCH = 200
+"""Threads deleted from the checkpointer at once."""
+SETTLE_MARGIN = 60.0
+"""Seconds past ``BOTLOOM_TURN_TIMEOUT`` before a thread is deleted the second time."""
+REQUEST_THREADS = 10_000
+"""Threads a request deletes itself (a bot's or a tenant's deletion); the hourly pass deletes the rest."""
+
+_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One end user of a tenant: a channel and an address on it."""
+
+    channel: str
+    address: str
+
+
+@dataclass
+class ErasureReport:
+    """What one erasure removed."""
+
+    conversations: int = 0
+    checkpoint_threads: int = 0
+    """Conversation threads that held checkpoints (fork threads are counted in ``forks``)."""
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERASED_COUNTS, 0))
+
+    def as_dict(self) -> dict[str, int]:
+        """The report as the API answers it."""
+        return {"conversations": self.conversations, "checkpoint_threads": self.checkpoint_threads, **self.counts}
+
+
+def settle_seconds(services: Services) -> float:
+    """Seconds after a thread's first deletion before its second: every run that could write to it has ended."""
+    return float(services.settings.turn_timeout) + SETTLE_MARGIN
+
+
+async def contact_conversations(services: Services, tenant_id: str, contact: Contact) -> list[Conversation]:
+    """Every conversation of the contact, oldest first (ids and metadata only: the messages stay in the database)."""
+    found: list[Conversation] = []
+    after: tuple[datetime, str] | None = None
+    while True:
+        page = await services.store.contacts.conversations(
+            tenant_id, contact.channel, contact.address, after=after, limit=PAGE
+        )
+        found += page
+        if len(page) < PAGE:
+            return found
+        after = (page[-1].created_at, page[-1].id)
+
+
+# -- audit -------------------------------------------------------------------------
+
+
+async def record_action(
+    services: Services, tenant_id: str, kind: str, *, by: str, contact: Contact, data: Mapping[str, Any]
+) -> None:
+    """Record a data-rights action as an event of the tenant: who, the channel and ``data``, never the address."""
+    assert kind in AUDIT_KINDS
+    await services.events.emit(tenant_id, kind, data={"by": by, "channel": contact.channel, **data})
+
+
+# -- export ------------------------------------------------------------------------
+
+
+async def export_contact(
+    services: Services, tenant: Tenant, contact: Contact, conversations: Sequence[Conversation]
+) -> AsyncIterator[bytes]:
+    """The export document of the contact's ``conversations``, in pieces (see the module docstring)."""
+    head = {
+        "format": EXPORT_FORMAT,
+        "tenant": {"id": tenant.id, "slug": tenant.slug},
+        "contact": {"channel": contact.channel, "address": contact.address},
+        "exported_at": utcnow(),
+    }
+    yield _encode(head)[:-1] + b',"conversations":['
+    for index, conversation in enumerate(conversations):
+        if index:
+            yield b","
+        async for piece in _conversation(services, conversation):
+            yield piece
+    yield b'],"complete":true}'
+
+
+async def _conversation(services: Services, conversation: Conversation) -> AsyncIterator[bytes]:
+    tenant_id, conversation_id = conversation.tenant_id, conversation.id
+    yield b'{"conversation":' + _encode(conversation) + b',"messages":'
+    async for piece in _array(_message_pages(services, tenant_id, conversation_id)):
+        yield piece
+    yield b',"handovers":' + _encode(await services.store.contacts.handovers(tenant_id, conversation_id))
+    yield b',"events":'
+    async for piece in _array(_event_pages(services, tenant_id, conversation_id)):
+        yield piece
+    yield b',"usage":'
+    async for piece in _array(_usage_pages(services, tenant_id, conversation_id)):
+        yield piece
+    yield b',"checkpoints":'
+    async for piece in _thread(services, thread_id(tenant_id, conversation.bot_id, conversation_id)):
+        yield piece
+    yield b',"forks":['
+    forks = await services.store.forks.of_conversation(tenant_id, conversation_id, limit=10_000)
+    for index, fork in enumerate(forks):
+        yield (b"," if index else b"") + _encode(fork)[:-1] + b',"checkpoints":'
+        async for piece in _thread(services, fork.thread_id):
+            yield piece
+        yield b"}"
+    yield b"]}"
+
+
+async def _array(pages: AsyncIterator[Sequence[Any]]) -> AsyncIterator[bytes]:
+    """A JSON array of every item of ``pages``, a page at a time."""
+    yield b"["
+    first = True
+    async for page in pages:
+        if page:
+            yield (b"" if first else b",") + b",".join(_encode(item) for item in page)
+            first = False
+    yield b"]"
+
+
+async def _message_pages(services: Services, tenant_id: str, conversation_id: str) -> AsyncIterator[list[Any]]:
+    after: tuple[str, str] | None = None
+    while True:
+        page = await services.store.contacts.messages(tenant_id, conversation_id, after=after, limit=PAGE)
+        yield page
+        if len(page) < PAGE:
+            return
+        after = (str(page[-1]["created_at"]), str(page[-1]["id"]))
+
+
+async def _event_pages(services: Services, tenant_id: str, conversation_id: str) -> AsyncIterator[list[Any]]:
+    sequence = 0
+    while True:
+        events = await services.store.events.in_conversation(tenant_id, conversation_id, sequence, PAGE)
+        yield [e.envelope() for e in events]
+        if len(events) < PAGE:
+            return
+        sequence = events[-1].sequence
+
+
+async def _usage_pages(services: Services, tenant_id: str, conversation_id: str) -> AsyncIterator[list[Any]]:
+    last = 0
+    while True:
+        rows = await services.store.contacts.usage(tenant_id, conversation_id, after=last, limit=PAGE)
+        yield rows
+        if len(rows) < PAGE:
+            return
+        last = int(rows[-1]["id"])
+
+
+async def _thread(services: Services, thread: str) -> AsyncIterator[bytes]:
+    """A checkpoint thread's summary: its newest state, and each run (newest first) as the debugger lists them."""
+    saver = services.graphs.checkpointer
+    if saver is None:
+        yield b"null"
+        return
+    newest = await saver.aget_tuple(thread_of(thread))
+    yield b'{"thread_id":' + _encode(thread) + b',"state":' + _encode(plain(state_of(newest))) + b',"runs":['
+    before: str | None = None
+    first = True
+    while True:
+        rows, before = await turn_page(saver, thread, before=before, limit=TURN_PAGE)
+        if rows:
+            yield (b"" if first else b",") + b",".join(_encode(r.as_dict()) for r in rows)
+            first = False
+        if before is None:
+            break
+    yield b"]}"
+
+
+# -- erasure -----------------------------------------------------------------------
+
+
+async def erase_contact(services: Services, tenant_id: str, contact: Contact) -> ErasureReport:
+    """Erase everything stored about the contact (see the module docstring); idempotent.
+
+    Returns what went; a second call finds nothing and answers zeros.
+    """
+    report = ErasureReport()
+    saver = services.graphs.checkpointer
+    for conversation in await contact_conversations(services, tenant_id, contact):
+        thread = thread_id(tenant_id, conversation.bot_id, conversation.id)
+        async with services.runner.locks.hold(conversation.id):
+            had_checkpoints = saver is not None and await saver.aget_tuple(thread_of(thread)) is not None
+            forks = await erase_forks(services, tenant_id, [conversation.id])
+            counts = await services.store.contacts.erase(tenant_id, conversation.id)
+        if counts is None:
+            continue  # erased by a concurrent call
+        report.conversations += 1
+        report.checkpoint_threads += int(had_checkpoints)
+        for key, value in counts.items():
+            report.counts[key] += value
+        report.counts["forks"] += forks
+    if report.conversations:
+        await erase_threads(services, tenant_id=tenant_id)
+    return report
+
+
+async def erase_threads(
+    services: Services, *, tenant_id: str | None = None, now: datetime | None = None, limit: int | None = None
+) -> int:
+    """Delete the checkpoint threads ``checkpoint_erasures`` lists; how many deletions were made.
+
+    With ``tenant_id`` (a request's own pass): that tenant's threads not yet deleted.
+    Without (the hourly pass): every tenant's, and those deleted once longer than
+    :func:`settle_seconds` ago a second time, after which they are forgotten. At most
+    ``limit`` threads (``None``: all).
+    """
+    repo = services.store.checkpoint_erasures
+    saver = services.graphs.checkpointer
+    settled = None if tenant_id is not None else (now or utcnow()) - timedelta(seconds=settle_seconds(services))
+    done = 0
+    while limit is None or done < limit:
+        batch = THREAD_BATCH if limit is None else min(THREAD_BATCH, limit - done)
+        rows = await repo.due(batch, tenant_id=tenant_id, settled_before=settled)
+        if not rows:
+            break
+        threads = [r.thread_id or thread_id(r.tenant_id, r.bot_id, r.conversation_id) for r in rows]
+        if saver is not None:
+            await saver.aprune(list(dict.fromkeys(threads)), strategy="delete")
+        await repo.erased([r.id for r in rows if r.erased_at is None])
+        await repo.forget([r.id for r in rows if r.erased_at is not None])
+        done += len(rows)
+    return done
+
+
+__all__ = [
+    "AUDIT_KINDS",
+    "Contact",
+    "ErasureReport",
+    "contact_conversations",
+    "erase_contact",
+    "erase_threads",
+    "export_contact",
+    "record_action",
+    "settle_seconds",
+]
