@@ -6,6 +6,7 @@ other origin (a CDN, a font service) is aborted and fails the test.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from botloom.testing.openai import Reply, ScriptedOpenAI, classification
 from tests.serve_process import Server
 from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -233,3 +235,96 @@ def test_fork_breakpoint_and_replay_from_the_page(server: Server) -> None:
         finally:
             browser.close()
     assert transcript() == sent, "a fork or a replay sent something to the end user"
+
+
+def test_only_the_sign_in_shows_until_signed_in_and_a_wrong_key_says_so(server: Server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 950})
+            guard = Guard(server.url)
+            context.route("**/*", guard)
+            page = context.new_page()
+            page.goto(f"{server.url}/debug")
+            expect(page.get_by_label("API key")).to_be_visible()
+            for panel in ("#app", "#left", "#middle", "#right", "#graph", "#transcript"):
+                expect(page.locator(panel)).to_be_hidden()
+            expect(page.get_by_role("heading", name="Transcript")).to_be_hidden()
+            expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+            page.get_by_label("API key").fill("blk_not-a-key")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#sign-in-error")).to_contain_text("That key was refused", timeout=15_000)
+            expect(page.locator("#app")).to_be_hidden()
+
+            page.get_by_label("API key").fill("admin")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#app")).to_be_visible(timeout=15_000)
+            expect(page.locator("#sign-in")).to_be_hidden()
+            expect(page.locator("#sign-in-error")).to_have_text("")
+            assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def priced_server(database_url: str, data_dir: Path, openai: ScriptedOpenAI) -> Iterator[Server]:
+    """``botloom serve --demo`` whose bot talks to the scripted model, priced by ``BOTLOOM_MODEL_PRICES``."""
+    running = Server(
+        database_url,
+        data_dir,
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=openai.base_url,
+        BOTLOOM_LLM_MODEL="house-model",
+        BOTLOOM_MODEL_PRICES="house-model=1/2",
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_the_debugger_shows_what_a_turn_with_a_model_cost(priced_server: Server, openai: ScriptedOpenAI) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    openai.script(
+        Reply(
+            content=json.dumps(classification("none", confidence=0.2)),
+            usage={"prompt_tokens": 1000, "completion_tokens": 200},
+        ),
+        Reply(content="Express shipping costs 9.90 euros.", usage={"prompt_tokens": 2000, "completion_tokens": 100}),
+    )
+    r = httpx.post(
+        f"{priced_server.url}/api/v1/bots/acme/support/messages",
+        json={"text": "how much is express shipping?"},
+        headers=ADMIN,
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["replies"][0]["text"] == "Express shipping costs 9.90 euros.", r.text
+    # house-model at $1 per million input and $2 per million output tokens:
+    # classify 1000 in + 200 out = $0.0014, respond 2000 in + 100 out = $0.0022, the turn $0.0036
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 950})
+            guard = Guard(priced_server.url)
+            context.route("**/*", guard)
+            page = context.new_page()
+            page.goto(f"{priced_server.url}/debug")
+            page.get_by_label("API key").fill("admin")
+            page.get_by_role("button", name="Sign in").click()
+            page.locator("#conversations li").first.click()
+            expect(page.locator("#turns li")).to_contain_text(["$0.003600"], timeout=15_000)
+            page.locator("#turns li").first.click()
+            expect(page.locator("#turn-cost")).to_have_text("2 model call(s) · 3300 tokens · $0.003600", timeout=15_000)
+            page.get_by_role("button", name="Next ▶").click()
+            expect(page.locator("#step-node")).to_have_text("classify")
+            expect(page.locator("#step-did .model-calls li")).to_contain_text(["house-model · 1000 in / 200 out"])
+            expect(page.locator("#step-did .model-calls .cost")).to_have_text(["$0.001400"])
+            keep(page, "debug-cost.png")
+            assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
+        finally:
+            browser.close()

@@ -5,13 +5,15 @@ const KEY = "botloom.debug.key";
 const $ = (id) => document.getElementById(id);
 const state = { bot: null, conversation: null, turn: null, step: 0, cursors: {} };
 
+const REFUSED = "That key was refused: it is not a tenant's API key (blk_…) or the operator's token, or it was revoked.";
+
 function key() { return sessionStorage.getItem(KEY); }
 
 async function api(path, options = {}) {
   const headers = { Authorization: `Bearer ${key()}`, ...(options.headers || {}) };
   if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { ...options, headers });
-  if (response.status === 401) { signOut("That key was refused."); throw new Error("401"); }
+  if (response.status === 401) { signOut(REFUSED); throw new Error("401"); }
   return response;
 }
 
@@ -20,7 +22,7 @@ async function json(path, options) {
   if (!response.ok) {
     let detail = `${response.status}`;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(detail);
+    throw Object.assign(new Error(detail), { status: response.status });
   }
   return response.json();
 }
@@ -54,8 +56,18 @@ function callsText(turn) {
 
 async function signIn(candidate) {
   sessionStorage.setItem(KEY, candidate);
+  $("sign-in-error").textContent = "";
+  let bots;
   try {
-    const bots = await json("/api/v1/debug/bots");
+    bots = await json("/api/v1/debug/bots");
+  } catch (error) {
+    if (error.message === "401") return;  // signOut said why
+    signOut(error.status === 403
+      ? "That key may not use the debugger (a desk agent's token?): sign in with a tenant's API key or the operator's token."
+      : `Signing in failed: ${error.message}`);
+    return;
+  }
+  try {
     $("sign-in").hidden = true; $("app").hidden = false; $("sign-out").hidden = false;
     $("who").textContent = bots.length ? `${new Set(bots.map((b) => b.tenant_slug)).size} tenant(s)` : "no bots";
     const select = $("bot");
@@ -69,6 +81,7 @@ async function signIn(candidate) {
     }
   } catch (error) {
     if (error.message !== "401") $("sign-in-error").textContent = error.message;
+    console.error(error);
   }
 }
 
