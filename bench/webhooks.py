@@ -172,12 +172,16 @@ def serve_bare(port: int, database_url: str, public_url: str, auth_token: str) -
 # ------------------------------------------------------------------------------ the load generator
 
 
-async def generate(url: str, seconds: float, concurrency: int, rate: float, prefix: str, token: str) -> dict[str, Any]:
+async def generate(
+    url: str, seconds: float, concurrency: int, rate: float, prefix: str, token: str, sign_url: str = ""
+) -> dict[str, Any]:
     """``--load``: POST signed webhooks to ``url``; closed loop, or open loop at ``rate`` per second.
 
     Each webhook comes from its own sender (``prefix`` + a counter), so the replies
     can be matched to it. Returns counts, latencies and each sender's send time
-    (``time.monotonic``, which all processes of a Linux machine share).
+    (``time.monotonic``, which all processes of a Linux machine share). ``sign_url``
+    is the URL the signature covers when it is not ``url`` (a second botloom server
+    sharing the first one's bot and its ``public_base_url``).
     """
     import aiohttp
 
@@ -191,7 +195,7 @@ async def generate(url: str, seconds: float, concurrency: int, rate: float, pref
         counter += 1
         sender = f"{prefix}{counter:07d}"
         form = inbound_form("hello", sender=sender)
-        headers = {"X-Twilio-Signature": sign(url, form, token)}
+        headers = {"X-Twilio-Signature": sign(sign_url or url, form, token)}
         began = time.monotonic()
         async with session.post(url, data=form, headers=headers) as response:
             await response.read()
@@ -225,7 +229,9 @@ async def generate(url: str, seconds: float, concurrency: int, rate: float, pref
     return {"count": len(latencies), "seconds": elapsed, "latencies_ms": latencies, "errors": errors, "sent": sent}
 
 
-def run_load(url: str, seconds: float, concurrency: int, token: str, *, rate: float = 0, prefix: str) -> dict[str, Any]:
+def run_load(
+    url: str, seconds: float, concurrency: int, token: str, *, rate: float = 0, prefix: str, sign_url: str = ""
+) -> dict[str, Any]:
     """Run the load generator in its own process and return its report."""
     args = [
         sys.executable,
@@ -242,6 +248,7 @@ def run_load(url: str, seconds: float, concurrency: int, token: str, *, rate: fl
         prefix,
         "--token",
         token,
+        *(["--sign-url", sign_url] if sign_url else []),
     ]
     done = subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT)
     return dict(json.loads(done.stdout))
@@ -289,10 +296,12 @@ def postmaster_pid(database_url: str) -> int | None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], ready_url: str | None = None) -> Iterator[subprocess.Popen[str]]:
+def process(
+    args: list[str], env: dict[str, str], ready_url: str | None = None, cwd: str | Path = ROOT
+) -> Iterator[subprocess.Popen[str]]:
     """A server process, started and (with ``ready_url``) answering, then stopped with SIGTERM."""
     proc = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -321,9 +330,9 @@ def process(args: list[str], env: dict[str, str], ready_url: str | None = None) 
 
 
 def measure(
-    routes: dict[str, tuple[str, int]], args: argparse.Namespace, token: str, postmaster: int | None = None
+    routes: dict[str, tuple[str, int, str]], args: argparse.Namespace, token: str, postmaster: int | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Closed-loop runs of each route (name → URL and server pid), in alternating rounds after a warm-up each.
+    """Closed-loop runs of each route (name → URL, server pid, URL signed), in alternating rounds after a warm-up.
 
     Alternating rounds spread a noisy machine's slow moments over every route.
     Returns, per route: webhooks acknowledged, per second, latencies, and the
@@ -335,12 +344,13 @@ def measure(
         for name in routes
     }
     db_cpu = (lambda: tree_cpu_seconds(postmaster)) if postmaster else (lambda: 0.0)
-    for index, (name, (url, _)) in enumerate(routes.items()):
-        results[name]["total"] += run_load(url, args.warmup, args.concurrency, token, prefix=f"+19{index}")["count"]
+    for index, (name, (url, _, signed)) in enumerate(routes.items()):
+        warm = run_load(url, args.warmup, args.concurrency, token, prefix=f"+19{index}", sign_url=signed)
+        results[name]["total"] += warm["count"]
     for round_ in range(args.rounds):
-        for index, (name, (url, pid)) in enumerate(routes.items()):
+        for index, (name, (url, pid, signed)) in enumerate(routes.items()):
             cpu, db = cpu_seconds(pid), db_cpu()
-            report = run_load(url, args.seconds, args.concurrency, token, prefix=f"+1{index}{round_}")
+            report = run_load(url, args.seconds, args.concurrency, token, prefix=f"+1{index}{round_}", sign_url=signed)
             result = results[name]
             result["cpu"] += cpu_seconds(pid) - cpu
             result["db_cpu"] += db_cpu() - db
@@ -417,10 +427,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="+1555", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--sign-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--routes",
+        type=lambda value: [name.strip() for name in value.split(",")],
+        default=None,
+        help="the closed loops' routes, comma-separated (default: all): form, row, work, botloom, baseline",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        help="a directory holding another botloom tree (``git archive`` of a commit, its botloom/ given symlinks to "
+        "the subpackages): served as a second botloom, 'botloom (baseline)', alternated with the others (an A/B)",
+    )
     parser.add_argument("--serve-bare", nargs=3, metavar=("PORT", "DATABASE_URL", "PUBLIC_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        report = asyncio.run(generate(args.load, args.seconds, args.concurrency, args.rate, args.prefix, args.token))
+        report = asyncio.run(
+            generate(args.load, args.seconds, args.concurrency, args.rate, args.prefix, args.token, args.sign_url)
+        )
         print(json.dumps(report))
         return
     if args.serve_bare:
@@ -435,6 +459,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
     """All measurements; returns the Markdown report."""
+    args.load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     data_dir = tempfile.mkdtemp(prefix="botloom-bench-webhooks-")
     bare_port, port = free_port(), free_port()
     bare_base, base = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{port}"
@@ -453,23 +478,37 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
     serve = [sys.executable, "-m", "botloom", "serve", "--port", str(port), "--no-workers"]
     webhook = f"{base}/channels/twilio/acme/support"
     say(f"{args.rounds} rounds of {args.seconds:g} s per route ...")
-    with process(bare, {}, f"{bare_base}/health") as bare_proc, process(serve, env, f"{base}/health") as proc:
-        results = measure(
-            {
-                "bare, form only": (f"{bare_base}/bare/form/acme/support", bare_proc.pid),
-                "bare, one row": (f"{bare_base}/bare/row/acme/support", bare_proc.pid),
-                "bare, same work": (f"{bare_base}/bare/work/acme/support", bare_proc.pid),
-                "botloom": (webhook, proc.pid),
-            },
-            args,
-            token,
-            postmaster_pid(database_url),
-        )
+    with contextlib.ExitStack() as stack:
+        bare_proc = stack.enter_context(process(bare, {}, f"{bare_base}/health"))
+        proc = stack.enter_context(process(serve, env, f"{base}/health"))
+        routes = {
+            "bare, form only": (f"{bare_base}/bare/form/acme/support", bare_proc.pid, ""),
+            "bare, one row": (f"{bare_base}/bare/row/acme/support", bare_proc.pid, ""),
+            "bare, same work": (f"{bare_base}/bare/work/acme/support", bare_proc.pid, ""),
+            "botloom": (webhook, proc.pid, ""),
+        }
+        if args.baseline_tree:  # the same bot, its signatures over the first server's URL (its public_base_url)
+            other = free_port()
+            tree = str(Path(args.baseline_tree).resolve())
+            baseline_env = {**env, "PYTHONPATH": tree, "BOTLOOM_PUBLIC_URL": base}
+            baseline = [sys.executable, "-m", "botloom", "serve", "--port", str(other), "--no-workers"]
+            started = process(baseline, baseline_env, f"http://127.0.0.1:{other}/health", cwd=tree)
+            routes["botloom (baseline)"] = (
+                f"http://127.0.0.1:{other}/channels/twilio/acme/support",
+                stack.enter_context(started).pid,
+                webhook,
+            )
+        wanted = args.routes or ["form", "row", "work", "botloom", "baseline"]
+        keys = {"form": "bare, form only", "row": "bare, one row", "work": "bare, same work", "botloom": "botloom"}
+        keys["baseline"] = "botloom (baseline)"
+        chosen = {keys[w] for w in wanted} | {"bare, one row"}  # the ratio's baseline always runs
+        routes = {name: route for name, route in routes.items() if name in chosen}
+        results = measure(routes, args, token, postmaster_pid(database_url))
         if args.acks_only:
             return report_markdown(args, results, float("nan"), [])
         peer.reset()
         say("botloom worker drains the queue ...")
-        queued = results["botloom"]["total"]
+        queued = sum(r["total"] for name, r in results.items() if name.startswith("botloom"))
         began = time.monotonic()
         with process([sys.executable, "-m", "botloom", "worker"], env):
             while len(peer.sent) < queued and time.monotonic() - began < 900:
@@ -493,7 +532,8 @@ def report_markdown(
     open_loops: list[tuple[float, float, dict[str, Any], list[float]]],
 ) -> str:
     """The figures as Markdown."""
-    baseline, work = results["bare, one row"], results["bare, same work"]
+    baseline = results["bare, one row"]
+    work = results.get("bare, same work", baseline)
     rows = []
     for name, r in results.items():
         lat = Summary.of(r["latencies_ms"])
@@ -528,6 +568,7 @@ def report_markdown(
         )
     info = machine()
     where = f"{info['nproc']} cores, {info['cpu']}, Python {info['python']}, load average {info['load average']}"
+    where += f" (at the start: {getattr(args, 'load_at_start', '?')})"
     loop = f"{args.concurrency} in flight, {args.rounds} alternating rounds of {args.seconds:g} s per route"
     header = f"machine: {where}\nclosed loop: {loop}, after {args.warmup:g} s of warm-up"
     acks_table = markdown_table(

@@ -16,6 +16,7 @@ from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -47,6 +48,9 @@ MAX_BODY_BYTES = 1_048_576
 class BotloomApp(Litestar):
     """A Litestar app that lets ``{bot}`` be ``tenant-slug/bot-slug`` (see :mod:`botloom.server.paths`)."""
 
+    webhook_fast_path: Any = None
+    """Answers push channels' webhooks before Litestar's request cycle (:mod:`botloom.server.channels.fast`)."""
+
     async def __call__(
         self,
         scope: Scope | LifeSpanScope,
@@ -60,6 +64,9 @@ class BotloomApp(Litestar):
             joined = routing_path(path, method if isinstance(method, str) else None, self.asgi_router.handle_routing)
             if joined != path:
                 scope = {**scope, "path": joined, "raw_path": joined.encode(), ORIGINAL_PATH: path}  # type: ignore[assignment]
+            fast = self.webhook_fast_path
+            if fast is not None and scope["type"] == ScopeType.HTTP and await fast(scope, receive, send):
+                return
         await super().__call__(scope, receive, send)
 
 

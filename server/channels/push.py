@@ -20,9 +20,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request, Response, post
+from litestar._multipart import parse_content_header
 from litestar.connection import WebSocket
+from litestar.datastructures import URL
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
+from litestar.types import Scope
 
 from botloom.core.channels import ChannelRejected, ChannelRequest, ChannelRoute
 from botloom.core.settings import Settings
@@ -35,6 +38,9 @@ FORM = "application/x-www-form-urlencoded"
 ERRORS: list[type[HTTPException]] = [NotFoundException, PermissionDeniedException]
 WEBHOOK_MAX_BODY = 32 * 1024 * 1024
 """The most any channel may accept in one webhook; each channel's own ``max_request_bytes`` is checked first."""
+WEBHOOK_OPT = "botloom_webhook"
+"""The ``opt`` key of a push channel's webhook handler: (channel, its route, the sub-path of a route without
+``{subpath}``), for the fast path (:mod:`botloom.server.channels.fast`)."""
 ROUTE_MAX_AGE = 1.0
 """Seconds a process may answer webhooks with a bot and channel config it read before: a change of
 either reaches every webhook within this long (a request refused with an older config is checked
@@ -58,26 +64,33 @@ async def channel_request(
     body = await request.body()
     # ASGI gives header names in lower case (the last of repeated ones wins, as before)
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.scope["headers"]}
-    media_type, options = request.content_type
-    form: dict[str, str] = {}
-    if media_type == FORM:
-        charset = options.get("charset", "utf-8")
-        try:
-            form = dict(parse_qsl(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict"))
-        except LookupError:
-            raise HTTPException(status_code=415, detail=f"unsupported charset {charset!r}") from None
-        except (UnicodeDecodeError, ValueError):
-            raise HTTPException(status_code=400, detail=f"the form body is not valid {charset}") from None
     return ChannelRequest(
         method=request.method,
         url=public_url(request, settings, route, ref, subpath),
         headers=headers,
         body=body,
-        form=form,
+        form=form_of(body, headers.get("content-type", "")),
         subpath=subpath,
         bot_ref=ref,
         **extra,
     )
+
+
+def form_of(body: bytes, content_type: str) -> dict[str, str]:
+    """A form body's fields (the last of repeated ones wins); nothing for another media type.
+
+    400 when the body is not valid in its charset, 415 for a charset Python does not know.
+    """
+    media_type, options = parse_content_header(content_type)
+    if media_type != FORM:
+        return {}
+    charset = options.get("charset", "utf-8")
+    try:
+        return dict(parse_qsl(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict"))
+    except LookupError:
+        raise HTTPException(status_code=415, detail=f"unsupported charset {charset!r}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(status_code=400, detail=f"the form body is not valid {charset}") from None
 
 
 def public_url(
@@ -88,12 +101,18 @@ def public_url(
     subpath: str,
 ) -> str:
     """The URL the caller called: the route's path with the bot as named, under ``BOTLOOM_PUBLIC_URL`` if set."""
+    return url_of(request.scope, settings, route, ref, subpath)
+
+
+def url_of(scope: Scope, settings: Settings, route: ChannelRoute, ref: str, subpath: str) -> str:
+    """:func:`public_url` of a request's ASGI scope."""
     path = route.path.replace("{bot}", ref).replace("{subpath}", subpath)
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
     if settings.public_url:
         base = settings.public_url.rstrip("/")
     else:
-        base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
+        url = URL.from_scope(scope)
+        base = f"{url.scheme}://{url.netloc}{scope.get('root_path', '')}"
     return base + path + (f"?{query}" if query else "")
 
 

@@ -48,7 +48,7 @@ from botloom.core.settings import Settings
 from botloom.server.api.common import route_validation_error
 from botloom.server.auth import Principal
 from botloom.server.channels.live import handle_page, handle_response, handle_socket
-from botloom.server.channels.push import WEBHOOK_MAX_BODY, handle_webhook
+from botloom.server.channels.push import WEBHOOK_MAX_BODY, WEBHOOK_OPT, handle_webhook
 from botloom.server.deps import ServicesDep
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def _handler(
             raises=errors,
             request_max_body_size=WEBHOOK_MAX_BODY,
             status_code=200,
+            opt={WEBHOOK_OPT: (name, route, fixed)} if not api_key else {},
             **options,
         )(webhook_handler)
     return _response_route(adapter, route, fixed, options)
@@ -213,14 +214,24 @@ def _response_route(
 
 
 def register_channel_routes(app: Litestar, host: PluginHost) -> None:
-    """Mount every channel's routes on ``app``; a route Litestar refuses (a clash with the API) is logged, skipped."""
-    from botloom.server.app import authenticated
+    """Mount every channel's routes on ``app``; a route Litestar refuses (a clash with the API) is logged, skipped.
 
+    Push channels' webhook routes are also answered by the app's fast path
+    (:class:`~botloom.server.channels.fast.WebhookFastPath`, ``app.webhook_fast_path``) when the app has one.
+    """
+    from botloom.server.app import authenticated
+    from botloom.server.channels.fast import WebhookFastPath
+
+    fast = WebhookFastPath(app)
     for handler in channel_handlers(host, guard=authenticated):
         try:
             app.register(handler)
         except Exception:
             logger.exception("cannot mount the channel route %s; skipped", sorted(handler.paths))
+            continue
+        fast.serves = fast.serves or WEBHOOK_OPT in handler.opt
+    if hasattr(app, "webhook_fast_path"):
+        app.webhook_fast_path = fast
 
 
 def plugin_host(settings: Settings) -> PluginHost:
