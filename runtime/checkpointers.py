@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 
 from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings
@@ -54,14 +57,207 @@ from checkpoints """  # noqa: E501
 """``AsyncPostgresSaver.SELECT_SQL`` (langgraph-checkpoint-postgres 3.2) with primary-key blob lookups."""
 
 
+CHECKPOINT_BATCH = "__botloom_checkpoint_batch"
+"""The ``configurable`` key of a turn's :class:`CheckpointBatch` (LangGraph keeps ``__`` keys out of the metadata)."""
+INLINE_DUMP_LIMIT = 20_000
+"""Values smaller than this (strings' characters plus containers' items, :func:`small`) are serialised on the
+event loop; larger ones in a worker thread, as LangGraph's saver does with every value."""
+
+Statement = tuple[str, Any, bool]
+"""One statement of a checkpoint write: its SQL, its parameters, and whether they are a sequence (``executemany``)."""
+
+
+@dataclass
+class CheckpointBatch:
+    """A turn's checkpoint writes, held back by the saver so the runner sends them with its own statements.
+
+    The runner passes one in the config of the turn's ``ainvoke`` (:data:`CHECKPOINT_BATCH`);
+    the PostgreSQL saver of :func:`postgres_saver_class` then queues its ``aput`` and
+    ``aput_writes`` statements here instead of running them, and the runner runs them in
+    the transaction that stores the turn's replies (:meth:`send`): the checkpoint and the
+    replies commit together or not at all. Other savers ignore it (nothing is queued).
+    """
+
+    statements: list[Statement] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.statements)
+
+    async def send(self, conn: Any) -> None:
+        """Queue the statements on ``conn`` (in pipeline mode they go out with whatever follows)."""
+        if not self.statements:
+            return
+        async with conn.cursor(binary=True) as cur:
+            for sql, params, many in self.statements:
+                if many:
+                    await cur.executemany(sql, params)
+                else:
+                    await cur.execute(sql, params)
+        self.statements = []
+
+
+def batch_of(config: RunnableConfig) -> CheckpointBatch | None:
+    """The turn's :class:`CheckpointBatch` in ``config``, if the runner passed one."""
+    batch = (config.get("configurable") or {}).get(CHECKPOINT_BATCH)
+    return batch if isinstance(batch, CheckpointBatch) else None
+
+
+def batches_writes(saver: Any) -> bool:
+    """Whether ``saver`` (or the saver it wraps) queues its writes in a turn's :class:`CheckpointBatch`."""
+    return bool(getattr(getattr(saver, "inner", saver), "BATCHES_WRITES", False))
+
+
+def small(value: Any, limit: int = INLINE_DUMP_LIMIT) -> bool:
+    """Whether ``value`` is under ``limit`` (characters of its strings plus items of its containers); cheap."""
+    budget = limit
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= len(item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            budget -= len(item)
+            stack.extend(item)
+        else:
+            budget -= 1
+        if budget < 0:
+            return False
+    return True
+
+
+def _split_values(checkpoint: Checkpoint) -> tuple[Checkpoint, dict[str, Any]]:
+    """A copy of ``checkpoint`` keeping its primitive values inline, and the values for the blobs table."""
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    copy = checkpoint.copy()
+    copy["channel_values"] = copy["channel_values"].copy()
+    blob_values = {}
+    for k, v in checkpoint["channel_values"].items():
+        if isinstance(v, _DeltaSnapshot):
+            blob_values[k] = copy["channel_values"].pop(k)
+            copy["channel_values"][k] = True
+        elif v is None or isinstance(v, (str, int, float, bool)):
+            pass
+        else:
+            blob_values[k] = copy["channel_values"].pop(k)
+    return copy, blob_values
+
+
 def postgres_saver_class() -> type[Any]:
-    """``AsyncPostgresSaver`` reading a checkpoint's blobs by primary key (``POSTGRES_SELECT_SQL``)."""
+    """``AsyncPostgresSaver`` reading blobs by primary key, writing through a turn's batch, without a process lock.
+
+    * Reads (``aget_tuple``, ``alist``) fetch a checkpoint's blobs by primary key (``POSTGRES_SELECT_SQL``).
+    * ``aput`` and ``aput_writes`` serialise small values on the event loop (LangGraph's saver
+      hops to a worker thread for every write), and queue their statements in the turn's
+      :class:`CheckpointBatch` when the config carries one.
+    * On a pool, statements do not wait for one another: LangGraph's saver holds one
+      ``asyncio.Lock`` around every statement of the process (needed for its single
+      shared connection, not for a pool's).
+    """
+    from langgraph.checkpoint.base import WRITES_IDX_MAP, get_serializable_checkpoint_metadata
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
+    from psycopg_pool import AsyncConnectionPool
 
     class KeyedBlobPostgresSaver(AsyncPostgresSaver):
-        """``AsyncPostgresSaver`` whose reads (``aget_tuple``, ``alist``) fetch blobs by primary key."""
+        """See :func:`postgres_saver_class`."""
 
         SELECT_SQL = POSTGRES_SELECT_SQL
+        BATCHES_WRITES = True
+
+        @asynccontextmanager
+        async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+            if self.pipe is not None or not isinstance(self.conn, AsyncConnectionPool) or not self.supports_pipeline:
+                async with super()._cursor(pipeline=pipeline) as cur:
+                    yield cur
+                return
+            async with self.conn.connection() as conn:
+                if pipeline:
+                    async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+                else:
+                    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
+
+        async def _run(self, config: RunnableConfig, statements: list[Statement]) -> None:
+            batch = batch_of(config)
+            if batch is not None:
+                batch.statements.extend(statements)
+                return
+            async with self._cursor(pipeline=True) as cur:
+                for sql, params, many in statements:
+                    if many:
+                        await cur.executemany(sql, params)
+                    else:
+                        await cur.execute(sql, params)
+
+        async def aput(
+            self,
+            config: RunnableConfig,
+            checkpoint: Checkpoint,
+            metadata: CheckpointMetadata,
+            new_versions: ChannelVersions,
+        ) -> RunnableConfig:
+            """Save a checkpoint as ``AsyncPostgresSaver.aput`` does (3.2), through the turn's batch if any."""
+            configurable = config["configurable"]
+            thread_id = configurable["thread_id"]
+            checkpoint_ns = configurable["checkpoint_ns"]
+            parent_id = configurable.get("checkpoint_id")
+            copy, blob_values = _split_values(checkpoint)
+            next_config: RunnableConfig = {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": checkpoint_ns,
+                    "checkpoint_id": checkpoint["id"],
+                }
+            }
+            statements: list[Statement] = []
+            if blob_versions := {k: v for k, v in new_versions.items() if k in blob_values}:
+                dump = (thread_id, checkpoint_ns, blob_values, blob_versions)
+                rows = (
+                    self._dump_blobs(*dump)
+                    if small(list(blob_values.values()))
+                    else await asyncio.to_thread(self._dump_blobs, *dump)
+                )
+                statements.append((self.UPSERT_CHECKPOINT_BLOBS_SQL, rows, True))
+            metadata_row = Jsonb(get_serializable_checkpoint_metadata(config, metadata))
+            row = (thread_id, checkpoint_ns, checkpoint["id"], parent_id, Jsonb(copy), metadata_row)
+            statements.append((self.UPSERT_CHECKPOINTS_SQL, row, False))
+            await self._run(config, statements)
+            return next_config
+
+        async def aput_writes(
+            self,
+            config: RunnableConfig,
+            writes: Sequence[tuple[str, Any]],
+            task_id: str,
+            task_path: str = "",
+        ) -> None:
+            """Store a task's writes as ``AsyncPostgresSaver.aput_writes`` (3.2), through the turn's batch if any."""
+            query = (
+                self.UPSERT_CHECKPOINT_WRITES_SQL
+                if all(w[0] in WRITES_IDX_MAP for w in writes)
+                else self.INSERT_CHECKPOINT_WRITES_SQL
+            )
+            configurable = config["configurable"]
+            dump = (
+                configurable["thread_id"],
+                configurable["checkpoint_ns"],
+                configurable["checkpoint_id"],
+                task_id,
+                task_path,
+                writes,
+            )
+            params = (
+                self._dump_writes(*dump)
+                if small([v for _, v in writes])
+                else await asyncio.to_thread(self._dump_writes, *dump)
+            )
+            await self._run(config, [(query, params, True)])
 
     return KeyedBlobPostgresSaver
 

@@ -35,6 +35,7 @@ from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.state import turn_input
+from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch, batches_writes
 from botloom.runtime.handover import Handover, Handovers, paused, with_person
 from botloom.runtime.results import TurnOutage, TurnResult, turn_id_for
 from botloom.runtime.state_migration import StateMigrator
@@ -126,13 +127,15 @@ class Turns:
         result.errors.extend(f"{p.plugin}: {p.stage} {p.message}" for p in problems)
         texts: list[str]
         handover: Handover | None = None
+        batch: CheckpointBatch | None = None
         if isinstance(moderated, Refusal):
             texts = [moderated.reply or bot.settings.fallback_reply]
             result.status, result.intent = "refused", None
             result.errors.append(f"refused: {moderated.reason}")
         else:
+            batch = CheckpointBatch() if batches_writes(self.graphs.checkpointer) else None
             invoked = await self._invoke(
-                bot, conversation, turn=turn, text=moderated.text, rerun=rerun, result=result, watch=watch
+                bot, conversation, turn=turn, text=moderated.text, rerun=rerun, result=result, watch=watch, batch=batch
             )
             if invoked is None:
                 return None
@@ -141,11 +144,14 @@ class Turns:
                 handover = await self.handovers.route(bot, conversation, handover)
             if handover is not None and handover.notice:
                 texts.append(handover.notice)
-        if handover is None:  # replies stored and messages finished in one statement
+        if handover is None:  # checkpoint written, replies stored and messages finished in one transaction
             await self._store_turn(
-                bot, conversation, turn, texts=texts, messages=messages, result=result, lookahead=lookahead
+                bot, conversation, turn, texts=texts, messages=messages, result=result, lookahead=lookahead, batch=batch
             )
         else:
+            if batch:  # the pause's checkpoint first, as when the graph wrote it itself
+                async with self.store.db.connection() as conn, conn.pipeline():
+                    await batch.send(conn)
             await self._store_replies(bot, conversation, turn, texts, result)
             # after the replies, before the messages are finished: a re-run of this turn still stores the notice
             result.conversation_status = await self.handovers.hand_over(bot, conversation, handover)
@@ -166,20 +172,32 @@ class Turns:
         messages: Sequence[StoredMessage],
         result: TurnResult,
         lookahead: Lookahead | None,
+        batch: CheckpointBatch | None = None,
     ) -> None:
-        """Moderate the replies, then store them and finish ``messages`` together (one round trip)."""
+        """Moderate the replies, then store them and finish ``messages`` together (one round trip).
+
+        With a ``batch`` (the turn's checkpoint write, held back by the saver), its statements
+        go first in the same transaction and the same round trip: the checkpoint and the
+        turn's replies commit together.
+        """
         outbound = [await self._moderate_out(bot, conversation, text, result) for text in texts]
         first = messages[0]
-        replies, after, pending = await self.store.messages.store_turn(
-            bot.tenant_id,
-            conversation.id,
-            channel=conversation.channel,
-            turn_id=turn,
-            replies=outbound,
-            status=self.reply_status(conversation.channel),
-            finished=[(m.id, result.status if m is first else "merged") for m in messages],
-            outcome=result.outcome(),
-        )
+        end: dict[str, Any] = {
+            "channel": conversation.channel,
+            "turn_id": turn,
+            "replies": outbound,
+            "status": self.reply_status(conversation.channel),
+            "finished": [(m.id, result.status if m is first else "merged") for m in messages],
+            "outcome": result.outcome(),
+        }
+        if batch:
+            async with self.store.db.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    await batch.send(conn)
+                    read = await self.store.messages.queue_store_turn(conn, bot.tenant_id, conversation.id, **end)
+                replies, after, pending = await read()
+        else:
+            replies, after, pending = await self.store.messages.store_turn(bot.tenant_id, conversation.id, **end)
         result.replies.extend(replies)
         if lookahead is not None:
             lookahead.conversation, lookahead.pending = after, pending
@@ -231,10 +249,13 @@ class Turns:
         rerun: bool,
         result: TurnResult,
         watch: Watch | None = None,
+        batch: CheckpointBatch | None = None,
     ) -> tuple[list[str], Handover | None] | None:
         """Run the graph for one user text; the reply texts and the handover it paused for; fills ``result``.
 
         With ``watch``, the turn is cancelled, and ``None`` returned, as soon as it says so.
+        With ``batch``, the saver queues the run's checkpoint write there instead of running it
+        (the caller writes it with the turn's replies).
         """
         config = thread_config(bot, conversation.id)
         try:
@@ -248,7 +269,10 @@ class Turns:
             if state is None:
                 result.errors.extend(await self.migrator.upgrade(bot, conversation, graph, config))
                 version = self.migrator.target(bot)
-                run = graph.ainvoke(turn_input(turn, text, version=version), config, context=ctx, durability="exit")
+                run_config = config
+                if batch is not None:
+                    run_config = {**config, "configurable": {**config["configurable"], CHECKPOINT_BATCH: batch}}
+                run = graph.ainvoke(turn_input(turn, text, version=version), run_config, context=ctx, durability="exit")
                 if watch is None:
                     state = await asyncio.wait_for(run, self.settings.turn_timeout)
                 else:

@@ -512,6 +512,24 @@ async def pending_in_pipeline(store: Store, tenant_id: str, conversation_id: str
         return await flattened(read())
 
 
+async def store_turn_in_pipeline(store: Store, tenant_id: str, conversation_id: str, message_id: str) -> Any:
+    """``messages.queue_store_turn`` as the runner sends it: in a pipeline and a transaction, read after the sync."""
+    async with store.messages.db.connection() as conn:
+        async with conn.pipeline(), conn.transaction():
+            read = await store.messages.queue_store_turn(
+                conn,
+                tenant_id,
+                conversation_id,
+                channel="sms",
+                turn_id=str(uuid.uuid4()),
+                replies=["injected"],
+                status="pending",
+                finished=[(message_id, "answered")],
+                outcome={"x": 1},
+            )
+        return await read()
+
+
 PROBES: list[Probe] = [
     Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
     Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
@@ -693,6 +711,12 @@ PROBES: list[Probe] = [
         ),
         "own",
         "B's message in A's turn",
+    ),
+    Probe(
+        "messages",
+        "queue_store_turn",
+        lambda s, a, b: store_turn_in_pipeline(s, a.tenant.id, b.conversation.id, b.inbound.id),
+        "nothing",
     ),
     Probe("messages", "replies_of_turn", lambda s, a, b: s.messages.replies_of_turn(a.tenant.id, b.turn_id), "nothing"),
     Probe(

@@ -46,6 +46,66 @@ def _pending_of(row: Mapping[str, Any] | None) -> tuple[Conversation | None, lis
     return to_struct(Conversation, row["conversation"]), pending
 
 
+STORE_TURN_SQL = (
+    "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %(tenant)s "
+    "AND id = %(conversation)s RETURNING *), "
+    "r AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
+    "idempotency_key, metadata, turn_id) SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %(channel)s, "
+    "t.text, %(status)s, t.key, '{}'::jsonb, %(turn)s FROM c, "
+    "unnest(%(texts)s::text[], %(keys)s::text[]) WITH ORDINALITY AS t(text, key, n) ORDER BY t.n "
+    "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *), "
+    "f AS (UPDATE messages SET status = u.status, turn_id = %(turn)s, "
+    "metadata = messages.metadata || jsonb_build_object('outcome', %(outcome)s::jsonb), updated_at = now() "
+    "FROM unnest(%(ids)s::uuid[], %(statuses)s::text[]) AS u(id, status), c "
+    "WHERE messages.tenant_id = c.tenant_id AND messages.id = u.id RETURNING messages.id), "
+    "existing AS (SELECT m.* FROM messages m, c WHERE m.tenant_id = c.tenant_id AND m.bot_id = c.bot_id "
+    "AND m.channel = %(channel)s AND m.direction = 'outbound' AND m.idempotency_key = ANY(%(keys)s::text[])) "
+    "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
+    "(SELECT json_agg(row_to_json(x) ORDER BY x.idempotency_key) FROM "
+    "(SELECT * FROM r UNION ALL SELECT * FROM existing) x) AS replies, "
+    "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM messages p, c "
+    "WHERE p.tenant_id = c.tenant_id AND p.conversation_id = c.id AND p.direction = 'inbound' "
+    "AND p.status IN ('received', 'processing') AND p.id <> ALL(%(ids)s::uuid[])) AS pending, "
+    "(SELECT count(*) FROM f) AS finished"
+)
+"""A turn's end (:meth:`MessageRepository.store_turn`): replies stored, messages finished, what still waits."""
+
+
+def _store_turn_params(  # noqa: PLR0917 - store_turn's arguments, in its order
+    tenant_id: str,
+    conversation_id: str,
+    channel: str,
+    turn_id: str,
+    replies: Sequence[str],
+    status: OutboundStatus,
+    finished: Sequence[tuple[str, InboundStatus]],
+    outcome: Mapping[str, Any],
+) -> dict[str, Any]:
+    keys = [f"{turn_id}:{index:03d}" for index in range(len(replies))]
+    return {
+        "tenant": as_uuid(tenant_id),
+        "conversation": as_uuid(conversation_id),
+        "channel": channel,
+        "status": status,
+        "turn": as_uuid(turn_id),
+        "texts": list(replies),
+        "keys": keys,
+        "ids": [as_uuid(message_id) for message_id, _ in finished],
+        "statuses": [finished_status for _, finished_status in finished],
+        "outcome": json.dumps(dict(outcome)),
+    }
+
+
+def _store_turn_of(
+    row: Mapping[str, Any] | None, conversation_id: str
+) -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
+    if row is None or row["conversation"] is None:
+        raise LookupError(f"conversation {conversation_id} not found")
+    stored = [to_struct(StoredMessage, m) for m in row["replies"] or []]
+    pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
+    return stored, to_struct(Conversation, row["conversation"]), pending
+
+
 RECEIVE_CTES = (
     "WITH conversation AS (INSERT INTO conversations (tenant_id, bot_id, channel, external_key, user_ref, "
     "state_version) SELECT b.tenant_id, b.id, %(channel)s, %(key)s, %(user)s, %(version)s FROM bots b "
@@ -366,43 +426,37 @@ class MessageRepository(Repository):
         (:meth:`pending_inbound` but for ``finished``). All of it commits together.
         Raises ``LookupError`` when the tenant has no such conversation.
         """
-        keys = [f"{turn_id}:{index:03d}" for index in range(len(replies))]
         row = await self._one(
-            "WITH c AS (UPDATE conversations SET updated_at = now() WHERE tenant_id = %(tenant)s "
-            "AND id = %(conversation)s RETURNING *), "
-            "r AS (INSERT INTO messages (tenant_id, bot_id, conversation_id, direction, channel, text, status, "
-            "idempotency_key, metadata, turn_id) SELECT c.tenant_id, c.bot_id, c.id, 'outbound', %(channel)s, "
-            "t.text, %(status)s, t.key, '{}'::jsonb, %(turn)s FROM c, "
-            "unnest(%(texts)s::text[], %(keys)s::text[]) WITH ORDINALITY AS t(text, key, n) ORDER BY t.n "
-            "ON CONFLICT (bot_id, channel, direction, idempotency_key) DO NOTHING RETURNING *), "
-            "f AS (UPDATE messages SET status = u.status, turn_id = %(turn)s, "
-            "metadata = messages.metadata || jsonb_build_object('outcome', %(outcome)s::jsonb), updated_at = now() "
-            "FROM unnest(%(ids)s::uuid[], %(statuses)s::text[]) AS u(id, status), c "
-            "WHERE messages.tenant_id = c.tenant_id AND messages.id = u.id RETURNING messages.id), "
-            "existing AS (SELECT m.* FROM messages m, c WHERE m.tenant_id = c.tenant_id AND m.bot_id = c.bot_id "
-            "AND m.channel = %(channel)s AND m.direction = 'outbound' AND m.idempotency_key = ANY(%(keys)s::text[])) "
-            "SELECT (SELECT row_to_json(c) FROM c) AS conversation, "
-            "(SELECT json_agg(row_to_json(x) ORDER BY x.idempotency_key) FROM "
-            "(SELECT * FROM r UNION ALL SELECT * FROM existing) x) AS replies, "
-            "(SELECT json_agg(row_to_json(p) ORDER BY p.created_at, p.id) FROM messages p, c "
-            "WHERE p.tenant_id = c.tenant_id AND p.conversation_id = c.id AND p.direction = 'inbound' "
-            "AND p.status IN ('received', 'processing') AND p.id <> ALL(%(ids)s::uuid[])) AS pending, "
-            "(SELECT count(*) FROM f) AS finished",
-            {
-                "tenant": as_uuid(tenant_id),
-                "conversation": as_uuid(conversation_id),
-                "channel": channel,
-                "status": status,
-                "turn": as_uuid(turn_id),
-                "texts": list(replies),
-                "keys": keys,
-                "ids": [as_uuid(message_id) for message_id, _ in finished],
-                "statuses": [finished_status for _, finished_status in finished],
-                "outcome": json.dumps(dict(outcome)),
-            },
+            STORE_TURN_SQL,
+            _store_turn_params(tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome),
         )
-        if row is None or row["conversation"] is None:
-            raise LookupError(f"conversation {conversation_id} not found")
-        stored = [to_struct(StoredMessage, m) for m in row["replies"] or []]
-        pending = [to_struct(StoredMessage, m) for m in row["pending"] or []]
-        return stored, to_struct(Conversation, row["conversation"]), pending
+        return _store_turn_of(row, conversation_id)
+
+    async def queue_store_turn(  # noqa: PLR0913 - store_turn's arguments and the connection
+        self,
+        conn: Any,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        channel: str,
+        turn_id: str,
+        replies: Sequence[str],
+        status: OutboundStatus,
+        finished: Sequence[tuple[str, InboundStatus]],
+        outcome: Mapping[str, Any],
+    ) -> Callable[[], Awaitable[tuple[list[StoredMessage], Conversation, list[StoredMessage]]]]:
+        """:meth:`store_turn` sent on ``conn`` in pipeline mode; returns how to read it once synced.
+
+        So the statements queued around it on the same connection (the turn's checkpoint
+        write, in one transaction with it) go out with it in one round trip.
+        """
+        cur = await conn.execute(
+            STORE_TURN_SQL,
+            _store_turn_params(tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome),
+        )
+
+        async def read() -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
+            row: dict[str, Any] | None = await cur.fetchone()
+            return _store_turn_of(row, conversation_id)
+
+        return read

@@ -1,0 +1,76 @@
+"""A turn's checkpoint goes to PostgreSQL with the runner's own statements (#16 goal 1).
+
+* The checkpoint write is held back by botloom's PostgreSQL saver and sent in the
+  transaction that stores the turn's replies: both commit, or neither does (a turn
+  whose replies could not be stored leaves no checkpoint of itself behind).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch
+from botloom.runtime.services import Services
+from botloom.runtime.turn_context import thread_config
+from botloom.server.demo import DemoInfo
+from tests.helpers import Chat
+
+
+@pytest.fixture
+async def refused_replies(services: Services) -> AsyncIterator[str]:
+    """A trigger refusing outbound messages of the conversations listed in a table; yields the table's name."""
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    async with services.store.db.connection() as conn:
+        await conn.execute(f"CREATE TABLE {name} (conversation_id uuid PRIMARY KEY)")
+        await conn.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.direction = 'outbound' AND EXISTS (SELECT 1 FROM {name} WHERE conversation_id = "
+            f"NEW.conversation_id) THEN RAISE EXCEPTION 'replies refused (test)'; END IF; RETURN NEW; END $$"
+        )
+        await conn.execute(f"CREATE TRIGGER {name} BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION {name}()")
+    try:
+        yield name
+    finally:
+        async with services.store.db.connection() as conn:
+            await conn.execute(f"DROP TRIGGER {name} ON messages")
+            await conn.execute(f"DROP FUNCTION {name}()")
+            await conn.execute(f"DROP TABLE {name}")
+
+
+async def test_a_turn_whose_replies_cannot_be_stored_leaves_no_checkpoint(
+    services: Services, demo: DemoInfo, refused_replies: str
+) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("hello")
+    assert chat.conversation_id is not None
+    graph = services.runner.graphs.get(demo.bot.graph)
+    config = thread_config(demo.bot, chat.conversation_id)
+    before = await graph.aget_state(config)
+    assert before.values.get("turn_id"), "the first turn was checkpointed"
+    async with services.store.db.connection() as conn:
+        await conn.execute(f"INSERT INTO {refused_replies} VALUES (%s)", (chat.conversation_id,))
+    with pytest.raises(Exception, match="replies refused"):
+        await chat.say("where is my order?")
+    after = await graph.aget_state(config)
+    assert after.values.get("turn_id") == before.values.get("turn_id"), "the failed turn's checkpoint was written"
+    assert after.config["configurable"]["checkpoint_id"] == before.config["configurable"]["checkpoint_id"]
+
+
+async def test_the_saver_queues_its_writes_in_a_batch_and_they_commit_when_sent(services: Services) -> None:
+    saver = services.runner.graphs.checkpointer
+    assert saver is not None
+    thread = f"batch-{uuid.uuid4()}"
+    graph = services.runner.graphs.get("turn")
+    batch = CheckpointBatch()
+    config: Any = {"configurable": {"thread_id": thread, CHECKPOINT_BATCH: batch}}
+    await graph.aupdate_state(config, {"failures": 2}, as_node="respond")
+    assert batch, "the write was queued"
+    assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values == {}
+    async with services.store.db.connection() as conn, conn.pipeline(), conn.transaction():
+        await batch.send(conn)
+    assert not batch
+    assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values["failures"] == 2
