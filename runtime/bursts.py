@@ -35,9 +35,11 @@ from botloom.core.storage.repositories import Store
 from botloom.runtime.handover import WITH_PERSON
 from botloom.runtime.locks import ConversationLocks
 from botloom.runtime.results import TurnResult, turn_id_for
-from botloom.runtime.turns import Lookahead, Turns, Watch
+from botloom.runtime.turns import Lookahead, ReadAhead, Turns, Watch
 
 T = TypeVar("T")
+Found = tuple[Conversation | None, list[StoredMessage]]
+"""A conversation and its pending inbound messages, as the turn loop reads them."""
 
 MERGE_WINDOWS = 5
 """``merge`` waits for quiet at most this many burst windows."""
@@ -71,20 +73,27 @@ class Bursts:
                 return rejected
         claim = CLAIMS.get(bot.settings.burst_policy, 0)
 
-        async def first(conn: Any) -> Callable[[], Awaitable[tuple[Conversation | None, list[StoredMessage]]]]:
+        async def first(conn: Any) -> Callable[[], Awaitable[tuple[Found, ReadAhead | None]]]:
             messages = self.store.messages
             if conn is not None:  # queued behind the lock on its connection: one round trip
-                return await messages.queue_pending_with_conversation(
+                pending = await messages.queue_pending_with_conversation(
                     conn, bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
                 )
+                reads = await self.turns.queue_reads(conn, bot, conversation_id)
+
+                async def read() -> tuple[Found, ReadAhead | None]:
+                    return await pending(), await reads()
+
+                return read
             found = await messages.pending_with_conversation(
                 bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
             )
-            return partial(_value, found)
+            return partial(_value, (found, None))
 
-        # the lock, the conversation, its pending messages and the claim of the first turn's: one round trip
-        async with self.locks.hold_then(conversation_id, first) as found:
-            return await self._run_pending(bot, conversation_id, first=found)
+        # the lock, the conversation, its pending messages and the claim of the first turn's, the bot's plugins
+        # and the conversation's checkpoint: one round trip
+        async with self.locks.hold_then(conversation_id, first) as (found, read_ahead):
+            return await self._run_pending(bot, conversation_id, first=found, read_ahead=read_ahead)
 
     async def run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
         """``reject`` for a response or socket channel: run ``message`` if no turn of its conversation runs, else busy.
@@ -152,12 +161,13 @@ class Bursts:
         conversation_id: str,
         *,
         only: str | None = None,
-        first: tuple[Conversation | None, list[StoredMessage]] | None = None,
+        first: Found | None = None,
+        read_ahead: ReadAhead | None = None,
     ) -> list[TurnResult]:
         """Run the pending messages with the lock held; ``only`` restricts it to one message.
 
         ``first``: the conversation and its pending messages as read (and claimed, see
-        :data:`CLAIMS`) with the lock.
+        :data:`CLAIMS`) with the lock; ``read_ahead``: what the first turn reads, read with it.
         """
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
@@ -191,7 +201,10 @@ class Bursts:
             if policy == "reject" and not await self._take(bot, batch[0]):
                 continue  # a concurrent job answered it busy
             watch = self._newer_than(bot, conversation_id, batch[-1].id) if policy == "interrupt" else None
-            result = await self.turns.run(bot, conversation, batch, watch=watch, lookahead=ahead, claimed=claimed)
+            result = await self.turns.run(
+                bot, conversation, batch, watch=watch, lookahead=ahead, claimed=claimed, ahead=read_ahead
+            )
+            read_ahead = None  # read for the first turn only
             if result is not None:
                 results.append(result)
         return results

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 
 from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings
@@ -96,6 +102,53 @@ class CheckpointBatch:
         self.statements = []
 
 
+CHECKPOINT_READ = "__botloom_checkpoint_read"
+"""The ``configurable`` key of a turn's :class:`CheckpointRead`: its checkpoint, read with the conversation's lock."""
+LATEST_SQL = POSTGRES_SELECT_SQL + ("WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1")
+"""The latest checkpoint of a thread, as ``AsyncPostgresSaver.aget_tuple`` reads it (``POSTGRES_SELECT_SQL``)."""
+
+
+class CheckpointRead:
+    """A thread's latest checkpoint row, read by the runner with the conversation's lock (one round trip).
+
+    Queued on the lock's connection by :meth:`queue` after the lock statement, so it
+    sees what the previous holder committed. The runner passes it in the config of the
+    turn's ``ainvoke`` (:data:`CHECKPOINT_READ`) when nothing wrote the thread since
+    (no state migration); the saver of :func:`postgres_saver_class` then answers the run's
+    first ``aget_tuple`` of that thread from it instead of asking PostgreSQL again.
+    """
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        self.row: dict[str, Any] | None = None
+        self.used = False
+
+    async def queue(self, conn: Any) -> Callable[[], Awaitable[None]]:
+        """Send the read on ``conn`` (pipeline mode); returns how to take its row once synced."""
+        from psycopg.rows import dict_row
+
+        cur = conn.cursor(binary=True, row_factory=dict_row)
+        await cur.execute(LATEST_SQL, (self.thread_id, ""), binary=True)
+
+        async def read() -> None:
+            self.row = await cur.fetchone()
+
+        return read
+
+    def take(self, config: RunnableConfig) -> tuple[bool, dict[str, Any] | None]:
+        """``(True, row)`` once, for a read of the latest checkpoint of this thread; ``(False, None)`` otherwise."""
+        configurable = config.get("configurable") or {}
+        if (
+            self.used
+            or configurable.get("thread_id") != self.thread_id
+            or configurable.get("checkpoint_ns", "")
+            or configurable.get("checkpoint_id")
+        ):
+            return False, None
+        self.used = True
+        return True, self.row
+
+
 def batch_of(config: RunnableConfig) -> CheckpointBatch | None:
     """The turn's :class:`CheckpointBatch` in ``config``, if the runner passed one."""
     batch = (config.get("configurable") or {}).get(CHECKPOINT_BATCH)
@@ -103,7 +156,12 @@ def batch_of(config: RunnableConfig) -> CheckpointBatch | None:
 
 
 def batches_writes(saver: Any) -> bool:
-    """Whether ``saver`` (or the saver it wraps) queues its writes in a turn's :class:`CheckpointBatch`."""
+    """Whether ``saver`` (or the saver it wraps) queues its writes in a turn's :class:`CheckpointBatch`.
+
+    Such a saver also answers from a :class:`CheckpointRead`; its tables are in botloom's
+    database (``open_checkpointer`` is given botloom's URL), so the runner may send its
+    statements on its own connections.
+    """
     return bool(getattr(getattr(saver, "inner", saver), "BATCHES_WRITES", False))
 
 
@@ -146,7 +204,7 @@ def _split_values(checkpoint: Checkpoint) -> tuple[Checkpoint, dict[str, Any]]:
     return copy, blob_values
 
 
-def postgres_saver_class() -> type[Any]:
+def postgres_saver_class() -> type[Any]:  # noqa: C901 - one class: its overrides
     """``AsyncPostgresSaver`` reading blobs by primary key, writing through a turn's batch, without a process lock.
 
     * Reads (``aget_tuple``, ``alist``) fetch a checkpoint's blobs by primary key (``POSTGRES_SELECT_SQL``).
@@ -182,6 +240,20 @@ def postgres_saver_class() -> type[Any]:
                 else:
                     async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
+
+        async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+            """As ``AsyncPostgresSaver.aget_tuple``, answered from the turn's :class:`CheckpointRead` if it fits."""
+            read = (config.get("configurable") or {}).get(CHECKPOINT_READ)
+            if isinstance(read, CheckpointRead):
+                fits, row = read.take(config)
+                if fits:
+                    if row is None:
+                        return None
+                    if row["checkpoint"]["v"] >= 4 or not row["parent_checkpoint_id"]:  # else: sends to migrate
+                        tuple_: CheckpointTuple = await self._load_checkpoint_tuple(row)
+                        return tuple_
+            found: CheckpointTuple | None = await super().aget_tuple(config)
+            return found
 
         async def _run(self, config: RunnableConfig, statements: list[Statement]) -> None:
             batch = batch_of(config)

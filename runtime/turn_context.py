@@ -9,14 +9,14 @@ knows the bot has no knowledge base to search.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from langchain_core.runnables import RunnableConfig
 
-from botloom.core.domain import Bot, Conversation, UsageEvent
+from botloom.core.domain import Bot, Conversation, PluginSetting, UsageEvent
 from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
@@ -67,7 +67,18 @@ class TurnContexts:
 
     async def bot_view(self, bot: Bot) -> BotView:
         """The bot's enabled, installed plugins with their configs and definitions."""
-        settings = await self.store.plugin_settings.list_all(bot.tenant_id, bot.id)
+        return self._view(await self.store.plugin_settings.list_all(bot.tenant_id, bot.id))
+
+    async def queue_bot_view(self, conn: Any, bot: Bot) -> Callable[[], Awaitable[BotView]]:
+        """:meth:`bot_view` read on ``conn`` in pipeline mode (with the conversation's lock); how to get it."""
+        read = await self.store.plugin_settings.queue_list_all(conn, bot.tenant_id, bot.id)
+
+        async def view() -> BotView:
+            return self._view(await read())
+
+        return view
+
+    def _view(self, settings: Sequence[PluginSetting]) -> BotView:
         configs = {s.plugin: s.config for s in settings if s.enabled and s.plugin in self.host.infos}
         return BotView(
             configs=configs,

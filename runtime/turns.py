@@ -35,11 +35,17 @@ from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.state import turn_input
-from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch, batches_writes
+from botloom.runtime.checkpointers import (
+    CHECKPOINT_BATCH,
+    CHECKPOINT_READ,
+    CheckpointBatch,
+    CheckpointRead,
+    batches_writes,
+)
 from botloom.runtime.handover import Handover, Handovers, paused, with_person
 from botloom.runtime.results import TurnOutage, TurnResult, turn_id_for
 from botloom.runtime.state_migration import StateMigrator
-from botloom.runtime.turn_context import TurnContexts, thread_config
+from botloom.runtime.turn_context import BotView, TurnContexts, thread_config, thread_id
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,16 @@ class Lookahead:
 
     conversation: Conversation | None = None
     pending: list[StoredMessage] | None = None
+
+
+@dataclass
+class ReadAhead:
+    """What the turn loop read with the conversation's lock, for the first turn it runs (:meth:`Turns.queue_reads`)."""
+
+    view: BotView | None = None
+    """The bot's enabled plugins (:meth:`TurnContexts.bot_view`)."""
+    checkpoint: CheckpointRead | None = None
+    """The conversation's latest checkpoint, when the checkpointer is botloom's PostgreSQL saver."""
 
 
 class Turns:
@@ -81,6 +97,27 @@ class Turns:
         self.handovers = handovers
         self.settings = settings
 
+    async def queue_reads(self, conn: Any, bot: Bot, conversation_id: str) -> Callable[[], Awaitable[ReadAhead]]:
+        """Queue on ``conn`` (the lock's, pipeline mode) what a turn of the conversation reads first; how to get it.
+
+        The bot's plugin settings and the conversation's latest checkpoint: sent with the
+        lock, they cost no round trip of their own, and start once the lock is held.
+        """
+        view = await self.contexts.queue_bot_view(conn, bot)
+        checkpoint: CheckpointRead | None = None
+        checkpoint_read: Callable[[], Awaitable[None]] | None = None
+        if batches_writes(self.graphs.checkpointer):
+            checkpoint = CheckpointRead(thread_id(bot.tenant_id, bot.id, conversation_id))
+            checkpoint_read = await checkpoint.queue(conn)
+
+        async def read() -> ReadAhead:
+            ahead = ReadAhead(view=await view(), checkpoint=checkpoint)
+            if checkpoint_read is not None:
+                await checkpoint_read()
+            return ahead
+
+        return read
+
     async def run(
         self,
         bot: Bot,
@@ -90,6 +127,7 @@ class Turns:
         watch: Watch | None = None,
         lookahead: Lookahead | None = None,
         claimed: bool = False,
+        ahead: ReadAhead | None = None,
     ) -> TurnResult | None:
         """One turn answering ``messages`` (one, or a merged burst); ``None`` if ``watch`` cancelled it.
 
@@ -100,6 +138,8 @@ class Turns:
         runs: ``True`` cancels the turn (nothing of it is checkpointed or stored).
         ``lookahead``, when given, is filled with what the turn's last statement saw
         after it (the conversation and its messages still pending), when it saw it.
+        ``ahead``: what was read with the conversation's lock (:meth:`queue_reads`), used
+        instead of reading it again.
         Raises :class:`TurnOutage` when PostgreSQL or Redis went away meanwhile.
         """
         if with_person(conversation):
@@ -135,7 +175,15 @@ class Turns:
         else:
             batch = CheckpointBatch() if batches_writes(self.graphs.checkpointer) else None
             invoked = await self._invoke(
-                bot, conversation, turn=turn, text=moderated.text, rerun=rerun, result=result, watch=watch, batch=batch
+                bot,
+                conversation,
+                turn=turn,
+                text=moderated.text,
+                rerun=rerun,
+                result=result,
+                watch=watch,
+                batch=batch,
+                ahead=ahead,
             )
             if invoked is None:
                 return None
@@ -239,7 +287,7 @@ class Turns:
         TURNS.labels(conversation.channel, "escalated" if result.escalated else result.status).inc()
         await self.host.notify_turn_end(summary)
 
-    async def _invoke(
+    async def _invoke(  # noqa: PLR0913 - the turn's parts, passed through
         self,
         bot: Bot,
         conversation: Conversation,
@@ -250,28 +298,35 @@ class Turns:
         result: TurnResult,
         watch: Watch | None = None,
         batch: CheckpointBatch | None = None,
+        ahead: ReadAhead | None = None,
     ) -> tuple[list[str], Handover | None] | None:
         """Run the graph for one user text; the reply texts and the handover it paused for; fills ``result``.
 
         With ``watch``, the turn is cancelled, and ``None`` returned, as soon as it says so.
         With ``batch``, the saver queues the run's checkpoint write there instead of running it
-        (the caller writes it with the turn's replies).
+        (the caller writes it with the turn's replies). ``ahead``: the bot's plugins and the
+        conversation's checkpoint as read with the lock (the checkpoint is used only when no
+        state migration writes the thread before the run).
         """
         config = thread_config(bot, conversation.id)
         try:
             graph = self.graphs.get(bot.graph)
-            ctx = await self.contexts.context(bot, conversation)
+            ctx = await self.contexts.context(bot, conversation, ahead.view if ahead is not None else None)
             state: dict[str, Any] | None = None
             if rerun:  # the process that ran this turn died: did the graph finish before it did?
                 snapshot = await graph.aget_state(config)
                 if snapshot.values.get("turn_id") == turn and not snapshot.next:
                     state = dict(snapshot.values)
             if state is None:
-                result.errors.extend(await self.migrator.upgrade(bot, conversation, graph, config))
                 version = self.migrator.target(bot)
-                run_config = config
+                unmigrated = conversation.state_version == version  # upgrade() writes nothing
+                result.errors.extend(await self.migrator.upgrade(bot, conversation, graph, config))
+                extra: dict[str, Any] = {}
                 if batch is not None:
-                    run_config = {**config, "configurable": {**config["configurable"], CHECKPOINT_BATCH: batch}}
+                    extra[CHECKPOINT_BATCH] = batch
+                if ahead is not None and ahead.checkpoint is not None and unmigrated:
+                    extra[CHECKPOINT_READ] = ahead.checkpoint
+                run_config = {**config, "configurable": {**config["configurable"], **extra}} if extra else config
                 run = graph.ainvoke(turn_input(turn, text, version=version), run_config, context=ctx, durability="exit")
                 if watch is None:
                     state = await asyncio.wait_for(run, self.settings.turn_timeout)
@@ -340,4 +395,4 @@ class Turns:
         return "sent" if adapter is not None and adapter.kind != "push" else "pending"
 
 
-__all__ = ["Lookahead", "TurnOutage", "TurnResult", "Turns", "Watch", "turn_id_for"]
+__all__ = ["Lookahead", "ReadAhead", "TurnOutage", "TurnResult", "Turns", "Watch", "turn_id_for"]

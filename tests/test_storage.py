@@ -512,6 +512,14 @@ async def pending_in_pipeline(store: Store, tenant_id: str, conversation_id: str
         return await flattened(read())
 
 
+async def plugin_settings_in_pipeline(store: Store, tenant_id: str, bot_id: str) -> Any:
+    """``plugin_settings.queue_list_all`` as the turn loop sends it: in a pipeline, read after the sync."""
+    async with store.messages.db.connection() as conn:
+        async with conn.pipeline():
+            read = await store.plugin_settings.queue_list_all(conn, tenant_id, bot_id)
+        return await read()
+
+
 async def store_turn_in_pipeline(store: Store, tenant_id: str, conversation_id: str, message_id: str) -> Any:
     """``messages.queue_store_turn`` as the runner sends it: in a pipeline and a transaction, read after the sync."""
     async with store.messages.db.connection() as conn:
@@ -558,6 +566,12 @@ PROBES: list[Probe] = [
         "plugin_settings", "get", lambda s, a, b: s.plugin_settings.get(a.tenant.id, b.bot.id, "demo_shop"), "nothing"
     ),
     Probe("plugin_settings", "list_all", lambda s, a, b: s.plugin_settings.list_all(a.tenant.id, b.bot.id), "nothing"),
+    Probe(
+        "plugin_settings",
+        "queue_list_all",
+        lambda s, a, b: plugin_settings_in_pipeline(s, a.tenant.id, b.bot.id),
+        "nothing",
+    ),
     Probe(
         "conversations",
         "get_or_create",

@@ -3,6 +3,8 @@
 * The checkpoint write is held back by botloom's PostgreSQL saver and sent in the
   transaction that stores the turn's replies: both commit, or neither does (a turn
   whose replies could not be stored leaves no checkpoint of itself behind).
+* The conversation's latest checkpoint is read with the conversation's lock (one
+  round trip), and the run's first ``aget_tuple`` is answered from that read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch
+from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch, CheckpointRead, postgres_saver_class
 from botloom.runtime.services import Services
 from botloom.runtime.turn_context import thread_config
 from botloom.server.demo import DemoInfo
@@ -74,3 +76,36 @@ async def test_the_saver_queues_its_writes_in_a_batch_and_they_commit_when_sent(
         await batch.send(conn)
     assert not batch
     assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values["failures"] == 2
+
+
+async def test_the_first_read_of_a_turn_is_the_one_made_with_the_lock(
+    services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = Chat(services, demo.bot)
+    await chat.say("hello")
+    saver = services.runner.graphs.checkpointer
+    saver_class = type(getattr(saver, "inner", saver))
+    assert saver_class.__name__ == postgres_saver_class().__name__
+    reads: list[dict[str, Any]] = []
+    taken: list[bool] = []
+    stock_read = saver_class.__mro__[1].aget_tuple  # LangGraph's own read: a round trip
+    original_take = CheckpointRead.take
+
+    async def counted(self: Any, config: Any) -> Any:
+        reads.append(config["configurable"])
+        return await stock_read(self, config)
+
+    def take(self: CheckpointRead, config: Any) -> tuple[bool, Any]:
+        fits, row = original_take(self, config)
+        taken.append(fits)
+        return fits, row
+
+    monkeypatch.setattr(saver_class.__mro__[1], "aget_tuple", counted)
+    monkeypatch.setattr(CheckpointRead, "take", take)
+    second = await chat.say("where is my order?")
+    assert second.intent == "order_status"
+    assert taken == [True], "the run's read was answered from the lock's"
+    assert reads == [], "no checkpoint read of its own"
+    third = await chat.say("it's 1234")  # continues from the checkpoint the second turn wrote
+    assert "1234 has shipped with DHL" in third.replies[0].text
+    assert taken == [True, True] and reads == []

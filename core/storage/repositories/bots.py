@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -174,6 +174,23 @@ class PluginSettingRepository(Repository):
             (as_uuid(tenant_id), as_uuid(bot_id)),
         )
         return [self._setting(r) for r in rows]
+
+    async def queue_list_all(
+        self, conn: Any, tenant_id: str, bot_id: str
+    ) -> Callable[[], Awaitable[list[PluginSetting]]]:
+        """:meth:`list_all` sent on ``conn`` in pipeline mode; returns how to read it once synced.
+
+        So it goes out with the statements queued around it (the conversation's lock) in one round trip.
+        """
+        cur = await conn.execute(
+            "SELECT * FROM bot_plugins WHERE tenant_id = %s AND bot_id = %s ORDER BY plugin",
+            (as_uuid(tenant_id), as_uuid(bot_id)),
+        )
+
+        async def read() -> list[PluginSetting]:
+            return [self._setting(r) for r in await cur.fetchall()]
+
+        return read
 
 
 class ChannelRouteRepository(Repository):
