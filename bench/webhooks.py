@@ -509,18 +509,26 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
         peer.reset()
         say("botloom worker drains the queue ...")
         queued = sum(r["total"] for name, r in results.items() if name.startswith("botloom"))
-        began = time.monotonic()
-        with process([sys.executable, "-m", "botloom", "worker"], env):
+        postmaster = postmaster_pid(database_url)
+        db_cpu = (lambda: tree_cpu_seconds(postmaster)) if postmaster else (lambda: 0.0)
+        with process([sys.executable, "-m", "botloom", "worker"], env) as worker:
+            began, worker_cpu, db = time.monotonic(), cpu_seconds(worker.pid), db_cpu()
             while len(peer.sent) < queued and time.monotonic() - began < 900:
                 time.sleep(0.2)
             drained = len(peer.sent) / (time.monotonic() - began)
+            replies = max(1, len(peer.sent))
+            args.drain_cpu = ((cpu_seconds(worker.pid) - worker_cpu) * 1000 / replies, (db_cpu() - db) * 1000 / replies)
             open_loops = []
             for share in args.reply_loads:
                 peer.reset()
                 rate = max(1.0, drained * share)
                 say(f"open loop at {rate:.0f}/s ...")
+                before = cpu_seconds(proc.pid), cpu_seconds(worker.pid), db_cpu()
                 report = run_load(webhook, args.seconds * args.rounds, 64, token, rate=rate, prefix=f"+16{share:.2f}")
                 latencies, _ = reply_latencies(report, peer, timeout=300)
+                after = cpu_seconds(proc.pid), cpu_seconds(worker.pid), db_cpu()
+                n = max(1, report["count"])
+                report["cpu_ms"] = [(b - a) * 1000 / n for a, b in zip(before, after, strict=True)]
                 open_loops.append((share, rate, report, latencies))
     return report_markdown(args, results, drained, open_loops)
 
@@ -564,6 +572,7 @@ def report_markdown(
                 f"{len(replies)}/{report['count']}",
                 ms(reply.p50),
                 ms(reply.p99),
+                *(f"{value:.2f}" for value in report.get("cpu_ms", [float("nan")] * 3)),
             ]
         )
     info = machine()
@@ -594,7 +603,8 @@ def report_markdown(
             "",
             acks_table,
             "",
-            f"queue throughput (one botloom worker process, turn + delivery, serve idle): {drained:.1f} replies/s",
+            f"queue throughput (one botloom worker process, turn + delivery, serve idle): {drained:.1f} replies/s; "
+            f"CPU ms a reply: worker {args.drain_cpu[0]:.2f}, PostgreSQL {args.drain_cpu[1]:.2f}",
             "",
             markdown_table(
                 [
@@ -606,6 +616,9 @@ def report_markdown(
                     "replies",
                     "reply p50 ms",
                     "reply p99 ms",
+                    "server CPU ms/webhook",
+                    "worker CPU ms/webhook",
+                    "PostgreSQL CPU ms/webhook",
                 ],
                 loops,
             ),
