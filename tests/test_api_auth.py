@@ -92,6 +92,8 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples"): Call(json={"text": "planted example"}),
     ("DELETE", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples/{example:str}"): Call(),
     ("GET", "/api/v1/bots/{bot:str}/fallbacks"): Call(),
+    ("GET", "/api/v1/tenants/{tenant:str}/contacts/export"): Call(params={"channel": "rest", "address": "rest-user"}),
+    ("DELETE", "/api/v1/tenants/{tenant:str}/contacts"): Call(params={"channel": "rest", "address": "rest-user"}),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}
