@@ -347,7 +347,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
             return await prune(services, progress=_progress)
 
     report = asyncio.run(run())
-    print(f"closed {report.closed} conversation(s), archived {report.archived}, pruned {report.pruned}")
+    print(
+        f"closed {report.closed} conversation(s), archived {report.archived}, pruned {report.pruned}, "
+        f"erased {report.threads} checkpoint thread(s) of deleted conversations"
+    )
     return EXIT_OK
 
 
