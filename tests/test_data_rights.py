@@ -326,7 +326,10 @@ async def waiting_for_an_advisory_lock(database_url: str, task: asyncio.Task[Any
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         while True:
             assert not task.done(), "the erasure did not wait for the conversation's lock"
-            cur = await conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()"
+            )
             row = await cur.fetchone()
             if row is not None and row[0]:
                 return
