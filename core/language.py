@@ -566,19 +566,25 @@ BARE_CONTRACTIONS = {
 """Contractions written without their apostrophe (``hasnt``), as people type them."""
 
 
-HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
-"""A hyphen inside a compound of letters (``wi-fi``, ``no-show``, ``e-mail``): the compound is one word."""
+COMPOUND = re.compile(r"\b[a-z]+(?:-[a-z]+)+\b")
+"""A hyphenated compound of letters (``wi-fi``, ``no-show``, ``two-year``): its parts, then the parts written
+together as one word."""
+
+
+def _compound(match: re.Match[str]) -> str:
+    whole = match.group(0)
+    return f"{whole.replace('-', ' ')} {whole.replace('-', '')}"
 
 
 def words(text: str) -> list[str]:
     """The words of ``text``, normalised, contractions spelled out (``what's``, ``whats`` → ``what is``).
 
-    A hyphenated compound is one word written together (``Wi-Fi`` → ``wifi``), as people often type it;
-    :meth:`Analyzer.canonical` also joins two words the bot knows as one (``wi fi``).
+    A hyphenated compound is its parts and the parts written together (``Wi-Fi`` → ``wi fi wifi``), as
+    people often type it; :meth:`Analyzer.canonical` also joins two words the bot knows as one (``wi fi``).
     """
     plain = normalize(text)
     if "-" in plain:
-        plain = HYPHEN.sub("", plain)
+        plain = COMPOUND.sub(_compound, plain)
     if "'" in plain:
         for short, full in CONTRACTIONS:
             plain = plain.replace(short, full)
