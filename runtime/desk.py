@@ -440,11 +440,16 @@ class Desk:
         return {"timed_out": timed_out, "resumed": resumed, "sla_missed": len(alerts)}
 
     async def retry_resume(self, actor: Actor, handover_id: str) -> HandoverRecord:
-        """Retry now the resume of a closed handover the bot has not taken back (as the sweep would); 409 otherwise."""
+        """Retry now the resume of a closed handover the bot has not taken back (as the sweep would).
+
+        A handover the bot has taken back already is answered as it is (the sweep may have been
+        first); an open one is a 409.
+        """
         record = await self.handover(actor.tenant_id, handover_id)
-        if record.status in OPEN_STATUSES or record.resumed_at is not None:
-            raise DeskRefused(409, f"handover {record.id} has no resume pending ({record.status})")
-        await self._retry(record)
+        if record.status in OPEN_STATUSES:
+            raise DeskRefused(409, f"handover {record.id} is {record.status}: it has no resume to retry")
+        if record.resumed_at is None:
+            await self._retry(record)
         return await self.handover(actor.tenant_id, record.id)
 
     async def _retry(self, record: HandoverRecord) -> Resumed:

@@ -153,13 +153,9 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def openai_server() -> Iterator[ScriptedOpenAI]:
-    """The session's scripted OpenAI-compatible server."""
-    server = ScriptedOpenAI()
-    try:
-        yield server
-    finally:
-        server.stop()
+def openai_server(botloom_openai_server: ScriptedOpenAI) -> ScriptedOpenAI:
+    """The session's scripted OpenAI-compatible server: botloom.testing's, one server for both names."""
+    return botloom_openai_server
 
 
 @pytest.fixture
@@ -264,12 +260,6 @@ def botloom_database_url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture(scope="session")
-def botloom_openai_server(openai_server: ScriptedOpenAI) -> ScriptedOpenAI:
-    """The suite's scripted OpenAI server, for botloom.testing."""
-    return openai_server
-
-
 @pytest.fixture
 def botloom_settings(settings: Settings) -> Settings:
     """The suite's test deployment settings, for botloom.testing."""
@@ -286,3 +276,18 @@ def botloom_services(services: Services) -> Services:
 def botloom_demo(demo: DemoInfo) -> DemoInfo:
     """The suite's demo bot, for the channel contract."""
     return demo
+
+
+@pytest.fixture
+def llm_settings(data_dir: Path, openai: ScriptedOpenAI) -> Settings:
+    """Settings of a test deployment whose bots talk to the scripted model (``gpt-4o-mini``), a known admin token."""
+    return load_settings(
+        environ={},
+        data_dir=str(data_dir),
+        admin_token=ADMIN_TOKEN,
+        secret_key="test-secret-key",
+        openai_api_key="test-key",
+        openai_base_url=openai.base_url,
+        llm_model="gpt-4o-mini",
+        allowed_endpoints=LOCAL_ENDPOINTS,
+    )

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -145,3 +146,13 @@ class Chat:
 async def gather_all(coros: Iterable[Any]) -> Sequence[Any]:
     """``asyncio.gather`` that fails on the first exception."""
     return await asyncio.gather(*coros)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds naming ``what``; the seconds it took."""
+    began = time.monotonic()
+    while not await condition():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began

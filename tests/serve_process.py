@@ -33,6 +33,14 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / f"serve-{self.port}.log"
 
+    def __enter__(self) -> Server:
+        """Start the server (see :meth:`start`); it stops when the block ends."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def start(self) -> None:
         """Start the server and wait until ``/ready`` answers."""
         self.spawn()

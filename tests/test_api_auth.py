@@ -11,7 +11,7 @@ that is not added here fails :func:`test_route_table_covers_every_api_route`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,10 +155,15 @@ def render(template: str, refs: dict[str, str]) -> str:
 
 
 async def call(
-    client: httpx.AsyncClient, method: str, template: str, refs: dict[str, str], headers: dict[str, str]
+    client: httpx.AsyncClient,
+    method: str,
+    template: str,
+    refs: dict[str, str],
+    headers: dict[str, str],
+    routes: Mapping[tuple[str, str], Call] | None = None,
 ) -> httpx.Response:
-    """Call a route of the table; without an ``Authorization`` in ``headers``, the request has none."""
-    spec = ROUTES[(method, template)]
+    """Call a route of the table (``routes``: another); without an ``Authorization`` in ``headers``, it has none."""
+    spec = (ROUTES if routes is None else routes)[(method, template)]
     request = client.build_request(
         method, render(template, refs), json=spec.json, files=spec.files, params=spec.params, headers=headers
     )

@@ -27,12 +27,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def server(database_url: str, data_dir: Path) -> Iterator[Server]:
-    running = Server(database_url, data_dir)
-    running.start()
-    try:
+    with Server(database_url, data_dir) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")

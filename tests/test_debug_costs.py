@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,21 +22,12 @@ from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.testing.openai import Reply, ScriptedOpenAI, classification
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import LOCAL_ENDPOINTS, Chat, api_client
+from tests.helpers import Chat, api_client
 
 
 @pytest.fixture
-def priced_settings(data_dir: Path, openai: ScriptedOpenAI) -> Settings:
-    return load_settings(
-        environ={"BOTLOOM_MODEL_PRICES": "house-model=1/2, gpt-4.1=unknown"},
-        data_dir=str(data_dir),
-        admin_token=ADMIN_TOKEN,
-        secret_key="k",
-        openai_api_key="test-key",
-        openai_base_url=openai.base_url,
-        llm_model="gpt-4o-mini",
-        allowed_endpoints=LOCAL_ENDPOINTS,
-    )
+def priced_settings(llm_settings: Settings) -> Settings:
+    return msgspec.structs.replace(llm_settings, model_prices="house-model=1/2, gpt-4.1=unknown")
 
 
 @pytest.fixture

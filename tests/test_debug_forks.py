@@ -45,6 +45,14 @@ async def turn_checkpoints(client: httpx.AsyncClient, conversation_id: str) -> l
     return list(reversed(response.json()))
 
 
+async def first_turn(client: httpx.AsyncClient, services: Services, demo: DemoInfo, text: str) -> tuple[Chat, str]:
+    """A conversation of the demo bot whose user said ``text``, and the checkpoint id of its first turn."""
+    chat = Chat(services, demo.bot)
+    await chat.say(text)
+    assert chat.conversation_id is not None
+    return chat, (await turn_checkpoints(client, chat.conversation_id))[0]["checkpoint_id"]
+
+
 async def fork(client: httpx.AsyncClient, conversation_id: str, **body: Any) -> dict[str, Any]:
     response = await client.post(f"/api/v1/conversations/{conversation_id}/forks", json=body)
     assert response.status_code == 201, response.text
@@ -167,10 +175,8 @@ async def test_breakpoints_pause_and_continue_with_edited_state(
 async def test_a_state_edit_before_the_first_turn(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo
 ) -> None:
-    chat = Chat(services, demo.bot)
-    await chat.say("qwertyuiop asdfgh")
+    chat, first = await first_turn(client, services, demo, "qwertyuiop asdfgh")
     assert chat.conversation_id is not None
-    first = (await turn_checkpoints(client, chat.conversation_id))[0]["checkpoint_id"]
     plain = await fork(client, chat.conversation_id, checkpoint_id=first)
     assert plain["path"] == ["retrieve", "classify", "respond"]
     assert plain["diff"] == {}
@@ -333,10 +339,8 @@ async def test_forks_belong_to_their_tenant(
 async def test_a_fork_that_asks_for_a_person_hands_nothing_over(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo
 ) -> None:
-    chat = Chat(services, demo.bot)
-    await chat.say("hi")
+    chat, turn = await first_turn(client, services, demo, "hi")
     assert chat.conversation_id is not None
-    turn = (await turn_checkpoints(client, chat.conversation_id))[0]["checkpoint_id"]
     forked = await fork(client, chat.conversation_id, checkpoint_id=turn, text="I want to talk to a human")
     assert forked["escalated"] is True
     assert forked["path"][-1] == "escalate"

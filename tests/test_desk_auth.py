@@ -22,6 +22,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
 from tests.test_api_auth import MALFORMED, ROUTES, Call, render
+from tests.test_api_auth import call as call_route
 from tests.test_api_resources import api_client
 from tests.worlds import two_tenants
 
@@ -115,13 +116,7 @@ async def call(
     client: httpx.AsyncClient, method: str, template: str, refs: dict[str, str], headers: dict[str, str]
 ) -> httpx.Response:
     """Call a route of either table; without an ``Authorization`` in ``headers`` the request has none."""
-    spec = ALL[(method, template)]
-    request = client.build_request(
-        method, render(template, refs), json=spec.json, files=spec.files, params=spec.params, headers=headers
-    )
-    if not any(name.lower() == "authorization" for name in headers):
-        del request.headers["authorization"]
-    return await client.send(request)
+    return await call_route(client, method, template, refs, headers, ALL)
 
 
 def missing(refs: dict[str, str]) -> dict[str, str]:

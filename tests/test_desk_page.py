@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRepository
+from botloom.runtime.locks import LOCK_SQL, UNLOCK_SQL
 from tests.serve_process import Server
 from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -35,12 +36,8 @@ ADMIN = {"Authorization": "Bearer admin"}
 
 @pytest.fixture
 def server(database_url: str, data_dir: Path) -> Iterator[Server]:
-    running = Server(database_url, data_dir)
-    running.start()
-    try:
+    with Server(database_url, data_dir) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def make_agent(server: Server, email: str, name: str) -> None:
@@ -68,6 +65,27 @@ def same_origin_only(context: Any, origin: str, foreign: list[str]) -> None:
     context.route("**/*", check)
 
 
+@contextmanager
+def chromium(server: Server) -> Iterator[Callable[[], Any]]:
+    """Headless Chromium: ``new_page()`` opens a page in a browser context of its own, limited to botloom."""
+    from playwright.sync_api import sync_playwright
+
+    foreign: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+
+            def new_page() -> Any:
+                context = browser.new_context()
+                same_origin_only(context, server.url, foreign)
+                return context.new_page()
+
+            yield new_page
+        finally:
+            browser.close()
+    assert foreign == [], f"requests to other origins: {foreign}"
+
+
 def sign_in(page: Any, server: Server, email: str) -> None:
     page.goto(f"{server.url}/desk")
     page.get_by_label("Tenant").fill("acme")
@@ -78,7 +96,7 @@ def sign_in(page: Any, server: Server, email: str) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_two_agents_and_the_web_chat_live(server: Server, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     make_agent(server, "ada@acme.test", "Ada")
     make_agent(server, "bob@acme.test", "Bob")
@@ -89,87 +107,74 @@ def test_two_agents_and_the_web_chat_live(server: Server, tmp_path: Path) -> Non
         timeout=30,
     )
     assert r.status_code == 201, r.text
-    foreign: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            contexts = [browser.new_context() for _ in range(3)]
-            for context in contexts:
-                same_origin_only(context, server.url, foreign)
-            ada, bob, user = (context.new_page() for context in contexts)
+    with chromium(server) as new_page:
+        ada, bob, user = new_page(), new_page(), new_page()
 
-            sign_in(ada, server, "ada@acme.test")
-            sign_in(bob, server, "bob@acme.test")
-            for desk in (ada, bob):
-                expect(desk.locator("#live")).to_have_text("live", timeout=WAIT)
-                expect(desk.locator("#queue-empty")).to_be_visible()
-            wrong = bob.context.new_page()
-            sign_in(wrong, server, "nobody@acme.test")
-            expect(wrong.locator("#sign-in-error")).to_contain_text("Wrong", timeout=WAIT)
-            wrong.close()
+        sign_in(ada, server, "ada@acme.test")
+        sign_in(bob, server, "bob@acme.test")
+        for desk in (ada, bob):
+            expect(desk.locator("#live")).to_have_text("live", timeout=WAIT)
+            expect(desk.locator("#queue-empty")).to_be_visible()
+        wrong = bob.context.new_page()
+        sign_in(wrong, server, "nobody@acme.test")
+        expect(wrong.locator("#sign-in-error")).to_contain_text("Wrong", timeout=WAIT)
+        wrong.close()
 
-            user.goto(f"{server.url}/chat/acme/support")
-            expect(user.locator("#status")).to_have_text("online", timeout=WAIT)
-            user.get_by_label("Your message").fill("I want to talk to a person")
-            user.get_by_role("button", name="Send").click()
+        user.goto(f"{server.url}/chat/acme/support")
+        expect(user.locator("#status")).to_have_text("online", timeout=WAIT)
+        user.get_by_label("Your message").fill("I want to talk to a person")
+        user.get_by_role("button", name="Send").click()
 
-            # both desks see the handover appear without reloading
-            for desk in (ada, bob):
-                expect(desk.locator("#queue li")).to_have_count(1, timeout=WAIT)
-            item_text = ada.locator("#queue li .state").first.inner_text()
-            # routing may already have assigned it to one of them: that one claims it
-            claimer, other, claimer_name = (bob, ada, "Bob") if "Bob" in item_text else (ada, bob, "Ada")
-            claimer.locator("#queue li").first.click()
-            expect(claimer.locator("#summary")).to_contain_text("person", timeout=WAIT)
-            expect(claimer.locator("#history li.inbound")).to_contain_text(["I want to talk to a person"])
-            claimer.get_by_role("button", name="Claim").click()
-            expect(claimer.locator("#queue li .state")).to_have_text("yours", timeout=WAIT)
-            expect(other.locator("#queue li .state")).to_have_text(f"taken by {claimer_name}", timeout=WAIT)
-            expect(other.locator("#queue li")).to_have_class("taken ", timeout=WAIT)
-            other.locator("#queue li").first.click()
-            expect(other.get_by_role("button", name=f"Taken by {claimer_name}")).to_be_disabled()
-            expect(other.locator("#reply")).to_be_disabled()
+        # both desks see the handover appear without reloading
+        for desk in (ada, bob):
+            expect(desk.locator("#queue li")).to_have_count(1, timeout=WAIT)
+        item_text = ada.locator("#queue li .state").first.inner_text()
+        # routing may already have assigned it to one of them: that one claims it
+        claimer, other, claimer_name = (bob, ada, "Bob") if "Bob" in item_text else (ada, bob, "Ada")
+        claimer.locator("#queue li").first.click()
+        expect(claimer.locator("#summary")).to_contain_text("person", timeout=WAIT)
+        expect(claimer.locator("#history li.inbound")).to_contain_text(["I want to talk to a person"])
+        claimer.get_by_role("button", name="Claim").click()
+        expect(claimer.locator("#queue li .state")).to_have_text("yours", timeout=WAIT)
+        expect(other.locator("#queue li .state")).to_have_text(f"taken by {claimer_name}", timeout=WAIT)
+        expect(other.locator("#queue li")).to_have_class("taken ", timeout=WAIT)
+        other.locator("#queue li").first.click()
+        expect(other.get_by_role("button", name=f"Taken by {claimer_name}")).to_be_disabled()
+        expect(other.locator("#reply")).to_be_disabled()
 
-            expect(user.locator(".person-joined")).to_contain_text(
-                f"{claimer_name}, a person, has joined", timeout=WAIT
-            )
-            claimer.get_by_label("Reply to the user").fill("Hi, I am here to help with your order.")
-            claimer.get_by_role("button", name="Send").click()
-            expect(user.locator(".msg.agent")).to_contain_text("Hi, I am here to help with your order.", timeout=WAIT)
-            expect(claimer.locator("#history li.outbound").last).to_have_text(
-                "Hi, I am here to help with your order.", timeout=WAIT
-            )
+        expect(user.locator(".person-joined")).to_contain_text(f"{claimer_name}, a person, has joined", timeout=WAIT)
+        claimer.get_by_label("Reply to the user").fill("Hi, I am here to help with your order.")
+        claimer.get_by_role("button", name="Send").click()
+        expect(user.locator(".msg.agent")).to_contain_text("Hi, I am here to help with your order.", timeout=WAIT)
+        expect(claimer.locator("#history li.outbound").last).to_have_text(
+            "Hi, I am here to help with your order.", timeout=WAIT
+        )
 
-            claimer.get_by_label("Canned response").select_option(label="order")
-            expect(claimer.locator("#reply")).to_have_value("Let me look at your order right away.")
-            claimer.get_by_role("button", name="Send").click()
-            expect(user.locator(".msg.agent").last).to_contain_text(
-                "Let me look at your order right away.", timeout=WAIT
-            )
+        claimer.get_by_label("Canned response").select_option(label="order")
+        expect(claimer.locator("#reply")).to_have_value("Let me look at your order right away.")
+        claimer.get_by_role("button", name="Send").click()
+        expect(user.locator(".msg.agent").last).to_contain_text("Let me look at your order right away.", timeout=WAIT)
 
-            # the user answers: the agent sees it live in the open conversation
-            user.get_by_label("Your message").fill("thanks, it is order 1234")
-            user.get_by_role("button", name="Send").click()
-            expect(claimer.locator("#history li.inbound").last).to_have_text("thanks, it is order 1234", timeout=WAIT)
+        # the user answers: the agent sees it live in the open conversation
+        user.get_by_label("Your message").fill("thanks, it is order 1234")
+        user.get_by_role("button", name="Send").click()
+        expect(claimer.locator("#history li.inbound").last).to_have_text("thanks, it is order 1234", timeout=WAIT)
 
-            claimer.get_by_label("Add a note (only agents see it)").fill("customer is friendly")
-            claimer.get_by_role("button", name="Add note").click()
-            expect(claimer.locator("#notes li")).to_have_text([f"{claimer_name}: customer is friendly"], timeout=WAIT)
+        claimer.get_by_label("Add a note (only agents see it)").fill("customer is friendly")
+        claimer.get_by_role("button", name="Add note").click()
+        expect(claimer.locator("#notes li")).to_have_text([f"{claimer_name}: customer is friendly"], timeout=WAIT)
 
-            claimer.get_by_label("Note for the bot").fill("order 1234 is fine")
-            claimer.get_by_role("button", name="Hand back to the bot").click()
-            expect(user.locator(".bot-back")).to_have_text("The bot is back", timeout=WAIT)
-            for desk in (ada, bob):
-                expect(desk.locator("#queue li")).to_have_count(0, timeout=WAIT)
-            assert "customer is friendly" not in user.locator("#log").inner_text(), "notes stay with the agents"
+        claimer.get_by_label("Note for the bot").fill("order 1234 is fine")
+        claimer.get_by_role("button", name="Hand back to the bot").click()
+        expect(user.locator(".bot-back")).to_have_text("The bot is back", timeout=WAIT)
+        for desk in (ada, bob):
+            expect(desk.locator("#queue li")).to_have_count(0, timeout=WAIT)
+        assert "customer is friendly" not in user.locator("#log").inner_text(), "notes stay with the agents"
 
-            claimer.screenshot(path=str(tmp_path / "desk.png"))
-            keep = os.environ.get("BOTLOOM_SCREENSHOT_DIR")
-            if keep:
-                shutil.copy(tmp_path / "desk.png", Path(keep) / "desk.png")
-        finally:
-            browser.close()
-    assert foreign == [], f"requests to other origins: {foreign}"
+        claimer.screenshot(path=str(tmp_path / "desk.png"))
+        keep = os.environ.get("BOTLOOM_SCREENSHOT_DIR")
+        if keep:
+            shutil.copy(tmp_path / "desk.png", Path(keep) / "desk.png")
 
 
 async def fail_resume(database_url: str, tenant_id: str, handover_id: str, attempts: int) -> None:
@@ -191,29 +196,26 @@ async def fail_resume(database_url: str, tenant_id: str, handover_id: str, attem
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database_url: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     make_agent(server, "cy@acme.test", "Cy")
     r = httpx.post(
         f"{server.url}/api/v1/bots/acme/support/messages",
         json={"text": "I want to talk to a person", "user": "resume-user"},
-        headers={"Authorization": "Bearer admin"},
+        headers=ADMIN,
         timeout=30,
     )
     assert r.status_code == 200 and r.json()["escalated"], r.text
+    conversation = r.json()["conversation_id"]
     [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
-    # the server's desk_sweep retries pending resumes at each minute: start well inside one
-    while datetime.now(UTC).second >= 40:
-        time.sleep(0.2)
     tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
-    asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 2))
-    foreign: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context()
-            same_origin_only(context, server.url, foreign)
-            desk = context.new_page()
+    with psycopg.connect(database_url, autocommit=True) as turn:
+        # a turn of the conversation holds its lock (as the runner takes it): the server's desk_sweep, which
+        # retries pending resumes each minute, waits for it instead of resuming under the test's eyes
+        turn.execute(LOCK_SQL, (conversation,))
+        asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 2))
+        with chromium(server) as new_page:
+            desk = new_page()
             sign_in(desk, server, "cy@acme.test")
             expect(desk.locator("#queue-empty")).to_be_visible(timeout=WAIT)
             pending = desk.locator("#resumes li")
@@ -221,11 +223,9 @@ def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database
             expect(pending.locator(".state")).to_have_text(
                 "returned to bot · resume failed 2× (OperationalError) · retrying"
             )
+            turn.execute(UNLOCK_SQL, (conversation,))
             pending.get_by_role("button", name="Retry now").click()
             expect(desk.locator("#resumes-box")).to_be_hidden(timeout=WAIT)
             expect(desk.locator("#resume-error")).to_have_text("")
-        finally:
-            browser.close()
     r = httpx.get(f"{server.url}/api/v1/handovers/{handover['id']}?tenant=acme", headers=ADMIN, timeout=30)
     assert r.json()["resumed_at"] is not None, "the bot has the conversation back"
-    assert foreign == [], f"requests to other origins: {foreign}"

@@ -149,14 +149,18 @@ async def test_the_desk_lists_a_pending_resume_and_retries_it_now(
     assert r.json() == [], "open handovers have no resume pending"
     r = await client.get("/api/v1/handovers?resume=later&tenant=acme", headers=OPERATOR)
     assert r.status_code == 400
+    _, waiting, _ = await with_agent(services, demo, "user-still-with-a-person")
+    r = await client.post(f"/api/v1/handovers/{waiting}/resume?tenant=acme", headers=OPERATOR)
+    assert r.status_code == 409, "an open handover has no resume to retry"
 
-    r = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
-    assert r.status_code == 200, r.text
-    assert r.json()["resumed_at"] is not None and len(calls) == 2, "retried at once, not at the next sweep"
+    done = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
+    assert done.status_code == 200, done.text
+    assert done.json()["resumed_at"] is not None and len(calls) == 2, "retried at once, not at the next sweep"
     r = await client.get("/api/v1/handovers?resume=pending&tenant=acme", headers=OPERATOR)
     assert r.json() == []
-    r = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
-    assert r.status_code == 409, "nothing to retry any more"
+    again = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
+    assert again.status_code == 200 and len(calls) == 2, "done already (by the sweep, say): nothing is retried"
+    assert again.json()["resumed_at"] == done.json()["resumed_at"]
     conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id or "")
     assert conversation is not None and conversation.status == "open"
 

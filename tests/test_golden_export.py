@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from botloom.core.settings import Settings, load_settings
+from botloom.core.settings import Settings
 from botloom.runtime.golden import replay_recording
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import LOCAL_ENDPOINTS, Chat, api_client
+from tests.helpers import Chat, api_client
 from tests.servers import ScriptedOpenAI
 
 pytestmark = pytest.mark.slow
@@ -175,17 +175,9 @@ def classification(intent: str, slots: dict[str, str] | None = None) -> dict[str
 
 
 async def test_a_model_conversation_replays_without_the_model(
-    data_dir: Path, database_url: str, openai: ScriptedOpenAI
+    llm_settings: Settings, database_url: str, openai: ScriptedOpenAI
 ) -> None:
-    settings = load_settings(
-        environ={},
-        data_dir=str(data_dir),
-        admin_token=ADMIN_TOKEN,
-        secret_key="test-secret-key",
-        openai_api_key="test-key",
-        openai_base_url=openai.base_url,
-        allowed_endpoints=LOCAL_ENDPOINTS,
-    )
+    settings = llm_settings
     async with open_services(settings, url=database_url) as services:
         demo = await ensure_demo(services)
         openai.script(classification("order_status", {"order_number": "1234"}), "It ships with DHL on Thursday.")

@@ -26,10 +26,13 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError, PermissionDeniedError, UnprocessableEntityError
 
 from tests.conftest import scratch_database
+from tests.helpers import eventually
 from tests.serve_process import Server
 
 pytestmark = pytest.mark.slow
 ADMIN = "admin"
+LOCK_WAIT = 30.0
+"""Seconds a run has to show it waits for the conversation's lock (its status, or another process listing it)."""
 
 
 @dataclass(frozen=True)
@@ -660,8 +663,11 @@ async def test_cancel_a_run_waiting_for_its_conversation(client_a: LangGraphClie
         # another turn of the conversation holds its lock (as the runner takes it): the run waits
         await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
         run = await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": "hello"}]})
-        while (await client_a.runs.get(thread_id, run["run_id"]))["status"] != "running":
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: is_running(client_a, thread_id, run["run_id"]),
+            LOCK_WAIT,
+            "the run to wait (running) for the conversation's lock",
+        )
         assert (await client_a.threads.get(thread_id))["status"] == "busy"
         cancelled = await client_a.runs.cancel(thread_id, run["run_id"], wait=True)
         assert cancelled["status"] == "interrupted"
@@ -708,8 +714,11 @@ async def test_a_run_of_another_server_process_is_joined(
         async with await psycopg.AsyncConnection.connect(second.env["BOTLOOM_DATABASE_URL"], autocommit=True) as holder:
             await holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (thread_id,))
             run = await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": "hi"}]})
-            while not [r for r in await other.runs.list(thread_id) if r["run_id"] == run["run_id"]]:
-                await asyncio.sleep(0.1)  # the other process reads the run from its stored message
+
+            async def listed() -> bool:  # the other process reads the run from its stored message
+                return any(r["run_id"] == run["run_id"] for r in await other.runs.list(thread_id))
+
+            await eventually(listed, LOCK_WAIT, "the other server process to list the run")
             assert (await other.runs.get(thread_id, run["run_id"]))["status"] == "pending", "waiting for the lock"
             assert await status_of(other.runs.cancel(thread_id, run["run_id"])) == 409, "it runs elsewhere"
             joining = asyncio.ensure_future(other.runs.join(thread_id, run["run_id"]))
@@ -760,11 +769,12 @@ async def test_two_runs_of_one_thread_each_tell_their_own_turn(
             runs.append(
                 await client_a.runs.create(thread_id, bot, input={"messages": [{"role": "user", "content": text}]})
             )
-            while (
-                len(await client_a.runs.list(thread_id)) < len(runs)
-                or (await status_of_run(client_a, thread_id, runs[-1]["run_id"])) != "running"
-            ):
-                await asyncio.sleep(0.05)
+
+            async def waiting(count: int = len(runs)) -> bool:
+                listed = len(await client_a.runs.list(thread_id)) >= count
+                return listed and await is_running(client_a, thread_id, runs[-1]["run_id"])
+
+            await eventually(waiting, LOCK_WAIT, f"run {len(runs)} to be listed and wait (running) for the lock")
         await holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (thread_id,))
     first, second = [await client_a.runs.join(thread_id, r["run_id"]) for r in runs]
     assert said(first) == [("human", "hello"), ("ai", "Hello! How can I help you today?")]
@@ -774,7 +784,7 @@ async def test_two_runs_of_one_thread_each_tell_their_own_turn(
     assert parts[-1]["respond"]["replies"] == ["Hello! How can I help you today?"], "the first run's own nodes"
 
 
-async def status_of_run(client: LangGraphClient, thread_id: str, run_id: str) -> str:
-    """A run's status."""
+async def is_running(client: LangGraphClient, thread_id: str, run_id: str) -> bool:
+    """Whether the run's status is ``running``."""
     status: str = (await client.runs.get(thread_id, run_id))["status"]
-    return status
+    return status == "running"

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,20 +26,11 @@ from redis.asyncio import Redis
 
 from botloom.core.storage.database import Database
 from botloom.runtime.locks import PostgresLocks, RedisLocks
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 FREED_WITHIN = 30.0
 """Seconds from the holder's death until the lock must be free again (the Redis lease is 5 s)."""
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; the seconds it took."""
-    began = time.monotonic()
-    while not await condition():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - began
 
 
 @asynccontextmanager

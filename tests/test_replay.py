@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from botloom.core.settings import Settings, load_settings
+from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import LOCAL_ENDPOINTS, Chat, api_client, disable
+from tests.helpers import Chat, api_client, disable
 from tests.servers import ScriptedOpenAI
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -165,20 +165,6 @@ async def test_malformed_replay_requests(
 
 def classification(intent: str, *, slots: dict[str, str] | None = None) -> dict[str, object]:
     return {"intent": intent, "confidence": 0.9, "slots": slots or {}, "wants_human": False}
-
-
-@pytest.fixture
-def llm_settings(data_dir: Path, openai: ScriptedOpenAI) -> Settings:
-    return load_settings(
-        environ={},
-        data_dir=str(data_dir),
-        admin_token=ADMIN_TOKEN,
-        secret_key="test-secret-key",
-        openai_api_key="test-key",
-        openai_base_url=openai.base_url,
-        llm_model="gpt-4o-mini",
-        allowed_endpoints=LOCAL_ENDPOINTS,
-    )
 
 
 async def test_replay_with_a_model(llm_settings: Settings, database_url: str, openai: ScriptedOpenAI) -> None:

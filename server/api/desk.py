@@ -421,10 +421,10 @@ class HandoverController(ApiController):
     async def resume(
         self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
     ) -> HandoverOut:
-        """Retry now the bot's resume of a closed handover whose resume failed (409 when none is pending).
+        """Retry now the bot's resume of a closed handover whose resume failed (409 for an open handover).
 
-        The answer says how it went: ``resumed_at`` set (the bot has the conversation), or one more
-        ``resume_attempts`` with its ``resume_error``.
+        The answer says how it went: ``resumed_at`` set (the bot has the conversation, now or already),
+        or one more ``resume_attempts`` with its ``resume_error``.
         """
         return HandoverOut.of(
             await on_desk(services, principal, tenant, lambda a: services.desk.retry_resume(a, handover_id))
