@@ -14,9 +14,13 @@ server went away) is invalid JSON, never a shorter document that looks whole.
 **Erasure** (:func:`erase_contact`) goes conversation by conversation, each while
 holding the conversation's lock (the one its turns hold): a turn running for the
 contact finishes first, and a turn queued behind the lock then finds no conversation
-and does nothing. Under the lock, its debug forks go (:func:`~botloom.runtime.forks.erase_forks`:
-threads, then rows), then its rows in one transaction, which records its checkpoint
-thread (and any fork's made meanwhile) in ``checkpoint_erasures``.
+and does nothing. Under the lock, its rows (its debug forks' included) go in one
+transaction, which records its checkpoint thread and its forks' threads in
+``checkpoint_erasures``; the threads are then deleted as below. (Retention's
+:func:`~botloom.runtime.forks.erase_forks` deletes a fork's thread, then its row; an
+erasure goes through ``checkpoint_erasures`` instead, so that a fork run still at work
+when its conversation is erased, which holds no conversation lock, is caught by the
+second deletion.)
 
 **Orphaned threads** (:func:`erase_threads`): a contact's erasure and a bot's or a
 tenant's deletion record the checkpoint threads of the conversations they delete in
@@ -47,7 +51,6 @@ import msgspec
 from botloom.core.domain import Conversation, Tenant
 from botloom.core.messages import utcnow
 from botloom.core.storage.repositories.contacts import ERASED_COUNTS
-from botloom.runtime.forks import erase_forks
 from botloom.runtime.inspection import plain, state_of, thread_of, turn_page
 from botloom.runtime.services import Services
 from botloom.runtime.turn_context import thread_id
@@ -68,6 +71,8 @@ SETTLE_MARGIN = 60.0
 """Seconds past ``BOTLOOM_TURN_TIMEOUT`` before a thread is deleted the second time."""
 REQUEST_THREADS = 10_000
 """Threads a request deletes itself (a bot's or a tenant's deletion); the hourly pass deletes the rest."""
+MAX_ROUNDS = 100
+"""Deletions of one thread at most, one after another, until it has no checkpoint left (Redis deletes 10,000 a time)."""
 
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
 
@@ -246,7 +251,7 @@ async def erase_contact(services: Services, tenant_id: str, contact: Contact) ->
         thread = thread_id(tenant_id, conversation.bot_id, conversation.id)
         async with services.runner.locks.hold(conversation.id):
             had_checkpoints = saver is not None and await saver.aget_tuple(thread_of(thread)) is not None
-            forks = await erase_forks(services, tenant_id, [conversation.id])
+            # The rows go, the conversation's thread and its forks' threads are recorded in the same transaction.
             counts = await services.store.contacts.erase(tenant_id, conversation.id)
         if counts is None:
             continue  # erased by a concurrent call
@@ -254,7 +259,6 @@ async def erase_contact(services: Services, tenant_id: str, contact: Contact) ->
         report.checkpoint_threads += int(had_checkpoints)
         for key, value in counts.items():
             report.counts[key] += value
-        report.counts["forks"] += forks
     if report.conversations:
         await erase_threads(services, tenant_id=tenant_id)
     return report
@@ -279,9 +283,15 @@ async def erase_threads(
         rows = await repo.due(batch, tenant_id=tenant_id, settled_before=settled)
         if not rows:
             break
-        threads = [r.thread_id or thread_id(r.tenant_id, r.bot_id, r.conversation_id) for r in rows]
+        threads = list(dict.fromkeys(r.thread_id or thread_id(r.tenant_id, r.bot_id, r.conversation_id) for r in rows))
         if saver is not None:
-            await saver.aprune(list(dict.fromkeys(threads)), strategy="delete")
+            await saver.aprune(threads, strategy="delete")
+            # Redis's saver deletes at most 10,000 checkpoints of a thread per call: go on until none is left.
+            for thread in threads:
+                for _ in range(MAX_ROUNDS):
+                    if await saver.aget_tuple(thread_of(thread)) is None:
+                        break
+                    await saver.aprune([thread], strategy="delete")
         await repo.erased([r.id for r in rows if r.erased_at is None])
         await repo.forget([r.id for r in rows if r.erased_at is not None])
         done += len(rows)

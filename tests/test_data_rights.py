@@ -341,19 +341,22 @@ async def test_a_thread_written_after_its_erasure_is_erased_again_once_every_run
 ) -> None:
     chat = Chat(services, demo.bot, user=ADDRESS)
     await chat.say("hello from zebra-words")
-    thread = thread_id(demo.tenant.id, demo.bot.id, chat.conversation_id or "")
+    conversation = chat.conversation_id or ""
+    _, fork_thread = await fork_last_turn(services, demo.bot, conversation)
+    threads = [thread_id(demo.tenant.id, demo.bot.id, conversation), fork_thread]
     assert (await erase_contact(services, demo.tenant.id, Contact("test", ADDRESS))).conversations == 1
+    assert checkpoint_rows(database_url, threads) == 0
     saver = services.graphs.checkpointer
     assert saver is not None
-    # a run that was still at work (a debug fork's, which holds no conversation lock) writes once more
-    await saver.aput(
-        {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}, empty_checkpoint(), {"source": "fork"}, {}
-    )
-    assert checkpoint_rows(database_url, [thread]) > 0
-    assert (await prune(services)).threads == 0, "not before every run that could write to it has ended"
-    assert checkpoint_rows(database_url, [thread]) > 0
+    # runs that were still at work write once more (a debug fork's run holds no conversation lock)
+    for thread in threads:
+        config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        await saver.aput(config, empty_checkpoint(), {"source": "fork"}, {})
+    assert checkpoint_rows(database_url, threads) > 0
+    assert (await prune(services)).threads == 0, "not before every run that could write to them has ended"
+    assert checkpoint_rows(database_url, threads) > 0
     report = await prune(services, now=utcnow() + timedelta(hours=1))
-    assert report.threads == 1 and checkpoint_rows(database_url, [thread]) == 0
+    assert report.threads == 2 and checkpoint_rows(database_url, threads) == 0, "the fork's thread too"
     assert await services.store.checkpoint_erasures.due(settled_before=utcnow() + timedelta(days=1)) == []
 
 
