@@ -113,7 +113,7 @@ BOTS = {
 BASE_PLUGINS = ("smalltalk", "handoff", "knowledge")
 CALIBRATION_STEPS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FLOOR = DATA / "floor.json"
-"""The demo set's recorded figures that ``tests/test_quality.py`` keeps from getting worse."""
+"""Each set's recorded figures that ``tests/test_quality.py`` keeps from getting worse."""
 
 
 @dataclass(frozen=True)

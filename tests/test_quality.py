@@ -1,8 +1,9 @@
-"""The offline engine's answer quality on the demo bot's evaluation set must not get worse (#17).
+"""The offline engine's answer quality on the three evaluation sets must not get worse (#17).
 
-Runs every case of ``bench/quality/demo.jsonl`` through real turns of the demo bot
-(``bench/quality.py``) and compares its figures with the floor recorded beside the
-set (``bench/quality/floor.json``): raise the floor when the engine gets better.
+Runs every case of ``bench/quality/{demo,library,gym}.jsonl`` through real turns of
+its bot (``bench/quality.py``) and compares the set's figures with the floor recorded
+beside the sets (``bench/quality/floor.json``): raise the floor when the engine gets
+better. The library and gym bots' plugins are registered on a host of the test's own.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from types import ModuleType
 
 import pytest
 
-from botloom.runtime.services import Services
-from botloom.server.demo import DemoInfo
+from botloom.core.host import PluginHost
+from botloom.core.settings import Settings
+from botloom.runtime.services import open_services
+from botloom.server.demo import ensure_demo
 
 QUALITY = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 
@@ -32,15 +35,42 @@ def load_quality() -> ModuleType:
     return module
 
 
-@pytest.mark.slow
-async def test_the_demo_set_does_not_get_worse(services: Services, demo: DemoInfo) -> None:
+def failures(floor: dict[str, float], result: dict[str, float]) -> list[str]:
+    """The figures of ``result`` worse than ``floor``."""
+    worse = []
+    for name in ("right_in_scope", "intent_accuracy"):
+        if result[name] < floor[name]:
+            worse.append(f"{name} {result[name]:.3f} < {floor[name]}")
+    if result["wrong_confident"] > floor["wrong_confident"]:
+        worse.append(f"wrong_confident {result['wrong_confident']:.3f} > {floor['wrong_confident']}")
+    if result["needless_escalations"] > floor["needless_escalations"]:
+        worse.append(f"needless_escalations {result['needless_escalations']} > {floor['needless_escalations']}")
+    return worse
+
+
+def test_a_worse_figure_is_caught() -> None:
     quality = load_quality()
-    outcomes = await quality.evaluate(services, demo.bot, quality.load_cases("demo"))
-    result = quality.figures(outcomes)
     floor = json.loads(quality.FLOOR.read_text())
+    assert set(floor) == set(quality.SETS)
+    demo = dict(floor["demo"])
+    assert failures(floor["demo"], demo) == []
+    assert failures(floor["demo"], {**demo, "right_in_scope": demo["right_in_scope"] - 0.01})
+    assert failures(floor["demo"], {**demo, "wrong_confident": demo["wrong_confident"] + 0.01})
+    assert failures(floor["demo"], {**demo, "needless_escalations": demo["needless_escalations"] + 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["demo", "library", "gym"])
+async def test_the_evaluation_set_does_not_get_worse(name: str, settings: Settings, database_url: str) -> None:
+    quality = load_quality()
+    host = PluginHost.discover(allow=settings.plugin_allow_list, block=settings.plugin_block_list)
+    quality.register_bots(host)
+    async with open_services(settings, host=host, url=database_url) as services:
+        bot = (await ensure_demo(services)).bot if name == "demo" else await quality.ensure_bot(services, name)
+        outcomes = await quality.evaluate(services, bot, quality.load_cases(name))
+    result = quality.figures(outcomes)
+    floor = json.loads(quality.FLOOR.read_text())[name]
     wrong = "\n".join(quality.describe(o) for o in outcomes if not o.right)
-    report = f"{quality.report('demo', result)}\n\ncases not right:\n{wrong}"
-    assert result["cases"] >= 150
-    assert result["right_in_scope"] >= floor["right_in_scope"], report
-    assert result["wrong_confident"] <= floor["wrong_confident"], report
-    assert result["intent_accuracy"] >= floor["intent_accuracy"], report
+    report = f"{quality.report(name, result)}\n\ncases not right:\n{wrong}"
+    assert result["cases"] >= {"demo": 150, "library": 70, "gym": 120}[name]
+    assert failures(floor, result) == [], report
