@@ -394,6 +394,21 @@ async def prepare(database_url: str, data_dir: str, peer: TwilioPeer, public_url
         )
 
 
+def turn_job_times(database_url: str, since: float) -> tuple[list[float], list[float]]:
+    """Milliseconds each turn job queued since ``since`` (epoch s) waited to start, and ran (SAQ's own stamps)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT (convert_from(job, 'UTF8')::jsonb ->> 'queued')::bigint, "
+            "(convert_from(job, 'UTF8')::jsonb ->> 'started')::bigint, "
+            "(convert_from(job, 'UTF8')::jsonb ->> 'completed')::bigint "
+            "FROM botloom_jobs WHERE key LIKE 'turns:%%' AND status = 'complete'"
+        ).fetchall()
+    done = [(q, s, c) for q, s, c in rows if q and s and c and q >= since * 1000]
+    return [float(s - q) for q, s, _ in done], [float(c - s) for _, s, c in done]
+
+
 def reply_latencies(report: dict[str, Any], peer: TwilioPeer, timeout: float) -> tuple[list[float], float]:
     """Milliseconds from each webhook to its reply at the peer (waiting up to ``timeout``), and the wait."""
     began = time.monotonic()
@@ -524,13 +539,21 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
                 rate = max(1.0, drained * share)
                 say(f"open loop at {rate:.0f}/s ...")
                 before = cpu_seconds(proc.pid), cpu_seconds(worker.pid), db_cpu()
+                since = time.time()
                 report = run_load(webhook, args.seconds * args.rounds, 64, token, rate=rate, prefix=f"+16{share:.2f}")
                 latencies, _ = reply_latencies(report, peer, timeout=300)
                 after = cpu_seconds(proc.pid), cpu_seconds(worker.pid), db_cpu()
                 n = max(1, report["count"])
                 report["cpu_ms"] = [(b - a) * 1000 / n for a, b in zip(before, after, strict=True)]
+                report["jobs"] = turn_job_times(database_url, since)
                 open_loops.append((share, rate, report, latencies))
     return report_markdown(args, results, drained, open_loops)
+
+
+def _job_columns(jobs: tuple[list[float], list[float]]) -> list[str]:
+    """The turn jobs' wait before a worker took them and their run (turn + delivery), p50/p99."""
+    wait, run = Summary.of(jobs[0]), Summary.of(jobs[1])
+    return [f"{ms(wait.p50)} / {ms(wait.p99)}", f"{ms(run.p50)} / {ms(run.p99)}"]
 
 
 def report_markdown(
@@ -573,6 +596,7 @@ def report_markdown(
                 ms(reply.p50),
                 ms(reply.p99),
                 *(f"{value:.2f}" for value in report.get("cpu_ms", [float("nan")] * 3)),
+                *_job_columns(report.get("jobs", ([], []))),
             ]
         )
     info = machine()
@@ -619,6 +643,8 @@ def report_markdown(
                     "server CPU ms/webhook",
                     "worker CPU ms/webhook",
                     "PostgreSQL CPU ms/webhook",
+                    "turn job wait p50/p99 ms",
+                    "turn job run p50/p99 ms",
                 ],
                 loops,
             ),
