@@ -7,7 +7,10 @@ vocabulary and English function words), ingests it through
 
 * hybrid search (``KnowledgeBase.search``: vector + full text) through the
   bot's HNSW index, and the same search ordered by an expression the index
-  cannot serve (exact, brute force over the same vectors);
+  cannot serve (exact, brute force over the same vectors); both with
+  ``memory_vectors=0``, all in PostgreSQL;
+* hybrid search with the bot's chunks in memory (the default configuration:
+  vectors and full-text index in the process, PostgreSQL only parses the query);
 * vector-only top-5 through the index and exactly;
 * recall@5 of the indexed searches against their exact counterparts;
 * latency p50/p99, and CPU milliseconds per query (the server process's, read
@@ -272,7 +275,8 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
         kb = KnowledgeBase(
             db, LocalEmbedder(), KnowledgeConfig(index_threshold=10**9, index_build_memory="1GB", **options)
         )
-        search_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(**options))
+        search_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(memory_vectors=0, **options))
+        memory_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(**options))  # the default: chunks in memory
         exact_kb = KnowledgeBase(qdb, kb.embedder, KnowledgeConfig(exact=True))
         config = kb.config
         print(
@@ -316,6 +320,7 @@ async def run(url: str, sizes: list[int], queries: int, ef_search: int | None, s
 
             variants: dict[str, Callable[[str], Awaitable[list[str]]]] = {
                 "hybrid, HNSW": hybrid,
+                "hybrid, in memory": lambda q: hybrid(q, memory_kb),
                 "hybrid, exact": lambda q: hybrid(q, exact_kb),
                 "vector, HNSW": lambda q: vector_top(qdb, search_kb, tenant, bot, q, exact=False),
                 "vector, exact": lambda q: vector_top(qdb, search_kb, tenant, bot, q, exact=True),
