@@ -33,7 +33,7 @@ from botloom.core.messages import utcnow
 from botloom.core.statuses import InboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.runtime.handover import WITH_PERSON
-from botloom.runtime.locks import ConversationLocks
+from botloom.runtime.locks import ConversationLocks, HeldLock, PostgresLocks
 from botloom.runtime.results import TurnResult, turn_id_for
 from botloom.runtime.turns import Lookahead, ReadAhead, Turns, Watch
 
@@ -72,10 +72,14 @@ class Bursts:
             if rejected is not None:
                 return rejected
         claim = CLAIMS.get(bot.settings.burst_policy, 0)
+        held: HeldLock | None = None
 
         async def first(conn: Any) -> Callable[[], Awaitable[tuple[Found, ReadAhead | None]]]:
+            nonlocal held
             messages = self.store.messages
             if conn is not None:  # queued behind the lock on its connection: one round trip
+                if isinstance(self.locks, PostgresLocks):
+                    held = self.locks.held(conn, conversation_id)
                 pending = await messages.queue_pending_with_conversation(
                     conn, bot.tenant_id, conversation_id, claim=claim, unless_status=WITH_PERSON
                 )
@@ -93,7 +97,7 @@ class Bursts:
         # the lock, the conversation, its pending messages and the claim of the first turn's, the bot's plugins
         # and the conversation's checkpoint: one round trip
         async with self.locks.hold_then(conversation_id, first) as (found, read_ahead):
-            return await self._run_pending(bot, conversation_id, first=found, read_ahead=read_ahead)
+            return await self._run_pending(bot, conversation_id, first=found, read_ahead=read_ahead, held=held)
 
     async def run_or_reject(self, bot: Bot, conversation: Conversation, message: StoredMessage) -> TurnResult:
         """``reject`` for a response or socket channel: run ``message`` if no turn of its conversation runs, else busy.
@@ -163,11 +167,13 @@ class Bursts:
         only: str | None = None,
         first: Found | None = None,
         read_ahead: ReadAhead | None = None,
+        held: HeldLock | None = None,
     ) -> list[TurnResult]:
         """Run the pending messages with the lock held; ``only`` restricts it to one message.
 
         ``first``: the conversation and its pending messages as read (and claimed, see
-        :data:`CLAIMS`) with the lock; ``read_ahead``: what the first turn reads, read with it.
+        :data:`CLAIMS`) with the lock; ``read_ahead``: what the first turn reads, read with it; ``held``:
+        the lock, which a turn's last round trip lets go when nothing waits (then the loop ends).
         """
         policy = bot.settings.burst_policy
         results: list[TurnResult] = []
@@ -202,11 +208,13 @@ class Bursts:
                 continue  # a concurrent job answered it busy
             watch = self._newer_than(bot, conversation_id, batch[-1].id) if policy == "interrupt" else None
             result = await self.turns.run(
-                bot, conversation, batch, watch=watch, lookahead=ahead, claimed=claimed, ahead=read_ahead
+                bot, conversation, batch, watch=watch, lookahead=ahead, claimed=claimed, ahead=read_ahead, held=held
             )
             read_ahead = None  # read for the first turn only
             if result is not None:
                 results.append(result)
+            if ahead.released:  # the turn's last round trip let the lock go: nothing waited
+                break
         return results
 
     async def _take(self, bot: Bot, message: StoredMessage) -> bool:

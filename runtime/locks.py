@@ -31,6 +31,39 @@ uses the pool."""
 
 LOCK_SQL = "SELECT pg_advisory_lock(hashtextextended(%s, 7))"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtextextended(%s, 7))"
+UNLOCK_UNLESS_SQL = "SELECT pg_advisory_unlock(hashtextextended(%(lock_key)s, 7)) AS released WHERE NOT EXISTS ({})"
+"""Let the lock go unless the query in the braces (with its own named parameters) finds a row."""
+
+
+class HeldLock:
+    """A PostgreSQL conversation lock held by :meth:`PostgresLocks.hold_then`: its connection and key.
+
+    The holder may queue statements on ``conn`` and let the lock go in the same round
+    trip (:meth:`queue_release_unless`); the lock's exit then sends no unlock of its own.
+    """
+
+    def __init__(self, conn: Any, key: str, released: Callable[[], None]) -> None:
+        self.conn = conn
+        self.key = key
+        self._released = released
+
+    async def queue_release_unless(self, query: str, params: dict[str, Any]) -> Callable[[], Awaitable[bool]]:
+        """Queue (pipeline mode) the lock's release unless ``query`` finds a row; how to read whether it went.
+
+        Sent after a transaction's ``COMMIT`` in the same pipeline, the release happens once
+        the transaction committed, and only if ``query`` (e.g. "a message still waits") is
+        empty at that moment; the holder stops using the lock once it went.
+        """
+        cur = await self.conn.execute(UNLOCK_UNLESS_SQL.format(query), {"lock_key": self.key, **params})
+
+        async def read() -> bool:
+            row = await cur.fetchone()
+            released = bool(row and row["released"])
+            if released:
+                self._released()
+            return released
+
+        return read
 
 
 class ConversationLocks(Protocol):
@@ -103,6 +136,11 @@ class PostgresLocks:
     def __init__(self, db: Database, *, wait: float = 30.0) -> None:
         self.db = db
         self.wait = wait
+        self._released: set[int] = set()
+
+    def held(self, conn: Any, key: str) -> HeldLock:
+        """The lock ``hold_then`` holds for ``key`` on ``conn`` (its ``first`` got ``conn``)."""
+        return HeldLock(conn, key, lambda: self._released.add(id(conn)))
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -139,7 +177,10 @@ class PostgresLocks:
             try:
                 yield found
             finally:
-                await conn.execute(UNLOCK_SQL, (key,))
+                if id(conn) in self._released:  # let go already (HeldLock.queue_release_unless)
+                    self._released.discard(id(conn))
+                else:
+                    await conn.execute(UNLOCK_SQL, (key,))
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:

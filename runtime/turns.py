@@ -33,6 +33,7 @@ from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.settings import Settings
 from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
+from botloom.core.storage.repositories.messages import WAITING_SQL, waiting_params
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.state import turn_input
 from botloom.runtime.checkpointers import (
@@ -43,6 +44,7 @@ from botloom.runtime.checkpointers import (
     batches_writes,
 )
 from botloom.runtime.handover import Handover, Handovers, paused, with_person
+from botloom.runtime.locks import HeldLock
 from botloom.runtime.results import TurnOutage, TurnResult, turn_id_for
 from botloom.runtime.state_migration import StateMigrator
 from botloom.runtime.turn_context import BotView, TurnContexts, thread_config, thread_id
@@ -63,6 +65,8 @@ class Lookahead:
 
     conversation: Conversation | None = None
     pending: list[StoredMessage] | None = None
+    released: bool = False
+    """The same round trip let the conversation's lock go (nothing waited): the turn loop ends."""
 
 
 @dataclass
@@ -128,6 +132,7 @@ class Turns:
         lookahead: Lookahead | None = None,
         claimed: bool = False,
         ahead: ReadAhead | None = None,
+        held: HeldLock | None = None,
     ) -> TurnResult | None:
         """One turn answering ``messages`` (one, or a merged burst); ``None`` if ``watch`` cancelled it.
 
@@ -139,7 +144,9 @@ class Turns:
         ``lookahead``, when given, is filled with what the turn's last statement saw
         after it (the conversation and its messages still pending), when it saw it.
         ``ahead``: what was read with the conversation's lock (:meth:`queue_reads`), used
-        instead of reading it again.
+        instead of reading it again. ``held``: the conversation's PostgreSQL lock; the turn's
+        last round trip goes on its connection and lets it go when nothing waits
+        (``lookahead.released``).
         Raises :class:`TurnOutage` when PostgreSQL or Redis went away meanwhile.
         """
         if with_person(conversation):
@@ -194,7 +201,15 @@ class Turns:
                 texts.append(handover.notice)
         if handover is None:  # checkpoint written, replies stored and messages finished in one transaction
             await self._store_turn(
-                bot, conversation, turn, texts=texts, messages=messages, result=result, lookahead=lookahead, batch=batch
+                bot,
+                conversation,
+                turn,
+                texts=texts,
+                messages=messages,
+                result=result,
+                lookahead=lookahead,
+                batch=batch,
+                held=held,
             )
         else:
             if batch:  # the pause's checkpoint first, as when the graph wrote it itself
@@ -210,7 +225,7 @@ class Turns:
         await self._report(bot, conversation, turn, result, began)
         return result
 
-    async def _store_turn(
+    async def _store_turn(  # noqa: PLR0913 - the turn's parts, passed through
         self,
         bot: Bot,
         conversation: Conversation,
@@ -221,12 +236,15 @@ class Turns:
         result: TurnResult,
         lookahead: Lookahead | None,
         batch: CheckpointBatch | None = None,
+        held: HeldLock | None = None,
     ) -> None:
         """Moderate the replies, then store them and finish ``messages`` together (one round trip).
 
         With a ``batch`` (the turn's checkpoint write, held back by the saver), its statements
         go first in the same transaction and the same round trip: the checkpoint and the
-        turn's replies commit together.
+        turn's replies commit together. With ``held`` (and a ``lookahead`` to tell), all of it
+        goes on the lock's connection, followed by the lock's release unless a message waits,
+        after the ``COMMIT``: still one round trip.
         """
         outbound = [await self._moderate_out(bot, conversation, text, result) for text in texts]
         first = messages[0]
@@ -238,7 +256,20 @@ class Turns:
             "finished": [(m.id, result.status if m is first else "merged") for m in messages],
             "outcome": result.outcome(),
         }
-        if batch:
+        if held is not None:
+            release = None
+            async with held.conn.pipeline():
+                async with held.conn.transaction():
+                    if batch:
+                        await batch.send(held.conn)
+                    read = await self.store.messages.queue_store_turn(held.conn, bot.tenant_id, conversation.id, **end)
+                if lookahead is not None:
+                    waiting = waiting_params(bot.tenant_id, conversation.id)
+                    release = await held.queue_release_unless(WAITING_SQL, waiting)
+            replies, after, pending = await read()
+            if release is not None and lookahead is not None:
+                lookahead.released = await release()
+        elif batch:
             async with self.store.db.connection() as conn:
                 async with conn.pipeline(), conn.transaction():
                     await batch.send(conn)

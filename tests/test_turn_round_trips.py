@@ -5,6 +5,7 @@
   whose replies could not be stored leaves no checkpoint of itself behind).
 * The conversation's latest checkpoint is read with the conversation's lock (one
   round trip), and the run's first ``aget_tuple`` is answered from that read.
+* The lock goes in the turn's last round trip, after its ``COMMIT``, when no message waits.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from botloom.core.messages import InboundMessage
+from botloom.core.storage.repositories.messages import WAITING_SQL, waiting_params
 from botloom.runtime.checkpointers import CHECKPOINT_BATCH, CheckpointBatch, CheckpointRead, postgres_saver_class
+from botloom.runtime.locks import HeldLock, PostgresLocks
 from botloom.runtime.services import Services
 from botloom.runtime.turn_context import thread_config
 from botloom.server.demo import DemoInfo
@@ -88,7 +92,8 @@ async def test_the_first_read_of_a_turn_is_the_one_made_with_the_lock(
     assert saver_class.__name__ == postgres_saver_class().__name__
     reads: list[dict[str, Any]] = []
     taken: list[bool] = []
-    stock_read = saver_class.__mro__[1].aget_tuple  # LangGraph's own read: a round trip
+    stock: Any = saver_class.__mro__[1]  # LangGraph's AsyncPostgresSaver
+    stock_read = stock.aget_tuple  # its own read: a round trip
     original_take = CheckpointRead.take
 
     async def counted(self: Any, config: Any) -> Any:
@@ -100,7 +105,7 @@ async def test_the_first_read_of_a_turn_is_the_one_made_with_the_lock(
         taken.append(fits)
         return fits, row
 
-    monkeypatch.setattr(saver_class.__mro__[1], "aget_tuple", counted)
+    monkeypatch.setattr(stock, "aget_tuple", counted)
     monkeypatch.setattr(CheckpointRead, "take", take)
     second = await chat.say("where is my order?")
     assert second.intent == "order_status"
@@ -109,3 +114,66 @@ async def test_the_first_read_of_a_turn_is_the_one_made_with_the_lock(
     third = await chat.say("it's 1234")  # continues from the checkpoint the second turn wrote
     assert "1234 has shipped with DHL" in third.replies[0].text
     assert taken == [True, True] and reads == []
+
+
+async def test_a_turn_lets_the_lock_go_in_its_last_round_trip_when_nothing_waits(
+    services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locks = services.runner.locks
+    assert isinstance(locks, PostgresLocks)
+    chat = Chat(services, demo.bot)
+    await chat.say("hello")
+    released: list[bool] = []
+    queue_release = HeldLock.queue_release_unless
+
+    async def recorded(self: HeldLock, query: str, params: dict[str, Any]) -> Any:
+        read = await queue_release(self, query, params)
+
+        async def reading() -> bool:
+            released.append(await read())
+            return released[-1]
+
+        return reading
+
+    monkeypatch.setattr(HeldLock, "queue_release_unless", recorded)
+    second = await chat.say("where is my order?")
+    assert second.intent == "order_status"
+    assert released == [True], "the turn's last round trip let the lock go"
+    assert not locks._released, "nothing left marked"
+    async with locks.try_hold(chat.conversation_id or "") as free:
+        assert free, "the lock is free once the turn is answered"
+
+
+async def test_the_lock_stays_held_while_a_message_of_the_conversation_waits(
+    services: Services, demo: DemoInfo
+) -> None:
+    locks = services.runner.locks
+    assert isinstance(locks, PostgresLocks)
+    bot = demo.bot
+    waiting = InboundMessage(channel="test", text="later", sender=f"user-{uuid.uuid4().hex[:6]}")
+    conversation, message, _ = await services.store.messages.receive(bot.tenant_id, bot.id, waiting)
+    held: list[HeldLock] = []
+
+    async def first(conn: Any) -> Any:
+        held.append(locks.held(conn, conversation.id))
+
+        async def read() -> None:
+            return None
+
+        return read
+
+    async def release() -> bool:
+        async with held[0].conn.pipeline():
+            read = await held[0].queue_release_unless(WAITING_SQL, waiting_params(bot.tenant_id, conversation.id))
+        went: bool = await read()
+        return went
+
+    async with locks.hold_then(conversation.id, first):
+        assert await release() is False, "a message waits: the lock stays"
+        async with locks.try_hold(conversation.id) as free:
+            assert not free
+        await services.store.messages.finish(bot.tenant_id, message.id, "answered", turn_id=None, outcome={})
+        assert await release() is True
+        async with locks.try_hold(conversation.id) as free:
+            assert free, "let go before the holder's exit"
+    assert not locks._released

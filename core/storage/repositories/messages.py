@@ -26,6 +26,16 @@ PENDING_SQL = (
     "(SELECT count(*) FROM k) AS claimed"
 )
 """A conversation, its pending inbound messages as they were, and the claim of the oldest ``claim`` of them."""
+WAITING_SQL = (
+    "SELECT 1 FROM messages WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s "
+    "AND direction = 'inbound' AND status IN ('received', 'processing')"
+)
+"""Whether an inbound message of a conversation waits for a turn (its parameters: :func:`waiting_params`)."""
+
+
+def waiting_params(tenant_id: str, conversation_id: str) -> dict[str, Any]:
+    """The parameters of :data:`WAITING_SQL`."""
+    return {"tenant": as_uuid(tenant_id), "conversation": as_uuid(conversation_id)}
 
 
 def _pending_params(
