@@ -30,7 +30,9 @@ botloom, bare...) so drift on a shared machine hits both. botloom's per-key rate
 limit (``BOTLOOM_RATE_LIMIT_PER_MINUTE``, 600 by default) is raised so it does not
 cap the run. Throughput is printed as a ratio botloom/bare; #16's goal is
 ≥ 2. Each server's own CPU time per turn (user + system, ``/proc``) is printed
-too: on a shared machine it moves less than turns/s. ``--variant NAME=DIR`` adds
+too: on a shared machine it moves less than turns/s; so is PostgreSQL's (its main
+process and backends, while that server's round ran: all servers share it, one at a
+time). ``--variant NAME=DIR`` adds
 a botloom server imported from another tree (e.g. a symlink tree of the commit
 before a change), alternated with the others: an A/B in one run. ``--py-spy DIR``
 records each botloom server's first round (samples holding the GIL). Nothing
@@ -255,6 +257,38 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def postgres_cpu(postmaster: int | None) -> float:
+    """CPU seconds of the PostgreSQL server so far: its main process, its reaped and its live backends."""
+    if postmaster is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = _stat(postmaster)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime stime cutime cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(postmaster):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                child = _stat(int(entry.name))
+                if int(child[1]) == postmaster:  # a backend
+                    total += (int(child[11]) + int(child[12])) / tick
+    return total
+
+
+def postmaster_of(database_url: str) -> int | None:
+    """The local PostgreSQL server's main process (a backend's parent), or ``None`` when it is not local."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        return int(_stat(int(row[0]))[1]) if row else None
+    except OSError:
+        return None
+
+
 # ------------------------------------------------------------------------------ wrk
 
 WRK_SCRIPT = """
@@ -362,6 +396,7 @@ def main() -> int:
         stack.callback(stop, bare)
         say(f"servers ready in {time.perf_counter() - began:.1f} s (botloom :{botloom_port}, bare :{bare_port})")
 
+        postmaster = postmaster_of(server_url)
         targets = {"botloom": (botloom_port, api_key), "bare": (bare_port, BARE_KEY)}
         pids = {"botloom": botloom.pid}
         for variant, tree in variants.items():
@@ -400,23 +435,25 @@ def main() -> int:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         )  # fmt: skip
                     pid = pids.get(name, bare.pid)
-                    cpu_before = process_cpu(pid)
+                    cpu_before, db_before = process_cpu(pid), postgres_cpu(postmaster)
                     found = run_wrk(port, key, fixed[name] if use_fixed else [], seconds, base)
                     found["cpu_ms"] = (process_cpu(pid) - cpu_before) * 1000 / max(1, found["requests"])
+                    found["db_ms"] = (postgres_cpu(postmaster) - db_before) * 1000 / max(1, found["requests"])
                     if spy is not None:
                         spy.wait(60)
                     results.setdefault((label, name), []).append(found)
                     say(
                         f"[{label}] {name} round {round_ + 1}: {found['rps']:.1f} turns/s, "
                         f"p50 {found['p50_us'] / 1000:.1f} ms, p99 {found['p99_us'] / 1000:.1f} ms, "
-                        f"non-2xx {found['non2xx']}, errors {found['errors']}, server CPU {found['cpu_ms']:.2f} ms/turn"
+                        f"non-2xx {found['non2xx']}, errors {found['errors']}, "
+                        f"server CPU {found['cpu_ms']:.2f} ms/turn, PostgreSQL CPU {found['db_ms']:.2f} ms/turn"
                     )
 
         from bench.common import machine, markdown_table
 
         header = [
             "workload", "server", "turns/s", "p50 ms", "p99 ms", "non-2xx/errors", "server CPU ms/turn",
-            "vs bare turns/s", "vs bare CPU/turn",
+            "PostgreSQL CPU ms/turn", "vs bare turns/s", "vs bare CPU/turn",
         ]  # fmt: skip
         rows = []
         ratios = []
@@ -432,6 +469,7 @@ def main() -> int:
                     "p99": max(r["p99_us"] for r in runs) / 1000,
                     "bad": f"{sum(r['non2xx'] for r in runs)}/{sum(r['errors'] for r in runs)}",
                     "cpu": sum(r["cpu_ms"] * r["requests"] for r in runs) / max(1, requests),
+                    "db": sum(r["db_ms"] * r["requests"] for r in runs) / max(1, requests),
                 }
             r = summary["botloom"]["rps"] / summary["bare"]["rps"]
             ratios.append((label, r))
@@ -441,7 +479,7 @@ def main() -> int:
                 cpu_ratio = "" if name == "bare" else f"{summary['bare']['cpu'] / s['cpu']:.2f}"
                 rows.append(
                     [label, name, f"{s['rps']:.1f}", f"{s['p50']:.1f}", f"{s['p99']:.1f}", s["bad"], f"{s['cpu']:.2f}",
-                     ratio, cpu_ratio]
+                     f"{s['db']:.2f}", ratio, cpu_ratio]
                 )  # fmt: skip
 
         info = machine()
