@@ -34,16 +34,14 @@ ZETA_2 = 1.64493406685
 """π²/6, as ``ts_rank`` divides by it."""
 ENTRY = re.compile(r"'((?:[^'\\]|''|\\.)*)'(?::([0-9A-D,]+))?")
 """One lexeme of a tsvector's text form, with its positions (``'wi-fi':10B,31``)."""
-POSITION = re.compile(r"(\d+)([A-D]?)")
 
 
-def parse_tsvector(text: str) -> list[tuple[str, list[str]]]:
+def parse_tsvector(text: str) -> list[tuple[str, tuple[str, ...]]]:
     """The lexemes of a tsvector's text form and the labels of their positions in order (``D`` when none)."""
-    out: list[tuple[str, list[str]]] = []
-    for match in ENTRY.finditer(text):
-        raw, positions = match.group(1), match.group(2)
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for raw, positions in ENTRY.findall(text):
         lexeme = raw.replace("''", "'").replace("\\\\", "\\") if ("'" in raw or "\\" in raw) else raw
-        labels = [label or "D" for _, label in POSITION.findall(positions)] if positions else ["D"]
+        labels = tuple(p[-1] if p[-1].isalpha() else "D" for p in positions.split(",")) if positions else ("D",)
         out.append((lexeme, labels))
     return out
 
@@ -76,12 +74,21 @@ class Lexicon:
         """Index the tsvectors (text form) of the bot's chunks, in the order of its chunk list."""
         chunks: dict[str, list[int]] = {}
         shares: dict[str, list[float]] = {}
+        known: dict[tuple[str, ...], float] = {}  # the share of each sequence of labels, computed once
         size = 0
         for index, text in enumerate(vectors):
             size = index + 1
             for lexeme, labels in parse_tsvector(text or ""):
-                chunks.setdefault(lexeme, []).append(index)
-                shares.setdefault(lexeme, []).append(lexeme_share(labels))
+                share = known.get(labels)
+                if share is None:
+                    share = known[labels] = lexeme_share(labels)
+                found = chunks.get(lexeme)
+                if found is None:
+                    chunks[lexeme] = [index]
+                    shares[lexeme] = [share]
+                else:
+                    found.append(index)
+                    shares[lexeme].append(share)
         self.size = size
         self.postings = {
             lexeme: Postings(np.array(found, dtype=np.int32), np.array(shares[lexeme], dtype=np.float64))
