@@ -54,8 +54,10 @@ class KnowledgeConfig(msgspec.Struct, frozen=True, kw_only=True):
     exact: bool = False
     """Search without the approximate index (for measuring its recall)."""
     memory_vectors: int = 256 * 1024 * 1024
-    """Bytes of bots' chunk vectors a process keeps in memory to search them itself (exactly, with numpy) instead of
-    in PostgreSQL (:mod:`botloom.core.knowledge.vectors`); 0 searches them in PostgreSQL (HNSW or exact)."""
+    """Bytes of bots' chunks (vectors, rows and full-text index) a process keeps in memory to search them itself
+    (vectors exactly with numpy, full text with PostgreSQL's ``ts_rank`` computed in Python) instead of in
+    PostgreSQL (:mod:`botloom.core.knowledge.vectors`, :mod:`botloom.core.knowledge.lexical`); 0 searches them in
+    PostgreSQL (HNSW or exact)."""
 
     # -- vector index
     index_threshold: int = INDEX_THRESHOLD
