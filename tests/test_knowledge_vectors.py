@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from botloom.core.embeddings import LocalEmbedder
 from botloom.core.knowledge import KnowledgeBase, KnowledgeConfig
@@ -177,3 +180,31 @@ def test_a_lexeme_adds_to_the_rank_as_postgresql_counts_it() -> None:
     scores, matched = lexicon.rank(["wi-fi", "free"])
     assert matched.tolist() == [True, True]
     assert scores[0] > scores[1] > 0
+
+
+async def test_a_bot_too_large_for_memory_is_searched_in_postgresql_and_loaded_once(
+    store: Store, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botloom.core.knowledge import vectors
+
+    tenant = await store.tenants.create("lexical-large", "Large")
+    bot = await store.bots.create(tenant.id, "bot", "Bot")
+    small = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(memory_vectors=1000))  # too little for any bot
+    in_database = KnowledgeBase(db, small.embedder, KnowledgeConfig(memory_vectors=0))
+    for name, text in DOCS.items():
+        await small.ingest(tenant.id, bot.id, name, text)
+    loads = 0
+    load = vectors.load
+
+    async def counted(*args: Any) -> vectors.BotVectors:
+        nonlocal loads
+        loads += 1
+        return await load(*args)
+
+    monkeypatch.setattr(vectors, "load", counted)
+    for question in QUESTIONS:
+        mine = await small.search(tenant.id, bot.id, question, limit=5, threshold=0)
+        theirs = await in_database.search(tenant.id, bot.id, question, limit=5, threshold=0)
+        assert [(p.chunk_id, round(p.score, 5)) for p in mine] == [(p.chunk_id, round(p.score, 5)) for p in theirs]
+    assert loads == 1
+    assert (tenant.id, bot.id, small.embedder.name, small.embedder.dimension) in small.searcher.oversized

@@ -41,7 +41,10 @@ class HybridSearch:
         self.embedder = embedder
         self.config = config
         self.vectors = memory.VectorCache(config.memory_vectors)
-        """Bots' vectors kept in this process (see :mod:`botloom.core.knowledge.vectors`)."""
+        """Bots' chunks kept in this process (see :mod:`botloom.core.knowledge.vectors`)."""
+        self.oversized: set[tuple[str, str, str, int]] = set()
+        """Bots (tenant, bot, embedder, dimensions) whose chunks did not fit ``memory_vectors``: searched in
+        PostgreSQL from then on in this process, instead of loading them again for every search."""
 
     async def search(
         self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5, threshold: float | None = None
@@ -89,7 +92,8 @@ class HybridSearch:
         array = np.asarray(vector[0], dtype=np.float32)
         n = max(config.candidates, 2 * limit)
         params = {"tenant": tenant, "vector": array, "query": query, "n": n, "budget": config.max_text_matches}
-        if config.memory_vectors > 0 and not config.exact:
+        in_memory = config.memory_vectors > 0 and not config.exact
+        if in_memory and (str(tenant), str(bot), self.embedder.name, self.embedder.dimension) not in self.oversized:
             rows = await self._in_memory(tenant, bot, params)
         else:
             rows = await self._in_database(tenant, bot, params)
@@ -124,7 +128,8 @@ class HybridSearch:
         One light statement a search: the query's lexemes (PostgreSQL's own
         ``to_tsvector``) and the bot's document fingerprint. When the fingerprint
         differs from that of the chunks in memory, they are loaded again and the
-        search is run once more.
+        search is run once more. A bot whose chunks do not fit ``memory_vectors``
+        is searched in PostgreSQL (and remembered in :attr:`oversized`).
         """
         name, dims = self.embedder.name, self.embedder.dimension
         key = (str(tenant), str(bot), name, dims)
@@ -138,6 +143,9 @@ class HybridSearch:
                 entry = self.vectors.get(key)
                 if entry is None or entry.lexicon is None:
                     entry = await memory.load(conn, tenant, bot, name, dims)
+                    if entry.nbytes > self.vectors.max_bytes:
+                        self.oversized.add(key)
+                        break
                     self.vectors.put(key, entry)
                 cur = await conn.execute(statement, {"tenant": tenant, "bot": bot, "query": params["query"]})
                 row = await cur.fetchone()
@@ -146,7 +154,9 @@ class HybridSearch:
             if memory.fingerprint_of(row) == entry.fingerprint:
                 return rows
             self.vectors.drop(key)  # a document changed since the chunks were loaded: load them again
-        return rows
+        else:
+            return rows
+        return await self._in_database(tenant, bot, params)  # too large to keep in memory
 
 
 LEXEMES = """WITH fp AS ({fingerprint})
