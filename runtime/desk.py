@@ -23,9 +23,12 @@ retries and dead letters, web chat's socket, REST's transcript), and hand back w
 and the bot answers the next message with the history and the note in context) or resolve
 (:meth:`Desk.resolve`: the matter is closed, the resolution kept on the handover, and the bot
 starts the next message afresh). A close is recorded first and the graph resumed after; a resume
-that fails is reported (``handover.resume_failed``) and retried by the sweep, then given back to
-the bot without it. Messages may carry an idempotency key: sent twice, one is stored, delivered
-and announced.
+that fails is reported (``handover.resume_failed``, with the error's type, kept as the handover's
+``resume_error``) and retried by the sweep (or at once: :meth:`Desk.retry_resume`), then given back
+to the bot without it. The close's event says whether the bot took over with it (``resumed``); a
+later resume is a ``handover.resumed`` event with the bot's answers to what the user wrote meanwhile,
+so the user hears "the bot is back" only when it is. Messages may carry an idempotency key: sent
+twice, one is stored, delivered and announced.
 
 The ``desk_sweep`` cron job (:meth:`Desk.sweep`, every minute) hands back the handovers no agent
 took within the bot's ``wait_minutes`` (``timed_out_to_bot``, with a message to the user), retries

@@ -281,7 +281,8 @@ WITH_PERSON = frozenset({"handover.waiting", "handover.assigned", "handover.clai
 def involves_person(event: dict[str, Any]) -> bool:
     """Whether the conversation is not the bot's after the event (a person has it, or its resume is pending)."""
     kind = event.get("kind")
-    return kind in WITH_PERSON or kind == "handover.resume_failed" or (kind in CLOSED and not bot_back(event))
+    held = kind in {"conversation.user_message", "handover.resume_failed"}  # only while the bot does not have it
+    return kind in WITH_PERSON or held or (kind in CLOSED and not bot_back(event))
 
 
 class LiveHost(ChannelHost):
