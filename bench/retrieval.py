@@ -29,18 +29,23 @@ Without ``--database-url`` a PostgreSQL server is started with
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as ``python bench/retrieval.py``, this file's directory comes first on sys.path and ``bench/http.py``
+# would shadow the standard library's ``http`` (as in bench/quality.py): move that directory to the end.
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
+
 import argparse
 import asyncio
 import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
