@@ -57,6 +57,10 @@ async def measure(database_url: str, count: int, rounds: int) -> dict[str, list[
     message_part = full[: full.index("job AS (")].rstrip(", ")
     variants = {
         "the webhook's store: conversation upserted, message and job inserted, pg_notify": full,
+        "the same returning the whole message row (row_to_json), as before 1a2d20c's successor": full.replace(
+            "SELECT m.id, m.conversation_id, (SELECT count(*) FROM notified) AS queued FROM message m",
+            "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued",
+        ),
         "the same without pg_notify": full.replace(
             "SELECT pg_notify(%(notify_channel)s, %(notify_event)s) FROM job", "SELECT 1 FROM job"
         ),

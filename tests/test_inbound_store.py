@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from botloom.core.messages import InboundMessage
+from botloom.core.messages import Attachment, InboundMessage
 from botloom.core.storage.repositories import ChannelRouteRepository
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
@@ -40,6 +40,21 @@ async def test_a_new_message_is_stored_with_its_turn_job_as_receive_stores_it(
     assert job is not None and job.function == "turn" and job.status == "queued"
     assert job.kwargs == {"tenant_id": bot.tenant_id, "bot_id": bot.id, "conversation_id": stored.conversation_id}
     assert job.heartbeat == services.queue.options.heartbeat and job.retries == services.queue.options.retries
+
+
+async def test_the_message_accept_returns_is_the_row_as_read_back(services: Services, demo: DemoInfo) -> None:
+    bot = demo.bot
+    sent = InboundMessage(
+        channel="twilio",
+        text="a photo",
+        sender="+15550002222",
+        idempotency_key="SM-photo",
+        attachments=(Attachment(url="https://example.org/p.jpg", content_type="image/jpeg"),),
+        metadata={"to": "+1555", "nested": {"n": 1, "list": [1, "two"]}},
+    )
+    stored, new = await services.inbound.accept(bot, sent)
+    assert new
+    assert stored == await services.store.messages.get(bot.tenant_id, stored.id)
 
 
 async def test_a_retried_message_is_stored_once_and_queued_once_and_a_finished_one_not_again(

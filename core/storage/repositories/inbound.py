@@ -6,11 +6,12 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from psycopg import sql
 
 from botloom.core.domain import StoredMessage
-from botloom.core.messages import InboundMessage
-from botloom.core.storage.repositories.base import Repository, to_struct
+from botloom.core.messages import Attachment, InboundMessage
+from botloom.core.storage.repositories.base import Repository
 from botloom.core.storage.repositories.messages import RECEIVE_CTES, receive_params
 
 # The conversation and message parts are MessageRepository.receive's (RECEIVE_CTES: the same rows,
@@ -26,7 +27,7 @@ _RECEIVE_AND_QUEUE = ", ".join(
         "to_jsonb(m.conversation_id::text))::text, 'UTF8'), %(queue)s, %(status)s, %(priority)s, %(scheduled)s "
         "FROM message m ON CONFLICT (key) DO NOTHING RETURNING 1), "
         "notified AS (SELECT pg_notify(%(notify_channel)s, %(notify_event)s) FROM job) "
-        "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued",
+        "SELECT m.id, m.conversation_id, (SELECT count(*) FROM notified) AS queued FROM message m",
     )
 )
 
@@ -39,6 +40,30 @@ def _statement(jobs_table: str) -> bytes:
     webhook's server CPU), a ``bytes`` query once per connection's cache.
     """
     return sql.SQL(_RECEIVE_AND_QUEUE).format(jobs=sql.SQL(jobs_table)).as_bytes()  # quoted by JobQueue.job_row
+
+
+def _stored(
+    tenant_id: str, bot_id: str, message: InboundMessage, params: Mapping[str, Any], row: Mapping[str, Any]
+) -> StoredMessage:
+    """The row the statement inserted, from what it was given and the id and conversation it returned.
+
+    What ``row_to_json`` of the row would give (the JSON columns as they were stored, decoded again),
+    without PostgreSQL encoding the whole row and the server decoding it again on every webhook.
+    """
+    return StoredMessage(
+        id=str(row["id"]),
+        tenant_id=tenant_id,
+        bot_id=bot_id,
+        conversation_id=str(row["conversation_id"]),
+        direction="inbound",
+        channel=params["channel"],
+        text=params["text"],
+        status="received",
+        idempotency_key=params["idempotency"],
+        attachments=msgspec.json.decode(params["attachments"], type=tuple[Attachment, ...]),
+        metadata=msgspec.json.decode(params["metadata"]),
+        created_at=message.received_at,
+    )
 
 
 class InboundRepository(Repository):
@@ -56,11 +81,12 @@ class InboundRepository(Repository):
         or ``None`` when the message was not new (its idempotency key was seen before) or
         the bot does not exist: the caller takes the general path then.
         """
+        params = receive_params(tenant_id, bot_id, message, state_version)
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 _statement(job["table"]),
                 {
-                    **receive_params(tenant_id, bot_id, message, state_version),
+                    **params,
                     "job_key": job["key"],
                     "job": job["job"],
                     "queue": job["queue"],
@@ -72,6 +98,6 @@ class InboundRepository(Repository):
                 },
             )
             row = await cur.fetchone()
-        if row is None or row["message"] is None:
+        if row is None:
             return None
-        return to_struct(StoredMessage, row["message"]), bool(row["queued"])
+        return _stored(tenant_id, bot_id, message, params, row), bool(row["queued"])
