@@ -69,6 +69,16 @@ INLINE_DUMP_LIMIT = 20_000
 """Values smaller than this (strings' characters plus containers' items, :func:`small`) are serialised on the
 event loop; larger ones in a worker thread, as LangGraph's saver does with every value."""
 
+BLOBS_SQL = """
+insert into checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+select %s, %s, b.channel, b.version, b.type, b.blob
+from unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) as b(channel, version, type, blob)
+on conflict (thread_id, checkpoint_ns, channel, version) do nothing"""
+"""``AsyncPostgresSaver.UPSERT_CHECKPOINT_BLOBS_SQL`` for all of a checkpoint's blobs in one statement.
+
+LangGraph's saver sends one ``INSERT`` per blob (``executemany``: in pipeline mode, each row is
+its own execution and its own flush to the socket); a turn writes about ten."""
+
 Statement = tuple[str, Any, bool]
 """One statement of a checkpoint write: its SQL, its parameters, and whether they are a sequence (``executemany``)."""
 
@@ -295,7 +305,8 @@ def postgres_saver_class() -> type[Any]:  # noqa: C901 - one class: its override
                     if small(list(blob_values.values()))
                     else await asyncio.to_thread(self._dump_blobs, *dump)
                 )
-                statements.append((self.UPSERT_CHECKPOINT_BLOBS_SQL, rows, True))
+                columns = [[row[i] for row in rows] for i in range(2, 6)]  # channel, version, type, blob
+                statements.append((BLOBS_SQL, (thread_id, checkpoint_ns, *columns), False))
             metadata_row = Jsonb(get_serializable_checkpoint_metadata(config, metadata))
             row = (thread_id, checkpoint_ns, checkpoint["id"], parent_id, Jsonb(copy), metadata_row)
             statements.append((self.UPSERT_CHECKPOINTS_SQL, row, False))

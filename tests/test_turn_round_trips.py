@@ -73,13 +73,16 @@ async def test_the_saver_queues_its_writes_in_a_batch_and_they_commit_when_sent(
     graph = services.runner.graphs.get("turn")
     batch = CheckpointBatch()
     config: Any = {"configurable": {"thread_id": thread, CHECKPOINT_BATCH: batch}}
-    await graph.aupdate_state(config, {"failures": 2}, as_node="respond")
+    await graph.aupdate_state(config, {"failures": 2, "slots": {"order": "1234"}}, as_node="respond")
     assert batch, "the write was queued"
+    sqls = [sql for sql, _, many in batch.statements if not many]
+    assert len(sqls) == len(batch.statements) == 2, "the blobs in one statement, the checkpoint in another"
     assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values == {}
     async with services.store.db.connection() as conn, conn.pipeline(), conn.transaction():
         await batch.send(conn)
     assert not batch
-    assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values["failures"] == 2
+    values = (await graph.aget_state({"configurable": {"thread_id": thread}})).values
+    assert (values["failures"], values["slots"]) == (2, {"order": "1234"})
 
 
 async def test_the_first_read_of_a_turn_is_the_one_made_with_the_lock(
