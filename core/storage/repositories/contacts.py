@@ -144,14 +144,14 @@ class ContactRepository(Repository):
             return []
         at, last = after if after is not None else (None, None)
         rows = await self._all(
-            "SELECT to_jsonb(m) || jsonb_build_object("
-            "'parts', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.part), '[]') FROM message_parts p "
-            "WHERE p.message_id = m.id AND p.tenant_id = m.tenant_id), "
-            "'send_attempts', (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.part), '[]') "
-            "FROM message_send_attempts a WHERE a.message_id = m.id AND a.tenant_id = m.tenant_id)) AS row "
+            "SELECT to_jsonb(x) AS row FROM (SELECT m.*, "
+            "(SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.part), '[]') FROM message_parts p "
+            "WHERE p.message_id = m.id AND p.tenant_id = m.tenant_id) AS parts, "
+            "(SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.part), '[]') FROM message_send_attempts a "
+            "WHERE a.message_id = m.id AND a.tenant_id = m.tenant_id) AS send_attempts "
             "FROM messages m WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s "
             "AND (%(at)s::timestamptz IS NULL OR (m.created_at, m.id) > (%(at)s::timestamptz, %(last)s::uuid)) "
-            "ORDER BY m.created_at, m.id LIMIT %(limit)s",
+            "ORDER BY m.created_at, m.id LIMIT %(limit)s) x ORDER BY x.created_at, x.id",
             {"tenant": tenant, "conversation": conversation, "at": at, "last": as_uuid(last), "limit": limit},
         )
         return [dict(r["row"]) for r in rows]
@@ -162,12 +162,12 @@ class ContactRepository(Repository):
         if tenant is None or conversation is None:
             return []
         rows = await self._all(
-            "SELECT to_jsonb(h) || jsonb_build_object("
-            "'transitions', (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]') FROM handover_transitions t "
-            "WHERE t.tenant_id = h.tenant_id AND t.handover_id = h.id), "
-            "'notes', (SELECT coalesce(jsonb_agg(to_jsonb(n) ORDER BY n.created_at, n.id), '[]') "
-            "FROM handover_notes n WHERE n.tenant_id = h.tenant_id AND n.handover_id = h.id)) AS row "
-            "FROM handovers h WHERE h.tenant_id = %s AND h.conversation_id = %s ORDER BY h.created_at, h.id",
+            "SELECT to_jsonb(x) AS row FROM (SELECT h.*, "
+            "(SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]') FROM handover_transitions t "
+            "WHERE t.tenant_id = h.tenant_id AND t.handover_id = h.id) AS transitions, "
+            "(SELECT coalesce(jsonb_agg(to_jsonb(n) ORDER BY n.created_at, n.id), '[]') FROM handover_notes n "
+            "WHERE n.tenant_id = h.tenant_id AND n.handover_id = h.id) AS notes "
+            "FROM handovers h WHERE h.tenant_id = %s AND h.conversation_id = %s) x ORDER BY x.created_at, x.id",
             (tenant, conversation),
         )
         return [dict(r["row"]) for r in rows]
