@@ -47,7 +47,7 @@ half too, so a gain that does not carry over to the held-out half shows.
 
 Usage::
 
-    python bench/quality.py                         # both sets, embedded PostgreSQL
+    python bench/quality.py                         # all three sets, embedded PostgreSQL
     python bench/quality.py --set demo --verbose    # one set, every case's outcome
     python bench/quality.py --set demo --split tune --verbose   # only the half tuned on
     python bench/quality.py --database-url postgresql://...
@@ -584,14 +584,14 @@ async def run(
 def main() -> None:
     """Run the evaluation sets and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=(*SETS, "both"), default="both")
+    parser.add_argument("--set", choices=(*SETS, "all", "both"), default="all", help="one set, or all (both: all)")
     parser.add_argument("--database-url", help="an existing server's database (default: embedded PostgreSQL)")
     parser.add_argument("--verbose", action="store_true", help="print every case's outcome")
     parser.add_argument("--cpu", action="store_true", help="also measure CPU per turn at 50 intents, 10k chunks")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="run only this half of each set")
     args = parser.parse_args()
-    names = SETS if args.set == "both" else (args.set,)
+    names = SETS if args.set in {"all", "both"} else (args.set,)
     base = Path(tempfile.mkdtemp(prefix="botloom-quality-"))
     server: Any = None
     try:
