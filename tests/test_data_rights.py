@@ -24,6 +24,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from botloom.core.domain import Bot, UsageEvent
 from botloom.core.messages import utcnow
 from botloom.core.settings import Settings, load_settings
+from botloom.runtime import erasure
 from botloom.runtime.erasure import Contact, erase_contact, erase_threads
 from botloom.runtime.forks import Forks
 from botloom.runtime.retention import prune
@@ -219,6 +220,30 @@ async def test_the_export_is_the_tenants_own_and_recorded_without_the_address(
     assert [e["data"]["by"] for e in audit] == [f"api_key:{created['id']}", "operator"]
     assert [e["data"]["conversations"] for e in audit] == [1, 0]
     assert ADDRESS not in json.dumps(audit)
+
+
+async def test_the_export_reads_page_after_page(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(erasure, "PAGE", 7)
+    monkeypatch.setattr(erasure, "TURN_PAGE", 3)
+    chat = Chat(services, demo.bot, user=ADDRESS)
+    for i in range(5):
+        await chat.say(f"hello {i}")
+    conversation = chat.conversation_id or ""
+    for i in range(12):  # replies stored in one instant share created_at: the page's key is (created_at, id)
+        await services.store.messages.add_outbound(demo.tenant.id, conversation, channel="test", text=f"extra {i}")
+        tenant, bot = demo.tenant.id, demo.bot.id
+        await services.store.usage.record(
+            UsageEvent(tenant_id=tenant, bot_id=bot, conversation_id=conversation, kind="chat", model="m")
+        )
+    stored = await services.store.messages.list_all(demo.tenant.id, conversation)
+
+    (exported,) = (await client.get(EXPORT, params=QUERY)).json()["conversations"]
+
+    assert [m["id"] for m in exported["messages"]] == [m.id for m in stored] and len(stored) == 22
+    assert len(exported["usage"]) == 12 and len({u["id"] for u in exported["usage"]}) == 12
+    assert [r["user_text"] for r in exported["checkpoints"]["runs"]] == [f"hello {i}" for i in reversed(range(5))]
 
 
 @pytest.mark.parametrize(
