@@ -1,6 +1,6 @@
 """Answer quality of the offline engine: labelled evaluation sets run through real bot turns.
 
-Two sets, each a JSON-lines file in ``bench/quality/``:
+Three sets, each a JSON-lines file in ``bench/quality/``:
 
 * ``demo.jsonl``: the demo bot ``acme/support`` (``server/demo.py``: small talk,
   handoff, the demo shop's order status, four knowledge documents);
@@ -41,8 +41,8 @@ knowledge base's hybrid search), one conversation per case. Reported:
 
 **Tuning split.** Each set's cases are split in two halves by a hash of their id
 (:func:`split`): ``tune`` and ``held-out``. Work on the engine looks only at the
-demo set's ``tune`` half (``--split tune --verbose``); the ``held-out`` half and the
-whole library set are reported, never tuned on. The figures are printed for each
+demo and gym sets' ``tune`` halves (``--split tune --verbose``); their ``held-out``
+halves and the whole library set are reported, never tuned on. The figures are printed for each
 half too, so a gain that does not carry over to the held-out half shows.
 
 Usage::
