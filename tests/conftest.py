@@ -279,15 +279,7 @@ def botloom_demo(demo: DemoInfo) -> DemoInfo:
 
 
 @pytest.fixture
-def llm_settings(data_dir: Path, openai: ScriptedOpenAI) -> Settings:
-    """Settings of a test deployment whose bots talk to the scripted model (``gpt-4o-mini``), a known admin token."""
-    return load_settings(
-        environ={},
-        data_dir=str(data_dir),
-        admin_token=ADMIN_TOKEN,
-        secret_key="test-secret-key",
-        openai_api_key="test-key",
-        openai_base_url=openai.base_url,
-        llm_model="gpt-4o-mini",
-        allowed_endpoints=LOCAL_ENDPOINTS,
-    )
+def llm_settings(settings: Settings, openai: ScriptedOpenAI) -> Settings:
+    """The test deployment's settings with its bots talking to the scripted model (``gpt-4o-mini``)."""
+    model = {"openai_api_key": "test-key", "openai_base_url": openai.base_url, "llm_model": "gpt-4o-mini"}
+    return msgspec.structs.replace(settings, **model)
