@@ -34,7 +34,7 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(database_url: str, count: int, rounds: int) -> dict[str, list[float]]:
+async def measure(database_url: str, count: int, rounds: int, connections: int = 1) -> dict[str, list[float]]:
     """Backend CPU ms per statement of each variant, one figure per round."""
     import psycopg
     from psycopg.rows import dict_row
@@ -57,7 +57,7 @@ async def measure(database_url: str, count: int, rounds: int) -> dict[str, list[
     message_part = full[: full.index("job AS (")].rstrip(", ")
     variants = {
         "the webhook's store: conversation upserted, message and job inserted, pg_notify": full,
-        "the same returning the whole message row (row_to_json), as before 1a2d20c's successor": full.replace(
+        "the same returning the whole message row (row_to_json), as before 7902d35": full.replace(
             "SELECT m.id, m.conversation_id, (SELECT count(*) FROM notified) AS queued FROM message m",
             "SELECT (SELECT row_to_json(m) FROM message m) AS message, (SELECT count(*) FROM notified) AS queued",
         ),
@@ -69,18 +69,32 @@ async def measure(database_url: str, count: int, rounds: int) -> dict[str, list[
         "conversation and message (its id only)": message_part + " SELECT (SELECT id FROM message m) AS message",
         "the conversation's upsert alone": full[: full.index("message AS (")].rstrip(", ")
         + " SELECT (SELECT id FROM conversation) AS c",
+        "the same upsert into a copy of the table without its foreign key to the bot": full[
+            : full.index("message AS (")
+        ]
+        .rstrip(", ")
+        .replace("INSERT INTO conversations ", "INSERT INTO bench_conversations ")
+        + " SELECT (SELECT id FROM conversation) AS c",
         "the one-row route's INSERT ... ON CONFLICT DO NOTHING": "INSERT INTO bench_forms (sid, form) "
         "VALUES (%(idempotency)s, %(metadata)s) ON CONFLICT (sid) DO NOTHING",
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        await conn.execute(
+    conns = [
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row)
+        for _ in range(connections)
+    ]
+    try:
+        await conns[0].execute(
             "CREATE TABLE IF NOT EXISTS bench_forms (id bigserial PRIMARY KEY, sid text UNIQUE NOT NULL, "
             "form jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
         )
-        row = await (await conn.execute("SELECT pg_backend_pid() AS pid")).fetchone()
-        assert row is not None
-        pid = int(row["pid"])
+        # LIKE ... INCLUDING ALL copies columns, defaults, checks and indexes, not foreign keys
+        await conns[0].execute("CREATE TABLE IF NOT EXISTS bench_conversations (LIKE conversations INCLUDING ALL)")
+        pids = []
+        for conn in conns:
+            row = await (await conn.execute("SELECT pg_backend_pid() AS pid")).fetchone()
+            assert row is not None
+            pids.append(int(row["pid"]))
 
         def params(tag: str, i: int) -> dict[str, Any]:
             message = InboundMessage(
@@ -98,13 +112,19 @@ async def measure(database_url: str, count: int, rounds: int) -> dict[str, list[
                 "notify_event": job["event"],
             }
 
+        async def run(conn: Any, statement: bytes, tag: str, first: int) -> None:
+            for i in range(first, count, connections):
+                await conn.execute(statement, params(tag, i))
+
         for round_ in range(rounds):
             for index, (name, statement) in enumerate(variants.items()):
                 tag = f"{index}{round_}"
-                before = backend_cpu(pid)
-                for i in range(count):
-                    await conn.execute(statement.encode(), params(tag, i))
-                results[name].append((backend_cpu(pid) - before) * 1000 / count)
+                before = sum(backend_cpu(pid) for pid in pids)
+                await asyncio.gather(*(run(conn, statement.encode(), tag, n) for n, conn in enumerate(conns)))
+                results[name].append((sum(backend_cpu(pid) for pid in pids) - before) * 1000 / count)
+    finally:
+        for conn in conns:
+            await conn.close()
     return results
 
 
@@ -113,13 +133,16 @@ def main() -> None:
     add_server_arguments(parser)
     parser.add_argument("--count", type=int, default=1500, help="statements per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--connections", type=int, default=1, help="connections sending the statements at once (a webhook burst)"
+    )
     args = parser.parse_args()
     with servers(args, say=lambda line: print(line, file=sys.stderr)) as found:
         assert found.database_url is not None
-        results = asyncio.run(measure(found.database_url, args.count, args.rounds))
+        results = asyncio.run(measure(found.database_url, args.count, args.rounds, args.connections))
     info = machine()
     print(f"machine: {info['nproc']} cores, {info['cpu']}, load average {info['load average']}")
-    print(f"{args.count} statements per variant, {args.rounds} alternating rounds, one connection\n")
+    print(f"{args.count} statements per variant, {args.rounds} alternating rounds, {args.connections} connection(s)\n")
     rows = [[name, f"{min(values):.3f}", f"{sorted(values)[len(values) // 2]:.3f}"] for name, values in results.items()]
     print(markdown_table(["statement", "PostgreSQL CPU ms, best round", "median round"], rows))
 
