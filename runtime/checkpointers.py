@@ -99,6 +99,12 @@ class CheckpointBatch:
     def __bool__(self) -> bool:
         return bool(self.statements)
 
+    def take(self) -> list[tuple[str, Any]]:
+        """The statements as ``(sql, params)`` one by one (an ``executemany`` unrolled), emptying the batch."""
+        taken = [(sql, one) for sql, params, many in self.statements for one in (params if many else [params])]
+        self.statements = []
+        return taken
+
     async def send(self, conn: Any) -> None:
         """Queue the statements on ``conn`` (in pipeline mode they go out with whatever follows)."""
         if not self.statements:

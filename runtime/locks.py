@@ -47,6 +47,20 @@ class HeldLock:
         self.key = key
         self._released = released
 
+    def release_unless(self, query: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """:meth:`queue_release_unless`'s statement and parameters, for a caller that sends it with others.
+
+        Tell the lock what its row said with :meth:`went`.
+        """
+        return UNLOCK_UNLESS_SQL.format(query), {"lock_key": self.key, **params}
+
+    def went(self, rows: list[dict[str, Any]]) -> bool:
+        """Whether the release's rows say the lock went; if so, the lock's exit sends no unlock."""
+        released = bool(rows and rows[0]["released"])
+        if released:
+            self._released()
+        return released
+
     async def queue_release_unless(self, query: str, params: dict[str, Any]) -> Callable[[], Awaitable[bool]]:
         """Queue (pipeline mode) the lock's release unless ``query`` finds a row; how to read whether it went.
 

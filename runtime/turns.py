@@ -33,7 +33,12 @@ from botloom.core.metrics import TURN_SECONDS, TURNS
 from botloom.core.settings import Settings
 from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
-from botloom.core.storage.repositories.messages import WAITING_SQL, waiting_params
+from botloom.core.storage.repositories.messages import (
+    WAITING_SQL,
+    store_turn_statement,
+    stored_turn,
+    waiting_params,
+)
 from botloom.graphs.registry import GraphRegistry
 from botloom.graphs.state import turn_input
 from botloom.runtime.checkpointers import (
@@ -257,18 +262,11 @@ class Turns:
             "outcome": result.outcome(),
         }
         if held is not None:
-            release = None
-            async with held.conn.pipeline():
-                async with held.conn.transaction():
-                    if batch:
-                        await batch.send(held.conn)
-                    read = await self.store.messages.queue_store_turn(held.conn, bot.tenant_id, conversation.id, **end)
-                if lookahead is not None:
-                    waiting = waiting_params(bot.tenant_id, conversation.id)
-                    release = await held.queue_release_unless(WAITING_SQL, waiting)
-            replies, after, pending = await read()
-            if release is not None and lookahead is not None:
-                lookahead.released = await release()
+            replies, after, pending, released = await self._end_on(
+                held, bot, conversation, end, batch=batch, lookahead=lookahead
+            )
+            if lookahead is not None:
+                lookahead.released = released
         elif batch:
             async with self.store.db.connection() as conn:
                 async with conn.pipeline(), conn.transaction():
@@ -280,6 +278,47 @@ class Turns:
         result.replies.extend(replies)
         if lookahead is not None:
             lookahead.conversation, lookahead.pending = after, pending
+
+    async def _end_on(
+        self,
+        held: HeldLock,
+        bot: Bot,
+        conversation: Conversation,
+        end: dict[str, Any],
+        *,
+        batch: CheckpointBatch | None,
+        lookahead: Lookahead | None,
+    ) -> tuple[list[StoredMessage], Conversation, list[StoredMessage], bool]:
+        """The turn's end on the lock's connection, as one query string (one round trip, one send).
+
+        ``BEGIN``, the checkpoint's statements, ``store_turn``, ``COMMIT``, then (with a
+        ``lookahead`` to tell) the lock's release unless a message waits. Sent as one string of
+        statements with their values bound client-side (psycopg's ``AsyncClientCursor``): in
+        pipeline mode psycopg would send, flush and convert each statement on its own, about
+        twice the CPU. A failure rolls the transaction back (the rest is skipped) and is raised.
+        Returns the replies, the conversation, what still waits, and whether the lock went.
+        """
+        import psycopg
+
+        cur = psycopg.AsyncClientCursor(held.conn)
+        statements = [*(batch.take() if batch else []), store_turn_statement(bot.tenant_id, conversation.id, **end)]
+        parts = ["BEGIN", *(cur.mogrify(sql, params) for sql, params in statements), "COMMIT"]
+        if lookahead is not None:
+            parts.append(cur.mogrify(*held.release_unless(WAITING_SQL, waiting_params(bot.tenant_id, conversation.id))))
+        rows: list[list[Any]] = []
+        try:
+            await cur.execute(";\n".join(parts))
+            while True:
+                if cur.description is not None:  # the statements returning rows: store_turn, the release
+                    rows.append(await cur.fetchall())
+                if not cur.nextset():
+                    break
+        except BaseException:
+            with contextlib.suppress(Exception):  # an aborted transaction, or a connection already gone
+                await held.conn.rollback()
+            raise
+        replies, after, pending = stored_turn(rows[0][0] if rows[0] else None, conversation.id)
+        return replies, after, pending, held.went(rows[1]) if lookahead is not None else False
 
     async def _store_replies(
         self, bot: Bot, conversation: Conversation, turn: str, texts: list[str], result: TurnResult

@@ -64,6 +64,10 @@ async def test_a_turn_whose_replies_cannot_be_stored_leaves_no_checkpoint(
     after = await graph.aget_state(config)
     assert after.values.get("turn_id") == before.values.get("turn_id"), "the failed turn's checkpoint was written"
     assert after.config["configurable"]["checkpoint_id"] == before.config["configurable"]["checkpoint_id"]
+    async with services.store.db.connection() as conn:  # replies allowed again: the conversation goes on
+        await conn.execute(f"DELETE FROM {refused_replies}")
+    again = await chat.say("where is my order?")
+    assert again.intent == "order_status" and again.replies
 
 
 async def test_the_saver_queues_its_writes_in_a_batch_and_they_commit_when_sent(services: Services) -> None:
@@ -127,18 +131,13 @@ async def test_a_turn_lets_the_lock_go_in_its_last_round_trip_when_nothing_waits
     chat = Chat(services, demo.bot)
     await chat.say("hello")
     released: list[bool] = []
-    queue_release = HeldLock.queue_release_unless
+    went = HeldLock.went
 
-    async def recorded(self: HeldLock, query: str, params: dict[str, Any]) -> Any:
-        read = await queue_release(self, query, params)
+    def recorded(self: HeldLock, rows: list[dict[str, Any]]) -> bool:
+        released.append(went(self, rows))
+        return released[-1]
 
-        async def reading() -> bool:
-            released.append(await read())
-            return released[-1]
-
-        return reading
-
-    monkeypatch.setattr(HeldLock, "queue_release_unless", recorded)
+    monkeypatch.setattr(HeldLock, "went", recorded)
     second = await chat.say("where is my order?")
     assert second.intent == "order_status"
     assert released == [True], "the turn's last round trip let the lock go"

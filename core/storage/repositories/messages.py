@@ -106,6 +106,33 @@ def _store_turn_params(  # noqa: PLR0917 - store_turn's arguments, in its order
     }
 
 
+def store_turn_statement(
+    tenant_id: str,
+    conversation_id: str,
+    *,
+    channel: str,
+    turn_id: str,
+    replies: Sequence[str],
+    status: OutboundStatus,
+    finished: Sequence[tuple[str, InboundStatus]],
+    outcome: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """:meth:`MessageRepository.store_turn`'s statement and parameters, for a caller that sends it with others.
+
+    Read its row with :func:`stored_turn`.
+    """
+    return STORE_TURN_SQL, _store_turn_params(
+        tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome
+    )
+
+
+def stored_turn(
+    row: Mapping[str, Any] | None, conversation_id: str
+) -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
+    """The replies, the conversation and what still waits, from the row of :func:`store_turn_statement`."""
+    return _store_turn_of(row, conversation_id)
+
+
 def _store_turn_of(
     row: Mapping[str, Any] | None, conversation_id: str
 ) -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
