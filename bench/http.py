@@ -26,7 +26,8 @@ thread, 16 connections (closed loop), on loopback. PostgreSQL (started with
 
 Each configuration gets a warm-up, then a measured window (``--seconds``, 20 by
 default; ``--quick``: 3). The servers are measured alternately (botloom, bare,
-botloom, bare...) so drift on a shared machine hits both. botloom's per-key rate
+botloom, bare...) so drift on a shared machine hits both; each round starts one server later
+than the one before (with variants, no server always runs right after the same one). botloom's per-key rate
 limit (``BOTLOOM_RATE_LIMIT_PER_MINUTE``, 600 by default) is raised so it does not
 cap the run. Throughput is printed as a ratio botloom/bare; #16's goal is
 ≥ 2. Each server's own CPU time per turn (user + system, ``/proc``) is printed
@@ -425,7 +426,10 @@ def main() -> int:
             for name, (port, key) in targets.items():
                 run_wrk(port, key, fixed[name] if use_fixed else [], warmup, base)
             for round_ in range(args.rounds):
-                for name, (port, key) in targets.items():
+                # each round starts one server later, so no server always follows the same one
+                order = list(targets.items())
+                order = order[round_ % len(order) :] + order[: round_ % len(order)]
+                for name, (port, key) in order:
                     spy = None
                     if args.py_spy and round_ == 0 and name in pids:
                         out = Path(args.py_spy) / f"{name}-{'fixed' if use_fixed else 'new'}.txt"
