@@ -57,7 +57,7 @@ from botloom.runtime.turn_context import thread_id
 
 logger = logging.getLogger(__name__)
 
-AUDIT_KINDS = ("contact.exported", "contact.erased")
+AUDIT_KINDS = ("contact.exported", "contact.erased", "conversation.erased")
 """Event kinds that record a data-rights action (what ``GET /api/v1/audit`` will list)."""
 EXPORT_FORMAT = 1
 """The version of the export document's shape."""
@@ -122,11 +122,11 @@ async def contact_conversations(services: Services, tenant_id: str, contact: Con
 
 
 async def record_action(
-    services: Services, tenant_id: str, kind: str, *, by: str, contact: Contact, data: Mapping[str, Any]
+    services: Services, tenant_id: str, kind: str, *, by: str, channel: str, data: Mapping[str, Any]
 ) -> None:
     """Record a data-rights action as an event of the tenant: who, the channel and ``data``, never the address."""
     assert kind in AUDIT_KINDS
-    await services.events.emit(tenant_id, kind, data={"by": by, "channel": contact.channel, **data})
+    await services.events.emit(tenant_id, kind, data={"by": by, "channel": channel, **data})
 
 
 # -- export ------------------------------------------------------------------------
@@ -246,22 +246,41 @@ async def erase_contact(services: Services, tenant_id: str, contact: Contact) ->
     Returns what went; a second call finds nothing and answers zeros.
     """
     report = ErasureReport()
-    saver = services.graphs.checkpointer
     for conversation in await contact_conversations(services, tenant_id, contact):
-        thread = thread_id(tenant_id, conversation.bot_id, conversation.id)
-        async with services.runner.locks.hold(conversation.id):
-            had_checkpoints = saver is not None and await saver.aget_tuple(thread_of(thread)) is not None
-            # The rows go, the conversation's thread and its forks' threads are recorded in the same transaction.
-            counts = await services.store.contacts.erase(tenant_id, conversation.id)
-        if counts is None:
-            continue  # erased by a concurrent call
-        report.conversations += 1
-        report.checkpoint_threads += int(had_checkpoints)
-        for key, value in counts.items():
-            report.counts[key] += value
+        await _erase_one(services, conversation, report)
     if report.conversations:
         await erase_threads(services, tenant_id=tenant_id)
     return report
+
+
+async def erase_conversation(services: Services, conversation: Conversation) -> ErasureReport:
+    """Erase one conversation as :func:`erase_contact` erases each of the contact's; what went.
+
+    For the end users a contact's address cannot name (every anonymous REST user is
+    ``rest-user``). Zeros when it was gone already (erased by a concurrent call).
+    """
+    report = ErasureReport()
+    if await _erase_one(services, conversation, report):
+        await erase_threads(services, tenant_id=conversation.tenant_id)
+    return report
+
+
+async def _erase_one(services: Services, conversation: Conversation, report: ErasureReport) -> bool:
+    """Erase the conversation's rows under its lock and add what went to ``report``; ``False``: it was gone."""
+    saver = services.graphs.checkpointer
+    tenant_id = conversation.tenant_id
+    thread = thread_id(tenant_id, conversation.bot_id, conversation.id)
+    async with services.runner.locks.hold(conversation.id):
+        had_checkpoints = saver is not None and await saver.aget_tuple(thread_of(thread)) is not None
+        # The rows go, the conversation's thread and its forks' threads are recorded in the same transaction.
+        counts = await services.store.contacts.erase(tenant_id, conversation.id)
+    if counts is None:
+        return False  # erased by a concurrent call
+    report.conversations += 1
+    report.checkpoint_threads += int(had_checkpoints)
+    for key, value in counts.items():
+        report.counts[key] += value
+    return True
 
 
 async def erase_threads(
@@ -304,6 +323,7 @@ __all__ = [
     "ErasureReport",
     "contact_conversations",
     "erase_contact",
+    "erase_conversation",
     "erase_threads",
     "export_contact",
     "record_action",

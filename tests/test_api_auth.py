@@ -94,6 +94,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/bots/{bot:str}/fallbacks"): Call(),
     ("GET", "/api/v1/tenants/{tenant:str}/contacts/export"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/tenants/{tenant:str}/contacts"): Call(params={"channel": "rest", "address": "rest-user"}),
+    ("DELETE", "/api/v1/conversations/{conversation_id:str}"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}

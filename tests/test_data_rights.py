@@ -324,6 +324,65 @@ async def test_erasure_removes_every_row_and_checkpoint_thread_and_keeps_usage_c
     assert ADDRESS not in json.dumps(erased) and "zebra" not in json.dumps(erased)
 
 
+async def test_erasing_one_conversation_removes_all_of_it_and_nothing_else(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    contacted = await contact_with_everything(services, demo.bot)
+    first, second = contacted.conversations
+    first_threads = [contacted.threads[0], contacted.threads[2]]  # its own and its fork's
+    kept_threads = [contacted.threads[1]]
+    assert checkpoint_rows(database_url, first_threads) > 0 and checkpoint_rows(database_url, kept_threads) > 0
+    kept_rows = rows_about(database_url, [second])
+    tokens = await services.store.usage.totals(demo.tenant.id)
+
+    response = await client.delete(f"/api/v1/conversations/{first}")
+
+    assert response.status_code == 200, response.text
+    counts = response.json()
+    assert counts["conversations"] == 1 and counts["checkpoint_threads"] == 1 and counts["forks"] == 1
+    assert counts["dead_letters"] == 1 and counts["delivery_parts"] == 1 and counts["send_attempts"] == 1
+    assert counts["usage_unlinked"] == 1 and counts["handovers"] == 0 and counts["messages"] >= 5
+    assert rows_about(database_url, [first]) == dict.fromkeys(kept_rows, 0), "no row of it is left"
+    assert checkpoint_rows(database_url, first_threads) == 0, "its thread and its fork's went"
+    assert await services.store.checkpoint_erasures.due(tenant_id=demo.tenant.id) == [], "deleted at once"
+    assert await services.store.usage.totals(demo.tenant.id) == tokens, "usage keeps its counts"
+    left = {**kept_rows, "message_parts": kept_rows["message_parts"] - 1}  # rows_about counts the first's SM-zebra
+    assert rows_about(database_url, [second]) == left, "the contact's other conversation stays whole"
+    assert checkpoint_rows(database_url, kept_threads) > 0
+
+    again = await client.delete(f"/api/v1/conversations/{first}")
+    assert again.status_code == 404, "a second call: the conversation is gone"
+    events = (await client.get("/api/v1/events", params={"tenant": "acme"})).json()["events"]
+    (erased,) = [e for e in events if e["kind"] == "conversation.erased"]
+    assert erased["data"]["conversation_id"] == first and erased["data"]["by"] == "operator"
+    assert erased["data"]["channel"] == "test" and erased["data"]["messages"] == counts["messages"]
+    assert ADDRESS not in json.dumps(erased) and "zebra" not in json.dumps(erased)
+
+
+async def test_erasing_a_conversation_is_the_tenants_own(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    chat = Chat(services, demo.bot, user=ADDRESS)
+    await chat.say("hello from zebra-words")
+    url = f"/api/v1/conversations/{chat.conversation_id}"
+    globex_key = (await client.post("/api/v1/tenants", json={"slug": "globex", "name": "Globex"})).json()["api_key"]
+    acme_key = (await client.post("/api/v1/tenants/acme/keys", json={"name": "dpo"})).json()
+
+    assert (await client.delete(url, headers=bearer(globex_key["key"]))).status_code == 404
+    assert (await client.delete(url, headers={"Authorization": ""})).status_code == 401
+    assert (await client.delete(url, headers=bearer("blk_not-a-key"))).status_code == 401
+    assert (await client.delete("/api/v1/conversations/not-a-uuid")).status_code == 404
+    assert (await client.delete(f"/api/v1/conversations/{uuid.uuid4()}")).status_code == 404
+    assert (await client.delete("/api/v1/conversations/" + "a" * 300)).status_code == 400
+    assert len(await chat.transcript()) == 2 and rows_about(database_url, [chat.conversation_id or ""])["messages"]
+    assert checkpoint_rows(database_url, [thread_id(demo.tenant.id, demo.bot.id, chat.conversation_id or "")]) > 0
+
+    own = await client.delete(url, headers=bearer(acme_key["key"]))
+    assert own.status_code == 200 and own.json()["conversations"] == 1
+    events = (await client.get("/api/v1/events", params={"tenant": "acme"})).json()["events"]
+    assert [e["data"]["by"] for e in events if e["kind"] == "conversation.erased"] == [f"api_key:{acme_key['id']}"]
+
+
 async def test_a_turn_running_for_the_contact_finishes_before_the_erasure_and_none_runs_after(
     services: Services, demo: DemoInfo, database_url: str
 ) -> None:

@@ -117,7 +117,7 @@ class ContactController(ApiController):
             found.id,
             "contact.exported",
             by=actor(principal),
-            contact=contact,
+            channel=channel,
             data={"conversations": len(conversations)},
         )
         return Stream(
@@ -154,7 +154,7 @@ class ContactController(ApiController):
         contact = Contact(channel=channel, address=address)
         report = await erase_contact(services, found.id, contact)
         counts = report.as_dict()
-        await record_action(services, found.id, "contact.erased", by=actor(principal), contact=contact, data=counts)
+        await record_action(services, found.id, "contact.erased", by=actor(principal), channel=channel, data=counts)
         return msgspec.convert(counts, ErasureOut)
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import get
+from litestar import delete, get
 from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 
 from botloom.core.domain import Bot, Conversation
 from botloom.graphs.registry import UnknownGraph
+from botloom.runtime.erasure import erase_conversation, record_action
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
+from botloom.server.api.contacts import ErasureOut, actor
 from botloom.server.api.schemas import (
     NO_NUL,
     CheckpointOut,
@@ -135,6 +137,36 @@ class ConversationController(ApiController):
         if bot is None:
             raise NotFoundException(f"no conversation {conversation_id!r}")
         return await checkpoints(services, bot, conversation, limit, before=before)
+
+    @delete(
+        status_code=200,
+        summary="Erase one conversation and everything stored about it",
+        description=(
+            "For end users a contact's address cannot name (every anonymous REST user is `rest-user`): erases "
+            "this conversation exactly as `DELETE /api/v1/tenants/{tenant}/contacts` erases each of a contact's "
+            "(messages, delivery records, handovers, events, debug forks and every checkpoint thread; usage rows "
+            "stay with their counts), while holding its lock. Answers what was erased. A second call gets 404: "
+            "the conversation is gone. Recorded as a `conversation.erased` event of the tenant with the counts "
+            "and ids (no text)."
+        ),
+        raises=READ_ERRORS,
+    )
+    async def erase(self, conversation_id: IdRef, principal: PrincipalDep, services: ServicesDep) -> ErasureOut:
+        """Erase the conversation; what was erased."""
+        conversation = await visible_conversation(services, principal, conversation_id)
+        report = await erase_conversation(services, conversation)
+        if not report.conversations:  # erased meanwhile by a concurrent call
+            raise NotFoundException(f"no conversation {conversation_id!r}")
+        counts = report.as_dict()
+        await record_action(
+            services,
+            conversation.tenant_id,
+            "conversation.erased",
+            by=actor(principal),
+            channel=conversation.channel,
+            data={"conversation_id": conversation.id, "bot_id": conversation.bot_id, **counts},
+        )
+        return msgspec.convert(counts, ErasureOut)
 
 
 async def checkpoints(
