@@ -16,11 +16,10 @@ holding the conversation's lock (the one its turns hold): a turn running for the
 contact finishes first, and a turn queued behind the lock then finds no conversation
 and does nothing. Under the lock, its rows (its debug forks' included) go in one
 transaction, which records its checkpoint thread and its forks' threads in
-``checkpoint_erasures``; the threads are then deleted as below. (Retention's
-:func:`~botloom.runtime.forks.erase_forks` deletes a fork's thread, then its row; an
-erasure goes through ``checkpoint_erasures`` instead, so that a fork run still at work
-when its conversation is erased, which holds no conversation lock, is caught by the
-second deletion.)
+``checkpoint_erasures``; the threads are then deleted as below. (Retention's archive and
+prune record their forks' threads the same way: ``CheckpointErasureRepository.retire``.)
+A fork run still at work when its conversation is erased, which holds no conversation
+lock, is caught by the second deletion.
 
 **Orphaned threads** (:func:`erase_threads`): a contact's erasure and a bot's or a
 tenant's deletion record the checkpoint threads of the conversations they delete in

@@ -56,23 +56,6 @@ from botloom.runtime.turn_context import thread_config
 FORK_THREAD_PREFIX = "fork:"
 
 
-async def erase_forks(services: Services, tenant_id: str, conversation_ids: Sequence[str]) -> int:
-    """Delete the forks of these conversations with their threads' checkpoints; the number of forks deleted.
-
-    Called wherever a conversation's checkpoints are erased (retention's archive and prune): a fork's
-    thread holds a copy of the conversation's state, the user's words included. The threads go first,
-    then the rows, so a pass cut short leaves rows that the next erasure finds again, never a thread
-    that nothing names.
-    """
-    threads = await services.store.forks.threads_of(tenant_id, conversation_ids)
-    if not threads:
-        return 0
-    saver = services.graphs.checkpointer
-    if saver is not None:
-        await saver.aprune(threads, strategy="delete")
-    return await services.store.forks.delete_threads(tenant_id, threads)
-
-
 class ForkNotPaused(RuntimeError):
     """``continue`` on a fork that is not paused at a breakpoint (the API answers 409)."""
 

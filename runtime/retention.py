@@ -10,9 +10,15 @@ One pass, per bot, by two bot settings:
 - ``retention_days``: every conversation idle longer than this keeps only its newest
   checkpoint (so it can continue; the debugger's history of it is gone).
 
-An archived or pruned conversation's debug forks go too, rows and threads
-(:func:`~botloom.runtime.forks.erase_forks`): a fork's thread is a copy of the
-conversation's state, and outliving it would keep what retention removed.
+An archived or pruned conversation's debug forks go too, rows and threads: a fork's
+thread is a copy of the conversation's state, and outliving it would keep what
+retention removed. The transaction that marks conversations archived or pruned
+(:meth:`~botloom.core.storage.repositories.contacts.CheckpointErasureRepository.retire`)
+deletes their forks' rows and records the forks' threads (archiving: the
+conversations' own threads too) in ``checkpoint_erasures``, as an erasure does; the
+threads are deleted at once and once more by a later pass, so a fork run still
+writing when its conversation was archived or pruned (it holds no conversation lock)
+is caught by the second deletion.
 
 Each pass also deletes the checkpoint threads that deleted conversations left
 (a contact's erasure, a bot's or a tenant's deletion:
@@ -34,7 +40,6 @@ from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
 from botloom.runtime.erasure import erase_threads
-from botloom.runtime.forks import erase_forks
 from botloom.runtime.queue import JobFunction
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
@@ -58,7 +63,8 @@ class PruneReport:
     forks: int = 0
     """Debug forks of archived or pruned conversations deleted with their threads."""
     threads: int = 0
-    """Checkpoint threads of deleted conversations (and their forks) deleted (``checkpoint_erasures``)."""
+    """Deletions of threads ``checkpoint_erasures`` listed at the pass's start (deleted conversations', and the
+    second deletion of earlier passes' archived conversations' and forks' threads)."""
 
 
 async def prune(
@@ -80,21 +86,25 @@ async def prune(
         report.closed += len(closing)
         if saver is None:
             continue
+        erasures = services.store.checkpoint_erasures
         closed = await conversations.closed_unarchived(bot.tenant_id, bot.id)
         if closed:
-            report.forks += await erase_forks(services, bot.tenant_id, closed)
-            await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in closed], strategy="delete")
-            await conversations.mark(bot.tenant_id, closed, "archived")
-            report.archived += len(closed)
+            # Their threads and their forks' are recorded as the conversations are marked, then deleted at once.
+            retired = await erasures.retire(bot.tenant_id, closed, "archived")
+            report.forks += retired["forks"]
+            report.archived += retired["conversations"]
+            await erase_threads(services, tenant_id=bot.tenant_id)
         idle: list[str] = []
         days = bot.settings.retention_days
         if days is not None:
             idle = await conversations.idle_unpruned(bot.tenant_id, bot.id, moment - timedelta(days=days))
         if idle:
-            report.forks += await erase_forks(services, bot.tenant_id, idle)
+            # Cut down first: a pass cut short before the mark finds the conversations again.
             await saver.aprune([thread_id(bot.tenant_id, bot.id, c) for c in idle], strategy="keep_latest")
-            await conversations.mark(bot.tenant_id, idle, "pruned")
-            report.pruned += len(idle)
+            retired = await erasures.retire(bot.tenant_id, idle, "pruned")
+            report.forks += retired["forks"]
+            report.pruned += retired["conversations"]
+            await erase_threads(services, tenant_id=bot.tenant_id)
         if progress is not None and (idle or closed or closing):
             progress(f"{bot.id}: closed {len(closing)}, archived {len(closed)}, pruned {len(idle)}")
     return report

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 import psycopg
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 
 from botloom.core.domain import Bot
 from botloom.core.messages import utcnow
-from botloom.runtime.forks import Forks, erase_forks
+from botloom.runtime.forks import Forks
 from botloom.runtime.retention import prune
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
@@ -83,14 +85,52 @@ async def test_pruning_an_idle_conversation_erases_its_forks(
     assert checkpoints_of(database_url, thread) == 0
 
 
-async def test_erase_forks_is_scoped_to_its_tenant(services: Services, demo: DemoInfo, database_url: str) -> None:
-    conversation_id, fork_id, thread = await forked_conversation(services, demo.bot)
-    other = await services.store.tenants.create("globex", "Globex")
-    assert await erase_forks(services, other.id, [conversation_id]) == 0
-    assert await services.store.forks.get(demo.tenant.id, fork_id) is not None
-    assert checkpoints_of(database_url, thread) > 0
-    assert await erase_forks(services, demo.tenant.id, [conversation_id, "not-a-uuid"]) == 1
-    assert checkpoints_of(database_url, thread) == 0
+async def late_write(services: Services, thread: str) -> None:
+    """A run still at work writes once more to ``thread`` (a debug fork's run holds no conversation lock)."""
+    saver = services.graphs.checkpointer
+    assert saver is not None
+    config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    await saver.aput(config, empty_checkpoint(), {"source": "fork"}, {})
+
+
+async def test_a_late_write_to_a_pruned_conversations_fork_is_deleted_by_the_second_deletion(
+    services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    bot = await services.store.bots.update(
+        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=7)
+    )
+    assert bot is not None
+    conversation_id, _, thread = await forked_conversation(services, bot)
+    later = utcnow() + timedelta(days=8)
+    assert (await prune(services, now=later)).forks == 1
+    assert checkpoints_of(database_url, thread) == 0, "deleted at once"
+
+    await late_write(services, thread)
+    assert checkpoints_of(database_url, thread) == 1
+
+    report = await prune(services, now=later + timedelta(hours=1))
+    assert report.threads == 1 and checkpoints_of(database_url, thread) == 0, "the second deletion caught it"
+    own = f"{bot.tenant_id}:{bot.id}:{conversation_id}"
+    assert checkpoints_of(database_url, own) == 1, "the pruned conversation keeps its newest checkpoint"
+    assert await services.store.checkpoint_erasures.due(settled_before=later + timedelta(days=1)) == []
+
+
+async def test_a_late_write_to_an_archived_conversations_threads_is_deleted_by_the_second_deletion(
+    services: Services, demo: DemoInfo, database_url: str
+) -> None:
+    conversation_id, _, fork_thread = await forked_conversation(services, demo.bot)
+    own = f"{demo.tenant.id}:{demo.bot.id}:{conversation_id}"
+    await services.store.conversations.set_status(demo.tenant.id, conversation_id, "closed")
+    assert (await prune(services)).archived == 1
+    assert checkpoints_of(database_url, own) == 0 and checkpoints_of(database_url, fork_thread) == 0
+
+    for thread in (own, fork_thread):
+        await late_write(services, thread)
+    assert (await prune(services)).threads == 0, "not before every run that could write to them has ended"
+
+    report = await prune(services, now=utcnow() + timedelta(hours=1))
+    assert report.threads == 2
+    assert checkpoints_of(database_url, own) == 0 and checkpoints_of(database_url, fork_thread) == 0
 
 
 async def test_a_fork_cannot_name_another_tenants_bot(services: Services, demo: DemoInfo) -> None:

@@ -144,7 +144,8 @@ async def test_an_idle_open_conversation_is_closed_then_archived(
 
     again = await by_sender(services, bot)
     assert again.conversation_id != first, "the sender's next message starts a new conversation"
-    assert await prune(services, now=utcnow() + timedelta(days=31)) == PruneReport(closed=1, archived=1)
+    # and the first archived conversation's thread is deleted a second time (a run may have written to it late)
+    assert await prune(services, now=utcnow() + timedelta(days=31)) == PruneReport(closed=1, archived=1, threads=1)
 
 
 async def test_conversations_stay_open_without_close_after_days(services: Services, demo: DemoInfo) -> None:

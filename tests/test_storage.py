@@ -1082,6 +1082,12 @@ PROBES += [
     Probe("contacts", "handovers", lambda s, a, b: s.contacts.handovers(a.tenant.id, b.conversation.id), "nothing"),
     Probe("contacts", "usage", lambda s, a, b: s.contacts.usage(a.tenant.id, b.conversation.id), "nothing"),
     Probe("contacts", "erase", lambda s, a, b: s.contacts.erase(a.tenant.id, b.conversation.id), "nothing"),
+    Probe(
+        "checkpoint_erasures",
+        "retire",
+        lambda s, a, b: s.checkpoint_erasures.retire(a.tenant.id, [b.conversation.id], "archived"),
+        "nothing",
+    ),
 ]
 
 

@@ -13,7 +13,7 @@ CREATE TABLE checkpoint_erasures (
     conversation_id uuid NOT NULL,
     -- NULL: the conversation's own thread (runtime.turn_context.thread_id); else a debug fork's thread.
     thread_id text,
-    reason text NOT NULL CHECK (reason IN ('contact', 'bot', 'tenant')),
+    reason text NOT NULL CHECK (reason IN ('contact', 'bot', 'tenant', 'retention')),
     created_at timestamptz NOT NULL DEFAULT now(),
     -- When the threads were first deleted (NULL: not yet); the row goes after the second deletion.
     erased_at timestamptz

@@ -23,7 +23,7 @@ import msgspec
 from botloom.core.domain import Conversation
 from botloom.core.storage.repositories.base import Repository, as_uuid, to_struct
 
-Reason = Literal["contact", "bot", "tenant"]
+Reason = Literal["contact", "bot", "tenant", "retention"]
 
 RECORD_THREADS_SQL = (
     "INSERT INTO checkpoint_erasures (tenant_id, bot_id, conversation_id, thread_id, reason) "
@@ -271,3 +271,49 @@ class CheckpointErasureRepository(Repository):
             (list(ids),),
         )
         return int(row["n"]) if row else 0
+
+    async def retire(
+        self, tenant_id: str, conversation_ids: Sequence[str], what: Literal["pruned", "archived"]
+    ) -> dict[str, int]:
+        """Prune or archive these conversations of the tenant (retention) in one transaction; how many, how many forks.
+
+        Records their debug forks' threads in ``checkpoint_erasures`` (archiving: their
+        own threads too), deletes the forks' rows and marks the conversations
+        ``pruned_at`` or ``archived_at``. The conversations' rows are locked first, so no
+        fork of them can start meanwhile (a fork's row references its conversation's).
+        The caller deletes the threads at once and the hourly pass once more
+        (``runtime/retention.py``).
+        """
+        tenant = as_uuid(tenant_id)
+        ids = [u for u in (as_uuid(c) for c in conversation_ids) if u is not None]
+        if tenant is None or not ids:
+            return {"conversations": 0, "forks": 0}
+        column = {"pruned": "pruned_at", "archived": "archived_at"}[what]
+        params = {"tenant": tenant, "ids": ids, "own": what == "archived"}
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id FROM conversations WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) "
+                "ORDER BY id FOR UPDATE",
+                params,
+            )
+            found = [r["id"] for r in await cur.fetchall()]
+            if not found:
+                return {"conversations": 0, "forks": 0}
+            params["ids"] = found
+            await conn.execute(
+                "INSERT INTO checkpoint_erasures (tenant_id, bot_id, conversation_id, thread_id, reason) "
+                "SELECT c.tenant_id, c.bot_id, c.id, NULL, 'retention' FROM conversations c "
+                "WHERE %(own)s AND c.tenant_id = %(tenant)s AND c.id = ANY(%(ids)s) "
+                "UNION ALL SELECT f.tenant_id, f.bot_id, f.conversation_id, f.thread_id, 'retention' "
+                "FROM debug_forks f WHERE f.tenant_id = %(tenant)s AND f.conversation_id = ANY(%(ids)s)",
+                params,
+            )
+            cur = await conn.execute(
+                "DELETE FROM debug_forks WHERE tenant_id = %(tenant)s AND conversation_id = ANY(%(ids)s)", params
+            )
+            forks = cur.rowcount
+            await conn.execute(
+                f"UPDATE conversations SET {column} = now() WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)",  # noqa: S608
+                params,
+            )
+        return {"conversations": len(found), "forks": forks}
