@@ -164,7 +164,7 @@ class PostgresLocks:
             try:
                 yield
             finally:
-                await conn.execute(UNLOCK_SQL, (key,))
+                await _unlock_or_close(conn, key)
 
     @asynccontextmanager
     async def hold_then(self, key: str, first: First[T]) -> AsyncIterator[T]:
@@ -194,7 +194,7 @@ class PostgresLocks:
                 if id(conn) in self._released:  # let go already (HeldLock.queue_release_unless)
                     self._released.discard(id(conn))
                 else:
-                    await conn.execute(UNLOCK_SQL, (key,))
+                    await _unlock_or_close(conn, key)
 
     @asynccontextmanager
     async def try_hold(self, key: str) -> AsyncIterator[bool]:
@@ -208,6 +208,21 @@ class PostgresLocks:
             finally:
                 if taken:
                     await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
+
+
+async def _unlock_or_close(conn: Any, key: str) -> None:
+    """Let the advisory lock for ``key`` go; if that fails, close ``conn`` so the lock goes with its session.
+
+    A connection handed back to the pool still holding a session lock (the unlock
+    sent into an aborted transaction, or cancelled) would block every later turn of
+    that conversation until the pool recycled it.
+    """
+    try:
+        await conn.execute(UNLOCK_SQL, (key,))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.close()
+        raise
 
 
 class RedisLocks:

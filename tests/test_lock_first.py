@@ -8,6 +8,7 @@ letting go (it reads after the lock is taken, not when it was sent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -123,3 +124,37 @@ async def test_the_first_statement_is_read_once_the_pipeline_has_ended(db: Datab
     async with locks.hold_then(key, first) as found:
         assert found == 42
     assert seen == [None], "read after the pipeline's one sync"
+
+
+async def test_an_unlock_into_an_aborted_transaction_closes_the_connection(db: Database, database_url: str) -> None:
+    """The body leaves the lock's connection in a failed transaction: the lock must still go.
+
+    The unlock fails there; a connection handed back to the pool would keep the session lock
+    and block every later turn of the conversation, so it is closed instead.
+    """
+    import psycopg
+
+    locks, key = PostgresLocks(db), f"conversation-{uuid.uuid4()}"
+    held: list[Any] = []
+
+    async def keep(conn: Any) -> Callable[[], Awaitable[None]]:
+        held.append(conn)
+
+        async def read() -> None:
+            return None
+
+        return read
+
+    async def abort_inside() -> None:
+        async with locks.hold_then(key, keep):
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                await held[0].execute("BEGIN")
+                await held[0].execute("SELECT 1 / 0")
+
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+        await abort_inside()
+    assert held[0].closed, "the connection that could not unlock was closed"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other:
+        cur = await other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 7))", (key,))
+        row = await cur.fetchone()
+        assert row is not None and row[0], "another session can take the lock"

@@ -32,9 +32,21 @@ def database_url(settings: Settings) -> str:
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
+    """Set up a new connection of a botloom pool: pgvector's types, standard-conforming strings.
+
+    The turn's end sends its statements as one string with values bound client-side
+    (``runtime/turns.py``); a ``bytea[]`` quoted that way is only read back intact with
+    ``standard_conforming_strings`` on (PostgreSQL's default since 9.1; a role or a
+    database may still turn it off). Free when it is on: the server reports the setting
+    when the connection opens.
+    """
     from pgvector.psycopg import register_vector_async
 
     await register_vector_async(conn)
+    if conn.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
+        await conn.execute("SET standard_conforming_strings = on")
+        if not conn.autocommit:
+            await conn.commit()
 
 
 POOL_WAIT = 5.0
