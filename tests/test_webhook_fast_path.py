@@ -145,3 +145,24 @@ async def test_an_outage_is_handed_to_litestar_with_the_body(
 
 async def _down(*args: Any) -> Any:
     raise psycopg.OperationalError("connection refused")
+
+
+def test_a_forked_process_draws_its_own_request_id_prefix() -> None:
+    """A server started from a preloaded app forks its workers: their generated request ids must not collide."""
+    import os
+    import warnings
+
+    from botloom.server.channels import fast
+
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads; the child only writes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report its prefix, then leave without running the parent's cleanup
+        os.write(write, fast._ID_PREFIX.encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child != fast._ID_PREFIX

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from litestar.exceptions import HTTPException
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusMiddleware
 from litestar.types import HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
-from botloom.core.channels import ChannelRejected, ChannelRequest, ChannelRoute
+from botloom.core.channels import ChannelRejected, ChannelRequest, ChannelResponse, ChannelRoute
 from botloom.server.channels.push import ROUTE_MAX_AGE, WEBHOOK_MAX_BODY, WEBHOOK_OPT, form_of, url_of
 from botloom.server.logs import request_id
 from botloom.server.middleware import (
@@ -64,8 +65,33 @@ _JSON = b"application/json"
 _ENCODER = msgspec.json.Encoder()
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    """A forked process (a server started with its app preloaded) draws its own prefix: ids stay unique."""
+    global _ID_PREFIX, _ID_COUNTER  # noqa: PLW0603 - per-process state, reset in the child after a fork
+    _ID_PREFIX = uuid.uuid4().hex[:16]
+    _ID_COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 """A request id without one from the client: this process's random prefix and a counter (32 hex digits, as a
 uuid4's; unique without reading the system's random source on every webhook)."""
+
+
+def _answer_of(answer: ChannelResponse) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A channel's acknowledgement as ASGI headers and body (content type and length added as Litestar does)."""
+    media = answer.media_type
+    content_type = f"{media}; charset=utf-8" if media.startswith("text/") else media
+    out = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
+    names = {name for name, _ in out}
+    if answer.status in (204, 304) or answer.status < 200:
+        return out, b""
+    if b"content-type" not in names:
+        out.append((b"content-type", content_type.encode("latin-1")))
+    if b"content-length" not in names:
+        out.append((b"content-length", str(len(answer.body)).encode()))
+    return out, answer.body
 
 
 class HandOver(Exception):
@@ -171,6 +197,7 @@ class WebhookFastPath:
                 bot=binding.bot,
             )
             answer = await inbound.webhook(binding, incoming)
+            out, payload = _answer_of(answer)  # a header a channel cannot encode: Litestar answers and logs it
         except ChannelRejected as exc:
             return await _refuse(send, rid, exc.status, exc.detail)
         except HTTPException as exc:
@@ -179,18 +206,6 @@ class WebhookFastPath:
             return await _refuse(send, rid, exc.status_code, exc.detail)
         except Exception as exc:  # an outage, a bug: Litestar's handlers answer and log it
             raise HandOver from exc
-        media = answer.media_type
-        content_type = f"{media}; charset=utf-8" if media.startswith("text/") else media
-        out = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
-        names = {name for name, _ in out}
-        if answer.status not in (204, 304) and answer.status >= 200:
-            if b"content-type" not in names:
-                out.append((b"content-type", content_type.encode("latin-1")))
-            if b"content-length" not in names:
-                out.append((b"content-length", str(len(answer.body)).encode()))
-            payload = answer.body
-        else:
-            payload = b""
         await _respond(send, rid, answer.status, out, payload)
         return answer.status
 
