@@ -289,7 +289,8 @@ class CheckpointErasureRepository(Repository):
         if tenant is None or not ids:
             return {"conversations": 0, "forks": 0}
         column = {"pruned": "pruned_at", "archived": "archived_at"}[what]
-        params = {"tenant": tenant, "ids": ids, "own": what == "archived"}
+        reason: Reason = "retention"
+        params = {"tenant": tenant, "ids": ids, "own": what == "archived", "reason": reason}
         async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT id FROM conversations WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) "
@@ -302,9 +303,9 @@ class CheckpointErasureRepository(Repository):
             params["ids"] = found
             await conn.execute(
                 "INSERT INTO checkpoint_erasures (tenant_id, bot_id, conversation_id, thread_id, reason) "
-                "SELECT c.tenant_id, c.bot_id, c.id, NULL, 'retention' FROM conversations c "
+                "SELECT c.tenant_id, c.bot_id, c.id, NULL, %(reason)s FROM conversations c "
                 "WHERE %(own)s AND c.tenant_id = %(tenant)s AND c.id = ANY(%(ids)s) "
-                "UNION ALL SELECT f.tenant_id, f.bot_id, f.conversation_id, f.thread_id, 'retention' "
+                "UNION ALL SELECT f.tenant_id, f.bot_id, f.conversation_id, f.thread_id, %(reason)s "
                 "FROM debug_forks f WHERE f.tenant_id = %(tenant)s AND f.conversation_id = ANY(%(ids)s)",
                 params,
             )
