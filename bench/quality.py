@@ -12,7 +12,11 @@ Three sets, each a JSON-lines file in ``bench/quality/``:
 * ``gym.jsonl``: a third bot, the front desk of a gym (``bench/quality/gym/*.md``,
   ``bench/quality/gym_plugin.py``), written for the generalisation work of #17:
   its ``tune`` half may be looked at with the demo's, its ``held-out`` half is only
-  counted.
+  counted;
+* ``bikeshop.jsonl``: a fourth bot, the workshop of a bike repair shop
+  (``bench/quality/bikeshop/*.md``, ``bench/quality/bikeshop_plugin.py``), written in
+  session 7 before any engine change of that session: a blind set, both halves only
+  counted, never read case by case while the engine is changed.
 
 Each line is one case: a short conversation (``turns``, each a user message; a
 message of several lines is a burst or an e-mail) and what the bot's answer to its
@@ -47,7 +51,7 @@ half too, so a gain that does not carry over to the held-out half shows.
 
 Usage::
 
-    python bench/quality.py                         # all three sets, embedded PostgreSQL
+    python bench/quality.py                         # all four sets, embedded PostgreSQL
     python bench/quality.py --set demo --verbose    # one set, every case's outcome
     python bench/quality.py --set demo --split tune --verbose   # only the half tuned on
     python bench/quality.py --database-url postgresql://...
@@ -91,7 +95,7 @@ from botloom.core.settings import Settings  # noqa: E402
 from botloom.runtime.services import Services  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "quality"
-SETS = ("demo", "library", "gym")
+SETS = ("demo", "library", "gym", "bikeshop")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class SecondBot:
 BOTS = {
     "library": SecondBot(tenant="riverside", title="Riverside Library", slug="desk", plugin="library_desk"),
     "gym": SecondBot(tenant="northside", title="Northside Fitness", slug="frontdesk", plugin="gym_desk"),
+    "bikeshop": SecondBot(tenant="spokes", title="Spokes Bike Repair", slug="workshop", plugin="bike_workshop"),
 }
 """The evaluation bots other than the demo, by set name."""
 BASE_PLUGINS = ("smalltalk", "handoff", "knowledge")
