@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The URL end users and providers reach this server at (behind a proxy); used for webhook
     signatures and links."""
     db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
+    webhook_inbox: bool = False
+    """A push channel's webhook acknowledges once its message is stored in one row of the inbox; the workers turn
+    it into its conversation, message and turn job milliseconds later (#16 goal 3; docs/deployment.md)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
@@ -87,6 +90,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_prices: str = ""
     """Model prices for the debugger's cost of each model call: comma-separated ``model=input/output`` in US dollars
     per million tokens (``model=unknown`` removes a default); added to ``botloom.core.pricing.DEFAULT_PRICES``."""
+    audit_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 400
+    """Days the audit log keeps a row (``GET /api/v1/audit``, docs/audit.md); the hourly retention pass prunes it."""
 
     def __repr__(self) -> str:
         """The settings with secrets masked: tokens, keys, and passwords inside URLs."""

@@ -29,6 +29,9 @@ could still have written to them has ended.
 ``retention`` cron job of the deliveries queue (:data:`RETENTION_CRON`): every
 worker process schedules it under the same job key, so each hour's pass runs once
 per deployment, in whichever process takes it.
+
+Each pass also deletes audit log rows older than ``BOTLOOM_AUDIT_RETENTION_DAYS``
+(:func:`botloom.runtime.audit.prune`, docs/audit.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from botloom.core.messages import utcnow
+from botloom.runtime import audit
 from botloom.runtime.erasure import erase_threads
 from botloom.runtime.queue import JobFunction
 from botloom.runtime.runner import thread_id
@@ -65,6 +69,8 @@ class PruneReport:
     threads: int = 0
     """Deletions of threads ``checkpoint_erasures`` listed at the pass's start (deleted conversations', and the
     second deletion of earlier passes' archived conversations' and forks' threads)."""
+    audit: int = 0
+    """Audit log rows deleted for being older than ``BOTLOOM_AUDIT_RETENTION_DAYS``."""
 
 
 async def prune(
@@ -75,6 +81,7 @@ async def prune(
     saver = services.graphs.checkpointer
     moment = now or utcnow()
     report.threads = await erase_threads(services, now=moment)
+    report.audit = await audit.prune(services)
     conversations = services.store.conversations
     for bot in await services.store.bots.all_tenants_bots():
         close_after = bot.settings.close_after_days

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import select
 import time
@@ -22,6 +23,11 @@ from botloom.core.storage.migrations import apply_migrations
 logger = logging.getLogger(__name__)
 
 Connection = AsyncConnection[DictRow]
+
+_joined: contextvars.ContextVar[tuple[Database, Connection] | None] = contextvars.ContextVar(
+    "botloom_joined_transaction", default=None
+)
+"""The transaction :meth:`Database.transaction` opened in this task, which its :meth:`Database.connection` joins."""
 
 
 def database_url(settings: Settings) -> str:
@@ -193,6 +199,10 @@ class Database:
         is unreachable (a wait timed out and no borrow succeeded since) it waits at
         most ``outage_wait``: during an outage requests fail fast instead of queueing.
         """
+        joined = _joined.get()
+        if joined is not None and joined[0] is self:
+            yield joined[1]  # inside Database.transaction(): the same connection, the same transaction
+            return
         if wait is None:
             wait = self.pool.timeout
         if self.unreachable_since is not None:
@@ -212,6 +222,28 @@ class Database:
                 yield conn
         finally:
             await self.pool.putconn(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One transaction that every repository call made inside the block joins (commits at its end, or rolls back).
+
+        ``async with db.transaction(): await repo_a.change(...); await audit.append(...)``: the
+        repositories borrow :meth:`connection` as usual and get this block's connection, so
+        their statements commit together or not at all (a repository's own
+        ``conn.transaction()`` becomes a savepoint). The block belongs to the task that
+        opened it: keep it short, and run nothing concurrently inside it.
+        """
+        joined = _joined.get()
+        if joined is not None and joined[0] is self:
+            async with joined[1].transaction() as _:
+                yield joined[1]
+            return
+        async with self.connection() as conn, conn.transaction():
+            token = _joined.set((self, conn))
+            try:
+                yield conn
+            finally:
+                _joined.reset(token)
 
     async def ping(self, within: float = 2.0) -> bool:
         """Whether the database answers a trivial query within ``within`` seconds (for ``/ready``).

@@ -17,6 +17,7 @@ module                 repositories
 ``deliveries``         :class:`DeliveryRepository`, :class:`OutboundState`
 ``polls``              :class:`ChannelPollRepository`
 ``usage``              :class:`UsageRepository`
+``budgets``            :class:`BudgetRepository` (tenants' monthly budgets, spend, alerts)
 ``events``             :class:`EventRepository` (the events outbox)
 ``webhooks``           :class:`WebhookRepository`
 ``agents``             :class:`AgentRepository`, :class:`TeamRepository`, :class:`CannedResponseRepository`
@@ -26,6 +27,7 @@ module                 repositories
 ``teaching``           :class:`TeachingRepository` (synonyms, taught examples, fallbacks)
 ``contacts``           :class:`ContactRepository` (one end user's rows: export, erasure),
                        :class:`CheckpointErasureRepository` (checkpoint threads still to erase)
+``audit``              :class:`AuditRepository` (the audit log, append-only)
 =====================  ==========================================================
 
 :class:`Store` holds one of each over one database. Every name is importable from
@@ -37,6 +39,7 @@ from __future__ import annotations
 from botloom.core.crypto import Cipher
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories.agents import AgentRepository, CannedResponseRepository, TeamRepository
+from botloom.core.storage.repositories.audit import AuditEntry, AuditRepository
 from botloom.core.storage.repositories.base import (
     API_KEY_PREFIX,
     COLUMN_FIELDS,
@@ -47,6 +50,7 @@ from botloom.core.storage.repositories.base import (
     to_struct,
 )
 from botloom.core.storage.repositories.bots import BotRepository, ChannelRouteRepository, PluginSettingRepository
+from botloom.core.storage.repositories.budgets import BudgetRepository
 from botloom.core.storage.repositories.contacts import CheckpointErasureRepository, ContactRepository
 from botloom.core.storage.repositories.conversations import ConversationRepository
 from botloom.core.storage.repositories.deliveries import DeliveryRepository, OutboundState
@@ -78,6 +82,7 @@ class Store:
         self.deliveries = DeliveryRepository(db)
         self.channel_polls = ChannelPollRepository(db)
         self.usage = UsageRepository(db)
+        self.budgets = BudgetRepository(db)
         self.events = EventRepository(db)
         self.webhooks = WebhookRepository(db, cipher)
         self.teaching = TeachingRepository(db)
@@ -90,6 +95,7 @@ class Store:
         self.handovers = HandoverRepository(db)
         self.contacts = ContactRepository(db)
         self.checkpoint_erasures = CheckpointErasureRepository(db)
+        self.audit = AuditRepository(db)
 
 
 __all__ = [
@@ -97,7 +103,10 @@ __all__ = [
     "COLUMN_FIELDS",
     "AgentRepository",
     "ApiKeyRepository",
+    "AuditEntry",
+    "AuditRepository",
     "BotRepository",
+    "BudgetRepository",
     "CannedResponseRepository",
     "ChannelPollRepository",
     "ChannelRouteRepository",
