@@ -23,6 +23,8 @@ from botloom import (
 )
 from botloom.channels.bodies import IDENTIFIER, MAX_TEXT, Reply, checked_text, decode_json
 
+ANONYMOUS = "rest-user"
+"""The sender of a message without a ``user``: every anonymous user's, so it names no contact (only ids do)."""
 NOT_BLANK = r"\S"
 """A message's text has a character that is not white space (blank text is refused)."""
 
@@ -75,6 +77,7 @@ class RestChannel(ChannelAdapter[None]):
     name: ClassVar[str] = "rest"
     kind: ClassVar[ChannelKind] = "response"
     conversations: ClassVar[Literal["key", "id"]] = "id"
+    anonymous_sender: ClassVar[str | None] = ANONYMOUS
 
     def routes(self) -> tuple[ChannelRoute, ...]:
         """``POST /api/v1/bots/{bot}/messages``, with an API key."""
@@ -96,7 +99,7 @@ class RestChannel(ChannelAdapter[None]):
         return InboundMessage(
             channel=self.name,
             text=checked_text(body.text, what="message"),
-            sender=body.user or "rest-user",
+            sender=body.user or ANONYMOUS,
             conversation_key=body.conversation_id,
             idempotency_key=body.message_id,
         )

@@ -67,6 +67,8 @@ CLOCK_SKEW = timedelta(minutes=1)
 FIND_LIMIT = 200
 """Messages to the recipient ``find_sent`` reads at most, newest first."""
 FIND_PAGE = 50
+_PHONE_PUNCTUATION = str.maketrans("", "", " -.()\u00a0")
+"""What people write inside a phone number and E.164 leaves out."""
 
 _STATUSES: dict[str, DeliveryStatus] = {
     "accepted": "sent",
@@ -198,6 +200,23 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
         text_limit=True, answers_in_response=True, delivery_reports=True, finds_sent=True
     )
     max_text_length: ClassVar[int | None] = SMS_LIMIT
+
+    def contact_address(self, address: str) -> str:
+        """A number as Twilio writes it, E.164 (``+15550100``, ``whatsapp:+15550100``).
+
+        Spaces, dashes, dots and parentheses go from a number starting with ``+``, and a
+        ``whatsapp:`` prefix is written in lower case. A number without its country code,
+        or an alphanumeric sender, is kept as it is: there is no country code to assume.
+        """
+        value = address.strip()
+        prefix = ""
+        if value[: len(WHATSAPP)].lower() == WHATSAPP:
+            prefix, value = WHATSAPP, value[len(WHATSAPP) :].strip()
+        if value.startswith("+"):
+            digits = value.translate(_PHONE_PUNCTUATION)
+            if digits[1:].isdigit():
+                value = digits
+        return prefix + value
 
     @staticmethod
     def settings(config: Any) -> TwilioConfig:

@@ -52,6 +52,8 @@ FOLLOW_RETRY_FIRST = 0.2
 """Seconds before following a conversation's live updates again after its subscription failed (doubling)."""
 FOLLOW_RETRY_MAX = 5.0
 MAX_TEXT = 4000
+ANONYMOUS = "web-user"
+"""The sender of a user the page does not name: every anonymous user's, so it names no contact (only ids do)."""
 MAX_FRAME = 16_384
 PAGE = resources.files("botloom.channels") / "webchat.html"
 
@@ -103,6 +105,7 @@ class WebChatChannel(ChannelAdapter[WebChatConfig]):
     """Decodes web chat frames; the replies go back on the open socket."""
 
     name: ClassVar[str] = "webchat"
+    anonymous_sender: ClassVar[str | None] = ANONYMOUS
     kind: ClassVar[ChannelKind] = "socket"
     conversations: ClassVar[Literal["key", "id"]] = "id"
 
@@ -142,7 +145,7 @@ class WebChatChannel(ChannelAdapter[WebChatConfig]):
         frame = self.decode(request.body)
         if not isinstance(frame, Message):
             raise ChannelRejected(400, "expected a message frame")
-        return [self.message(frame, request.headers.get("x-botloom-user", "web-user"), None)]
+        return [self.message(frame, request.headers.get("x-botloom-user", ANONYMOUS), None)]
 
     def message(self, frame: Message, user: str, conversation_id: str | None) -> InboundMessage:
         """The inbound message of a ``message`` frame; :class:`ChannelRejected` for blank text."""
@@ -194,7 +197,7 @@ class _Session:
         self.per_minute = per_minute
         self.sent: deque[float] = deque()
         self.conversation_id: str | None = None
-        self.user = "web-user"
+        self.user = ANONYMOUS
         self.sending = asyncio.Lock()  # the user's turns and live updates send on the same socket
         self.following: asyncio.Task[None] | None = None
 
@@ -278,7 +281,7 @@ class _Session:
                 await self.message(frame)
 
     async def hello(self, conversation_id: str | None, user: str | None) -> None:
-        self.user = (user or "web-user")[:200]
+        self.user = (user or ANONYMOUS)[:200]
         conversation = await self.host.open_conversation(conversation_id, self.user)
         self.conversation_id = conversation.id
         history = [{"role": m.role, "text": m.text, "id": m.id} for m in conversation.history]

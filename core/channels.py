@@ -330,12 +330,30 @@ class ChannelAdapter(abc.ABC, Generic[ConfigT]):
     """Longest text one outbound message may carry; longer replies are split by the host."""
     max_request_bytes: ClassVar[int] = 1_048_576
     """Largest request body the host reads for this channel; a larger one is refused with 413."""
+    anonymous_sender: ClassVar[str | None] = None
+    """The sender of messages whose end user is not named (REST chat without a ``user``): every such user
+    shares it, so it names no contact, and the contact routes find their conversations only by id."""
 
     def routes(self) -> tuple[ChannelRoute, ...]:
         """The routes this channel serves; a push channel's default is :func:`webhook_routes`."""
         return webhook_routes(self.name) if self.kind == "push" else ()
 
     # -- every channel -------------------------------------------------------------
+
+    def contact_address(self, address: str) -> str:
+        """An end user's address as this channel stores it (the contact routes look it up so).
+
+        For an address that can be written several ways: an e-mail address in lower case,
+        a phone number without its spaces and dashes. The default keeps it as it is.
+        """
+        return address
+
+    async def aclose(self) -> None:
+        """Close what the channel keeps open across calls (an HTTP client's connections) at the host's shutdown.
+
+        Called once per process by the host, in the event loop that sent; a channel used
+        again afterwards opens anew. The default has nothing to close.
+        """
 
     @abc.abstractmethod
     def verify(self, request: ChannelRequest, config: ConfigT) -> None:

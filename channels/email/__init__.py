@@ -67,6 +67,13 @@ class EmailChannel(ChannelAdapter[EmailConfig]):
     max_text_length: ClassVar[int | None] = None
     max_request_bytes: ClassVar[int] = MAX_MESSAGE_BYTES
 
+    def contact_address(self, address: str) -> str:
+        """The address in lower case, as the channel stores senders (``docs/channels.md``: e-mail addresses).
+
+        Domains are case-insensitive; local parts are folded too, as the big providers do.
+        """
+        return address.strip().lower()
+
     @staticmethod
     def settings(config: Any) -> EmailConfig:
         """The bot's config as an :class:`EmailConfig`."""

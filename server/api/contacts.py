@@ -20,7 +20,11 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 from litestar.types import ControllerRouterHandler
 
+from botloom.core.domain import Tenant
+from botloom.runtime.audit import record
 from botloom.runtime.erasure import Contact, contact_conversations, erase_contact, export_contact, record_action
+from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, ApiController, TenantRef, visible_tenant
 from botloom.server.api.schemas import ONE_LINE
 from botloom.server.auth import Principal
@@ -79,6 +83,22 @@ def actor(principal: Principal) -> str:
     return "operator" if principal.is_operator else f"api_key:{principal.key_id}"
 
 
+async def contact_of(
+    services: Services, principal: Principal, tenant: str, channel: str, address: str
+) -> tuple[Tenant, Contact]:
+    """The tenant the caller may see (404 otherwise) and the contact, its address as the channel stores it.
+
+    The channel writes the address its own way (an e-mail address in lower case:
+    ``ChannelAdapter.contact_address``); its anonymous sender names no one
+    (``ChannelAdapter.anonymous_sender``). A channel no plugin serves any more keeps the address as given.
+    """
+    found = await visible_tenant(services, principal, tenant)
+    adapter = services.host.registry.channels.get(channel)
+    if adapter is None:
+        return found, Contact(channel=channel, address=address)
+    return found, Contact(channel=channel, address=adapter.contact_address(address), anonymous=adapter.anonymous_sender)
+
+
 class ContactController(ApiController):
     """One end user's data: export and erasure."""
 
@@ -109,9 +129,16 @@ class ContactController(ApiController):
         services: ServicesDep,
     ) -> Stream:
         """Stream the contact's export document."""
-        found = await visible_tenant(services, principal, tenant)
-        contact = Contact(channel=channel, address=address)
+        found, contact = await contact_of(services, principal, tenant, channel, address)
         conversations = await contact_conversations(services, found.id, contact)
+        await record(
+            services,
+            actor_of(principal),
+            "contact.exported",
+            tenant_id=found.id,
+            target=("contact", None),
+            details={"channel": channel, "conversations": len(conversations)},
+        )
         await record_action(
             services,
             found.id,
@@ -150,9 +177,8 @@ class ContactController(ApiController):
         services: ServicesDep,
     ) -> ErasureOut:
         """Erase the contact; what was erased."""
-        found = await visible_tenant(services, principal, tenant)
-        contact = Contact(channel=channel, address=address)
-        report = await erase_contact(services, found.id, contact)
+        found, contact = await contact_of(services, principal, tenant, channel, address)
+        report = await erase_contact(services, found.id, contact, actor=actor_of(principal))
         counts = report.as_dict()
         await record_action(services, found.id, "contact.erased", by=actor(principal), channel=channel, data=counts)
         return msgspec.convert(counts, ErasureOut)

@@ -114,18 +114,32 @@ class ContactRepository(Repository):
         *,
         after: tuple[datetime, str] | None = None,
         limit: int = 100,
+        anonymous: str | None = None,
     ) -> list[Conversation]:
-        """The contact's conversations (of every bot of the tenant), oldest first, after ``(created_at, id)``."""
+        """The contact's conversations (of every bot of the tenant), oldest first, after ``(created_at, id)``.
+
+        ``anonymous`` is the channel's sender of unnamed end users (``ChannelAdapter.anonymous_sender``):
+        it names no contact, so a conversation is never found by it as its user, only by its id.
+        """
         tenant = as_uuid(tenant_id)
         if tenant is None:
             return []
         at, last = after if after is not None else (None, None)
         rows = await self._all(
             "SELECT * FROM conversations WHERE tenant_id = %(tenant)s AND channel = %(channel)s "
-            "AND (user_ref = %(address)s OR external_key = %(address)s) "
+            "AND ((user_ref = %(address)s AND %(address)s IS DISTINCT FROM %(anonymous)s::text) "
+            "OR external_key = %(address)s) "
             "AND (%(at)s::timestamptz IS NULL OR (created_at, id) > (%(at)s::timestamptz, %(last)s::uuid)) "
             "ORDER BY created_at, id LIMIT %(limit)s",
-            {"tenant": tenant, "channel": channel, "address": address, "at": at, "last": as_uuid(last), "limit": limit},
+            {
+                "tenant": tenant,
+                "channel": channel,
+                "address": address,
+                "anonymous": anonymous,
+                "at": at,
+                "last": as_uuid(last),
+                "limit": limit,
+            },
         )
         return [to_struct(Conversation, r) for r in rows]
 
