@@ -434,6 +434,13 @@ class _BotModel:
             found |= vocabulary
         return frozenset(found)
 
+    def covered_terms(self, candidate: _Scored) -> frozenset[str] | set[str]:
+        """The terms a candidate answers to: its passage's (scored before), or all its intent's examples'."""
+        if candidate.passage is not None:
+            terms = self.passage_terms.get(candidate.passage["id"])
+            return terms[0] if terms is not None else frozenset()
+        return self.union.get(candidate.name, set())
+
     def passage_score(self, passage: PassageRef, query: dict[str, float]) -> float:
         """How much of the query's weight the passage covers (its heading's words count extra), before calibration."""
         key = passage["id"]
@@ -459,6 +466,16 @@ INTENT_BONUS = 0.15
 """An intent whose example explains the whole message, or one of whose slots the message fills (``card 2222``),
 beats a passage scoring up to this much higher: its examples were written for it, while a passage's many words
 cover short messages easily."""
+
+
+CONTESTED_TERM = 0.7
+"""A word of a message weighing this much (``return``, ``package``; not ``pay``, ``number``) says what it is
+about: an answer that misses it while another answer covers it is contested (:meth:`OfflineEngine.contested`)."""
+CONTESTED_FLOOR = 0.2
+"""A rival answer counts against the chosen one from this confidence (below it, it is noise)..."""
+CONTESTED_MARGIN = 0.15
+"""... and only when it scores at most this much below the chosen one: a close second that answers what the
+chosen one misses makes the engine unsure; a far second does not."""
 
 
 MAX_PART_SEARCHES = 3
@@ -532,6 +549,11 @@ def information(query: dict[str, float]) -> float:
 def calibrate(raw: float) -> float:
     """A candidate's confidence from its raw score: intents and passages on one scale (see docs/graphs.md)."""
     return raw if raw >= 1.0 else raw**CALIBRATION
+
+
+def _key(s: _Scored) -> str:
+    """A candidate's answer: its intent, or its passage's document (two passages of one document agree)."""
+    return s.name if s.passage is None else f"{KNOWLEDGE_INTENT}:{s.passage['document']}"
 
 
 def _top(scored: Sequence[_Scored]) -> list[CandidateScore]:
@@ -638,6 +660,8 @@ class OfflineEngine:
                 chosen = self.choose(scored, threshold)
         if chosen is not None and chosen.rank == 0 and len(parts) > 1 and self.unexplained(model, parts, scored):
             chosen = None  # "hello / I ordered a lamp ... when does it ship? / thanks": not a greeting
+        if chosen is not None and self.contested(model, chosen, scored, text, passages):
+            chosen = None  # another answer covers what the message is about and this one misses: not sure
         used_passages: list[PassageRef] | None = None
         slot_text = text
         if chosen is None or looks_like_follow_up(text) or refers_back(text):
@@ -647,6 +671,34 @@ class OfflineEngine:
                 chosen, used_passages, slot_text = follow
                 scored = [chosen, *scored]
         return self.result(chosen, scored, used_passages or passages, text, slot_text)
+
+    def contested(
+        self, model: _BotModel, chosen: _Scored, scored: Sequence[_Scored], text: str, passages: Sequence[PassageRef]
+    ) -> bool:
+        """Whether a close second answer to the whole message covers an informative word that ``chosen`` misses.
+
+        Evidence against the chosen answer, not a rule about words: ``returns accepted after 30 days?``
+        answered by the payments passage (it covers ``accept``) while the returns passage covers ``return``;
+        ``a package deal for several trainer sessions`` answered by the trainer request while a passage about
+        packs of sessions covers ``package``. The engine cannot tell which the user meant: an honest fallback
+        beats a wrong answer. An intent whose slot the message fills (an order number) is not contested.
+        """
+        if chosen.position != 0 or chosen.filled:
+            return False
+        query = term_map(model.analyzer.terms(text, keep=model.words_of(passages)))
+        mine = model.covered_terms(chosen)
+        missed = {t: w for t, w in query.items() if w >= CONTESTED_TERM and t not in mine and t != NUMBER}
+        if not missed:
+            return False
+        for rival in scored:
+            close = rival.confidence >= max(CONTESTED_FLOOR, chosen.confidence - CONTESTED_MARGIN)
+            if rival.position != 0 or not close or _key(rival) == _key(chosen):
+                continue
+            if rival.intent is not None and specificity(rival.intent) == SMALL_TALK:
+                continue
+            if any(t in model.covered_terms(rival) for t in missed):
+                return True
+        return False
 
     def result(
         self, chosen: _Scored | None, scored: Sequence[_Scored], passages: list[PassageRef], text: str, slot_text: str

@@ -183,3 +183,35 @@ async def test_a_late_parcel_written_without_apostrophes_is_an_order_question(
 ) -> None:
     result = await Chat(services, demo.bot).say("my parcel hasnt arrived")
     assert result.intent == "order_status"
+
+
+def test_a_close_second_that_covers_what_the_answer_misses_contests_it() -> None:
+    """#17 honesty: an answer that misses the message's informative word, which a close second covers, is unsure."""
+    from botloom.graphs.engines import OfflineEngine, _Scored
+    from botloom.graphs.state import PassageRef
+
+    trainer = Intent(
+        name="trainer_request",
+        description="A personal trainer session.",
+        examples=("book a personal trainer", "I'd like a session with a trainer"),
+    )
+    packs = PassageRef(
+        id="c1",
+        document="facilities.md",
+        title="Personal training",
+        text="A trainer costs 45 euros an hour, or 200 euros for a package of five sessions.",
+        score=0.5,
+    )
+    model = _BotModel([trainer], Teaching())
+    engine = OfflineEngine()
+    text = "is there a package for several trainer sessions"
+    engine.candidates(model, text, [packs])  # scores (and caches) the passage's terms
+    chosen = _Scored(0.53, trainer)
+    assert engine.contested(model, chosen, [chosen, _Scored(0.48, None, packs)], text, [packs])
+    # A far second does not contest it; nor does anything when the answer covers every informative word.
+    assert not engine.contested(model, chosen, [chosen, _Scored(0.30, None, packs)], text, [packs])
+    plain = "I'd like a session with a trainer please"
+    assert not engine.contested(model, chosen, [chosen, _Scored(0.50, None, packs)], plain, [packs])
+    # An intent whose slot the message fills is not contested.
+    filled = _Scored(0.53, trainer, filled=True)
+    assert not engine.contested(model, filled, [filled, _Scored(0.48, None, packs)], text, [packs])
