@@ -30,17 +30,19 @@ by the hourly retention pass (``runtime/retention.py``), which also finishes any
 first deletion a crash cut short. Deleting works the same on PostgreSQL and Redis
 checkpointers (``aprune(..., strategy="delete")``).
 
-**Audit.** Each export and erasure is recorded as an event of its tenant
-(:data:`AUDIT_KINDS`, in the tenant's stream: ``GET /api/v1/events``, webhooks) that
-says who asked, the channel, how many conversations and what was erased, never the
-address or anything erased. ``GET /api/v1/audit`` (DESIGN.md) is not built yet: it
-will list the events of :data:`AUDIT_KINDS` (and later kinds) from the same table.
+**Audit.** Each export and erasure is recorded in the audit log (``runtime/audit.py``,
+``GET /api/v1/audit``, docs/audit.md) when given an ``actor``: a conversation's erasure in
+the transaction that deletes its rows; a contact's, which is one transaction per
+conversation, in the transaction of its first conversation (nothing is erased without
+its row; a contact with nothing left is recorded on its own). Each is also reported as
+an event of its tenant after the fact (:data:`AUDIT_KINDS`, in the tenant's stream:
+``GET /api/v1/events``, webhooks). Neither holds the address or anything erased.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +52,7 @@ import msgspec
 from botloom.core.domain import Conversation, Tenant
 from botloom.core.messages import utcnow
 from botloom.core.storage.repositories.contacts import ERASED_COUNTS
+from botloom.runtime.audit import Actor, record
 from botloom.runtime.inspection import plain, state_of, thread_of, turn_page
 from botloom.runtime.services import Services
 from botloom.runtime.turn_context import thread_id
@@ -241,40 +244,78 @@ async def _thread(services: Services, thread: str) -> AsyncIterator[bytes]:
 # -- erasure -----------------------------------------------------------------------
 
 
-async def erase_contact(services: Services, tenant_id: str, contact: Contact) -> ErasureReport:
+async def erase_contact(
+    services: Services, tenant_id: str, contact: Contact, *, actor: Actor | None = None
+) -> ErasureReport:
     """Erase everything stored about the contact (see the module docstring); idempotent.
 
-    Returns what went; a second call finds nothing and answers zeros.
+    Returns what went; a second call finds nothing and answers zeros. With ``actor``, the
+    ``contact.erased`` audit row goes in the transaction of the first conversation erased.
     """
     report = ErasureReport()
-    for conversation in await contact_conversations(services, tenant_id, contact):
-        await _erase_one(services, conversation, report)
+    conversations = await contact_conversations(services, tenant_id, contact)
+    details = {"channel": contact.channel, "conversations": len(conversations)}
+
+    async def audited(_counts: dict[str, int]) -> None:
+        if actor is not None and not report.conversations:  # the first one erased
+            await record(
+                services, actor, "contact.erased", tenant_id=tenant_id, target=("contact", None), details=details
+            )
+
+    for conversation in conversations:
+        await _erase_one(services, conversation, report, audited)
+    if actor is not None and not report.conversations:  # nothing to erase: the request is recorded all the same
+        await record(services, actor, "contact.erased", tenant_id=tenant_id, target=("contact", None), details=details)
     if report.conversations:
         await erase_threads(services, tenant_id=tenant_id)
     return report
 
 
-async def erase_conversation(services: Services, conversation: Conversation) -> ErasureReport:
+async def erase_conversation(
+    services: Services, conversation: Conversation, *, actor: Actor | None = None
+) -> ErasureReport:
     """Erase one conversation as :func:`erase_contact` erases each of the contact's; what went.
 
     For the end users a contact's address cannot name (every anonymous REST user is
-    ``rest-user``). Zeros when it was gone already (erased by a concurrent call).
+    ``rest-user``). Zeros when it was gone already (erased by a concurrent call). With
+    ``actor``, the ``conversation.erased`` audit row goes in the transaction that erases it.
     """
     report = ErasureReport()
-    if await _erase_one(services, conversation, report):
+
+    async def audited(counts: dict[str, int]) -> None:
+        if actor is not None:
+            details = {"channel": conversation.channel, "bot_id": conversation.bot_id, **counts}
+            target = ("conversation", conversation.id)
+            await record(
+                services, actor, "conversation.erased", tenant_id=conversation.tenant_id, target=target, details=details
+            )
+
+    if await _erase_one(services, conversation, report, audited):
         await erase_threads(services, tenant_id=conversation.tenant_id)
     return report
 
 
-async def _erase_one(services: Services, conversation: Conversation, report: ErasureReport) -> bool:
-    """Erase the conversation's rows under its lock and add what went to ``report``; ``False``: it was gone."""
+async def _erase_one(
+    services: Services,
+    conversation: Conversation,
+    report: ErasureReport,
+    audited: Callable[[dict[str, int]], Awaitable[None]] | None = None,
+) -> bool:
+    """Erase the conversation's rows under its lock and add what went to ``report``; ``False``: it was gone.
+
+    ``audited(counts)`` runs in the transaction that erases the rows (it writes the audit row).
+    """
     saver = services.graphs.checkpointer
     tenant_id = conversation.tenant_id
     thread = thread_id(tenant_id, conversation.bot_id, conversation.id)
     async with services.runner.locks.hold(conversation.id):
         had_checkpoints = saver is not None and await saver.aget_tuple(thread_of(thread)) is not None
-        # The rows go, the conversation's thread and its forks' threads are recorded in the same transaction.
-        counts = await services.store.contacts.erase(tenant_id, conversation.id)
+        # The rows go, the conversation's thread and its forks' threads are recorded in the same transaction,
+        # with the audit row.
+        async with services.store.db.transaction():
+            counts = await services.store.contacts.erase(tenant_id, conversation.id)
+            if counts is not None and audited is not None:
+                await audited(counts)
     if counts is None:
         return False  # erased by a concurrent call
     report.conversations += 1

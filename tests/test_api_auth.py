@@ -95,6 +95,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/tenants/{tenant:str}/contacts/export"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/tenants/{tenant:str}/contacts"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/conversations/{conversation_id:str}"): Call(),
+    ("GET", "/api/v1/audit"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
 LISTS_OWN = {("GET", "/api/v1/tenants"), ("GET", "/api/v1/debug/bots")}
@@ -215,6 +216,9 @@ async def test_other_tenants_resources_are_invisible(client: httpx.AsyncClient, 
                 assert r.status_code == 403, where
             elif (method, template) == ("GET", "/api/v1/events"):  # the caller's own events: none
                 assert r.status_code == 200 and r.json()["events"] == [], where
+            elif (method, template) == ("GET", "/api/v1/audit"):  # the caller's own tenant's rows only
+                assert r.status_code == 200 and r.json()["items"], where
+                assert all(row["tenant_id"] != world.refs["tenant"] for row in r.json()["items"]), where
             elif (method, template) in LISTS_OWN:
                 assert r.status_code == 200, where
                 assert [t.get("tenant_slug", t["slug"]) for t in r.json()] == ["alpha"], where

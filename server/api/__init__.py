@@ -10,6 +10,7 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from botloom.server.api.agents import AGENT_HANDLERS
+from botloom.server.api.audit import AUDIT_HANDLERS
 from botloom.server.api.bots import BotController, TenantBotController
 from botloom.server.api.contacts import CONTACT_HANDLERS
 from botloom.server.api.conversations import BotConversationController, ConversationController
@@ -39,6 +40,7 @@ API_HANDLERS: list[ControllerRouterHandler] = [
     *TEACHING_HANDLERS,
     *DEBUG_ACTION_HANDLERS,
     *CONTACT_HANDLERS,
+    *AUDIT_HANDLERS,
 ]
 
 __all__ = ["API_HANDLERS"]

@@ -20,7 +20,9 @@ from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict
 from botloom.core.storage.repositories.agents import Agent, Team
+from botloom.runtime.audit import record
 from botloom.runtime.desk import DAYS, effective_presence
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import (
     READ_ERRORS,
     SERVICE_ERRORS,
@@ -202,15 +204,25 @@ class AgentController(ApiController):
         """The agent and its personal API token, shown this once; 409 when the e-mail is taken in the tenant."""
         found = await visible_tenant(services, principal, tenant)
         try:
-            agent, token = await services.store.agents.create(
-                found.id,
-                email=data.email,
-                name=data.name,
-                password=data.password,
-                teams=data.teams,
-                skills=data.skills,
-                capacity=data.capacity,
-            )
+            async with services.store.db.transaction():
+                agent, token = await services.store.agents.create(
+                    found.id,
+                    email=data.email,
+                    name=data.name,
+                    password=data.password,
+                    teams=data.teams,
+                    skills=data.skills,
+                    capacity=data.capacity,
+                )
+                # The agent's id only: its e-mail and name are a person's data, its password and token secrets.
+                await record(
+                    services,
+                    actor_of(principal),
+                    "agent.created",
+                    tenant_id=found.id,
+                    target=("agent", agent.id),
+                    details={"teams": list(agent.teams)},
+                )
         except Conflict as exc:
             raise ConflictException(str(exc)) from None
         return AgentCreated(agent=AgentOut.of(agent, services.desk.away_after), token=token)

@@ -11,7 +11,9 @@ from litestar.params import JSONBody
 
 from botloom.core.domain import BotSettings
 from botloom.core.storage.repositories import Conflict
+from botloom.runtime.audit import record
 from botloom.runtime.erasure import REQUEST_THREADS, erase_threads
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -59,6 +61,20 @@ def settings_changes(data: BotPatch) -> dict[str, Any]:
     return {**nested, **given}
 
 
+def changed_settings(before: BotSettings, after: BotSettings) -> list[str]:
+    """The settings whose value differs, by dotted name (``model.max_tokens``), for the audit log."""
+    return _changed(msgspec.to_builtins(before), msgspec.to_builtins(after), "settings.")
+
+
+def _changed(before: Any, after: Any, prefix: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        names: list[str] = []
+        for key in sorted(set(before) | set(after)):
+            names += _changed(before.get(key), after.get(key), f"{prefix}{key}.")
+        return names
+    return [] if before == after else [prefix.rstrip(".")]
+
+
 class TenantBotController(ApiController):
     """Bots of one tenant."""
 
@@ -73,7 +89,16 @@ class TenantBotController(ApiController):
         found = await visible_tenant(services, principal, tenant)
         settings = patched_settings(BotSettings(), msgspec.to_builtins(data.settings))
         try:
-            bot = await services.store.bots.create(found.id, data.slug, data.name, settings)
+            async with services.store.db.transaction():
+                bot = await services.store.bots.create(found.id, data.slug, data.name, settings)
+                await record(
+                    services,
+                    actor_of(principal),
+                    "bot.created",
+                    tenant_id=found.id,
+                    target=("bot", bot.id),
+                    details={"slug": bot.slug},
+                )
         except Conflict as exc:
             raise ConflictException(f"tenant {found.slug!r} has a bot {data.slug!r}") from exc
         return BotOut.of(bot)
@@ -105,9 +130,19 @@ class BotController(ApiController):
         changes = settings_changes(data)
         settings = patched_settings(found.settings, changes) if changes else None
         name = data.name if isinstance(data.name, str) else None
-        updated = await services.store.bots.update(found.tenant_id, found.id, name=name, settings=settings)
-        if updated is None:
-            raise NotFoundException(f"no bot {bot_ref(bot)!r}")
+        async with services.store.db.transaction():
+            updated = await services.store.bots.update(found.tenant_id, found.id, name=name, settings=settings)
+            if updated is None:
+                raise NotFoundException(f"no bot {bot_ref(bot)!r}")
+            fields = (["name"] if name is not None else []) + changed_settings(found.settings, updated.settings)
+            await record(
+                services,
+                actor_of(principal),
+                "bot.updated",
+                tenant_id=found.tenant_id,
+                target=("bot", found.id),
+                details={"fields": fields},
+            )
         return BotOut.of(updated)
 
     @delete(summary="Delete a bot", raises=READ_ERRORS)
@@ -119,6 +154,15 @@ class BotController(ApiController):
         by that pass after any turn still running for them has ended (docs/data-rights.md).
         """
         found = await visible_bot(services, principal, bot)
-        if not await services.store.bots.delete(found.tenant_id, found.id):
-            raise NotFoundException(f"no bot {bot_ref(bot)!r}")
+        async with services.store.db.transaction():
+            if not await services.store.bots.delete(found.tenant_id, found.id):
+                raise NotFoundException(f"no bot {bot_ref(bot)!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "bot.deleted",
+                tenant_id=found.tenant_id,
+                target=("bot", found.id),
+                details={"slug": found.slug},
+            )
         await erase_threads(services, tenant_id=found.tenant_id, limit=REQUEST_THREADS)

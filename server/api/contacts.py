@@ -21,8 +21,10 @@ from litestar.response import Stream
 from litestar.types import ControllerRouterHandler
 
 from botloom.core.domain import Tenant
+from botloom.runtime.audit import record
 from botloom.runtime.erasure import Contact, contact_conversations, erase_contact, export_contact, record_action
 from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, ApiController, TenantRef, visible_tenant
 from botloom.server.api.schemas import ONE_LINE
 from botloom.server.auth import Principal
@@ -129,6 +131,14 @@ class ContactController(ApiController):
         """Stream the contact's export document."""
         found, contact = await contact_of(services, principal, tenant, channel, address)
         conversations = await contact_conversations(services, found.id, contact)
+        await record(
+            services,
+            actor_of(principal),
+            "contact.exported",
+            tenant_id=found.id,
+            target=("contact", None),
+            details={"channel": channel, "conversations": len(conversations)},
+        )
         await record_action(
             services,
             found.id,
@@ -168,7 +178,7 @@ class ContactController(ApiController):
     ) -> ErasureOut:
         """Erase the contact; what was erased."""
         found, contact = await contact_of(services, principal, tenant, channel, address)
-        report = await erase_contact(services, found.id, contact)
+        report = await erase_contact(services, found.id, contact, actor=actor_of(principal))
         counts = report.as_dict()
         await record_action(services, found.id, "contact.erased", by=actor(principal), channel=channel, data=counts)
         return msgspec.convert(counts, ErasureOut)

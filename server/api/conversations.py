@@ -14,6 +14,7 @@ from botloom.graphs.registry import UnknownGraph
 from botloom.runtime.erasure import erase_conversation, record_action
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, ApiController, BotRef, IdRef
 from botloom.server.api.contacts import ErasureOut, actor
 from botloom.server.api.schemas import (
@@ -154,7 +155,7 @@ class ConversationController(ApiController):
     async def erase(self, conversation_id: IdRef, principal: PrincipalDep, services: ServicesDep) -> ErasureOut:
         """Erase the conversation; what was erased."""
         conversation = await visible_conversation(services, principal, conversation_id)
-        report = await erase_conversation(services, conversation)
+        report = await erase_conversation(services, conversation, actor=actor_of(principal))
         if not report.conversations:  # erased meanwhile by a concurrent call
             raise NotFoundException(f"no conversation {conversation_id!r}")
         counts = report.as_dict()

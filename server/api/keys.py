@@ -6,6 +6,8 @@ from litestar import delete, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody
 
+from botloom.runtime.audit import record
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, IdRef, TenantRef, visible_tenant
 from botloom.server.api.schemas import KeyCreate, KeyCreated, KeyOut
 from botloom.server.deps import PrincipalDep, ServicesDep
@@ -29,7 +31,16 @@ class KeyController(ApiController):
     ) -> KeyCreated:
         """A new key for the tenant; the answer shows the key this once."""
         found = await visible_tenant(services, principal, tenant)
-        key, secret = await services.store.api_keys.create(found.id, data.name)
+        async with services.store.db.transaction():
+            key, secret = await services.store.api_keys.create(found.id, data.name)
+            await record(
+                services,
+                actor_of(principal),
+                "api_key.created",
+                tenant_id=found.id,
+                target=("api_key", key.id),
+                details={"name": key.name, "prefix": key.prefix},
+            )
         return KeyCreated.of(key, secret)
 
     @delete("/{key_id:str}", summary="Revoke an API key", raises=READ_ERRORS)
@@ -38,5 +49,9 @@ class KeyController(ApiController):
     ) -> None:
         """Revoke a key: from now on it gets 401 everywhere. 404 when it is unknown or already revoked."""
         found = await visible_tenant(services, principal, tenant)
-        if not await services.store.api_keys.revoke(found.id, key_id):
-            raise NotFoundException(f"no live API key {key_id!r}")
+        async with services.store.db.transaction():
+            if not await services.store.api_keys.revoke(found.id, key_id):
+                raise NotFoundException(f"no live API key {key_id!r}")
+            await record(
+                services, actor_of(principal), "api_key.revoked", tenant_id=found.id, target=("api_key", key_id)
+            )

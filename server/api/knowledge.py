@@ -16,10 +16,12 @@ from litestar.params import JSONBody, MultipartBody, QueryParameter
 from botloom.core.domain import Bot
 from botloom.core.knowledge import IngestError, UnknownBot
 from botloom.core.knowledge.parsing import DEFAULT_MAX_BYTES
+from botloom.runtime.audit import record
 from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import NO_NUL, DocumentIn, DocumentOut, IngestOut, PassageOut, SearchOut
-from botloom.server.auth import visible_bot
+from botloom.server.auth import Principal, visible_bot
 from botloom.server.deps import PrincipalDep, ServicesDep
 
 UPLOAD_MAX_BODY = 2 * DEFAULT_MAX_BYTES + 65_536
@@ -52,6 +54,19 @@ async def ingest(services: Services, bot: Bot, name: str, content: bytes | str, 
     return IngestOut(document_id=result.document_id, name=result.name, status=result.status, chunks=result.chunks)
 
 
+async def recorded(services: Services, principal: Principal, bot: Bot, result: IngestOut) -> IngestOut:
+    """``result`` after its ``knowledge.ingested`` audit row (written after the ingestion: docs/audit.md)."""
+    await record(
+        services,
+        actor_of(principal),
+        "knowledge.ingested",
+        tenant_id=bot.tenant_id,
+        target=("document", result.document_id),
+        details={"bot_id": bot.id, "name": result.name, "status": result.status, "chunks": result.chunks},
+    )
+    return result
+
+
 class KnowledgeController(ApiController):
     """The knowledge base of one bot."""
 
@@ -64,7 +79,9 @@ class KnowledgeController(ApiController):
     ) -> IngestOut:
         """Ingest a Markdown, text, HTML or CSV document sent as JSON; one of the same name is replaced."""
         found = await visible_bot(services, principal, bot)
-        return await ingest(services, found, data.name, data.content, data.content_type)
+        return await recorded(
+            services, principal, found, await ingest(services, found, data.name, data.content, data.content_type)
+        )
 
     @post(
         "/files",
@@ -85,7 +102,9 @@ class KnowledgeController(ApiController):
         name = upload.filename or ""
         # The extension tells the format; browsers send odd types (a .csv as application/vnd.ms-excel).
         content_type = None if PurePosixPath(name).suffix else upload.content_type
-        return await ingest(services, found, name, await upload.read(), content_type)
+        return await recorded(
+            services, principal, found, await ingest(services, found, name, await upload.read(), content_type)
+        )
 
     @get(summary="List documents", raises=READ_ERRORS)
     async def list_documents(self, bot: BotRef, principal: PrincipalDep, services: ServicesDep) -> list[DocumentOut]:
@@ -102,6 +121,15 @@ class KnowledgeController(ApiController):
         found = await visible_bot(services, principal, bot)
         if not await services.knowledge.delete(found.tenant_id, found.id, document):
             raise NotFoundException(f"no document {document!r}")
+        # After the deletion, not in its transaction: the knowledge base may live in Redis (docs/audit.md).
+        await record(
+            services,
+            actor_of(principal),
+            "knowledge.deleted",
+            tenant_id=found.tenant_id,
+            target=("document", document),
+            details={"bot_id": found.id},
+        )
 
     @get("/search", summary="Search the knowledge base", raises=WRITE_ERRORS)
     async def search(

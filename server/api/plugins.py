@@ -20,7 +20,9 @@ from botloom.core.config import MASK, ConfigError, mask_secrets, secret_fields, 
 from botloom.core.domain import Bot, PluginSetting
 from botloom.core.host import ENTRY_POINT_GROUP
 from botloom.core.netguard import endpoint_errors
+from botloom.runtime.audit import Actor, record
 from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, NameRef
 from botloom.server.api.schemas import PluginOut, PluginPut
 from botloom.server.auth import visible_bot
@@ -149,7 +151,7 @@ class PluginController(ApiController):
         """
         found = await visible_bot(services, principal, bot)
         name = installed(services, plugin)
-        setting = await store_setting(services, found, name, data)
+        setting = await store_setting(services, found, name, data, actor=actor_of(principal))
         return plugin_out(services, name, setting)
 
 
@@ -167,8 +169,14 @@ def checked_config(plugin: str, schema: type[msgspec.Struct] | None, config: dic
         ) from None
 
 
-async def store_setting(services: Services, bot: Bot, plugin: str, data: PluginPut) -> PluginSetting:
-    """Validate and store a bot's setting of ``plugin``, secrets encrypted."""
+async def store_setting(
+    services: Services, bot: Bot, plugin: str, data: PluginPut, *, actor: Actor | None = None
+) -> PluginSetting:
+    """Validate and store a bot's setting of ``plugin``, secrets encrypted.
+
+    With ``actor``, a ``plugin.configured`` audit row (the names of the fields that changed, never a value)
+    is written in the same transaction.
+    """
     schema = services.host.config_schema(plugin)
     stored = await services.store.plugin_settings.get(bot.tenant_id, bot.id, plugin)
     previous = dict(stored.config) if stored else {}
@@ -182,9 +190,30 @@ async def store_setting(services: Services, bot: Bot, plugin: str, data: PluginP
             extra=[{"key": config_key(e["field"]), "field": e["field"], "message": e["message"]} for e in refused],
         )
     public, hidden = split_secrets(schema, validated)
-    setting = await services.store.plugin_settings.put(
-        bot.tenant_id, bot.id, plugin, enabled=data.enabled, config=public, secrets=hidden
-    )
-    if setting is None:
-        raise NotFoundException("the bot was deleted")
+    async with services.store.db.transaction():
+        setting = await services.store.plugin_settings.put(
+            bot.tenant_id, bot.id, plugin, enabled=data.enabled, config=public, secrets=hidden
+        )
+        if setting is None:
+            raise NotFoundException("the bot was deleted")
+        if actor is not None:
+            given = set(data.config or ())  # a default filled in for a field never set is no change
+            changed = sorted(
+                k
+                for k in set(previous) | set(validated)
+                if previous.get(k) != validated.get(k) and (k in previous or k in given)
+            )
+            await record(
+                services,
+                actor,
+                "plugin.configured",
+                tenant_id=bot.tenant_id,
+                target=("plugin", plugin),
+                details={
+                    "bot_id": bot.id,
+                    "enabled": data.enabled,
+                    "was_enabled": stored.enabled if stored else False,
+                    "fields": changed,
+                },
+            )
     return setting

@@ -28,7 +28,9 @@ from botloom.core.storage.repositories.teaching import (
     IntentExample,
     TooMany,
 )
+from botloom.runtime.audit import record
 from botloom.runtime.services import Services
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, IdRef, NameRef
 from botloom.server.api.schemas import ONE_LINE, Request
 from botloom.server.auth import Principal, visible_bot
@@ -125,8 +127,17 @@ class TeachingController(ApiController):
         cleaned = {" ".join(k.lower().split()): " ".join(v.lower().split()) for k, v in data.synonyms.items()}
         if any(_blank(k) or _blank(v) for k, v in cleaned.items()):
             raise ValidationException("a synonym and its meaning must have visible text")
-        if not await services.store.teaching.put_synonyms(found.tenant_id, found.id, cleaned):
-            raise NotFoundException("the bot was deleted")
+        async with services.store.db.transaction():
+            if not await services.store.teaching.put_synonyms(found.tenant_id, found.id, cleaned):
+                raise NotFoundException("the bot was deleted")
+            await record(
+                services,
+                actor_of(principal),
+                "synonyms.updated",
+                tenant_id=found.tenant_id,
+                target=("bot", found.id),
+                details={"synonyms": len(cleaned)},
+            )
         return SynonymsBody(synonyms=cleaned)
 
     @get("/intents/{intent:str}/examples", summary="Examples taught to an intent", raises=READ_ERRORS)

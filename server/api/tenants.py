@@ -7,7 +7,9 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody
 
 from botloom.core.storage.repositories import Conflict
+from botloom.runtime.audit import record
 from botloom.runtime.erasure import REQUEST_THREADS, erase_threads
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import (
     AUTH_ERRORS,
     OPERATOR_ERRORS,
@@ -38,14 +40,20 @@ class TenantController(ApiController):
         """Operator only. Answers the tenant and its first API key, shown this once; 409 if the slug is taken."""
         require_operator(principal)
         try:
-            tenant = await services.store.tenants.create(data.slug, data.name)
+            # One transaction: no tenant without its key, nor without its audit row.
+            async with services.store.db.transaction():
+                tenant = await services.store.tenants.create(data.slug, data.name)
+                key, secret = await services.store.api_keys.create(tenant.id, "default")
+                await record(
+                    services,
+                    actor_of(principal),
+                    "tenant.created",
+                    tenant_id=tenant.id,
+                    target=("tenant", tenant.id),
+                    details={"slug": tenant.slug, "api_key": key.id},
+                )
         except Conflict as exc:
             raise ConflictException(f"a tenant with slug {data.slug!r} exists") from exc
-        try:
-            key, secret = await services.store.api_keys.create(tenant.id, "default")
-        except BaseException:
-            await services.store.tenants.delete(tenant.id)  # no tenant without a key
-            raise
         return TenantCreated(tenant=TenantOut.of(tenant), api_key=KeyCreated.of(key, secret))
 
     @get(summary="List tenants", raises=AUTH_ERRORS)
@@ -72,6 +80,16 @@ class TenantController(ApiController):
         """
         require_operator(principal)
         found = await visible_tenant(services, principal, tenant)
-        if not await services.store.tenants.delete(found.id):
-            raise NotFoundException(f"no tenant {tenant!r}")
+        async with services.store.db.transaction():
+            if not await services.store.tenants.delete(found.id):
+                raise NotFoundException(f"no tenant {tenant!r}")
+            # Kept after the tenant is gone (docs/audit.md): the deletion itself stays accountable.
+            await record(
+                services,
+                actor_of(principal),
+                "tenant.deleted",
+                tenant_id=found.id,
+                target=("tenant", found.id),
+                details={"slug": found.slug},
+            )
         await erase_threads(services, tenant_id=found.id, limit=REQUEST_THREADS)
