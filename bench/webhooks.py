@@ -12,7 +12,11 @@ server run by uvicorn with uvloop and httptools, one process each:
 * **bare, form only**: a Litestar route that parses the same form and answers
   empty TwiML (for orientation: what storing and queueing cost);
 * **botloom**: ``botloom serve --no-workers`` with the demo bot ``acme/support``
-  (offline engine) on the Twilio channel in ``rest`` mode.
+  (offline engine) on the Twilio channel in ``rest`` mode (``--inbox``: with
+  ``BOTLOOM_WEBHOOK_INBOX=true``, the server and the worker);
+* **botloom (inbox)** (``--routes ...,inbox``): a second ``botloom serve`` with
+  ``BOTLOOM_WEBHOOK_INBOX=true`` (the acknowledgement stores one inbox row; the
+  worker ingests it), alternated with the others: the inbox's A/B in one run.
 
 Measurements:
 
@@ -438,6 +442,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
     parser.add_argument("--acks-only", action="store_true", help="only the closed loops (no worker, no open loops)")
+    parser.add_argument(
+        "--inbox", action="store_true", help="botloom (serve and worker) with BOTLOOM_WEBHOOK_INBOX=true"
+    )
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="+1555", help=argparse.SUPPRESS)
@@ -447,7 +454,8 @@ def main() -> None:
         "--routes",
         type=lambda value: [name.strip() for name in value.split(",")],
         default=None,
-        help="the closed loops' routes, comma-separated (default: all): form, row, work, botloom, baseline",
+        help="the closed loops' routes, comma-separated (default: all but inbox): form, row, work, botloom, baseline, "
+        "inbox",
     )
     parser.add_argument(
         "--baseline-tree",
@@ -488,7 +496,9 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
         "BOTLOOM_RATE_LIMIT_PER_MINUTE": "1000000000",
         "BOTLOOM_LOG_LEVEL": "WARNING",
         "BOTLOOM_ALLOWED_ENDPOINTS": f"127.0.0.1:{peer.port}",  # the Twilio peer runs on loopback
+        "BOTLOOM_WEBHOOK_INBOX": "true" if args.inbox else "false",
     }
+    args.inbox_label = " (inbox on)" if args.inbox else ""
     bare = [sys.executable, __file__, "--serve-bare", str(bare_port), database_url, bare_base, "--token", token]
     serve = [sys.executable, "-m", "botloom", "serve", "--port", str(port), "--no-workers"]
     webhook = f"{base}/channels/twilio/acme/support"
@@ -514,8 +524,18 @@ def run(args: argparse.Namespace, database_url: str, peer: TwilioPeer) -> str:
                 webhook,
             )
         wanted = args.routes or ["form", "row", "work", "botloom", "baseline"]
+        if "inbox" in wanted:  # a second server with the inbox on, signed over the first one's URL
+            other = free_port()
+            inbox_env = {**env, "BOTLOOM_WEBHOOK_INBOX": "true"}
+            inbox_serve = [sys.executable, "-m", "botloom", "serve", "--port", str(other), "--no-workers"]
+            started = process(inbox_serve, inbox_env, f"http://127.0.0.1:{other}/health")
+            routes["botloom (inbox)"] = (
+                f"http://127.0.0.1:{other}/channels/twilio/acme/support",
+                stack.enter_context(started).pid,
+                webhook,
+            )
         keys = {"form": "bare, form only", "row": "bare, one row", "work": "bare, same work", "botloom": "botloom"}
-        keys["baseline"] = "botloom (baseline)"
+        keys["baseline"], keys["inbox"] = "botloom (baseline)", "botloom (inbox)"
         chosen = {keys[w] for w in wanted} | {"bare, one row"}  # the ratio's baseline always runs
         routes = {name: route for name, route in routes.items() if name in chosen}
         results = measure(routes, args, token, postmaster_pid(database_url))
@@ -604,6 +624,7 @@ def report_markdown(
     where += f" (at the start: {getattr(args, 'load_at_start', '?')})"
     loop = f"{args.concurrency} in flight, {args.rounds} alternating rounds of {args.seconds:g} s per route"
     header = f"machine: {where}\nclosed loop: {loop}, after {args.warmup:g} s of warm-up"
+    header += getattr(args, "inbox_label", "")
     acks_table = markdown_table(
         [
             "route",

@@ -21,10 +21,12 @@ path; replies of push channels leave through :mod:`botloom.runtime.delivery`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,6 +49,7 @@ from botloom.core.host import PluginHost
 from botloom.core.messages import InboundMessage, OutboundMessage
 from botloom.core.statuses import UNFINISHED_INBOUND
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
+from botloom.core.storage.repositories.inbound import INBOX_CHANNEL, InboxRow
 from botloom.runtime.queue import JobFunction, JobQueue
 from botloom.runtime.results import TurnResult
 from botloom.runtime.runner import TurnRunner
@@ -68,6 +71,11 @@ OUTAGE_MAX_WAIT = 2.0
 """The longest wait between two runs of a turn job during an outage: the turn runs within this of the return."""
 OUTAGE_PATIENCE = 300.0
 """Seconds a turn job keeps running again during an outage before it fails (and the queue retries it)."""
+INBOX_POLL = 1.0
+"""Seconds between two looks at the webhook inbox without a notification (rows of a worker that died mid-ingest,
+a notification lost while the listening connection was down)."""
+INBOX_BATCH = 50
+"""Inbox rows one ingest takes (and holds locked) at a time."""
 
 
 @dataclass(frozen=True)
@@ -192,8 +200,12 @@ class Inbound:
         deliveries: Deliveries,
         bindings: ChannelBindings,
         inline_turns: int = 4,
+        inbox: bool = False,
     ) -> None:
         self.store = store
+        self.inbox = inbox
+        """Whether a push channel's webhook acknowledges after storing its messages in the inbox alone (one row each;
+        the workers' ingest stores conversation, message and turn job), unless it answers in its response."""
         self.host = host
         self.runner = runner
         self.queue = queue
@@ -344,9 +356,93 @@ class Inbound:
             wait = max(0.0, float(channel_call(adapter, adapter.response_window, request, config)))
         if report is not None and not await self.deliveries.record(bot, adapter.name, report):
             logger.info("a %s status report named no message of bot %s", adapter.name, bot.id)
+        if self.inbox and not wait:  # one durable row each; the workers' ingest does the rest (self.ingest)
+            for message in messages:
+                await self.store.inbound.to_inbox(bot.tenant_id, bot.id, message)
+            return channel_call(adapter, adapter.acknowledge, request, None, config)
         stored = [(await self.accept(bot, message, hold=wait))[0] for message in messages]
         replies = await self.answer_in_response(binding, stored, wait) if wait else []
         return channel_call(adapter, adapter.acknowledge, request, replies or None, config)
+
+    # -- the webhook inbox: stored by the acknowledgement, ingested by the workers ----------
+
+    async def ingest(self, row: InboxRow) -> bool:
+        """Turn one inbox row into its conversation, message and turn job, as :meth:`accept` stores a message.
+
+        Idempotent (the message's idempotency key, its job's key): an ingest done
+        before, wholly or in part, stores nothing twice. The message keeps the time it
+        was received (the burst policies time from it). ``True``: the row is done.
+        """
+        bot = await self.store.bots.get(row.tenant_id, row.bot_id)
+        if bot is None:  # the bot was deleted (its inbox rows with it, unless this one was taken meanwhile)
+            return True
+        await self.accept(bot, row.message)
+        return True
+
+    async def ingest_inbox(self) -> int:
+        """Ingest every message waiting in the webhook inbox (other workers take other rows); how many rows."""
+        total = 0
+        while True:
+            taken = await self.store.inbound.ingest_inbox(self.ingest, limit=INBOX_BATCH)
+            total += taken
+            if taken < INBOX_BATCH:
+                return total
+
+    @asynccontextmanager
+    async def ingesting(self, *, every: float = INBOX_POLL, grace: float = 5.0) -> AsyncIterator[None]:
+        """Ingest the webhook inbox while the block runs: at each notification, and every ``every`` seconds.
+
+        Every worker process runs this, whatever its own ``inbox`` setting (a server
+        with the inbox on may run beside workers without it). At the block's end the
+        ingest under way may finish for ``grace`` seconds; a cancelled one rolls back,
+        leaving its rows to the next worker.
+        """
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._ingest_loop(every, stop), name="botloom-inbox")
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _ingest_loop(self, every: float, stop: asyncio.Event) -> None:
+        wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen(wake), name="botloom-inbox-listen")
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    await self.ingest_inbox()
+                except Exception as exc:  # an outage: the rows stay, and the next look takes them
+                    if is_transient(exc):
+                        logger.warning("the webhook inbox waits for the database (%s: %s)", type(exc).__name__, exc)
+                    else:
+                        logger.exception("the webhook inbox's ingest failed; it tries again")
+                waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self, wake: asyncio.Event) -> None:
+        """Set ``wake`` at each inbox notification (a connection of its own, opened again when it is lost)."""
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.store.db.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {INBOX_CHANNEL}")
+                    wake.set()  # rows stored before the LISTEN
+                    async for _ in conn.notifies():
+                        wake.set()
+            except Exception as exc:  # noqa: BLE001 - the polling goes on meanwhile
+                logger.info("the webhook inbox's listener reconnects (%s)", type(exc).__name__)
+            await asyncio.sleep(INBOX_POLL)
 
     async def answer_in_response(
         self, binding: ChannelBinding, inbound: list[StoredMessage], wait: float

@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 from psycopg import sql
 
 from botloom.core.domain import StoredMessage
+from botloom.core.errors import is_transient
 from botloom.core.messages import Attachment, InboundMessage
-from botloom.core.storage.repositories.base import Repository
+from botloom.core.storage.repositories.base import Repository, as_uuid
 from botloom.core.storage.repositories.messages import RECEIVE_CTES, receive_params
+
+logger = logging.getLogger(__name__)
+
+INBOX_CHANNEL = "botloom_webhook_inbox"
+"""The ``NOTIFY`` channel that wakes the workers' ingest when a webhook stored a message in the inbox."""
+INBOX_MAX_ATTEMPTS = 10
+"""An inbox row whose ingest failed (not an outage: a bug) this many times is left alone, logged, for an operator."""
+
+# One row, keyed on the channel's message id; the notification wakes a worker's ingest when the row commits.
+_TO_INBOX = (
+    b"WITH row AS (INSERT INTO webhook_inbox (tenant_id, bot_id, channel, idempotency_key, message, received_at) "
+    b"VALUES (%(tenant)s, %(bot)s, %(channel)s, %(key)s, %(message)s, %(at)s) "
+    b"ON CONFLICT (bot_id, channel, idempotency_key) DO NOTHING RETURNING 1) "
+    b"SELECT pg_notify(%(notify)s, %(channel)s) FROM row"
+)
+_TAKE_INBOX = (
+    "SELECT id, tenant_id, bot_id, message, attempts FROM webhook_inbox WHERE attempts < %(attempts)s "
+    "ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+
+
+class InboxRow(msgspec.Struct, frozen=True):
+    """A message a webhook stored in the inbox, not yet turned into its conversation, message and turn."""
+
+    id: int
+    tenant_id: str
+    bot_id: str
+    message: InboundMessage
+    attempts: int
+
 
 # The conversation and message parts are MessageRepository.receive's (RECEIVE_CTES: the same rows,
 # tests/test_inbound_store.py compares them); the job is the queue's own row (JobQueue.job_row), keyed by
@@ -101,3 +133,69 @@ class InboundRepository(Repository):
         if row is None:
             return None
         return _stored(tenant_id, bot_id, message, params, row), bool(row["queued"])
+
+    async def to_inbox(self, tenant_id: str, bot_id: str, message: InboundMessage) -> bool:
+        """Store ``message`` durably in the webhook inbox, in one row; whether it is new there.
+
+        A message whose channel message id (``idempotency_key``) waits in the inbox
+        already is dropped (``False``). One that was ingested already is stored again
+        here, and its ingest finds the stored message (a retried delivery). Raises
+        ``psycopg.IntegrityError`` when the bot is not the tenant's.
+        """
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                _TO_INBOX,
+                {
+                    "tenant": as_uuid(tenant_id),
+                    "bot": as_uuid(bot_id),
+                    "channel": message.channel,
+                    "key": message.idempotency_key,
+                    "message": msgspec.json.encode(message),
+                    "at": message.received_at,
+                    "notify": INBOX_CHANNEL,
+                },
+            )
+            return await cur.fetchone() is not None
+
+    async def ingest_inbox(self, ingest: Callable[[InboxRow], Awaitable[bool]], *, limit: int = 50) -> int:
+        """Take up to ``limit`` inbox rows (every tenant's) and ``ingest`` each; how many rows were taken.
+
+        The rows stay locked (``FOR UPDATE SKIP LOCKED``: other workers take others)
+        in a transaction until every row was ingested; a row whose ``ingest`` returned
+        ``True`` is deleted when it commits. ``ingest`` stores on its own connections
+        and is idempotent, so a worker that dies here leaves the rows to the next
+        ingest, which finds what was stored already. An ``ingest`` that raises an
+        outage (``is_transient``) rolls the batch back; any other error counts an
+        attempt on its row (one past :data:`INBOX_MAX_ATTEMPTS` is left alone, logged).
+        """
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute(_TAKE_INBOX, {"attempts": INBOX_MAX_ATTEMPTS, "limit": limit})
+            rows = await cur.fetchall()
+            done: list[int] = []
+            failed: list[int] = []
+            for row in rows:
+                try:
+                    item = InboxRow(
+                        id=row["id"],
+                        tenant_id=str(row["tenant_id"]),
+                        bot_id=str(row["bot_id"]),
+                        message=msgspec.json.decode(row["message"], type=InboundMessage),
+                        attempts=row["attempts"],
+                    )
+                    ingested = await ingest(item)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    logger.exception("the webhook inbox's row %s could not be ingested", row["id"])
+                    if row["attempts"] + 1 >= INBOX_MAX_ATTEMPTS:
+                        logger.error("the webhook inbox's row %s is left alone after its last attempt", row["id"])
+                    failed.append(row["id"])
+                    continue
+                (done if ingested else failed).append(row["id"])
+            if done:
+                await conn.execute("DELETE FROM webhook_inbox WHERE id = ANY(%(ids)s)", {"ids": done})
+            if failed:
+                await conn.execute(
+                    "UPDATE webhook_inbox SET attempts = attempts + 1 WHERE id = ANY(%(ids)s)", {"ids": failed}
+                )
+        return len(rows)
