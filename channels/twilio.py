@@ -20,12 +20,14 @@ knows its public URL, so the stored message moves on to ``delivered`` or
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
 import hmac
 import json
 import logging
+import weakref
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qs, parse_qsl, urlparse, urlsplit
@@ -201,6 +203,29 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
     )
     max_text_length: ClassVar[int | None] = SMS_LIMIT
 
+    def __init__(self) -> None:
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def _session(self) -> Any:
+        """The HTTP session every send and lookup of this process shares (of the running event loop).
+
+        One pool of connections to Twilio (or ``api_base_url``): a send reuses an open
+        connection instead of a new TCP and TLS handshake. Opened on first use; closed
+        by :meth:`aclose` at the host's shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            session = aiohttp_session()  # connects only where the endpoint guard allows
+            self._sessions[loop] = session
+        return session
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP session of the running event loop (the host's shutdown)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
     def contact_address(self, address: str) -> str:
         """A number as Twilio writes it, E.164 (``+15550100``, ``whatsapp:+15550100``).
 
@@ -354,7 +379,7 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
         if callback:
             arguments["status_callback"] = callback
         try:
-            created = await _client(settings).messages.create_async(**arguments)
+            created = await _client(settings, self._session()).messages.create_async(**arguments)
         except TwilioRestException as exc:  # the tenant sees the status and Twilio's error code, never the body
             raise _refused(exc.status, exc.code, exc.msg) from None
         except aiohttp.ClientConnectorError as exc:  # no connection, so no message
@@ -381,7 +406,7 @@ class TwilioChannel(ChannelAdapter[TwilioConfig]):
         sender = _sender(message, settings)
         after, oldest = since - CLOCK_SKEW, since - timedelta(days=1)
         try:
-            listed = await _client(settings).messages.stream_async(
+            listed = await _client(settings, self._session()).messages.stream_async(
                 to=message.recipient, from_=sender, limit=FIND_LIMIT, page_size=FIND_PAGE
             )
             async for record in listed:
@@ -419,11 +444,11 @@ def _sender(message: OutboundMessage, settings: TwilioConfig) -> str:
     return sender
 
 
-def _client(settings: TwilioConfig) -> Any:
-    """A twilio REST client of the bot's account, reaching ``api_base_url`` when one is configured."""
+def _client(settings: TwilioConfig, session: Any) -> Any:
+    """A twilio REST client of the bot's account on ``session``, reaching ``api_base_url`` when one is configured."""
     from twilio.rest import Client
 
-    return Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url))
+    return Client(settings.account_sid, settings.auth_token, http_client=_http_client(settings.api_base_url, session))
 
 
 def _refused(status: int, code: object, detail: str, what: str = "") -> TwilioSendError:
@@ -451,15 +476,16 @@ def _status_callback(message: OutboundMessage, base: str | None) -> str | None:
     return f"{str(base).rstrip('/')}{path}/{STATUS_PATH}?ref={ref}"
 
 
-def _http_client(api_base_url: str | None) -> Any:
-    """Twilio's async HTTP client, sending to ``api_base_url`` when one is configured.
+def _http_client(api_base_url: str | None, session: Any) -> Any:
+    """Twilio's async HTTP client on the channel's shared ``session``, sending to ``api_base_url`` when configured.
 
     A custom HTTP client is the twilio library's documented way to reach another
-    host. Each request opens and closes its own session, so nothing outlives the
-    event loop that sent it (one client serves one send).
+    host. The session is the channel's (:meth:`TwilioChannel._session`): the client
+    never closes it.
     """
     client = _redirecting_client_class()(pool_connections=False, timeout=30, logger=_http_log)
     client.base_url = api_base_url
+    client.session = session
     return client
 
 
@@ -478,9 +504,7 @@ def _redirecting_client_class() -> type:
             if auth is not None:  # as a header: aiohttp deprecates its BasicAuth
                 token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
-            async with aiohttp_session() as session:  # connects only where the endpoint guard allows
-                self.session = session  # this client serves one send
-                return await super().request(method, url, **kwargs)
+            return await super().request(method, url, **kwargs)
 
     return RedirectingClient
 

@@ -436,6 +436,17 @@ class PluginHost:
         await self._collect_schemas()
         return self
 
+    async def close_channels(self) -> None:
+        """Let each channel close what it keeps open (:meth:`ChannelAdapter.aclose`), at the process's shutdown.
+
+        A channel that fails to close is logged; the others are closed all the same.
+        """
+        for name, adapter in self.registry.channels.items():
+            try:
+                await adapter.aclose()
+            except Exception:
+                logger.exception("the %s channel failed to close", name)
+
     def collect_sync(self) -> PluginHost:
         """:meth:`collect` for code with no running event loop (the command line)."""
         return asyncio.run(self.collect())

@@ -144,6 +144,7 @@ async def open_services(
                 allow=settings.plugin_allow_list, block=settings.plugin_block_list, trace=settings.trace_plugins
             )
         await host.collect()
+        closeables.append(host.close_channels)  # channels' open connections (ChannelAdapter.aclose)
         cipher = load_cipher(settings.secret_key, settings.data_path)
         store = Store(db, cipher)
         embedder = make_embedder(settings)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from twilio.rest import Client
 
-from botloom import EndpointRefused, OutboundMessage, SendError
+from botloom import EndpointRefused, OutboundMessage, SendError, aiohttp_session
 from botloom.channels.twilio import TwilioChannel, TwilioConfig, _http_client
 from botloom.core.netguard import policy_installed
 from botloom.core.settings import Settings
@@ -129,41 +129,51 @@ async def test_twilio_finds_a_part_by_recipient_sender_body_and_time(settings: S
         return OutboundMessage(channel="twilio", text=text, recipient=recipient, idempotency_key="m:0")
 
     with policy_installed(settings.endpoint_policy):
-        before = datetime.now(UTC)
-        twilio = Client(peer.account_sid, peer.auth_token, http_client=_http_client(peer.base_url))
-        await twilio.messages.create_async(to=USER, from_=BOT_NUMBER, body="Your parcel is late.")
-        await twilio.messages.create_async(to="+15550002222", from_=BOT_NUMBER, body="Your parcel is here.")
-        await twilio.messages.create_async(to=USER, from_=BOT_NUMBER, body="Your parcel is here.")
-        here = peer.sent[-1].sid
-        assert await channel.find_sent(part("Your parcel is here."), before, config) == here
-        assert await channel.find_sent(part("Your parcel is here. "), before, config) == here, (
-            "spaces at the ends do not count"
-        )
-        assert await channel.find_sent(part("Your parcel is lost."), before, config) is None
-        assert await channel.find_sent(part("Your parcel is here.", "+15550003333"), before, config) is None
-        later = datetime.now(UTC) + timedelta(minutes=2)
-        assert await channel.find_sent(part("Your parcel is here."), later, config) is None, "taken before the attempt"
-        assert await channel.find_sent(part("Your parcel is here.", "whatsapp:" + USER), before, config) is None
-        peer.fail(1, status=500, code=20500)
-        with pytest.raises(SendError) as failed:
-            await channel.find_sent(part("Your parcel is here."), before, config)
-        assert failed.value.retryable and "message list" in str(failed.value)
+        try:
+            before = datetime.now(UTC)
+            twilio = Client(
+                peer.account_sid, peer.auth_token, http_client=_http_client(peer.base_url, channel._session())
+            )
+            await twilio.messages.create_async(to=USER, from_=BOT_NUMBER, body="Your parcel is late.")
+            await twilio.messages.create_async(to="+15550002222", from_=BOT_NUMBER, body="Your parcel is here.")
+            await twilio.messages.create_async(to=USER, from_=BOT_NUMBER, body="Your parcel is here.")
+            here = peer.sent[-1].sid
+            assert await channel.find_sent(part("Your parcel is here."), before, config) == here
+            assert await channel.find_sent(part("Your parcel is here. "), before, config) == here, (
+                "spaces at the ends do not count"
+            )
+            assert await channel.find_sent(part("Your parcel is lost."), before, config) is None
+            assert await channel.find_sent(part("Your parcel is here.", "+15550003333"), before, config) is None
+            later = datetime.now(UTC) + timedelta(minutes=2)
+            assert await channel.find_sent(part("Your parcel is here."), later, config) is None, (
+                "taken before the attempt"
+            )
+            assert await channel.find_sent(part("Your parcel is here.", "whatsapp:" + USER), before, config) is None
+            peer.fail(1, status=500, code=20500)
+            with pytest.raises(SendError) as failed:
+                await channel.find_sent(part("Your parcel is here."), before, config)
+            assert failed.value.retryable and "message list" in str(failed.value)
+        finally:
+            await channel.aclose()
 
 
 async def test_the_peer_filters_its_message_list_as_twilio_does(settings: Settings, peer: TwilioPeer) -> None:
     with policy_installed(settings.endpoint_policy):
-        twilio = Client(peer.account_sid, peer.auth_token, http_client=_http_client(peer.base_url))
-        for index in range(5):
-            await twilio.messages.create_async(to=f"+1555000000{index % 2}", from_=BOT_NUMBER, body=f"m{index}")
-        now = datetime.now(UTC)
-        listed = [m.body async for m in await twilio.messages.stream_async(to="+15550000000", page_size=2)]
-        assert listed == ["m4", "m2", "m0"], "newest first, filtered by To, across pages"
-        assert peer.lists == 2
-        assert len(await twilio.messages.list_async(from_=BOT_NUMBER, date_sent_after=now - timedelta(minutes=1))) == 5
-        assert await twilio.messages.list_async(date_sent_after=now + timedelta(minutes=1)) == []
-        assert await twilio.messages.list_async(date_sent_before=now - timedelta(minutes=1)) == []
-        assert len(await twilio.messages.list_async(date_sent=now.strftime("%Y-%m-%d"))) == 5
-        assert await twilio.messages.list_async(from_="+15550009999") == []
+        async with aiohttp_session() as session:
+            twilio = Client(peer.account_sid, peer.auth_token, http_client=_http_client(peer.base_url, session))
+            for index in range(5):
+                await twilio.messages.create_async(to=f"+1555000000{index % 2}", from_=BOT_NUMBER, body=f"m{index}")
+            now = datetime.now(UTC)
+            listed = [m.body async for m in await twilio.messages.stream_async(to="+15550000000", page_size=2)]
+            assert listed == ["m4", "m2", "m0"], "newest first, filtered by To, across pages"
+            assert peer.lists == 2
+            assert (
+                len(await twilio.messages.list_async(from_=BOT_NUMBER, date_sent_after=now - timedelta(minutes=1))) == 5
+            )
+            assert await twilio.messages.list_async(date_sent_after=now + timedelta(minutes=1)) == []
+            assert await twilio.messages.list_async(date_sent_before=now - timedelta(minutes=1)) == []
+            assert len(await twilio.messages.list_async(date_sent=now.strftime("%Y-%m-%d"))) == 5
+            assert await twilio.messages.list_async(from_="+15550009999") == []
 
 
 async def test_a_refused_endpoint_is_a_dead_letter_at_once(

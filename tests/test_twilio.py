@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from botloom import OutboundMessage
+from botloom.channels.twilio import TwilioChannel
+from botloom.core.netguard import policy_installed
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
@@ -372,3 +376,36 @@ def test_the_one_hmac_check_agrees_with_twilios_validator(url: str, form: dict[s
     good = RequestValidator(token).compute_signature(url, fields)
     assert _signed(token, url, fields, good)
     assert not _signed(token, url + "/", fields, good) and not _signed(token, url, fields, good[:-2] + "é=")
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+async def test_sends_and_lookups_reuse_one_connection_to_twilio(settings: Settings, peer: TwilioPeer) -> None:
+    channel = TwilioChannel()
+    config = TwilioChannel.settings(twilio_config(peer, from_number=BOT_NUMBER))
+    with policy_installed(settings.endpoint_policy):
+        try:
+            since = datetime.now(UTC)
+            for n in range(3):
+                message = OutboundMessage(channel="twilio", text=f"reply {n}", recipient=SMS_USER)
+                assert str(await channel.send(message, config)).startswith("SM")
+            assert await channel.find_sent(message, since, config) == peer.sent[-1].sid
+        finally:
+            await channel.aclose()
+    assert [m.body for m in peer.sent] == ["reply 0", "reply 1", "reply 2"]
+    assert peer.connections == 1, "every request on the one kept-alive connection"
+
+
+async def test_the_hosts_shutdown_closes_the_twilio_connections(
+    settings: Settings, database_url: str, peer: TwilioPeer
+) -> None:
+    async with open_services(settings, url=database_url) as services:
+        channel = services.host.registry.channels["twilio"]
+        assert isinstance(channel, TwilioChannel)
+        config = TwilioChannel.settings(twilio_config(peer, from_number=BOT_NUMBER))
+        await channel.send(OutboundMessage(channel="twilio", text="hi", recipient=SMS_USER), config)
+        session = channel._session()
+        assert not session.closed
+    assert session.closed
+    assert not channel._sessions, "a later send opens a new session"

@@ -76,6 +76,8 @@ class TwilioPeer:
         """Sends (``POST``) that reached the peer with the account's credentials."""
         self.lists = 0
         """Message list pages (``GET``) read with the account's credentials."""
+        self.connections = 0
+        """TCP connections clients opened to the peer (it keeps them alive, as Twilio does)."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.peer = self  # type: ignore[attr-defined]
@@ -296,6 +298,13 @@ def _error(status: int, code: int, message: str) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ThreadingHTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a client may send many requests on one connection
+
+    def setup(self) -> None:
+        super().setup()
+        peer: TwilioPeer = self.server.peer  # type: ignore[attr-defined]
+        with peer._lock:
+            peer.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet."""
