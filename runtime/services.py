@@ -173,6 +173,7 @@ async def open_services(
             inbound = Inbound(
                 store=store, host=host, runner=runner, queue=queue, deliveries=deliveries, bindings=bindings
             )
+            inbound.inbox = settings.webhook_inbox  # #16 goal 3: acknowledge after one inbox row
             events = Events(store, queue, redis=redis_client)
             closeables += [inbound.close, queue.close, events.close]
             desk = Desk(store=store, host=host, runner=runner, deliveries=deliveries, events=events, engine=engine)

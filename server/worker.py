@@ -38,8 +38,8 @@ async def workers(services: Services, *, embedded: bool = True) -> AsyncIterator
     cron["webhooks_recover"] = WEBHOOKS_RECOVER_CRON
     jobs["deliveries"] |= services.desk.jobs()  # handovers' timeouts and SLA alerts (runtime/desk.py)
     cron["desk_sweep"] = DESK_CRON
-    async with services.queue.running(jobs, cron=cron, embedded=embedded) as running:
-        yield running
+    async with services.queue.running(jobs, cron=cron, embedded=embedded) as running, services.inbound.ingesting():
+        yield running  # the webhook inbox ingested too (runtime/inbound.py, #16 goal 3)
 
 
 async def run_worker(

@@ -1011,6 +1011,7 @@ PROBES += [
         lambda s, a, b: s.webhooks.deliveries(a.tenant.id, b.outbox.endpoint.id),
         "nothing",
     ),
+    Probe("inbound", "to_inbox", lambda s, a, b: s.inbound.to_inbox(a.tenant.id, b.bot.id, FOREIGN_INBOUND), "nothing"),
     Probe("forks", "create", new_fork_on, "nothing"),
     Probe("forks", "get", lambda s, a, b: forks_of(s).get(a.tenant.id, b.outbox.fork.id), "nothing"),
     Probe("forks", "touch", lambda s, a, b: forks_of(s).touch(a.tenant.id, b.outbox.fork.id, edited=True), "nothing"),
@@ -1102,6 +1103,8 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("ApiKeyRepository", "authenticate"): "the key names its own tenant (test_api_keys_*)",
     ("InboundRepository", "receive_and_queue"): "messages.receive's statement (probed) with the queue's job row, which "
     "needs SAQ's jobs table (not created here); tests/test_inbound_store.py",
+    ("InboundRepository", "ingest_inbox"): "the workers' ingest of the webhook inbox over every tenant (each row "
+    "names its tenant and bot); tests/test_webhook_inbox.py",
     ("BotRepository", "find"): "routing across tenants by design; the caller checks the owner (test_find_*)",
     ("BotRepository", "all_tenants_bots"): "operator-level jobs (retention) over every tenant",
     ("ConversationRepository", "tenant_of"): "operator-level: finds the tenant of a conversation named by id alone",
