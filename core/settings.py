@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_prices: str = ""
     """Model prices for the debugger's cost of each model call: comma-separated ``model=input/output`` in US dollars
     per million tokens (``model=unknown`` removes a default); added to ``botloom.core.pricing.DEFAULT_PRICES``."""
+    budget_refresh_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    """Seconds a process trusts its in-memory copy of a tenant's budget and month-to-date spend before reading them
+    again (docs/cost-control.md: how far a budget can overshoot)."""
     audit_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 400
     """Days the audit log keeps a row (``GET /api/v1/audit``, docs/audit.md); the hourly retention pass prunes it."""
 

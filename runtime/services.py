@@ -22,6 +22,7 @@ from botloom.core.storage.database import Database, database_url
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
 from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.registry import GraphRegistry
+from botloom.runtime.budgets import Budgets
 from botloom.runtime.checkpointers import open_checkpointer
 from botloom.runtime.delivery import Deliveries
 from botloom.runtime.desk import Desk
@@ -61,6 +62,8 @@ class Services:
     """Events (stored, published live, sent to webhooks): ``await services.events.emit(...)``."""
     desk: Desk
     """The agent desk: handovers routed, answered through their channels and handed back (``runtime/desk.py``)."""
+    budgets: Budgets | None = None
+    """Cost control: tenants' budgets and month-to-date spend in memory, enforced on turns (``runtime/budgets.py``)."""
     redis: Any | None = None
 
 
@@ -178,6 +181,8 @@ async def open_services(
             closeables += [inbound.close, queue.close, events.close]
             desk = Desk(store=store, host=host, runner=runner, deliveries=deliveries, events=events, engine=engine)
             runner.handovers.desk = desk  # told of each pause and each message held for a person
+            budgets = Budgets(store, settings, events=events)  # cost control: docs/cost-control.md
+            runner.contexts.budgets = budgets
             yield Services(
                 settings=settings,
                 host=host,
@@ -196,6 +201,7 @@ async def open_services(
                 redis=redis_client,
                 events=events,
                 desk=desk,
+                budgets=budgets,
             )
     finally:
         for closeable in reversed(closeables):

@@ -23,6 +23,7 @@ from botloom.core.storage.repositories import Store
 from botloom.graphs.context import SearchFn, TurnContext, UsageFn
 from botloom.graphs.engines import Engine
 from botloom.graphs.nodes import KNOWLEDGE_PLUGIN
+from botloom.runtime.budgets import Budgets
 from botloom.runtime.saver import REDACT_FLAG
 
 
@@ -64,6 +65,8 @@ class TurnContexts:
         self.engine = engine
         self.settings = settings
         self.knowledge = knowledge
+        self.budgets: Budgets | None = None
+        """Cost control (``runtime/budgets.py``): the engine a tenant's turn gets, each call's cost; set by services."""
 
     async def bot_view(self, bot: Bot) -> BotView:
         """The bot's enabled, installed plugins with their configs and definitions."""
@@ -107,7 +110,7 @@ class TurnContexts:
             bot=bot,
             conversation_id=conversation.id,
             channel=conversation.channel,
-            engine=self.engine,
+            engine=self.engine if self.budgets is None else await self.budgets.engine_for(bot.tenant_id, self.engine),
             tools=view.tools,
             tool_owners={name: self.host.registry.owner("tool", name) or "" for name in view.tools},
             intents=view.intents,
@@ -120,9 +123,11 @@ class TurnContexts:
 
     def _record_usage(self, conversation: Conversation) -> UsageFn:
         async def record(event: UsageEvent) -> None:
-            await self.store.usage.record(
-                msgspec.structs.replace(event, bot_id=conversation.bot_id, conversation_id=conversation.id)
-            )
+            event = msgspec.structs.replace(event, bot_id=conversation.bot_id, conversation_id=conversation.id)
+            if self.budgets is not None:
+                await self.budgets.record(event)  # with its cost, on the same statement (no extra round trip)
+            else:
+                await self.store.usage.record(event)
 
         return record
 

@@ -92,9 +92,10 @@ def provide_principal(request: ASGIConnection) -> Principal:  # type: ignore[typ
 def api_handlers() -> list[ControllerRouterHandler]:
     """The ``/api/v1`` controllers."""
     from botloom.server.api import API_HANDLERS
+    from botloom.server.api.budgets import BUDGET_HANDLERS
     from botloom.server.api.dead_letters import DELIVERY_HANDLERS
 
-    return [*API_HANDLERS, *DELIVERY_HANDLERS]
+    return [*API_HANDLERS, *DELIVERY_HANDLERS, *BUDGET_HANDLERS]
 
 
 def public_handlers() -> list[ControllerRouterHandler]:

@@ -95,6 +95,10 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/tenants/{tenant:str}/contacts/export"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/tenants/{tenant:str}/contacts"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/conversations/{conversation_id:str}"): Call(),
+    ("GET", "/api/v1/tenants/{tenant:str}/budget"): Call(),
+    ("PUT", "/api/v1/tenants/{tenant:str}/budget"): Call(json={"monthly_usd": 1000}),
+    ("DELETE", "/api/v1/tenants/{tenant:str}/budget"): Call(),
+    ("GET", "/api/v1/tenants/{tenant:str}/usage"): Call(params={"group_by": "bot"}),
     ("GET", "/api/v1/audit"): Call(),
 }
 OPERATOR_ONLY = {("POST", "/api/v1/tenants"), ("DELETE", "/api/v1/tenants/{tenant:str}")}
@@ -139,6 +143,8 @@ async def world(client: httpx.AsyncClient) -> World:
     assert example.status_code == 201, example.text
     r = await client.post("/api/v1/tenants/beta/keys", json={"name": "spare"})
     assert r.status_code == 201, r.text
+    budget = await client.put("/api/v1/tenants/beta/budget", json={"monthly_usd": 5, "on_exhausted": "refuse"})
+    assert budget.status_code == 200, budget.text
     world.refs |= {
         "key_id": r.json()["id"],
         "fork_id": fork.json()["fork_id"],
@@ -241,6 +247,8 @@ async def test_other_tenants_resources_are_invisible(client: httpx.AsyncClient, 
     assert [d["name"] for d in documents] == ["faq.md"]
     smalltalk = (await client.get("/api/v1/bots/beta/helper/plugins/smalltalk", headers=owner)).json()
     assert smalltalk["enabled"] is True
+    budget = (await client.get("/api/v1/tenants/beta/budget", headers=owner)).json()
+    assert (budget["monthly_usd"], budget["on_exhausted"]) == (5.0, "refuse")
     assert [t["slug"] for t in (await client.get("/api/v1/tenants")).json()] == ["alpha", "beta"]
     # and the owner (and the operator) can read every one of those routes
     for method, template in sorted(ROUTES):

@@ -22,7 +22,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
@@ -58,9 +59,11 @@ from botloom.core.storage.repositories import (
     hash_api_key,
 )
 from botloom.core.storage.repositories.agents import Agent, CannedResponse, Presence
+from botloom.core.storage.repositories.budgets import BudgetState, month_of
 from botloom.core.storage.repositories.events import Event
 from botloom.core.storage.repositories.forks import Fork, ForkRepository
 from botloom.core.storage.repositories.handovers import HANDOVER_STATUSES, OPEN_STATUSES, HandoverRecord
+from botloom.core.storage.repositories.usage import UsageGroup
 from botloom.core.storage.repositories.webhooks import WebhookEndpoint
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
@@ -415,7 +418,9 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
         prompt_tokens=tokens,
         completion_tokens=tokens // 2,
     )
-    await store.usage.record(usage)
+    await store.usage.record(usage, Decimal(tokens) / 1000)  # priced: the month's spend (cost control, 0020)
+    await store.budgets.put(tenant.id, monthly_usd=Decimal(tokens), alert_at=[0.5], on_exhausted="refuse")
+    await store.budgets.claim_alert(tenant.id, month_of(datetime.now(UTC)), "alert", Decimal(tokens))
     await store.channel_polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
     desk = await build_desk(store, tenant, bot, conversation, closed)
     # What the tenant taught its bot, and a question the bot could not answer (#17).
@@ -548,6 +553,16 @@ PROBES: list[Probe] = [
     Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, "support"), "own", "shared"),
     Probe("bots", "list_all", lambda s, a, b: s.bots.list_all(a.tenant.id), "own"),
     Probe(
+def this_month() -> date:
+    """The first day of the current calendar month (UTC)."""
+    return month_of(datetime.now(UTC))
+
+
+async def spent_of(call: Awaitable[BudgetState]) -> Decimal:
+    """The month-to-date spend a budget state read found."""
+    return (await call).spent_usd
+
+
         "bots",
         "update",
         lambda s, a, b: s.bots.update(a.tenant.id, b.bot.id, name="hijacked", settings=BotSettings(persona="evil")),
@@ -778,6 +793,51 @@ PROBES: list[Probe] = [
         "fail",
         lambda s, a, b: s.deliveries.fail(a.tenant.id, b.sending.id, "x", retry_at=None),
         "nothing",
+    Probe(
+        "usage",
+        "report",
+        lambda s, a, b: s.usage.report(a.tenant.id, this_month(), datetime.now(UTC).date(), "bot"),
+        "own",
+        expected=lambda a: [
+            UsageGroup(
+                key=a.bot.id,
+                label="support",
+                calls=1,
+                input_tokens=10,
+                output_tokens=5,
+                cost_usd=Decimal("0.01"),
+                unpriced_calls=0,
+            )
+        ],
+    ),
+    Probe("budgets", "get", lambda s, a, b: s.budgets.get(a.tenant.id), "own"),
+    Probe(
+        "budgets",
+        "put",
+        lambda s, a, b: s.budgets.put(a.tenant.id, monthly_usd=Decimal(5), alert_at=[], on_exhausted="offline"),
+        "own",
+    ),
+    Probe("budgets", "delete", lambda s, a, b: s.budgets.delete(a.tenant.id), "own"),
+    Probe(
+        "budgets",
+        "state",
+        lambda s, a, b: spent_of(s.budgets.state(a.tenant.id, this_month())),
+        "own",
+        expected=lambda a: Decimal("0.01"),
+    ),
+    Probe(
+        "budgets",
+        "claim_alert",
+        lambda s, a, b: s.budgets.claim_alert(a.tenant.id, this_month(), "alert", Decimal(1000)),
+        "own",
+    ),
+    Probe(
+        "budgets",
+        "release_alert",
+        lambda s, a, b: s.budgets.release_alert(a.tenant.id, this_month(), "alert", Decimal(1000)),
+        "nothing",
+        "B's threshold",
+    ),
     ),
     Probe(
         "deliveries",
