@@ -543,16 +543,6 @@ async def store_turn_in_pipeline(store: Store, tenant_id: str, conversation_id: 
         return await read()
 
 
-PROBES: list[Probe] = [
-    Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
-    Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
-    Probe("api_keys", "revoke", lambda s, a, b: s.api_keys.revoke(a.tenant.id, b.api_key.id), "nothing"),
-    Probe("bots", "create", lambda s, a, b: s.bots.create(a.tenant.id, b.only_bot.slug, "Copy"), "own"),
-    Probe("bots", "get", lambda s, a, b: s.bots.get(a.tenant.id, b.bot.id), "nothing"),
-    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, b.only_bot.slug), "nothing", "B's"),
-    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, "support"), "own", "shared"),
-    Probe("bots", "list_all", lambda s, a, b: s.bots.list_all(a.tenant.id), "own"),
-    Probe(
 def this_month() -> date:
     """The first day of the current calendar month (UTC)."""
     return month_of(datetime.now(UTC))
@@ -563,6 +553,16 @@ async def spent_of(call: Awaitable[BudgetState]) -> Decimal:
     return (await call).spent_usd
 
 
+PROBES: list[Probe] = [
+    Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
+    Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
+    Probe("api_keys", "revoke", lambda s, a, b: s.api_keys.revoke(a.tenant.id, b.api_key.id), "nothing"),
+    Probe("bots", "create", lambda s, a, b: s.bots.create(a.tenant.id, b.only_bot.slug, "Copy"), "own"),
+    Probe("bots", "get", lambda s, a, b: s.bots.get(a.tenant.id, b.bot.id), "nothing"),
+    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, b.only_bot.slug), "nothing", "B's"),
+    Probe("bots", "get_by_slug", lambda s, a, b: s.bots.get_by_slug(a.tenant.id, "support"), "own", "shared"),
+    Probe("bots", "list_all", lambda s, a, b: s.bots.list_all(a.tenant.id), "own"),
+    Probe(
         "bots",
         "update",
         lambda s, a, b: s.bots.update(a.tenant.id, b.bot.id, name="hijacked", settings=BotSettings(persona="evil")),
