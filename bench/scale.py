@@ -470,7 +470,8 @@ def report(args: argparse.Namespace, results: list[Result], load_before: str) ->
         [
             f"machine: {where}; load average before {load_before}, after {info['load average']}",
             f"phases of {args.seconds:g} s: webhooks closed loop of {args.concurrency}, REST chat "
-            f"{args.rest_concurrency} clients, replies in an open loop at {args.reply_load:.0%} of the webhook turns/s",
+            f"{args.rest_concurrency} clients, replies in an open loop at {args.reply_load:.0%} of the webhook turns/s"
+            + ("; BOTLOOM_WEBHOOK_INBOX=true" if getattr(args, "inbox", False) else ""),
             "",
             markdown_table(
                 [
@@ -542,6 +543,9 @@ def main() -> None:
         "--logs", default=str(Path(tempfile.gettempdir()) / "botloom-bench-scale"), help="where processes log"
     )
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke test")
+    parser.add_argument(
+        "--inbox", action="store_true", help="BOTLOOM_WEBHOOK_INBOX=true: servers acknowledge after one inbox row"
+    )
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -573,6 +577,7 @@ def main() -> None:
             "BOTLOOM_RATE_LIMIT_PER_MINUTE": "1000000000",
             "BOTLOOM_LOG_LEVEL": "WARNING",
             "BOTLOOM_ALLOWED_ENDPOINTS": f"127.0.0.1:{peer.port}",
+            "BOTLOOM_WEBHOOK_INBOX": "true" if args.inbox else "false",
         }
         results = []
         for backend in backends:

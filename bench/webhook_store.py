@@ -1,7 +1,8 @@
 """PostgreSQL's CPU for the webhook's one-statement store and its parts, next to the one-row route's insert.
 
 Runs ``InboundRepository.receive_and_queue``'s statement, then variants of it (without
-``pg_notify``; the conversation and message only; the conversation's upsert alone)
+``pg_notify``; the conversation and message only; the conversation's upsert alone),
+the webhook inbox's one row (``InboundRepository.to_inbox``, ``BOTLOOM_WEBHOOK_INBOX``)
 and the bare one-row route's ``INSERT ... ON CONFLICT DO NOTHING``, each ``--count``
 times on one connection (each message from its own sender, as ``bench/webhooks.py``
 sends them), in ``--rounds`` alternating rounds, and prints the backend's CPU per
@@ -36,12 +37,13 @@ def backend_cpu(pid: int) -> float:
 
 async def measure(database_url: str, count: int, rounds: int, connections: int = 1) -> dict[str, list[float]]:
     """Backend CPU ms per statement of each variant, one figure per round."""
+    import msgspec
     import psycopg
     from psycopg.rows import dict_row
 
     from botloom.core.messages import InboundMessage
     from botloom.core.settings import load_settings
-    from botloom.core.storage.repositories.inbound import _statement
+    from botloom.core.storage.repositories.inbound import _TO_INBOX, INBOX_CHANNEL, _statement
     from botloom.core.storage.repositories.messages import receive_params
     from botloom.runtime.services import open_services
     from botloom.server.demo import ensure_demo
@@ -75,6 +77,9 @@ async def measure(database_url: str, count: int, rounds: int, connections: int =
         .rstrip(", ")
         .replace("INSERT INTO conversations ", "INSERT INTO bench_conversations ")
         + " SELECT (SELECT id FROM conversation) AS c",
+        "the webhook inbox's one row and its pg_notify (BOTLOOM_WEBHOOK_INBOX)": _TO_INBOX.decode()
+        .replace("%(key)s", "%(idempotency)s")
+        .replace("%(message)s", "%(inbox_message)s"),
         "the one-row route's INSERT ... ON CONFLICT DO NOTHING": "INSERT INTO bench_forms (sid, form) "
         "VALUES (%(idempotency)s, %(metadata)s) ON CONFLICT (sid) DO NOTHING",
     }
@@ -110,6 +115,8 @@ async def measure(database_url: str, count: int, rounds: int, connections: int =
                 "job_key": job["key"],
                 "notify_channel": job["channel"],
                 "notify_event": job["event"],
+                "inbox_message": msgspec.json.encode(message),
+                "notify": INBOX_CHANNEL,
             }
 
         async def run(conn: Any, statement: bytes, tag: str, first: int) -> None:

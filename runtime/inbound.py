@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -366,15 +367,19 @@ class Inbound:
 
     # -- the webhook inbox: stored by the acknowledgement, ingested by the workers ----------
 
-    async def ingest(self, row: InboxRow) -> bool:
+    async def ingest(self, row: InboxRow, bots: dict[str, Bot | None] | None = None) -> bool:
         """Turn one inbox row into its conversation, message and turn job, as :meth:`accept` stores a message.
 
         Idempotent (the message's idempotency key, its job's key): an ingest done
         before, wholly or in part, stores nothing twice. The message keeps the time it
         was received (the burst policies time from it). ``True``: the row is done.
+        ``bots``: the bots read already in this batch, by id (one read per bot a batch).
         """
-        bot = await self.store.bots.get(row.tenant_id, row.bot_id)
-        if bot is None:  # the bot was deleted (its inbox rows with it, unless this one was taken meanwhile)
+        bots = {} if bots is None else bots
+        if row.bot_id not in bots:
+            bots[row.bot_id] = await self.store.bots.get(row.tenant_id, row.bot_id)
+        bot = bots[row.bot_id]
+        if bot is None or bot.tenant_id != row.tenant_id:  # a deleted bot (its inbox rows go with it)
             return True
         await self.accept(bot, row.message)
         return True
@@ -383,7 +388,8 @@ class Inbound:
         """Ingest every message waiting in the webhook inbox (other workers take other rows); how many rows."""
         total = 0
         while True:
-            taken = await self.store.inbound.ingest_inbox(self.ingest, limit=INBOX_BATCH)
+            bots: dict[str, Bot | None] = {}
+            taken = await self.store.inbound.ingest_inbox(partial(self.ingest, bots=bots), limit=INBOX_BATCH)
             total += taken
             if taken < INBOX_BATCH:
                 return total
@@ -411,16 +417,19 @@ class Inbound:
     async def _ingest_loop(self, every: float, stop: asyncio.Event) -> None:
         wake = asyncio.Event()
         listener = asyncio.create_task(self._listen(wake), name="botloom-inbox-listen")
+        down = False  # an outage is logged once, when it begins
         try:
             while not stop.is_set():
                 wake.clear()
                 try:
                     await self.ingest_inbox()
+                    down = False
                 except Exception as exc:  # an outage: the rows stay, and the next look takes them
-                    if is_transient(exc):
-                        logger.warning("the webhook inbox waits for the database (%s: %s)", type(exc).__name__, exc)
-                    else:
+                    if not is_transient(exc):
                         logger.exception("the webhook inbox's ingest failed; it tries again")
+                    elif not down:
+                        logger.warning("the webhook inbox waits for the database (%s)", type(exc).__name__)
+                    down = down or is_transient(exc)
                 waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
                 await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
                 for waiting in waits:
@@ -441,7 +450,7 @@ class Inbound:
                     async for _ in conn.notifies():
                         wake.set()
             except Exception as exc:  # noqa: BLE001 - the polling goes on meanwhile
-                logger.info("the webhook inbox's listener reconnects (%s)", type(exc).__name__)
+                logger.debug("the webhook inbox's listener reconnects (%s)", type(exc).__name__)
             await asyncio.sleep(INBOX_POLL)
 
     async def answer_in_response(
