@@ -50,6 +50,7 @@ from botloom.runtime.checkpointers import (
 )
 from botloom.runtime.handover import Handover, Handovers, paused, with_person
 from botloom.runtime.locks import HeldLock
+from botloom.runtime.prepared import PREPARED
 from botloom.runtime.results import TurnOutage, TurnResult, turn_id_for
 from botloom.runtime.state_migration import StateMigrator
 from botloom.runtime.turn_context import BotView, TurnContexts, thread_config, thread_id
@@ -105,6 +106,7 @@ class Turns:
         self.migrator = migrator
         self.handovers = handovers
         self.settings = settings
+        self.prepared = PREPARED
 
     async def queue_reads(self, conn: Any, bot: Bot, conversation_id: str) -> Callable[[], Awaitable[ReadAhead]]:
         """Queue on ``conn`` (the lock's, pipeline mode) what a turn of the conversation reads first; how to get it.
@@ -295,30 +297,52 @@ class Turns:
         ``lookahead`` to tell) the lock's release unless a message waits. Sent as one string of
         statements with their values bound client-side (psycopg's ``AsyncClientCursor``): in
         pipeline mode psycopg would send, flush and convert each statement on its own, about
-        twice the CPU. A failure rolls the transaction back (the rest is skipped) and is raised.
+        twice the CPU. Each statement is prepared once per connection (``PREPARE``, then
+        ``EXECUTE``: :mod:`botloom.runtime.prepared`), so PostgreSQL does not parse and plan it
+        every turn. A failure rolls the transaction back (the rest is skipped) and is raised.
         Returns the replies, the conversation, what still waits, and whether the lock went.
         """
         import psycopg
 
         cur = psycopg.AsyncClientCursor(held.conn)
         statements = [*(batch.take() if batch else []), store_turn_statement(bot.tenant_id, conversation.id, **end)]
-        parts = ["BEGIN", *(cur.mogrify(sql, params) for sql, params in statements), "COMMIT"]
         if lookahead is not None:
-            parts.append(cur.mogrify(*held.release_unless(WAITING_SQL, waiting_params(bot.tenant_id, conversation.id))))
-        rows: list[list[Any]] = []
-        try:
-            await cur.execute(";\n".join(parts))
-            while True:
-                if cur.description is not None:  # the statements returning rows: store_turn, the release
-                    rows.append(await cur.fetchall())
-                if not cur.nextset():
-                    break
-        except BaseException:
-            with contextlib.suppress(Exception):  # an aborted transaction, or a connection already gone
-                await held.conn.rollback()
-            raise
+            statements.append(held.release_unless(WAITING_SQL, waiting_params(bot.tenant_id, conversation.id)))
+        for attempt in (1, 2):
+            try:
+                rows = await self._send_end(cur, statements, release=lookahead is not None)
+                break
+            except BaseException as exc:
+                with contextlib.suppress(Exception):  # an aborted transaction, or a connection already gone
+                    await held.conn.rollback()
+                await self.prepared.forget(held.conn)
+                # a statement this connection had prepared is gone (the server dropped it: nothing ran): once more
+                if attempt == 1 and isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+                    logger.warning("the turn's end on a connection that lost its prepared statements: sent again")
+                    continue
+                raise
         replies, after, pending = stored_turn(rows[0][0] if rows[0] else None, conversation.id)
         return replies, after, pending, held.went(rows[1]) if lookahead is not None else False
+
+    async def _send_end(self, cur: Any, statements: list[tuple[str, Any]], *, release: bool) -> list[list[Any]]:
+        """Send the turn's end (``statements``, the last one the lock's release if ``release``) as one string.
+
+        Returns the rows of the statements that return rows (``store_turn``'s, the release's).
+        """
+        rendered = [self.prepared.render(cur, sql, params) for sql, params in statements]
+        prepares = [part for r in rendered for part in r[:-1]]  # first time on this connection; not transactional
+        executes = [r[-1] for r in rendered]
+        body = ["BEGIN", *executes, "COMMIT"]
+        if release:  # the release goes after the COMMIT
+            body = ["BEGIN", *executes[:-1], "COMMIT", executes[-1]]
+        rows: list[list[Any]] = []
+        await cur.execute(";\n".join([*prepares, *body]))
+        while True:
+            if cur.description is not None:  # the statements returning rows: store_turn, the release
+                rows.append(await cur.fetchall())
+            if not cur.nextset():
+                break
+        return rows
 
     async def _store_replies(
         self, bot: Bot, conversation: Conversation, turn: str, texts: list[str], result: TurnResult
