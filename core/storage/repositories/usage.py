@@ -99,10 +99,14 @@ class UsageRepository(Repository):
         Days are in order; bots and models by cost, then calls, most first.
         """
         key = _GROUPS[group_by]
-        label = "(SELECT b.slug FROM bots b WHERE b.tenant_id = %(tenant)s AND b.id = g.key::uuid)"
+        label = (
+            "g.key"
+            if group_by != "bot"
+            else "(SELECT b.slug FROM bots b WHERE b.tenant_id = %(tenant)s AND b.id = g.key::uuid)"
+        )
         order = "g.key" if group_by == "day" else "g.cost_usd DESC, g.calls DESC, g.key"
         rows = await self._all(
-            f"SELECT g.*, {label if group_by == 'bot' else 'g.key'} AS label FROM ("  # noqa: S608
+            f"SELECT g.*, {label} AS label FROM ("  # noqa: S608
             f"SELECT {key} AS key, count(*) AS calls, coalesce(sum(u.prompt_tokens), 0) AS input_tokens, "
             "coalesce(sum(u.completion_tokens), 0) AS output_tokens, coalesce(sum(u.cost_usd), 0) AS cost_usd, "
             "count(*) FILTER (WHERE u.cost_usd IS NULL) AS unpriced_calls FROM usage_events u "
