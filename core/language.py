@@ -395,6 +395,14 @@ GOODS = _word_list(
 for _good in dict.fromkeys(GOODS):
     SYNONYMS.setdefault(_good, f"{_good} item product")
 
+GOOD_SET = frozenset(GOODS)
+GOOD_KINDS = frozenset(["item", "product"])
+FOREIGN_GOOD_WEIGHT = 0.2
+"""A good the bot's texts never name (``shoes`` to a shop whose passages say ``item``) weighs this little: the
+message speaks of an item, and a passage about items covers it. A good the bot names (its intents' examples,
+its passages found) keeps its weight and is not an item: a gym's ``trainer`` is a person, a bike shop's
+``bike`` is what it is about."""
+
 COUNTRIES = _word_list(
     "norway switzerland iceland liechtenstein serbia albania bosnia montenegro macedonia moldova ukraine belarus "
     "russia turkey georgia armenia israel canada mexico brazil argentina chile colombia peru australia japan china "
@@ -711,14 +719,21 @@ class Analyzer:
         if cached is not None:
             return cached
         found: dict[str, float] = {}
+        own = False
         for word in self.canonical(text, spell=spell, keep=keep):
-            if word in STOP_WORDS:
-                continue
+            if word in STOP_WORDS or (own and word in GOOD_KINDS):
+                continue  # a good the bot names is its own thing (a gym's trainer), not any item
             if word.isdigit() and len(word) >= LONG_NUMBER:
                 found[NUMBER] = NUMBER_WEIGHT
                 continue
             root = stem(word)
             value = 0.3 if word.isdigit() else weight(word)
+            if word in GOOD_SET:
+                own = self.names(word, keep)
+                if not own:
+                    value = min(value, FOREIGN_GOOD_WEIGHT)  # a jacket the bot never names: any item of its
+            elif word not in GOOD_KINDS:
+                own = False
             if value > found.get(root, 0.0):
                 found[root] = value
         result = tuple(Term(k, v) for k, v in found.items())
@@ -727,6 +742,11 @@ class Analyzer:
                 self._cache.clear()
             self._cache[key] = result
         return result
+
+    def names(self, word: str, keep: frozenset[str] = frozenset()) -> bool:
+        """Whether the bot's vocabulary or ``keep`` has ``word``, singular or plural (``towel``, ``towels``)."""
+        forms = (word, f"{word}s", f"{word}es", word[:-1] if word.endswith("s") else word)
+        return any(form in self.vocabulary or form in keep for form in forms)
 
     def expand(self, text: str) -> str:
         """``text`` followed by its corrected, canonical words that differ: a search query that finds both."""

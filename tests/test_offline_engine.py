@@ -215,3 +215,15 @@ def test_a_close_second_that_covers_what_the_answer_misses_contests_it() -> None
     # An intent whose slot the message fills is not contested.
     filled = _Scored(0.53, trainer, filled=True)
     assert not engine.contested(model, filled, [filled, _Scored(0.48, None, packs)], text, [packs])
+
+
+def test_a_good_the_bot_never_names_is_an_item_and_one_it_names_is_itself() -> None:
+    """#17: ``a pair of shoes`` to a shop whose passages say ``item`` is about an item; a gym's trainer is no item."""
+    shop = Analyzer(["I want to return an item"])
+    shoes = term_map(shop.terms("return a pair of shoes"))
+    assert shoes["shoe"] < 0.3 < shoes["item"]  # the passage about returning items covers most of the message
+    named = term_map(shop.terms("return a pair of shoes", keep=frozenset(["shoes"])))
+    assert named["shoe"] > 0.5  # the bot's passages name shoes: they are what the message is about
+    gym = Analyzer(["book a personal trainer"])
+    assert "item" not in term_map(gym.terms("book a personal trainer", spell=False))
+    assert "item" in term_map(default_analyzer().terms("my trainers are worn out"))
