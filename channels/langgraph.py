@@ -92,6 +92,10 @@ def content_text(content: Any) -> str:
     raise ChannelRejected(422, "invalid input: a message's content is a string or a list of text blocks")
 
 
+ANONYMOUS = "langgraph-user"
+"""The sender of a run without a user: every anonymous client's, so it names no contact (only thread ids do)."""
+
+
 def user_text(run_input: dict[str, Any] | None) -> str:
     """The text of the run's user messages; raises :class:`ChannelRejected` (422) naming what is wrong."""
     if not run_input or "messages" not in run_input:
@@ -122,6 +126,7 @@ class LangGraphChannel(ChannelAdapter[None]):
     """Runs of the LangGraph Server API as turns; the answer goes back to the API (a response channel)."""
 
     name: ClassVar[str] = "langgraph"
+    anonymous_sender: ClassVar[str | None] = ANONYMOUS
     kind: ClassVar[ChannelKind] = "response"
     conversations: ClassVar[Literal["key", "id"]] = "id"
 
@@ -150,7 +155,7 @@ class LangGraphChannel(ChannelAdapter[None]):
             InboundMessage(
                 channel=self.name,
                 text=user_text(run.input),
-                sender=run.user or "langgraph-user",
+                sender=run.user or ANONYMOUS,
                 conversation_key=run.thread_id,
                 idempotency_key=run.run_id,
                 metadata={"run_id": run.run_id},

@@ -15,7 +15,6 @@ from botloom.channels.email import EmailChannel
 from botloom.channels.email.inbound import to_inbound
 from botloom.channels.rest import RestChannel
 from botloom.channels.twilio import TwilioChannel
-from botloom.channels.webchat import WebChatChannel
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
@@ -71,15 +70,16 @@ async def test_anonymous_rest_users_are_no_contact_and_each_is_reached_by_its_co
     assert await exported(client, "rest", "rest-user-not") == [named.conversation_id]
 
 
-async def test_anonymous_web_chat_users_are_no_contact(
-    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+@pytest.mark.parametrize(("channel", "anonymous"), [("webchat", "web-user"), ("langgraph", "langgraph-user")])
+async def test_anonymous_web_chat_and_langgraph_users_are_no_contact(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, channel: str, anonymous: str
 ) -> None:
-    one, two = (Chat(services, demo.bot, user="web-user", channel="webchat") for _ in range(2))
+    one, two = (Chat(services, demo.bot, user=anonymous, channel=channel) for _ in range(2))
     await one.say("hello")
     await two.say("hello")
-    assert WebChatChannel.anonymous_sender == "web-user"
-    assert await exported(client, "webchat", "web-user") == []
-    assert await exported(client, "webchat", str(one.conversation_id)) == [one.conversation_id]
+    assert services.host.registry.channels[channel].anonymous_sender == anonymous
+    assert await exported(client, channel, anonymous) == []
+    assert await exported(client, channel, str(one.conversation_id)) == [one.conversation_id]
 
 
 MAIL = b"""From: Ann <Ann@Example.COM>

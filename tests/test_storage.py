@@ -1078,20 +1078,6 @@ PROBES += [
     Probe("forks", "delete", lambda s, a, b: forks_of(s).delete(a.tenant.id, b.outbox.fork.id), "nothing"),
     Probe(
         "forks",
-        "threads_of",
-        lambda s, a, b: forks_of(s).threads_of(a.tenant.id, [b.conversation.id]),
-        "nothing",
-        "B's conversation",
-    ),
-    Probe(
-        "forks",
-        "delete_threads",
-        lambda s, a, b: forks_of(s).delete_threads(a.tenant.id, [b.outbox.fork.thread_id]),
-        "nothing",
-        "B's fork thread",
-    ),
-    Probe(
-        "forks",
         "of_conversation",
         lambda s, a, b: forks_of(s).of_conversation(a.tenant.id, b.conversation.id),
         "nothing",

@@ -28,26 +28,32 @@ Reason = Literal["contact", "bot", "tenant", "retention"]
 RECORD_THREADS_SQL = (
     "INSERT INTO checkpoint_erasures (tenant_id, bot_id, conversation_id, thread_id, reason) "
     "SELECT c.tenant_id, c.bot_id, c.id, NULL, %(reason)s FROM conversations c "
-    "WHERE c.tenant_id = %(tenant)s AND (%(bot)s::uuid IS NULL OR c.bot_id = %(bot)s) "
-    "AND (%(conversation)s::uuid IS NULL OR c.id = %(conversation)s) "
+    "WHERE %(own)s AND c.tenant_id = %(tenant)s AND (%(bot)s::uuid IS NULL OR c.bot_id = %(bot)s) "
+    "AND (%(conversations)s::uuid[] IS NULL OR c.id = ANY(%(conversations)s::uuid[])) "
     "UNION ALL SELECT f.tenant_id, f.bot_id, f.conversation_id, f.thread_id, %(reason)s FROM debug_forks f "
     "WHERE f.tenant_id = %(tenant)s AND (%(bot)s::uuid IS NULL OR f.bot_id = %(bot)s) "
-    "AND (%(conversation)s::uuid IS NULL OR f.conversation_id = %(conversation)s)"
+    "AND (%(conversations)s::uuid[] IS NULL OR f.conversation_id = ANY(%(conversations)s::uuid[]))"
 )
-"""Record, for erasure, the checkpoint threads of a tenant's conversations (of one bot, or one conversation)
+"""Record, for erasure, the checkpoint threads of a tenant's conversations (of one bot, or some conversations)
 and of their debug forks. Run in the transaction that deletes the rows, after locking what would let a new
 conversation or fork in (see :meth:`BotRepository.delete`), so every thread the deletion orphans is listed."""
 
 
 def thread_params(
-    tenant_id: str, reason: Reason, *, bot_id: str | None = None, conversation_id: str | None = None
+    tenant_id: str,
+    reason: Reason,
+    *,
+    bot_id: str | None = None,
+    conversation_ids: Sequence[Any] | None = None,
+    own: bool = True,
 ) -> dict[str, Any]:
-    """The parameters of :data:`RECORD_THREADS_SQL`."""
+    """The parameters of :data:`RECORD_THREADS_SQL`; ``own=False`` records the forks' threads only."""
     return {
         "tenant": as_uuid(tenant_id),
         "bot": as_uuid(bot_id),
-        "conversation": as_uuid(conversation_id),
+        "conversations": None if conversation_ids is None else [as_uuid(str(c)) for c in conversation_ids],
         "reason": reason,
+        "own": own,
     }
 
 
@@ -226,7 +232,7 @@ class ContactRepository(Repository):
             row = await cur.fetchone()
             assert row is not None
             counts = {k: int(v) for k, v in row.items()}
-            await conn.execute(RECORD_THREADS_SQL, thread_params(tenant_id, "contact", conversation_id=conversation_id))
+            await conn.execute(RECORD_THREADS_SQL, thread_params(tenant_id, "contact", conversation_ids=[conversation]))
             cur = await conn.execute(
                 "UPDATE usage_events SET conversation_id = NULL WHERE tenant_id = %(tenant)s "
                 "AND conversation_id = %(conversation)s",
@@ -303,8 +309,7 @@ class CheckpointErasureRepository(Repository):
         if tenant is None or not ids:
             return {"conversations": 0, "forks": 0}
         column = {"pruned": "pruned_at", "archived": "archived_at"}[what]
-        reason: Reason = "retention"
-        params = {"tenant": tenant, "ids": ids, "own": what == "archived", "reason": reason}
+        params: dict[str, Any] = {"tenant": tenant, "ids": ids}
         async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT id FROM conversations WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) "
@@ -316,12 +321,8 @@ class CheckpointErasureRepository(Repository):
                 return {"conversations": 0, "forks": 0}
             params["ids"] = found
             await conn.execute(
-                "INSERT INTO checkpoint_erasures (tenant_id, bot_id, conversation_id, thread_id, reason) "
-                "SELECT c.tenant_id, c.bot_id, c.id, NULL, %(reason)s FROM conversations c "
-                "WHERE %(own)s AND c.tenant_id = %(tenant)s AND c.id = ANY(%(ids)s) "
-                "UNION ALL SELECT f.tenant_id, f.bot_id, f.conversation_id, f.thread_id, %(reason)s "
-                "FROM debug_forks f WHERE f.tenant_id = %(tenant)s AND f.conversation_id = ANY(%(ids)s)",
-                params,
+                RECORD_THREADS_SQL,
+                thread_params(tenant_id, "retention", conversation_ids=found, own=what == "archived"),
             )
             cur = await conn.execute(
                 "DELETE FROM debug_forks WHERE tenant_id = %(tenant)s AND conversation_id = ANY(%(ids)s)", params

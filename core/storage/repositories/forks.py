@@ -98,27 +98,6 @@ class ForkRepository(Repository):
         )
         return row is not None
 
-    async def threads_of(self, tenant_id: str, conversation_ids: Sequence[str]) -> list[str]:
-        """The fork threads of these conversations of ``tenant_id`` (to erase with them)."""
-        ids = [u for u in (as_uuid(c) for c in conversation_ids) if u is not None]
-        if not ids:
-            return []
-        rows = await self._all(
-            "SELECT thread_id FROM debug_forks WHERE tenant_id = %s AND conversation_id = ANY(%s) ORDER BY thread_id",
-            (as_uuid(tenant_id), ids),
-        )
-        return [str(r["thread_id"]) for r in rows]
-
-    async def delete_threads(self, tenant_id: str, thread_ids: Sequence[str]) -> int:
-        """Forget the forks of ``tenant_id`` whose threads these are (their checkpoints deleted first)."""
-        if not thread_ids:
-            return 0
-        rows = await self._all(
-            "DELETE FROM debug_forks WHERE tenant_id = %s AND thread_id = ANY(%s) RETURNING id",
-            (as_uuid(tenant_id), list(thread_ids)),
-        )
-        return len(rows)
-
     async def of_conversation(self, tenant_id: str, conversation_id: str, limit: int = 50) -> list[Fork]:
         """A conversation's forks, newest first."""
         rows = await self._all(

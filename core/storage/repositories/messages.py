@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import msgspec
 
@@ -81,49 +81,43 @@ STORE_TURN_SQL = (
 """A turn's end (:meth:`MessageRepository.store_turn`): replies stored, messages finished, what still waits."""
 
 
-def _store_turn_params(  # noqa: PLR0917 - store_turn's arguments, in its order
-    tenant_id: str,
-    conversation_id: str,
-    channel: str,
-    turn_id: str,
-    replies: Sequence[str],
-    status: OutboundStatus,
-    finished: Sequence[tuple[str, InboundStatus]],
-    outcome: Mapping[str, Any],
-) -> dict[str, Any]:
-    keys = [f"{turn_id}:{index:03d}" for index in range(len(replies))]
+class TurnEnd(TypedDict):
+    """A turn's end as :meth:`MessageRepository.store_turn` and its pipeline and statement forms take it."""
+
+    channel: str
+    turn_id: str
+    replies: Sequence[str]
+    """The replies' texts, in order; keyed ``{turn_id}:{index:03d}``."""
+    status: OutboundStatus
+    """The replies' status as stored."""
+    finished: Sequence[tuple[str, InboundStatus]]
+    """``(message id, status)`` of each inbound message the turn finished."""
+    outcome: Mapping[str, Any]
+
+
+def _store_turn_params(tenant_id: str, conversation_id: str, end: TurnEnd) -> dict[str, Any]:
+    turn = end["turn_id"]
+    keys = [f"{turn}:{index:03d}" for index in range(len(end["replies"]))]
     return {
         "tenant": as_uuid(tenant_id),
         "conversation": as_uuid(conversation_id),
-        "channel": channel,
-        "status": status,
-        "turn": as_uuid(turn_id),
-        "texts": list(replies),
+        "channel": end["channel"],
+        "status": end["status"],
+        "turn": as_uuid(turn),
+        "texts": list(end["replies"]),
         "keys": keys,
-        "ids": [as_uuid(message_id) for message_id, _ in finished],
-        "statuses": [finished_status for _, finished_status in finished],
-        "outcome": json.dumps(dict(outcome)),
+        "ids": [as_uuid(message_id) for message_id, _ in end["finished"]],
+        "statuses": [finished_status for _, finished_status in end["finished"]],
+        "outcome": json.dumps(dict(end["outcome"])),
     }
 
 
-def store_turn_statement(
-    tenant_id: str,
-    conversation_id: str,
-    *,
-    channel: str,
-    turn_id: str,
-    replies: Sequence[str],
-    status: OutboundStatus,
-    finished: Sequence[tuple[str, InboundStatus]],
-    outcome: Mapping[str, Any],
-) -> tuple[str, dict[str, Any]]:
+def store_turn_statement(tenant_id: str, conversation_id: str, **end: Unpack[TurnEnd]) -> tuple[str, dict[str, Any]]:
     """:meth:`MessageRepository.store_turn`'s statement and parameters, for a caller that sends it with others.
 
     Read its row with :func:`stored_turn`.
     """
-    return STORE_TURN_SQL, _store_turn_params(
-        tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome
-    )
+    return STORE_TURN_SQL, _store_turn_params(tenant_id, conversation_id, end)
 
 
 def stored_turn(
@@ -442,16 +436,7 @@ class MessageRepository(Repository):
         return len(rows)
 
     async def store_turn(
-        self,
-        tenant_id: str,
-        conversation_id: str,
-        *,
-        channel: str,
-        turn_id: str,
-        replies: Sequence[str],
-        status: OutboundStatus,
-        finished: Sequence[tuple[str, InboundStatus]],
-        outcome: Mapping[str, Any],
+        self, tenant_id: str, conversation_id: str, **end: Unpack[TurnEnd]
     ) -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
         """A turn's end in one statement: its replies stored, its inbound messages finished, what waits next.
 
@@ -465,22 +450,12 @@ class MessageRepository(Repository):
         """
         row = await self._one(
             STORE_TURN_SQL,
-            _store_turn_params(tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome),
+            _store_turn_params(tenant_id, conversation_id, end),
         )
         return _store_turn_of(row, conversation_id)
 
-    async def queue_store_turn(  # noqa: PLR0913 - store_turn's arguments and the connection
-        self,
-        conn: Any,
-        tenant_id: str,
-        conversation_id: str,
-        *,
-        channel: str,
-        turn_id: str,
-        replies: Sequence[str],
-        status: OutboundStatus,
-        finished: Sequence[tuple[str, InboundStatus]],
-        outcome: Mapping[str, Any],
+    async def queue_store_turn(
+        self, conn: Any, tenant_id: str, conversation_id: str, **end: Unpack[TurnEnd]
     ) -> Callable[[], Awaitable[tuple[list[StoredMessage], Conversation, list[StoredMessage]]]]:
         """:meth:`store_turn` sent on ``conn`` in pipeline mode; returns how to read it once synced.
 
@@ -489,7 +464,7 @@ class MessageRepository(Repository):
         """
         cur = await conn.execute(
             STORE_TURN_SQL,
-            _store_turn_params(tenant_id, conversation_id, channel, turn_id, replies, status, finished, outcome),
+            _store_turn_params(tenant_id, conversation_id, end),
         )
 
         async def read() -> tuple[list[StoredMessage], Conversation, list[StoredMessage]]:
