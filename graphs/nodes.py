@@ -64,7 +64,7 @@ async def classify(state: TurnState, runtime: Runtime[TurnContext]) -> Update:
         update["passages"] = result.passages
     settings = ctx.bot.settings
     if result.wants_human:
-        update["escalation_reason"] = "the user asked for a person"
+        update["escalation_reason"] = result.escalation_reason or "the user asked for a person"
     elif result.intent is None and state.get("failures", 0) + 1 >= settings.max_failures_before_escalation:
         update["escalation_reason"] = (
             f"no answer for {state.get('failures', 0) + 1} turns in a row "

@@ -55,6 +55,8 @@ REFUSAL = (
     "Your message has been received. Please try again later."
 )
 """The answer of every turn of a tenant whose budget is used up with ``on_exhausted: refuse``."""
+HANDOVER_REASON = "the tenant's monthly model budget is used up (on_exhausted: handover)"
+"""Why a conversation is handed to a person by ``on_exhausted: handover`` (the agent desk shows it)."""
 BUDGET_INTENT = "budget_exhausted"
 """The intent a turn records when the budget, not the user's message, decided its answer (``handover``/``refuse``)."""
 
@@ -107,7 +109,7 @@ class HandoverEngine(RefuseEngine):
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """A person is wanted (the ``escalate`` node pauses the conversation for the agent desk)."""
-        return Classification(intent=BUDGET_INTENT, confidence=1.0, wants_human=True)
+        return Classification(intent=BUDGET_INTENT, confidence=1.0, wants_human=True, escalation_reason=HANDOVER_REASON)
 
 
 @dataclass
@@ -283,6 +285,7 @@ def thresholds(budget: Budget) -> list[tuple[AlertKind, float, Decimal]]:
 
 __all__ = [
     "BUDGET_INTENT",
+    "HANDOVER_REASON",
     "REFUSAL",
     "Budgets",
     "HandoverEngine",

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from botloom.core.domain import Bot, ModelSettings, UsageEvent
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories.budgets import month_of
-from botloom.runtime.budgets import BUDGET_INTENT, REFUSAL, Budgets, call_cost
+from botloom.runtime.budgets import BUDGET_INTENT, HANDOVER_REASON, REFUSAL, Budgets, call_cost
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.testing.openai import Reply, ScriptedOpenAI, classification
@@ -158,6 +158,7 @@ async def test_an_exhausted_budget_hands_the_conversation_to_a_person(
     assert state["intent"] == BUDGET_INTENT
     handovers = await services.store.handovers.list_all(demo.tenant.id)
     assert [h.conversation_id for h in handovers] == [chat.conversation_id]
+    assert handovers[0].reason == HANDOVER_REASON, "the agent is told why"
     assert ("inbound", "and to Norway?") in await chat.transcript()
 
 
