@@ -57,7 +57,7 @@ from botloom.core.statuses import OutboundStatus
 from botloom.core.storage.repositories import Store
 from botloom.core.storage.repositories.agents import Agent, Presence, Team
 from botloom.core.storage.repositories.handovers import OPEN_STATUSES, HandoverRecord, HandoverStatus, Moved
-from botloom.runtime.handover import Handover, KeyReused, NotWithPerson
+from botloom.runtime.handover import Handover, KeyReused, NotWithPerson, with_person
 from botloom.runtime.queue import JobFunction
 
 if TYPE_CHECKING:
@@ -452,12 +452,47 @@ class Desk:
         if record.status in OPEN_STATUSES:
             raise DeskRefused(409, f"handover {record.id} is {record.status}: it has no resume to retry")
         if record.resumed_at is None:
-            await self._retry(record)
+            await self._retry(record, counted=False)  # an agent's click during an outage never hastens the give-back
         return await self.handover(actor.tenant_id, record.id)
 
-    async def _retry(self, record: HandoverRecord) -> Resumed:
-        """Resume a closed handover's conversation again; its events (a failure, and the bot back late)."""
-        done = await self._resume(record, await self._closer(record))
+    async def take_back(self, actor: Actor, handover_id: str) -> HandoverRecord:
+        """The agent takes back a closed handover whose resume is pending: a person keeps answering.
+
+        The handover is ``assigned`` to the agent again and its pending resume cancelled; the
+        conversation never left the person (its graph is still paused), so what the user wrote
+        meanwhile is the agent's to answer. Under the conversation's lock, so no resume runs
+        meanwhile: 409 when the bot has it back already, or another handover holds it.
+        """
+        record = await self.handover(actor.tenant_id, handover_id)  # 404 first
+        if actor.agent is None:
+            raise DeskRefused(403, "only an agent may take a conversation back (use an agent's token)")
+        if record.status in OPEN_STATUSES or record.resumed_at is not None:
+            raise DeskRefused(
+                409, f"handover {record.id} is {record.status}: only one whose resume is pending can be taken back"
+            )
+        bot, conversation = await self._parties(record)
+        async with self.runner.locks.hold(conversation.id):
+            current = await self.store.conversations.get(bot.tenant_id, conversation.id)
+            if current is None or not with_person(current):
+                raise DeskRefused(409, f"handover {record.id}: the bot has the conversation back already")
+            if await self.store.handovers.open_of(bot.tenant_id, conversation.id) is not None:
+                raise DeskRefused(409, f"handover {record.id}: another handover holds the conversation")
+            taken = await self.store.handovers.take_back(
+                actor.tenant_id, record.id, actor.agent.id, detail={"by": "take_back"}
+            )
+        if taken is None:
+            raise DeskRefused(409, f"handover {record.id}: the bot has the conversation back already")
+        HANDOVERS.labels(taken.bot_id, taken.team or "", "taken_back").inc()
+        await self.emit(taken, "handover.taken_back", {**handover_data(taken), "agent_name": actor.name})
+        await self.refresh_gauge()
+        return taken
+
+    async def _retry(self, record: HandoverRecord, *, counted: bool = True) -> Resumed:
+        """Resume a closed handover's conversation again; its events (a failure, and the bot back late).
+
+        ``counted=False`` (an agent's "Retry now"): a failure does not count toward the give-back.
+        """
+        done = await self._resume(record, await self._closer(record), counted=counted)
         if done.failure is not None:
             await self.emit(record, "handover.resume_failed", done.failure)
         if done.first:
@@ -533,7 +568,7 @@ class Desk:
         await self.refresh_gauge()
         return await self.store.handovers.get(actor.tenant_id, record.id) or record
 
-    async def _resume(self, record: HandoverRecord, agent: str) -> Resumed:
+    async def _resume(self, record: HandoverRecord, agent: str, *, counted: bool = True) -> Resumed:
         """Give a closed handover's conversation back to the bot; what happened (:class:`Resumed`).
 
         The graph resumes (see :meth:`release`, :meth:`resolve`; a timed-out one's user gets the
@@ -541,7 +576,8 @@ class Desk:
         (with the error's type name, never its text): the desk's sweep retries it, and after
         :data:`RESUME_ATTEMPTS` failures the conversation is given back to the bot without the resume,
         so the user is never left with nobody answering. Once the bot has it, what the user wrote
-        meanwhile is answered (``answers``).
+        meanwhile is answered (``answers``). ``counted=False``: a failure is recorded but not counted
+        toward the give-back. A handover an agent took back (:meth:`take_back`) is not resumed.
         """
         try:
             bot, conversation = await self._parties(record)
@@ -563,13 +599,16 @@ class Desk:
                 metadata={"handover_id": record.id},
             )
         except (LookupError, NotWithPerson):
-            pass  # the bot has it already (another process resumed it), or a new handover holds its pause
+            current = await self.store.handovers.get(record.tenant_id, record.id)
+            if current is not None and current.status in OPEN_STATUSES:
+                return Resumed()  # an agent took it back: its resume is cancelled, the person keeps answering
+            # else the bot has it already (another process resumed it), or a new handover holds its pause
         except Exception as exc:
             error = type(exc).__name__
-            attempts = await self.store.handovers.resume_failed(record.tenant_id, record.id, error)
+            attempts = await self.store.handovers.resume_failed(record.tenant_id, record.id, error, count=counted)
             logger.exception("handover %s: the bot could not take its conversation back (%d)", record.id, attempts)
             failure = {**handover_data(record), "attempt": attempts, "error": error, "given_back": False}
-            if attempts < RESUME_ATTEMPTS:
+            if not counted or attempts < RESUME_ATTEMPTS:
                 return Resumed(failure=failure)
             failure["given_back"] = await self.runner.handovers.give_back(bot, conversation.id)
             first = await self.store.handovers.resumed(record.tenant_id, record.id)

@@ -46,6 +46,7 @@ DESK_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/handovers/{handover_id:str}/release"): Call(json={"note": "planted"}),
     ("POST", "/api/v1/handovers/{handover_id:str}/resolve"): Call(),
     ("POST", "/api/v1/handovers/{handover_id:str}/resume"): Call(),
+    ("POST", "/api/v1/handovers/{handover_id:str}/take-back"): Call(),
     ("GET", "/api/v1/handovers/{handover_id:str}/notes"): Call(),
     ("POST", "/api/v1/handovers/{handover_id:str}/notes"): NOTE,
     ("POST", "/api/v1/handovers/{handover_id:str}/suggestion"): Call(),

@@ -229,3 +229,40 @@ def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database
             expect(desk.locator("#resume-error")).to_have_text("")
     r = httpx.get(f"{server.url}/api/v1/handovers/{handover['id']}?tenant=acme", headers=ADMIN, timeout=30)
     assert r.json()["resumed_at"] is not None, "the bot has the conversation back"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_an_agent_takes_back_a_pending_resume_on_the_desk(server: Server, database_url: str) -> None:
+    from playwright.sync_api import expect
+
+    make_agent(server, "di@acme.test", "Di")
+    r = httpx.post(
+        f"{server.url}/api/v1/bots/acme/support/messages",
+        json={"text": "I want to talk to a person", "user": "take-back-user"},
+        headers=ADMIN,
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["escalated"], r.text
+    conversation = r.json()["conversation_id"]
+    [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
+    tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
+    with psycopg.connect(database_url, autocommit=True) as turn:
+        turn.execute(LOCK_SQL, (conversation,))  # the server's desk_sweep waits instead of resuming it meanwhile
+        asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 1))
+        with chromium(server) as new_page:
+            desk = new_page()
+            sign_in(desk, server, "di@acme.test")
+            pending = desk.locator("#resumes li")
+            expect(pending).to_have_count(1, timeout=WAIT)
+            turn.execute(UNLOCK_SQL, (conversation,))
+            pending.get_by_role("button", name="Take it back").click()
+            expect(desk.locator("#resumes-box")).to_be_hidden(timeout=WAIT)
+            expect(desk.locator("#queue li")).to_have_count(1, timeout=WAIT)
+            expect(desk.locator("#open-status")).to_contain_text("assigned to you", timeout=WAIT)
+            expect(desk.locator("#resume-error")).to_have_text("")
+    r = httpx.get(f"{server.url}/api/v1/handovers/{handover['id']}?tenant=acme", headers=ADMIN, timeout=30)
+    taken = r.json()
+    assert (taken["status"], taken["resumed_at"], taken["resume_attempts"]) == ("assigned", None, 0), taken
+    assert taken["agent_id"] is not None
+    conversation_now = httpx.get(f"{server.url}/api/v1/conversations/{conversation}", headers=ADMIN, timeout=30)
+    assert conversation_now.json()["status"] == "escalated", "a person still has it: the bot did not take over"

@@ -13,13 +13,14 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from botloom.core.settings import Settings
+from botloom.runtime.desk import RESUME_ATTEMPTS
 from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.desk.live import end_user_update, end_user_updates
 from tests.desk import OPERATOR, bearer, frames_until
 from tests.helpers import api_client
-from tests.test_desk_followups import NOTE, failing_resume, with_agent
+from tests.test_desk_followups import NOTE, claimed_over_api, failing_resume, with_agent
 
 HELD = "hello? is anybody there?"
 
@@ -165,18 +166,112 @@ async def test_the_desk_lists_a_pending_resume_and_retries_it_now(
     assert conversation is not None and conversation.status == "open"
 
 
-async def test_a_failed_retry_now_counts_and_keeps_it_pending(
+async def test_a_failed_retry_now_keeps_it_pending_without_hastening_the_give_back(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, handover_id, actor = await with_agent(services, demo, "user-retry-fails")
-    failing_resume(monkeypatch, times=None)
-    await services.desk.release(actor, handover_id, NOTE)
-    r = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
-    assert r.status_code == 200, r.text
-    assert (r.json()["resumed_at"], r.json()["resume_attempts"]) == (None, 2)
+    chat, handover_id, actor = await with_agent(services, demo, "user-retry-fails")
+    calls = failing_resume(monkeypatch, times=None)
+    await services.desk.release(actor, handover_id, NOTE)  # the first failure, counted
+    # an agent clicking "Retry now" again and again during the outage
+    for _ in range(RESUME_ATTEMPTS + 1):
+        r = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers=OPERATOR)
+        assert r.status_code == 200, r.text
+        assert (r.json()["resumed_at"], r.json()["resume_attempts"], r.json()["resume_error"]) == (
+            None,
+            1,
+            "RuntimeError",
+        ), "tried, its error kept, but not counted toward the give-back"
+    assert len(calls) == RESUME_ATTEMPTS + 2, "each click retried the resume"
+    conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id or "")
+    assert conversation is not None and conversation.status == "escalated", "not given back by the clicks"
+    # the sweep's failures alone count: the fifth gives the conversation back
+    for expected in range(2, RESUME_ATTEMPTS):
+        await services.desk.sweep()
+        record = await services.store.handovers.get(demo.tenant.id, handover_id)
+        assert record is not None and (record.resume_attempts, record.resumed_at) == (expected, None)
+    await services.desk.sweep()
+    record = await services.store.handovers.get(demo.tenant.id, handover_id)
+    assert record is not None and record.resume_attempts == RESUME_ATTEMPTS and record.resumed_at is not None
     r = await client.post(f"/api/v1/handovers/{handover_id}/resume?tenant=acme", headers={"Authorization": "x"})
     assert r.status_code == 401
     r = await client.post("/api/v1/handovers/not-an-id/resume?tenant=acme", headers=OPERATOR)
     assert r.status_code in {400, 404}
     r = await client.post(f"/api/v1/handovers/{'a' * 5000}/resume?tenant=acme", headers=OPERATOR)
     assert r.status_code in {400, 404, 414}
+
+
+# -- the desk: an agent takes a pending resume back ------------------------------------------------------------
+
+
+async def test_an_agent_takes_back_a_pending_resume_and_keeps_answering(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann, chat, record = await claimed_over_api(client, services, demo, "user-take-back")
+    calls = failing_resume(monkeypatch, times=None)
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/release", {"note": NOTE})
+    assert r.status_code == 200 and r.json()["resumed_at"] is None, r.text
+    held = await chat.say(HELD)
+    assert held.status == "for_agent"
+
+    # only an agent takes it back: the operator's and the tenant's tokens are supervisors
+    for supervisor in (OPERATOR, bearer(demo.api_key)):
+        r = await client.post(f"/api/v1/handovers/{record.id}/take-back?tenant=acme", headers=supervisor)
+        assert r.status_code == 403, r.text
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/take-back")
+    assert r.status_code == 200, r.text
+    taken = r.json()
+    assert (taken["status"], taken["agent_id"], taken["resumed_at"]) == ("assigned", ann.id, None)
+    assert (taken["resume_attempts"], taken["resume_error"], taken["closed_at"]) == (0, None, None)
+    assert len(calls) == 1
+
+    # the pending resume is cancelled: the sweep leaves it alone, the bot does not take over
+    pending = await client.get("/api/v1/handovers?resume=pending&tenant=acme", headers=OPERATOR)
+    assert pending.json() == []
+    await services.desk.sweep()
+    assert len(calls) == 1, "no resume is retried any more"
+    conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id or "")
+    assert conversation is not None and conversation.status == "escalated"
+    kinds = [e.kind for e in await services.store.events.in_conversation(demo.tenant.id, conversation.id, after=0)]
+    assert kinds[-1] == "handover.taken_back"
+    # the person answers what the user wrote meanwhile, through the conversation's channel
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/messages", {"text": "Still here, Ann."})
+    assert r.status_code == 201, r.text
+    assert r.json()["handover"]["status"] == "with_agent"
+    messages = await services.store.messages.list_all(demo.tenant.id, conversation.id)
+    assert [m.status for m in messages if m.text == HELD] == ["for_agent"], "the bot never answered it"
+
+    # and a second take-back, or one of an open handover, is a 409
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/take-back")
+    assert r.status_code == 409, r.text
+
+
+async def test_a_take_back_after_the_bot_took_over_is_a_409(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+) -> None:
+    ann, _, record = await claimed_over_api(client, services, demo, "user-too-late")
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/release", {"note": NOTE})
+    assert r.status_code == 200 and r.json()["resumed_at"] is not None, r.text
+    r = await ann.call("POST", f"/api/v1/handovers/{record.id}/take-back")
+    assert r.status_code == 409, r.text
+    r = await ann.call("POST", "/api/v1/handovers/not-an-id/take-back")
+    assert r.status_code in {400, 404}
+    r = await client.post(f"/api/v1/handovers/{record.id}/take-back", headers={"Authorization": "Bearer bla_nope"})
+    assert r.status_code == 401
+
+
+async def test_a_resume_racing_a_take_back_leaves_the_conversation_with_the_person(
+    services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep that listed the handover before the agent took it back resumes nothing."""
+    chat, handover_id, actor = await with_agent(services, demo, "user-race")
+    failing_resume(monkeypatch, times=1)
+    await services.desk.release(actor, handover_id, NOTE)
+    listed = await services.store.handovers.get(demo.tenant.id, handover_id)
+    assert listed is not None and listed.resumed_at is None
+    await services.desk.take_back(actor, handover_id)
+    done = await services.desk._retry(listed)  # the sweep's stale row
+    assert done.failure is None and not done.back and not done.first
+    record = await services.store.handovers.get(demo.tenant.id, handover_id)
+    assert record is not None and (record.status, record.resumed_at) == ("assigned", None)
+    conversation = await services.store.conversations.get(demo.tenant.id, chat.conversation_id or "")
+    assert conversation is not None and conversation.status == "escalated"

@@ -311,6 +311,8 @@ class DeskWorld:
     assigned: HandoverRecord
     canned: CannedResponse
     team: str
+    pending: HandoverRecord
+    """Handed back to the bot, its resume pending."""
 
     @property
     def markers(self) -> set[str]:
@@ -320,6 +322,7 @@ class DeskWorld:
             self.agent.email,
             self.waiting.id,
             self.assigned.id,
+            self.pending.id,
             self.canned.id,
             self.canned.text,
             self.team,
@@ -356,6 +359,12 @@ async def build_desk(
         return made
 
     waiting = await open_on(conversation)
+    # Closed (handed back), its resume still pending: what an agent may take back.
+    handed = await store.conversations.create(tenant.id, bot.id, "web")
+    pending = (
+        await store.handovers.move(tenant.id, (await open_on(handed)).id, "returned_to_bot", allowed=["waiting"])
+    ).handover
+    assert pending is not None
     assigned = (
         await store.handovers.move(
             tenant.id, (await open_on(other)).id, "assigned", allowed=["waiting"], actor=agent.id, take=True
@@ -363,7 +372,7 @@ async def build_desk(
     ).handover
     assert assigned is not None
     await store.handovers.add_note(tenant.id, waiting.id, agent.id, f"{team} note")
-    return DeskWorld(agent, signed[1], waiting, assigned, canned, team)
+    return DeskWorld(agent, signed[1], waiting, assigned, canned, team, pending)
 
 
 SENDER = "+15550100"
@@ -379,6 +388,16 @@ def repos(db: Database, cipher: Cipher) -> Store:
 async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     tenant = await store.tenants.create(slug, f"{slug} inc")
     api_key, key = await store.api_keys.create(tenant.id)
+    await store.audit.append(  # the audit log (0021): a row of the tenant's, naming its key
+        tenant_id=tenant.id,
+        principal_kind="api_key",
+        principal_id=api_key.id,
+        action="api_key.created",
+        target_kind="api_key",
+        target_id=api_key.id,
+        request_id=None,
+        details={},
+    )
     bot = await store.bots.create(tenant.id, "support", f"{slug} support")
     only_bot = await store.bots.create(tenant.id, f"{slug}-only", f"{slug} only")
     await store.plugin_settings.put(
@@ -554,6 +573,22 @@ async def spent_of(call: Awaitable[BudgetState]) -> Decimal:
 
 
 PROBES: list[Probe] = [
+    Probe("audit", "page", lambda s, a, b: s.audit.page(a.tenant.id), "own"),
+    Probe(
+        "audit",
+        "append",
+        lambda s, a, b: s.audit.append(
+            tenant_id=a.tenant.id,
+            principal_kind="system",
+            principal_id=None,
+            action="bot.updated",
+            target_kind="bot",
+            target_id=a.bot.id,
+            request_id=None,
+            details={},
+        ),
+        "own",
+    ),
     Probe("api_keys", "create", lambda s, a, b: s.api_keys.create(a.tenant.id, "extra"), "own"),
     Probe("api_keys", "list_all", lambda s, a, b: s.api_keys.list_all(a.tenant.id), "own"),
     Probe("api_keys", "revoke", lambda s, a, b: s.api_keys.revoke(a.tenant.id, b.api_key.id), "nothing"),
@@ -986,6 +1021,12 @@ PROBES += [
         "nothing",
     ),
     Probe(
+        "handovers",
+        "take_back",
+        lambda s, a, b: s.handovers.take_back(a.tenant.id, b.desk.pending.id, a.desk.agent.id),
+        "nothing",
+    ),
+    Probe(
         "handovers", "transitions", lambda s, a, b: s.handovers.transitions(a.tenant.id, b.desk.assigned.id), "nothing"
     ),
     Probe(
@@ -1164,6 +1205,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("HandoverRepository", "waiting_counts"): "the metrics gauge over every tenant: counts per bot and team",
     ("HandoverRepository", "resume_pending"): "the desk's sweep over every tenant: closed handovers to resume",
     ("EventRepository", "prune"): "the retention job over every tenant: deletes events older than N days",
+    ("AuditRepository", "prune"): "the retention job over every tenant: deletes audit rows older than N days",
     ("WebhookRepository", "next_pending"): WEBHOOK_JOB,
     ("WebhookRepository", "delivered"): WEBHOOK_JOB,
     ("WebhookRepository", "failed"): WEBHOOK_JOB,

@@ -424,10 +424,30 @@ class HandoverController(ApiController):
         """Retry now the bot's resume of a closed handover whose resume failed (409 for an open handover).
 
         The answer says how it went: ``resumed_at`` set (the bot has the conversation, now or already),
-        or one more ``resume_attempts`` with its ``resume_error``.
+        or the new ``resume_error``. A failed retry is not counted in ``resume_attempts``: the sweep's
+        failures alone give the conversation back to the bot, so retrying during an outage never hastens it.
         """
         return HandoverOut.of(
             await on_desk(services, principal, tenant, lambda a: services.desk.retry_resume(a, handover_id))
+        )
+
+    @post(
+        "/{handover_id:str}/take-back",
+        summary="Take back a handover whose resume is pending",
+        raises=CONFLICT_ERRORS,
+        status_code=200,
+    )
+    async def take_back(
+        self, handover_id: IdRef, principal: PrincipalDep, services: ServicesDep, tenant: TenantQuery = None
+    ) -> HandoverOut:
+        """The calling agent takes back a closed handover the bot has not taken over yet (its resume failed).
+
+        The handover is ``assigned`` to the agent again and its pending resume is cancelled: a person
+        keeps answering, and what the user wrote meanwhile is the agent's. An agent's token only (403
+        otherwise); 409 when the handover is open, or the bot has the conversation back already.
+        """
+        return HandoverOut.of(
+            await on_desk(services, principal, tenant, lambda a: services.desk.take_back(a, handover_id))
         )
 
     @get("/{handover_id:str}/notes", summary="List a handover's notes", raises=DESK_READ_ERRORS)

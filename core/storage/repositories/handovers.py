@@ -320,14 +320,52 @@ class HandoverRepository(Repository):
         )
         return row is not None
 
-    async def resume_failed(self, tenant_id: str, handover_id: str, error: str | None = None) -> int:
-        """Count a failed resume of the closed handover, with its error code; how many have failed so far."""
+    async def resume_failed(
+        self, tenant_id: str, handover_id: str, error: str | None = None, *, count: bool = True
+    ) -> int:
+        """Record a failed resume of the closed handover, with its error code; how many have counted so far.
+
+        ``count=False``: an agent's "Retry now", which keeps the error but does not bring the give-back closer.
+        """
         row = await self._one(
-            "UPDATE handovers SET resume_attempts = resume_attempts + 1, resume_error = %s "
+            "UPDATE handovers SET resume_attempts = resume_attempts + %s, resume_error = %s "
             "WHERE tenant_id = %s AND id = %s RETURNING resume_attempts",
-            (error, as_uuid(tenant_id), as_uuid(handover_id)),
+            (int(count), error, as_uuid(tenant_id), as_uuid(handover_id)),
         )
         return int(row["resume_attempts"]) if row else 0
+
+    async def take_back(
+        self, tenant_id: str, handover_id: str, agent_id: str, detail: Mapping[str, Any] | None = None
+    ) -> HandoverRecord | None:
+        """Reopen a closed handover whose resume is still pending, assigned to the agent; ``None``: not one.
+
+        Its pending resume is cancelled (an open handover has none), its close forgotten (``closed_at``,
+        the failed resumes and their error); audited as a transition in the same transaction.
+        """
+        tenant, handover, agent = as_uuid(tenant_id), as_uuid(handover_id), as_uuid(agent_id)
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT h.status FROM handovers h JOIN agents a ON a.tenant_id = h.tenant_id AND a.id = %s "
+                "WHERE h.tenant_id = %s AND h.id = %s AND h.status = ANY(%s) AND h.resumed_at IS NULL FOR UPDATE OF h",
+                (agent, tenant, handover, list(CLOSED_STATUSES)),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                return None
+            to: HandoverStatus = "assigned"
+            cur = await conn.execute(
+                "UPDATE handovers SET status = %s, agent_id = %s, assigned_at = now(), closed_at = NULL, "
+                "resume_attempts = 0, resume_error = NULL WHERE tenant_id = %s AND id = %s RETURNING *",
+                (to, agent, tenant, handover),
+            )
+            updated = await cur.fetchone()
+            assert updated is not None
+            await conn.execute(
+                "INSERT INTO handover_transitions (tenant_id, handover_id, from_status, to_status, agent_id, detail) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (tenant, handover, found["status"], to, agent, json.dumps(dict(detail or {}))),
+            )
+            return to_struct(HandoverRecord, updated)
 
     async def transitions(self, tenant_id: str, handover_id: str) -> list[Transition]:
         """The handover's audited transitions, in order."""

@@ -207,9 +207,21 @@ async function refreshResumes() {
       } catch (error) { showError("resume-error", error); }
       await refreshQueue();
     });
+    // A person keeps answering: the handover is the agent's again and its pending resume is cancelled.
+    const takeBack = el("button", { type: "button", class: "take-back" }, "Take it back");
+    takeBack.addEventListener("click", async (event) => {
+      event.stopPropagation();
+      takeBack.disabled = true;
+      showError("resume-error", null);
+      try {
+        await api("POST", "/api/v1/handovers/" + encodeURIComponent(h.id) + "/take-back");
+        await refreshQueue();
+        await select(h.id, true);
+      } catch (error) { showError("resume-error", error); await refreshQueue(); }
+    });
     const item = el("li", { "data-id": h.id, "data-status": h.status, tabIndex: 0 },
       el("span", { class: "reason" }, summary.reason || h.reason || "handover"),
-      el("span", { class: "state" }, resumeText(h)), retry);
+      el("span", { class: "state" }, resumeText(h)), retry, takeBack);
     item.addEventListener("click", () => select(h.id, true));
     item.addEventListener("keydown", (event) => { if (event.key === "Enter" && event.target === item) select(h.id, true); });
     list.append(item);
