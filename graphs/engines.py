@@ -240,6 +240,8 @@ class _Scored:
     """The share of the message's weight the intent's best example explains (1: all of it)."""
     filled: bool = False
     """One of the intent's slots takes a value from the message (an order number): evidence for the intent."""
+    terms: frozenset[str] = frozenset()
+    """The message's terms the candidate answers to (its intent's examples' or its passage's words)."""
 
     @property
     def name(self) -> str:
@@ -468,6 +470,13 @@ INTENT_BONUS = 0.15
 """An intent whose example explains the whole message, or one of whose slots the message fills (``card 2222``),
 beats a passage scoring up to this much higher: its examples were written for it, while a passage's many words
 cover short messages easily."""
+FILLED_BONUS = 0.35
+"""An intent one of whose slots the message fills (``when can I collect my bike? ticket 12876``) beats a passage
+scoring up to this much higher: a value its slot's pattern takes is evidence no passage has."""
+TOPIC_BONUS = 0.2
+"""An intent whose examples cover every word of the message the best passage covers (``can I book a service for
+my bike``: the booking intent and the passage on booking) beats it when it scores up to this much lower: the
+passage has no evidence the intent lacks, and the intent does what the passage only describes."""
 
 
 CONTESTED_TERM = 0.7
@@ -610,13 +619,21 @@ class OfflineEngine:
             model.intent_matches(query, text, plain), model.intents.values(), strict=True
         ):
             filled = bool(intent.slots) and score > 0 and bool(fill_slots(intent, text))
-            scored.append(_Scored(calibrate(score), intent, None, position, explains, filled))
-        scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in passages]
+            terms = frozenset(t for t in query if t in model.union[intent.name]) if score > 0 else frozenset()
+            scored.append(_Scored(calibrate(score), intent, None, position, explains, filled, terms))
+        for p in passages:
+            confidence = calibrate(model.passage_score(p, query))
+            covered = model.covered_terms(_Scored(confidence, None, p))
+            scored.append(_Scored(confidence, None, p, position, terms=frozenset(t for t in query if t in covered)))
         scored.sort(key=lambda s: -s.confidence)
         return scored
 
-    def choose(self, scored: Sequence[_Scored], threshold: float) -> _Scored | None:
-        """The answer among candidates at or above ``threshold``: a person, then specific, then small talk."""
+    def choose(self, scored: Sequence[_Scored], threshold: float, topic: bool = True) -> _Scored | None:
+        """The answer among candidates at or above ``threshold``: a person, then specific, then small talk.
+
+        ``topic``: whether an intent covering all the best passage covers gets :data:`TOPIC_BONUS` (not for a
+        message that points back, ``how do I book it?``: its topic is the previous message's).
+        """
         eligible = [s for s in scored if s.confidence >= threshold]
         if not eligible:
             return None
@@ -625,9 +642,21 @@ class OfflineEngine:
         def rank(s: _Scored) -> int:
             return 1 if s.rank == 2 and s.confidence < best - PERSON_MARGIN else s.rank
 
-        return max(
-            eligible, key=lambda s: (rank(s), s.confidence + INTENT_BONUS * (s.explains >= 0.9 or s.filled), s.position)
-        )
+        passages = [s for s in scored if s.passage is not None]
+        top = max(passages, key=lambda s: s.confidence) if passages else None
+
+        def bonus(s: _Scored) -> float:
+            if s.intent is None:
+                return 0.0
+            value = INTENT_BONUS if s.explains >= 0.9 or s.filled else 0.0
+            if s.filled:
+                value = max(value, FILLED_BONUS)
+            own = topic and top is not None and top.position == s.position and s.terms and top.terms <= s.terms
+            if own and specificity(s.intent) > SMALL_TALK:
+                value = max(value, TOPIC_BONUS)
+            return value
+
+        return max(eligible, key=lambda s: (rank(s), s.confidence + bonus(s), s.position))
 
     async def classify(self, state: TurnState, ctx: TurnContext) -> Classification:
         """The intent or knowledge passage that best answers the message, on one confidence scale.
@@ -653,13 +682,14 @@ class OfflineEngine:
         if len(parts) > 1:
             for position, part in enumerate(parts, start=1):
                 scored += self.candidates(model, part, passages, position)
-        chosen = self.choose(scored, threshold)
+        topic = not (looks_like_follow_up(text) or refers_back(text))
+        chosen = self.choose(scored, threshold, topic)
         if len(parts) > 1 and (chosen is None or chosen.rank == 0) and ctx.search is not None:
             # Small talk around a question: the search for the whole message is diluted, so search its parts.
             extra = await self.search_parts(ctx, model, parts, scored)
             if extra:
                 passages = passages + [p for p in extra if p["id"] not in {q["id"] for q in passages}]
-                chosen = self.choose(scored, threshold)
+                chosen = self.choose(scored, threshold, topic)
         if chosen is not None and chosen.rank == 0 and len(parts) > 1 and self.unexplained(model, parts, scored):
             chosen = None  # "hello / I ordered a lamp ... when does it ship? / thanks": not a greeting
         if chosen is not None and self.contested(model, chosen, scored, text, passages):

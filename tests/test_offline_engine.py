@@ -16,6 +16,7 @@ from botloom.graphs.engines import (
     message_parts,
     specificity,
 )
+from botloom.graphs.state import PassageRef
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.helpers import Chat
@@ -227,3 +228,66 @@ def test_a_good_the_bot_never_names_is_an_item_and_one_it_names_is_itself() -> N
     gym = Analyzer(["book a personal trainer"])
     assert "item" not in term_map(gym.terms("book a personal trainer", spell=False))
     assert "item" in term_map(default_analyzer().terms("my trainers are worn out"))
+
+
+def _workshop() -> tuple[list[Intent], list[PassageRef]]:
+    """A bike workshop's slot intent and booking intent, and two passages on the same topics (#17 round 5)."""
+    status = Intent(
+        name="repair_status",
+        description="Whether the bike in the workshop is ready.",
+        examples=("is my bike ready", "what's the status of my repair", "how is the repair of my bike going"),
+        slots=(Slot(name="ticket", description="The ticket", pattern=r"\b(\d{5})\b", required=True, prompt="Ticket?"),),
+        answer="Repair {ticket} is on the stand.",
+    )
+    book = Intent(
+        name="book_service",
+        description="An appointment for a service.",
+        examples=(
+            "I'd like to book a service",
+            "can I make an appointment for my bike",
+            "book my bike in for a repair",
+            "I need a slot to get my bike serviced",
+        ),
+        answer="The workshop will call you.",
+    )
+    collect = PassageRef(
+        id="p1",
+        document="appointments.md",
+        title="Collecting your bike",
+        text="Pick the bike up within seven days of our message; when you collect it, bring the repair ticket.",
+        score=0.5,
+    )
+    booking = PassageRef(
+        id="p2",
+        document="appointments.md",
+        title="Booking a repair",
+        text="Book a service online or by phone; bring the bike in on the morning. A service takes two working days.",
+        score=0.5,
+    )
+    return [status, book], [collect, booking]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A filled slot is evidence no passage has, even against a passage that shares more of the message's words.
+        ("when can I collect my bike? my ticket number is 12876", "repair_status"),
+        # The booking intent covers every word the booking passage covers: it does what the passage describes.
+        ("can i book a service for my bike", "book_service"),
+        # The passage covers a word the intent does not (``long``, ``take``): the passage answers.
+        ("how long does a service take", KNOWLEDGE_INTENT),
+    ],
+)
+def test_an_intent_beats_a_passage_on_its_own_topic(text: str, expected: str) -> None:
+    """#17 round 5: a filled slot, or an intent covering all a passage covers, beats the passage scoring higher."""
+    from botloom.graphs.engines import OfflineEngine
+
+    intents, passages = _workshop()
+    model = _BotModel(intents, Teaching())
+    engine = OfflineEngine()
+    scored = engine.candidates(model, text, passages)
+    chosen = engine.choose(scored, 0.2)
+    assert chosen is not None
+    assert chosen.name == expected
+    if expected != KNOWLEDGE_INTENT:
+        assert max(s.confidence for s in scored if s.passage is not None) > chosen.confidence  # it won on evidence
