@@ -19,18 +19,17 @@ import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from langgraph.checkpoint.base import empty_checkpoint
 
 from botloom.core.domain import Bot, UsageEvent
 from botloom.core.messages import utcnow
 from botloom.core.settings import Settings, load_settings
 from botloom.runtime import erasure
 from botloom.runtime.erasure import Contact, erase_contact, erase_threads
-from botloom.runtime.forks import Forks
 from botloom.runtime.retention import prune
 from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
+from tests.erasure_helpers import checkpoint_rows, fork_last_turn, late_write
 from tests.helpers import Chat
 from tests.test_api_resources import api_client, bearer
 
@@ -39,7 +38,6 @@ OTHER = "+15550199"
 EXPORT = "/api/v1/tenants/acme/contacts/export"
 CONTACTS = "/api/v1/tenants/acme/contacts"
 QUERY = {"channel": "test", "address": ADDRESS}
-CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 
 @pytest.fixture
@@ -58,20 +56,6 @@ class Contacted:
     fork_id: str
     handover_id: str
     dead_letter_id: str
-
-
-async def fork_last_turn(services: Services, bot: Bot, conversation_id: str) -> tuple[str, str]:
-    """A debug fork of the conversation's last turn: its id and thread."""
-    conversation = await services.store.conversations.get(bot.tenant_id, conversation_id)
-    assert conversation is not None
-    snapshot = await services.graphs.get(bot.graph).aget_state(
-        {"configurable": {"thread_id": thread_id(bot.tenant_id, bot.id, conversation_id)}}
-    )
-    checkpoint = str(snapshot.config["configurable"]["checkpoint_id"])
-    outcome = await Forks(services).create(bot, conversation, checkpoint, text="fork of zebra-words")
-    fork = await services.store.forks.get(bot.tenant_id, outcome.fork_id)
-    assert fork is not None
-    return fork.id, fork.thread_id
 
 
 async def contact_with_everything(services: Services, bot: Bot, address: str = ADDRESS) -> Contacted:
@@ -103,19 +87,10 @@ async def contact_with_everything(services: Services, bot: Bot, address: str = A
             completion_tokens=30,
         )
     )
-    fork_id, fork_thread = await fork_last_turn(services, bot, first.conversation_id)
+    fork_id, fork_thread = await fork_last_turn(services, bot, first.conversation_id, "fork of zebra-words")
     conversations = [first.conversation_id, second.conversation_id]
     threads = [thread_id(tenant, bot.id, c) for c in conversations] + [fork_thread]
     return Contacted(conversations, threads, fork_id, handover.id, dead.id)
-
-
-def checkpoint_rows(database_url: str, threads: list[str]) -> int:
-    """Rows of every checkpoint table of these threads."""
-    with psycopg.connect(database_url) as conn:
-        return sum(
-            int(conn.execute(f"SELECT count(*) FROM {table} WHERE thread_id = ANY(%s)", (threads,)).fetchone()[0])  # type: ignore[index]
-            for table in CHECKPOINT_TABLES
-        )
 
 
 def rows_about(database_url: str, conversations: list[str]) -> dict[str, int]:
@@ -426,16 +401,12 @@ async def test_a_thread_written_after_its_erasure_is_erased_again_once_every_run
     chat = Chat(services, demo.bot, user=ADDRESS)
     await chat.say("hello from zebra-words")
     conversation = chat.conversation_id or ""
-    _, fork_thread = await fork_last_turn(services, demo.bot, conversation)
+    _, fork_thread = await fork_last_turn(services, demo.bot, conversation, "fork of zebra-words")
     threads = [thread_id(demo.tenant.id, demo.bot.id, conversation), fork_thread]
     assert (await erase_contact(services, demo.tenant.id, Contact("test", ADDRESS))).conversations == 1
     assert checkpoint_rows(database_url, threads) == 0
-    saver = services.graphs.checkpointer
-    assert saver is not None
-    # runs that were still at work write once more (a debug fork's run holds no conversation lock)
-    for thread in threads:
-        config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-        await saver.aput(config, empty_checkpoint(), {"source": "fork"}, {})
+    for thread in threads:  # runs that were still at work write once more
+        await late_write(services, thread)
     assert checkpoint_rows(database_url, threads) > 0
     assert (await prune(services)).threads == 0, "not before every run that could write to them has ended"
     assert checkpoint_rows(database_url, threads) > 0

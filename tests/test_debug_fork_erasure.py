@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
-import msgspec
 import psycopg
 import pytest
-from langgraph.checkpoint.base import empty_checkpoint
 
 from botloom.core.domain import Bot
 from botloom.core.messages import utcnow
-from botloom.runtime.forks import Forks
 from botloom.runtime.retention import prune
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
+from tests.erasure_helpers import checkpoint_rows, fork_last_turn, late_write, with_retention
 from tests.helpers import Chat
 
 
 def checkpoints_of(database_url: str, thread: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (thread,)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return checkpoint_rows(database_url, [thread], tables=("checkpoints",))
 
 
 async def forked_conversation(services: Services, bot: Bot) -> tuple[str, str, str]:
@@ -37,16 +31,8 @@ async def forked_conversation(services: Services, bot: Bot) -> tuple[str, str, s
     await chat.say("hi")
     await chat.say("where is my order 1234?")
     assert chat.conversation_id is not None
-    conversation = await services.store.conversations.get(bot.tenant_id, chat.conversation_id)
-    assert conversation is not None
-    snapshot = await services.graphs.get(bot.graph).aget_state(
-        {"configurable": {"thread_id": f"{bot.tenant_id}:{bot.id}:{conversation.id}"}}
-    )
-    checkpoint = str(snapshot.config["configurable"]["checkpoint_id"])
-    outcome = await Forks(services).create(bot, conversation, checkpoint, text="thanks")
-    fork = await services.store.forks.get(bot.tenant_id, outcome.fork_id)
-    assert fork is not None
-    return conversation.id, fork.id, fork.thread_id
+    fork_id, thread = await fork_last_turn(services, bot, chat.conversation_id)
+    return chat.conversation_id, fork_id, thread
 
 
 async def test_archiving_a_conversation_erases_its_forks_and_their_threads(
@@ -70,10 +56,7 @@ async def test_archiving_a_conversation_erases_its_forks_and_their_threads(
 async def test_pruning_an_idle_conversation_erases_its_forks(
     services: Services, demo: DemoInfo, database_url: str
 ) -> None:
-    bot = await services.store.bots.update(
-        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=7)
-    )
-    assert bot is not None
+    bot = await with_retention(services, demo.bot, 7)
     _, fork_id, thread = await forked_conversation(services, bot)
     assert (await prune(services)).forks == 0, "an active conversation keeps its forks"
     assert await services.store.forks.get(bot.tenant_id, fork_id) is not None
@@ -85,21 +68,10 @@ async def test_pruning_an_idle_conversation_erases_its_forks(
     assert checkpoints_of(database_url, thread) == 0
 
 
-async def late_write(services: Services, thread: str) -> None:
-    """A run still at work writes once more to ``thread`` (a debug fork's run holds no conversation lock)."""
-    saver = services.graphs.checkpointer
-    assert saver is not None
-    config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-    await saver.aput(config, empty_checkpoint(), {"source": "fork"}, {})
-
-
 async def test_a_late_write_to_a_pruned_conversations_fork_is_deleted_by_the_second_deletion(
     services: Services, demo: DemoInfo, database_url: str
 ) -> None:
-    bot = await services.store.bots.update(
-        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=7)
-    )
-    assert bot is not None
+    bot = await with_retention(services, demo.bot, 7)
     conversation_id, _, thread = await forked_conversation(services, bot)
     later = utcnow() + timedelta(days=8)
     assert (await prune(services, now=later)).forks == 1

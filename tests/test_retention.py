@@ -20,6 +20,7 @@ from botloom.runtime.runner import thread_id
 from botloom.runtime.services import Services, open_services
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
+from tests.erasure_helpers import with_retention
 from tests.helpers import Chat
 
 
@@ -45,10 +46,7 @@ def checkpoint_bytes_on_disk(database_url: str) -> int:
 async def test_idle_conversation_is_pruned_to_its_newest_checkpoint(
     services: Services, demo: DemoInfo, database_url: str
 ) -> None:
-    bot = await services.store.bots.update(
-        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=7)
-    )
-    assert bot is not None
+    bot = await with_retention(services, demo.bot, 7)
     chat = Chat(services, bot)
     for i in range(40):
         await chat.say("hello" if i % 2 else "where is my order 1234")
@@ -93,10 +91,7 @@ async def redis_services(data_dir: Path, database_url: str, redis_url: str) -> A
 
 async def test_pruning_with_redis_checkpoints(redis_services: Services) -> None:
     demo = await ensure_demo(redis_services)
-    bot = await redis_services.store.bots.update(
-        demo.tenant.id, demo.bot.id, settings=msgspec.structs.replace(demo.bot.settings, retention_days=1)
-    )
-    assert bot is not None
+    bot = await with_retention(redis_services, demo.bot, 1)
     chat = Chat(redis_services, bot)
     for _ in range(5):
         await chat.say("hello")
