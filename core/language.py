@@ -581,7 +581,8 @@ together as one word."""
 
 def _compound(match: re.Match[str]) -> str:
     whole = match.group(0)
-    return f"{whole.replace('-', ' ')} {whole.replace('-', '')}"
+    parts = [part for part in whole.split("-") if len(part) > 1]  # ``e-bike``, ``t-shirt``: no word ``e``, ``t``
+    return " ".join([*parts, whole.replace("-", "")])
 
 
 def words(text: str) -> list[str]:

@@ -562,6 +562,13 @@ def calibrate(raw: float) -> float:
     return raw if raw >= 1.0 else raw**CALIBRATION
 
 
+def passage_candidate(model: _BotModel, passage: PassageRef, query: dict[str, float], position: int) -> _Scored:
+    """A passage scored for a message's (or a part's) query, with the query's terms it covers."""
+    confidence = calibrate(model.passage_score(passage, query))
+    covered = model.covered_terms(_Scored(confidence, None, passage))
+    return _Scored(confidence, None, passage, position, terms=frozenset(t for t in query if t in covered))
+
+
 def _key(s: _Scored) -> str:
     """A candidate's answer: its intent, or its passage's document (two passages of one document agree)."""
     return s.name if s.passage is None else f"{KNOWLEDGE_INTENT}:{s.passage['document']}"
@@ -621,10 +628,7 @@ class OfflineEngine:
             filled = bool(intent.slots) and score > 0 and bool(fill_slots(intent, text))
             terms = frozenset(t for t in query if t in model.union[intent.name]) if score > 0 else frozenset()
             scored.append(_Scored(calibrate(score), intent, None, position, explains, filled, terms))
-        for p in passages:
-            confidence = calibrate(model.passage_score(p, query))
-            covered = model.covered_terms(_Scored(confidence, None, p))
-            scored.append(_Scored(confidence, None, p, position, terms=frozenset(t for t in query if t in covered)))
+        scored += [passage_candidate(model, p, query, position) for p in passages]
         scored.sort(key=lambda s: -s.confidence)
         return scored
 
@@ -698,7 +702,10 @@ class OfflineEngine:
         slot_text = text
         if chosen is None or looks_like_follow_up(text) or refers_back(text):
             follow = await self.follow_up(state, ctx, model, text, threshold)
-            pointing = refers_back(text) and (chosen is None or chosen.explains < EXPLAINED)
+            # "and on parts?" after "how long is the warranty on repairs": the two read together, not "parts" alone.
+            pointing = (refers_back(text) or looks_like_follow_up(text)) and (
+                chosen is None or chosen.explains < EXPLAINED
+            )
             if follow is not None and (chosen is None or follow[0].confidence > chosen.confidence or pointing):
                 chosen, used_passages, slot_text = follow
                 scored = [chosen, *scored]
@@ -786,7 +793,7 @@ class OfflineEngine:
                 if p.score >= self.knowledge_floor(ctx)
             ]
             query = term_map(model.analyzer.terms(part, keep=model.words_of(refs)))
-            scored += [_Scored(calibrate(model.passage_score(p, query)), None, p, position) for p in refs]
+            scored += [passage_candidate(model, p, query, position) for p in refs]
             found += refs
         return found
 

@@ -291,3 +291,25 @@ def test_an_intent_beats_a_passage_on_its_own_topic(text: str, expected: str) ->
     assert chosen.name == expected
     if expected != KNOWLEDGE_INTENT:
         assert max(s.confidence for s in scored if s.passage is not None) > chosen.confidence  # it won on evidence
+
+
+async def test_a_message_opening_like_a_follow_up_is_read_with_the_previous_one(
+    services: Services, demo: DemoInfo
+) -> None:
+    """#17 round 5: "and the delivery time?" after a question about Switzerland is about shipping abroad.
+
+    Alone it matches the section on delivery times at full confidence (3 to 5 days, within the country); read
+    with the previous message, it is the international section's 5 to 10 days.
+    """
+    chat = Chat(services, demo.bot)
+    await chat.say("do you ship to switzerland?")
+    result = await chat.say("and the delivery time?")
+    assert result.intent == KNOWLEDGE_INTENT
+    assert "5 to 10 business days" in " ".join(r.text for r in result.replies)
+
+
+def test_a_one_letter_part_of_a_compound_is_no_word() -> None:
+    """#17 round 5: ``e-bike`` is ``bike`` and ``ebike``, never a heavy unknown word ``e``."""
+    assert words("my e-bike and a t-shirt") == ["my", "bike", "ebike", "and", "a", "shirt", "tshirt"]
+    assert words("wi-fi") == ["wi", "fi", "wifi"]
+    assert "e" not in term_map(default_analyzer().terms("booking a service for my e-bike"))
