@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,23 +247,33 @@ def test_an_agent_takes_back_a_pending_resume_on_the_desk(server: Server, databa
     conversation = r.json()["conversation_id"]
     [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
     tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
-    with psycopg.connect(database_url, autocommit=True) as turn:
-        turn.execute(LOCK_SQL, (conversation,))  # the server's desk_sweep waits instead of resuming it meanwhile
-        asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 1))
-        with chromium(server) as new_page:
-            desk = new_page()
-            sign_in(desk, server, "di@acme.test")
-            pending = desk.locator("#resumes li")
-            expect(pending).to_have_count(1, timeout=WAIT)
-            turn.execute(UNLOCK_SQL, (conversation,))
-            pending.get_by_role("button", name="Take it back").click()
-            expect(desk.locator("#resumes-box")).to_be_hidden(timeout=WAIT)
-            expect(desk.locator("#queue li")).to_have_count(1, timeout=WAIT)
-            expect(desk.locator("#open-status")).to_contain_text("assigned to you", timeout=WAIT)
-            expect(desk.locator("#resume-error")).to_have_text("")
+    with chromium(server) as new_page:
+        desk = new_page()
+        # The server's desk_sweep retries pending resumes at the start of each minute (and would succeed):
+        # the resume fails just after one, leaving the rest of the minute to take it back.
+        wait_for_second(range(3, 15))
+        with ThreadPoolExecutor(1) as thread:  # Playwright's loop runs in this thread
+            thread.submit(asyncio.run, fail_resume(database_url, tenant["id"], handover["id"], 1)).result()
+        sign_in(desk, server, "di@acme.test")
+        pending = desk.locator("#resumes li")
+        expect(pending).to_have_count(1, timeout=WAIT)
+        pending.get_by_role("button", name="Take it back").click()
+        expect(desk.locator("#resumes-box")).to_be_hidden(timeout=WAIT)
+        expect(desk.locator("#resume-error")).to_have_text("")
+        expect(desk.locator("#queue li")).to_have_count(1, timeout=WAIT)
+        expect(desk.locator("#open-status")).to_contain_text("assigned to you", timeout=WAIT)
     r = httpx.get(f"{server.url}/api/v1/handovers/{handover['id']}?tenant=acme", headers=ADMIN, timeout=30)
     taken = r.json()
     assert (taken["status"], taken["resumed_at"], taken["resume_attempts"]) == ("assigned", None, 0), taken
     assert taken["agent_id"] is not None
     conversation_now = httpx.get(f"{server.url}/api/v1/conversations/{conversation}", headers=ADMIN, timeout=30)
     assert conversation_now.json()["status"] == "escalated", "a person still has it: the bot did not take over"
+
+
+def wait_for_second(seconds: range) -> None:
+    """Wait until the wall clock's second of the minute is one of ``seconds``."""
+    import time
+    from datetime import UTC, datetime
+
+    while datetime.now(UTC).second not in seconds:
+        time.sleep(0.2)
