@@ -6,10 +6,13 @@ The turn path never waits on a database round trip of its own for this (docs/cos
   tenant's running total of the calendar month (UTC) and returns the new total
   (:meth:`UsageRepository.record`), so each process learns the total across every
   process whenever it records a call;
-* **budgets** -- each process keeps every tenant's budget and month-to-date spend in
-  memory and reads them again (one statement, :meth:`BudgetRepository.state`) at most
-  once per tenant per ``BOTLOOM_BUDGET_REFRESH_SECONDS``; concurrent turns of a tenant
-  share that one read;
+* **budgets** -- each process keeps the set of tenants that have a budget and reads it
+  again (one statement for every tenant, :meth:`BudgetRepository.budgeted`) at most once
+  per ``BOTLOOM_BUDGET_REFRESH_SECONDS``; a tenant not in it gets its engine at once and
+  nothing is read for it. For a tenant with a budget, the process keeps its budget and
+  month-to-date spend in memory and reads them again (one statement,
+  :meth:`BudgetRepository.state`) at most once per tenant per refresh; concurrent callers
+  share each read;
 * **enforcement** -- a turn that starts once the spend reached ``monthly_usd`` gets the
   engine the budget's ``on_exhausted`` names instead of the model: ``offline`` (the
   offline engine), ``handover`` (an engine that asks for a person: the escalation path)
@@ -144,6 +147,12 @@ class Budgets:
         self.today = today
         self._tenants: dict[str, _Tenant] = {}
         self._reading: dict[str, asyncio.Future[_Tenant]] = {}
+        self._budgeted: frozenset[str] | None = None
+        """The tenants that have a budget, as last read (``None``: to read)."""
+        self._budgeted_at = 0.0
+        self._listing: asyncio.Task[frozenset[str]] | None = None
+        self._generation = 0
+        """Bumped by :meth:`forget`: a list read that started before it is not kept."""
         self._refuse = RefuseEngine()
         self._handover = HandoverEngine()
 
@@ -154,6 +163,8 @@ class Budgets:
         offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
         if not isinstance(offline, OfflineEngine) or offline is engine:
             return engine  # no model to spend on
+        if tenant_id not in await self.budgeted():
+            return engine  # no budget: nothing read for this tenant
         known = await self.known(tenant_id)
         budget = known.state.budget
         if budget is None or known.state.spent_usd < budget.monthly_usd:
@@ -174,6 +185,31 @@ class Budgets:
             await self.learned(event.tenant_id, spent)
 
     # -- what this process knows -----------------------------------------------------
+
+    async def budgeted(self) -> frozenset[str]:
+        """The tenants that have a budget: one statement per ``BOTLOOM_BUDGET_REFRESH_SECONDS``, shared by callers."""
+        listed = self._budgeted
+        if listed is not None and self.clock() - self._budgeted_at < self.refresh:
+            return listed
+        task = self._listing
+        if task is None:
+            task = asyncio.create_task(self._list(self._generation))
+            self._listing = task
+            task.add_done_callback(self._listed)
+        return await asyncio.shield(task)
+
+    async def _list(self, generation: int) -> frozenset[str]:
+        started = self.clock()
+        listed = await self.store.budgets.budgeted()
+        if generation == self._generation:
+            self._budgeted, self._budgeted_at = listed, started
+        return listed
+
+    def _listed(self, task: asyncio.Task[frozenset[str]]) -> None:
+        if self._listing is task:
+            self._listing = None
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter raises it itself
 
     async def known(self, tenant_id: str) -> _Tenant:
         """The tenant's budget and spend as this process knows them, read again when older than the refresh."""
@@ -202,6 +238,9 @@ class Budgets:
     def forget(self, tenant_id: str) -> None:
         """Drop what this process knows of the tenant (its budget changed here): the next turn reads it again."""
         self._tenants.pop(tenant_id, None)
+        self._budgeted = None  # and which tenants have a budget, at once
+        self._listing = None  # a list read under way may predate the change
+        self._generation += 1
 
     def _remember(self, tenant_id: str, state: BudgetState) -> _Tenant:
         previous = self._tenants.get(tenant_id)
@@ -213,6 +252,9 @@ class Budgets:
 
     async def learned(self, tenant_id: str, spent: Spent) -> None:
         """A recorded call told the month's total across every process: keep it, emit what it crossed."""
+        if tenant_id not in await self.budgeted():
+            MONTH_SPEND.labels(tenant_id).set(float(spent.spent_usd))  # no budget: nothing more to read or check
+            return
         known = self._tenants.get(tenant_id)
         if known is None or known.state.month != spent.month:
             known = await self.known(tenant_id)

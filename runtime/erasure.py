@@ -60,7 +60,7 @@ from botloom.runtime.turn_context import thread_id
 logger = logging.getLogger(__name__)
 
 AUDIT_KINDS = ("contact.exported", "contact.erased", "conversation.erased")
-"""Event kinds that record a data-rights action (what ``GET /api/v1/audit`` will list)."""
+"""Event kinds that report a data-rights action (the audit log records them too: ``runtime/audit.py``)."""
 EXPORT_FORMAT = 1
 """The version of the export document's shape."""
 PAGE = 500

@@ -158,6 +158,8 @@ def _spawn_until_ready(
 
 # pgserver runs the server as this account when started by root (postgres refuses root).
 _PG_SYSTEM_USER = "pgserver"
+_USERADD_EXISTS = 9
+"""useradd's exit status when the account exists (two xdist workers may both make it)."""
 
 _PG_SETTINGS: Mapping[str, str] = {
     "listen_addresses": LOOPBACK,
@@ -197,11 +199,11 @@ def _postgres_account() -> _Account | None:
     try:
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", _PG_SYSTEM_USER],
-            check=True,
-            capture_output=True,
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", _PG_SYSTEM_USER], check=False, capture_output=True
         )
+        if made.returncode not in (0, _USERADD_EXISTS):  # 9: another test process made it first
+            raise ServiceStartError(f"useradd {_PG_SYSTEM_USER} failed: {made.stderr.decode(errors='replace')}")
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
     return _Account(entry.pw_uid, entry.pw_gid)
 

@@ -246,6 +246,50 @@ async def test_a_process_learns_of_other_processes_spend_within_its_refresh(
         del services.store.budgets.state
 
 
+async def test_turns_of_a_tenant_without_a_budget_read_no_budget_state(
+    priced: tuple[Services, DemoInfo], priced_settings: Settings, client: httpx.AsyncClient, openai: ScriptedOpenAI
+) -> None:
+    """Across several refresh windows, a tenant without a budget costs one shared list of budgeted tenants a window."""
+    services, demo = priced
+    budgets = services.budgets
+    assert budgets is not None
+    other = await services.store.tenants.create("budgeted", "Budgeted")
+    await set_budget(client, "budgeted", monthly_usd=5)  # another tenant has one: acme still has none
+    clock = [1000.0]
+    budgets.clock = lambda: clock[0]
+    budgets.forget(demo.tenant.id)
+    states: list[str] = []
+    lists: list[int] = []
+    state, listed = services.store.budgets.state, services.store.budgets.budgeted
+
+    async def counted_state(tenant_id: str, month: dt.date) -> Any:
+        states.append(tenant_id)
+        return await state(tenant_id, month)
+
+    async def counted_list() -> frozenset[str]:
+        lists.append(1)
+        return await listed()
+
+    services.store.budgets.state = counted_state  # type: ignore[method-assign]
+    services.store.budgets.budgeted = counted_list  # type: ignore[method-assign]
+    try:
+        chat = Chat(services, demo.bot)
+        for window in range(3):
+            clock[0] += priced_settings.budget_refresh_seconds + 1
+            three_dollar_turn(openai)
+            assert (await chat.texts(f"question {window}")) == ["Here you go."]
+            results = await asyncio.gather(*(budgets.engine_for(demo.tenant.id, services.engine) for _ in range(10)))
+            assert set(results) == {services.engine}
+        assert states == [], "no per-tenant read for a tenant without a budget"
+        assert lists == [1, 1, 1], "one shared list of budgeted tenants per refresh window"
+        assert await budgets.engine_for(other.id, services.engine) is services.engine
+        assert states == [other.id], "a tenant with a budget is read"
+    finally:
+        del services.store.budgets.state
+        del services.store.budgets.budgeted
+    assert REGISTRY.get_sample_value("botloom_tenant_month_spend_usd", {"tenant": demo.tenant.id}) == 9.0
+
+
 def test_a_calls_cost_is_exact_and_unpriced_models_cost_nothing_known(priced_settings: Settings) -> None:
     table = priced_settings.model_price_table
     call = UsageEvent(tenant_id="t", kind="chat", model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=200)

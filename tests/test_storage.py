@@ -1206,6 +1206,7 @@ NOT_TENANT_SCOPED: dict[tuple[str, str], str] = {
     ("HandoverRepository", "resume_pending"): "the desk's sweep over every tenant: closed handovers to resume",
     ("EventRepository", "prune"): "the retention job over every tenant: deletes events older than N days",
     ("AuditRepository", "prune"): "the retention job over every tenant: deletes audit rows older than N days",
+    ("BudgetRepository", "budgeted"): "cost control's refresh over every tenant: answers tenant ids",
     ("WebhookRepository", "next_pending"): WEBHOOK_JOB,
     ("WebhookRepository", "delivered"): WEBHOOK_JOB,
     ("WebhookRepository", "failed"): WEBHOOK_JOB,

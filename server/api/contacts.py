@@ -3,9 +3,9 @@
 A contact is one end user of the tenant on one channel, named by ``channel`` and
 ``address`` (see ``docs/data-rights.md``). The operator's token or the tenant's own
 key; another tenant's key gets 404, as on every tenant route. Each export and erasure
-is recorded as an event of the tenant (``contact.exported``, ``contact.erased``:
-``GET /api/v1/events``). ``GET /api/v1/audit`` (DESIGN.md) will list those events: it
-belongs beside this module, reading ``botloom.runtime.erasure.AUDIT_KINDS``.
+is recorded in the audit log (``GET /api/v1/audit``, docs/audit.md; an erasure's row in
+its transaction) and reported as an event of the tenant (``contact.exported``,
+``contact.erased``: ``GET /api/v1/events``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ AddressQuery = Annotated[
     str,
     QueryParameter(
         description="The end user's address on the channel: the sender (`+15550100`, `whatsapp:+15550100`, "
-        "an e-mail address, a REST or web chat `user`), or a REST or web chat conversation's id",
+        "an e-mail address, a REST or web chat `user`), or a REST or web chat conversation's id. Written as the "
+        "channel stores it or not: an e-mail address in any case, a number with spaces or dashes. The anonymous "
+        "senders (`rest-user`, `web-user`, `langgraph-user`) name no one: use the conversation's id",
         min_length=1,
         max_length=MAX_ADDRESS,
         pattern=ONE_LINE,

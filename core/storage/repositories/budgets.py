@@ -83,6 +83,11 @@ class BudgetRepository(Repository):
         )
         return row is not None
 
+    async def budgeted(self) -> frozenset[str]:
+        """The ids of every tenant that has a budget (each process reads it once per refresh, for every tenant)."""
+        rows = await self._all("SELECT tenant_id FROM tenant_budgets", ())
+        return frozenset(str(row["tenant_id"]) for row in rows)
+
     async def state(self, tenant_id: str, month: dt.date) -> BudgetState:
         """The tenant's budget and ``month``'s spend so far, in one statement (the turn path's periodic read)."""
         row = await self._one(
