@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -146,7 +147,7 @@ class Budgets:
         self.clock = clock
         self.today = today
         self._tenants: dict[str, _Tenant] = {}
-        self._reading: dict[str, asyncio.Future[_Tenant]] = {}
+        self._reading: dict[str, asyncio.Task[_Tenant]] = {}
         self._budgeted: frozenset[str] | None = None
         """The tenants that have a budget, as last read (``None``: to read)."""
         self._budgeted_at = 0.0
@@ -218,22 +219,22 @@ class Budgets:
         if known is not None and known.state.month == month and self.clock() - known.read_at < self.refresh:
             return known
         reading = self._reading.get(tenant_id)
-        if reading is None:
-            reading = asyncio.get_running_loop().create_future()
+        if reading is None:  # one read a tenant at a time, its own task: a cancelled caller does not cancel it
+            reading = asyncio.create_task(self._read(tenant_id, month))
             self._reading[tenant_id] = reading
-            try:
-                state = await self.store.budgets.state(tenant_id, month)
-                known = self._remember(tenant_id, state)
-                reading.set_result(known)
-            except BaseException as exc:
-                reading.set_exception(exc)
-                reading.exception()  # retrieved: the waiters (if any) raise it themselves
-                raise
-            finally:
-                self._reading.pop(tenant_id, None)
-            await self._check(known)
-            return known
+            reading.add_done_callback(functools.partial(self._read_done, tenant_id))
         return await asyncio.shield(reading)
+
+    async def _read(self, tenant_id: str, month: dt.date) -> _Tenant:
+        known = self._remember(tenant_id, await self.store.budgets.state(tenant_id, month))
+        await self._check(known)
+        return known
+
+    def _read_done(self, tenant_id: str, task: asyncio.Task[_Tenant]) -> None:
+        if self._reading.get(tenant_id) is task:
+            del self._reading[tenant_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter raises it itself
 
     def forget(self, tenant_id: str) -> None:
         """Drop what this process knows of the tenant (its budget changed here): the next turn reads it again."""
@@ -294,7 +295,7 @@ class Budgets:
         budget = state.budget
         assert budget is not None
         tenant_id = budget.tenant_id
-        if self.events is None or not await self.store.budgets.claim_alert(tenant_id, state.month, kind, threshold):
+        if self.events is None:
             return
         data = {
             "month": state.month.strftime("%Y-%m"),
@@ -305,13 +306,13 @@ class Budgets:
         }
         if kind == "alert":
             data["fraction"] = fraction
-        try:
-            stored = await self.events.emit(tenant_id, f"budget.{kind}", data=data)
-        except BaseException:
-            await self.store.budgets.release_alert(tenant_id, state.month, kind, threshold)
-            raise
+        async with self.store.db.transaction():  # the claim and its event commit together or not at all
+            if not await self.store.budgets.claim_alert(tenant_id, state.month, kind, threshold):
+                return
+            stored = await self.events.store_event(tenant_id, f"budget.{kind}", data=data)
         if stored is None:  # the tenant is gone
             return
+        await self.events.announce(stored)
         logger.info("tenant %s: budget.%s at %s USD (%s USD spent)", tenant_id, kind, threshold, state.spent_usd)
 
 

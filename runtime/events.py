@@ -79,6 +79,14 @@ class WebhookPolicy:
         return float(min(self.first_retry * 2 ** (attempts - 1), self.max_retry))
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event just stored, with the webhook endpoints that subscribe to it (:meth:`Events.announce`)."""
+
+    event: Event
+    endpoints: tuple[str, ...]
+
+
 class Events:
     """Emits events (stored, published live, sent to webhooks) and delivers webhooks."""
 
@@ -112,6 +120,26 @@ class Events:
         exist. The event is stored before this returns; webhook delivery and live
         publishing happen after, and their failures never raise here.
         """
+        stored = await self.store_event(tenant_id, kind, conversation_id=conversation_id, data=data)
+        if stored is None:
+            return None
+        await self.announce(stored)
+        return stored.event
+
+    async def store_event(
+        self,
+        tenant_id: str,
+        kind: str,
+        *,
+        conversation_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> StoredEvent | None:
+        """Store the event only (``None``: no such tenant or conversation); :meth:`announce` it once committed.
+
+        For a caller that stores the event in its own transaction
+        (``services.store.db.transaction()``) with the change it reports: the live
+        notice of the PostgreSQL bus goes out at commit; announce after the block.
+        """
         import re
 
         if not re.match(KIND_PATTERN, kind):
@@ -125,14 +153,18 @@ class Events:
             logger.warning("event %s not stored: no such tenant or conversation", kind)
             return None
         event, endpoints = stored
+        return StoredEvent(event, tuple(endpoints))
+
+    async def announce(self, stored: StoredEvent) -> None:
+        """Publish a stored event live (Redis) and queue its webhooks; failures are logged, never raised."""
+        event = stored.event
         if self.redis is not None:
             try:
                 await self.redis.publish(live_channel(event.tenant_id), live_notice(event))
             except Exception:  # live updates are best effort; the event is stored
                 logger.warning("live publish of event %s failed", event.id, exc_info=True)
-        for endpoint_id in endpoints:
+        for endpoint_id in stored.endpoints:
             await self._schedule(endpoint_id, _stream(event), key=event.id)
-        return event
 
     async def _schedule(self, endpoint_id: str, stream: str, *, key: str, delay: float = 0.0) -> None:
         try:

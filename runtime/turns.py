@@ -316,9 +316,12 @@ class Turns:
                 with contextlib.suppress(Exception):  # an aborted transaction, or a connection already gone
                     await held.conn.rollback()
                 await self.prepared.forget(held.conn)
-                # a statement this connection had prepared is gone (the server dropped it: nothing ran): once more
-                if attempt == 1 and isinstance(exc, psycopg.errors.InvalidSqlStatementName):
-                    logger.warning("the turn's end on a connection that lost its prepared statements: sent again")
+                # the server and this record disagree on what the connection prepared (a statement dropped
+                # behind our back, or one we thought gone still there): nothing ran, all is dropped: once more
+                if attempt == 1 and isinstance(
+                    exc, psycopg.errors.InvalidSqlStatementName | psycopg.errors.DuplicatePreparedStatement
+                ):
+                    logger.warning("the turn's end on a connection whose prepared statements differ: sent again")
                     continue
                 raise
         replies, after, pending = stored_turn(rows[0][0] if rows[0] else None, conversation.id)

@@ -203,7 +203,8 @@ def _postgres_account() -> _Account | None:
             ["useradd", "--system", "--no-create-home", _PG_SYSTEM_USER], check=False, capture_output=True
         )
         if made.returncode not in (0, _USERADD_EXISTS):  # 9: another test process made it first
-            raise ServiceStartError(f"useradd {_PG_SYSTEM_USER} failed: {made.stderr.decode(errors='replace')}")
+            detail = made.stderr.decode(errors="replace")
+            raise ServiceStartError(f"useradd {_PG_SYSTEM_USER} failed: {detail}") from None
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
     return _Account(entry.pw_uid, entry.pw_gid)
 

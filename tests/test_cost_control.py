@@ -215,6 +215,72 @@ async def test_each_alert_is_emitted_once_across_processes(
         assert await budgets.engine_for(demo.tenant.id, services.engine) is offline
 
 
+async def test_an_alert_whose_event_fails_to_store_is_not_claimed_and_comes_later(
+    priced: tuple[Services, DemoInfo], priced_settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """The claim and its event commit together: a failed event leaves no claim, so the alert is not lost."""
+    services, demo = priced
+    await set_budget(client, "acme", monthly_usd=10, alert_at=[0.25], on_exhausted="offline")
+    budgets = Budgets(services.store, priced_settings, events=services.events)
+    event = UsageEvent(
+        tenant_id=demo.tenant.id, bot_id=demo.bot.id, kind="chat", model="house-model", prompt_tokens=3000
+    )
+    append = services.store.events.append
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("events table unavailable")
+
+    services.store.events.append = broken  # type: ignore[method-assign]
+    try:
+        await budgets.record(event)  # $3: the 25 % alert ($2.50) is crossed, its event fails
+    finally:
+        del services.store.events.append
+    assert services.store.events.append == append
+    assert await events_of(services, demo.tenant.id) == []
+    async with services.store.db.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM budget_alerts WHERE tenant_id = %s", (demo.tenant.id,))
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == 0, "the claim was rolled back with its event"
+    budgets.forget(demo.tenant.id)
+    await budgets.known(demo.tenant.id)  # the next read of the spend checks the thresholds again
+    kinds = [(kind, data["threshold_usd"]) for kind, data in await events_of(services, demo.tenant.id)]
+    assert kinds == [("budget.alert", 2.5)]
+
+
+async def test_a_cancelled_turn_does_not_cancel_the_budget_read_other_turns_share(
+    priced: tuple[Services, DemoInfo], priced_settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """Concurrent turns share one read of the tenant's budget; the first one's cancellation leaves the rest theirs."""
+    services, demo = priced
+    await set_budget(client, "acme", monthly_usd=10)
+    budgets = Budgets(services.store, priced_settings, events=services.events)
+    state = services.store.budgets.state
+    started, release = asyncio.Event(), asyncio.Event()
+    reads: list[str] = []
+
+    async def slow_state(tenant_id: str, month: dt.date) -> Any:
+        reads.append(tenant_id)
+        started.set()
+        await release.wait()
+        return await state(tenant_id, month)
+
+    services.store.budgets.state = slow_state  # type: ignore[method-assign]
+    try:
+        first = asyncio.create_task(budgets.known(demo.tenant.id))
+        await started.wait()
+        second = asyncio.create_task(budgets.known(demo.tenant.id))
+        await asyncio.sleep(0)  # let the second caller join the read under way
+        first.cancel()
+        release.set()
+        known = await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        del services.store.budgets.state
+    assert known.state.budget is not None and known.state.budget.monthly_usd == Decimal(10)
+    assert reads == [demo.tenant.id], "one read, shared"
+
+
 async def test_a_process_learns_of_other_processes_spend_within_its_refresh(
     priced: tuple[Services, DemoInfo], priced_settings: Settings, client: httpx.AsyncClient
 ) -> None:
@@ -406,6 +472,8 @@ async def test_budget_and_usage_refuse_malformed_oversized_unauthenticated_and_c
         {"from": "2025-01-01", "to": "2026-01-02"},
         {"group_by": "week"},
         {"to": "9" * 300},
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "9999-12-01", "to": "9999-12-31"},
     ]:
         r = await client.get("/api/v1/tenants/acme/usage", params=params)
         assert r.status_code == 400, f"{params}: {r.status_code} {r.text}"

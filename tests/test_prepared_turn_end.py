@@ -70,6 +70,26 @@ async def test_a_connection_that_lost_its_prepared_statements_still_ends_the_tur
     assert any("PREPARE" in s for s in sent[1:]), "prepared again"
 
 
+async def test_a_connection_still_holding_statements_its_record_lost_still_ends_the_turn(
+    services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record forgot a statement the server still has: the ``PREPARE`` fails, the end is sent again."""
+    sent = _record_strings(monkeypatch)
+    chat = Chat(services, demo.bot)
+    await chat.say("hello")
+    forgotten = 0
+    for conn in list(PREPARED._known):
+        if not conn.closed and PREPARED.known(conn):
+            forgotten += len(PREPARED.known(conn))
+            PREPARED._known[conn].clear()  # the server keeps them
+    assert forgotten
+    reply = await chat.say("where is my order?")
+    assert reply.intent == "order_status" and reply.replies
+    third = await chat.say("it's 1234")
+    assert "1234" in third.replies[0].text
+    assert sum("PREPARE" in s for s in sent[1:]) >= 2, "the failed string's PREPARE, then prepared afresh"
+
+
 async def test_a_failed_turn_end_drops_what_the_connection_prepared(database_url: str) -> None:
     statements = PreparedStatements()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:

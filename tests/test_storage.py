@@ -840,13 +840,6 @@ PROBES: list[Probe] = [
         lambda s, a, b: s.budgets.claim_alert(a.tenant.id, this_month(), "alert", Decimal(1000)),
         "own",
     ),
-    Probe(
-        "budgets",
-        "release_alert",
-        lambda s, a, b: s.budgets.release_alert(a.tenant.id, this_month(), "alert", Decimal(1000)),
-        "nothing",
-        "B's threshold",
-    ),
     Probe("deliveries", "next_due", lambda s, a, b: s.deliveries.next_due(a.tenant.id, b.conversation.id), "nothing"),
     Probe("deliveries", "start", lambda s, a, b: s.deliveries.start(a.tenant.id, b.sending.id), "nothing"),
     Probe(

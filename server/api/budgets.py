@@ -278,6 +278,8 @@ class BudgetController(ApiController):
         now = dt.datetime.now(dt.UTC)
         start = since or month_of(now)
         end = until or now.date()
+        if end >= dt.date.max:  # the range's exclusive end, the day after, would not be a date
+            raise _bad_query("to", f"must be before {dt.date.max.isoformat()}")
         if start > end:
             raise _bad_query("from", "must not be after to")
         if (end - start).days + 1 > MAX_DAYS:

@@ -111,14 +111,5 @@ class BudgetRepository(Repository):
         )
         return row is not None
 
-    async def release_alert(self, tenant_id: str, month: dt.date, kind: AlertKind, threshold_usd: Decimal) -> bool:
-        """Give a claimed alert back (its event could not be stored), so the next crossing check claims it again."""
-        row = await self._one(
-            "DELETE FROM budget_alerts WHERE tenant_id = %(tenant)s AND month = %(month)s AND kind = %(kind)s "
-            "AND threshold_usd = %(usd)s RETURNING tenant_id",
-            {"tenant": as_uuid(tenant_id), "month": month, "kind": kind, "usd": threshold_usd},
-        )
-        return row is not None
-
 
 __all__ = ["AlertKind", "Budget", "BudgetRepository", "BudgetState", "OnExhausted", "month_of"]
