@@ -84,6 +84,7 @@ SEMANTIC_400 = {
     "POST /api/v1/handovers/{handover_id}/messages": "the Idempotency-Key header and client_message_id, when both "
     "are given, must be the same key (docs/desk.md)",
     "POST /api/v1/forks/{fork_id}/continue": "state must name fields of the bot's graph's state with their types",
+    "GET /api/v1/audit": "cursor must be a next_cursor the route answered, and from must be before to",
     "PUT /api/v1/tenants/{tenant}/budget": "alert_at must be ascending, each fraction once (docs/cost-control.md)",
     "GET /api/v1/tenants/{tenant}/usage": "from must not be after to, and the range is at most 366 days",
     **dict.fromkeys(
