@@ -290,13 +290,13 @@ def postmaster_pid(database_url: str) -> int | None:
     """The PostgreSQL server's main process, when it runs on this machine (the parent of a backend)."""
     import psycopg
 
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(database_url) as conn:  # read while the backend lives: once closed, it exits
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    try:
-        return int(_proc_stat(int(row[0]))[1])
-    except OSError:
-        return None
+        assert row is not None
+        try:
+            return int(_proc_stat(int(row[0]))[1])
+        except OSError:
+            return None
 
 
 @contextlib.contextmanager
