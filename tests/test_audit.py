@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -206,6 +207,204 @@ async def test_agents_are_recorded_without_their_email_or_token(client: httpx.As
     assert "ann@acme.test" not in text and agent.token not in text and "correct horse" not in text
     # an agent's token reads no audit log
     assert (await client.get(AUDIT, headers=agent.headers)).status_code == 403
+
+
+async def owner_of(client: httpx.AsyncClient, slug: str) -> tuple[str, dict[str, str], str]:
+    """A new tenant: its id, its first key's header and that key's id (as audit rows name it)."""
+    r = await client.post("/api/v1/tenants", json={"slug": slug, "name": slug.title()})
+    assert r.status_code == 201, r.text
+    return r.json()["tenant"]["id"], bearer(r.json()["api_key"]["key"]), r.json()["api_key"]["id"]
+
+
+async def test_an_agents_changes_and_removal_are_recorded_never_its_password(client: httpx.AsyncClient) -> None:
+    world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
+    tenant, owner = world.refs["tenant"], bearer(world.key_b)
+    key_id = (await client.get("/api/v1/tenants/beta/keys", headers=owner)).json()[0]["id"]
+    agent = await make_agent(client, "beta", world.key_b, "bo@beta.test", capacity=5)
+    path = f"/api/v1/tenants/beta/agents/{agent.id}"
+    # capacity given unchanged: not named; the password always named when given, its value never
+    change = {"name": "Bo Renamed", "password": "new secret horse", "capacity": 5, "teams": ["vip"]}
+    r = await client.patch(path, json=change, headers=owner)
+    assert r.status_code == 200, r.text
+    [updated] = await entries(client, "agent.updated")
+    assert updated["principal"] == {"kind": "api_key", "id": key_id} and updated["tenant_id"] == tenant
+    assert updated["target"] == {"kind": "agent", "id": agent.id}
+    assert updated["details"] == {"fields": ["name", "teams", "password"]}
+    # changes that fail record nothing
+    assert (await client.patch(path, json={"capacity": 0}, headers=owner)).status_code == 400
+    r = await client.patch(f"/api/v1/tenants/beta/agents/{uuid.uuid4()}", json={"name": "X"}, headers=owner)
+    assert r.status_code == 404
+    r = await client.patch(f"/api/v1/tenants/alpha/agents/{agent.id}", json={"name": "X"})  # another tenant's agent
+    assert r.status_code == 404
+    assert len(await entries(client, "agent.updated")) == 1
+    # its deletion puts the handover assigned to it back in the queue, in the row's transaction
+    await agent.available()
+    [handover] = await agent.queue()
+    assert handover["status"] == "assigned" and handover["agent_id"] == agent.id
+    assert (await client.delete(path)).status_code == 204
+    [deleted] = await entries(client, "agent.deleted")
+    assert deleted["principal"] == {"kind": "operator", "id": None} and deleted["tenant_id"] == tenant
+    assert deleted["target"] == {"kind": "agent", "id": agent.id}
+    assert deleted["details"] == {"handovers_requeued": 1}
+    assert (await client.delete(path)).status_code == 404
+    assert len(await entries(client, "agent.deleted")) == 1
+    text = (await client.get(AUDIT, params={"limit": 200})).text
+    assert "new secret horse" not in text and "correct horse" not in text and "Bo Renamed" not in text
+
+
+async def test_an_agents_deletion_whose_audit_row_fails_changes_nothing(
+    client: httpx.AsyncClient, services: Services, database_url: str
+) -> None:
+    world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
+    agent = await make_agent(client, "beta", world.key_b, "bo@beta.test")
+    await agent.available()
+    [handover] = await agent.queue()
+    assert handover["status"] == "assigned"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("ALTER TABLE audit_log ADD CONSTRAINT no_removals CHECK (action <> 'agent.deleted')")
+    assert (await client.delete(f"/api/v1/tenants/beta/agents/{agent.id}")).status_code == 500
+    # the agent is still there, its handover still assigned to it (the requeue rolled back with it)
+    assert await services.store.agents.get(world.refs["tenant"], agent.id) is not None
+    [still] = await agent.queue()
+    assert (still["status"], still["agent_id"]) == ("assigned", agent.id)
+
+
+async def test_a_teams_business_hours_are_recorded(client: httpx.AsyncClient) -> None:
+    tenant, owner, key_id = await owner_of(client, "acme")
+    path = "/api/v1/tenants/acme/teams/vip"
+    r = await client.put(path, json={"timezone": "Europe/Berlin", "hours": {"mon": [["09:00", "17:00"]]}})
+    assert r.status_code == 200, r.text
+    week = {"mon": [["09:00", "17:00"]], "tue": [["10:00", "12:00"]]}
+    r = await client.put(path, json={"timezone": "Europe/Berlin", "hours": week}, headers=owner)
+    assert r.status_code == 200, r.text
+    replaced, created = await entries(client, "team.updated")  # newest first
+    assert created["principal"] == {"kind": "operator", "id": None} and created["tenant_id"] == tenant
+    assert created["target"] == {"kind": "team", "id": "vip"}
+    assert created["details"] == {"fields": ["timezone", "hours.mon"], "created": True}
+    assert replaced["principal"] == {"kind": "api_key", "id": key_id}
+    assert replaced["details"] == {"fields": ["hours.tue"]}
+    # changes that fail record nothing
+    assert (await client.put(path, json={"timezone": "Mars/Olympus"}, headers=owner)).status_code == 400
+    bad = {"hours": {"mon": [["17:00", "09:00"]]}}
+    assert (await client.put(path, json=bad, headers=owner)).status_code == 400
+    assert (await client.delete("/api/v1/tenants/acme/teams/nobody", headers=owner)).status_code == 404
+    assert len(await entries(client, "team.*")) == 2
+    assert (await client.delete(path, headers=owner)).status_code == 204
+    [deleted] = await entries(client, "team.deleted")
+    assert deleted["target"] == {"kind": "team", "id": "vip"} and deleted["tenant_id"] == tenant
+    assert deleted["principal"] == {"kind": "api_key", "id": key_id} and deleted["details"] == {}
+    assert (await client.delete(path, headers=owner)).status_code == 404
+    assert len(await entries(client, "team.deleted")) == 1
+
+
+async def test_canned_responses_are_recorded_by_who_wrote_them_never_their_text(client: httpx.AsyncClient) -> None:
+    tenant, owner, key_id = await owner_of(client, "acme")
+    agent = await make_agent(client, "acme", owner["Authorization"].removeprefix("Bearer "), "ann@acme.test")
+    body = {"team": "vip", "shortcut": "/refund", "text": "Your refund of 42 EUR is on its way"}
+    r = await agent.call("POST", "/api/v1/canned", body)
+    assert r.status_code == 201, r.text
+    made = r.json()["id"]
+    [created] = await entries(client, "canned_response.created")
+    assert created["principal"] == {"kind": "agent", "id": agent.id} and created["tenant_id"] == tenant
+    assert created["target"] == {"kind": "canned_response", "id": made}
+    assert created["details"] == {"team": "vip", "shortcut": "/refund"}
+    # a conflict (the team has the shortcut) and a bad body record nothing
+    assert (await agent.call("POST", "/api/v1/canned", body)).status_code == 409
+    assert (await agent.call("POST", "/api/v1/canned", {**body, "shortcut": "two words"})).status_code == 400
+    assert len(await entries(client, "canned_response.created")) == 1
+    r = await client.patch(f"/api/v1/canned/{made}", json={"text": "Refunds take 5 days"}, headers=owner)
+    assert r.status_code == 200, r.text
+    [updated] = await entries(client, "canned_response.updated")
+    assert updated["principal"] == {"kind": "api_key", "id": key_id}
+    assert updated["target"] == {"kind": "canned_response", "id": made}
+    assert updated["details"] == {"fields": ["text"]}
+    r = await client.patch(f"/api/v1/canned/{uuid.uuid4()}", json={"text": "x"}, headers=owner)
+    assert r.status_code == 404
+    r = await agent.call("POST", "/api/v1/canned", {**body, "shortcut": "/other"})
+    assert r.status_code == 201, r.text
+    r = await client.patch(f"/api/v1/canned/{made}", json={"shortcut": "/other"}, headers=owner)
+    assert r.status_code == 409
+    assert len(await entries(client, "canned_response.updated")) == 1
+    # the operator acts on the tenant it names
+    assert (await client.delete(f"/api/v1/canned/{made}", params={"tenant": "acme"})).status_code == 204
+    [deleted] = await entries(client, "canned_response.deleted")
+    assert deleted["principal"] == {"kind": "operator", "id": None} and deleted["tenant_id"] == tenant
+    assert deleted["target"] == {"kind": "canned_response", "id": made} and deleted["details"] == {}
+    assert (await client.delete(f"/api/v1/canned/{made}", params={"tenant": "acme"})).status_code == 404
+    assert len(await entries(client, "canned_response.deleted")) == 1
+    text = (await client.get(AUDIT, params={"limit": 200})).text
+    assert "refund of 42" not in text and "5 days" not in text
+
+
+async def test_taught_examples_are_recorded_never_their_text(client: httpx.AsyncClient) -> None:
+    tenant, owner, key_id = await owner_of(client, "acme")
+    bot = await make_bot(client, "acme", "helper")
+    r = await client.put("/api/v1/bots/acme/helper/plugins/smalltalk", json={"enabled": True}, headers=owner)
+    assert r.status_code == 200, r.text
+    path = "/api/v1/bots/acme/helper/intents/greeting/examples"
+    r = await client.post(path, json={"text": "ahoy matey"}, headers=owner)
+    assert r.status_code == 201, r.text
+    example = r.json()["id"]
+    # the same text again is the same example: nothing changed, nothing recorded
+    assert (await client.post(path, json={"text": " ahoy   matey "}, headers=owner)).json()["id"] == example
+    [created] = await entries(client, "intent_example.created")
+    assert created["principal"] == {"kind": "api_key", "id": key_id} and created["tenant_id"] == tenant
+    assert created["target"] == {"kind": "intent_example", "id": example}
+    assert created["details"] == {"bot_id": bot["id"], "intent": "greeting"}
+    # changes that fail record nothing
+    assert (await client.post(path, json={"text": " \t "}, headers=owner)).status_code == 400
+    r = await client.post("/api/v1/bots/acme/helper/intents/no_such_intent/examples", json={"text": "hi"})
+    assert r.status_code == 404
+    assert len(await entries(client, "intent_example.created")) == 1
+    assert (await client.delete(f"{path}/{example}")).status_code == 204
+    [deleted] = await entries(client, "intent_example.deleted")
+    assert deleted["principal"] == {"kind": "operator", "id": None} and deleted["tenant_id"] == tenant
+    assert deleted["target"] == {"kind": "intent_example", "id": example}
+    assert deleted["details"] == {"bot_id": bot["id"], "intent": "greeting"}
+    assert (await client.delete(f"{path}/{example}")).status_code == 404
+    assert len(await entries(client, "intent_example.deleted")) == 1
+    assert "ahoy" not in (await client.get(AUDIT, params={"limit": 200})).text
+
+
+async def test_webhooks_are_recorded_by_host_never_the_secret_path_or_query(client: httpx.AsyncClient) -> None:
+    tenant, owner, key_id = await owner_of(client, "acme")
+    _, other, _ = await owner_of(client, "globex")
+    url = "http://127.0.0.1:9/hooks/p4th-t0ken?token=qu3ry-t0ken"
+    r = await client.post(
+        "/api/v1/tenants/acme/webhooks", json={"url": url, "kinds": ["handover.waiting"]}, headers=owner
+    )
+    assert r.status_code == 201, r.text
+    endpoint, secret = r.json()["id"], r.json()["secret"]
+    r = await client.post("/api/v1/tenants/globex/webhooks", json={"url": "http://localhost:9/hook"}, headers=other)
+    assert r.status_code == 201, r.text
+    [created] = await entries(client, "webhook.created", tenant="acme")
+    assert created["principal"] == {"kind": "api_key", "id": key_id} and created["tenant_id"] == tenant
+    assert created["target"] == {"kind": "webhook", "id": endpoint}
+    assert created["details"] == {"host": "127.0.0.1", "kinds": ["handover.waiting"]}
+    # a refused URL records nothing
+    r = await client.post("/api/v1/tenants/acme/webhooks", json={"url": "http://10.0.0.7/hook"}, headers=owner)
+    assert r.status_code == 400
+    assert len(await entries(client, "webhook.created", tenant="acme")) == 1
+    # a tenant's key sees its own rows only
+    r = await client.get(AUDIT, params={"action": "webhook.*"}, headers=other)
+    assert [row["details"]["host"] for row in r.json()["items"]] == ["localhost"]
+    assert (await client.delete(f"/api/v1/tenants/acme/webhooks/{endpoint}", headers=other)).status_code == 404
+    assert (await client.delete(f"/api/v1/tenants/acme/webhooks/{endpoint}", headers=owner)).status_code == 204
+    [deleted] = await entries(client, "webhook.deleted")
+    assert deleted["principal"] == {"kind": "api_key", "id": key_id} and deleted["tenant_id"] == tenant
+    assert deleted["target"] == {"kind": "webhook", "id": endpoint} and deleted["details"] == {"host": "127.0.0.1"}
+    assert (await client.delete(f"/api/v1/tenants/acme/webhooks/{endpoint}", headers=owner)).status_code == 404
+    assert len(await entries(client, "webhook.deleted")) == 1
+    text = (await client.get(AUDIT, params={"limit": 200})).text
+    assert secret not in text and "p4th-t0ken" not in text and "qu3ry-t0ken" not in text and "/hooks" not in text
+
+
+def test_every_action_is_documented() -> None:
+    from pathlib import Path
+
+    table = (Path(__file__).parents[1] / "docs" / "audit.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", table, flags=re.MULTILINE))
+    assert documented == set(audit.ACTIONS)
 
 
 async def test_data_rights_actions_are_recorded_without_the_address(client: httpx.AsyncClient) -> None:

@@ -18,7 +18,7 @@ from litestar.params import JSONBody
 from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
-from botloom.core.storage.repositories import Conflict
+from botloom.core.storage.repositories import Conflict, as_uuid
 from botloom.core.storage.repositories.agents import Agent, Team
 from botloom.runtime.audit import record
 from botloom.runtime.desk import DAYS, effective_presence
@@ -191,6 +191,24 @@ def week(hours: Week) -> dict[str, list[list[str]]]:
     return {day: list(spans) for day in DAYS if isinstance(spans := getattr(hours, day), list)}
 
 
+def changed_fields(before: Agent, after: Agent, changes: dict[str, Any]) -> list[str]:
+    """The names of the agent's fields a change set, for the audit log: never a value.
+
+    ``password`` is named whenever one is given (only its hash is stored, so a new one
+    cannot be told from the old); the others when their value differs.
+    """
+    names = [n for n in ("name", "teams", "skills", "capacity") if getattr(before, n) != getattr(after, n)]
+    return names + (["password"] if "password" in changes else [])
+
+
+def changed_hours(before: Team | None, after: Team) -> dict[str, Any]:
+    """What a team's change set, for the audit log: ``timezone`` and the days (``hours.mon``) that differ."""
+    if before is None:
+        return {"fields": ["timezone", *(f"hours.{d}" for d in DAYS if d in after.hours)], "created": True}
+    names = ["timezone"] if before.timezone != after.timezone else []
+    return {"fields": names + [f"hours.{d}" for d in DAYS if before.hours.get(d) != after.hours.get(d)]}
+
+
 class AgentController(ApiController):
     """A tenant's agents (the tenant's key or the operator; never an agent's token)."""
 
@@ -246,9 +264,19 @@ class AgentController(ApiController):
         """Change an agent's name, password, teams, skills or capacity."""
         found = await visible_tenant(services, principal, tenant)
         changes: dict[str, Any] = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
-        agent = await services.store.agents.update(found.id, agent_id, changes)
-        if agent is None:
-            raise NotFoundException(f"no agent {agent_id!r}")
+        async with services.store.db.transaction():
+            before = await services.store.agents.get(found.id, agent_id)
+            agent = await services.store.agents.update(found.id, agent_id, changes) if before else None
+            if before is None or agent is None:
+                raise NotFoundException(f"no agent {agent_id!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "agent.updated",
+                tenant_id=found.id,
+                target=("agent", agent.id),
+                details={"fields": changed_fields(before, agent, changes)},
+            )
         return AgentOut.of(agent, services.desk.away_after)
 
     @delete("/{agent_id:str}", summary="Delete an agent", raises=READ_ERRORS)
@@ -257,9 +285,18 @@ class AgentController(ApiController):
     ) -> None:
         """Remove an agent: its token stops working; the handovers assigned to it wait for another agent."""
         found = await visible_tenant(services, principal, tenant)
-        await services.store.handovers.unassign(found.id, agent_id)
-        if not await services.store.agents.delete(found.id, agent_id):
-            raise NotFoundException(f"no agent {agent_id!r}")
+        async with services.store.db.transaction():
+            requeued = await services.store.handovers.unassign(found.id, agent_id)
+            if not await services.store.agents.delete(found.id, agent_id):
+                raise NotFoundException(f"no agent {agent_id!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "agent.deleted",
+                tenant_id=found.id,
+                target=("agent", str(as_uuid(agent_id))),
+                details={"handovers_requeued": len(requeued)},
+            )
         await services.desk.assign_waiting(found.id)
 
 
@@ -284,9 +321,19 @@ class TeamController(ApiController):
         _check_hours(data)
         if not team or len(team) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in team):
             raise ValidationException("invalid team name: 1 to 64 characters, no control characters")
-        stored = await services.store.teams.put(found.id, team, timezone=data.timezone, hours=week(data.hours))
-        if stored is None:
-            raise NotFoundException(f"no tenant {tenant!r}")
+        async with services.store.db.transaction():
+            before = await services.store.teams.get(found.id, team)
+            stored = await services.store.teams.put(found.id, team, timezone=data.timezone, hours=week(data.hours))
+            if stored is None:
+                raise NotFoundException(f"no tenant {tenant!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "team.updated",
+                tenant_id=found.id,
+                target=("team", team),
+                details=changed_hours(before, stored),
+            )
         return TeamOut.of(stored)
 
     @delete("/{team:str}", summary="Remove a team's business hours", raises=READ_ERRORS)
@@ -295,8 +342,10 @@ class TeamController(ApiController):
     ) -> None:
         """Remove the team's business hours: its handovers are then answered at any hour."""
         found = await visible_tenant(services, principal, tenant)
-        if not await services.store.teams.delete(found.id, team):
-            raise NotFoundException(f"no team {team!r}")
+        async with services.store.db.transaction():
+            if not await services.store.teams.delete(found.id, team):
+                raise NotFoundException(f"no team {team!r}")
+            await record(services, actor_of(principal), "team.deleted", tenant_id=found.id, target=("team", team))
 
 
 @post(

@@ -23,7 +23,7 @@ from litestar.params import HeaderParameter, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
-from botloom.core.storage.repositories import Conflict
+from botloom.core.storage.repositories import Conflict, as_uuid
 from botloom.core.storage.repositories.agents import CannedResponse, Presence
 from botloom.core.storage.repositories.handovers import (
     CLOSED_STATUSES,
@@ -32,9 +32,11 @@ from botloom.core.storage.repositories.handovers import (
     Transition,
     statuses_of,
 )
+from botloom.runtime.audit import record
 from botloom.runtime.desk import Actor, DeskRefused, effective_presence
 from botloom.runtime.services import Services
 from botloom.server.api.agents import AgentOut
+from botloom.server.api.audit import actor_of as audit_actor
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, ConflictException, IdRef, visible_tenant
 from botloom.server.api.schemas import MULTI_LINE, MessageOut, Request
 from botloom.server.auth import Principal
@@ -528,9 +530,19 @@ class CannedController(ApiController):
         """A new canned response; 409 when the team has the shortcut already."""
         actor = await actor_of(services, principal, tenant)
         try:
-            made = await services.store.canned.create(
-                actor.tenant_id, team=data.team, shortcut=data.shortcut, text=data.text
-            )
+            async with services.store.db.transaction():
+                made = await services.store.canned.create(
+                    actor.tenant_id, team=data.team, shortcut=data.shortcut, text=data.text
+                )
+                # Its team and shortcut, never its text.
+                await record(
+                    services,
+                    audit_actor(principal),
+                    "canned_response.created",
+                    tenant_id=actor.tenant_id,
+                    target=("canned_response", made.id),
+                    details={"team": made.team, "shortcut": made.shortcut},
+                )
         except Conflict as exc:
             raise ConflictException(str(exc)) from None
         return CannedOut.of(made)
@@ -546,17 +558,24 @@ class CannedController(ApiController):
     ) -> CannedOut:
         """Change a canned response's shortcut or text."""
         actor = await actor_of(services, principal, tenant)
+        shortcut = data.shortcut if isinstance(data.shortcut, str) else None
+        text = data.text if isinstance(data.text, str) else None
         try:
-            changed = await services.store.canned.update(
-                actor.tenant_id,
-                response_id,
-                shortcut=data.shortcut if isinstance(data.shortcut, str) else None,
-                text=data.text if isinstance(data.text, str) else None,
-            )
+            async with services.store.db.transaction():
+                changed = await services.store.canned.update(actor.tenant_id, response_id, shortcut=shortcut, text=text)
+                if changed is None:
+                    raise NotFoundException(f"no canned response {response_id!r}")
+                given = [name for name, value in (("shortcut", shortcut), ("text", text)) if value is not None]
+                await record(
+                    services,
+                    audit_actor(principal),
+                    "canned_response.updated",
+                    tenant_id=actor.tenant_id,
+                    target=("canned_response", changed.id),
+                    details={"fields": given},
+                )
         except Conflict as exc:
             raise ConflictException(str(exc)) from None
-        if changed is None:
-            raise NotFoundException(f"no canned response {response_id!r}")
         return CannedOut.of(changed)
 
     @delete("/{response_id:str}", summary="Delete a canned response", raises=DESK_READ_ERRORS)
@@ -565,8 +584,16 @@ class CannedController(ApiController):
     ) -> None:
         """Remove a canned response."""
         actor = await actor_of(services, principal, tenant)
-        if not await services.store.canned.delete(actor.tenant_id, response_id):
-            raise NotFoundException(f"no canned response {response_id!r}")
+        async with services.store.db.transaction():
+            if not await services.store.canned.delete(actor.tenant_id, response_id):
+                raise NotFoundException(f"no canned response {response_id!r}")
+            await record(
+                services,
+                audit_actor(principal),
+                "canned_response.deleted",
+                tenant_id=actor.tenant_id,
+                target=("canned_response", str(as_uuid(response_id))),
+            )
 
 
 class DeskAgentController(ApiController):

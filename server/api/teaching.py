@@ -21,6 +21,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
+from botloom.core.storage.repositories import as_uuid
 from botloom.core.storage.repositories.teaching import (
     MAX_EXAMPLES,
     MAX_SYNONYMS,
@@ -162,12 +163,25 @@ class TeachingController(ApiController):
         text = " ".join(data.text.split())
         if not text:
             raise ValidationException("an example must have visible text")
+        teaching = services.store.teaching
         try:
-            example = await services.store.teaching.add_example(tenant, bot_id, intent, text)
+            async with services.store.db.transaction():
+                known = {e.id for e in await teaching.examples(tenant, bot_id, intent)}
+                example = await teaching.add_example(tenant, bot_id, intent, text)
+                if example is None:
+                    raise NotFoundException("the bot was deleted")
+                if example.id not in known:  # the same text again changes nothing: no row
+                    # The intent, never the text: an example is often an end user's question.
+                    await record(
+                        services,
+                        actor_of(principal),
+                        "intent_example.created",
+                        tenant_id=tenant,
+                        target=("intent_example", example.id),
+                        details={"bot_id": bot_id, "intent": intent},
+                    )
         except TooMany:
             raise ValidationException(f"an intent may have at most {MAX_EXAMPLES} taught examples") from None
-        if example is None:
-            raise NotFoundException("the bot was deleted")
         return _example(example)
 
     @delete("/intents/{intent:str}/examples/{example:str}", summary="Forget a taught example", raises=READ_ERRORS)
@@ -176,8 +190,17 @@ class TeachingController(ApiController):
     ) -> None:
         """Remove a taught example by its id."""
         found = await visible_bot(services, principal, bot)
-        if not await services.store.teaching.delete_example(found.tenant_id, found.id, intent, example):
-            raise NotFoundException(f"no example {example!r} of intent {intent!r}")
+        async with services.store.db.transaction():
+            if not await services.store.teaching.delete_example(found.tenant_id, found.id, intent, example):
+                raise NotFoundException(f"no example {example!r} of intent {intent!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "intent_example.deleted",
+                tenant_id=found.tenant_id,
+                target=("intent_example", str(as_uuid(example))),
+                details={"bot_id": found.id, "intent": intent},
+            )
 
     @get("/fallbacks", summary="Questions the bot could not answer", raises=WRITE_ERRORS)
     async def fallbacks(

@@ -20,7 +20,9 @@ from litestar.types import ControllerRouterHandler
 
 from botloom.core.netguard import EndpointRefused, check_url
 from botloom.core.signing import new_secret
+from botloom.runtime.audit import record
 from botloom.runtime.events import KIND_PATTERN
+from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, IdRef, TenantRef, visible_tenant
 from botloom.server.api.schemas import ONE_LINE, Request, Shown
 from botloom.server.deps import PrincipalDep, ServicesDep
@@ -109,6 +111,11 @@ async def checked_url(url: str) -> str:
     return url.strip()
 
 
+def url_host(url: str) -> str:
+    """An endpoint's host, as the audit log records it: never the path or query, which may carry a token."""
+    return urlsplit(url).hostname or ""
+
+
 class WebhookController(ApiController):
     """A tenant's webhook endpoints."""
 
@@ -134,11 +141,20 @@ class WebhookController(ApiController):
             message = f"a tenant has at most {MAX_ENDPOINTS} webhook endpoints"
             raise ValidationException(message, extra=[{"key": "url", "message": message, "source": "body"}])
         secret = new_secret()
-        endpoint = await services.store.webhooks.create(
-            found.id, url, secret, kinds=sorted(set(data.kinds)), description=data.description
-        )
-        if endpoint is None:
-            raise NotFoundException(f"no tenant {tenant!r}")
+        async with services.store.db.transaction():
+            endpoint = await services.store.webhooks.create(
+                found.id, url, secret, kinds=sorted(set(data.kinds)), description=data.description
+            )
+            if endpoint is None:
+                raise NotFoundException(f"no tenant {tenant!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "webhook.created",
+                tenant_id=found.id,
+                target=("webhook", endpoint.id),
+                details={"host": url_host(endpoint.url), "kinds": list(endpoint.kinds)},
+            )
         out = WebhookOut.of(endpoint)
         return WebhookCreated(**msgspec.structs.asdict(out), secret=secret)
 
@@ -164,8 +180,18 @@ class WebhookController(ApiController):
     ) -> None:
         """Remove an endpoint: nothing more is sent to it (its undelivered events are dropped). 404 when unknown."""
         found = await visible_tenant(services, principal, tenant)
-        if not await services.store.webhooks.delete(found.id, webhook_id):
-            raise NotFoundException(f"no webhook endpoint {webhook_id!r}")
+        async with services.store.db.transaction():
+            endpoint = await services.store.webhooks.get(found.id, webhook_id)
+            if endpoint is None or not await services.store.webhooks.delete(found.id, endpoint.id):
+                raise NotFoundException(f"no webhook endpoint {webhook_id!r}")
+            await record(
+                services,
+                actor_of(principal),
+                "webhook.deleted",
+                tenant_id=found.id,
+                target=("webhook", endpoint.id),
+                details={"host": url_host(endpoint.url)},
+            )
 
 
 class EventController(ApiController):
