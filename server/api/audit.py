@@ -82,7 +82,8 @@ class AuditTargetOut(msgspec.Struct, frozen=True, kw_only=True):
     """What was changed."""
 
     kind: str
-    """``tenant``, ``api_key``, ``bot``, ``plugin``, ``agent``, ``contact``, ``conversation``..."""
+    """``tenant``, ``api_key``, ``bot``, ``plugin``, ``agent``, ``team``, ``canned_response``, ``intent_example``,
+    ``webhook``, ``document``, ``contact``, ``conversation`` (docs/audit.md)."""
     id: str | None
 
 
