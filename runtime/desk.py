@@ -397,13 +397,17 @@ class Desk:
         agent = await self.store.agents.heartbeat(actor.tenant_id, actor.agent.id, status)
         if agent is None:
             raise DeskRefused(404, "no such agent")
-        if status == "away":
-            for handover_id in await self.store.handovers.unassign(actor.tenant_id, agent.id):
-                record = await self.store.handovers.get(actor.tenant_id, handover_id)
-                if record is not None:
-                    await self.emit(record, "handover.waiting", {**handover_data(record), "by": "presence"})
-        await self.assign_waiting(actor.tenant_id)
+        requeued = await self.store.handovers.unassign(actor.tenant_id, agent.id) if status == "away" else []
+        await self.requeued(actor.tenant_id, requeued, by="presence")
         return agent
+
+    async def requeued(self, tenant_id: str, handover_ids: list[str], *, by: str) -> None:
+        """Announce handovers put back in the queue (``handover.waiting``, with ``by``), then assign waiting ones."""
+        for handover_id in handover_ids:
+            record = await self.store.handovers.get(tenant_id, handover_id)
+            if record is not None:
+                await self.emit(record, "handover.waiting", {**handover_data(record), "by": by})
+        await self.assign_waiting(tenant_id)
 
     async def suggest(self, actor: Actor, handover_id: str) -> str:
         """A reply the agent can edit, written by the bot's language model; 409 without one."""

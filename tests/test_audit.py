@@ -269,6 +269,23 @@ async def test_an_agents_deletion_whose_audit_row_fails_changes_nothing(
     assert (still["status"], still["agent_id"]) == ("assigned", agent.id)
 
 
+async def test_an_agents_deletion_announces_its_requeued_handovers(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The handovers assigned to a deleted agent wait again, and the desk hears so (``handover.waiting``)."""
+    world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
+    agent = await make_agent(client, "beta", world.key_b, "bo@beta.test")
+    await agent.available()
+    [handover] = await agent.queue()
+    assert handover["status"] == "assigned"
+    assert (await client.delete(f"/api/v1/tenants/beta/agents/{agent.id}")).status_code == 204
+    events = await services.store.events.after(world.refs["tenant"], 0)
+    waiting = [e for e in events if e.kind == "handover.waiting" and e.data.get("by") == "agent_deleted"]
+    assert [e.data["handover_id"] for e in waiting] == [handover["id"]]
+    [row] = await entries(client, "agent.deleted")
+    assert row["details"] == {"handovers_requeued": 1}
+
+
 async def test_a_teams_business_hours_are_recorded(client: httpx.AsyncClient) -> None:
     tenant, owner, key_id = await owner_of(client, "acme")
     path = "/api/v1/tenants/acme/teams/vip"

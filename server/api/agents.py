@@ -297,7 +297,7 @@ class AgentController(ApiController):
                 target=("agent", str(as_uuid(agent_id))),
                 details={"handovers_requeued": len(requeued)},
             )
-        await services.desk.assign_waiting(found.id)
+        await services.desk.requeued(found.id, requeued, by="agent_deleted")
 
 
 class TeamController(ApiController):
