@@ -360,6 +360,11 @@ SYNONYMS: dict[str, str] = {
     "novices": "beginners",
     "first timer": "beginner",
     "first timers": "beginners",
+    # round 6 (session 8): opening times, servicing and reservations in other words
+    "shut": "close",
+    "tune up": "service",
+    "tuneup": "service",
+    "hold": "reserve",
 }
 """Curated English synonyms: a phrase or word (lower case) → the canonical words it means."""
 

@@ -313,3 +313,19 @@ def test_a_one_letter_part_of_a_compound_is_no_word() -> None:
     assert words("my e-bike and a t-shirt") == ["my", "bike", "ebike", "and", "a", "shirt", "tshirt"]
     assert words("wi-fi") == ["wi", "fi", "wifi"]
     assert "e" not in term_map(default_analyzer().terms("booking a service for my e-bike"))
+
+
+def test_service_words_in_other_words_meet_the_bots_own() -> None:
+    """Round 6: ``shut`` is close, a ``tune-up`` a service, a ``hold`` a reservation (``on hold`` stays a pause)."""
+    analyzer = default_analyzer()
+
+    def shared(message: str, text: str) -> set[str]:
+        return set(term_map(analyzer.terms(message))) & set(term_map(analyzer.terms(text, spell=False)))
+
+    assert "close" in shared("what time do you shut today", "It is closed on Sunday.")
+    assert "close" in shared("when does the pool shut", "The pool closes at 9 pm.")
+    assert "servic" in shared("price for a tune-up?", "A basic service costs 59 euros.")
+    assert "servic" in shared("how much is a tune up", "E-bikes are serviced too.")
+    assert "reserv" in shared("can I place a hold on a book", "You can reserve a book that is on loan.")
+    assert "reserv" in shared("how many holds can I have", "Reservations cost 1 euro.")
+    assert analyzer.canonical("put my membership on hold", spell=False) == ["put", "my", "membership", "pause"]
