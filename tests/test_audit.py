@@ -17,7 +17,7 @@ from botloom.core.storage.repositories import Store
 from botloom.runtime import audit, retention
 from botloom.runtime.audit import SYSTEM, Actor, record
 from botloom.runtime.services import Services
-from tests.desk import make_agent
+from tests.desk import DeskAgent, make_agent
 from tests.test_api_resources import api_client, bearer, make_bot, make_tenant
 from tests.worlds import two_tenants
 
@@ -252,14 +252,20 @@ async def test_an_agents_changes_and_removal_are_recorded_never_its_password(cli
     assert "new secret horse" not in text and "correct horse" not in text and "Bo Renamed" not in text
 
 
-async def test_an_agents_deletion_whose_audit_row_fails_changes_nothing(
-    client: httpx.AsyncClient, services: Services, database_url: str
-) -> None:
+async def an_agent_with_a_handover(client: httpx.AsyncClient) -> tuple[Any, DeskAgent, dict[str, Any]]:
+    """Tenant beta's agent, available, with one escalated conversation's handover assigned to it."""
     world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
     agent = await make_agent(client, "beta", world.key_b, "bo@beta.test")
     await agent.available()
     [handover] = await agent.queue()
     assert handover["status"] == "assigned"
+    return world, agent, handover
+
+
+async def test_an_agents_deletion_whose_audit_row_fails_changes_nothing(
+    client: httpx.AsyncClient, services: Services, database_url: str
+) -> None:
+    world, agent, _ = await an_agent_with_a_handover(client)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute("ALTER TABLE audit_log ADD CONSTRAINT no_removals CHECK (action <> 'agent.deleted')")
     assert (await client.delete(f"/api/v1/tenants/beta/agents/{agent.id}")).status_code == 500
@@ -273,11 +279,7 @@ async def test_an_agents_deletion_announces_its_requeued_handovers(
     client: httpx.AsyncClient, services: Services
 ) -> None:
     """The handovers assigned to a deleted agent wait again, and the desk hears so (``handover.waiting``)."""
-    world = await two_tenants(client, plugins=("rest", "smalltalk", "handoff"), text="agent", escalates=True)
-    agent = await make_agent(client, "beta", world.key_b, "bo@beta.test")
-    await agent.available()
-    [handover] = await agent.queue()
-    assert handover["status"] == "assigned"
+    world, agent, handover = await an_agent_with_a_handover(client)
     assert (await client.delete(f"/api/v1/tenants/beta/agents/{agent.id}")).status_code == 204
     events = await services.store.events.after(world.refs["tenant"], 0)
     waiting = [e for e in events if e.kind == "handover.waiting" and e.data.get("by") == "agent_deleted"]

@@ -195,21 +195,26 @@ async def fail_resume(database_url: str, tenant_id: str, handover_id: str, attem
         await db.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database_url: str) -> None:
-    from playwright.sync_api import expect
-
-    make_agent(server, "cy@acme.test", "Cy")
+def escalated(server: Server, email: str, name: str, user: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An agent ``email`` and a conversation of ``user`` handed over: its id, its handover and the tenant."""
+    make_agent(server, email, name)
     r = httpx.post(
         f"{server.url}/api/v1/bots/acme/support/messages",
-        json={"text": "I want to talk to a person", "user": "resume-user"},
+        json={"text": "I want to talk to a person", "user": user},
         headers=ADMIN,
         timeout=30,
     )
     assert r.status_code == 200 and r.json()["escalated"], r.text
-    conversation = r.json()["conversation_id"]
     [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
     tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
+    return r.json()["conversation_id"], handover, tenant
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database_url: str) -> None:
+    from playwright.sync_api import expect
+
+    conversation, handover, tenant = escalated(server, "cy@acme.test", "Cy", "resume-user")
     with psycopg.connect(database_url, autocommit=True) as turn:
         # a turn of the conversation holds its lock (as the runner takes it): the server's desk_sweep, which
         # retries pending resumes each minute, waits for it instead of resuming under the test's eyes
@@ -236,17 +241,7 @@ def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database
 def test_an_agent_takes_back_a_pending_resume_on_the_desk(server: Server, database_url: str) -> None:
     from playwright.sync_api import expect
 
-    make_agent(server, "di@acme.test", "Di")
-    r = httpx.post(
-        f"{server.url}/api/v1/bots/acme/support/messages",
-        json={"text": "I want to talk to a person", "user": "take-back-user"},
-        headers=ADMIN,
-        timeout=30,
-    )
-    assert r.status_code == 200 and r.json()["escalated"], r.text
-    conversation = r.json()["conversation_id"]
-    [handover] = httpx.get(f"{server.url}/api/v1/handovers?tenant=acme", headers=ADMIN, timeout=30).json()
-    tenant = httpx.get(f"{server.url}/api/v1/tenants/acme", headers=ADMIN, timeout=30).json()
+    conversation, handover, tenant = escalated(server, "di@acme.test", "Di", "take-back-user")
     with chromium(server) as new_page:
         desk = new_page()
         # The server's desk_sweep retries pending resumes at the start of each minute (and would succeed):
