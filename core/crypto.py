@@ -9,6 +9,7 @@ stretched into one. Without the setting, a key is generated once and kept in
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import os
@@ -37,8 +38,14 @@ class Cipher:
         return self._fernet.decrypt(token)
 
 
+@functools.lru_cache(maxsize=8)
 def key_from_setting(value: str) -> bytes:
-    """A Fernet key from the ``BOTLOOM_SECRET_KEY`` value: a key as it is, or a stretched passphrase."""
+    """A Fernet key from the ``BOTLOOM_SECRET_KEY`` value: a key as it is, or a stretched passphrase.
+
+    Stretching takes about 0.1 s of CPU (PBKDF2, 200,000 rounds), so each passphrase is
+    stretched once per process: a process that opens its services again (a test, a reload)
+    does not pay it twice. The cache holds only what the process's cipher holds anyway.
+    """
     raw = value.encode()
     try:
         if len(base64.urlsafe_b64decode(raw)) == 32:

@@ -189,8 +189,9 @@ class Registry:
         return self.owners.get((kind, name))
 
 
+@functools.cache
 def running_version() -> str:
-    """The version of the botloom that is running (its installed distribution's metadata)."""
+    """The version of the botloom that is running (its installed distribution's metadata; read once)."""
     try:
         return metadata.version(PROJECT_NAME)
     except metadata.PackageNotFoundError:  # a bare checkout on sys.path, not installed
@@ -305,11 +306,12 @@ class PluginHost:
         allowed = None if allow is None else set(allow) | ESSENTIAL_PLUGINS
         blocked = set(block)
         seen: dict[str, str] = {}
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
+        facts = _DistributionFacts()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=facts.builtins_first):
             if ep.name in blocked or (allowed is not None and ep.name not in allowed):
                 continue
             dist = ep.dist
-            dist_name = dist.metadata["Name"] if dist is not None else None
+            dist_name, dist_version = facts.name_and_version(dist)
             source = "builtin" if dist_name == PROJECT_NAME else f"pip:{dist_name or '?'}"
             if ep.name in seen:
                 if seen[ep.name] != source:
@@ -323,7 +325,7 @@ class PluginHost:
             seen[ep.name] = source
             info = PluginInfo(
                 name=ep.name,
-                version=dist.version if dist is not None else None,
+                version=dist_version,
                 source=source,
                 distribution=dist_name,
                 supports=None if source == "builtin" else supported_versions(dist),
@@ -1054,7 +1056,26 @@ def _warn_at_plugin(warning: warnings.WarningMessage, adapted: _Adapted, callers
     warnings.warn_explicit(warning.message, warning.category, filename, lineno)
 
 
-def _builtins_first(ep: metadata.EntryPoint) -> tuple[bool, str]:
-    """Sort key: botloom's own plugins load (and so keep their names) before others."""
-    dist = ep.dist
-    return (dist is None or dist.metadata["Name"] != PROJECT_NAME, ep.name)
+class _DistributionFacts:
+    """The name and version of each distribution, its metadata parsed once per discovery.
+
+    Every ``dist.metadata`` (and ``dist.version``) reads and parses the distribution's
+    METADATA file again; botloom's own dozen plugins share one distribution.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[metadata.Distribution, str | None, str | None]] = {}
+
+    def name_and_version(self, dist: metadata.Distribution | None) -> tuple[str | None, str | None]:
+        """``(Name, Version)`` of ``dist`` from its metadata, ``(None, None)`` without one."""
+        if dist is None:
+            return None, None
+        known = self._known.get(id(dist))
+        if known is None:
+            meta = dist.metadata
+            known = self._known[id(dist)] = (dist, meta["Name"], meta["Version"])  # dist kept: its id stays its own
+        return known[1], known[2]
+
+    def builtins_first(self, ep: metadata.EntryPoint) -> tuple[bool, str]:
+        """Sort key: botloom's own plugins load (and so keep their names) before others."""
+        return (self.name_and_version(ep.dist)[0] != PROJECT_NAME, ep.name)
