@@ -15,9 +15,15 @@ from tests.servers import free_port
 
 
 class Server:
-    """``botloom serve --demo`` in a child process, restartable on the same port and database."""
+    """``botloom serve --demo`` in a child process, restartable on the same port and database.
 
-    def __init__(self, database_url: str, data_dir: Path, *, demo: bool = True, **env: str) -> None:
+    ``workers=False`` runs it with ``--no-workers``: no job workers, so no cron job (the desk's
+    sweep, the recovery sweep) acts on the test's rows behind its back.
+    """
+
+    def __init__(
+        self, database_url: str, data_dir: Path, *, demo: bool = True, workers: bool = True, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -30,6 +36,7 @@ class Server:
             **env,
         }
         self.demo = demo
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / f"serve-{self.port}.log"
 
@@ -58,6 +65,7 @@ class Server:
                     "--port",
                     str(self.port),
                     *(["--demo"] if self.demo else []),
+                    *([] if self.workers else ["--no-workers"]),
                 ],
                 env=self.env,
                 stdout=log,

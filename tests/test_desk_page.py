@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,13 @@ ADMIN = {"Authorization": "Bearer admin"}
 @pytest.fixture
 def server(database_url: str, data_dir: Path) -> Iterator[Server]:
     with Server(database_url, data_dir) as running:
+        yield running
+
+
+@pytest.fixture
+def server_without_workers(database_url: str, data_dir: Path) -> Iterator[Server]:
+    """``botloom serve --demo --no-workers``: no desk sweep runs, so a pending resume stays pending."""
+    with Server(database_url, data_dir, workers=False) as running:
         yield running
 
 
@@ -238,17 +244,16 @@ def test_the_desk_shows_a_pending_resume_and_retries_it(server: Server, database
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_an_agent_takes_back_a_pending_resume_on_the_desk(server: Server, database_url: str) -> None:
+def test_an_agent_takes_back_a_pending_resume_on_the_desk(server_without_workers: Server, database_url: str) -> None:
     from playwright.sync_api import expect
 
+    # The desk_sweep (a cron job of the workers, each minute) would retry the pending resume, and succeed:
+    # this server runs no workers, so the resume stays pending until the agent takes it back.
+    server = server_without_workers
     conversation, handover, tenant = escalated(server, "di@acme.test", "Di", "take-back-user")
+    asyncio.run(fail_resume(database_url, tenant["id"], handover["id"], 1))
     with chromium(server) as new_page:
         desk = new_page()
-        # The server's desk_sweep retries pending resumes at the start of each minute (and would succeed):
-        # the resume fails just after one, leaving the rest of the minute to take it back.
-        wait_for_second(range(3, 15))
-        with ThreadPoolExecutor(1) as thread:  # Playwright's loop runs in this thread
-            thread.submit(asyncio.run, fail_resume(database_url, tenant["id"], handover["id"], 1)).result()
         sign_in(desk, server, "di@acme.test")
         pending = desk.locator("#resumes li")
         expect(pending).to_have_count(1, timeout=WAIT)
@@ -263,12 +268,3 @@ def test_an_agent_takes_back_a_pending_resume_on_the_desk(server: Server, databa
     assert taken["agent_id"] is not None
     conversation_now = httpx.get(f"{server.url}/api/v1/conversations/{conversation}", headers=ADMIN, timeout=30)
     assert conversation_now.json()["status"] == "escalated", "a person still has it: the bot did not take over"
-
-
-def wait_for_second(seconds: range) -> None:
-    """Wait until the wall clock's second of the minute is one of ``seconds``."""
-    import time
-    from datetime import UTC, datetime
-
-    while datetime.now(UTC).second not in seconds:
-        time.sleep(0.2)
