@@ -8,6 +8,7 @@ with raw SQL next to the repositories.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import importlib
 import inspect
@@ -20,7 +21,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -59,12 +61,13 @@ from botloom.core.storage.repositories import (
     hash_api_key,
 )
 from botloom.core.storage.repositories.agents import Agent, CannedResponse, Presence
-from botloom.core.storage.repositories.budgets import BudgetState, month_of
+from botloom.core.storage.repositories.budgets import BudgetState
 from botloom.core.storage.repositories.events import Event
 from botloom.core.storage.repositories.forks import Fork, ForkRepository
 from botloom.core.storage.repositories.handovers import HANDOVER_STATUSES, OPEN_STATUSES, HandoverRecord
 from botloom.core.storage.repositories.usage import UsageGroup
 from botloom.core.storage.repositories.webhooks import WebhookEndpoint
+from tests.conftest import scratch_database
 
 ALL_MIGRATIONS = sorted(path.name.removesuffix(".sql") for path in MIGRATIONS_DIR.glob("*.sql"))
 CORE_TABLES = ("tenants", "api_keys", "bots", "bot_plugins", "conversations", "messages", "usage_events")
@@ -223,6 +226,9 @@ class TenantWorld:
     usage: UsageEvent
     desk: DeskWorld
     outbox: OutboxWorld
+    month: date
+    """The calendar month (UTC) of ``usage`` and of the spend it added, by the database's clock when it was
+    recorded: the probes of a month name this one, not today's (a test may run in the next month)."""
 
     @property
     def markers(self) -> set[str]:
@@ -437,9 +443,10 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
         prompt_tokens=tokens,
         completion_tokens=tokens // 2,
     )
-    await store.usage.record(usage, Decimal(tokens) / 1000)  # priced: the month's spend (cost control, 0020)
+    spent = await store.usage.record(usage, Decimal(tokens) / 1000)  # priced: the month's spend (cost control, 0020)
+    assert spent is not None
     await store.budgets.put(tenant.id, monthly_usd=Decimal(tokens), alert_at=[0.5], on_exhausted="refuse")
-    await store.budgets.claim_alert(tenant.id, month_of(datetime.now(UTC)), "alert", Decimal(tokens))
+    await store.budgets.claim_alert(tenant.id, spent.month, "alert", Decimal(tokens))
     await store.channel_polls.save(tenant.id, bot.id, "imap", {"mailbox": f"{slug}-inbox", "last_uid": 7})
     desk = await build_desk(store, tenant, bot, conversation, closed)
     # What the tenant taught its bot, and a question the bot could not answer (#17).
@@ -454,14 +461,78 @@ async def build_world(store: Store, slug: str, tokens: int) -> TenantWorld:
     outbox = await build_outbox(store, tenant, bot, conversation)
     return TenantWorld(
         tenant, api_key, key, bot, only_bot, conversation, closed, inbound, outbound, sending, dead_letter, provider_id,
-        turn_id, usage, desk, outbox,
+        turn_id, usage, desk, outbox, spent.month,
     )  # fmt: skip
 
 
+WORLDS_CIPHER = Cipher(b"0" * 43 + b"=")
+"""The key of the ``cipher`` fixture (tests/conftest.py): the worlds' plugin secrets are encrypted with it."""
+
+
+@dataclass(frozen=True)
+class Worlds:
+    """A database holding tenants A and B (built once per session and xdist worker), cloned for each test."""
+
+    name: str
+    a: TenantWorld
+    b: TenantWorld
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+
+
+async def build_worlds(url: str) -> tuple[TenantWorld, TenantWorld]:
+    """Tenants A (``alpha``) and B (``beta``) built into the database at ``url``, its connections closed after."""
+    database = await Database.open(url, migrate=False, max_size=2)
+    try:
+        store = Store(database, WORLDS_CIPHER)
+        return await build_world(store, "alpha", 10), await build_world(store, "beta", 1000)
+    finally:
+        await database.close()  # a database with a connection open cannot be a template
+
+
+@pytest.fixture(scope="session")
+def worlds(pg_server_url: str, template_database_url: str) -> Iterator[Worlds]:
+    """The worlds' database: a clone of the migrated template with tenants A and B in it, dropped at the end.
+
+    Built on an event loop of its own (in a thread: the tests' loops stay untouched).
+    """
+    with (
+        scratch_database(pg_server_url, "worlds", database_name(template_database_url)) as url,
+        ThreadPoolExecutor(1) as thread,
+    ):
+        a, b = thread.submit(asyncio.run, build_worlds(url)).result()
+        yield Worlds(database_name(url), a, b)
+
+
 @pytest.fixture
-async def tenants(repos: Store) -> tuple[TenantWorld, TenantWorld]:
-    """Tenants A (``alpha``) and B (``beta``), each with a row in every table."""
-    return await build_world(repos, "alpha", 10), await build_world(repos, "beta", 1000)
+def database_url(request: pytest.FixtureRequest, pg_server_url: str, template_database_url: str) -> Iterator[str]:
+    """A fresh database of the test's own: a clone of the worlds' database for a test of ``tenants``, else of
+    the migrated template (as tests/conftest.py's fixture of the same name)."""
+    worlds: Worlds | None = request.getfixturevalue("worlds") if "tenants" in request.fixturenames else None
+    template = worlds.name if worlds is not None else database_name(template_database_url)
+    with scratch_database(pg_server_url, "t", template) as url:
+        yield url
+
+
+@pytest.fixture
+async def tenants(worlds: Worlds, db: Database, cipher: Cipher) -> tuple[TenantWorld, TenantWorld]:
+    """Tenants A (``alpha``) and B (``beta``), each with a row in every table: the worlds, in the test's database.
+
+    The worlds were built earlier in the session, so the one row whose meaning is "lately" is made recent
+    again: each agent's heartbeat (available: seen within ``away_after`` seconds). The test gets copies
+    of the worlds' objects (whatever it does to them, the next test gets them as built).
+    """
+    probe = b"the worlds' key"
+    assert cipher.decrypt(WORLDS_CIPHER.encrypt(probe)) == probe, "WORLDS_CIPHER must be the cipher fixture's key"
+    agents = [worlds.a.desk.agent.id, worlds.b.desk.agent.id]
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE agents SET last_seen_at = now() WHERE id = ANY(%s::uuid[]) RETURNING id", (agents,)
+        )
+        assert len(await cur.fetchall()) == 2, "the test's database is not a clone of the worlds' database"
+    return copy.deepcopy((worlds.a, worlds.b))
 
 
 async def footprint(db: Database, markers: set[str]) -> dict[str, list[str]]:
@@ -562,9 +633,9 @@ async def store_turn_in_pipeline(store: Store, tenant_id: str, conversation_id: 
         return await read()
 
 
-def this_month() -> date:
-    """The first day of the current calendar month (UTC)."""
-    return month_of(datetime.now(UTC))
+def last_day(month: date) -> date:
+    """The last day of the calendar month that starts on ``month``."""
+    return (month + timedelta(days=31)).replace(day=1) - timedelta(days=1)
 
 
 async def spent_of(call: Awaitable[BudgetState]) -> Decimal:
@@ -805,7 +876,7 @@ PROBES: list[Probe] = [
     Probe(
         "usage",
         "report",
-        lambda s, a, b: s.usage.report(a.tenant.id, this_month(), datetime.now(UTC).date(), "bot"),
+        lambda s, a, b: s.usage.report(a.tenant.id, a.month, last_day(a.month), "bot"),
         "own",
         expected=lambda a: [
             UsageGroup(
@@ -830,14 +901,14 @@ PROBES: list[Probe] = [
     Probe(
         "budgets",
         "state",
-        lambda s, a, b: spent_of(s.budgets.state(a.tenant.id, this_month())),
+        lambda s, a, b: spent_of(s.budgets.state(a.tenant.id, a.month)),
         "own",
         expected=lambda a: Decimal("0.01"),
     ),
     Probe(
         "budgets",
         "claim_alert",
-        lambda s, a, b: s.budgets.claim_alert(a.tenant.id, this_month(), "alert", Decimal(1000)),
+        lambda s, a, b: s.budgets.claim_alert(a.tenant.id, a.month, "alert", Decimal(1000)),
         "own",
     ),
     Probe("deliveries", "next_due", lambda s, a, b: s.deliveries.next_due(a.tenant.id, b.conversation.id), "nothing"),
