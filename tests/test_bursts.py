@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,12 @@ import pytest
 
 from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
+from botloom.server import demo as demo_module
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
 from botloom.server.worker import workers
 from botloom.testing.channel_contract import configure_twilio, transcript, wait_until
+from tests.conftest import scratch_database
 from tests.helpers import api_client, enable, host_with
 from tests.serve_process import Server
 from tests.test_channel_contract_webchat import AsgiSocket
@@ -47,40 +51,84 @@ def slowpoke_site(tmp_path: Path) -> Path:
     return site
 
 
-@pytest.fixture
-def servers(database_url: str, data_dir: Path, tmp_path: Path, demo: DemoInfo) -> Iterator[list[Server]]:
+@dataclass
+class Deployment:
+    """Two ``botloom serve`` processes with the ``slowpoke`` plugin on one database (the REST tests')."""
+
+    database_url: str
+    data_dir: Path
+    servers: list[Server]
+    slowpoke_log: Path
+    """Where the plugin's parcel lookups append a line each when they finish."""
+
+    def finished_lookups(self) -> list[str]:
+        """The lines of the lookups finished so far (every test's)."""
+        return self.slowpoke_log.read_text().splitlines() if self.slowpoke_log.exists() else []
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    pg_server_url: str, template_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The REST tests' two server processes, started once for the module (each test has a tenant of its own)."""
+    folder = tmp_path_factory.mktemp("bursts")
+    data_dir = folder / "data"
+    data_dir.mkdir()
+    log = folder / "slowpoke.log"
     env = {
-        "PYTHONPATH": os.pathsep.join([str(slowpoke_site(tmp_path)), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(slowpoke_site(folder)), str(ROOT)]),
         "BOTLOOM_SECRET_KEY": "test-secret-key",
         "SLOWPOKE_SECONDS": "0.6",
-        "SLOWPOKE_LOG": str(tmp_path / "slowpoke.log"),
+        "SLOWPOKE_LOG": str(log),
     }
-    running = [Server(database_url, data_dir, demo=False, **env) for _ in range(2)]
-    try:
-        for server in running:
-            server.spawn()
-        for server in running:
-            server.wait_ready()
-        yield running
-    finally:
-        for server in running:
-            server.stop()
+    template = template_database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+    with scratch_database(pg_server_url, "t", template) as database_url:
+        running = [Server(database_url, data_dir, demo=False, **env) for _ in range(2)]
+        try:
+            for server in running:
+                server.spawn()
+            for server in running:
+                server.wait_ready()
+            yield Deployment(database_url, data_dir, running, log)
+        finally:
+            for server in running:
+                server.stop()
+
+
+@pytest.fixture
+async def services(settings: Settings, deployment: Deployment) -> AsyncIterator[Services]:
+    """botloom's services in this process, on the deployment's database (the REST tests')."""
+    settings = msgspec.structs.replace(settings, data_dir=str(deployment.data_dir))
+    async with open_services(settings, url=deployment.database_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def demo(services: Services, monkeypatch: pytest.MonkeyPatch) -> DemoInfo:
+    """The demo bot ``support`` (plugins, settings, knowledge), in a tenant of this test's own."""
+    monkeypatch.setattr(demo_module, "DEMO_TENANT", f"burst-{uuid.uuid4().hex[:12]}")
+    return await ensure_demo(services)
+
+
+@pytest.fixture
+def servers(deployment: Deployment) -> list[Server]:
+    """The deployment's two server processes."""
+    return deployment.servers
 
 
 async def burst(servers: list[Server], demo: DemoInfo, texts: list[str]) -> list[dict[str, object]]:
     """Start a conversation, then post ``texts`` 50 ms apart, alternating between the servers."""
     headers = {"Authorization": f"Bearer {demo.api_key}"}
+    path = f"/api/v1/bots/{demo.tenant.slug}/{demo.bot.slug}/messages"
     async with httpx.AsyncClient(timeout=60) as client:
-        first = await client.post(
-            f"{servers[0].url}/api/v1/bots/acme/support/messages", json={"text": "hello"}, headers=headers
-        )
+        first = await client.post(f"{servers[0].url}{path}", json={"text": "hello"}, headers=headers)
         conversation = first.json()["conversation_id"]
 
         async def post(index: int, text: str) -> dict[str, object]:
             await asyncio.sleep(0.05 * index)
             server = servers[index % len(servers)]
             response = await client.post(
-                f"{server.url}/api/v1/bots/acme/support/messages",
+                f"{server.url}{path}",
                 json={"text": text, "conversation_id": conversation},
                 headers=headers,
             )
@@ -129,14 +177,15 @@ async def test_merge_makes_one_turn(services: Services, demo: DemoInfo, servers:
 
 
 async def test_interrupt_cancels_the_running_turn(
-    services: Services, demo: DemoInfo, servers: list[Server], tmp_path: Path
+    services: Services, demo: DemoInfo, servers: list[Server], deployment: Deployment
 ) -> None:
     await set_policy(services, demo, "interrupt")
+    before = len(deployment.finished_lookups())  # the earlier tests' turns have all ended
     answers = await burst(servers, demo, ["parcel P1", "parcel P2", "parcel P3"])
     rows = await statuses(services, demo, str(answers[0]["conversation_id"]))
     assert sorted(s for d, s, _ in rows if d == "inbound") == ["answered", "merged", "merged"]
     assert sum(1 for d, _, _ in rows if d == "outbound") == 1, "one turn answered all three"
-    finished = (tmp_path / "slowpoke.log").read_text().splitlines()
+    finished = deployment.finished_lookups()[before:]
     assert len(finished) == 1, "the interrupted turn's tool call never finished"
 
 
