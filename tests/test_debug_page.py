@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from botloom.testing.openai import Reply, ScriptedOpenAI, classification
+from tests.conftest import scratch_database
 from tests.serve_process import Server
 from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
@@ -33,6 +34,30 @@ ADMIN = {"Authorization": "Bearer admin"}  # tests.serve_process sets BOTLOOM_AD
 def server(database_url: str, data_dir: Path) -> Iterator[Server]:
     with Server(database_url, data_dir) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def reading_server(
+    pg_server_url: str, template_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One ``botloom serve --demo`` for the module's tests that write nothing (the API docs, the sign-in form)."""
+    data_dir = tmp_path_factory.mktemp("debug-page-data")
+    template = template_database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+    with scratch_database(pg_server_url, "t", template) as database_url, Server(database_url, data_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module; each page gets a browser context of its own (no shared storage)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 def origin(url: str) -> str:
@@ -57,21 +82,15 @@ class Guard:
 
 
 @contextmanager
-def chromium_page(url: str, height: int | None = 950) -> Iterator[Any]:
-    """A headless Chromium page that may reach only ``url``'s origin: a request elsewhere fails the test."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = (
-                browser.new_context(viewport={"width": 1500, "height": height}) if height else browser.new_context()
-            )
-            guard = Guard(url)
-            context.route("**/*", guard)
-            yield context.new_page()
-        finally:
-            browser.close()
+def chromium_page(browser: Any, url: str, height: int | None = 950) -> Iterator[Any]:
+    """A page in a new context of ``browser``, limited to ``url``'s origin: a request elsewhere fails the test."""
+    context = browser.new_context(viewport={"width": 1500, "height": height}) if height else browser.new_context()
+    try:
+        guard = Guard(url)
+        context.route("**/*", guard)
+        yield context.new_page()
+    finally:
+        context.close()
     assert guard.foreign == [], f"requests to other origins: {guard.foreign}"
 
 
@@ -89,7 +108,7 @@ def keep(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
-def test_debug_page_steps_through_a_turn(server: Server) -> None:
+def test_debug_page_steps_through_a_turn(server: Server, browser: Any) -> None:
     from playwright.sync_api import expect
 
     first = httpx.post(
@@ -104,7 +123,7 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
     )
     assert second.status_code == 200, second.text
 
-    with chromium_page(server.url) as page:
+    with chromium_page(browser, server.url) as page:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{server.url}/debug")
@@ -169,10 +188,11 @@ def test_debug_page_steps_through_a_turn(server: Server) -> None:
         assert errors == []
 
 
-def test_api_docs_render_offline(server: Server) -> None:
+def test_api_docs_render_offline(reading_server: Server, browser: Any) -> None:
     from playwright.sync_api import expect
 
-    with chromium_page(server.url, None) as page:
+    server = reading_server
+    with chromium_page(browser, server.url, None) as page:
         for path in ("/schema", "/schema/swagger"):
             page.goto(f"{server.url}{path}")
             expect(page.locator(".swagger-ui .info .title")).to_contain_text("botloom", timeout=15_000)
@@ -181,7 +201,7 @@ def test_api_docs_render_offline(server: Server) -> None:
         assert httpx.get(f"{server.url}/schema/redoc").status_code == 404  # its assets come from CDNs only
 
 
-def test_fork_breakpoint_and_replay_from_the_page(server: Server) -> None:
+def test_fork_breakpoint_and_replay_from_the_page(server: Server, browser: Any) -> None:
     from playwright.sync_api import expect
 
     first = httpx.post(
@@ -195,7 +215,7 @@ def test_fork_breakpoint_and_replay_from_the_page(server: Server) -> None:
         return [m["text"] for m in page["messages"]]
 
     sent = transcript()
-    with chromium_page(server.url, 1100) as page:
+    with chromium_page(browser, server.url, 1100) as page:
         page.goto(f"{server.url}/debug")
         sign_in(page)
         page.locator("#conversations li").first.click()
@@ -230,10 +250,11 @@ def test_fork_breakpoint_and_replay_from_the_page(server: Server) -> None:
     assert transcript() == sent, "a fork or a replay sent something to the end user"
 
 
-def test_only_the_sign_in_shows_until_signed_in_and_a_wrong_key_says_so(server: Server) -> None:
+def test_only_the_sign_in_shows_until_signed_in_and_a_wrong_key_says_so(reading_server: Server, browser: Any) -> None:
     from playwright.sync_api import expect
 
-    with chromium_page(server.url) as page:
+    server = reading_server
+    with chromium_page(browser, server.url) as page:
         page.goto(f"{server.url}/debug")
         expect(page.get_by_label("API key")).to_be_visible()
         for panel in ("#app", "#left", "#middle", "#right", "#graph", "#transcript"):
@@ -260,7 +281,9 @@ def priced_server(database_url: str, data_dir: Path, openai: ScriptedOpenAI) -> 
         yield running
 
 
-def test_the_debugger_shows_what_a_turn_with_a_model_cost(priced_server: Server, openai: ScriptedOpenAI) -> None:
+def test_the_debugger_shows_what_a_turn_with_a_model_cost(
+    priced_server: Server, openai: ScriptedOpenAI, browser: Any
+) -> None:
     from playwright.sync_api import expect
 
     openai.script(
@@ -279,7 +302,7 @@ def test_the_debugger_shows_what_a_turn_with_a_model_cost(priced_server: Server,
     assert r.status_code == 200 and r.json()["replies"][0]["text"] == "Express shipping costs 9.90 euros.", r.text
     # house-model at $1 per million input and $2 per million output tokens:
     # classify 1000 in + 200 out = $0.0014, respond 2000 in + 100 out = $0.0022, the turn $0.0036
-    with chromium_page(priced_server.url) as page:
+    with chromium_page(browser, priced_server.url) as page:
         page.goto(f"{priced_server.url}/debug")
         sign_in(page)
         page.locator("#conversations li").first.click()
