@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import pytest
 from botloom.core.crypto import Cipher
 from botloom.core.storage.database import Database
 from botloom.core.storage.repositories import Store
-from tests.test_cli import botloom_env, run_botloom
+from botloom.server.demo import DemoInfo
+from tests.cli_batch import run_botloom_commands
+from tests.test_cli import botloom_env
 
 
 def test_the_pytest_plugin_is_registered_through_its_entry_point() -> None:
@@ -44,36 +47,35 @@ def test_importing_the_plugin_loads_nothing_heavy() -> None:
 
 
 @pytest.fixture
-def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    data = tmp_path / "data"
-    data.mkdir()
-    return botloom_env({"BOTLOOM_DATABASE_URL": database_url, "BOTLOOM_DATA_DIR": str(data)})
+def cli_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    settings = {"BOTLOOM_DATABASE_URL": database_url, "BOTLOOM_DATA_DIR": str(data_dir)}
+    return botloom_env({**settings, "BOTLOOM_SECRET_KEY": "test-secret-key"})  # the demo fixture's key
 
 
 @pytest.mark.slow
 async def test_plugins_enable_stores_a_checked_config_and_names_what_is_wrong(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path
+    cli_env: dict[str, str], demo: DemoInfo, database_url: str, tmp_path: Path
 ) -> None:
-    assert run_botloom("demo", env=cli_env, cwd=tmp_path).returncode == 0
-    enabled = run_botloom(
-        "plugins", "enable", "acme/support", "webchat", "--config", '{"title": "Kit"}', env=cli_env, cwd=tmp_path
-    )
+    enable = ["plugins", "enable", "acme/support"]
+    commands = [  # in one interpreter (tests/cli_batch.py), the first as in a process of its own
+        [*enable, "webchat", "--config", '{"title": "Kit"}'],
+        [*enable, "webchat", "--config", '{"titel": "Kit"}'],
+        [*enable, "webchat", "--config", "{"],
+        [*enable, "webchat", "--config", "[]"],
+        [*enable, "no_such_plugin"],
+        ["plugins", "enable", "acme/nobody", "webchat"],
+        [*enable, "smalltalk", "--disable"],
+    ]
+    ran = await asyncio.to_thread(run_botloom_commands, commands, env=cli_env, cwd=tmp_path)
+    enabled, wrong_field, not_json, a_list, unknown, no_bot, disabled = ran
     assert (enabled.returncode, enabled.stdout.strip()) == (0, "enabled webchat for acme/support"), enabled.stderr
-    wrong_field = run_botloom(
-        "plugins", "enable", "acme/support", "webchat", "--config", '{"titel": "Kit"}', env=cli_env, cwd=tmp_path
-    )
     assert wrong_field.returncode == 1
     assert "titel" in wrong_field.stderr
-    not_json = run_botloom("plugins", "enable", "acme/support", "webchat", "--config", "{", env=cli_env, cwd=tmp_path)
     assert (not_json.returncode, "--config is not JSON" in not_json.stderr) == (1, True), not_json.stderr
-    a_list = run_botloom("plugins", "enable", "acme/support", "webchat", "--config", "[]", env=cli_env, cwd=tmp_path)
     assert (a_list.returncode, "must be a JSON object" in a_list.stderr) == (1, True), a_list.stderr
-    unknown = run_botloom("plugins", "enable", "acme/support", "no_such_plugin", env=cli_env, cwd=tmp_path)
     assert unknown.returncode == 1
     assert "no plugin 'no_such_plugin' is loaded" in unknown.stderr
-    no_bot = run_botloom("plugins", "enable", "acme/nobody", "webchat", env=cli_env, cwd=tmp_path)
     assert (no_bot.returncode, "no bot 'acme/nobody'" in no_bot.stderr) == (1, True), no_bot.stderr
-    disabled = run_botloom("plugins", "enable", "acme/support", "smalltalk", "--disable", env=cli_env, cwd=tmp_path)
     assert disabled.stdout.strip() == "disabled smalltalk for acme/support", disabled.stderr
 
     db = await Database.open(database_url, migrate=False, max_size=2)
