@@ -6,10 +6,10 @@ OpenAI server) and the tools again. Each shows, per turn, where the answers diff
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from botloom.core.settings import Settings
 from botloom.runtime.services import Services, open_services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo, ensure_demo
+from tests.cli_batch import run_botloom_commands
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import Chat, api_client, disable
 from tests.servers import ScriptedOpenAI
@@ -209,21 +210,15 @@ async def test_replay_with_a_model(llm_settings: Settings, database_url: str, op
 # ----------------------------------------------------------------------------- the command line
 
 
-def run_replay(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_replay(database_url: str, data_dir: Path, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``botloom replay`` with each list of arguments, one after the other in one interpreter (tests/cli_batch.py)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BOTLOOM_", "OPENAI_"))},
         "BOTLOOM_DATABASE_URL": database_url,
         "BOTLOOM_DATA_DIR": str(data_dir),
         "BOTLOOM_SECRET_KEY": "test-secret-key",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "botloom", "replay", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_botloom_commands([["replay", *args] for args in commands], env=env, timeout=120)
 
 
 @pytest.mark.slow
@@ -231,22 +226,32 @@ async def test_the_replay_command(
     client: httpx.AsyncClient, services: Services, demo: DemoInfo, database_url: str, data_dir: Path
 ) -> None:
     conversation = await talk(services, demo, "hi", "where is my order 1234?")
-    same = run_replay(database_url, data_dir, "acme/support", conversation)
+    same, live = await asyncio.to_thread(
+        run_replay,
+        database_url,
+        data_dir,
+        ["acme/support", conversation],
+        ["acme/support", conversation, "--live", "--json"],
+    )
     assert same.returncode == 0, same.stderr
     assert "2 turns replayed (deterministic): 0 differ" in same.stdout
-    live = run_replay(database_url, data_dir, "acme/support", conversation, "--live", "--json")
     assert live.returncode == 0, live.stderr
     assert json.loads(live.stdout)["mode"] == "live"
 
     await disable(services, demo.bot, "demo_shop")
-    different = run_replay(database_url, data_dir, "acme/support", conversation)
+    different, as_json, unknown = await asyncio.to_thread(
+        run_replay,
+        database_url,
+        data_dir,
+        ["acme/support", conversation],
+        ["acme/support", conversation, "--json"],
+        ["acme/support", "00000000-0000-4000-8000-000000000000"],
+    )
     assert different.returncode == 1, different.stderr
     assert "turn 1: 'where is my order 1234?'" in different.stdout
     assert "intent: 'order_status'" in different.stdout
     assert "1 differ" in different.stdout
-    as_json = json.loads(run_replay(database_url, data_dir, "acme/support", conversation, "--json").stdout)
-    assert as_json["differences"] == 1
+    assert json.loads(as_json.stdout)["differences"] == 1
 
-    unknown = run_replay(database_url, data_dir, "acme/support", "00000000-0000-4000-8000-000000000000")
     assert unknown.returncode == 1
     assert "has no conversation" in unknown.stderr
