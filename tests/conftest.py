@@ -197,6 +197,16 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
         yield opened
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with ``slow`` tests run first, each module's tests kept together and in order.
+
+    Under xdist a long test (a browser, a plugin's own suite, a fault) that starts last keeps
+    the run going while the other workers idle; started first, the short tests fill in around it.
+    """
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_modules)  # stable: the order within each group stays
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """A test stopped by pytest-timeout also shows its event loop's tasks (where an ``await`` hangs)."""
     try:
