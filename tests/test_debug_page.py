@@ -20,7 +20,7 @@ import pytest
 from botloom.testing.openai import Reply, ScriptedOpenAI, classification
 from tests.conftest import scratch_database
 from tests.serve_process import Server
-from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.test_chat_page import CHROMIUM, launched_chromium
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,14 +50,8 @@ def reading_server(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module; each page gets a browser context of its own (no shared storage)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 def origin(url: str) -> str:

@@ -35,7 +35,7 @@ from botloom.server import demo as demo_module
 from botloom.server.demo import ensure_demo
 from tests.conftest import scratch_database
 from tests.serve_process import Server
-from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
+from tests.test_chat_page import CHROMIUM, launched_chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 PASSWORD = "correct horse battery"
@@ -102,14 +102,8 @@ def site_without_workers(database_url: str, data_dir: Path) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module (each page opens in a browser context of its own)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 def make_agent(site: Site, email: str, name: str) -> None:
