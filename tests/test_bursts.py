@@ -32,7 +32,7 @@ from botloom.server.worker import workers
 from botloom.testing.channel_contract import configure_twilio, transcript, wait_until
 from tests.conftest import scratch_database
 from tests.helpers import api_client, enable, host_with
-from tests.serve_process import Server
+from tests.serve_process import Server, started_together
 from tests.test_channel_contract_webchat import AsgiSocket
 from tests.turn_process import SLOWPOKE
 from tests.twilio_peer import TwilioPeer, inbound_form, post_signed, twilio_config
@@ -82,17 +82,11 @@ def deployment(
         "SLOWPOKE_LOG": str(log),
     }
     template = template_database_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
-    with scratch_database(pg_server_url, "t", template) as database_url:
-        running = [Server(database_url, data_dir, demo=False, **env) for _ in range(2)]
-        try:
-            for server in running:
-                server.spawn()
-            for server in running:
-                server.wait_ready()
-            yield Deployment(database_url, data_dir, running, log)
-        finally:
-            for server in running:
-                server.stop()
+    with (
+        scratch_database(pg_server_url, "t", template) as database_url,
+        started_together([Server(database_url, data_dir, demo=False, **env) for _ in range(2)]) as running,
+    ):
+        yield Deployment(database_url, data_dir, list(running), log)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
 from tests.desk import bearer
-from tests.serve_process import Server
+from tests.serve_process import Server, started_together
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -21,16 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def servers(database_url: str, data_dir: Path, demo: DemoInfo) -> Iterator[list[Server]]:
     env = {"PYTHONPATH": str(ROOT), "BOTLOOM_SECRET_KEY": "test-secret-key"}
-    running = [Server(database_url, data_dir, demo=False, **env) for _ in range(2)]
-    try:
-        for server in running:
-            server.spawn()
-        for server in running:
-            server.wait_ready()
-        yield running
-    finally:
-        for server in running:
-            server.stop()
+    with started_together([Server(database_url, data_dir, demo=False, **env) for _ in range(2)]) as running:
+        yield list(running)
 
 
 async def test_two_claims_at_once_in_two_processes_one_wins(
