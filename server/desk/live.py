@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -89,6 +89,25 @@ def _redis_backend(url: str) -> ChannelsBackend:
     from redis.asyncio import Redis
 
     class ResilientRedis(RedisChannelsPubSubBackend):
+        """Litestar's backend, subscribing one change at a time and again after a lost connection.
+
+        redis-py's ``PubSub`` opens its connection on the first command: two concurrent
+        first subscribes (two desks reconnecting after a restart) would each open one,
+        leaving one subscription on a connection nobody reads.
+        """
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._changing = asyncio.Lock()
+
+        async def subscribe(self, channels: Iterable[str]) -> None:
+            async with self._changing:
+                await super().subscribe(channels)
+
+        async def unsubscribe(self, channels: Iterable[str]) -> None:
+            async with self._changing:
+                await super().unsubscribe(channels)
+
         async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
             while True:
                 try:
