@@ -284,6 +284,12 @@ async def test_an_agents_deletion_announces_its_requeued_handovers(
     events = await services.store.events.after(world.refs["tenant"], 0)
     waiting = [e for e in events if e.kind == "handover.waiting" and e.data.get("by") == "agent_deleted"]
     assert [e.data["handover_id"] for e in waiting] == [handover["id"]]
+    transitions = await services.store.handovers.transitions(world.refs["tenant"], handover["id"])
+    assert [(t.from_status, t.to_status, t.detail) for t in transitions][-1] == (
+        "assigned",
+        "waiting",
+        {"by": "agent_deleted"},
+    )
     [row] = await entries(client, "agent.deleted")
     assert row["details"] == {"handovers_requeued": 1}
 
@@ -337,13 +343,19 @@ async def test_canned_responses_are_recorded_by_who_wrote_them_never_their_text(
     assert updated["principal"] == {"kind": "api_key", "id": key_id}
     assert updated["target"] == {"kind": "canned_response", "id": made}
     assert updated["details"] == {"fields": ["text"]}
+    # the same text again, with the shortcut it has: recorded, naming no field
+    r = await client.patch(f"/api/v1/canned/{made}", json={"text": "Refunds take 5 days", "shortcut": body["shortcut"]},
+                           headers=owner)  # fmt: skip
+    assert r.status_code == 200, r.text
+    unchanged, updated_again = await entries(client, "canned_response.updated")  # newest first
+    assert unchanged["details"] == {"fields": []} and updated_again == updated
     r = await client.patch(f"/api/v1/canned/{uuid.uuid4()}", json={"text": "x"}, headers=owner)
     assert r.status_code == 404
     r = await agent.call("POST", "/api/v1/canned", {**body, "shortcut": "/other"})
     assert r.status_code == 201, r.text
     r = await client.patch(f"/api/v1/canned/{made}", json={"shortcut": "/other"}, headers=owner)
     assert r.status_code == 409
-    assert len(await entries(client, "canned_response.updated")) == 1
+    assert len(await entries(client, "canned_response.updated")) == 2
     # the operator acts on the tenant it names
     assert (await client.delete(f"/api/v1/canned/{made}", params={"tenant": "acme"})).status_code == 204
     [deleted] = await entries(client, "canned_response.deleted")

@@ -286,7 +286,7 @@ class AgentController(ApiController):
         """Remove an agent: its token stops working; the handovers assigned to it wait for another agent."""
         found = await visible_tenant(services, principal, tenant)
         async with services.store.db.transaction():
-            requeued = await services.store.handovers.unassign(found.id, agent_id)
+            requeued = await services.store.handovers.unassign(found.id, agent_id, by="agent_deleted")
             if not await services.store.agents.delete(found.id, agent_id):
                 raise NotFoundException(f"no agent {agent_id!r}")
             await record(

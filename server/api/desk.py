@@ -562,17 +562,17 @@ class CannedController(ApiController):
         text = data.text if isinstance(data.text, str) else None
         try:
             async with services.store.db.transaction():
-                changed = await services.store.canned.update(actor.tenant_id, response_id, shortcut=shortcut, text=text)
-                if changed is None:
+                updated = await services.store.canned.update(actor.tenant_id, response_id, shortcut=shortcut, text=text)
+                if updated is None:
                     raise NotFoundException(f"no canned response {response_id!r}")
-                given = [name for name, value in (("shortcut", shortcut), ("text", text)) if value is not None]
+                changed, fields = updated
                 await record(
                     services,
                     audit_actor(principal),
                     "canned_response.updated",
                     tenant_id=actor.tenant_id,
                     target=("canned_response", changed.id),
-                    details={"fields": given},
+                    details={"fields": fields},
                 )
         except Conflict as exc:
             raise ConflictException(str(exc)) from None

@@ -298,17 +298,21 @@ class CannedResponseRepository(Repository):
 
     async def update(
         self, tenant_id: str, response_id: str, *, shortcut: str | None, text: str | None
-    ) -> CannedResponse | None:
-        """Change a canned response's shortcut or text."""
+    ) -> tuple[CannedResponse, list[str]] | None:
+        """Change a canned response's shortcut or text; the response and the names of the fields that changed."""
         try:
             row = await self._one(
-                "UPDATE canned_responses SET shortcut = coalesce(%s, shortcut), text = coalesce(%s, text), "
-                "updated_at = now() WHERE tenant_id = %s AND id = %s RETURNING *",
-                (shortcut, text, as_uuid(tenant_id), as_uuid(response_id)),
+                "WITH old AS (SELECT id, shortcut, text FROM canned_responses WHERE tenant_id = %s AND id = %s "
+                "FOR UPDATE) "
+                "UPDATE canned_responses c SET shortcut = coalesce(%s, c.shortcut), text = coalesce(%s, c.text), "
+                "updated_at = now() FROM old WHERE c.id = old.id RETURNING c.*, array_remove(ARRAY["
+                "CASE WHEN c.shortcut IS DISTINCT FROM old.shortcut THEN 'shortcut' END, "
+                "CASE WHEN c.text IS DISTINCT FROM old.text THEN 'text' END], NULL) AS changed_fields",
+                (as_uuid(tenant_id), as_uuid(response_id), shortcut, text),
             )
         except pg_errors.UniqueViolation as exc:
             raise Conflict(f"the team has a canned response {shortcut!r}") from exc
-        return to_struct(CannedResponse, row) if row else None
+        return (to_struct(CannedResponse, row), list(row["changed_fields"])) if row else None
 
     async def delete(self, tenant_id: str, response_id: str) -> bool:
         """Remove a canned response."""

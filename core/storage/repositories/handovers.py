@@ -285,8 +285,12 @@ class HandoverRepository(Repository):
             )
             return to_struct(HandoverRecord, row), str(pick["agent_id"])
 
-    async def unassign(self, tenant_id: str, agent_id: str) -> list[str]:
-        """Put the agent's assigned (not yet claimed) handovers back in the queue; their ids."""
+    async def unassign(self, tenant_id: str, agent_id: str, *, by: str = "presence") -> list[str]:
+        """Put the agent's assigned (not yet claimed) handovers back in the queue; their ids.
+
+        ``by`` says why in each transition's detail: ``presence`` (the agent went away),
+        ``agent_deleted``.
+        """
         async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "UPDATE handovers SET status = 'waiting', agent_id = NULL WHERE tenant_id = %s AND agent_id = %s "
@@ -297,8 +301,8 @@ class HandoverRepository(Repository):
             for row in rows:
                 await conn.execute(
                     "INSERT INTO handover_transitions (tenant_id, handover_id, from_status, to_status, agent_id, "
-                    "detail) VALUES (%s, %s, 'assigned', 'waiting', %s, '{\"by\": \"presence\"}')",
-                    (row["tenant_id"], row["id"], as_uuid(agent_id)),
+                    "detail) VALUES (%s, %s, 'assigned', 'waiting', %s, jsonb_build_object('by', %s::text))",
+                    (row["tenant_id"], row["id"], as_uuid(agent_id), by),
                 )
         return [str(r["id"]) for r in rows]
 
