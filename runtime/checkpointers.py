@@ -393,7 +393,11 @@ async def _open_saver(
         )
         saver = AsyncRedisSaver(redis_client=client, ttl=ttl)
         try:
-            await saver.asetup()
+            # One process at a time: two set-ups at once both find no search index and
+            # the second FT.CREATE fails ("Index already exists"). The lock's expiry frees
+            # it if its holder dies mid set-up.
+            async with client.lock(REDIS_SETUP_LOCK, timeout=60, blocking_timeout=120):
+                await saver.asetup()
             yield saver
         finally:
             await client.aclose()
@@ -427,6 +431,8 @@ async def _try_lock(conn: Any, lock: int) -> bool:
 
 CHECKPOINT_SETUP_LOCK = 0x626F746C6F6F6D01
 """The advisory lock that serialises LangGraph's checkpoint table set-up across processes."""
+REDIS_SETUP_LOCK = "botloom:lock:checkpointer-setup"
+"""The Redis lock that serialises the Redis checkpointer's search-index set-up across processes."""
 CHECKPOINT_SETUP_POLL = 0.05
 """Seconds between two tries for the set-up lock while another process holds it."""
 CHECKPOINT_SETUP_WAIT = 120.0

@@ -3,7 +3,9 @@
 LangGraph's ``AsyncPostgresSaver.setup()`` creates its tables with ``CREATE TABLE IF NOT
 EXISTS``, which two sessions running it at the same moment can both attempt: one fails on
 ``pg_type``'s unique index. Servers and workers of a first deployment start together, so
-botloom serialises the set-up across processes (an advisory lock).
+botloom serialises the set-up across processes (an advisory lock). The Redis
+checkpointer's set-up has the same race (each finds no search index, the second
+``FT.CREATE`` fails "Index already exists") and is serialised by a Redis lock.
 """
 
 from __future__ import annotations
@@ -34,3 +36,17 @@ async def test_checkpointers_opened_at_once_on_a_new_database_all_open(settings:
     with psycopg.connect(database_url) as conn:
         applied = conn.execute("SELECT count(*), count(DISTINCT v) FROM checkpoint_migrations").fetchone()
     assert applied is not None and applied[0] == applied[1] > 0, "each of LangGraph's migrations recorded once"
+
+
+async def test_redis_checkpointers_opened_at_once_on_a_new_redis_all_open(settings: Settings, redis_url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:  # a new Redis: no search index yet
+        assert not [i for i in client.execute_command("FT._LIST") if b"checkpoint" in i]
+    on_redis = msgspec.structs.replace(settings, checkpointer="redis", redis_url=redis_url)
+
+    async def open_one() -> int:
+        async with open_checkpointer(on_redis, None, pool_size=2) as saver:
+            return len([c async for c in saver.alist(None, limit=1)])
+
+    assert await asyncio.gather(*(open_one() for _ in range(OPENERS))) == [0] * OPENERS
