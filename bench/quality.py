@@ -179,6 +179,18 @@ class Outcome:
         """Whether the case was answered right."""
         return self.matches(self.case.expect)
 
+    @property
+    def unfound(self) -> bool:
+        """An in-scope case expecting a passage, not answered right, whose expected documents no candidate names.
+
+        The search never returned (above its threshold) a passage of the document the answer needed, or the
+        engine scored it 0: what the knowledge search, not the choice among candidates, missed.
+        """
+        wanted = {e["document"] for e in _alternatives(self.case.expect) if "document" in e}
+        if not wanted or self.right or not self.case.in_scope:
+            return False
+        return not any(c.get("document") in wanted and c["confidence"] > 0 for c in self.candidates)
+
     def intent_right(self) -> bool:
         """Whether the turn's intent (``knowledge`` for any passage) is the expected one."""
         return any(_coarse(self.intent) == _coarse_expected(e) for e in _alternatives(self.case.expect))
@@ -278,6 +290,7 @@ def figures(outcomes: Sequence[Outcome], *, halves: bool = True) -> dict[str, An
         "wrong_confident_count": len(wrong),
         "needless_escalations": len(needless),
         "fallbacks_in_scope": sum(1 for o in scope if o.label is None and not o.escalated),
+        "unfound": sum(o.unfound for o in outcomes),
         "calibration": calibration,
         "kinds": kinds,
     }
@@ -305,6 +318,7 @@ def report(name: str, result: dict[str, Any]) -> str:
         f"| wrong confident answers | {pct(result['wrong_confident'])} ({result['wrong_confident_count']}) |",
         f"| needless escalations | {result['needless_escalations']} |",
         f"| in-scope fallbacks | {result['fallbacks_in_scope']} |",
+        f"| not right, expected passage never found | {result['unfound']} |",
         "",
         "| confidence >= | answers | right |",
         "| --- | --- | --- |",
@@ -313,11 +327,15 @@ def report(name: str, result: dict[str, Any]) -> str:
         share = pct(row["right"] / row["answers"]) if row["answers"] else "-"
         lines.append(f"| {row['at_least']:.1f} | {row['answers']} | {share} |")
     if result.get("halves"):
-        lines += ["", "| half | cases | right, in scope | wrong confident |", "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| half | cases | right, in scope | wrong confident | passage never found |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for half, part in result["halves"].items():
             lines.append(
                 f"| {half} | {part['cases']} | {pct(part['right_in_scope'])} | "
-                f"{pct(part['wrong_confident'])} ({part['wrong_confident_count']}) |"
+                f"{pct(part['wrong_confident'])} ({part['wrong_confident_count']}) | {part['unfound']} |"
             )
     lines += ["", "| kind | cases | right |", "| --- | --- | --- |"]
     for kind, entry in sorted(result["kinds"].items()):

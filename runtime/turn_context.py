@@ -21,7 +21,7 @@ from botloom.core.host import PluginHost
 from botloom.core.settings import Settings
 from botloom.core.storage.repositories import Store
 from botloom.graphs.context import SearchFn, TurnContext, UsageFn
-from botloom.graphs.engines import Engine
+from botloom.graphs.engines import Engine, OfflineEngine
 from botloom.graphs.nodes import KNOWLEDGE_PLUGIN
 from botloom.runtime.budgets import Budgets
 from botloom.runtime.saver import REDACT_FLAG
@@ -89,15 +89,21 @@ class TurnContexts:
             intents=self.host.owned("intent", configs),
         )
 
-    def search(self, bot: Bot, view: BotView) -> SearchFn | None:
-        """The bot's knowledge search, or ``None`` when it did not enable the ``knowledge`` plugin."""
+    def search(self, bot: Bot, view: BotView, *, best_text_match: bool = False) -> SearchFn | None:
+        """The bot's knowledge search, or ``None`` when it did not enable the ``knowledge`` plugin.
+
+        ``best_text_match``: a search nothing reaches the threshold of still returns its best full-text match
+        (for the offline engine, which judges a passage's words itself: ``HybridSearch.search``).
+        """
         if self.knowledge is None or not view.knowledge:
             return None
         knowledge = self.knowledge
         threshold = bot.settings.knowledge_threshold or None
 
         async def search(query: str, limit: int) -> list[Any]:
-            result: list[Any] = await knowledge.search(bot.tenant_id, bot.id, query, limit=limit, threshold=threshold)
+            result: list[Any] = await knowledge.search(
+                bot.tenant_id, bot.id, query, limit=limit, threshold=threshold, best_text_match=best_text_match
+            )
             return result
 
         return search
@@ -105,17 +111,18 @@ class TurnContexts:
     async def context(self, bot: Bot, conversation: Conversation, view: BotView | None = None) -> TurnContext:
         """The runtime context of a turn of ``conversation``."""
         view = view or await self.bot_view(bot)
+        engine = self.engine if self.budgets is None else await self.budgets.engine_for(bot.tenant_id, self.engine)
         return TurnContext(
             tenant_id=bot.tenant_id,
             bot=bot,
             conversation_id=conversation.id,
             channel=conversation.channel,
-            engine=self.engine if self.budgets is None else await self.budgets.engine_for(bot.tenant_id, self.engine),
+            engine=engine,
             tools=view.tools,
             tool_owners={name: self.host.registry.owner("tool", name) or "" for name in view.tools},
             intents=view.intents,
             plugin_configs=view.configs,
-            search=self.search(bot, view),
+            search=self.search(bot, view, best_text_match=isinstance(engine, OfflineEngine)),
             passages=int(view.configs.get(KNOWLEDGE_PLUGIN, {}).get("passages", 3)),
             record_usage=self._record_usage(conversation),
             tool_timeout=self.settings.tool_timeout,

@@ -148,10 +148,19 @@ class KnowledgeBase:
     # ------------------------------------------------------------------ search
 
     async def search(
-        self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5, threshold: float | None = None
+        self,
+        tenant_id: str,
+        bot_id: str,
+        query: str,
+        *,
+        limit: int = 5,
+        threshold: float | None = None,
+        best_text_match: bool = False,
     ) -> list[Passage]:
         """The passages that best answer ``query``, best first (:meth:`HybridSearch.search`)."""
-        return await self.searcher.search(tenant_id, bot_id, query, limit=limit, threshold=threshold)
+        return await self.searcher.search(
+            tenant_id, bot_id, query, limit=limit, threshold=threshold, best_text_match=best_text_match
+        )
 
     async def candidates_for(
         self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5

@@ -47,34 +47,42 @@ class HybridSearch:
         PostgreSQL from then on in this process, instead of loading them again for every search."""
 
     async def search(
-        self, tenant_id: str, bot_id: str, query: str, *, limit: int = 5, threshold: float | None = None
+        self,
+        tenant_id: str,
+        bot_id: str,
+        query: str,
+        *,
+        limit: int = 5,
+        threshold: float | None = None,
+        best_text_match: bool = False,
     ) -> list[Passage]:
         """The passages of a bot's knowledge base that best answer ``query``, best first.
 
         Hybrid: vector and full-text candidates fused into a score in [0, 1];
         passages scoring below ``threshold`` (default: the configuration's
-        ``threshold``) are left out.
+        ``threshold``) are left out. ``best_text_match``: when no passage reaches
+        the threshold, the chunk sharing the most with the query's words (the
+        highest ``ts_rank``, then the highest fused score) is returned anyway,
+        with its own lower score, for a caller that judges the words itself (the
+        offline engine weighs how much of the message a passage covers): a short
+        query whose one matching word is rare in the query's vector and rank
+        (``I want to quit the gym, what's the notice period``) scores under the
+        threshold however well that word matches.
         """
         config = self.config
         candidates, rows = await self.candidates_for(tenant_id, bot_id, query, limit=limit)
         minimum = config.threshold if threshold is None else threshold
+        scored = fuse(candidates, config.fusion, weight=config.vector_weight, c=config.text_scale)
         passages: list[Passage] = []
-        for fused, candidate in fuse(candidates, config.fusion, weight=config.vector_weight, c=config.text_scale):
-            score = round(min(1.0, max(0.0, fused)), 6)
-            if score < minimum or len(passages) >= limit:
+        for fused, candidate in scored:
+            if _score(fused) < minimum or len(passages) >= limit:
                 break
-            row = rows[candidate.chunk_id]
-            passages.append(
-                Passage(
-                    chunk_id=candidate.chunk_id,
-                    document_id=str(row["document_id"]),
-                    document=row["document"],
-                    title=row["title"],
-                    text=row["text"],
-                    position=row["position"],
-                    score=score,
-                )
-            )
+            passages.append(_passage(rows[candidate.chunk_id], candidate, fused))
+        if not passages and best_text_match:
+            matches = [(fused, c) for fused, c in scored if c.text_score > 0]
+            if matches:
+                fused, candidate = max(matches, key=lambda pair: (pair[1].text_score, pair[0]))
+                passages.append(_passage(rows[candidate.chunk_id], candidate, fused))
         return passages
 
     async def candidates_for(
@@ -157,6 +165,24 @@ class HybridSearch:
         else:
             return rows
         return await self._in_database(tenant, bot, params)  # too large to keep in memory
+
+
+def _passage(row: dict[str, Any], candidate: Candidate, fused: float) -> Passage:
+    """The passage of a candidate's row, with its fused score clamped to [0, 1]."""
+    return Passage(
+        chunk_id=candidate.chunk_id,
+        document_id=str(row["document_id"]),
+        document=row["document"],
+        title=row["title"],
+        text=row["text"],
+        position=row["position"],
+        score=_score(fused),
+    )
+
+
+def _score(fused: float) -> float:
+    """A fused score as a passage carries it: clamped to [0, 1], rounded to 6 places."""
+    return round(min(1.0, max(0.0, fused)), 6)
 
 
 LEXEMES = """WITH fp AS ({fingerprint})

@@ -306,9 +306,9 @@ class CannedResponseRepository(Repository):
                 "FOR UPDATE) "
                 "UPDATE canned_responses c SET shortcut = coalesce(%s, c.shortcut), text = coalesce(%s, c.text), "
                 "updated_at = now() FROM old WHERE c.id = old.id RETURNING c.*, array_remove(ARRAY["
-                "CASE WHEN c.shortcut IS DISTINCT FROM old.shortcut THEN 'shortcut' END, "
-                "CASE WHEN c.text IS DISTINCT FROM old.text THEN 'text' END], NULL) AS changed_fields",
-                (as_uuid(tenant_id), as_uuid(response_id), shortcut, text),
+                "CASE WHEN c.shortcut IS DISTINCT FROM old.shortcut THEN %s END, "
+                "CASE WHEN c.text IS DISTINCT FROM old.text THEN %s END], NULL) AS changed_fields",
+                (as_uuid(tenant_id), as_uuid(response_id), shortcut, text, "shortcut", "text"),
             )
         except pg_errors.UniqueViolation as exc:
             raise Conflict(f"the team has a canned response {shortcut!r}") from exc

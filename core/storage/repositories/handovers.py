@@ -301,8 +301,8 @@ class HandoverRepository(Repository):
             for row in rows:
                 await conn.execute(
                     "INSERT INTO handover_transitions (tenant_id, handover_id, from_status, to_status, agent_id, "
-                    "detail) VALUES (%s, %s, 'assigned', 'waiting', %s, jsonb_build_object('by', %s::text))",
-                    (row["tenant_id"], row["id"], as_uuid(agent_id), by),
+                    "detail) VALUES (%s, %s, 'assigned', 'waiting', %s, %s)",
+                    (row["tenant_id"], row["id"], as_uuid(agent_id), json.dumps({"by": by})),
                 )
         return [str(r["id"]) for r in rows]
 
