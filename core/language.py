@@ -481,6 +481,28 @@ def stem(word: str) -> str:
         return str(_stemmer.stemWord(word))
 
 
+INFLECTIONS = ("ing", "es", "ed", "s", "d")
+
+
+@lru_cache(maxsize=65_536)
+def derivation(word: str) -> str | None:
+    """What ``word`` adds to its stem besides an inflection: ``directions`` ``ion``, ``direct`` and ``shutting`` none.
+
+    ``None`` when the stem is not a prefix of the word (``happy``, ``happi``): not told.
+    """
+    root = stem(word)
+    if not word.startswith(root):
+        return None
+    rest = word[len(root) :]
+    for suffix in INFLECTIONS:
+        if rest.endswith(suffix):
+            rest = rest[: -len(suffix)]
+            break
+    if rest == "e" or (len(rest) == 1 and root and rest == root[-1]):
+        return ""  # locate, shutting
+    return rest
+
+
 QUESTION_WORDS = frozenset(["where", "when", "how", "why", "whether"])
 QUESTION_WEIGHT = 0.2
 """Question words tell questions apart but say little about the topic: they weigh this much."""
@@ -625,6 +647,10 @@ class Analyzer:
         # Phrases match by their words' stems, so one entry covers every inflection (deliver, delivered,
         # delivering); the tenant's own entries come last, so they win over curated ones of the same stems.
         self.stemmed = {" ".join(stem(w) for w in k.split()): v for k, v in [*SYNONYMS.items(), *taught.items()]}
+        self.forms: dict[str, set[tuple[str | None, ...]]] = {}
+        """Each stemmed phrase → the :func:`derivation` of its entries' words (``directions``: ``ion``)."""
+        for k in [*SYNONYMS, *taught]:
+            self.forms.setdefault(" ".join(stem(w) for w in k.split()), set()).add(tuple(map(derivation, k.split())))
         table = self.synonyms
         self.longest = max((len(k.split()) for k in table), default=1)
         self.starts: dict[str, int] = {}
@@ -705,7 +731,7 @@ class Analyzer:
             for size in range(min(self.starts.get(stems[i], 0), len(tokens) - i), 0, -1):
                 phrase = " ".join(stems[i : i + size])
                 canonical = self.stemmed.get(phrase)
-                if canonical is not None:
+                if canonical is not None and self.same_words(phrase, tokens[i : i + size]):
                     out.extend(canonical.split())
                     i += size
                     break
@@ -713,6 +739,20 @@ class Analyzer:
                 out.append(tokens[i])
                 i += 1
         return out
+
+    def same_words(self, phrase: str, found: list[str]) -> bool:
+        """Whether ``found`` (words whose stems are ``phrase``) are an entry's words, inflected at most.
+
+        Stems alone join derived words: ``direct`` (of a direct debit) shares its stem with ``directions``
+        (a location), ``terminal`` with ``terminate``. A word whose derivational ending differs from the
+        entry's is another word; one whose ending the stem does not show (``happy``, ``happiness``) is not
+        told apart.
+        """
+        mine = tuple(map(derivation, found))
+        return any(
+            all(a is None or b is None or a == b for a, b in zip(mine, entry, strict=True))
+            for entry in self.forms.get(phrase, ())
+        )
 
     def terms(self, text: str, *, spell: bool = True, keep: frozenset[str] = frozenset()) -> tuple[Term, ...]:
         """The weighted, stemmed content terms of ``text`` (each stem once, with its highest weight).

@@ -120,6 +120,57 @@ async def test_queries_without_content_words(shop: tuple[KnowledgeBase, str, str
     assert await kb.search(tenant, "not-a-uuid", "refund") == []
 
 
+CLUB = """# Swimming club
+
+## Fees
+
+Adults pay 30 euros a month and children 18 euros. The first trial session is free.
+
+## Leaving the club
+
+Members who want to leave give two weeks' notice by e-mail to the club secretary;
+the fees of the current month are not returned.
+
+## Session times
+
+Lane sessions run on Monday, Wednesday and Friday evenings from 7 pm to 9 pm, and on
+Sunday mornings from 8 am to 10 am.
+
+## Paying
+
+Fees are paid by direct debit at the start of each month. A payment that fails costs
+a fee of 5 euros.
+"""
+"""A small knowledge base of the engine's tests too (tests/test_offline_engine.py)."""
+
+
+@pytest.mark.parametrize("memory_vectors", [256 * 1024 * 1024, 0], ids=["in memory", "in PostgreSQL"])
+async def test_the_best_text_match_when_nothing_reaches_the_threshold(
+    store: Store, db: Database, memory_vectors: int
+) -> None:
+    """#17 round 7: a caller that judges the words itself (the offline engine) gets the best full-text match.
+
+    "please help, I need to know the notice" shares one rare word with the section on leaving, but its
+    request words dilute both the vector and the full-text rank under the threshold: a plain search finds
+    nothing, ``best_text_match`` finds that section (with its own, lower score). Nothing changes when a
+    passage reaches the threshold, and a query sharing no word with the documents still finds nothing.
+    """
+    tenant = await store.tenants.create(f"club-{uuid.uuid4().hex[:8]}", "Club")
+    bot = await store.bots.create(tenant.id, "desk", "Desk")
+    kb = KnowledgeBase(db, LocalEmbedder(), KnowledgeConfig(memory_vectors=memory_vectors))
+    await kb.ingest(tenant.id, bot.id, "club.md", CLUB)
+    diluted = "please help, I need to know the notice"
+    assert await kb.search(tenant.id, bot.id, diluted, limit=3) == []
+    found = await kb.search(tenant.id, bot.id, diluted, limit=3, best_text_match=True)
+    assert [p.title for p in found] == ["Swimming club > Leaving the club"]
+    assert 0 < found[0].score < kb.config.threshold
+    clear = "how much notice do I have to give to leave the club"
+    plain = await kb.search(tenant.id, bot.id, clear, limit=3)
+    assert plain and plain[0].score >= kb.config.threshold
+    assert await kb.search(tenant.id, bot.id, clear, limit=3, best_text_match=True) == plain
+    assert await kb.search(tenant.id, bot.id, "xylophone zebra", limit=3, best_text_match=True) == []
+
+
 # ------------------------------------------------------------------------------ scoping
 
 

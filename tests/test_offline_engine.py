@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
 from botloom.core.definitions import Intent, Slot
+from botloom.core.domain import Bot, BotSettings
 from botloom.core.language import Analyzer, Teaching, default_analyzer, term_map, words
 from botloom.graphs.engines import (
     KNOWLEDGE_INTENT,
@@ -17,9 +19,12 @@ from botloom.graphs.engines import (
     specificity,
 )
 from botloom.graphs.state import PassageRef
+from botloom.runtime.budgets import RefuseEngine
 from botloom.runtime.services import Services
+from botloom.runtime.turn_context import TurnContexts
 from botloom.server.demo import DemoInfo
-from tests.helpers import Chat
+from tests.helpers import Chat, enable
+from tests.test_knowledge_search import CLUB
 
 
 @pytest.mark.parametrize(
@@ -329,3 +334,78 @@ def test_service_words_in_other_words_meet_the_bots_own() -> None:
     assert "reserv" in shared("can I place a hold on a book", "You can reserve a book that is on loan.")
     assert "reserv" in shared("how many holds can I have", "Reservations cost 1 euro.")
     assert analyzer.canonical("put my membership on hold", spell=False) == ["put", "my", "membership", "pause"]
+
+
+async def club_bot(services: Services) -> Bot:
+    """A bot answering from :data:`tests.test_knowledge_search.CLUB` (small talk, a person, its knowledge)."""
+    tenant = await services.store.tenants.create(f"club-{uuid.uuid4().hex[:8]}", "Club")
+    bot = await services.store.bots.create(tenant.id, "desk", "Desk", BotSettings())
+    await enable(services, bot, "smalltalk", "handoff", "knowledge")
+    await services.knowledge.ingest(tenant.id, bot.id, "club.md", CLUB)
+    return bot
+
+
+async def test_a_passage_under_the_search_threshold_that_covers_the_message_answers_it(services: Services) -> None:
+    """#17 round 7: the search's best full-text match reaches the engine when no passage reaches the threshold.
+
+    "please help, I need to know the notice" is about the one rare word it shares with the section on leaving
+    the club, but its request words dilute the search's fused score under the threshold: no passage, the
+    fallback. The engine weighs the words itself (the request words weigh little), so it answers. A message
+    sharing no informative word with the documents still gets the fallback.
+    """
+    bot = await club_bot(services)
+    diluted = "please help, I need to know the notice"
+    assert await services.knowledge.search(bot.tenant_id, bot.id, diluted, limit=3) == []  # under the threshold
+    result = await Chat(services, bot).say(diluted)
+    assert result.intent == KNOWLEDGE_INTENT
+    assert "two weeks' notice" in " ".join(r.text for r in result.replies)
+    unrelated = await Chat(services, bot, user="user-2").say("how do I get directions to the pool")
+    assert unrelated.intent is None
+
+
+async def test_only_the_offline_engine_gets_the_best_text_match(services: Services) -> None:
+    """Round 7: the turn's search returns a passage under the threshold to the offline engine only.
+
+    A language model's turn (here an engine that is not the offline one) reads every passage it is given as
+    knowledge to answer from, so its search keeps the threshold.
+    """
+    bot = await club_bot(services)
+    conversation = await services.store.conversations.create(bot.tenant_id, bot.id, "test", "user-1")
+    diluted = "please help, I need to know the notice"
+    offline = await services.runner.contexts.context(bot, conversation)
+    assert offline.search is not None
+    assert [p.title for p in await offline.search(diluted, 3)] == ["Swimming club > Leaving the club"]
+    contexts = services.runner.contexts
+    other = TurnContexts(
+        host=contexts.host,
+        store=contexts.store,
+        engine=RefuseEngine(),
+        settings=contexts.settings,
+        knowledge=contexts.knowledge,
+    )
+    ctx = await other.context(bot, conversation)
+    assert ctx.search is not None
+    assert await ctx.search(diluted, 3) == []
+
+
+def test_a_synonym_matches_inflections_of_its_words_not_other_words_of_their_stem() -> None:
+    """Round 7: ``direct`` (a direct debit) is not ``directions`` (a location), though Snowball stems both
+    ``direct``; ``terminal`` is not ``terminate``. Inflections of an entry's words still match it."""
+    analyzer = default_analyzer()
+    debit = term_map(analyzer.terms("my direct debit bounced, what now"))
+    assert "direct" in debit and "locat" not in debit
+    assert "locat" in term_map(analyzer.terms("can you give me directions"))
+    assert "locat" in term_map(analyzer.terms("how do I get there? any direction"))
+    assert "cancel" not in term_map(analyzer.terms("which terminal"))
+    assert "cancel" in term_map(analyzer.terms("I want to terminate my contract"))
+    assert "close" in term_map(analyzer.terms("the pool shuts at 9"))
+    assert "close" in term_map(analyzer.terms("is it shutting soon"))
+    assert "ship" in term_map(analyzer.terms("it was delivered late"))
+
+
+async def test_a_direct_debit_is_not_a_location(services: Services) -> None:
+    """Round 7: "my direct debit bounced" was read ``location debit`` and missed the section on paying."""
+    bot = await club_bot(services)
+    result = await Chat(services, bot).say("my direct debit bounced, what now")
+    assert result.intent == KNOWLEDGE_INTENT
+    assert "5 euros" in " ".join(r.text for r in result.replies)
