@@ -396,9 +396,10 @@ GOODS = _word_list(
     "charger cable camera tv television console controller router drone toy puzzle doll bike bicycle helmet "
     "tent stroller"
 )
-"""Common goods: a message naming one speaks of an ``item``, a ``product`` (``can I send back a jacket?``)."""
+"""Common goods: a message naming one speaks of an ``item`` (``can I send back a jacket?``)."""
 for _good in dict.fromkeys(GOODS):
-    SYNONYMS.setdefault(_good, f"{_good} item product")
+    SYNONYMS.setdefault(_good, f"{_good} item")
+SYNONYMS.setdefault("product", "item")  # one kind, counted once: a passage's "products" covers a message's "item"
 
 GOOD_SET = frozenset(GOODS)
 GOOD_KINDS = frozenset(["item", "product"])
