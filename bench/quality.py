@@ -41,6 +41,9 @@ knowledge base's hybrid search), one conversation per case. Reported:
 * **wrong confident answers**: the bot answered (an intent, a slot question or a
   passage) and the answer was not right, over all cases: the number to keep low;
 * **needless escalations**: in-scope cases handed to a person;
+* **passage never found**: in-scope cases expecting a passage, not answered right, whose turn recorded no
+  candidate of the expected document (the search did not return it, or the engine scored it 0): what the
+  knowledge search missed, as opposed to the choice among the candidates (a count, also per half);
 * **calibration**: of the answers given at confidence >= x, the share right.
 
 **Tuning split.** Each set's cases are split in two halves by a hash of their id
@@ -462,8 +465,8 @@ async def cpu_per_turn(
     engine = OfflineEngine()
     queries = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 9))) for _ in range(turns)]
 
-    async def search(q: str, limit: int) -> list[Any]:
-        return await services.knowledge.search(tenant.id, bot.id, q, limit=limit)
+    async def search(q: str, limit: int) -> list[Any]:  # as the turn's search for the offline engine
+        return await services.knowledge.search(tenant.id, bot.id, q, limit=limit, best_text_match=True)
 
     ctx = TurnContext(
         tenant_id=tenant.id, bot=bot, conversation_id="cpu", channel="bench", engine=engine, intents=made, search=search
@@ -483,7 +486,7 @@ async def cpu_per_turn(
         kb = KnowledgeBase(qdb, services.embedder)
 
         async def pinned(q: str, limit: int) -> list[Any]:
-            return await kb.search(tenant.id, bot.id, q, limit=limit)
+            return await kb.search(tenant.id, bot.id, q, limit=limit, best_text_match=True)
 
         for q in queries[:20]:
             await pinned(q, 3)
