@@ -20,6 +20,7 @@ from langgraph.checkpoint.base import (
 
 from botloom.core.crypto import Cipher
 from botloom.core.settings import Settings
+from botloom.core.storage.database import one_process_at_a_time
 from botloom.runtime.saver import RedactingSaver, encrypting_serializer
 
 logger = logging.getLogger(__name__)
@@ -423,47 +424,19 @@ async def _open_saver(
         await cp_pool.close()
 
 
-async def _try_lock(conn: Any, lock: int) -> bool:
-    """Take the session advisory lock ``lock`` if it is free; whether it was taken."""
-    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock,))).fetchone()
-    return bool(row and row[0])
-
-
 CHECKPOINT_SETUP_LOCK = 0x626F746C6F6F6D01
 """The advisory lock that serialises LangGraph's checkpoint table set-up across processes."""
 REDIS_SETUP_LOCK = "botloom:lock:checkpointer-setup"
 """The Redis lock that serialises the Redis checkpointer's search-index set-up across processes."""
-CHECKPOINT_SETUP_POLL = 0.05
-"""Seconds between two tries for the set-up lock while another process holds it."""
-CHECKPOINT_SETUP_WAIT = 120.0
-"""Seconds a process waits for another's set-up before it gives up with an error."""
 
 
 async def _set_up_once_at_a_time(database_url: str, saver: Any) -> None:
-    """Run ``saver.setup()`` while holding an advisory lock, on a connection of its own.
+    """Run ``saver.setup()`` under an advisory lock (:func:`one_process_at_a_time`).
 
     LangGraph's set-up reads which of its migrations ran, then runs the others; two
-    processes starting at once on a new database (the servers and workers of a first
-    deployment) both run them, and one fails on a duplicate key. The lock is held by a
-    connection outside the saver's pool, so a pool of one still has its connection.
-
-    The others poll with ``pg_try_advisory_lock`` instead of waiting in ``pg_advisory_lock``:
-    a session waiting in a statement holds a snapshot, and the set-up's ``CREATE INDEX
-    CONCURRENTLY`` waits for every older snapshot to end, so the two would wait on each
-    other forever, unseen by PostgreSQL's deadlock detector.
+    processes starting at once on a new database both run them, and one fails on a
+    duplicate key. The lock is held by a connection outside the saver's pool, so a
+    pool of one still has its connection.
     """
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as guard:
-        deadline = asyncio.get_running_loop().time() + CHECKPOINT_SETUP_WAIT
-        while not await _try_lock(guard, CHECKPOINT_SETUP_LOCK):
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(
-                    f"another process has been setting up the checkpoint tables for {CHECKPOINT_SETUP_WAIT:.0f} s; "
-                    f"check that it is not stuck (pg_locks: advisory lock {CHECKPOINT_SETUP_LOCK}), then start again"
-                )
-            await asyncio.sleep(CHECKPOINT_SETUP_POLL)
-        try:
-            await saver.setup()
-        finally:
-            await guard.execute("SELECT pg_advisory_unlock(%s)", (CHECKPOINT_SETUP_LOCK,))
+    async with one_process_at_a_time(database_url, CHECKPOINT_SETUP_LOCK, "the checkpoint tables"):
+        await saver.setup()

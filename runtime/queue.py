@@ -50,6 +50,8 @@ _saq_log.addFilter(_QuietStops())
 Kind = Literal["turns", "deliveries"]
 KINDS: tuple[Kind, ...] = ("turns", "deliveries")
 JOBS_TABLE = "botloom_jobs"
+QUEUE_SETUP_LOCK = 0x626F746C6F6F6D02
+"""The advisory lock that serialises SAQ's table set-up across processes (beside its own, which does not wait)."""
 LOCK_KEYSPACE = 0x626C  # SAQ's advisory locks (sweeping, its schema) use two-int keys in this space
 
 JobFunction = Callable[..., Awaitable[Any]]
@@ -138,10 +140,18 @@ class JobQueue:
         async with self._connecting:
             if self._connected:
                 return
-            if self._pool is not None:
+            if self._pool is None:
+                for queue in self.queues.values():
+                    await queue.connect()
+            else:
+                from botloom.core.storage.database import one_process_at_a_time
+
                 await self._pool.open(wait=True, timeout=30)
-            for queue in self.queues.values():  # one at a time: SAQ creates its tables on the first
-                await queue.connect()
+                # SAQ creates its tables on the first connect, unless another process holds its schema lock,
+                # when it goes on at once: on a new database that process may not have committed them yet.
+                async with one_process_at_a_time(self._pool.conninfo, QUEUE_SETUP_LOCK, "the job queue's tables"):
+                    for queue in self.queues.values():  # one at a time within the process too
+                        await queue.connect()
             self._connected = True
 
     async def close(self) -> None:

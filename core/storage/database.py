@@ -117,6 +117,49 @@ async def _check_pool(pool: AsyncConnectionPool[Any]) -> None:
         logger.debug("checking the idle connections of %s failed", pool.name, exc_info=True)
 
 
+SET_UP_POLL = 0.05
+"""Seconds between two tries for a set-up lock while another process holds it."""
+SET_UP_WAIT = 120.0
+"""Seconds a process waits for another's set-up before it gives up with an error."""
+
+
+@asynccontextmanager
+async def one_process_at_a_time(url: str, lock: int, what: str, *, wait: float = SET_UP_WAIT) -> AsyncIterator[None]:
+    """Hold the session advisory lock ``lock`` on a connection of its own while the block runs.
+
+    For a library's set-up that checks, then creates its tables (LangGraph's
+    checkpointer, SAQ's queue): two processes starting at once on a new database
+    (the servers and workers of a first deployment) would both create, or one
+    would use tables the other has not committed yet. ``what`` names the set-up in
+    the error after ``wait`` seconds.
+
+    Waiters poll with ``pg_try_advisory_lock`` instead of waiting in ``pg_advisory_lock``:
+    a session waiting in a statement holds a snapshot, and a set-up's ``CREATE INDEX
+    CONCURRENTLY`` waits for every older snapshot to end, so the two would wait on each
+    other forever, unseen by PostgreSQL's deadlock detector.
+    """
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as guard:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not await _try_advisory_lock(guard, lock):
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"another process has been setting up {what} for {wait:.0f} s; check that it is not stuck "
+                    f"(pg_locks: advisory lock {lock}), then start again"
+                )
+            await asyncio.sleep(SET_UP_POLL)
+        try:
+            yield
+        finally:
+            await guard.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+
+async def _try_advisory_lock(conn: AsyncConnection[Any], lock: int) -> bool:
+    """Take the session advisory lock ``lock`` if it is free; whether it was taken."""
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock,))).fetchone()
+    return bool(row and row[0])
+
+
 def checked_pool(
     url: str,
     *,
