@@ -418,7 +418,7 @@ async def _open_saver(
     await cp_pool.open(wait=True, timeout=30)
     try:
         pg_saver = postgres_saver_class()(conn=cp_pool)
-        await _set_up_once_at_a_time(database_url, pg_saver)
+        await _set_up_once_at_a_time(database_url, pg_saver, settings.redis_url)
         yield pg_saver
     finally:
         await cp_pool.close()
@@ -428,15 +428,29 @@ CHECKPOINT_SETUP_LOCK = 0x626F746C6F6F6D01
 """The advisory lock that serialises LangGraph's checkpoint table set-up across processes."""
 REDIS_SETUP_LOCK = "botloom:lock:checkpointer-setup"
 """The Redis lock that serialises the Redis checkpointer's search-index set-up across processes."""
+POSTGRES_SETUP_LOCK = "botloom:lock:postgres-checkpointer-setup"
+"""With Redis: the Redis lock that serialises the PostgreSQL checkpointer's table set-up across processes."""
 
 
-async def _set_up_once_at_a_time(database_url: str, saver: Any) -> None:
-    """Run ``saver.setup()`` under an advisory lock (:func:`one_process_at_a_time`).
+async def _set_up_once_at_a_time(database_url: str, saver: Any, redis_url: str | None) -> None:
+    """Run ``saver.setup()`` in one process at a time: under a Redis lock with Redis, else an advisory lock.
 
     LangGraph's set-up reads which of its migrations ran, then runs the others; two
     processes starting at once on a new database both run them, and one fails on a
-    duplicate key. The lock is held by a connection outside the saver's pool, so a
-    pool of one still has its connection.
+    duplicate key. The advisory lock (:func:`one_process_at_a_time`) is a session's,
+    held on a connection outside the saver's pool; a deployment with Redis may reach
+    PostgreSQL through a transaction-mode pooler (docs/deployment.md), where a session
+    lock would stay on whichever server connection took it, so there Redis holds it.
     """
-    async with one_process_at_a_time(database_url, CHECKPOINT_SETUP_LOCK, "the checkpoint tables"):
-        await saver.setup()
+    if redis_url is None:
+        async with one_process_at_a_time(database_url, CHECKPOINT_SETUP_LOCK, "the checkpoint tables"):
+            await saver.setup()
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        async with client.lock(POSTGRES_SETUP_LOCK, timeout=120, blocking_timeout=120):
+            await saver.setup()
+    finally:
+        await client.aclose()
