@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from botloom.core.settings import Settings
+from botloom.core.storage.repositories import Store
+from botloom.core.storage.repositories.agents import hashed_password
 from botloom.runtime.services import Services
 from tests.desk import OPERATOR, DeskAgent, bearer, make_agent
 from tests.test_api_auth import MALFORMED, ROUTES, Call, render
@@ -298,3 +300,17 @@ async def test_hostile_bodies_are_400s_naming_the_field(client: httpx.AsyncClien
         assert r.status_code in (400, 404), r.text
     transcript = (await client.get(f"/api/v1/conversations/{world.refs['conversation_id']}", headers=OPERATOR)).json()
     assert [m["text"] for m in transcript["messages"] if m["direction"] == "outbound"][1:] == []
+
+
+async def test_a_password_hashed_before_the_transaction_is_stored_as_it_is(store: Store) -> None:
+    """The API hashes an agent's password before its transaction (Argon2 takes a while); the repository keeps it."""
+    tenant = await store.tenants.create("hashers", "Hashers")
+    agent, _ = await store.agents.create(
+        tenant.id, email="ada@hashers.test", name="Ada", password=await hashed_password("first-pass")
+    )
+    assert await store.agents.sign_in(tenant.id, "ada@hashers.test", "first-pass") is not None
+    await store.agents.update(tenant.id, agent.id, {"password": await hashed_password("second-pass")})
+    assert await store.agents.sign_in(tenant.id, "ada@hashers.test", "first-pass") is None
+    assert await store.agents.sign_in(tenant.id, "ada@hashers.test", "second-pass") is not None
+    await store.agents.update(tenant.id, agent.id, {"password": "third-pass"})  # a plain one is still hashed
+    assert await store.agents.sign_in(tenant.id, "ada@hashers.test", "third-pass") is not None

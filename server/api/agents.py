@@ -19,7 +19,7 @@ from litestar.types import ControllerRouterHandler
 from msgspec import UNSET, UnsetType
 
 from botloom.core.storage.repositories import Conflict, as_uuid
-from botloom.core.storage.repositories.agents import Agent, Team
+from botloom.core.storage.repositories.agents import Agent, Team, hashed_password
 from botloom.runtime.audit import record
 from botloom.runtime.desk import DAYS, effective_presence
 from botloom.server.api.audit import actor_of
@@ -221,13 +221,14 @@ class AgentController(ApiController):
     ) -> AgentCreated:
         """The agent and its personal API token, shown this once; 409 when the e-mail is taken in the tenant."""
         found = await visible_tenant(services, principal, tenant)
+        password = await hashed_password(data.password)  # outside the transaction: Argon2 takes a while
         try:
             async with services.store.db.transaction():
                 agent, token = await services.store.agents.create(
                     found.id,
                     email=data.email,
                     name=data.name,
-                    password=data.password,
+                    password=password,
                     teams=data.teams,
                     skills=data.skills,
                     capacity=data.capacity,
@@ -264,6 +265,8 @@ class AgentController(ApiController):
         """Change an agent's name, password, teams, skills or capacity."""
         found = await visible_tenant(services, principal, tenant)
         changes: dict[str, Any] = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+        if "password" in changes:  # hashed outside the transaction: Argon2 takes a while
+            changes["password"] = await hashed_password(changes["password"])
         async with services.store.db.transaction():
             before = await services.store.agents.get(found.id, agent_id)
             agent = await services.store.agents.update(found.id, agent_id, changes) if before else None

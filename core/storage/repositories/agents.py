@@ -35,6 +35,22 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+class HashedPassword(str):
+    """A password already hashed (:func:`hashed_password`): the repository stores it as it is."""
+
+    __slots__ = ()
+
+
+async def hashed_password(password: str) -> HashedPassword:
+    """``password`` hashed in a thread (Argon2 takes tens of milliseconds), before a transaction holds a connection."""
+    return HashedPassword(await asyncio.to_thread(hash_password, password))
+
+
+async def _stored_form(password: str) -> str:
+    """What the ``password_hash`` column keeps for ``password``: a :class:`HashedPassword` as it is, else its hash."""
+    return password if isinstance(password, HashedPassword) else await hashed_password(password)
+
+
 def password_matches(stored: str, password: str) -> bool:
     """Whether ``password`` is the one ``stored`` was made from."""
     try:
@@ -112,7 +128,7 @@ class AgentRepository(Repository):
     ) -> tuple[Agent, str]:
         """A new agent and its personal token (shown once; botloom keeps its hash). :class:`Conflict`: e-mail taken."""
         token = f"{AGENT_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
-        hashed = await asyncio.to_thread(hash_password, password)
+        hashed = await _stored_form(password)
         try:
             row = await self._one(
                 "INSERT INTO agents (tenant_id, email, name, password_hash, token_prefix, token_hash, teams, skills, "
@@ -192,7 +208,7 @@ class AgentRepository(Repository):
         for field, value in changes.items():
             if field == "password":
                 sets.append("password_hash = %s")
-                params.append(await asyncio.to_thread(hash_password, str(value)))
+                params.append(await _stored_form(value if isinstance(value, str) else str(value)))
             elif field in allowed:
                 sets.append(f"{field} = %s")
                 params.append(list(value) if field in ("teams", "skills") else value)
@@ -330,9 +346,11 @@ __all__ = [
     "AgentRepository",
     "CannedResponse",
     "CannedResponseRepository",
+    "HashedPassword",
     "Presence",
     "Team",
     "TeamRepository",
     "hash_password",
+    "hashed_password",
     "password_matches",
 ]
