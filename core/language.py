@@ -399,6 +399,10 @@ GOODS = _word_list(
 """Common goods: a message naming one speaks of an ``item`` (``can I send back a jacket?``)."""
 for _good in dict.fromkeys(GOODS):
     SYNONYMS.setdefault(_good, f"{_good} item")
+QUANTITIES = ("a pair of", "a couple of", "a bunch of", "a lot of", "lots of", "plenty of")
+"""How many, said in words (``a pair of shoes``): nothing of the topic, dropped like stop words."""
+for _quantity in QUANTITIES:
+    SYNONYMS.setdefault(_quantity, "")
 SYNONYMS.setdefault("product", "item")  # one kind, counted once: a passage's "products" covers a message's "item"
 
 GOOD_SET = frozenset(GOODS)
@@ -531,6 +535,10 @@ REQUEST_WORDS = frozenset(
         "now",
         "ask",
         "asking",
+        "somewhere",
+        "anywhere",
+        "everywhere",
+        "several",
     ]
 )
 """The words of asking (``I need``, ``I'd like to``, ``something``): common in requests, saying nothing of the topic."""
