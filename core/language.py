@@ -541,7 +541,8 @@ REQUEST_WORDS = frozenset(
         "several",
     ]
 )
-"""The words of asking (``I need``, ``I'd like to``, ``something``): common in requests, saying nothing of the topic."""
+"""The words of asking (``I need``, ``I'd like to``, ``something``) and of vagueness (``somewhere``, ``several``):
+common in requests, saying nothing of the topic."""
 REQUEST_WEIGHT = 0.15
 
 
