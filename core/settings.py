@@ -68,9 +68,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The URL end users and providers reach this server at (behind a proxy); used for webhook
     signatures and links."""
     db_pool_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
-    webhook_inbox: bool = False
+    webhook_inbox: bool = True
     """A push channel's webhook acknowledges once its message is stored in one row of the inbox; the workers turn
-    it into its conversation, message and turn job milliseconds later (#16 goal 3; docs/deployment.md)."""
+    it into its conversation, message and turn job milliseconds later (#16 goal 3; docs/deployment.md). On by
+    default; ``false`` while workers of a release before the inbox still run."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0

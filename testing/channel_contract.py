@@ -92,7 +92,13 @@ class ContractContext:
 
 
 async def transcript(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
-    """``(direction, text, status)`` of every message of the demo bot, oldest first."""
+    """``(direction, text, status)`` of every message of the demo bot, oldest first.
+
+    Messages a webhook acknowledged into the webhook inbox (``BOTLOOM_WEBHOOK_INBOX``,
+    on by default) are ingested first, as a worker does within milliseconds: a message
+    is stored once it is in the inbox or among the messages, and this shows both.
+    """
+    await services.inbound.ingest_inbox()
     rows = []
     for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
         rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)

@@ -141,6 +141,7 @@ async def test_separate_threads_are_separate_conversations(
         for number in (1, 2):
             raw = raw_mail("hello", message_id=f"t{number}@example.org", subject=f"Thread {number}")
             assert (await post_mail(client, raw)).status_code == 200
+    assert await services.inbound.ingest_inbox() == 2, "acknowledged into the webhook inbox"
     assert len(await services.store.conversations.list_all(demo.tenant.id, demo.bot.id)) == 2
 
 

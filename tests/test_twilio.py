@@ -224,6 +224,7 @@ async def test_media_reach_the_turn_as_attachments(
     assert (await post_signed(client, WEBHOOK, inbound_form("a photo of my order", media=media))).status_code == 200
     photo_only = inbound_form("", sender=WHATSAPP_USER, media=media[:1])
     assert (await post_signed(client, WEBHOOK, photo_only)).status_code == 200
+    assert await services.inbound.ingest_inbox() == 2, "acknowledged into the webhook inbox, kept whole"
     conversations = await services.store.conversations.list_all(demo.tenant.id, demo.bot.id)
     stored = {c.user: (await services.store.messages.list_all(demo.tenant.id, c.id))[0] for c in conversations}
     sms, whatsapp = stored[SMS_USER], stored[WHATSAPP_USER]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from botloom.core.messages import InboundMessage
-from botloom.core.settings import Settings
+from botloom.core.settings import Settings, load_settings
 from botloom.core.storage.repositories.inbound import INBOX_MAX_ATTEMPTS, InboxRow
 from botloom.runtime.services import Services
 from botloom.server.demo import DemoInfo
@@ -27,14 +27,7 @@ WEBHOOK = "/channels/twilio/acme/support"
 
 
 @pytest.fixture
-def inbox(services: Services) -> Iterator[None]:
-    services.inbound.inbox = True
-    yield
-    services.inbound.inbox = False
-
-
-@pytest.fixture
-async def client(settings: Settings, services: Services, inbox: None) -> AsyncIterator[httpx.AsyncClient]:
+async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(fast_app(settings, services)) as test_client:
         yield test_client
 
@@ -47,6 +40,12 @@ async def rows(services: Services, sql: str, *params: Any) -> list[dict[str, Any
 
 async def inbox_rows(services: Services) -> list[dict[str, Any]]:
     return await rows(services, "SELECT * FROM webhook_inbox ORDER BY id")
+
+
+async def stored_messages(services: Services) -> list[tuple[str, str, str]]:
+    """The messages table as it is: unlike ``transcript``, nothing waiting in the inbox is ingested first."""
+    found = await rows(services, "SELECT direction, text, status FROM messages ORDER BY created_at, id")
+    return [(r["direction"], r["text"], r["status"]) for r in found]
 
 
 async def turn_jobs(services: Services) -> int:
@@ -67,7 +66,7 @@ async def test_the_acknowledgement_stores_one_row_and_the_ingest_the_rest(
     [row] = await inbox_rows(services)
     assert (str(row["tenant_id"]), str(row["bot_id"])) == (demo.tenant.id, demo.bot.id)
     assert row["idempotency_key"] == "SM" + "1" * 32
-    assert await transcript(services, demo) == [], "visible once ingested, not before"
+    assert await stored_messages(services) == [], "visible once ingested, not before"
     assert await turn_jobs(services) == 0
 
     assert await services.inbound.ingest_inbox() == 1
@@ -77,6 +76,23 @@ async def test_the_acknowledgement_stores_one_row_and_the_ingest_the_rest(
     assert stored["created_at"] == row["received_at"], "the message keeps the time it was received"
     job = await services.queue.queues["turns"].job(f"turns:{stored['id']}")
     assert job is not None and job.kwargs["conversation_id"] == str(stored["conversation_id"])
+
+
+def test_the_inbox_is_on_by_default_and_can_be_turned_off(settings: Settings) -> None:
+    assert settings.webhook_inbox, "on by default (docs/deployment.md: the webhook inbox)"
+    assert not load_settings(environ={"BOTLOOM_WEBHOOK_INBOX": "false"}).webhook_inbox
+
+
+async def test_with_the_inbox_off_the_acknowledgement_stores_the_message_and_its_turn(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, peer: TwilioPeer
+) -> None:
+    services.inbound.inbox = False
+    await configure_twilio(client, demo, twilio_config(peer, "rest"))
+    response = await post_signed(client, WEBHOOK, inbound_form("hello", sid="SM" + "3" * 32))
+    assert response.status_code == 200, response.text
+    assert await inbox_rows(services) == []
+    assert await stored_messages(services) == [("inbound", "hello", "received")], "stored before the 200"
+    assert await turn_jobs(services) == 1
 
 
 async def test_a_retried_message_sid_is_stored_once_before_and_after_its_ingest(
