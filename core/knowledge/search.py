@@ -141,9 +141,7 @@ class HybridSearch:
         """
         name, dims = self.embedder.name, self.embedder.dimension
         key = (str(tenant), str(bot), name, dims)
-        statement = sql.SQL(LEXEMES).format(
-            fingerprint=sql.SQL(memory.FINGERPRINT), config=sql.Literal(TEXT_SEARCH_CONFIG)
-        )
+        statement = LEXEMES_STATEMENT
         vector = np.asarray(params["vector"], dtype=np.float32)
         rows: list[dict[str, Any]] = []
         for _ in range(2):
@@ -188,6 +186,9 @@ def _score(fused: float) -> float:
 LEXEMES = """WITH fp AS ({fingerprint})
 SELECT fp.documents, fp.digest, tsvector_to_array(to_tsvector({config}, %(query)s)) AS lexemes FROM fp"""
 """The query's lexemes and the bot's document fingerprint: all a search with the bot in memory asks PostgreSQL."""
+
+LEXEMES_STATEMENT = LEXEMES.format(fingerprint=memory.FINGERPRINT, config=f"'{TEXT_SEARCH_CONFIG}'")
+""":data:`LEXEMES` as sent, composed once: built at each search it cost about 3 % of a REST turn's CPU (#16)."""
 
 
 def rank_in_memory(
