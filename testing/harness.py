@@ -465,8 +465,13 @@ class ChannelHarness:
             yield
 
     async def transcript(self) -> list[tuple[str, str, str]]:
-        """``(direction, text, status)`` of every stored message of the bot, oldest first."""
+        """``(direction, text, status)`` of every stored message of the bot, oldest first.
+
+        Messages a webhook acknowledged into the webhook inbox (on by default) are
+        ingested first, as a worker does within milliseconds, so they show here too.
+        """
         services, bot = self.harness.services, self.harness.bot
+        await services.inbound.ingest_inbox()
         rows = []
         for conversation in await services.store.conversations.list_all(bot.tenant_id, bot.id):
             rows += await services.store.messages.list_all(bot.tenant_id, conversation.id)

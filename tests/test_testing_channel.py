@@ -52,3 +52,15 @@ async def test_the_route_is_the_test_bots_and_another_bot_is_a_404(botloom_chann
     assert answer.status_code == 404, answer.text
     config = await botloom_channel.config()
     assert config["secret"] == SECRET, "the signer sees the secret decrypted"
+
+
+@pytest.mark.botloom_plugin(fax_plugin(), "faxes", config={"secret": SECRET})
+async def test_the_transcript_shows_a_message_waiting_in_the_webhook_inbox(botloom_channel: ChannelHarness) -> None:
+    """A push channel's webhook acknowledges after one inbox row (the default): the author's transcript shows it."""
+    from botloom.core.messages import InboundMessage
+
+    await botloom_channel.start()
+    services, bot = botloom_channel.harness.services, botloom_channel.harness.bot
+    waiting = InboundMessage(channel="faxes", text="hello", sender="+15550001111", idempotency_key="f-inbox")
+    assert await services.store.inbound.to_inbox(bot.tenant_id, bot.id, waiting)
+    assert await botloom_channel.transcript() == [("inbound", "hello", "received")]
