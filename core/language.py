@@ -545,6 +545,46 @@ REQUEST_WORDS = frozenset(
 common in requests, saying nothing of the topic."""
 REQUEST_WEIGHT = 0.15
 
+PURCHASE_VERBS = frozenset(["ordered", "got", "gotten"])
+"""The canonical verbs of having bought (``bought`` and ``purchased`` are ``ordered`` by :data:`SYNONYMS`)."""
+THING_WORDS = frozenset(
+    ["something", "anything", "everything", "thing", "things", "stuff", "one", "ones", "what", "items", "products"]
+)
+"""Words that stand for a thing without naming it, besides :data:`GOODS` and their kinds."""
+PURCHASE_SUBJECTS = frozenset(["i", "we"])
+PURCHASE_ADVERBS = frozenset(["have", "had", "just", "recently", "already"])
+RELATIVES = frozenset(["that", "which"])
+PURCHASE_CLAUSE_WEIGHT = REQUEST_WEIGHT
+"""A purchase clause right after a thing (``an item I bought``, ``the jacket that I purchased``, ``something I
+got``) says which thing, not what the message is about: its verb weighs this little, and so does the thing
+when a vague word (``the stuff I bought``, ``an item I ordered``) rather than a named good."""
+
+
+def purchase_clauses(found: list[str]) -> set[int]:
+    """The positions in canonical words ``found`` that a purchase clause right after a thing makes light.
+
+    ``return an item I bought`` (canonical ``item i ordered``): ``item`` and ``ordered``; ``I bought a jacket``
+    and ``I ordered something``: none (no thing before the subject).
+    """
+    out: set[int] = set()
+    for i, word in enumerate(found):
+        if word not in PURCHASE_VERBS:
+            continue
+        j = i - 1
+        while j >= 0 and found[j] in PURCHASE_ADVERBS:
+            j -= 1
+        if j < 1 or found[j] not in PURCHASE_SUBJECTS:
+            continue
+        j -= 1
+        if found[j] in RELATIVES and j >= 1:
+            j -= 1
+        thing = found[j]
+        if thing in THING_WORDS or thing in GOOD_KINDS:
+            out.update((i, j))
+        elif thing in GOOD_SET or thing.removesuffix("s") in GOOD_SET:
+            out.add(i)  # a named good keeps its weight (a jacket is canonically ``jacket item``: the branch above)
+    return out
+
 
 @lru_cache(maxsize=65_536)
 def weight(word: str) -> float:
@@ -776,7 +816,9 @@ class Analyzer:
             return cached
         found: dict[str, float] = {}
         own = False
-        for word in self.canonical(text, spell=spell, keep=keep):
+        canonical = self.canonical(text, spell=spell, keep=keep)
+        asides = purchase_clauses(canonical)
+        for index, word in enumerate(canonical):
             if word in STOP_WORDS or (own and word in GOOD_KINDS):
                 continue  # a good the bot names is its own thing (a gym's trainer), not any item
             if word.isdigit() and len(word) >= LONG_NUMBER:
@@ -790,6 +832,8 @@ class Analyzer:
                     value = min(value, FOREIGN_GOOD_WEIGHT)  # a jacket the bot never names: any item of its
             elif word not in GOOD_KINDS:
                 own = False
+            if index in asides:
+                value = min(value, PURCHASE_CLAUSE_WEIGHT)
             if value > found.get(root, 0.0):
                 found[root] = value
         result = tuple(Term(k, v) for k, v in found.items())

@@ -465,6 +465,53 @@ def test_a_quantity_in_words_is_no_topic() -> None:
     assert _passage_chosen("I'd like to return a pair of gloves", returns) == "r1"
 
 
+def _shop() -> tuple[list[Intent], list[PassageRef]]:
+    """A shop's order-status intent, whose examples say ``order``, and a returns passage (#17 round 10)."""
+    status = Intent(
+        name="order_status",
+        description="Where an order is.",
+        examples=("where is my order", "has my order shipped yet", "when will my order arrive"),
+        slots=(Slot(name="number", description="The number", pattern=r"\b(\d{4})\b", required=True, prompt="Number?"),),
+        answer="Order {number} is on its way.",
+    )
+    returns = PassageRef(
+        id="r1",
+        document="returns.md",
+        title="Returns",
+        text="Any unused item can be returned within 30 days for a full refund.",
+        score=0.3,
+    )
+    return [HELLO, status], [returns]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The clause says which item; the message is about returning it (``bought`` is ``ordered``).
+        ("can I return an item I bought?", KNOWLEDGE_INTENT),
+        ("can I return something I purchased", KNOWLEDGE_INTENT),
+        ("can I return the lamp that I ordered", KNOWLEDGE_INTENT),
+        # With nothing else to go on, what was bought is an order: still the order's status.
+        ("where is the stuff I bought", "order_status"),
+        # No thing before it: the purchase is what the message says.
+        ("I bought something, when will it arrive?", "order_status"),
+    ],
+)
+def test_a_purchase_clause_says_which_thing_not_the_topic(text: str, expected: str) -> None:
+    """#17 round 10: ``an item I bought`` weighs little; ``I bought something`` keeps its weight."""
+    from botloom.graphs.engines import OfflineEngine
+
+    analyzer = default_analyzer()
+    assert term_map(analyzer.terms("the lamp I bought"))["order"] < 0.2
+    assert term_map(analyzer.terms("I bought a lamp"))["order"] > 0.5
+
+    intents, passages = _shop()
+    engine = OfflineEngine()
+    chosen = engine.choose(engine.candidates(_BotModel(intents, Teaching()), text, passages), 0.35)
+    assert chosen is not None
+    assert chosen.name == expected
+
+
 def _passage_chosen(text: str, passage: PassageRef) -> str | None:
     """The id of the passage the offline engine answers ``text`` with, beside a greeting intent (None: no passage)."""
     from botloom.graphs.engines import OfflineEngine
