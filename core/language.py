@@ -399,6 +399,9 @@ GOODS = _word_list(
 """Common goods: a message naming one speaks of an ``item`` (``can I send back a jacket?``)."""
 for _good in dict.fromkeys(GOODS):
     SYNONYMS.setdefault(_good, f"{_good} item")
+for _telephone in ("phone number", "phone numbers", "phone call", "phone calls", "by phone"):
+    SYNONYMS.setdefault(_telephone, _telephone.replace("phone", "telephone"))
+"""A phone number or call is a telephone's, not a good: ``do you have a phone number`` speaks of no item."""
 QUANTITIES = ("a pair of", "a couple of", "a bunch of", "a lot of", "lots of", "plenty of")
 """How many, said in words (``a pair of shoes``): nothing of the topic, dropped like stop words."""
 for _quantity in QUANTITIES:

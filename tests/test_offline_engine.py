@@ -428,6 +428,21 @@ async def test_a_product_is_an_item_once(services: Services, demo: DemoInfo) -> 
     assert "return" in " ".join(r.text for r in result.replies).lower()
 
 
+async def test_a_phone_number_is_no_item_but_a_phone_is(services: Services, demo: DemoInfo) -> None:
+    """A phone number or call is a telephone's: "do you have a phone number" got the demo's warranty passage at 0.60.
+
+    ``phone`` is a good (an item), and the warranty passage says "products" and "your order number".
+    """
+    analyzer = default_analyzer()
+    assert "item" not in analyzer.canonical("do you have a phone number", spell=False)
+    assert "item" not in analyzer.canonical("can I call you by phone", spell=False)
+    assert "item" in analyzer.canonical("can I return a phone", spell=False)
+    chat = Chat(services, demo.bot)
+    assert (await chat.say("do you have a phone number")).intent != KNOWLEDGE_INTENT
+    returned = await Chat(services, demo.bot, user="other").say("can I return a phone")
+    assert returned.intent == KNOWLEDGE_INTENT, "a phone is still a good"
+
+
 HELLO = Intent(name="greeting", description="Hello.", examples=("hello", "hi there"), answer="Hi!")
 """A greeting intent, the bot's other answer in the round 8 tests."""
 
