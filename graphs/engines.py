@@ -206,10 +206,12 @@ CANDIDATES = 3
 """How many candidates a turn records for the debugger."""
 CLAUSE = re.compile(
     r"(?<=[.!?;])\s+|,?\s+(?:and also|also|and then|and|but|oh wait|btw)\s+"
-    r"|,?\s+or\s+(?=(?:is|are|can|could|do|does|should|will|would)\b)",
+    r"|,?\s+or\s+(?=(?:is|are|can|could|do|does|should|will|would)\b)"
+    r"|,\s+(?=(?:can|could|may)\s+(?:i|we)\s)",
     re.IGNORECASE,
 )
-"""Where a line splits into clauses: sentence ends, ``and``/``but``/``btw``, and ``or`` before a new question."""
+"""Where a line splits into clauses: sentence ends, ``and``/``but``/``btw``, and ``or`` or a comma before a new
+question (``I bought a jacket, can I return it``)."""
 
 
 MAX_PARTS = 12
