@@ -459,6 +459,14 @@ async def test_a_phone_number_is_no_item_but_a_phone_is(services: Services, demo
 
 HELLO = Intent(name="greeting", description="Hello.", examples=("hello", "hi there"), answer="Hi!")
 """A greeting intent, the bot's other answer in the round 8 tests."""
+RETURNS = PassageRef(
+    id="r1",
+    document="returns.md",
+    title="Returns",
+    text="Any unused item can be returned within 30 days for a full refund.",
+    score=0.3,
+)
+"""A shop's return policy, the passage of the round 8 and round 10 tests."""
 
 
 @pytest.mark.parametrize(
@@ -484,14 +492,7 @@ def test_a_quantity_in_words_is_no_topic() -> None:
     assert "pair" not in term_map(analyzer.terms("can I send back a pair of gloves"))
     assert "coupl" not in term_map(analyzer.terms("it arrived a couple of days late"))
     assert "pair" in term_map(analyzer.terms("how do I pair my headphones"))
-    returns = PassageRef(
-        id="r1",
-        document="returns.md",
-        title="Returns",
-        text="Any unused item can be returned within 30 days for a full refund.",
-        score=0.3,
-    )
-    assert _passage_chosen("I'd like to return a pair of gloves", returns) == "r1"
+    assert _passage_chosen("I'd like to return a pair of gloves", RETURNS) == "r1"
 
 
 def _shop() -> tuple[list[Intent], list[PassageRef]]:
@@ -503,14 +504,7 @@ def _shop() -> tuple[list[Intent], list[PassageRef]]:
         slots=(Slot(name="number", description="The number", pattern=r"\b(\d{4})\b", required=True, prompt="Number?"),),
         answer="Order {number} is on its way.",
     )
-    returns = PassageRef(
-        id="r1",
-        document="returns.md",
-        title="Returns",
-        text="Any unused item can be returned within 30 days for a full refund.",
-        score=0.3,
-    )
-    return [HELLO, status], [returns]
+    return [HELLO, status], [RETURNS]
 
 
 @pytest.mark.parametrize(
