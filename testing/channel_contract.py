@@ -54,6 +54,7 @@ from botloom.runtime.services import Services
 from botloom.server.app import create_app
 from botloom.server.demo import DemoInfo
 from botloom.server.worker import workers
+from botloom.testing.harness import bot_transcript
 
 GREETING = "Hello! How can I help you today?"
 FAST_QUEUE = QueueOptions(heartbeat=2, sweep_every=1, grace=1.0)
@@ -92,18 +93,8 @@ class ContractContext:
 
 
 async def transcript(services: Services, demo: DemoInfo) -> list[tuple[str, str, str]]:
-    """``(direction, text, status)`` of every message of the demo bot, oldest first.
-
-    Messages a webhook acknowledged into the webhook inbox (``BOTLOOM_WEBHOOK_INBOX``,
-    on by default) are ingested first, as a worker does within milliseconds: a message
-    is stored once it is in the inbox or among the messages, and this shows both.
-    """
-    await services.inbound.ingest_inbox()
-    rows = []
-    for conversation in await services.store.conversations.list_all(demo.tenant.id, demo.bot.id):
-        rows += await services.store.messages.list_all(demo.tenant.id, conversation.id)
-    rows.sort(key=lambda m: (m.created_at, m.id))
-    return [(m.direction, m.text, m.status) for m in rows]
+    """``(direction, text, status)`` of every message of the demo bot, oldest first (the inbox ingested first)."""
+    return await bot_transcript(services, demo.tenant.id, demo.bot.id)
 
 
 def fast_app(settings: Settings, services: Services) -> Any:

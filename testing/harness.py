@@ -470,10 +470,20 @@ class ChannelHarness:
         Messages a webhook acknowledged into the webhook inbox (on by default) are
         ingested first, as a worker does within milliseconds, so they show here too.
         """
-        services, bot = self.harness.services, self.harness.bot
-        await services.inbound.ingest_inbox()
-        rows = []
-        for conversation in await services.store.conversations.list_all(bot.tenant_id, bot.id):
-            rows += await services.store.messages.list_all(bot.tenant_id, conversation.id)
-        rows.sort(key=lambda m: (m.created_at, m.id))
-        return [(m.direction, m.text, m.status) for m in rows]
+        bot = self.harness.bot
+        return await bot_transcript(self.harness.services, bot.tenant_id, bot.id)
+
+
+async def bot_transcript(services: Services, tenant_id: str, bot_id: str) -> list[tuple[str, str, str]]:
+    """``(direction, text, status)`` of every stored message of a bot, oldest first.
+
+    Messages a webhook acknowledged into the webhook inbox (``BOTLOOM_WEBHOOK_INBOX``,
+    on by default) are ingested first, as a worker does within milliseconds: a message
+    is stored once it is in the inbox or among the messages, and this shows both.
+    """
+    await services.inbound.ingest_inbox()
+    rows = []
+    for conversation in await services.store.conversations.list_all(tenant_id, bot_id):
+        rows += await services.store.messages.list_all(tenant_id, conversation.id)
+    rows.sort(key=lambda m: (m.created_at, m.id))
+    return [(m.direction, m.text, m.status) for m in rows]

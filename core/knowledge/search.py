@@ -188,7 +188,7 @@ SELECT fp.documents, fp.digest, tsvector_to_array(to_tsvector({config}, %(query)
 """The query's lexemes and the bot's document fingerprint: all a search with the bot in memory asks PostgreSQL."""
 
 LEXEMES_STATEMENT = LEXEMES.format(fingerprint=memory.FINGERPRINT, config=f"'{TEXT_SEARCH_CONFIG}'")
-""":data:`LEXEMES` as sent, composed once: built at each search it cost about 3 % of a REST turn's CPU (#16)."""
+""":data:`LEXEMES` as sent, composed once rather than at each search (#16)."""
 
 
 def rank_in_memory(
