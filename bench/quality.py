@@ -60,6 +60,9 @@ Usage::
     python bench/quality.py --database-url postgresql://...
     python bench/quality.py --cpu                   # also CPU per turn of classification + retrieval
                                                     # at 50 intents and 10,000 chunks
+    python bench/quality.py --split held-out --taught   # each second bot taught first, as its tenant
+                                                    # would from the tune half's misses
+                                                    # (bench/quality/<set>.taught.json)
 
 No model and no network: the offline engine and the local embedder.
 """
@@ -395,6 +398,37 @@ async def ensure_bot(services: Services, name: str) -> Bot:
     return bot
 
 
+def taught_path(name: str) -> Path:
+    """The teaching file of set ``name``: what a tenant taught its bot after reading the ``tune`` half's misses."""
+    return DATA / f"{name}.taught.json"
+
+
+async def teach(services: Services, bot: Bot, name: str) -> tuple[int, int]:
+    """Teach ``bot`` the synonyms and examples of :func:`taught_path` as the API would; (synonyms, examples).
+
+    The file is checked against the API's own request bodies (``server/api/teaching.py``), so nothing is
+    taught here that ``PUT /api/v1/bots/{bot}/synonyms`` or ``POST .../intents/{intent}/examples`` would refuse.
+    """
+    import msgspec
+
+    from botloom.server.api.teaching import ExampleIn, SynonymsBody
+
+    raw = json.loads(taught_path(name).read_text(encoding="utf-8"))
+    synonyms = msgspec.convert({"synonyms": raw.get("synonyms", {})}, SynonymsBody).synonyms
+    examples = {
+        intent: [msgspec.convert({"text": text}, ExampleIn).text for text in texts]
+        for intent, texts in raw.get("examples", {}).items()
+    }
+    store = services.store.teaching
+    tenant, bot_id = str(bot.tenant_id), str(bot.id)
+    await store.put_synonyms(tenant, bot_id, synonyms)
+    for intent, texts in examples.items():
+        for text in texts:
+            if await store.add_example(tenant, bot_id, intent, text) is None:
+                raise SystemExit(f"{taught_path(name)}: the bot has no intent {intent!r}")
+    return len(synonyms), sum(len(t) for t in examples.values())
+
+
 def register_bots(host: Any) -> None:
     """Register the evaluation bots' plugins with ``host`` (before ``collect``)."""
     for name, spec in BOTS.items():
@@ -567,9 +601,19 @@ def _settings(data_dir: Path, url: str) -> Settings:
 
 
 async def run(
-    url: str, names: Sequence[str], *, verbose: bool, cpu: bool, data_dir: Path, half: str | None = None
+    url: str,
+    names: Sequence[str],
+    *,
+    verbose: bool,
+    cpu: bool,
+    data_dir: Path,
+    half: str | None = None,
+    taught: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the sets ``names`` on the database at ``url``; return their figures."""
+    """Evaluate the sets ``names`` on the database at ``url``; return their figures.
+
+    ``taught``: first teach each bot that has a teaching file (:func:`taught_path`) what it holds.
+    """
     from botloom.core.host import PluginHost
     from botloom.runtime.services import open_services
     from botloom.server.demo import ensure_demo
@@ -584,6 +628,9 @@ async def run(
             if name in names:
                 bots[name] = await ensure_bot(services, name)
         for name in names:
+            if taught and taught_path(name).exists():
+                synonyms, examples = await teach(services, bots[name], name)
+                print(f"{name}: taught {synonyms} synonyms and {examples} examples ({taught_path(name).name})")
             began = time.perf_counter()
             outcomes = await evaluate(services, bots[name], load_cases(name, half))
             result = figures(outcomes)
@@ -616,6 +663,9 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="also measure CPU per turn at 50 intents, 10k chunks")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="run only this half of each set")
+    parser.add_argument(
+        "--taught", action="store_true", help="first teach each bot its bench/quality/<set>.taught.json (if any)"
+    )
     args = parser.parse_args()
     names = SETS if args.set in {"all", "both"} else (args.set,)
     base = Path(tempfile.mkdtemp(prefix="botloom-quality-"))
@@ -631,7 +681,9 @@ def main() -> None:
         (base / "data").mkdir()
         began = time.perf_counter()
         half = None if args.split == "all" else args.split
-        results = asyncio.run(run(url, names, verbose=args.verbose, cpu=args.cpu, data_dir=base / "data", half=half))
+        results = asyncio.run(
+            run(url, names, verbose=args.verbose, cpu=args.cpu, data_dir=base / "data", half=half, taught=args.taught)
+        )
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()

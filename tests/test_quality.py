@@ -74,3 +74,19 @@ async def test_the_evaluation_set_does_not_get_worse(name: str, settings: Settin
     report = f"{quality.report(name, result)}\n\ncases not right:\n{wrong}"
     assert result["cases"] >= {"demo": 150, "library": 70, "gym": 120, "bikeshop": 120}[name]
     assert failures(floor, result) == [], report
+
+
+def test_the_teaching_files_are_what_the_api_accepts() -> None:
+    """Each second bot's teaching file (``--taught``) passes the API's request bodies and names its bot's intents."""
+    import msgspec
+
+    from botloom.server.api.teaching import ExampleIn, SynonymsBody
+
+    quality = load_quality()
+    for name in quality.BOTS:
+        raw = json.loads(quality.taught_path(name).read_text(encoding="utf-8"))
+        assert msgspec.convert({"synonyms": raw["synonyms"]}, SynonymsBody).synonyms, name
+        intents = {i.name for i in quality.bot_plugin(name).register_intents()}
+        assert set(raw["examples"]) <= intents, name
+        for texts in raw["examples"].values():
+            assert all(msgspec.convert({"text": t}, ExampleIn).text for t in texts)
