@@ -5,21 +5,24 @@
 * ``GET/POST /api/v1/bots/{bot}/intents/{intent}/examples``, ``DELETE .../examples/{id}``:
   extra example messages of one of the bot's enabled intents;
 * ``GET /api/v1/bots/{bot}/fallbacks?from=&to=``: what the bot could not answer,
-  similar questions grouped, commonest first: what to teach next.
+  similar questions grouped, commonest first: what to teach next;
+* ``POST /api/v1/bots/{bot}/teaching/preview``: which of the bot's recent answers a change
+  of its synonyms or examples would change, before it is made (nothing is stored or sent).
 
 The offline engine uses what is taught from the bot's next turn on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import delete, get, post, put
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from botloom.core.storage.repositories import as_uuid
 from botloom.core.storage.repositories.teaching import (
@@ -31,6 +34,7 @@ from botloom.core.storage.repositories.teaching import (
 )
 from botloom.runtime.audit import record
 from botloom.runtime.services import Services
+from botloom.runtime.teaching_preview import MAX_PREVIEW_CONVERSATIONS, preview_teaching
 from botloom.server.api.audit import actor_of
 from botloom.server.api.common import READ_ERRORS, WRITE_ERRORS, ApiController, BotRef, IdRef, NameRef
 from botloom.server.api.schemas import ONE_LINE, Request
@@ -41,6 +45,8 @@ Phrase = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=ONE_L
 """A synonym's phrase or its meaning: one line, at most 100 characters."""
 ExampleText = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=ONE_LINE)]
 """An example message: one line, at most 500 characters."""
+MAX_PER_INTENT = msgspec.Meta(max_length=MAX_EXAMPLES)
+"""A preview adds at most as many examples to one intent as an intent may have."""
 
 
 class SynonymsBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,6 +68,46 @@ class ExampleOut(msgspec.Struct, frozen=True, kw_only=True):
     intent: str
     text: str
     created_at: datetime
+
+
+class PreviewIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A proposed teaching change: new synonyms (replacing the bot's), examples to add, how much to replay."""
+
+    synonyms: Annotated[dict[Phrase, Phrase], msgspec.Meta(max_length=MAX_SYNONYMS)] | None = None
+    """The bot's synonyms after the change, as ``PUT .../synonyms`` would set them (none: unchanged)."""
+    examples: Annotated[
+        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=100)], Annotated[list[ExampleText], MAX_PER_INTENT]],
+        msgspec.Meta(max_length=50),
+    ] = msgspec.field(default_factory=dict)
+    """Intent name → example messages to add."""
+    conversations: Annotated[int, msgspec.Meta(ge=1, le=MAX_PREVIEW_CONVERSATIONS)] = MAX_PREVIEW_CONVERSATIONS
+    """How many of the bot's most recently active conversations to replay."""
+
+
+class AnswerOut(msgspec.Struct, frozen=True, kw_only=True):
+    """What the bot answered a message: its intent (``knowledge`` for a passage, none for the fallback), its replies."""
+
+    intent: str | None
+    replies: list[str]
+
+
+class ChangedOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A recent message whose answer the change would change."""
+
+    conversation_id: str
+    turn: int
+    message: str
+    before: AnswerOut
+    after: AnswerOut
+
+
+class PreviewOut(msgspec.Struct, frozen=True, kw_only=True):
+    """How much was replayed, and the answers the change would change."""
+
+    conversations: int
+    turns: int
+    truncated: bool
+    changed: list[ChangedOut]
 
 
 class FallbackOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +133,10 @@ async def _intent(services: Services, principal: Principal, bot: str, intent: st
     return found.tenant_id, found.id
 
 
+def _answer(outcome: Mapping[str, Any]) -> AnswerOut:
+    return AnswerOut(intent=outcome.get("intent"), replies=[str(r) for r in outcome.get("replies") or []])
+
+
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 """An ISO 8601 time with its zone (``2026-01-31T00:00:00Z``): a bare number or a local time is refused."""
 DATE_TIME = {"format": "date-time"}
@@ -107,6 +157,14 @@ def _blank(value: str) -> bool:
     return not value.strip()
 
 
+def _cleaned(synonyms: Mapping[str, str]) -> dict[str, str]:
+    """``synonyms`` in lower case with single spaces; 400 when a phrase or meaning has no visible text."""
+    cleaned = {" ".join(k.lower().split()): " ".join(v.lower().split()) for k, v in synonyms.items()}
+    if any(_blank(k) or _blank(v) for k, v in cleaned.items()):
+        raise ValidationException("a synonym and its meaning must have visible text")
+    return cleaned
+
+
 class TeachingController(ApiController):
     """What a bot is taught, and what it could not answer."""
 
@@ -125,9 +183,7 @@ class TeachingController(ApiController):
     ) -> SynonymsBody:
         """Replace the bot's synonyms (phrase → the words it means); used from the bot's next turn on."""
         found = await visible_bot(services, principal, bot)
-        cleaned = {" ".join(k.lower().split()): " ".join(v.lower().split()) for k, v in data.synonyms.items()}
-        if any(_blank(k) or _blank(v) for k, v in cleaned.items()):
-            raise ValidationException("a synonym and its meaning must have visible text")
+        cleaned = _cleaned(data.synonyms)
         async with services.store.db.transaction():
             if not await services.store.teaching.put_synonyms(found.tenant_id, found.id, cleaned):
                 raise NotFoundException("the bot was deleted")
@@ -234,6 +290,49 @@ class TeachingController(ApiController):
         return [
             FallbackOut(question=g.question, count=g.count, last_seen=g.last_seen, variants=g.variants) for g in groups
         ]
+
+    @post(
+        "/teaching/preview",
+        summary="Preview a teaching change on recent conversations",
+        raises=WRITE_ERRORS,
+        status_code=HTTP_200_OK,
+    )
+    async def preview(
+        self, bot: BotRef, data: JSONBody[PreviewIn], principal: PrincipalDep, services: ServicesDep
+    ) -> PreviewOut:
+        """Which of the bot's recent answers the proposed synonyms and examples would change; nothing is stored.
+
+        The user messages of the bot's most recently active conversations are replayed with what the bot is
+        taught now and with the proposal (the offline engine, the knowledge base as it is now, tools from
+        their recorded results); the messages whose answer differs are listed, before and after.
+        """
+        found = await visible_bot(services, principal, bot)
+        view = await services.runner.bot_view(found)
+        unknown = sorted(set(data.examples) - set(view.intents))
+        if unknown:
+            raise NotFoundException(f"the bot has no intent {unknown[0]!r} (intents come from its enabled plugins)")
+        synonyms = None if data.synonyms is None else _cleaned(data.synonyms)
+        examples = {name: [" ".join(t.split()) for t in texts] for name, texts in data.examples.items()}
+        if any(_blank(t) for texts in examples.values() for t in texts):
+            raise ValidationException("an example must have visible text")
+        report = await preview_teaching(
+            services, found, synonyms=synonyms, examples=examples, conversations=data.conversations
+        )
+        return PreviewOut(
+            conversations=report.conversations,
+            turns=report.turns,
+            truncated=report.truncated,
+            changed=[
+                ChangedOut(
+                    conversation_id=c.conversation_id,
+                    turn=c.turn,
+                    message=c.message,
+                    before=_answer(c.before),
+                    after=_answer(c.after),
+                )
+                for c in report.changed
+            ],
+        )
 
 
 TEACHING_HANDLERS = [TeachingController]

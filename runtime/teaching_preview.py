@@ -1,0 +1,150 @@
+"""Preview a teaching change: which of a bot's recent answers it would change, before it takes effect.
+
+Teaching has side effects a tenant cannot see (docs/benchmarks.md, #17 round 12): a synonym replaces
+its phrase everywhere, and a taught example pulls questions near it. The preview replays the user
+messages of the bot's most recent conversations twice, each on a throwaway thread (nothing stored,
+nothing delivered, tools answered from their recorded results): once with what the bot is taught now,
+once with the proposal, both through the offline engine (the one teaching changes; with a language
+model it is the fallback) and the knowledge base as it is now. The turns whose answer differs are listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botloom.core.domain import Bot
+from botloom.core.language import Teaching
+from botloom.graphs.context import TurnContext
+from botloom.graphs.engines import OfflineEngine
+from botloom.runtime.debug_runs import dry_context
+from botloom.runtime.replay import (
+    RecordedTurn,
+    deterministic_context,
+    record_conversation,
+    replay_turns,
+    throwaway_graph,
+)
+from botloom.runtime.services import Services
+
+MAX_PREVIEW_CONVERSATIONS = 20
+"""How many of the bot's most recently active conversations a preview replays at most."""
+MAX_PREVIEW_TURNS = 200
+"""How many turns a preview replays at most, over all its conversations (the most recent conversations first)."""
+
+
+@dataclass
+class ChangedAnswer:
+    """A turn whose answer the proposal changes: the user's message, and what the bot said before and after."""
+
+    conversation_id: str
+    turn: int
+    message: str
+    before: dict[str, Any]
+    """``intent`` and ``replies`` with what the bot is taught now."""
+    after: dict[str, Any]
+    """``intent`` and ``replies`` with the proposal."""
+
+
+@dataclass
+class TeachingPreview:
+    """What a preview found: how much it replayed, and the answers that would change."""
+
+    conversations: int
+    turns: int
+    changed: list[ChangedAnswer] = field(default_factory=list)
+    truncated: bool = False
+    """Whether the bot had more recent turns than :data:`MAX_PREVIEW_TURNS`."""
+
+
+def proposal(current: Teaching, synonyms: Mapping[str, str] | None, examples: Mapping[str, Sequence[str]]) -> Teaching:
+    """``current`` with its synonyms replaced by ``synonyms`` (when given) and ``examples`` added per intent."""
+    merged = {name: tuple(texts) for name, texts in current.examples.items()}
+    for name, texts in examples.items():
+        merged[name] = tuple(dict.fromkeys([*merged.get(name, ()), *texts]))
+    return Teaching(
+        revision=current.revision + 1,
+        synonyms=dict(current.synonyms if synonyms is None else synonyms),
+        examples=merged,
+    )
+
+
+def _engine(services: Services, teaching: Teaching) -> OfflineEngine:
+    """An offline engine that reads ``teaching`` for every bot, with the deployment's knowledge floor."""
+    engine = services.engine
+    offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
+    floor = offline.knowledge_min_score if isinstance(offline, OfflineEngine) else 0.0
+
+    async def taught(tenant_id: str, bot_id: str) -> Teaching:
+        return teaching
+
+    return OfflineEngine(knowledge_min_score=floor, teaching=taught)
+
+
+def _contexts(base: TurnContext, engine: OfflineEngine) -> Callable[[RecordedTurn], Awaitable[TurnContext]]:
+    """Each replayed turn's context: tools from their recorded results, ``engine`` and today's knowledge search."""
+
+    async def context_for(turn: RecordedTurn) -> TurnContext:
+        recorded = deterministic_context(base, turn, model=False)
+        return dataclasses.replace(recorded, engine=engine, search=base.search)
+
+    return context_for
+
+
+def _outcome(turn: Mapping[str, Any]) -> dict[str, Any]:
+    replayed = turn["replayed"]
+    return {"intent": replayed.get("intent"), "replies": list(replayed.get("replies") or [])}
+
+
+async def preview_teaching(
+    services: Services,
+    bot: Bot,
+    *,
+    synonyms: Mapping[str, str] | None = None,
+    examples: Mapping[str, Sequence[str]] | None = None,
+    conversations: int = MAX_PREVIEW_CONVERSATIONS,
+) -> TeachingPreview:
+    """Replay the bot's recent conversations with its teaching now and with the proposal; the changed answers.
+
+    ``synonyms`` replaces the bot's synonyms (as ``PUT .../synonyms`` would); ``examples`` adds examples per
+    intent (as ``POST .../intents/{intent}/examples`` would). Nothing is stored or sent.
+    """
+    current = await services.store.teaching.load(bot.tenant_id, bot.id)
+    engines = (_engine(services, current), _engine(services, proposal(current, synonyms, examples or {})))
+    graph = throwaway_graph(services.host, bot.graph)
+    version = services.runner.state_version(bot)
+    found = await services.store.conversations.list_all(
+        bot.tenant_id, bot.id, limit=max(1, min(conversations, MAX_PREVIEW_CONVERSATIONS))
+    )
+    report = TeachingPreview(conversations=0, turns=0)
+    budget = MAX_PREVIEW_TURNS
+    for conversation in found:
+        if budget <= 0:
+            report.truncated = True
+            break
+        turns, more = await record_conversation(services, bot, conversation, limit=budget)
+        if not turns:
+            continue
+        base = await dry_context(services, bot, conversation)
+        runs = [await replay_turns(graph, turns, _contexts(base, e), version=version) for e in engines]
+        report.conversations += 1
+        report.turns += len(turns)
+        report.truncated = report.truncated or more
+        budget -= len(turns)
+        for turn, before, after in zip(turns, *runs, strict=True):
+            if _outcome(before) != _outcome(after):
+                report.changed.append(
+                    ChangedAnswer(
+                        conversation_id=conversation.id,
+                        turn=turn.index,
+                        message=turn.input,
+                        before=_outcome(before),
+                        after=_outcome(after),
+                    )
+                )
+    return report
+
+
+__all__ = ["MAX_PREVIEW_CONVERSATIONS", "MAX_PREVIEW_TURNS", "ChangedAnswer", "TeachingPreview", "preview_teaching"]
