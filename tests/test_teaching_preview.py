@@ -129,3 +129,12 @@ async def test_another_tenant_cannot_preview_and_no_token_is_401(
     assert "zorblatt" not in r.text
     r = await client.post(PREVIEW, json={}, headers={"Authorization": ""})
     assert r.status_code == 401, r.text
+
+
+async def test_a_bot_whose_graph_is_gone_is_a_404_not_a_crash(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+) -> None:
+    bot = await services.store.bots.create(demo.bot.tenant_id, "orphan", "Orphan", graph="no_such_graph")
+    r = await client.post(f"/api/v1/bots/acme/{bot.slug}/teaching/preview", json={})
+    assert r.status_code == 404, r.text
+    assert "no_such_graph" in r.json()["detail"]

@@ -33,6 +33,7 @@ from botloom.core.storage.repositories.teaching import (
     TooMany,
 )
 from botloom.runtime.audit import record
+from botloom.runtime.debug_runs import DebugNotFound
 from botloom.runtime.services import Services
 from botloom.runtime.teaching_preview import MAX_PREVIEW_CONVERSATIONS, preview_teaching
 from botloom.server.api.audit import actor_of
@@ -315,9 +316,12 @@ class TeachingController(ApiController):
         examples = {name: [" ".join(t.split()) for t in texts] for name, texts in data.examples.items()}
         if any(_blank(t) for texts in examples.values() for t in texts):
             raise ValidationException("an example must have visible text")
-        report = await preview_teaching(
-            services, found, synonyms=synonyms, examples=examples, conversations=data.conversations
-        )
+        try:
+            report = await preview_teaching(
+                services, found, synonyms=synonyms, examples=examples, conversations=data.conversations
+            )
+        except DebugNotFound as exc:  # the bot's graph is no longer registered
+            raise NotFoundException(str(exc)) from None
         return PreviewOut(
             conversations=report.conversations,
             turns=report.turns,
