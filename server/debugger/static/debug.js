@@ -114,6 +114,8 @@ async function pickBot(botId, keepPlace = false) {
   state.bot = botId; state.conversation = null;
   $("bot").value = botId;
   if (!keepPlace) remember(botId);
+  teach.bot = null;
+  openTeach().catch(teachError);
   await drawGraph();
   await listConversations(false);
 }
@@ -370,6 +372,203 @@ async function golden() {
   document.body.append(link); link.click(); link.remove();
 }
 
+// -- teach: fallbacks, synonyms, examples; preview, apply (the teaching routes, docs/graphs.md) --
+
+const teach = { bot: null, synonyms: {}, pending: [] };
+
+// A request of the Teach panel: its JSON answer (null for none); an error names what the API said.
+async function teachJson(path, options) {
+  const response = await api(path, options);
+  if (!response.ok) {
+    let detail = `${response.status}`;
+    try {
+      const body = await response.json();
+      detail = body.detail || detail;
+      const extra = Array.isArray(body.extra) ? body.extra.map((e) => (e && e.message) || "") : [];
+      detail = [detail, ...extra.filter((m) => m && !detail.includes(m))].join(": ");  // a 400 says which field
+    } catch (_) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function teachError(error) {
+  if (error.message !== "401") $("teach-error").textContent = error.message;
+  console.error(error);
+}
+
+function plural(count, one, many = `${one}s`) { return `${count} ${count === 1 ? one : many}`; }
+
+// Load what the bot is taught once per bot (reopening the panel keeps unsaved edits).
+async function openTeach() {
+  if (!$("teach").open || !state.bot || teach.bot === state.bot) return;
+  teach.bot = state.bot; teach.pending = [];
+  $("teach-error").textContent = ""; $("teach-status").textContent = "";
+  $("preview-summary").textContent = ""; $("preview-changes").replaceChildren();
+  showPending();
+  const bot = state.bot;
+  let plugins;
+  try {
+    [, , plugins] = await Promise.all([loadFallbacks(), loadSynonyms(),
+      teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/plugins`)]);
+  } catch (error) {
+    if (teach.bot === bot) teach.bot = null;  // opening the panel again tries again
+    throw error;
+  }
+  if (bot !== state.bot) return;
+  const intents = [...new Set(plugins.filter((p) => p.enabled).flatMap((p) => p.intents))].sort();
+  $("example-intent").replaceChildren(...intents.map((name) => el("option", { value: name }, name)));
+}
+
+async function loadFallbacks() {
+  const bot = state.bot;
+  const groups = await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/fallbacks?limit=50`);
+  if (bot !== state.bot) return;
+  const items = groups.map((g) => {
+    const others = g.variants.filter((v) => v !== g.question);
+    return el("li", { title: g.variants.join("\n") },
+      el("button", { type: "button", className: "question", dataset: { question: g.question } }, g.question),
+      " ", el("span", { className: "badge" }, `×${g.count}`),
+      el("span", { className: "muted" }, `last ${new Date(g.last_seen).toLocaleString()}`),
+      others.length ? el("details", {}, el("summary", { className: "muted" }, plural(others.length, "other wording")),
+        el("ul", { className: "variants" }, ...others.map((v) => el("li", {}, v)))) : "");
+  });
+  $("fallbacks").replaceChildren(...(items.length ? items
+    : [el("li", { className: "muted" }, "No question got the fallback yet.")]));
+}
+
+async function loadSynonyms() {
+  const bot = state.bot;
+  const body = await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/synonyms`);
+  if (bot !== state.bot) return;
+  teach.synonyms = body.synonyms;
+  $("synonyms").querySelector("tbody").replaceChildren(...Object.entries(body.synonyms).map(([k, v]) => synonymRow(k, v)));
+}
+
+function synonymRow(phrase = "", meaning = "") {
+  const remove = el("button", { type: "button", className: "remove", "aria-label": "Remove synonym", title: "Remove" }, "✕");
+  const row = el("tr", {},
+    el("td", {}, el("input", { "aria-label": "Phrase", placeholder: "hoodie", maxlength: "100" })),
+    el("td", {}, el("input", { "aria-label": "Meaning", placeholder: "sweater", maxlength: "100" })),
+    el("td", {}, remove));
+  const [phraseInput, meaningInput] = row.querySelectorAll("input");
+  phraseInput.value = phrase; meaningInput.value = meaning;  // values, never markup
+  remove.addEventListener("click", () => row.remove());
+  return row;
+}
+
+// The synonyms as edited: phrase → meaning; an error for a half-filled row or a phrase given twice.
+function editedSynonyms() {
+  const synonyms = {};
+  for (const row of $("synonyms").querySelectorAll("tbody tr")) {
+    const [phrase, meaning] = [...row.querySelectorAll("input")].map((i) => i.value.trim().split(/\s+/).join(" "));
+    if (!phrase && !meaning) continue;
+    if (!phrase || !meaning) throw new Error(`A synonym needs a phrase and what it means ("${phrase || meaning}").`);
+    const key = phrase.toLowerCase();
+    if (key in synonyms) throw new Error(`The phrase "${phrase}" is there twice.`);
+    synonyms[key] = meaning.toLowerCase();
+  }
+  return synonyms;
+}
+
+function sameSynonyms(a, b) {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => b[k] === a[k]);
+}
+
+function pendingExamples() {
+  const examples = {};
+  for (const { intent, text } of teach.pending) (examples[intent] ||= []).push(text);
+  return examples;
+}
+
+function showPending() {
+  $("pending-examples").replaceChildren(...teach.pending.map((example, index) => {
+    const remove = el("button", { type: "button", className: "remove", "aria-label": "Remove example", title: "Remove" }, "✕");
+    remove.addEventListener("click", () => { teach.pending.splice(index, 1); showPending(); });
+    return el("li", {}, el("span", { className: "badge" }, example.intent), example.text, " ", remove);
+  }));
+}
+
+function addExample(event) {
+  event.preventDefault();
+  const intent = $("example-intent").value, text = $("example-text").value.trim();
+  if (!intent || !text) return;
+  if (!teach.pending.some((p) => p.intent === intent && p.text === text)) teach.pending.push({ intent, text });
+  $("example-text").value = "";
+  showPending();
+}
+
+function answerText(answer) {
+  const reply = answer.replies.length ? answer.replies[0] : "(no reply)";
+  return `${answer.intent ?? "fallback"}: ${reply}`;
+}
+
+// A change from one answer to another, or to the fallback, may break what worked: it is marked so.
+function verdict(change) {
+  if (change.before.intent == null && change.after.intent != null) return ["improved", "now answered"];
+  if (change.before.intent != null && change.after.intent == null) return ["regression", "possible regression: now the fallback"];
+  if (change.before.intent != null) return ["regression", "possible regression: a different answer"];
+  return ["changed", "a different fallback"];
+}
+
+async function preview() {
+  $("teach-error").textContent = ""; $("teach-status").textContent = "";
+  const body = { synonyms: editedSynonyms(), examples: pendingExamples() };
+  $("teach-preview").disabled = true;
+  $("preview-summary").textContent = "Replaying recent conversations…"; $("preview-changes").replaceChildren();
+  try {
+    const result = await teachJson(`/api/v1/bots/${encodeURIComponent(state.bot)}/teaching/preview`,
+      { method: "POST", body: JSON.stringify(body) });
+    $("preview-summary").textContent = `replayed ${plural(result.turns, "turn")} of ${plural(result.conversations, "conversation")}` +
+      `${result.truncated ? " (the newest turns only)" : ""}; ${plural(result.changed.length, "answer")} would change`;
+    $("preview-changes").replaceChildren(...result.changed.map((change) => {
+      const [kind, label] = verdict(change);
+      return el("li", { className: kind },
+        el("div", {}, el("span", { className: `badge ${kind}` }, label), el("span", { className: "message" }, change.message)),
+        el("div", { className: "before" }, el("span", { className: "muted" }, "before "), answerText(change.before)),
+        el("div", { className: "after" }, el("span", { className: "muted" }, "after "), answerText(change.after)));
+    }));
+  } catch (error) {
+    $("preview-summary").textContent = "";
+    throw error;
+  } finally {
+    $("teach-preview").disabled = false;
+  }
+}
+
+async function apply() {
+  $("teach-error").textContent = ""; $("teach-status").textContent = "";
+  const bot = state.bot, synonyms = editedSynonyms();
+  $("teach-apply").disabled = true;
+  try {
+    const done = [];
+    if (!sameSynonyms(synonyms, teach.synonyms)) {
+      teach.synonyms = (await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/synonyms`,
+        { method: "PUT", body: JSON.stringify({ synonyms }) })).synonyms;
+      done.push("synonyms saved");
+    }
+    let added = 0;
+    while (teach.pending.length) {  // one at a time: a refused example stays pending, with the error shown
+      const { intent, text } = teach.pending[0];
+      await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/intents/${encodeURIComponent(intent)}/examples`,
+        { method: "POST", body: JSON.stringify({ text }) });
+      teach.pending.shift(); added += 1; showPending();
+    }
+    if (added) done.push(`${plural(added, "example")} added`);
+    $("preview-summary").textContent = ""; $("preview-changes").replaceChildren();
+    $("teach-status").textContent = done.length ? `Applied: ${done.join(", ")}.` : "Nothing to apply.";
+  } catch (error) {
+    // What was applied stays applied; a refused example stays pending and the edited synonyms stay as typed.
+    teachError(error);
+    return;
+  } finally {
+    $("teach-apply").disabled = false;
+    showPending();
+  }
+  await Promise.all([loadFallbacks(), loadSynonyms()]);
+}
+
 // -- wiring -------------------------------------------------------------------------------
 
 function onPick(list, attribute, handler) {
@@ -399,5 +598,20 @@ $("fork-form").addEventListener("submit", (event) => fork(event).catch(report));
 $("fork-continue").addEventListener("click", () => continueFork().catch(report));
 $("replay").addEventListener("click", () => replay().catch(report));
 $("golden").addEventListener("click", () => golden().catch(report));
+$("teach").addEventListener("toggle", () => openTeach().catch(teachError));
+$("fallbacks").addEventListener("click", (event) => {
+  const question = event.target.closest("button.question");
+  if (!question) return;
+  $("example-text").value = question.dataset.question;  // teach this question to an intent
+  $("example-text").focus();
+});
+$("add-synonym").addEventListener("click", () => {
+  const row = synonymRow();
+  $("synonyms").querySelector("tbody").append(row);
+  row.querySelector("input").focus();
+});
+$("example-form").addEventListener("submit", addExample);
+$("teach-preview").addEventListener("click", () => preview().catch(teachError));
+$("teach-apply").addEventListener("click", () => apply().catch(teachError));
 
 if (key()) signIn(key());
