@@ -168,9 +168,14 @@ def test_hostile_text_in_a_fallback_and_a_preview_renders_as_text(server: Server
         page.get_by_label("Intent").select_option("human_handoff")
         page.get_by_role("button", name="Add example").click()
         expect(page.get_by_label("Pending examples").locator("li")).to_contain_text([HOSTILE])
+        # A phrase named like a property every JavaScript object has is a phrase like any other.
+        page.get_by_role("button", name="Add synonym").click()
+        page.get_by_label("Synonyms").get_by_label("Phrase").fill("constructor")
+        page.get_by_label("Synonyms").get_by_label("Meaning").fill("builder")
         page.get_by_role("button", name="Preview").click()
         changes = page.get_by_label("Changed answers").locator("> li")
         expect(changes.locator(".message")).to_have_text([HOSTILE], timeout=30_000)
         expect(changes.locator(".after")).to_contain_text(["human_handoff: "])
+        expect(page.locator("#teach-error")).to_have_text("")
         assert page.locator("#teach img").count() == 0  # no element made of the text, anywhere in the panel
         assert page.title() == "botloom debugger"

@@ -459,7 +459,7 @@ function synonymRow(phrase = "", meaning = "") {
 
 // The synonyms as edited: phrase → meaning; an error for a half-filled row or a phrase given twice.
 function editedSynonyms() {
-  const synonyms = {};
+  const synonyms = Object.create(null);  // a phrase "constructor" is a phrase, not a property of every object
   for (const row of $("synonyms").querySelectorAll("tbody tr")) {
     const [phrase, meaning] = [...row.querySelectorAll("input")].map((i) => i.value.trim().split(/\s+/).join(" "));
     if (!phrase && !meaning) continue;
