@@ -192,6 +192,14 @@ class RecordedToolError(RuntimeError):
     """A tool's recorded failure, or a call the recording has no result for."""
 
 
+class UnrecordedToolCall(RecordedToolError):
+    """A call the recording has no result for (the original turn did not make it, or its checkpoint is gone)."""
+
+    def __init__(self, tool: str, arguments: Mapping[str, Any]) -> None:
+        super().__init__(f"deterministic replay: no recorded result of {tool} with arguments {jsonable(arguments)}")
+        self.tool = tool
+
+
 class RecordedEngine:
     """An engine that answers with a turn's recorded model outputs (see the module docstring).
 
@@ -253,9 +261,7 @@ def recorded_tools(tools: Mapping[str, Tool], results: Sequence[Mapping[str, Any
                     if result.get("ok"):
                         return result.get("result")
                     raise RecordedToolError(str(result.get("error") or "failed"))
-            raise RecordedToolError(
-                f"deterministic replay: no recorded result of {tool.name} with arguments {jsonable(arguments)}"
-            )
+            raise UnrecordedToolCall(tool.name, arguments)
 
         return msgspec.structs.replace(tool, handler=handler, wants_context=False)
 
@@ -426,6 +432,7 @@ __all__ = [
     "RecordedTurn",
     "ReplayMode",
     "ReplayReport",
+    "UnrecordedToolCall",
     "deterministic_context",
     "record_conversation",
     "recorded_search",

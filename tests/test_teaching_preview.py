@@ -138,3 +138,56 @@ async def test_a_bot_whose_graph_is_gone_is_a_404_not_a_crash(
     r = await client.post(f"/api/v1/bots/acme/{bot.slug}/teaching/preview", json={})
     assert r.status_code == 404, r.text
     assert "no_such_graph" in r.json()["detail"]
+
+
+async def test_a_tool_the_original_turn_did_not_call_is_named_not_run(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo
+) -> None:
+    chat = Chat(services, demo.bot)
+    assert (await chat.say("zorblatt 1234")).intent is None
+    answered = await Chat(services, demo.bot, user="user-2").say("where is my order 1234")
+    assert answered.intent == "order_status"
+    r = await client.post(PREVIEW, json={"synonyms": {"zorblatt": "where is my order"}})
+    assert r.status_code == 200, r.text
+    (changed,) = r.json()["changed"]
+    assert changed["message"] == "zorblatt 1234"
+    assert changed["before"] == {"intent": None, "replies": changed["before"]["replies"], "tools_not_run": []}
+    # The proposal reaches the order lookup, which the original turn never called: not run, and said so.
+    assert changed["after"]["intent"] == "order_status"
+    assert changed["after"]["tools_not_run"] == ["order_status"]
+
+
+async def test_each_conversation_gets_its_share_of_the_turns(
+    client: httpx.AsyncClient, services: Services, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botloom.runtime import teaching_preview
+
+    monkeypatch.setattr(teaching_preview, "MAX_PREVIEW_TURNS", 4)
+    long = Chat(services, demo.bot)
+    for text in ("hello", "how long is the zorblatt", "thanks", "how much is express shipping?", "bye"):
+        await long.say(text)
+    await Chat(services, demo.bot, user="user-2").say("how long is the zorblatt")
+    r = await client.post(PREVIEW, json={"synonyms": {"zorblatt": "warranty"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # Two turns each: the long conversation's first two (its share), the short one's only turn.
+    assert (body["conversations"], body["turns"], body["truncated"]) == (2, 3, True)
+    assert sorted((c["conversation_id"] == long.conversation_id, c["turn"]) for c in body["changed"]) == [
+        (False, 0),
+        (True, 1),
+    ]
+
+
+async def test_a_proposal_that_could_not_be_applied_is_a_409(
+    client: httpx.AsyncClient, demo: DemoInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botloom.server.api import teaching
+
+    r = await client.post(f"{BOT}/intents/greeting/examples", json={"text": "ahoy"})
+    assert r.status_code == 201, r.text
+    monkeypatch.setattr(teaching, "MAX_EXAMPLES", 2)
+    ok = await client.post(PREVIEW, json={"examples": {"greeting": ["ahoy", "howdy"]}})
+    assert ok.status_code == 200, ok.text
+    r = await client.post(PREVIEW, json={"examples": {"greeting": ["howdy", "hiya"]}})
+    assert r.status_code == 409, r.text
+    assert "greeting" in r.json()["detail"]

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import delete, get, post, put
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import ClientException, NotFoundException, ValidationException
 from litestar.params import JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_409_CONFLICT
 
 from botloom.core.storage.repositories import as_uuid
 from botloom.core.storage.repositories.teaching import (
@@ -71,6 +71,12 @@ class ExampleOut(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
+class TooManyExamples(ClientException):
+    """The proposal would give an intent more taught examples than it may have (so it could not be applied)."""
+
+    status_code = HTTP_409_CONFLICT
+
+
 class PreviewIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A proposed teaching change: new synonyms (replacing the bot's), examples to add, how much to replay."""
 
@@ -90,6 +96,9 @@ class AnswerOut(msgspec.Struct, frozen=True, kw_only=True):
 
     intent: str | None
     replies: list[str]
+    tools_not_run: list[str]
+    """Tools the answer would call that a preview does not run (the original turn has no result of them): the
+    replies are then what the bot says when a tool fails."""
 
 
 class ChangedOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,7 +144,11 @@ async def _intent(services: Services, principal: Principal, bot: str, intent: st
 
 
 def _answer(outcome: Mapping[str, Any]) -> AnswerOut:
-    return AnswerOut(intent=outcome.get("intent"), replies=[str(r) for r in outcome.get("replies") or []])
+    return AnswerOut(
+        intent=outcome.get("intent"),
+        replies=[str(r) for r in outcome.get("replies") or []],
+        tools_not_run=[str(t) for t in outcome.get("tools_not_run") or []],
+    )
 
 
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
@@ -295,7 +308,7 @@ class TeachingController(ApiController):
     @post(
         "/teaching/preview",
         summary="Preview a teaching change on recent conversations",
-        raises=WRITE_ERRORS,
+        raises=[*WRITE_ERRORS, TooManyExamples],
         status_code=HTTP_200_OK,
     )
     async def preview(
@@ -316,6 +329,12 @@ class TeachingController(ApiController):
         examples = {name: [" ".join(t.split()) for t in texts] for name, texts in data.examples.items()}
         if any(_blank(t) for texts in examples.values() for t in texts):
             raise ValidationException("an example must have visible text")
+        taught = await services.store.teaching.load(found.tenant_id, found.id)
+        for name, texts in examples.items():
+            if len(set(taught.examples.get(name, ())) | set(texts)) > MAX_EXAMPLES:
+                raise TooManyExamples(
+                    f"intent {name!r} would have more than {MAX_EXAMPLES} taught examples: forget some first"
+                )
         try:
             report = await preview_teaching(
                 services, found, synonyms=synonyms, examples=examples, conversations=data.conversations
