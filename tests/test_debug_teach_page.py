@@ -7,6 +7,8 @@ which recent answers would change, and applies; the network is limited to botloo
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -45,6 +47,69 @@ def tenant_key(server: Server) -> str:
     assert r.status_code in (200, 201), r.text
     key: str = r.json()["key"]
     return key
+
+
+def until(page: Any, condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Let the page run until ``condition`` holds (route handlers run while Playwright waits), at most ``timeout`` s."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        page.wait_for_timeout(50)
+
+
+def holder(held: list[Any]) -> Callable[[Any], None]:
+    """A route handler that holds each request (in ``held``) until the test lets it go on."""
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    return hold
+
+
+def bot_id(server: Server, ref: str) -> str:
+    """The id of the bot ``tenant/slug`` (the page addresses bots by id)."""
+    r = httpx.get(f"{server.url}/api/v1/bots/{ref}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    found: str = r.json()["id"]
+    return found
+
+
+def two_bots(server: Server) -> tuple[str, str]:
+    """The demo bot (taught ``zorblatt`` → ``warranty``) and a new bot acme/sales (taught ``parcel`` → ``package``)."""
+    r = httpx.post(f"{server.url}/api/v1/tenants/acme/bots", json={"slug": "sales", "name": "Sales"}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    for ref, synonyms in (("acme/support", {"zorblatt": "warranty"}), ("acme/sales", {"parcel": "package"})):
+        put = httpx.put(f"{server.url}/api/v1/bots/{ref}/synonyms", json={"synonyms": synonyms}, headers=ADMIN)
+        assert put.status_code == 200, put.text
+    return bot_id(server, "acme/support"), r.json()["id"]
+
+
+def synonyms_of(server: Server, ref: str) -> dict[str, str]:
+    r = httpx.get(f"{server.url}/api/v1/bots/{ref}/synonyms", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    found: dict[str, str] = r.json()["synonyms"]
+    return found
+
+
+def examples_of(server: Server, ref: str, intent: str) -> list[str]:
+    r = httpx.get(f"{server.url}/api/v1/bots/{ref}/intents/{intent}/examples", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return [e["text"] for e in r.json()]
+
+
+def add_synonym(page: Any, phrase: str, meaning: str) -> None:
+    """A new synonym row on the page, filled in (not applied)."""
+    page.get_by_role("button", name="Add synonym").click()
+    page.get_by_label("Synonyms").get_by_label("Phrase").last.fill(phrase)
+    page.get_by_label("Synonyms").get_by_label("Meaning").last.fill(meaning)
+
+
+def add_example(page: Any, intent: str, text: str) -> None:
+    """A pending example on the page."""
+    page.get_by_label("Intent").select_option(intent)
+    page.get_by_label("Example", exact=True).fill(text)
+    page.get_by_role("button", name="Add example").click()
 
 
 def open_teach(page: Any, server: Server, key: str) -> None:
@@ -152,6 +217,14 @@ def test_an_api_error_is_shown_and_nothing_is_lost(server: Server, browser: Any)
         page.get_by_role("button", name="Apply").click()
         expect(page.locator("#teach-error")).to_contain_text("$.synonyms", timeout=15_000)
         expect(page.get_by_label("Synonyms").get_by_label("Meaning")).to_have_value("x" * 100)  # kept as typed
+        # An intent named like a property every JavaScript object has is sent as any other (the server says no).
+        page.get_by_label("Synonyms").get_by_role("button", name="Remove synonym").click()
+        page.get_by_label("Intent").evaluate("select => select.add(new Option('constructor', 'constructor'))")
+        add_example(page, "constructor", "build me one")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator("#teach-error")).to_have_text(
+            "the bot has no intent 'constructor' (intents come from its enabled plugins)", timeout=15_000
+        )
     assert httpx.get(f"{server.url}{BOT}/synonyms", headers=ADMIN).json() == {"synonyms": {}}
 
 
@@ -179,3 +252,139 @@ def test_hostile_text_in_a_fallback_and_a_preview_renders_as_text(server: Server
         expect(page.locator("#teach-error")).to_have_text("")
         assert page.locator("#teach img").count() == 0  # no element made of the text, anywhere in the panel
         assert page.title() == "botloom debugger"
+
+
+def test_switching_bots_clears_the_panel_and_applies_only_to_the_bot_shown(server: Server, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    _, sales = two_bots(server)
+    with chromium_page(browser, server.url) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/debug")
+        sign_in(page)
+        expect(page.locator("#bot option")).to_have_count(2, timeout=15_000)
+        page.locator("#bot").select_option(label="acme/support")
+        page.get_by_text("Teach", exact=True).click()
+        phrases = page.get_by_label("Synonyms").get_by_label("Phrase")
+        expect(phrases).to_have_count(1, timeout=15_000)
+        expect(phrases).to_have_value("zorblatt")
+        preview, apply = page.get_by_role("button", name="Preview"), page.get_by_role("button", name="Apply")
+        expect(apply).to_be_enabled()
+        add_synonym(page, "hoodie", "sweater")  # unsaved edits of acme/support
+        add_example(page, "greeting", "ahoy there")
+        expect(page.get_by_label("Pending examples").locator("li")).to_have_count(1)
+
+        # acme/sales's synonyms cannot be loaded: acme/support's rows, examples and intents are gone at once,
+        # and Preview and Apply stay off (there is nothing of this bot's to send).
+        synonyms = f"**/api/v1/bots/{sales}/synonyms"
+        page.route(synonyms, lambda route: route.fulfill(status=503, json={"detail": "synonyms are down"}))
+        page.locator("#bot").select_option(label="acme/sales")
+        expect(page.locator("#teach-error")).to_have_text(
+            "synonyms are down (close and open Teach to try again)", timeout=15_000
+        )
+        expect(phrases).to_have_count(0)
+        expect(page.get_by_label("Pending examples").locator("li")).to_have_count(0)
+        expect(page.get_by_label("Intent").locator("option")).to_have_count(0)
+        expect(page.get_by_label("Fallbacks").locator("li")).to_have_count(0)
+        for button in (preview, apply, page.get_by_role("button", name="Add synonym")):
+            expect(button).to_be_disabled()
+
+        # Opening the panel again tries again; until the load answers, Apply stays off.
+        page.unroute(synonyms)
+        held: list[Any] = []
+        page.route(synonyms, holder(held))
+        page.get_by_text("Teach", exact=True).click()
+        page.get_by_text("Teach", exact=True).click()
+        until(page, lambda: bool(held), "the synonyms request")
+        expect(page.locator("#teach-error")).to_have_text("")
+        expect(apply).to_be_disabled()
+        expect(phrases).to_have_count(0)
+        held[0].continue_()
+        page.unroute(synonyms)
+        expect(phrases).to_have_count(1, timeout=15_000)
+        expect(phrases).to_have_value("parcel")
+        expect(apply).to_be_enabled()
+        expect(preview).to_be_enabled()
+        add_synonym(page, "tee", "t-shirt")
+        apply.click()
+        expect(page.locator("#teach-status")).to_have_text("Applied: synonyms saved.", timeout=15_000)
+        assert errors == []
+
+    assert synonyms_of(server, "acme/support") == {"zorblatt": "warranty"}  # its unsaved edits went nowhere
+    assert examples_of(server, "acme/support", "greeting") == []
+    assert synonyms_of(server, "acme/sales") == {"parcel": "package", "tee": "t-shirt"}
+
+
+def test_an_answer_for_the_bot_shown_before_draws_nothing(server: Server, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    support, _ = two_bots(server)
+    chat(server, ZORBLATT)
+    with chromium_page(browser, server.url) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/debug")
+        sign_in(page)
+        expect(page.locator("#bot option")).to_have_count(2, timeout=15_000)
+        page.locator("#bot").select_option(label="acme/support")
+        page.get_by_text("Teach", exact=True).click()
+        phrases = page.get_by_label("Synonyms").get_by_label("Phrase")
+        expect(phrases).to_have_value("zorblatt", timeout=15_000)
+        add_synonym(page, "hoodie", "sweater")
+        add_example(page, "greeting", "ahoy there")
+        add_example(page, "greeting", "ahoy matey")
+
+        # acme/support's preview and its apply (the synonyms PUT) are held while the page switches bots.
+        held: list[Any] = []
+        page.route(f"**/api/v1/bots/{support}/teaching/preview", holder(held))
+        page.route(
+            f"**/api/v1/bots/{support}/synonyms",
+            lambda route: held.append(route) if route.request.method == "PUT" else route.fallback(),
+        )
+        preview, apply = page.get_by_role("button", name="Preview"), page.get_by_role("button", name="Apply")
+        preview.click()
+        apply.click()
+        until(page, lambda: len(held) == 2, "the preview and the synonyms PUT")
+        expect(preview).to_be_disabled()
+        expect(apply).to_be_disabled()
+
+        posted: list[str] = []
+        page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+        page.locator("#bot").select_option(label="acme/sales")
+        expect(phrases).to_have_value("parcel", timeout=15_000)
+        expect(preview).to_be_enabled()  # acme/support's requests in flight do not hold acme/sales's buttons
+        expect(apply).to_be_enabled()
+        for route in held:
+            with page.expect_response(route.request.url):
+                route.continue_()
+        # They answered: nothing of theirs is drawn on acme/sales, and acme/support's examples are not posted.
+        apply.click()
+        expect(page.locator("#teach-status")).to_have_text("Nothing to apply.", timeout=15_000)
+        expect(page.locator("#preview-summary")).to_have_text("")
+        expect(page.get_by_label("Changed answers").locator("li")).to_have_count(0)
+        expect(phrases).to_have_count(1)
+        assert [url for url in posted if "/examples" in url] == []
+        assert errors == []
+
+    assert synonyms_of(server, "acme/support") == {"hoodie": "sweater", "zorblatt": "warranty"}  # sent before
+    assert examples_of(server, "acme/support", "greeting") == []
+    assert synonyms_of(server, "acme/sales") == {"parcel": "package"}
+
+
+def test_an_answer_that_would_call_a_tool_is_not_called_answered(server: Server, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    question = "zorblatt 12345 please"
+    assert chat(server, question)["intent"] is None  # the fallback: no tool ran, so none has a recorded result
+    with chromium_page(browser, server.url) as page:
+        open_teach(page, server, tenant_key(server))
+        add_example(page, "order_status", question)
+        page.get_by_role("button", name="Preview").click()
+        changes = page.get_by_label("Changed answers").locator("> li")
+        expect(changes).to_have_count(1, timeout=30_000)
+        expect(changes).to_have_class(["untested"])
+        expect(changes.locator(".badge")).to_have_text(["would call order_status (tools are not run in a preview)"])
+        expect(changes.locator(".after")).to_contain_text("order_status: ")
+        expect(changes.locator(".after")).to_contain_text("(would call order_status: not run in a preview)")
+        keep(page, "debug-teach-untested.png")

@@ -114,7 +114,7 @@ async function pickBot(botId, keepPlace = false) {
   state.bot = botId; state.conversation = null;
   $("bot").value = botId;
   if (!keepPlace) remember(botId);
-  teach.bot = null;
+  resetTeach();
   openTeach().catch(teachError);
   await drawGraph();
   await listConversations(false);
@@ -360,7 +360,7 @@ async function replay() {
       el("td", {}, el("pre", {}, show(t.original))),
       el("td", {}, el("pre", {}, show(t.replayed)), t.same ? "" : el("div", { className: "muted" },
         `differs: ${(t.differs || []).join(", ") || "yes"}${t.error ? " · " + t.error : ""}`)))));
-  $("replay-summary").textContent = `${result.differences} turn(s) differ${result.truncated ? " (the newest turns only)" : ""}`;
+  $("replay-summary").textContent = `${result.differences} turn(s) differ${result.truncated ? " (the first turns only)" : ""}`;
   $("replay-result").hidden = false;
 }
 
@@ -374,7 +374,9 @@ async function golden() {
 
 // -- teach: fallbacks, synonyms, examples; preview, apply (the teaching routes, docs/graphs.md) --
 
-const teach = { bot: null, synonyms: {}, pending: [] };
+// The panel shows one bot: `bot` is the one it loads or shows, `loaded` the one whose loads succeeded (Preview
+// and Apply wait for it), `run` counts the bots shown: a request that returns after it changed draws nothing.
+const teach = { bot: null, loaded: null, run: 0, synonyms: {}, pending: [], previewing: null, applying: null };
 
 // A request of the Teach panel: its JSON answer (null for none); an error names what the API said.
 async function teachJson(path, options) {
@@ -399,31 +401,51 @@ function teachError(error) {
 
 function plural(count, one, many = `${one}s`) { return `${count} ${count === 1 ? one : many}`; }
 
-// Load what the bot is taught once per bot (reopening the panel keeps unsaved edits).
-async function openTeach() {
-  if (!$("teach").open || !state.bot || teach.bot === state.bot) return;
-  teach.bot = state.bot; teach.pending = [];
-  $("teach-error").textContent = ""; $("teach-status").textContent = "";
-  $("preview-summary").textContent = ""; $("preview-changes").replaceChildren();
-  showPending();
-  const bot = state.bot;
-  let plugins;
-  try {
-    [, , plugins] = await Promise.all([loadFallbacks(), loadSynonyms(),
-      teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/plugins`)]);
-  } catch (error) {
-    if (teach.bot === bot) teach.bot = null;  // opening the panel again tries again
-    throw error;
-  }
-  if (bot !== state.bot) return;
-  const intents = [...new Set(plugins.filter((p) => p.enabled).flatMap((p) => p.intents))].sort();
-  $("example-intent").replaceChildren(...intents.map((name) => el("option", { value: name }, name)));
+function teachPath(bot, rest) { return `/api/v1/bots/${encodeURIComponent(bot)}/${rest}`; }
+
+// Preview and Apply (and Add synonym) only once the bot shown is loaded, and not while running for it.
+function teachButtons() {
+  const ready = teach.loaded !== null && teach.loaded === teach.bot && teach.bot === state.bot;
+  $("teach-preview").disabled = !ready || teach.previewing === teach.run;
+  $("teach-apply").disabled = !ready || teach.applying === teach.run;
+  $("add-synonym").disabled = !ready;
 }
 
-async function loadFallbacks() {
-  const bot = state.bot;
-  const groups = await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/fallbacks?limit=50`);
-  if (bot !== state.bot) return;
+// Forget the bot shown: its questions, synonyms, intents, edits and preview go at once, never onto another bot.
+function resetTeach() {
+  teach.run += 1; teach.bot = null; teach.loaded = null; teach.synonyms = {}; teach.pending = [];
+  $("fallbacks").replaceChildren(); $("synonyms").querySelector("tbody").replaceChildren();
+  $("example-intent").replaceChildren(); $("example-text").value = ""; showPending();
+  $("teach-error").textContent = ""; $("teach-status").textContent = "";
+  $("preview-summary").textContent = ""; $("preview-changes").replaceChildren();
+  teachButtons();
+}
+
+// Load what the bot is taught once per bot (reopening the panel keeps unsaved edits; after a failed load it tries again).
+async function openTeach() {
+  if (!$("teach").open || !state.bot || teach.bot === state.bot) return;
+  resetTeach();
+  const bot = state.bot, run = teach.run;
+  teach.bot = bot;
+  let groups, synonyms, plugins;
+  try {
+    [groups, synonyms, plugins] = await Promise.all([teachJson(teachPath(bot, "fallbacks?limit=50")),
+      teachJson(teachPath(bot, "synonyms")), teachJson(teachPath(bot, "plugins"))]);
+  } catch (error) {
+    if (teach.run !== run) return;  // another bot by now: not its error
+    teach.bot = null;  // opening the panel again tries again
+    if (error.message === "401") throw error;
+    throw new Error(`${error.message} (close and open Teach to try again)`);
+  }
+  if (teach.run !== run) return;
+  showFallbacks(groups); showSynonyms(synonyms.synonyms);
+  const intents = [...new Set(plugins.filter((p) => p.enabled).flatMap((p) => p.intents))].sort();
+  $("example-intent").replaceChildren(...intents.map((name) => el("option", { value: name }, name)));
+  teach.loaded = bot;
+  teachButtons();
+}
+
+function showFallbacks(groups) {
   const items = groups.map((g) => {
     const others = g.variants.filter((v) => v !== g.question);
     return el("li", { title: g.variants.join("\n") },
@@ -437,12 +459,9 @@ async function loadFallbacks() {
     : [el("li", { className: "muted" }, "No question got the fallback yet.")]));
 }
 
-async function loadSynonyms() {
-  const bot = state.bot;
-  const body = await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/synonyms`);
-  if (bot !== state.bot) return;
-  teach.synonyms = body.synonyms;
-  $("synonyms").querySelector("tbody").replaceChildren(...Object.entries(body.synonyms).map(([k, v]) => synonymRow(k, v)));
+function showSynonyms(synonyms) {
+  teach.synonyms = synonyms;
+  $("synonyms").querySelector("tbody").replaceChildren(...Object.entries(synonyms).map(([k, v]) => synonymRow(k, v)));
 }
 
 function synonymRow(phrase = "", meaning = "") {
@@ -476,16 +495,21 @@ function sameSynonyms(a, b) {
   return keys.length === Object.keys(b).length && keys.every((k) => b[k] === a[k]);
 }
 
-function pendingExamples() {
-  const examples = {};
-  for (const { intent, text } of teach.pending) (examples[intent] ||= []).push(text);
+// The pending examples by intent: an intent named like an object property ("constructor") is an intent like any other.
+function pendingExamples(pending) {
+  const examples = Object.create(null);
+  for (const { intent, text } of pending) (examples[intent] ||= []).push(text);
   return examples;
 }
 
 function showPending() {
-  $("pending-examples").replaceChildren(...teach.pending.map((example, index) => {
+  $("pending-examples").replaceChildren(...teach.pending.map((example) => {
     const remove = el("button", { type: "button", className: "remove", "aria-label": "Remove example", title: "Remove" }, "✕");
-    remove.addEventListener("click", () => { teach.pending.splice(index, 1); showPending(); });
+    remove.addEventListener("click", () => {
+      const at = teach.pending.indexOf(example);
+      if (at >= 0) teach.pending.splice(at, 1);
+      showPending();
+    });
     return el("li", {}, el("span", { className: "badge" }, example.intent), example.text, " ", remove);
   }));
 }
@@ -493,80 +517,112 @@ function showPending() {
 function addExample(event) {
   event.preventDefault();
   const intent = $("example-intent").value, text = $("example-text").value.trim();
-  if (!intent || !text) return;
+  if (!intent || !text || teach.loaded !== state.bot) return;
   if (!teach.pending.some((p) => p.intent === intent && p.text === text)) teach.pending.push({ intent, text });
   $("example-text").value = "";
   showPending();
 }
 
+function untested(answer) { return Array.isArray(answer.tools_not_run) ? answer.tools_not_run : []; }  // older servers: none
+
 function answerText(answer) {
   const reply = answer.replies.length ? answer.replies[0] : "(no reply)";
-  return `${answer.intent ?? "fallback"}: ${reply}`;
+  const tools = untested(answer);
+  return [`${answer.intent ?? "fallback"}: ${reply}`,
+    tools.length ? el("span", { className: "muted" }, ` (would call ${tools.join(", ")}: not run in a preview)`) : ""];
 }
 
-// A change from one answer to another, or to the fallback, may break what worked: it is marked so.
+// A change from one answer to another, or to the fallback, may break what worked: it is marked so. An answer that
+// would call a tool the preview does not run shows the bot's words for a failed tool: neither better nor worse.
 function verdict(change) {
-  if (change.before.intent == null && change.after.intent != null) return ["improved", "now answered"];
+  const tools = untested(change.after);
+  const calls = `would call ${tools.join(", ")} (tools are not run in a preview)`;
   if (change.before.intent != null && change.after.intent == null) return ["regression", "possible regression: now the fallback"];
+  if (change.before.intent != null && change.before.intent !== change.after.intent) {
+    return ["regression", `possible regression: a different answer${tools.length ? `; it ${calls}` : ""}`];
+  }
+  if (tools.length) return ["untested", calls];
+  if (change.before.intent == null && change.after.intent != null) return ["improved", "now answered"];
   if (change.before.intent != null) return ["regression", "possible regression: a different answer"];
   return ["changed", "a different fallback"];
 }
 
 async function preview() {
+  const bot = state.bot, run = teach.run;
+  if (teach.loaded !== bot || teach.bot !== bot) return;
   $("teach-error").textContent = ""; $("teach-status").textContent = "";
-  const body = { synonyms: editedSynonyms(), examples: pendingExamples() };
-  $("teach-preview").disabled = true;
+  const body = { synonyms: editedSynonyms(), examples: pendingExamples([...teach.pending]) };
+  teach.previewing = run; teachButtons();
   $("preview-summary").textContent = "Replaying recent conversations…"; $("preview-changes").replaceChildren();
   try {
-    const result = await teachJson(`/api/v1/bots/${encodeURIComponent(state.bot)}/teaching/preview`,
-      { method: "POST", body: JSON.stringify(body) });
+    const result = await teachJson(teachPath(bot, "teaching/preview"), { method: "POST", body: JSON.stringify(body) });
+    if (teach.run !== run) return;  // another bot by now: not its preview
     $("preview-summary").textContent = `replayed ${plural(result.turns, "turn")} of ${plural(result.conversations, "conversation")}` +
-      `${result.truncated ? " (the newest turns only)" : ""}; ${plural(result.changed.length, "answer")} would change`;
+      `${result.truncated ? " (truncated: the first turns of long conversations only)" : ""}; ` +
+      `${plural(result.changed.length, "answer")} would change`;
     $("preview-changes").replaceChildren(...result.changed.map((change) => {
       const [kind, label] = verdict(change);
       return el("li", { className: kind },
         el("div", {}, el("span", { className: `badge ${kind}` }, label), el("span", { className: "message" }, change.message)),
-        el("div", { className: "before" }, el("span", { className: "muted" }, "before "), answerText(change.before)),
-        el("div", { className: "after" }, el("span", { className: "muted" }, "after "), answerText(change.after)));
+        el("div", { className: "before" }, el("span", { className: "muted" }, "before "), ...answerText(change.before)),
+        el("div", { className: "after" }, el("span", { className: "muted" }, "after "), ...answerText(change.after)));
     }));
   } catch (error) {
+    if (teach.run !== run) return;
     $("preview-summary").textContent = "";
     throw error;
   } finally {
-    $("teach-preview").disabled = false;
+    if (teach.previewing === run) teach.previewing = null;
+    teachButtons();
   }
 }
 
+// Apply to the bot shown when it was clicked what was on the page then; once another bot is shown, nothing more.
 async function apply() {
+  const bot = state.bot, run = teach.run;
+  if (teach.loaded !== bot || teach.bot !== bot) return;
+  const stale = () => teach.run !== run;
   $("teach-error").textContent = ""; $("teach-status").textContent = "";
-  const bot = state.bot, synonyms = editedSynonyms();
-  $("teach-apply").disabled = true;
+  const synonyms = editedSynonyms(), pending = [...teach.pending];
+  teach.applying = run; teachButtons();
   try {
     const done = [];
     if (!sameSynonyms(synonyms, teach.synonyms)) {
-      teach.synonyms = (await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/synonyms`,
-        { method: "PUT", body: JSON.stringify({ synonyms }) })).synonyms;
+      const saved = await teachJson(teachPath(bot, "synonyms"), { method: "PUT", body: JSON.stringify({ synonyms }) });
+      if (stale()) return;
+      teach.synonyms = saved.synonyms;
       done.push("synonyms saved");
     }
     let added = 0;
-    while (teach.pending.length) {  // one at a time: a refused example stays pending, with the error shown
-      const { intent, text } = teach.pending[0];
-      await teachJson(`/api/v1/bots/${encodeURIComponent(bot)}/intents/${encodeURIComponent(intent)}/examples`,
-        { method: "POST", body: JSON.stringify({ text }) });
-      teach.pending.shift(); added += 1; showPending();
+    for (const example of pending) {  // one at a time: a refused example stays pending, with the error shown
+      await teachJson(teachPath(bot, `intents/${encodeURIComponent(example.intent)}/examples`),
+        { method: "POST", body: JSON.stringify({ text: example.text }) });
+      if (stale()) return;
+      const at = teach.pending.indexOf(example);
+      if (at >= 0) teach.pending.splice(at, 1);
+      added += 1; showPending();
     }
     if (added) done.push(`${plural(added, "example")} added`);
     $("preview-summary").textContent = ""; $("preview-changes").replaceChildren();
     $("teach-status").textContent = done.length ? `Applied: ${done.join(", ")}.` : "Nothing to apply.";
   } catch (error) {
     // What was applied stays applied; a refused example stays pending and the edited synonyms stay as typed.
-    teachError(error);
+    if (!stale()) teachError(error);
     return;
   } finally {
-    $("teach-apply").disabled = false;
-    showPending();
+    if (teach.applying === run) teach.applying = null;
+    teachButtons();
+    if (!stale()) showPending();
   }
-  await Promise.all([loadFallbacks(), loadSynonyms()]);
+  let groups, saved;
+  try {
+    [groups, saved] = await Promise.all([teachJson(teachPath(bot, "fallbacks?limit=50")), teachJson(teachPath(bot, "synonyms"))]);
+  } catch (error) {
+    if (stale()) return;
+    throw error;
+  }
+  if (stale()) return;
+  showFallbacks(groups); showSynonyms(saved.synonyms);
 }
 
 // -- wiring -------------------------------------------------------------------------------
