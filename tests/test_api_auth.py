@@ -92,6 +92,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples"): Call(json={"text": "planted example"}),
     ("DELETE", "/api/v1/bots/{bot:str}/intents/{intent:str}/examples/{example:str}"): Call(),
     ("GET", "/api/v1/bots/{bot:str}/fallbacks"): Call(),
+    ("POST", "/api/v1/bots/{bot:str}/teaching/preview"): Call(json={"synonyms": {"planted": "refund"}}),
     ("GET", "/api/v1/tenants/{tenant:str}/contacts/export"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/tenants/{tenant:str}/contacts"): Call(params={"channel": "rest", "address": "rest-user"}),
     ("DELETE", "/api/v1/conversations/{conversation_id:str}"): Call(),
