@@ -897,3 +897,9 @@ class OfflineEngine:
             if text:
                 return Reply(text=text, answered=True)
         return fallback
+
+
+def offline_part(engine: Engine) -> OfflineEngine | None:
+    """The offline engine ``engine`` is, or falls back to (a language-model engine's ``offline``), if any."""
+    offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
+    return offline if isinstance(offline, OfflineEngine) else None

@@ -49,7 +49,7 @@ from botloom.core.storage.repositories import Store
 from botloom.core.storage.repositories.budgets import AlertKind, Budget, BudgetState, month_of
 from botloom.core.storage.repositories.usage import Spent
 from botloom.graphs.context import TurnContext
-from botloom.graphs.engines import Classification, Engine, OfflineEngine, Reply
+from botloom.graphs.engines import Classification, Engine, Reply, offline_part
 from botloom.graphs.state import TurnState
 
 logger = logging.getLogger(__name__)
@@ -161,8 +161,8 @@ class Budgets:
 
     async def engine_for(self, tenant_id: str, engine: Engine) -> Engine:
         """The engine a turn of the tenant starts with: ``engine``, or what ``on_exhausted`` says once spent."""
-        offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
-        if not isinstance(offline, OfflineEngine) or offline is engine:
+        offline = offline_part(engine)
+        if offline is None or offline is engine:
             return engine  # no model to spend on
         if tenant_id not in await self.budgeted():
             return engine  # no budget: nothing read for this tenant

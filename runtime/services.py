@@ -20,7 +20,7 @@ from botloom.core.netguard import EndpointPolicy, install_policy
 from botloom.core.settings import Settings
 from botloom.core.storage.database import Database, database_url
 from botloom.core.storage.repositories import ChannelRouteRepository, Store
-from botloom.graphs.engines import Engine, OfflineEngine
+from botloom.graphs.engines import Engine, OfflineEngine, offline_part
 from botloom.graphs.registry import GraphRegistry
 from botloom.runtime.budgets import Budgets
 from botloom.runtime.checkpointers import open_checkpointer
@@ -115,8 +115,8 @@ async def _open_locks(
 def _open_engine(settings: Settings, store: Store, closeables: list[Callable[[], Any]]) -> Engine:
     """The configured engine; its offline part reads what tenants taught their bots (#17)."""
     engine = make_engine(settings)
-    offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
-    if isinstance(offline, OfflineEngine):
+    offline = offline_part(engine)
+    if offline is not None:
         offline.teaching = store.teaching.load
     if hasattr(engine, "aclose"):
         closeables.append(engine.aclose)

@@ -26,7 +26,7 @@ from botloom.core.definitions import Tool
 from botloom.core.domain import Bot
 from botloom.core.language import Teaching
 from botloom.graphs.context import SearchFn, TurnContext
-from botloom.graphs.engines import OfflineEngine
+from botloom.graphs.engines import OfflineEngine, offline_part
 from botloom.runtime.debug_runs import dry_context
 from botloom.runtime.replay import (
     RecordedTurn,
@@ -82,9 +82,8 @@ def proposal(current: Teaching, synonyms: Mapping[str, str] | None, examples: Ma
 
 def _engine(services: Services, teaching: Teaching) -> OfflineEngine:
     """An offline engine that reads ``teaching`` for every bot, with the deployment's knowledge floor."""
-    engine = services.engine
-    offline = engine if isinstance(engine, OfflineEngine) else getattr(engine, "offline", None)
-    floor = offline.knowledge_min_score if isinstance(offline, OfflineEngine) else 0.0
+    offline = offline_part(services.engine)
+    floor = offline.knowledge_min_score if offline is not None else 0.0
 
     async def taught(tenant_id: str, bot_id: str) -> Teaching:
         return teaching

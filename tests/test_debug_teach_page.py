@@ -254,18 +254,26 @@ def test_hostile_text_in_a_fallback_and_a_preview_renders_as_text(server: Server
         assert page.title() == "botloom debugger"
 
 
+def open_support_teach_of_two(page: Any, server: Server) -> list[str]:
+    """Sign in as the operator (two bots shown), pick ``acme/support``, open Teach; the page's script errors."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.url}/debug")
+    sign_in(page)
+    expect(page.locator("#bot option")).to_have_count(2, timeout=15_000)
+    page.locator("#bot").select_option(label="acme/support")
+    page.get_by_text("Teach", exact=True).click()
+    return errors
+
+
 def test_switching_bots_clears_the_panel_and_applies_only_to_the_bot_shown(server: Server, browser: Any) -> None:
     from playwright.sync_api import expect
 
     _, sales = two_bots(server)
     with chromium_page(browser, server.url) as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/debug")
-        sign_in(page)
-        expect(page.locator("#bot option")).to_have_count(2, timeout=15_000)
-        page.locator("#bot").select_option(label="acme/support")
-        page.get_by_text("Teach", exact=True).click()
+        errors = open_support_teach_of_two(page, server)
         phrases = page.get_by_label("Synonyms").get_by_label("Phrase")
         expect(phrases).to_have_count(1, timeout=15_000)
         expect(phrases).to_have_value("zorblatt")
@@ -322,13 +330,7 @@ def test_an_answer_for_the_bot_shown_before_draws_nothing(server: Server, browse
     support, _ = two_bots(server)
     chat(server, ZORBLATT)
     with chromium_page(browser, server.url) as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/debug")
-        sign_in(page)
-        expect(page.locator("#bot option")).to_have_count(2, timeout=15_000)
-        page.locator("#bot").select_option(label="acme/support")
-        page.get_by_text("Teach", exact=True).click()
+        errors = open_support_teach_of_two(page, server)
         phrases = page.get_by_label("Synonyms").get_by_label("Phrase")
         expect(phrases).to_have_value("zorblatt", timeout=15_000)
         add_synonym(page, "hoodie", "sweater")
